@@ -1,0 +1,99 @@
+# eddy - build, run and test. `make help` lists the targets.
+#
+#   make          build build/eddy
+#   make run      install missing dependencies, build, start eddy standalone on :6020 (data in ./data)
+#   make test     install, build, run every test suite (unit, end-to-end standalone and two-process)
+#   make asan     the same suites against an ASan+UBSan build in build-asan/
+#   make clean
+
+BUILD    ?= build
+SAN      ?= 0
+CC       ?= cc
+PKGS     := libwebsockets msgpack libprotobuf-c jansson yaml-0.1 libsodium
+VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+               -DEDDY_VERSION='"$(VERSION)"' -I$(BUILD)/gen -Icommon -Ibroker -Inode
+ifeq ($(SAN),1)
+CFLAGS_OPT  := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDFLAGS_SAN := -fsanitize=address,undefined
+else
+CFLAGS_OPT  := -O2
+LDFLAGS_SAN :=
+endif
+CFLAGS  += $(CFLAGS_BASE) $(CFLAGS_OPT) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lnng -lrocksdb -lpthread -lm
+LDFLAGS += $(LDFLAGS_SAN)
+
+PROTO_GEN  := $(BUILD)/gen/deepstream.pb-c.c
+CORE_SRC   := $(wildcard common/*.c) $(wildcard broker/*.c) $(wildcard node/*.c)
+CORE_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(CORE_SRC)) $(BUILD)/obj/gen/deepstream.pb-c.o
+MAIN_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard cmd/*.c))
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+
+.PHONY: all run test asan unit e2e e2e-standalone e2e-cluster deps npm-deps clean help
+
+all: $(BUILD)/eddy
+
+$(BUILD)/gen/deepstream.pb-c.c $(BUILD)/gen/deepstream.pb-c.h: proto/deepstream.proto
+	@mkdir -p $(BUILD)/gen
+	protoc-c --c_out=$(BUILD)/gen --proto_path=proto proto/deepstream.proto
+
+$(BUILD)/obj/gen/deepstream.pb-c.o: $(PROTO_GEN)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Wno-error -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c $(PROTO_GEN)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libeddycore.a: $(CORE_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/eddy: $(MAIN_OBJ) $(BUILD)/libeddycore.a
+	$(CC) $(LDFLAGS) -o $@ $(MAIN_OBJ) $(BUILD)/libeddycore.a $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libeddycore.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libeddycore.a $(LDLIBS) -lcmocka
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# Dependencies: Debian packages (apt-get when root, otherwise the exact command
+# is printed) and the pinned npm test clients.
+deps:
+	@bash deploy/install-deps.sh
+
+npm-deps:
+	@test -d node_modules/@deepstream/client || npm ci --no-audit --no-fund
+
+run: deps all
+	@mkdir -p data
+	$(BUILD)/eddy standalone --port 6020 --data ./data
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "# $$t"; $$t; done
+
+E2E = node --test --test-concurrency=1 --test-timeout=120000 tests/e2e/
+e2e-standalone: all npm-deps
+	EDDY_BIN=$(BUILD)/eddy EDDY_MODE=standalone $(E2E)
+e2e-cluster: all npm-deps
+	EDDY_BIN=$(BUILD)/eddy EDDY_MODE=cluster $(E2E)
+e2e: e2e-standalone e2e-cluster
+
+test: deps
+	$(MAKE) all
+	$(MAKE) unit
+	$(MAKE) e2e
+
+asan: deps
+	$(MAKE) BUILD=build-asan SAN=1 all
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  $(MAKE) BUILD=build-asan SAN=1 unit e2e
+
+clean:
+	rm -rf build build-asan
+
+help:
+	@sed -n '1,9p' Makefile

@@ -1,0 +1,165 @@
+/* broker.h - the broker (edge) role: terminates deepstream websocket clients
+ * with libwebsockets, keeps sessions and local subscriber tables, translates
+ * client messages into operations for the node that owns each name, and fans
+ * deliveries from nodes out to local subscribers. Holds no records.
+ *
+ * Threads: one libwebsockets service thread owns every session, topic and
+ * frame. Per node, a request thread (REQ: one batch in flight) and a delivery
+ * thread (SUB) hand results to the service thread through one bounded inbound
+ * queue and lws_cancel_service(). File auth runs Argon2id on a worker thread. */
+#ifndef EDDY_BROKER_H
+#define EDDY_BROKER_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libwebsockets.h>
+
+#include "config.h"
+#include "deepstream.pb-c.h"
+#include "dict.h"
+#include "ops.h"
+#include "queue.h"
+#include "shardmap.h"
+
+typedef struct broker broker;
+
+/* Creates a broker for cfg (borrowed; must outlive it) connecting to every node
+ * in cfg->nodes. Returns NULL (logged) on failure; *config_error is set when
+ * the failure is the configuration's (exit code 2) rather than the system's. */
+broker *broker_create(const eddy_config *cfg, bool *config_error);
+/* Waits until every node link delivers, starts listening, and serves until
+ * *stop becomes non-zero. Returns 0, or -1 when it could not start. */
+int broker_run(broker *b, volatile sig_atomic_t *stop);
+/* Wakes the service loop; safe from any thread (not from a signal handler:
+ * handlers only set the stop flag, which the loop checks every 200 ms). */
+void broker_wake(broker *b);
+/* Closes every connection, quiesces the links, frees b. NULL is fine. */
+void broker_destroy(broker *b);
+
+/* ---------------- internal: shared by the files of broker/ ---------------- */
+
+/* An immutable, refcounted encoded client frame with LWS_PRE bytes of headroom.
+ * Encoded once, shared by every session it is queued to (service thread only). */
+typedef struct frame {
+    uint32_t refs;
+    uint32_t len;
+    uint8_t bytes[]; /* LWS_PRE headroom, then len bytes of payload */
+} frame;
+
+frame *frame_new(size_t len);         /* refs = 1, owned by the caller */
+void frame_unref(frame *f);           /* NULL is fine */
+static inline uint8_t *frame_payload(frame *f) { return f->bytes + LWS_PRE; }
+/* Encodes one deepstream message (topic + inner message) as a delimited frame. */
+frame *frame_encode(int topic, const ProtobufCMessage *inner);
+
+enum session_state { SESSION_AWAITING_CHALLENGE = 0, SESSION_AWAITING_AUTH, SESSION_OPEN };
+
+typedef struct session {
+    uint64_t id;
+    broker *b;
+    struct lws *wsi;
+    enum session_state state;
+    bool closing;          /* close once the out queue is flushed */
+    bool auth_pending;     /* an auth check is on the worker */
+    int auth_attempts;
+    char *user;            /* user id after login */
+    int64_t last_rx_ms;
+    /* inbound reassembly, bounded by maxMessageSize */
+    uint8_t *rx;
+    size_t rx_len, rx_cap;
+    /* outbound ring of frame references, bounded by maxOutboundBytes */
+    frame **out;
+    size_t out_head, out_len, out_cap, out_bytes;
+    lws_sorted_usec_list_t auth_timer;
+    dict *events; /* event names this session subscribes to */
+} session;
+
+/* session.c */
+void session_open(broker *b, session *s, struct lws *wsi);
+void session_closed(session *s);
+/* Queues f (a new reference is taken) for s; a session over its outbound bound
+ * is disconnected as a slow consumer. */
+void session_send(session *s, frame *f);
+/* Encodes and queues one message for s. */
+void session_send_msg(session *s, int topic, const ProtobufCMessage *inner);
+/* Marks s to close after its queued frames are written. */
+void session_close_after_flush(session *s);
+/* Closes s now (from outside its callback); reason is logged. */
+void session_kill(session *s, const char *reason);
+int session_writeable(session *s);
+/* Feeds one received websocket fragment; returns -1 when the connection must close. */
+int session_receive(session *s, const void *in, size_t len);
+session *broker_session(broker *b, uint64_t id);
+
+/* dispatch.c: one complete client frame. */
+void dispatch_frame(session *s, const uint8_t *data, size_t len);
+void reply_parser_error(session *s, int action, int topic, int orig_action);
+
+/* auth.c */
+typedef struct auth auth;
+auth *auth_create(const eddy_config *cfg, broker *b, bool *config_error);
+void auth_destroy(auth *a);
+/* Handles AUTH REQUEST data (may be NULL) for s. */
+void auth_request(auth *a, session *s, const char *data);
+/* Completes a check that ran on the worker (service thread). */
+struct auth_result;
+void auth_complete(auth *a, struct auth_result *r);
+/* Hashes password with Argon2id (the parameters `eddy hash` and the users file
+ * use) into out (at least 128 bytes). Returns 0, or -1 when out of memory. */
+int auth_hash_password(const char *password, char *out, size_t out_len);
+/* Frees a result that will never be completed (shutdown). */
+void auth_result_free(struct auth_result *r);
+
+/* events.c */
+typedef struct event_subs event_subs;
+event_subs *event_subs_new(broker *b);
+void event_subs_free(event_subs *e);
+void events_handle(session *s, const EventMessage *m);
+void events_session_closed(session *s);
+void events_deliver(broker *b, const op *o);
+
+/* links.c: the nng connections to nodes, one link per node of cfg->nodes. */
+typedef struct link_set link_set;
+typedef struct pending_ack pending_ack;
+/* Dials every node and starts the link threads. Returns NULL (logged) on failure. */
+link_set *links_create(broker *b, const eddy_config *cfg, uint64_t broker_id);
+/* True once every node has delivered to this broker (its SUB pipe is up). */
+bool links_ready(link_set *ls);
+/* Flushes what is queued, stops the threads, closes the sockets; NULL is fine. */
+void links_destroy(link_set *ls);
+/* Service thread: a reply (msg NULL when the request failed) or a delivery.
+ * Takes ownership of msg. */
+void links_handle_inbound(broker *b, int kind, int li, uint64_t seq, void *msg);
+/* Queues o for the node that owns o->name (shard and epoch are filled in).
+ * Returns the link index and, in *seq, the batch number o travels in; -1 when
+ * the link's queue is over its bound (o is dropped and counted). */
+int links_submit(broker *b, op *o, uint64_t *seq);
+/* Calls ack_done(pa) once the node has answered batch seq on link li. */
+void links_wait(broker *b, int li, uint64_t seq, pending_ack *pa);
+/* True when batch seq on link li has been answered. */
+bool links_answered(broker *b, int li, uint64_t seq);
+/* A pending acknowledgement: sent to the session once every batch it waits on
+ * has been answered by its node. */
+struct pending_ack {
+    uint64_t session_id;
+    int waits;
+    int topic;
+    int action;
+    char *correlation_id;
+};
+void ack_done(broker *b, pending_ack *pa);
+
+/* broker.c accessors for the modules above */
+const eddy_config *broker_config(broker *b);
+uint64_t broker_id(broker *b);
+event_subs *broker_events(broker *b);
+link_set *broker_links(broker *b);
+auth *broker_auth(broker *b);
+struct lws_context *broker_lws(broker *b);
+/* Hands an item to the service thread (auth results); returns -1 when full. */
+enum inbound_kind { INBOUND_REPLY = 1, INBOUND_DELIVERY = 2, INBOUND_AUTH = 3 };
+int broker_post(broker *b, int kind, int link, uint64_t seq, void *item);
+
+#endif

@@ -1,0 +1,399 @@
+/* links.c - the broker's nng links to nodes.
+ *
+ * Per node: a REQ socket driven by a request thread that sends one batch at a
+ * time (every operation queued for that node since the last send travels in one
+ * nng message), and a SUB socket driven by a delivery thread that receives the
+ * batches the node publishes for this broker (topic prefix = broker id). Both
+ * threads hand what they receive to the service thread (broker_post); only the
+ * service thread interprets it. Batches are numbered: a reply releases the
+ * acknowledgements waiting on its batch, and a jump in the delivery numbers is
+ * logged and counted (nng pub/sub drops silently when a queue is full).
+ * When idle the request thread sends a HEARTBEAT each second, so the node can
+ * tell a quiet broker from a dead one. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/pubsub0/sub.h>
+#include <nng/protocol/reqrep0/req.h>
+
+#include "broker.h"
+#include "log.h"
+#include "mem.h"
+#include "util.h"
+
+#define HEARTBEAT_MS 1000
+#define HELLO_RETRY_MS 200
+#define REPLY_TIMEOUT_MS 10000
+#define LINK_BATCH_MAX (8u << 20) /* bytes queued for one node before submits are refused */
+
+typedef struct waiter {
+    uint64_t seq;
+    pending_ack *pa;
+    struct waiter *next;
+} waiter;
+
+typedef struct node_link {
+    link_set *ls;
+    int index;
+    const config_node *node;
+    nng_socket req, sub;
+    pthread_t req_thread, sub_thread;
+    bool threads_started;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    op_batch filling; /* guarded by lock */
+    uint64_t next_seq; /* the number the filling batch will carry; guarded by lock */
+    atomic_bool delivering;
+    /* service thread only */
+    uint64_t answered_seq;
+    uint64_t last_delivery_seq;
+    uint64_t lost_batches;
+    waiter *wait_head, *wait_tail;
+    uint64_t refused;
+} node_link;
+
+struct link_set {
+    broker *b;
+    const eddy_config *cfg;
+    uint64_t broker_id;
+    shardmap map;
+    atomic_bool stop;
+    int count;
+    node_link links[CONFIG_MAX_NODES];
+};
+
+static void *request_thread(void *arg)
+{
+    node_link *l = arg;
+    link_set *ls = l->ls;
+    op_batch sending;
+    op_batch_init(&sending);
+    int64_t last_send = 0, last_hello = 0;
+    for (;;) {
+        pthread_mutex_lock(&l->lock);
+        for (;;) {
+            int64_t now = now_ms();
+            bool stopping = atomic_load(&ls->stop);
+            if (l->filling.count > 0 || (stopping && l->filling.count == 0))
+                break;
+            if (!atomic_load(&l->delivering) && now - last_hello >= HELLO_RETRY_MS)
+                break;
+            if (now - last_send >= HEARTBEAT_MS)
+                break;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&l->wake, &l->lock, &ts);
+        }
+        int64_t now = now_ms();
+        if (atomic_load(&ls->stop) && l->filling.count == 0) {
+            pthread_mutex_unlock(&l->lock);
+            break;
+        }
+        if (!atomic_load(&l->delivering) && now - last_hello >= HELLO_RETRY_MS) {
+            op hello = {.kind = OP_HELLO, .epoch = ls->map.epoch};
+            op_batch_add(&l->filling, &hello);
+            last_hello = now;
+        }
+        if (l->filling.count == 0) {
+            op hb = {.kind = OP_HEARTBEAT};
+            op_batch_add(&l->filling, &hb);
+        }
+        op_batch tmp = sending;
+        sending = l->filling;
+        l->filling = tmp;
+        op_batch_reset(&l->filling);
+        uint64_t seq = l->next_seq++;
+        pthread_mutex_unlock(&l->lock);
+
+        last_send = now;
+        uint8_t hdr[OP_BATCH_HEADER_MAX];
+        size_t h = op_batch_header(hdr, ls->broker_id, seq, sending.count);
+        nng_msg *msg, *reply = NULL;
+        int rv = nng_msg_alloc(&msg, h + sending.buf.size);
+        if (rv == 0) {
+            memcpy(nng_msg_body(msg), hdr, h);
+            memcpy((uint8_t *)nng_msg_body(msg) + h, sending.buf.data, sending.buf.size);
+            if ((rv = nng_sendmsg(l->req, msg, 0)) != 0)
+                nng_msg_free(msg);
+            else
+                rv = nng_recvmsg(l->req, &reply, 0);
+        }
+        if (rv != 0) {
+            reply = NULL;
+            log_error("node-request-failed", "node=%s seq=%llu ops=%u error=%s", l->node->id,
+                      (unsigned long long)seq, sending.count, nng_strerror(rv));
+        }
+        if (broker_post(ls->b, INBOUND_REPLY, l->index, seq, reply) != 0 && reply != NULL)
+            nng_msg_free(reply);
+        op_batch_reset(&sending);
+    }
+    op_batch_destroy(&sending);
+    return NULL;
+}
+
+static void *delivery_thread(void *arg)
+{
+    node_link *l = arg;
+    link_set *ls = l->ls;
+    while (!atomic_load(&ls->stop)) {
+        nng_msg *msg;
+        int rv = nng_recvmsg(l->sub, &msg, 0);
+        if (rv == NNG_ETIMEDOUT)
+            continue;
+        if (rv != 0) {
+            if (rv == NNG_ECLOSED)
+                break;
+            log_warn("delivery-recv-failed", "node=%s error=%s", l->node->id, nng_strerror(rv));
+            continue;
+        }
+        atomic_store(&l->delivering, true);
+        /* Blocks while the service thread is behind: the SUB queue then fills and
+         * nng drops, which the sequence numbers reveal. */
+        while (broker_post(ls->b, INBOUND_DELIVERY, l->index, 0, msg) != 0) {
+            if (atomic_load(&ls->stop)) {
+                nng_msg_free(msg);
+                break;
+            }
+        }
+    }
+    return NULL;
+}
+
+static int open_link(link_set *ls, node_link *l)
+{
+    int rv;
+    const char *step = "req0_open";
+    if ((rv = nng_req0_open(&l->req)) != 0)
+        goto fail;
+    step = "sub0_open";
+    if ((rv = nng_sub0_open(&l->sub)) != 0)
+        goto fail;
+    uint8_t topic[8];
+    put_be64(topic, ls->broker_id);
+    nng_socket_set(l->sub, NNG_OPT_SUB_SUBSCRIBE, topic, sizeof(topic));
+    nng_socket_set_int(l->sub, NNG_OPT_RECVBUF, 8192);
+    nng_socket_set_ms(l->sub, NNG_OPT_RECVTIMEO, 100);
+    nng_socket_set_size(l->sub, NNG_OPT_RECVMAXSZ, LINK_BATCH_MAX * 4);
+    nng_socket_set_size(l->req, NNG_OPT_RECVMAXSZ, LINK_BATCH_MAX * 4);
+    nng_socket_set_ms(l->req, NNG_OPT_REQ_RESENDTIME, 3600 * 1000); /* no silent duplicates */
+    nng_socket_set_ms(l->req, NNG_OPT_RECVTIMEO, REPLY_TIMEOUT_MS);
+    nng_socket_set_ms(l->req, NNG_OPT_SENDTIMEO, REPLY_TIMEOUT_MS);
+    /* Non-blocking dials: they retry in the background until the node is up. */
+    step = l->node->delivery;
+    if ((rv = nng_dial(l->sub, l->node->delivery, NULL, NNG_FLAG_NONBLOCK)) != 0)
+        goto fail;
+    step = l->node->request;
+    if ((rv = nng_dial(l->req, l->node->request, NULL, NNG_FLAG_NONBLOCK)) != 0)
+        goto fail;
+    return 0;
+fail:
+    log_error("node-dial-failed", "node=%s at=%s error=%s", l->node->id, step, nng_strerror(rv));
+    return -1;
+}
+
+link_set *links_create(broker *b, const eddy_config *cfg, uint64_t broker_id)
+{
+    link_set *ls = xcalloc(1, sizeof(*ls));
+    ls->b = b;
+    ls->cfg = cfg;
+    ls->broker_id = broker_id;
+    if (shardmap_init_even(&ls->map, (unsigned)cfg->node_count, (uint64_t)cfg->epoch) != 0) {
+        xfree(ls);
+        return NULL;
+    }
+    for (int i = 0; i < cfg->node_count; i++) {
+        node_link *l = &ls->links[i];
+        l->ls = ls;
+        l->index = i;
+        l->node = &cfg->nodes[i];
+        l->next_seq = 1;
+        pthread_mutex_init(&l->lock, NULL);
+        pthread_cond_init(&l->wake, NULL);
+        op_batch_init(&l->filling);
+        ls->count++;
+        if (open_link(ls, l) != 0)
+            goto fail;
+        if (pthread_create(&l->req_thread, NULL, request_thread, l) != 0)
+            goto fail;
+        if (pthread_create(&l->sub_thread, NULL, delivery_thread, l) != 0) {
+            atomic_store(&ls->stop, true);
+            pthread_join(l->req_thread, NULL);
+            goto fail;
+        }
+        l->threads_started = true;
+    }
+    return ls;
+fail:
+    links_destroy(ls);
+    return NULL;
+}
+
+bool links_ready(link_set *ls)
+{
+    for (int i = 0; i < ls->count; i++)
+        if (!atomic_load(&ls->links[i].delivering))
+            return false;
+    return true;
+}
+
+void links_destroy(link_set *ls)
+{
+    if (ls == NULL)
+        return;
+    atomic_store(&ls->stop, true);
+    for (int i = 0; i < ls->count; i++) {
+        node_link *l = &ls->links[i];
+        pthread_mutex_lock(&l->lock);
+        pthread_cond_signal(&l->wake);
+        pthread_mutex_unlock(&l->lock);
+        if (l->threads_started) {
+            pthread_join(l->req_thread, NULL); /* flushes what is queued first */
+            pthread_join(l->sub_thread, NULL);
+        }
+    }
+    /* Quiesced: no request in flight, no receive pending. Subscribers first. */
+    for (int i = 0; i < ls->count; i++) {
+        node_link *l = &ls->links[i];
+        nng_close_bounded(l->sub, "broker-sub", 2000);
+        nng_close_bounded(l->req, "broker-req", 2000);
+        op_batch_destroy(&l->filling);
+        pthread_mutex_destroy(&l->lock);
+        pthread_cond_destroy(&l->wake);
+        while (l->wait_head != NULL) {
+            waiter *w = l->wait_head;
+            l->wait_head = w->next;
+            if (--w->pa->waits == 0) {
+                xfree(w->pa->correlation_id);
+                xfree(w->pa);
+            }
+            xfree(w);
+        }
+    }
+    xfree(ls);
+}
+
+int links_submit(broker *b, op *o, uint64_t *seq)
+{
+    link_set *ls = broker_links(b);
+    o->shard = shard_of(o->name.ptr, o->name.len);
+    o->epoch = ls->map.epoch;
+    o->broker = 0; /* the batch header carries the origin */
+    int li = (int)shardmap_owner(&ls->map, o->shard);
+    node_link *l = &ls->links[li];
+    pthread_mutex_lock(&l->lock);
+    if (l->filling.buf.size + o->name.len + (o->has_data ? o->data.len : 0) > LINK_BATCH_MAX) {
+        pthread_mutex_unlock(&l->lock);
+        if (l->refused++ % 1000 == 0)
+            log_warn("node-queue-full", "node=%s refused=%llu", l->node->id,
+                     (unsigned long long)l->refused);
+        return -1;
+    }
+    op_batch_add(&l->filling, o);
+    *seq = l->next_seq;
+    pthread_cond_signal(&l->wake);
+    pthread_mutex_unlock(&l->lock);
+    return li;
+}
+
+bool links_answered(broker *b, int li, uint64_t seq)
+{
+    return broker_links(b)->links[li].answered_seq >= seq;
+}
+
+void links_wait(broker *b, int li, uint64_t seq, pending_ack *pa)
+{
+    node_link *l = &broker_links(b)->links[li];
+    waiter *w = xmalloc(sizeof(*w));
+    w->seq = seq;
+    w->pa = pa;
+    w->next = NULL;
+    if (l->wait_tail != NULL)
+        l->wait_tail->next = w;
+    else
+        l->wait_head = w;
+    l->wait_tail = w;
+}
+
+static void handle_reply(broker *b, node_link *l, uint64_t seq, nng_msg *msg)
+{
+    if (msg != NULL) {
+        mp_reader r;
+        uint64_t origin, rseq;
+        uint32_t count;
+        if (op_batch_open(&r, nng_msg_body(msg), nng_msg_len(msg), &origin, &rseq, &count) != 0)
+            log_warn("malformed-reply", "node=%s bytes=%zu", l->node->id, nng_msg_len(msg));
+        else
+            for (uint32_t i = 0; i < count; i++) {
+                op o;
+                if (op_decode(&r, &o) != 0) {
+                    log_warn("malformed-reply", "node=%s index=%u", l->node->id, i);
+                    break;
+                }
+                if (o.kind == OP_ERROR)
+                    log_warn("node-error", "node=%s error=%u name=%.*s epoch=%llu", l->node->id,
+                             o.error, (int)o.name.len, o.name.ptr, (unsigned long long)o.epoch);
+            }
+        nng_msg_free(msg);
+    }
+    if (seq > l->answered_seq)
+        l->answered_seq = seq;
+    while (l->wait_head != NULL && l->wait_head->seq <= l->answered_seq) {
+        waiter *w = l->wait_head;
+        l->wait_head = w->next;
+        if (l->wait_head == NULL)
+            l->wait_tail = NULL;
+        ack_done(b, w->pa);
+        xfree(w);
+    }
+}
+
+static void handle_delivery(broker *b, node_link *l, nng_msg *msg)
+{
+    link_set *ls = l->ls;
+    size_t len = nng_msg_len(msg);
+    const uint8_t *body = nng_msg_body(msg);
+    mp_reader r;
+    uint64_t origin, seq;
+    uint32_t count;
+    if (len < 8 || get_be64(body) != ls->broker_id ||
+        op_batch_open(&r, body + 8, len - 8, &origin, &seq, &count) != 0) {
+        log_warn("malformed-delivery", "node=%s bytes=%zu", l->node->id, len);
+        nng_msg_free(msg);
+        return;
+    }
+    if (l->last_delivery_seq != 0 && seq != l->last_delivery_seq + 1) {
+        uint64_t lost = seq > l->last_delivery_seq ? seq - l->last_delivery_seq - 1 : 0;
+        l->lost_batches += lost;
+        log_error("delivery-gap", "node=%s expected=%llu got=%llu lost_batches_total=%llu",
+                  l->node->id, (unsigned long long)(l->last_delivery_seq + 1),
+                  (unsigned long long)seq, (unsigned long long)l->lost_batches);
+    }
+    l->last_delivery_seq = seq;
+    for (uint32_t i = 0; i < count; i++) {
+        op o;
+        if (op_decode(&r, &o) != 0) {
+            log_warn("malformed-delivery", "node=%s index=%u", l->node->id, i);
+            break;
+        }
+        if (o.kind == OP_EVENT_DELIVERY)
+            events_deliver(b, &o);
+    }
+    nng_msg_free(msg);
+}
+
+void links_handle_inbound(broker *b, int kind, int li, uint64_t seq, void *msg)
+{
+    node_link *l = &broker_links(b)->links[li];
+    if (kind == INBOUND_REPLY)
+        handle_reply(b, l, seq, msg);
+    else
+        handle_delivery(b, l, msg);
+}

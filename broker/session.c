@@ -1,0 +1,170 @@
+/* session.c - one websocket client: lifecycle, inbound reassembly, the bounded
+ * outbound queue and the unauthenticated-client timer. Everything here runs on
+ * the service thread. A session is never freed inside its own callback chain:
+ * closing marks it and lets lws call back with CLOSED at a safe point. */
+#include <string.h>
+
+#include "broker.h"
+#include "log.h"
+#include "mem.h"
+#include "util.h"
+
+static void auth_timer_fired(lws_sorted_usec_list_t *sul)
+{
+    session *s = lws_container_of(sul, session, auth_timer);
+    if (s->state == SESSION_OPEN || s->closing)
+        return;
+    log_info("auth-timeout", "session=%llu", (unsigned long long)s->id);
+    ConnectionMessage m = CONNECTION_MESSAGE__INIT;
+    m.has_action = 1;
+    m.action = CONNECTION__ACTION__CONNECTION_AUTHENTICATION_TIMEOUT;
+    session_send_msg(s, TOPIC__TOPIC_CONNECTION, &m.base);
+    session_close_after_flush(s);
+    lws_cancel_service(broker_lws(s->b)); /* a timer does not wake the loop by itself */
+}
+
+void session_open(broker *b, session *s, struct lws *wsi)
+{
+    memset(s, 0, sizeof(*s));
+    s->b = b;
+    s->wsi = wsi;
+    s->id = random_id();
+    s->last_rx_ms = now_ms();
+    s->events = dict_new();
+    lws_sul_schedule(broker_lws(b), 0, &s->auth_timer, auth_timer_fired,
+                     (lws_usec_t)broker_config(b)->unauthenticated_timeout_ms * 1000);
+}
+
+void session_closed(session *s)
+{
+    lws_sul_cancel(&s->auth_timer);
+    events_session_closed(s);
+    dict_free(s->events);
+    s->events = NULL;
+    while (s->out_len > 0) {
+        frame_unref(s->out[s->out_head]);
+        s->out_head = (s->out_head + 1) % s->out_cap;
+        s->out_len--;
+    }
+    xfree(s->out);
+    xfree(s->rx);
+    xfree(s->user);
+    s->out = NULL;
+    s->rx = NULL;
+    s->user = NULL;
+}
+
+void session_send(session *s, frame *f)
+{
+    if (s->wsi == NULL || s->closing)
+        return;
+    const eddy_config *cfg = broker_config(s->b);
+    if (s->out_bytes + f->len > (size_t)cfg->max_outbound_bytes) {
+        session_kill(s, "slow-consumer");
+        return;
+    }
+    if (s->out_len == s->out_cap) {
+        size_t cap = s->out_cap ? s->out_cap * 2 : 8;
+        frame **ring = xmalloc(cap * sizeof(*ring));
+        for (size_t i = 0; i < s->out_len; i++)
+            ring[i] = s->out[(s->out_head + i) % s->out_cap];
+        xfree(s->out);
+        s->out = ring;
+        s->out_head = 0;
+        s->out_cap = cap;
+    }
+    f->refs++;
+    s->out[(s->out_head + s->out_len) % s->out_cap] = f;
+    s->out_len++;
+    s->out_bytes += f->len;
+    lws_callback_on_writable(s->wsi);
+}
+
+void session_send_msg(session *s, int topic, const ProtobufCMessage *inner)
+{
+    frame *f = frame_encode(topic, inner);
+    session_send(s, f);
+    frame_unref(f);
+}
+
+void session_close_after_flush(session *s)
+{
+    if (s->wsi == NULL)
+        return;
+    s->closing = true;
+    lws_callback_on_writable(s->wsi);
+}
+
+void session_kill(session *s, const char *reason)
+{
+    if (s->wsi == NULL)
+        return;
+    log_warn("session-closed", "session=%llu reason=%s queued_bytes=%zu",
+             (unsigned long long)s->id, reason, s->out_bytes);
+    s->closing = true;
+    s->out_bytes = 0;
+    while (s->out_len > 0) { /* nothing more will be written */
+        frame_unref(s->out[s->out_head]);
+        s->out_head = (s->out_head + 1) % s->out_cap;
+        s->out_len--;
+    }
+    lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
+int session_writeable(session *s)
+{
+    if (s->out_len == 0)
+        return s->closing ? -1 : 0;
+    frame *f = s->out[s->out_head];
+    s->out_head = (s->out_head + 1) % s->out_cap;
+    s->out_len--;
+    s->out_bytes -= f->len;
+    int n = lws_write(s->wsi, frame_payload(f), f->len, LWS_WRITE_BINARY);
+    frame_unref(f);
+    if (n < 0)
+        return -1;
+    if (s->out_len > 0 || s->closing)
+        lws_callback_on_writable(s->wsi);
+    return 0;
+}
+
+int session_receive(session *s, const void *in, size_t len)
+{
+    struct lws *wsi = s->wsi;
+    const eddy_config *cfg = broker_config(s->b);
+    s->last_rx_ms = now_ms();
+    if (lws_is_first_fragment(wsi)) {
+        s->rx_len = 0;
+        if (!lws_frame_is_binary(wsi)) {
+            log_warn("text-frame", "session=%llu (binary protocol only; closing)",
+                     (unsigned long long)s->id);
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, (unsigned char *)"binary frames only", 18);
+            return -1;
+        }
+    }
+    if (s->rx_len + len > (size_t)cfg->max_message_size) {
+        log_warn("frame-too-large", "session=%llu bytes_over=%zu max=%lld",
+                 (unsigned long long)s->id, s->rx_len + len, (long long)cfg->max_message_size);
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)"message too large", 17);
+        return -1;
+    }
+    bool final = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
+    if (final && s->rx_len == 0) { /* the common case: whole message in one piece, no copy */
+        dispatch_frame(s, in, len);
+        return 0;
+    }
+    if (s->rx_len + len > s->rx_cap) {
+        size_t cap = s->rx_cap ? s->rx_cap : 1024;
+        while (cap < s->rx_len + len)
+            cap *= 2;
+        s->rx = xrealloc(s->rx, cap);
+        s->rx_cap = cap;
+    }
+    memcpy(s->rx + s->rx_len, in, len);
+    s->rx_len += len;
+    if (final) {
+        dispatch_frame(s, s->rx, s->rx_len);
+        s->rx_len = 0;
+    }
+    return 0;
+}

@@ -1,0 +1,208 @@
+/* main.c - the `eddy` command: parses the role and the configuration, then runs
+ * a node, a broker, or both in one process joined by nng's inproc transport
+ * (standalone: the very same code paths as a cluster, only the addresses
+ * differ). Also `eddy hash PASSWORD` for the users file. Exit codes: 0 clean
+ * stop, 1 runtime failure, 2 bad configuration or usage. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "broker.h"
+#include "config.h"
+#include "log.h"
+#include "node.h"
+#include "shardmap.h"
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "eddy %s - a clustered realtime server for deepstream clients\n\n"
+            "usage:\n"
+            "  eddy standalone [options]   broker and node in one process (default)\n"
+            "  eddy broker [options]       websocket edge; needs --node REQ,DELIV\n"
+            "  eddy node [options]         shard owner; listens on --request and --delivery\n"
+            "  eddy hash PASSWORD          print an Argon2id hash for the users file\n"
+            "  eddy --version | --help\n\n"
+            "options (YAML keys in brackets; EDDY_<KEY> environment variables also work):\n"
+            "  --config FILE                  YAML configuration file\n",
+            EDDY_VERSION);
+    if (out == stdout)
+        config_print_flags();
+}
+
+static int cmd_hash(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: eddy hash PASSWORD\n");
+        return 2;
+    }
+    char out[256];
+    if (auth_hash_password(argv[2], out, sizeof(out)) != 0) {
+        fprintf(stderr, "eddy: hashing failed (out of memory?)\n");
+        return 1;
+    }
+    printf("%s\n", out);
+    return 0;
+}
+
+/* Loads defaults < --config file < environment < flags. Returns 0 or 2. */
+static int load_config(eddy_config *cfg, const char *role, int argc, char **argv, int first)
+{
+    char err[512];
+    config_defaults(cfg);
+    for (int i = first; i < argc; i++)
+        if (strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "eddy: config error: --config needs a FILE\n");
+                return 2;
+            }
+            if (config_load_file(cfg, argv[i + 1], err, sizeof(err)) != 0)
+                goto bad;
+        }
+    if (config_load_env(cfg, err, sizeof(err)) != 0)
+        goto bad;
+    for (int i = first; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0) {
+            i++;
+            continue;
+        }
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            exit(0);
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "eddy: %s: missing value (see eddy --help)\n", argv[i]);
+            return 2;
+        }
+        int rc = config_set_flag(cfg, argv[i], argv[i + 1], err, sizeof(err));
+        if (rc == -2) {
+            fprintf(stderr, "eddy: unknown option %s (see eddy --help)\n", argv[i]);
+            return 2;
+        }
+        if (rc != 0)
+            goto bad;
+        i++;
+    }
+    if (config_validate(cfg, role, err, sizeof(err)) != 0)
+        goto bad;
+    log_threshold = (enum log_level)cfg->log_level;
+    return 0;
+bad:
+    fprintf(stderr, "eddy: %s\n", err);
+    return 2;
+}
+
+/* Finds this node's index in the cluster list; a lone node owns every shard. */
+static int node_map(const eddy_config *cfg, shardmap *map, unsigned *self)
+{
+    if (cfg->node_count == 0) {
+        *self = 0;
+        return shardmap_init_even(map, 1, (uint64_t)cfg->epoch);
+    }
+    for (int i = 0; i < cfg->node_count; i++)
+        if (strcmp(cfg->nodes[i].id, cfg->node_id) == 0) {
+            *self = (unsigned)i;
+            return shardmap_init_even(map, (unsigned)cfg->node_count, (uint64_t)cfg->epoch);
+        }
+    fprintf(stderr, "eddy: config error: node.id (--node-id): '%s' is not in cluster.nodes\n",
+            cfg->node_id);
+    return -1;
+}
+
+static int run_broker(const eddy_config *cfg)
+{
+    bool config_error = false;
+    broker *b = broker_create(cfg, &config_error);
+    if (b == NULL)
+        return config_error ? 2 : 1;
+    int rc = broker_run(b, &stop_requested) == 0 ? 0 : 1;
+    broker_destroy(b);
+    return rc;
+}
+
+static int run_role(const char *role, eddy_config *cfg)
+{
+    int rc = 0;
+    if (strcmp(role, "broker") == 0)
+        return run_broker(cfg);
+
+    shardmap map;
+    unsigned self;
+    if (node_map(cfg, &map, &self) != 0)
+        return 2;
+    const char *req = cfg->node_request, *del = cfg->node_delivery;
+    char inproc_req[64], inproc_del[64];
+    if (strcmp(role, "standalone") == 0) {
+        snprintf(inproc_req, sizeof(inproc_req), "inproc://eddy-%d-request", (int)getpid());
+        snprintf(inproc_del, sizeof(inproc_del), "inproc://eddy-%d-delivery", (int)getpid());
+        req = inproc_req;
+        del = inproc_del;
+    }
+    node *n = node_start(cfg, req, del, &map, self);
+    if (n == NULL)
+        return 1;
+    if (strcmp(role, "standalone") == 0) {
+        /* The broker reaches the in-process node exactly as it would a remote one. */
+        config_free_nodes(cfg);
+        config_add_node(cfg, cfg->node_id, node_request_url(n), node_delivery_url(n));
+        rc = run_broker(cfg);
+    } else {
+        while (!stop_requested)
+            usleep(100 * 1000);
+    }
+    node_stop(n);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)) {
+        printf("eddy %s\n", EDDY_VERSION);
+        return 0;
+    }
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+                      strcmp(argv[1], "help") == 0)) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc >= 2 && strcmp(argv[1], "hash") == 0)
+        return cmd_hash(argc, argv);
+    const char *role = "standalone";
+    int first = 1;
+    if (argc >= 2 && argv[1][0] != '-') {
+        role = argv[1];
+        first = 2;
+        if (strcmp(role, "standalone") != 0 && strcmp(role, "broker") != 0 &&
+            strcmp(role, "node") != 0) {
+            fprintf(stderr, "eddy: unknown command '%s' (see eddy --help)\n", role);
+            return 2;
+        }
+    }
+    eddy_config cfg;
+    int rc = load_config(&cfg, role, argc, argv, first);
+    if (rc != 0) {
+        config_free(&cfg);
+        return rc;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    log_info("starting", "role=%s version=%s", role, EDDY_VERSION);
+    rc = run_role(role, &cfg);
+    log_info("stopped", "role=%s exit=%d", role, rc);
+    config_free(&cfg);
+    return rc;
+}

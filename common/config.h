@@ -1,0 +1,68 @@
+/* config.h - eddy's configuration: one typed table (name, type, bounds, default,
+ * field, doc line) serving the YAML file, command-line flags and EDDY_*
+ * environment variables alike. Precedence: defaults < file < environment < flags.
+ * A bad value is one clear line naming the key; the caller exits with code 2. */
+#ifndef EDDY_CONFIG_H
+#define EDDY_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_MAX_NODES 64
+
+enum auth_type { AUTH_NONE = 0, AUTH_FILE = 1 };
+
+typedef struct config_node {
+    char *id;
+    char *request;  /* nng address brokers send operations to */
+    char *delivery; /* nng address the node publishes deliveries on */
+} config_node;
+
+typedef struct eddy_config {
+    /* websocket edge (broker, standalone) */
+    char *host;
+    int64_t port;
+    char *url_path;
+    int64_t max_message_size;
+    int64_t heartbeat_interval_ms;
+    int64_t max_outbound_bytes;
+    int64_t auth_type;
+    char *users_file;
+    int64_t max_auth_attempts;
+    int64_t unauthenticated_timeout_ms;
+    /* node */
+    char *data_dir;
+    char *node_id;
+    char *node_request;
+    char *node_delivery;
+    int64_t broker_timeout_ms;
+    /* cluster */
+    int64_t epoch;
+    int node_count;
+    config_node nodes[CONFIG_MAX_NODES];
+    /* process */
+    int64_t log_level;
+} eddy_config;
+
+/* Fills cfg with the defaults. */
+void config_defaults(eddy_config *cfg);
+/* Applies a YAML file. Returns 0, or -1 with a message in err. */
+int config_load_file(eddy_config *cfg, const char *path, char *err, size_t err_len);
+/* Applies EDDY_* environment variables (EDDY_PORT, EDDY_AUTH_TYPE, ...). */
+int config_load_env(eddy_config *cfg, char *err, size_t err_len);
+/* Applies one command-line flag ("--port") with its value. Returns 0, -1 with a
+ * message in err, or -2 when the flag is not a configuration flag. */
+int config_set_flag(eddy_config *cfg, const char *flag, const char *value, char *err,
+                    size_t err_len);
+/* Checks cross-field rules (auth file needs users, ...) for a role
+ * ("standalone", "broker", "node"). Returns 0 or -1 with a message in err. */
+int config_validate(const eddy_config *cfg, const char *role, char *err, size_t err_len);
+/* Prints the flag reference (for --help). */
+void config_print_flags(void);
+/* Replaces the cluster node list (standalone points its broker at its own node). */
+void config_free_nodes(eddy_config *cfg);
+void config_add_node(eddy_config *cfg, const char *id, const char *request, const char *delivery);
+/* Frees the strings cfg owns. */
+void config_free(eddy_config *cfg);
+
+#endif

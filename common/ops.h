@@ -1,0 +1,91 @@
+/* ops.h - the internal operation codec: what brokers, nodes and backends say to
+ * each other over nng, as msgpack (schema: proto/operations.md).
+ *
+ * An operation is a msgpack map with small integer keys, holding only the fields
+ * that are set. Operations travel in batches: all operations bound for one peer
+ * in one loop turn are one nng message, [format, origin, seq, [op, ...]].
+ * Decoding is zero-copy: string fields of a decoded op point into the message,
+ * which must outlive the op. Nothing here knows about nng or websockets. */
+#ifndef EDDY_OPS_H
+#define EDDY_OPS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+
+#include "mpack.h"
+
+#define OPS_FORMAT 1
+#define OP_NAME_MAX 4096u    /* bytes in a name; longer names are refused at the edge */
+#define OP_BATCH_HEADER_MAX 25u
+
+enum op_kind {
+    OP_HELLO = 1,            /* broker -> node: I am broker <broker>; node answers and publishes HELLO back */
+    OP_HEARTBEAT = 2,        /* broker -> node: still alive (sent when idle) */
+    OP_EVENT_INTEREST = 3,   /* broker -> owner: first local subscriber of <name> */
+    OP_EVENT_UNINTEREST = 4, /* broker -> owner: last local subscriber of <name> left */
+    OP_EVENT_EMIT = 5,       /* broker -> owner: emit <name> [data] from <session> */
+    OP_EVENT_DELIVERY = 6,   /* owner -> interested brokers: deliver <name> [data], skip <session> */
+    OP_ERROR = 7,            /* node -> broker: the operation <corr> failed with <error> */
+    OP_KIND_MAX
+};
+
+enum op_error {
+    OP_ERR_NONE = 0,
+    OP_ERR_MALFORMED = 1,    /* undecodable operation or batch */
+    OP_ERR_UNKNOWN_KIND = 2, /* a kind this node does not serve */
+    OP_ERR_WRONG_SHARD = 3,  /* shard/epoch does not match this node's map: <epoch> is current */
+    OP_ERR_BAD_FIELD = 4,    /* a required field is missing or out of bounds */
+};
+
+typedef struct strview {
+    const char *ptr;
+    uint32_t len;
+} strview;
+
+typedef struct op {
+    uint32_t kind;
+    uint32_t shard;
+    uint32_t error;
+    bool has_data;
+    uint64_t epoch;
+    uint64_t corr;
+    uint64_t broker;
+    uint64_t session;
+    strview name;
+    strview data; /* opaque JSON text, valid only when has_data */
+} op;
+
+/* A batch under construction. Owns its buffer. */
+typedef struct op_batch {
+    msgpack_sbuffer buf;
+    uint32_t count;
+} op_batch;
+
+void op_batch_init(op_batch *b);
+void op_batch_reset(op_batch *b);
+void op_batch_destroy(op_batch *b);
+/* Encodes o (borrowed) at the end of the batch. */
+void op_batch_add(op_batch *b, const op *o);
+/* Appends an operation already encoded by op_encode (bytes borrowed). */
+void op_batch_add_encoded(op_batch *b, const void *bytes, size_t len);
+/* Encodes one operation into buf (appends). */
+void op_encode(msgpack_sbuffer *buf, const op *o);
+/* Writes the batch header [format, origin, seq, array(count)] into out and
+ * returns its length (at most OP_BATCH_HEADER_MAX). The ops follow it. */
+size_t op_batch_header(uint8_t out[OP_BATCH_HEADER_MAX], uint64_t origin, uint64_t seq,
+                       uint32_t count);
+
+/* Opens a received batch: checks the header and leaves r at the first op.
+ * Returns 0, or -1 when malformed. */
+int op_batch_open(mp_reader *r, const void *data, size_t len, uint64_t *origin, uint64_t *seq,
+                  uint32_t *count);
+/* Decodes the next operation; unknown keys are skipped. Returns 0, or -1 when
+ * malformed (truncated, wrong types, name over OP_NAME_MAX, kind 0). */
+int op_decode(mp_reader *r, op *out);
+
+const char *op_kind_name(uint32_t kind);
+
+#endif

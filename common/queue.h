@@ -1,0 +1,23 @@
+/* queue.h - a bounded multi-producer multi-consumer FIFO of pointers, for
+ * handing work between threads (nng link threads -> broker loop, broker loop ->
+ * auth worker). Capacity is fixed at creation; the overflow policy belongs to
+ * the producer: queue_push waits at most timeout_ms and then reports full, and
+ * the caller drops (and counts) or backs off. Items are owned by the queue
+ * between push and pop. */
+#ifndef EDDY_QUEUE_H
+#define EDDY_QUEUE_H
+
+#include <stddef.h>
+
+typedef struct queue queue;
+
+queue *queue_new(size_t capacity);
+/* Frees the queue; items still inside are passed to free_item (may be NULL). */
+void queue_free(queue *q, void (*free_item)(void *));
+/* Returns 0, or -1 when still full after timeout_ms (0 = do not wait). */
+int queue_push(queue *q, void *item, int timeout_ms);
+/* Returns the oldest item, or NULL when empty after timeout_ms (0 = do not wait). */
+void *queue_pop(queue *q, int timeout_ms);
+size_t queue_len(queue *q);
+
+#endif

@@ -1,0 +1,36 @@
+/* shardmap.h - which node owns a name.
+ *
+ * A fixed number of virtual shards (SHARD_COUNT, a power of two). A name maps to
+ * a shard by a stable hash (FNV-1a 64) of the whole name, or of the part inside
+ * the first "{...}" when that part is non-empty, so "{game-7}/board" and
+ * "{game-7}/players" share a shard (Redis Cluster hash tags). The map assigns
+ * every shard to a node index and carries an epoch; a request stamped with an
+ * older epoch is refused by the node, never served wrongly. Nothing here knows
+ * about transports: node addresses live in the cluster configuration. */
+#ifndef EDDY_SHARDMAP_H
+#define EDDY_SHARDMAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHARD_COUNT 4096u
+#define SHARDMAP_MAX_NODES 256u
+
+typedef struct shardmap {
+    uint64_t epoch;
+    unsigned node_count;
+    uint16_t owner[SHARD_COUNT]; /* shard -> node index */
+} shardmap;
+
+/* The shard of a name (hash tag aware). */
+uint32_t shard_of(const char *name, size_t len);
+/* Fills map with shards spread evenly over node_count nodes (contiguous ranges);
+ * returns -1 when node_count is 0 or above SHARDMAP_MAX_NODES. */
+int shardmap_init_even(shardmap *map, unsigned node_count, uint64_t epoch);
+/* The node index that owns shard. */
+static inline unsigned shardmap_owner(const shardmap *map, uint32_t shard)
+{
+    return map->owner[shard & (SHARD_COUNT - 1)];
+}
+
+#endif

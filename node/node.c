@@ -1,0 +1,324 @@
+/* node.c - the node's sockets, its executor thread and the operation dispatch.
+ *
+ * The executor receives one batch at a time on the REP socket, applies every
+ * operation in order, publishes the deliveries gathered for each peer as one
+ * batch per peer, then replies. Peers that stop sending (no batch, no heartbeat)
+ * for cluster.brokerTimeout are dropped with all their interest. */
+#include "node.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/pubsub0/pub.h>
+#include <nng/protocol/reqrep0/rep.h>
+
+#include "log.h"
+#include "mem.h"
+#include "util.h"
+
+struct node {
+    const eddy_config *cfg;
+    shardmap map;
+    unsigned self;
+    nng_socket rep, pub;
+    char request_url[256], delivery_url[256];
+    pthread_t thread;
+    atomic_bool stop;
+    dict *peers; /* id (8 bytes) -> peer */
+    peer *dirty;
+    event_table *events;
+    int64_t last_sweep_ms;
+    uint64_t malformed; /* batches rejected as malformed */
+};
+
+static peer *peer_get(node *n, uint64_t id)
+{
+    peer *p = dict_get(n->peers, &id, sizeof(id));
+    if (p != NULL)
+        return p;
+    p = xcalloc(1, sizeof(*p));
+    p->id = id;
+    op_batch_init(&p->out);
+    p->event_names = dict_new();
+    dict_put(n->peers, &id, sizeof(id), p);
+    log_info("peer-joined", "peer=%016llx", (unsigned long long)id);
+    return p;
+}
+
+static void peer_free(peer *p)
+{
+    op_batch_destroy(&p->out);
+    dict_free(p->event_names);
+    xfree(p);
+}
+
+void node_deliver_encoded(node *n, peer *p, const void *bytes, size_t len)
+{
+    op_batch_add_encoded(&p->out, bytes, len);
+    if (!p->dirty) {
+        p->dirty = true;
+        p->next_dirty = n->dirty;
+        n->dirty = p;
+    }
+}
+
+bool node_owns(node_req *req, const op *o)
+{
+    node *n = req->n;
+    uint32_t shard = shard_of(o->name.ptr, o->name.len);
+    if (o->epoch == n->map.epoch && o->shard == shard && shardmap_owner(&n->map, shard) == n->self)
+        return true;
+    op e = {.kind = OP_ERROR, .error = OP_ERR_WRONG_SHARD, .corr = o->corr, .name = o->name,
+            .epoch = n->map.epoch, .shard = shard};
+    op_batch_add(req->reply, &e);
+    log_warn("wrong-shard", "peer=%016llx shard=%u epoch=%llu node_epoch=%llu",
+             (unsigned long long)req->from->id, shard, (unsigned long long)o->epoch,
+             (unsigned long long)n->map.epoch);
+    return false;
+}
+
+/* Publishes every dirty peer's deliveries as one message each. */
+static void publish_dirty(node *n)
+{
+    for (peer *p = n->dirty; p != NULL; p = p->next_dirty) {
+        uint8_t hdr[8 + OP_BATCH_HEADER_MAX];
+        put_be64(hdr, p->id);
+        size_t h = 8 + op_batch_header(hdr + 8, n->self, ++p->delivery_seq, p->out.count);
+        nng_msg *msg;
+        if (nng_msg_alloc(&msg, h + p->out.buf.size) == 0) {
+            memcpy(nng_msg_body(msg), hdr, h);
+            memcpy((uint8_t *)nng_msg_body(msg) + h, p->out.buf.data, p->out.buf.size);
+            if (nng_sendmsg(n->pub, msg, 0) != 0)
+                nng_msg_free(msg);
+        }
+        op_batch_reset(&p->out);
+        p->dirty = false;
+    }
+    n->dirty = NULL;
+}
+
+static void apply(node_req *req, const op *o)
+{
+    node *n = req->n;
+    switch (o->kind) {
+    case OP_HELLO: {
+        /* Published back so the broker knows its delivery pipe is up. */
+        op hello = {.kind = OP_HELLO, .epoch = n->map.epoch};
+        msgpack_sbuffer tmp;
+        msgpack_sbuffer_init(&tmp);
+        op_encode(&tmp, &hello);
+        node_deliver_encoded(n, req->from, tmp.data, tmp.size);
+        msgpack_sbuffer_destroy(&tmp);
+        op_batch_add(req->reply, &hello);
+        break;
+    }
+    case OP_HEARTBEAT:
+        break;
+    case OP_EVENT_INTEREST:
+        if (node_owns(req, o))
+            events_interest(n->events, req->from, o->name);
+        break;
+    case OP_EVENT_UNINTEREST:
+        if (node_owns(req, o))
+            events_uninterest(n->events, req->from, o->name);
+        break;
+    case OP_EVENT_EMIT:
+        if (node_owns(req, o))
+            events_emit(n->events, req, o);
+        break;
+    default: {
+        op e = {.kind = OP_ERROR, .error = OP_ERR_UNKNOWN_KIND, .corr = o->corr};
+        op_batch_add(req->reply, &e);
+        log_warn("unknown-operation", "peer=%016llx kind=%u", (unsigned long long)req->from->id,
+                 o->kind);
+    }
+    }
+}
+
+/* Handles one request batch; returns the reply message (owned by the caller). */
+static nng_msg *handle_batch(node *n, nng_msg *req_msg, op_batch *reply)
+{
+    mp_reader r;
+    uint64_t origin, seq;
+    uint32_t count;
+    op_batch_reset(reply);
+    if (op_batch_open(&r, nng_msg_body(req_msg), nng_msg_len(req_msg), &origin, &seq, &count) != 0 ||
+        origin == 0) {
+        n->malformed++;
+        log_warn("malformed-batch", "bytes=%zu total=%llu", nng_msg_len(req_msg),
+                 (unsigned long long)n->malformed);
+        op e = {.kind = OP_ERROR, .error = OP_ERR_MALFORMED};
+        op_batch_add(reply, &e);
+        origin = seq = 0;
+    } else {
+        node_req req = {.n = n, .from = peer_get(n, origin), .reply = reply};
+        req.from->last_seen_ms = now_ms();
+        for (uint32_t i = 0; i < count; i++) {
+            op o;
+            if (op_decode(&r, &o) != 0) {
+                n->malformed++;
+                log_warn("malformed-operation", "peer=%016llx index=%u", (unsigned long long)origin,
+                         i);
+                op e = {.kind = OP_ERROR, .error = OP_ERR_MALFORMED};
+                op_batch_add(reply, &e);
+                break; /* the rest of the batch cannot be located reliably */
+            }
+            apply(&req, &o);
+        }
+        publish_dirty(n);
+    }
+    uint8_t hdr[OP_BATCH_HEADER_MAX];
+    size_t h = op_batch_header(hdr, n->self + 1, seq, reply->count);
+    nng_msg *out;
+    if (nng_msg_alloc(&out, h + reply->buf.size) != 0)
+        return NULL;
+    memcpy(nng_msg_body(out), hdr, h);
+    memcpy((uint8_t *)nng_msg_body(out) + h, reply->buf.data, reply->buf.size);
+    return out;
+}
+
+struct sweep_ctx {
+    node *n;
+    int64_t now;
+    peer *expired[64];
+    int count;
+};
+
+static int find_expired(const void *k, size_t l, void *v, void *arg)
+{
+    struct sweep_ctx *c = arg;
+    peer *p = v;
+    if (c->now - p->last_seen_ms > c->n->cfg->broker_timeout_ms)
+        c->expired[c->count++] = p;
+    return c->count == 64;
+}
+
+/* Drops peers that have been silent longer than the broker timeout. */
+static void sweep_peers(node *n)
+{
+    struct sweep_ctx c = {.n = n, .now = now_ms()};
+    dict_foreach(n->peers, find_expired, &c);
+    for (int i = 0; i < c.count; i++) {
+        peer *p = c.expired[i];
+        size_t names = events_drop_peer(n->events, p);
+        log_warn("peer-expired", "peer=%016llx silent_ms=%lld event_names_dropped=%zu",
+                 (unsigned long long)p->id, (long long)(c.now - p->last_seen_ms), names);
+        dict_del(n->peers, &p->id, sizeof(p->id));
+        peer_free(p);
+    }
+}
+
+static void *executor(void *arg)
+{
+    node *n = arg;
+    op_batch reply;
+    op_batch_init(&reply);
+    while (!atomic_load(&n->stop)) {
+        nng_msg *msg;
+        int rv = nng_recvmsg(n->rep, &msg, 0);
+        if (rv == 0) {
+            nng_msg *out = handle_batch(n, msg, &reply);
+            nng_msg_free(msg);
+            if (out != NULL && nng_sendmsg(n->rep, out, 0) != 0)
+                nng_msg_free(out);
+        } else if (rv != NNG_ETIMEDOUT) {
+            if (rv == NNG_ECLOSED)
+                break;
+            log_warn("node-recv-failed", "error=%s", nng_strerror(rv));
+        }
+        if (now_ms() - n->last_sweep_ms >= 500) {
+            n->last_sweep_ms = now_ms();
+            sweep_peers(n);
+        }
+    }
+    op_batch_destroy(&reply);
+    return NULL;
+}
+
+static int open_sockets(node *n, const char *request_url, const char *delivery_url)
+{
+    nng_listener lr, ld;
+    int rv;
+    const char *step = "rep0_open";
+    if ((rv = nng_rep0_open(&n->rep)) != 0)
+        goto fail;
+    step = "pub0_open";
+    if ((rv = nng_pub0_open(&n->pub)) != 0)
+        goto fail;
+    nng_socket_set_ms(n->rep, NNG_OPT_RECVTIMEO, 100);
+    /* A batch holds many operations, each at most one client frame. */
+    nng_socket_set_size(n->rep, NNG_OPT_RECVMAXSZ, (size_t)n->cfg->max_message_size * 2 + (8u << 20));
+    nng_socket_set_int(n->pub, NNG_OPT_SENDBUF, 8192);
+    step = request_url;
+    if ((rv = nng_listen(n->rep, request_url, &lr, 0)) != 0)
+        goto fail;
+    step = delivery_url;
+    if ((rv = nng_listen(n->pub, delivery_url, &ld, 0)) != 0)
+        goto fail;
+    nng_bound_url(lr, request_url, n->request_url, sizeof(n->request_url));
+    nng_bound_url(ld, delivery_url, n->delivery_url, sizeof(n->delivery_url));
+    return 0;
+fail:
+    log_error("node-listen-failed", "at=%s error=%s", step, nng_strerror(rv));
+    return -1;
+}
+
+node *node_start(const eddy_config *cfg, const char *request_url, const char *delivery_url,
+                 const shardmap *map, unsigned self_index)
+{
+    node *n = xcalloc(1, sizeof(*n));
+    n->cfg = cfg;
+    n->map = *map;
+    n->self = self_index;
+    n->peers = dict_new();
+    n->events = events_new();
+    n->last_sweep_ms = now_ms();
+    if (open_sockets(n, request_url, delivery_url) != 0)
+        goto fail;
+    if (pthread_create(&n->thread, NULL, executor, n) != 0)
+        goto fail;
+    log_info("node-listening", "request=%s delivery=%s id=%s epoch=%llu", n->request_url,
+             n->delivery_url, cfg->node_id, (unsigned long long)map->epoch);
+    return n;
+fail:
+    nng_close(n->rep); /* nothing in flight yet: cannot hang */
+    nng_close(n->pub);
+    events_free(n->events);
+    dict_free(n->peers);
+    xfree(n);
+    return NULL;
+}
+
+const char *node_request_url(const node *n)
+{
+    return n->request_url;
+}
+
+const char *node_delivery_url(const node *n)
+{
+    return n->delivery_url;
+}
+
+static int free_peer_cb(const void *k, size_t l, void *v, void *arg)
+{
+    peer_free(v);
+    return 0;
+}
+
+void node_stop(node *n)
+{
+    if (n == NULL)
+        return;
+    atomic_store(&n->stop, true);
+    pthread_join(n->thread, NULL); /* the executor wakes within its 100 ms receive timeout */
+    nng_close_bounded(n->rep, "node-rep", 2000);
+    nng_close_bounded(n->pub, "node-pub", 2000);
+    dict_foreach(n->peers, free_peer_cb, NULL);
+    dict_free(n->peers);
+    events_free(n->events);
+    log_info("node-stopped", "id=%s", n->cfg->node_id);
+    xfree(n);
+}

@@ -1,0 +1,71 @@
+/* node.h - the node role: owns shards of the name space and serves the
+ * operations brokers send for names in them.
+ *
+ * A node listens on two nng sockets: REP for operation batches from brokers
+ * (and, later, backends) and PUB for deliveries, each delivery batch prefixed
+ * with the destination broker's id so a broker's SUB receives only its own.
+ * All state is touched by one executor thread (the request loop), so shard work
+ * is serialized without locks. Nothing here knows about websockets. */
+#ifndef EDDY_NODE_H
+#define EDDY_NODE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "dict.h"
+#include "ops.h"
+#include "shardmap.h"
+
+typedef struct node node;
+
+/* Starts a node listening on request_url and delivery_url, owning the shards
+ * `map` assigns to self_index. cfg is borrowed and must outlive the node.
+ * Returns NULL (logged) when a socket cannot be opened or bound. */
+node *node_start(const eddy_config *cfg, const char *request_url, const char *delivery_url,
+                 const shardmap *map, unsigned self_index);
+/* The addresses the node is really bound to (tcp port 0 resolved). */
+const char *node_request_url(const node *n);
+const char *node_delivery_url(const node *n);
+/* Stops the executor, then closes the sockets (bounded). Frees n; NULL is fine. */
+void node_stop(node *n);
+
+/* ---- internal: shared by the files of node/ ---- */
+
+/* What the node knows of one broker (or backend) that talks to it. */
+typedef struct peer {
+    uint64_t id;
+    int64_t last_seen_ms;
+    uint64_t delivery_seq; /* numbers every delivery batch sent to this peer */
+    op_batch out;          /* deliveries gathered during the current request */
+    bool dirty;            /* out holds something to publish */
+    struct peer *next_dirty;
+    dict *event_names;     /* names this peer has event interest in (values unused) */
+} peer;
+
+/* Per-request context handed to the operation handlers. */
+typedef struct node_req {
+    node *n;
+    peer *from;
+    op_batch *reply; /* operations answered to the requester */
+} node_req;
+
+/* Queues an encoded delivery for p (published when the request is done). */
+void node_deliver_encoded(node *n, peer *p, const void *bytes, size_t len);
+/* Checks that this node owns o's shard under the current epoch; if not, appends
+ * an OP_ERROR (WRONG_SHARD, with the node's epoch) to the reply and returns false. */
+bool node_owns(node_req *req, const op *o);
+
+/* node/events.c: event interest and emit fan-out. */
+typedef struct event_table event_table;
+event_table *events_new(void);
+void events_free(event_table *t);
+void events_interest(event_table *t, peer *p, strview name);
+void events_uninterest(event_table *t, peer *p, strview name);
+/* Delivers o (an EVENT_EMIT) to every interested peer. */
+void events_emit(event_table *t, node_req *req, const op *o);
+/* Drops every interest p holds (p is going away). Returns how many. */
+size_t events_drop_peer(event_table *t, peer *p);
+size_t events_name_count(const event_table *t);
+
+#endif
