@@ -1,0 +1,171 @@
+/* test_config.c - the configuration table: defaults, flags, YAML files and
+ * environment variables, and that every bad value is refused with a message
+ * naming the key. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+
+static char err[512];
+
+static const char *write_yaml(const char *text)
+{
+    static char path[64];
+    strcpy(path, "/tmp/eddy-test-config-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    return path;
+}
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    eddy_config c;
+    config_defaults(&c);
+    assert_int_equal(c.port, 6020);
+    assert_string_equal(c.url_path, "/deepstream");
+    assert_string_equal(c.data_dir, "./data");
+    assert_int_equal(c.max_message_size, 1048576);
+    assert_int_equal(c.auth_type, AUTH_NONE);
+    assert_int_equal(c.max_auth_attempts, 3);
+    assert_int_equal(c.heartbeat_interval_ms, 30000);
+    assert_int_equal(c.node_count, 0);
+    assert_int_equal(config_validate(&c, "standalone", err, sizeof(err)), 0);
+    config_free(&c);
+}
+
+static void test_flags(void **state)
+{
+    (void)state;
+    eddy_config c;
+    config_defaults(&c);
+    assert_int_equal(config_set_flag(&c, "--port", "0", err, sizeof(err)), 0);
+    assert_int_equal(c.port, 0);
+    assert_int_equal(config_set_flag(&c, "--port", "70000", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "port"));
+    assert_non_null(strstr(err, "70000"));
+    assert_int_equal(config_set_flag(&c, "--port", "12ab", err, sizeof(err)), -1);
+    assert_int_equal(config_set_flag(&c, "--port", "", err, sizeof(err)), -1);
+    assert_int_equal(config_set_flag(&c, "--log-level", "loud", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "logLevel"));
+    assert_int_equal(config_set_flag(&c, "--auth", "file", err, sizeof(err)), 0);
+    assert_int_equal(c.auth_type, AUTH_FILE);
+    assert_int_equal(config_set_flag(&c, "--no-such-flag", "1", err, sizeof(err)), -2);
+    assert_int_equal(config_set_flag(&c, "--host", "", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "host"));
+    /* auth file without users is refused at validation, naming the key */
+    assert_int_equal(config_validate(&c, "standalone", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "auth.users"));
+    assert_int_equal(config_set_flag(&c, "--users", "/tmp/users.yml", err, sizeof(err)), 0);
+    assert_int_equal(config_validate(&c, "standalone", err, sizeof(err)), 0);
+    /* a broker needs a node */
+    assert_int_equal(config_validate(&c, "broker", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "cluster.nodes"));
+    assert_int_equal(config_set_flag(&c, "--node", "tcp://a:1", err, sizeof(err)), -1);
+    assert_int_equal(config_set_flag(&c, "--node", "tcp://a:1,tcp://a:2", err, sizeof(err)), 0);
+    assert_int_equal(c.node_count, 1);
+    assert_string_equal(c.nodes[0].request, "tcp://a:1");
+    assert_string_equal(c.nodes[0].delivery, "tcp://a:2");
+    assert_int_equal(config_validate(&c, "broker", err, sizeof(err)), 0);
+    assert_int_equal(config_set_flag(&c, "--path", "deepstream", err, sizeof(err)), 0);
+    assert_int_equal(config_validate(&c, "broker", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "urlPath"));
+    config_free(&c);
+}
+
+static void test_yaml(void **state)
+{
+    (void)state;
+    eddy_config c;
+    config_defaults(&c);
+    const char *p = write_yaml("port: 7000\n"
+                               "urlPath: /ds\n"
+                               "logLevel: warn\n"
+                               "auth:\n  type: file\n  users: users.yml\n  maxAuthAttempts: 5\n"
+                               "cluster:\n  epoch: 4\n  nodes:\n"
+                               "    - {id: a, request: 'tcp://h:1', delivery: 'tcp://h:2'}\n"
+                               "    - {id: b, request: 'tcp://h:3', delivery: 'tcp://h:4'}\n");
+    assert_int_equal(config_load_file(&c, p, err, sizeof(err)), 0);
+    unlink(p);
+    assert_int_equal(c.port, 7000);
+    assert_string_equal(c.url_path, "/ds");
+    assert_int_equal(c.log_level, 2);
+    assert_int_equal(c.auth_type, AUTH_FILE);
+    assert_string_equal(c.users_file, "users.yml");
+    assert_int_equal(c.max_auth_attempts, 5);
+    assert_int_equal(c.epoch, 4);
+    assert_int_equal(c.node_count, 2);
+    assert_string_equal(c.nodes[1].id, "b");
+    assert_string_equal(c.nodes[1].delivery, "tcp://h:4");
+    config_free(&c);
+}
+
+static void expect_yaml_error(const char *text, const char *key)
+{
+    eddy_config c;
+    config_defaults(&c);
+    const char *p = write_yaml(text);
+    assert_int_equal(config_load_file(&c, p, err, sizeof(err)), -1);
+    unlink(p);
+    if (strstr(err, key) == NULL)
+        fail_msg("error '%s' does not name '%s'", err, key);
+    config_free(&c);
+}
+
+static void test_yaml_errors(void **state)
+{
+    (void)state;
+    expect_yaml_error("prot: 6020\n", "prot");
+    expect_yaml_error("auth:\n  tipe: none\n", "auth.tipe");
+    expect_yaml_error("port: [1, 2]\n", "port");
+    expect_yaml_error("port: 99999\n", "port");
+    expect_yaml_error("auth:\n  type: ldap\n", "auth.type");
+    expect_yaml_error("cluster:\n  nodes: 3\n", "cluster.nodes");
+    expect_yaml_error("cluster:\n  nodes:\n    - {id: a}\n", "cluster.nodes");
+    expect_yaml_error("port: 1\n  bad indent: [\n", "--config");
+    expect_yaml_error("- just\n- a list\n", "--config");
+    eddy_config c;
+    config_defaults(&c);
+    assert_int_equal(config_load_file(&c, "/nonexistent/eddy.yml", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "/nonexistent/eddy.yml"));
+    config_free(&c);
+}
+
+static void test_env(void **state)
+{
+    (void)state;
+    eddy_config c;
+    config_defaults(&c);
+    setenv("EDDY_PORT", "6100", 1);
+    setenv("EDDY_AUTH_MAX_AUTH_ATTEMPTS", "7", 1);
+    assert_int_equal(config_load_env(&c, err, sizeof(err)), 0);
+    assert_int_equal(c.port, 6100);
+    assert_int_equal(c.max_auth_attempts, 7);
+    setenv("EDDY_MAX_MESSAGE_SIZE", "1", 1);
+    assert_int_equal(config_load_env(&c, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "maxMessageSize"));
+    unsetenv("EDDY_PORT");
+    unsetenv("EDDY_AUTH_MAX_AUTH_ATTEMPTS");
+    unsetenv("EDDY_MAX_MESSAGE_SIZE");
+    config_free(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults), cmocka_unit_test(test_flags),
+        cmocka_unit_test(test_yaml),     cmocka_unit_test(test_yaml_errors),
+        cmocka_unit_test(test_env),
+    };
+    return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+}
