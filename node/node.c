@@ -6,7 +6,9 @@
  * for cluster.brokerTimeout are dropped with all their interest. */
 #include "node.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -276,6 +278,10 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
     n->peers = dict_new();
     n->events = events_new();
     n->last_sweep_ms = now_ms();
+    if (mkdir(cfg->data_dir, 0750) != 0 && errno != EEXIST) {
+        log_error("data-folder-failed", "path=%s error=%s", cfg->data_dir, strerror(errno));
+        goto fail;
+    }
     if (open_sockets(n, request_url, delivery_url) != 0)
         goto fail;
     if (pthread_create(&n->thread, NULL, executor, n) != 0)
