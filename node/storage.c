@@ -1,0 +1,203 @@
+/* storage.c - RocksDB wrapper for records (see storage.h for the key layout). */
+#include "storage.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rocksdb/c.h>
+
+#include "log.h"
+#include "mem.h"
+
+#define VALUE_FORMAT 1
+#define KEY_PREFIX "r:"
+#define FORMAT_KEY "m:format"
+
+struct storage {
+    rocksdb_t *db;
+    rocksdb_options_t *opts;
+    rocksdb_readoptions_t *ropts;
+    rocksdb_writeoptions_t *wsync, *wnosync;
+};
+
+struct storage_batch {
+    rocksdb_writebatch_t *wb;
+    char *key;
+    size_t key_cap;
+    char *val;
+    size_t val_cap;
+};
+
+/* Copies a RocksDB error into err and frees it (pitfall 9: reset to NULL). */
+static int take_error(char **rerr, const char *what, char *err, size_t err_len)
+{
+    snprintf(err, err_len, "%s: %s", what, *rerr);
+    rocksdb_free(*rerr);
+    *rerr = NULL;
+    return -1;
+}
+
+storage *storage_open(const char *dir, char *err, size_t err_len)
+{
+    storage *s = xcalloc(1, sizeof(*s));
+    char *rerr = NULL;
+    s->opts = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(s->opts, 1);
+    rocksdb_options_increase_parallelism(s->opts, 2);
+    rocksdb_options_set_keep_log_file_num(s->opts, 3);
+    s->db = rocksdb_open(s->opts, dir, &rerr);
+    if (s->db == NULL) {
+        take_error(&rerr, "rocksdb open", err, err_len);
+        storage_close(s);
+        return NULL;
+    }
+    s->ropts = rocksdb_readoptions_create();
+    s->wsync = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(s->wsync, 1);
+    s->wnosync = rocksdb_writeoptions_create();
+    size_t len;
+    char *fmt = rocksdb_get(s->db, s->ropts, FORMAT_KEY, strlen(FORMAT_KEY), &len, &rerr);
+    if (rerr != NULL) {
+        take_error(&rerr, "rocksdb read format", err, err_len);
+        storage_close(s);
+        return NULL;
+    }
+    if (fmt == NULL) {
+        rocksdb_put(s->db, s->wsync, FORMAT_KEY, strlen(FORMAT_KEY), "1", 1, &rerr);
+        if (rerr != NULL) {
+            take_error(&rerr, "rocksdb write format", err, err_len);
+            storage_close(s);
+            return NULL;
+        }
+    } else {
+        bool ok = len == 1 && fmt[0] == '1';
+        rocksdb_free(fmt);
+        if (!ok) {
+            snprintf(err, err_len, "%s holds data of an unknown format", dir);
+            storage_close(s);
+            return NULL;
+        }
+    }
+    return s;
+}
+
+void storage_close(storage *s)
+{
+    if (s == NULL)
+        return;
+    if (s->db != NULL)
+        rocksdb_close(s->db);
+    if (s->ropts != NULL)
+        rocksdb_readoptions_destroy(s->ropts);
+    if (s->wsync != NULL)
+        rocksdb_writeoptions_destroy(s->wsync);
+    if (s->wnosync != NULL)
+        rocksdb_writeoptions_destroy(s->wnosync);
+    rocksdb_options_destroy(s->opts);
+    xfree(s);
+}
+
+static char *make_key(char **buf, size_t *cap, const char *name, size_t name_len, size_t *key_len)
+{
+    *key_len = 2 + name_len;
+    if (*cap < *key_len) {
+        *cap = *key_len * 2;
+        *buf = xrealloc(*buf, *cap);
+    }
+    memcpy(*buf, KEY_PREFIX, 2);
+    memcpy(*buf + 2, name, name_len);
+    return *buf;
+}
+
+int storage_get(storage *s, const char *name, size_t name_len, int64_t *version, char **data,
+                size_t *data_len)
+{
+    char stack[256], *key = stack;
+    size_t key_len = 2 + name_len;
+    if (key_len > sizeof(stack))
+        key = xmalloc(key_len);
+    memcpy(key, KEY_PREFIX, 2);
+    memcpy(key + 2, name, name_len);
+    char *rerr = NULL;
+    size_t len;
+    char *val = rocksdb_get(s->db, s->ropts, key, key_len, &len, &rerr);
+    if (key != stack)
+        xfree(key);
+    if (rerr != NULL) {
+        log_error("storage-read-failed", "error=%s", rerr);
+        rocksdb_free(rerr);
+        return -1;
+    }
+    if (val == NULL)
+        return 0;
+    if (len < 9 || (uint8_t)val[0] != VALUE_FORMAT) {
+        log_error("storage-corrupt-value", "name=%.*s bytes=%zu", (int)name_len, name, len);
+        rocksdb_free(val);
+        return -1;
+    }
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | (uint8_t)val[1 + i];
+    *version = (int64_t)v;
+    *data_len = len - 9;
+    *data = xstrndup(val + 9, len - 9);
+    rocksdb_free(val);
+    return 1;
+}
+
+storage_batch *storage_batch_new(void)
+{
+    storage_batch *b = xcalloc(1, sizeof(*b));
+    b->wb = rocksdb_writebatch_create();
+    return b;
+}
+
+void storage_batch_free(storage_batch *b)
+{
+    if (b == NULL)
+        return;
+    rocksdb_writebatch_destroy(b->wb);
+    xfree(b->key);
+    xfree(b->val);
+    xfree(b);
+}
+
+void storage_batch_put(storage_batch *b, const char *name, size_t name_len, int64_t version,
+                       const char *data, size_t data_len)
+{
+    size_t key_len;
+    make_key(&b->key, &b->key_cap, name, name_len, &key_len);
+    size_t val_len = 9 + data_len;
+    if (b->val_cap < val_len) {
+        b->val_cap = val_len * 2;
+        b->val = xrealloc(b->val, b->val_cap);
+    }
+    b->val[0] = VALUE_FORMAT;
+    for (int i = 0; i < 8; i++)
+        b->val[1 + i] = (char)((uint64_t)version >> (56 - 8 * i));
+    memcpy(b->val + 9, data, data_len);
+    rocksdb_writebatch_put(b->wb, b->key, key_len, b->val, val_len);
+}
+
+void storage_batch_delete(storage_batch *b, const char *name, size_t name_len)
+{
+    size_t key_len;
+    make_key(&b->key, &b->key_cap, name, name_len, &key_len);
+    rocksdb_writebatch_delete(b->wb, b->key, key_len);
+}
+
+size_t storage_batch_count(const storage_batch *b)
+{
+    return (size_t)rocksdb_writebatch_count(b->wb);
+}
+
+int storage_batch_commit(storage *s, storage_batch *b, bool sync, char *err, size_t err_len)
+{
+    char *rerr = NULL;
+    rocksdb_write(s->db, sync ? s->wsync : s->wnosync, b->wb, &rerr);
+    rocksdb_writebatch_clear(b->wb);
+    if (rerr != NULL)
+        return take_error(&rerr, "rocksdb write", err, err_len);
+    return 0;
+}
