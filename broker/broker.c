@@ -169,12 +169,18 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         log_debug("session-open", "session=%llu", (unsigned long long)s->id);
         return 0;
     case LWS_CALLBACK_RECEIVE:
+        if (s == NULL || s->b == NULL)
+            return -1;
         if (s->closing)
             return 0;
         return session_receive(s, in, len);
     case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (s == NULL || s->b == NULL)
+            return -1;
         return session_writeable(s);
     case LWS_CALLBACK_CLOSED:
+        if (s == NULL || s->b == NULL)
+            return 0; /* refused before it was established */
         log_debug("session-closed", "session=%llu", (unsigned long long)s->id);
         dict_del(b->sessions, &s->id, sizeof(s->id));
         session_closed(s);

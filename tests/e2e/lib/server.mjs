@@ -1,0 +1,124 @@
+// server.mjs - starts real eddy processes for the end-to-end suites.
+//
+// EDDY_MODE=standalone (default): one `eddy standalone` process.
+// EDDY_MODE=cluster: `eddy node` and `eddy broker` as two processes over tcp.
+// EDDY_BIN selects the binary (build/eddy, or build-asan/eddy for the sanitizer run).
+// Every process's stderr is kept; stop() checks for a clean exit and for sanitizer reports.
+import { spawn, execFileSync } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import assert from 'node:assert/strict'
+
+export const BIN = resolve(process.env.EDDY_BIN || 'build/eddy')
+export const MODE = process.env.EDDY_MODE || 'standalone'
+const START_TIMEOUT = 20000
+const SANITIZER = /ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|SUMMARY: UndefinedBehaviorSanitizer/
+
+export class Proc {
+  constructor (name, args) {
+    this.name = name
+    this.args = args
+    this.stderr = ''
+    this.child = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] })
+    this.exited = new Promise(resolve => this.child.on('exit', (code, signal) => resolve({ code, signal })))
+    this.child.stderr.on('data', d => { this.stderr += d.toString() })
+  }
+
+  // Resolves with the first match of re in stderr.
+  waitFor (re, timeout = START_TIMEOUT) {
+    return new Promise((resolve, reject) => {
+      const started = Date.now()
+      const check = () => {
+        const m = this.stderr.match(re)
+        if (m) return resolve(m)
+        if (this.child.exitCode !== null) return reject(new Error(`${this.name} exited ${this.child.exitCode} before ${re}:\n${this.stderr}`))
+        if (Date.now() - started > timeout) return reject(new Error(`${this.name}: timeout waiting for ${re}:\n${this.stderr}`))
+        setTimeout(check, 20)
+      }
+      check()
+    })
+  }
+
+  async stop (signal = 'SIGTERM') {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal)
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 15000)
+    const result = await this.exited
+    clearTimeout(timer)
+    return result
+  }
+}
+
+export function assertNoSanitizerReport (text, who) {
+  assert.ok(!SANITIZER.test(text), `${who}: sanitizer report in stderr:\n${text}`)
+}
+
+// Starts a server. extra: arguments for the websocket side (standalone or broker);
+// nodeExtra: arguments for the node process in cluster mode.
+export async function startServer ({ extra = [], nodeExtra = [] } = {}) {
+  const dataDir = mkdtempSync(join(tmpdir(), 'eddy-e2e-'))
+  const procs = []
+  let port
+  try {
+    if (MODE === 'cluster') {
+      const node = new Proc('node', ['node', '--request', 'tcp://127.0.0.1:0', '--delivery', 'tcp://127.0.0.1:0',
+        '--data', dataDir, ...nodeExtra])
+      procs.push(node)
+      const m = await node.waitFor(/node-listening request=(\S+) delivery=(\S+)/)
+      const broker = new Proc('broker', ['broker', '--host', '127.0.0.1', '--port', '0', '--node', `${m[1]},${m[2]}`, ...extra])
+      procs.push(broker)
+      port = Number((await broker.waitFor(/broker-listening port=(\d+)/))[1])
+    } else {
+      const sa = new Proc('standalone', ['standalone', '--host', '127.0.0.1', '--port', '0', '--data', dataDir, ...extra, ...nodeExtra])
+      procs.push(sa)
+      port = Number((await sa.waitFor(/broker-listening port=(\d+)/))[1])
+    }
+  } catch (err) {
+    for (const p of procs) await p.stop('SIGKILL')
+    rmSync(dataDir, { recursive: true, force: true })
+    throw err
+  }
+  const byName = Object.fromEntries(procs.map(p => [p.name, p]))
+  return {
+    port,
+    url: `ws://127.0.0.1:${port}/deepstream`,
+    dataDir,
+    procs: byName,
+    edge: procs[procs.length - 1], // the process clients talk to
+    stderr: () => procs.map(p => p.stderr).join(''),
+    // Swaps a process for its replacement (a restarted broker), so stop() checks the new one.
+    replace (old, fresh) { procs[procs.indexOf(old)] = fresh },
+    // Stops broker first, then node; asserts exit code 0 and no sanitizer report.
+    async stop () {
+      for (const p of [...procs].reverse()) {
+        const { code, signal } = await p.stop()
+        assertNoSanitizerReport(p.stderr, p.name)
+        assert.equal(code, 0, `${p.name} exited with ${code}/${signal}:\n${p.stderr}`)
+      }
+      rmSync(dataDir, { recursive: true, force: true })
+    }
+  }
+}
+
+// Runs eddy with args to completion: { code, stdout, stderr }.
+export function runEddy (args) {
+  try {
+    const stdout = execFileSync(BIN, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 30000 })
+    return { code: 0, stdout, stderr: '' }
+  } catch (err) {
+    return { code: err.status, stdout: err.stdout?.toString() ?? '', stderr: err.stderr?.toString() ?? '' }
+  }
+}
+
+export const sleep = ms => new Promise(resolve => setTimeout(resolve, ms))
+
+// Polls fn until it returns truthy or the timeout passes.
+export async function until (fn, what, timeout = 5000) {
+  const started = Date.now()
+  for (;;) {
+    const v = await fn()
+    if (v) return v
+    if (Date.now() - started > timeout) throw new Error(`timeout: ${what}`)
+    await sleep(20)
+  }
+}
