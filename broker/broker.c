@@ -27,6 +27,7 @@ struct broker {
     struct lws_context *ctx;
     link_set *links;
     event_subs *events;
+    record_subs *records;
     auth *auth;
     queue *inbound;
     dict *sessions; /* id -> session */
@@ -41,6 +42,7 @@ struct broker {
 const eddy_config *broker_config(broker *b) { return b->cfg; }
 uint64_t broker_id(broker *b) { return b->id; }
 event_subs *broker_events(broker *b) { return b->events; }
+record_subs *broker_records(broker *b) { return b->records; }
 link_set *broker_links(broker *b) { return b->links; }
 auth *broker_auth(broker *b) { return b->auth; }
 struct lws_context *broker_lws(broker *b) { return b->ctx; }
@@ -215,6 +217,7 @@ broker *broker_create(const eddy_config *cfg, bool *config_error)
     pthread_mutex_init(&b->ctx_lock, NULL);
     b->inbound = queue_new(INBOUND_QUEUE_LEN);
     b->events = event_subs_new(b);
+    b->records = record_subs_new(b);
     b->auth = auth_create(cfg, b, config_error);
     if (b->auth == NULL)
         goto fail;
@@ -317,6 +320,7 @@ void broker_destroy(broker *b)
     auth_destroy(b->auth);
     queue_free(b->inbound, free_inbound);
     event_subs_free(b->events);
+    record_subs_free(b->records);
     dict_free(b->sessions);
     pthread_mutex_destroy(&b->ctx_lock);
     xfree(b);

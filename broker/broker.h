@@ -74,6 +74,7 @@ typedef struct session {
     size_t out_head, out_len, out_cap, out_bytes;
     lws_sorted_usec_list_t auth_timer;
     dict *events; /* event names this session subscribes to */
+    dict *records; /* record names this session subscribes to */
 } session;
 
 /* session.c */
@@ -120,6 +121,15 @@ void events_handle(session *s, const EventMessage *m);
 void events_session_closed(session *s);
 void events_deliver(broker *b, const op *o);
 
+/* records.c */
+typedef struct record_subs record_subs;
+record_subs *record_subs_new(broker *b);
+void record_subs_free(record_subs *r);
+void records_handle(session *s, const RecordMessage *m);
+void records_session_closed(session *s);
+/* A record answer or delivery from a node (OP_RECORD_STATE/RESULT/UPDATE/DELETED). */
+void records_deliver(broker *b, const op *o);
+
 /* links.c: the nng connections to nodes, one link per node of cfg->nodes. */
 typedef struct link_set link_set;
 typedef struct pending_ack pending_ack;
@@ -155,6 +165,7 @@ void ack_done(broker *b, pending_ack *pa);
 const eddy_config *broker_config(broker *b);
 uint64_t broker_id(broker *b);
 event_subs *broker_events(broker *b);
+record_subs *broker_records(broker *b);
 link_set *broker_links(broker *b);
 auth *broker_auth(broker *b);
 struct lws_context *broker_lws(broker *b);

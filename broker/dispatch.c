@@ -110,6 +110,17 @@ static void handle_event(session *s, const ProtobufCBinaryData *inner)
     event_message__free_unpacked(m, NULL);
 }
 
+static void handle_record(session *s, const ProtobufCBinaryData *inner)
+{
+    RecordMessage *m = record_message__unpack(NULL, inner->len, inner->data);
+    if (m == NULL) {
+        parse_error(s, "record-message", inner->len);
+        return;
+    }
+    records_handle(s, m);
+    record_message__free_unpacked(m, NULL);
+}
+
 void dispatch_frame(session *s, const uint8_t *data, size_t len)
 {
     size_t payload_len;
@@ -134,6 +145,8 @@ void dispatch_frame(session *s, const uint8_t *data, size_t len)
             reply_auth(s, AUTH__ACTION__AUTH_INVALID_MESSAGE); /* e.g. a LISTEN sent before login */
     } else if (topic == TOPIC__TOPIC_EVENT)
         handle_event(s, inner);
+    else if (topic == TOPIC__TOPIC_RECORD)
+        handle_record(s, inner);
     else {
         /* AUTH after login, and topics this server does not serve (yet) */
         log_debug("unknown-topic", "session=%llu topic=%d", (unsigned long long)s->id, topic);

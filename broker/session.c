@@ -31,6 +31,7 @@ void session_open(broker *b, session *s, struct lws *wsi)
     s->id = random_id();
     s->last_rx_ms = now_ms();
     s->events = dict_new();
+    s->records = dict_new();
     lws_sul_schedule(broker_lws(b), 0, &s->auth_timer, auth_timer_fired,
                      (lws_usec_t)broker_config(b)->unauthenticated_timeout_ms * 1000);
 }
@@ -39,8 +40,11 @@ void session_closed(session *s)
 {
     lws_sul_cancel(&s->auth_timer);
     events_session_closed(s);
+    records_session_closed(s);
     dict_free(s->events);
+    dict_free(s->records);
     s->events = NULL;
+    s->records = NULL;
     while (s->out_len > 0) {
         frame_unref(s->out[s->out_head]);
         s->out_head = (s->out_head + 1) % s->out_cap;

@@ -28,6 +28,7 @@ typedef struct cfg_entry {
 } cfg_entry;
 
 static const char *const auth_choices[] = {"none", "file", NULL};
+static const char *const sync_choices[] = {"always", "batch", "never", NULL};
 static const char *const level_choices[] = {"debug", "info", "warn", "error", NULL};
 
 #define F(field) offsetof(eddy_config, field)
@@ -55,7 +56,13 @@ static const cfg_entry table[] = {
     {"auth.unauthenticatedClientTimeout", "--unauthenticated-timeout", T_INT, 100, 86400000,
      "180000", F(unauthenticated_timeout_ms), NULL,
      "ms a connection may stay without a successful login"},
-    {"data", "--data", T_STR, 1, 0, "./data", F(data_dir), NULL, "node data folder"},
+    {"data", "--data", T_STR, 1, 0, "./data", F(data_dir), NULL, "node data folder (RocksDB)"},
+    {"storage.sync", "--sync", T_ENUM, 0, 0, "batch", F(sync_mode), sync_choices,
+     "always: fsync every write; batch: one fsync per group of writes; never: WAL without fsync"},
+    {"storage.cacheSize", "--cache-size", T_INT, 0, INT64_MAX, "268435456", F(cache_bytes), NULL,
+     "bytes of records kept in memory beyond those with subscribers"},
+    {"record.maxSize", "--record-max-size", T_INT, 2, 64 << 20, "1048576", F(record_max_size),
+     NULL, "largest record document in bytes; a write making it larger is refused"},
     {"node.id", "--node-id", T_STR, 1, 0, "node1", F(node_id), NULL,
      "this node's id (must appear in cluster.nodes when that list is given)"},
     {"node.request", "--request", T_STR, 1, 0, "tcp://127.0.0.1:6021", F(node_request), NULL,

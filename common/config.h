@@ -32,6 +32,9 @@ typedef struct eddy_config {
     int64_t unauthenticated_timeout_ms;
     /* node */
     char *data_dir;
+    int64_t sync_mode;     /* enum sync_mode (node/persist.h) */
+    int64_t cache_bytes;
+    int64_t record_max_size;
     char *node_id;
     char *node_request;
     char *node_delivery;

@@ -13,6 +13,12 @@ enum op_key {
     KEY_SESSION = 6,
     KEY_DATA = 7,
     KEY_ERROR = 8,
+    KEY_VERSION = 9,
+    KEY_ACTION = 10,
+    KEY_FLAGS = 11,
+    KEY_PATH = 12,
+    KEY_REF = 13,
+    KEY_ORIG = 14,
 };
 
 void op_batch_init(op_batch *b)
@@ -38,7 +44,9 @@ void op_encode(msgpack_sbuffer *buf, const op *o)
     msgpack_packer pk;
     msgpack_packer_init(&pk, buf, msgpack_sbuffer_write);
     size_t n = 1 + (o->name.len > 0) + (o->shard != 0) + (o->epoch != 0) + (o->corr != 0) +
-               (o->broker != 0) + (o->session != 0) + o->has_data + (o->error != 0);
+               (o->broker != 0) + (o->session != 0) + o->has_data + (o->error != 0) +
+               o->has_version + (o->action != 0) + (o->flags != 0) + (o->path.len > 0) +
+               (o->ref.len > 0) + (o->orig != 0);
     msgpack_pack_map(&pk, n);
     msgpack_pack_uint8(&pk, KEY_KIND);
     msgpack_pack_uint32(&pk, o->kind);
@@ -73,6 +81,30 @@ void op_encode(msgpack_sbuffer *buf, const op *o)
     if (o->error != 0) {
         msgpack_pack_uint8(&pk, KEY_ERROR);
         msgpack_pack_uint32(&pk, o->error);
+    }
+    if (o->has_version) {
+        msgpack_pack_uint8(&pk, KEY_VERSION);
+        msgpack_pack_int64(&pk, o->version);
+    }
+    if (o->action != 0) {
+        msgpack_pack_uint8(&pk, KEY_ACTION);
+        msgpack_pack_uint32(&pk, o->action);
+    }
+    if (o->flags != 0) {
+        msgpack_pack_uint8(&pk, KEY_FLAGS);
+        msgpack_pack_uint32(&pk, o->flags);
+    }
+    if (o->path.len > 0) {
+        msgpack_pack_uint8(&pk, KEY_PATH);
+        msgpack_pack_str_with_body(&pk, o->path.ptr, o->path.len);
+    }
+    if (o->ref.len > 0) {
+        msgpack_pack_uint8(&pk, KEY_REF);
+        msgpack_pack_str_with_body(&pk, o->ref.ptr, o->ref.len);
+    }
+    if (o->orig != 0) {
+        msgpack_pack_uint8(&pk, KEY_ORIG);
+        msgpack_pack_uint32(&pk, o->orig);
     }
 }
 
@@ -163,12 +195,22 @@ int op_decode(mp_reader *r, op *out)
             out->has_data = true;
             break;
         case KEY_ERROR: rc = read_u32(r, &out->error); break;
+        case KEY_VERSION:
+            rc = mp_read_int(r, &out->version);
+            out->has_version = true;
+            break;
+        case KEY_ACTION: rc = read_u32(r, &out->action); break;
+        case KEY_FLAGS: rc = read_u32(r, &out->flags); break;
+        case KEY_PATH: rc = read_view(r, &out->path); break;
+        case KEY_REF: rc = read_view(r, &out->ref); break;
+        case KEY_ORIG: rc = read_u32(r, &out->orig); break;
         default: rc = mp_skip(r); break; /* newer peers may add fields */
         }
         if (rc != 0)
             return -1;
     }
-    if (out->kind == 0 || out->name.len > OP_NAME_MAX)
+    if (out->kind == 0 || out->name.len > OP_NAME_MAX || out->path.len > OP_NAME_MAX ||
+        out->ref.len > OP_NAME_MAX)
         return -1;
     return 0;
 }
@@ -183,6 +225,16 @@ const char *op_kind_name(uint32_t kind)
         [OP_EVENT_EMIT] = "EVENT_EMIT",
         [OP_EVENT_DELIVERY] = "EVENT_DELIVERY",
         [OP_ERROR] = "ERROR",
+        [OP_RECORD_SUBSCRIBE] = "RECORD_SUBSCRIBE",
+        [OP_RECORD_UNINTEREST] = "RECORD_UNINTEREST",
+        [OP_RECORD_READ] = "RECORD_READ",
+        [OP_RECORD_WRITE] = "RECORD_WRITE",
+        [OP_RECORD_DELETE] = "RECORD_DELETE",
+        [OP_RECORD_NOTIFY] = "RECORD_NOTIFY",
+        [OP_RECORD_STATE] = "RECORD_STATE",
+        [OP_RECORD_UPDATE] = "RECORD_UPDATE",
+        [OP_RECORD_RESULT] = "RECORD_RESULT",
+        [OP_RECORD_DELETED] = "RECORD_DELETED",
     };
     return kind < OP_KIND_MAX && names[kind] != NULL ? names[kind] : "UNKNOWN";
 }

@@ -29,6 +29,16 @@ enum op_kind {
     OP_EVENT_EMIT = 5,       /* broker -> owner: emit <name> [data] from <session> */
     OP_EVENT_DELIVERY = 6,   /* owner -> interested brokers: deliver <name> [data], skip <session> */
     OP_ERROR = 7,            /* node -> broker: the operation <corr> failed with <error> */
+    OP_RECORD_SUBSCRIBE = 8, /* broker -> owner: <session> subscribes <name>; action = mode */
+    OP_RECORD_UNINTEREST = 9, /* broker -> owner: last local subscriber of <name> left */
+    OP_RECORD_READ = 10,     /* peer -> owner: READ (snapshot) or HEAD of <name>, no subscription */
+    OP_RECORD_WRITE = 11,    /* peer -> owner: action UPDATE/PATCH/ERASE/CREATEANDUPDATE/CREATEANDPATCH */
+    OP_RECORD_DELETE = 12,   /* peer -> owner: delete <name> */
+    OP_RECORD_NOTIFY = 13,   /* peer -> owner: reload <name> from storage and resend it */
+    OP_RECORD_STATE = 14,    /* owner -> requester: <name> is at <version> [data], for <session>/<corr> */
+    OP_RECORD_UPDATE = 15,   /* owner -> interested: <name> changed (action UPDATE or PATCH) */
+    OP_RECORD_RESULT = 16,   /* owner -> requester: outcome of a write/delete/notify (action) */
+    OP_RECORD_DELETED = 17,  /* owner -> interested: <name> was deleted */
     OP_KIND_MAX
 };
 
@@ -56,7 +66,17 @@ typedef struct op {
     uint64_t session;
     strview name;
     strview data; /* opaque JSON text, valid only when has_data */
+    int64_t version;  /* record version; valid only when has_version */
+    bool has_version;
+    uint32_t action;  /* a deepstream action number (record mode, write kind, result) */
+    uint32_t flags;   /* OP_FLAG_* */
+    strview path;     /* record path; empty = none */
+    strview ref;      /* the client's correlation id, echoed verbatim */
+    uint32_t orig;    /* RESULT/STATE: the client action this answers */
 } op;
+
+#define OP_FLAG_WRITE_ACK 1u /* the writer asked for an acknowledgement */
+#define OP_FLAG_ERROR 2u     /* a RESULT that is an error */
 
 /* A batch under construction. Owns its buffer. */
 typedef struct op_batch {

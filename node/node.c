@@ -7,6 +7,7 @@
 #include "node.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/stat.h>
 #include <stdatomic.h>
@@ -32,6 +33,8 @@ struct node {
     dict *peers; /* id (8 bytes) -> peer */
     peer *dirty;
     event_table *events;
+    persist *persist;
+    record_table *records;
     int64_t last_sweep_ms;
     uint64_t malformed; /* batches rejected as malformed */
 };
@@ -131,6 +134,15 @@ static void apply(node_req *req, const op *o)
         if (node_owns(req, o))
             events_emit(n->events, req, o);
         break;
+    case OP_RECORD_SUBSCRIBE:
+    case OP_RECORD_UNINTEREST:
+    case OP_RECORD_READ:
+    case OP_RECORD_WRITE:
+    case OP_RECORD_DELETE:
+    case OP_RECORD_NOTIFY:
+        if (node_owns(req, o))
+            records_apply(n->records, req, o);
+        break;
     default: {
         op e = {.kind = OP_ERROR, .error = OP_ERR_UNKNOWN_KIND, .corr = o->corr};
         op_batch_add(req->reply, &e);
@@ -206,10 +218,21 @@ static void sweep_peers(node *n)
     for (int i = 0; i < c.count; i++) {
         peer *p = c.expired[i];
         size_t names = events_drop_peer(n->events, p);
+        records_drop_peer(n->records, p);
         log_warn("peer-expired", "peer=%016llx silent_ms=%lld event_names_dropped=%zu",
                  (unsigned long long)p->id, (long long)(c.now - p->last_seen_ms), names);
         dict_del(n->peers, &p->id, sizeof(p->id));
         peer_free(p);
+    }
+}
+
+/* Hands every waiting storage completion to the record engine. */
+static void drain_persist(node *n)
+{
+    persist_done *d;
+    while ((d = persist_poll(n->persist)) != NULL) {
+        records_on_persist(n->records, d);
+        persist_done_free(d);
     }
 }
 
@@ -218,22 +241,31 @@ static void *executor(void *arg)
     node *n = arg;
     op_batch reply;
     op_batch_init(&reply);
+    int rfd = -1;
+    nng_socket_get_int(n->rep, NNG_OPT_RECVFD, &rfd);
+    struct pollfd fds[2] = {{.fd = rfd, .events = POLLIN}, {.fd = persist_fd(n->persist), .events = POLLIN}};
     while (!atomic_load(&n->stop)) {
+        poll(fds, 2, 100);
+        drain_persist(n);
         nng_msg *msg;
-        int rv = nng_recvmsg(n->rep, &msg, 0);
-        if (rv == 0) {
+        int rv;
+        while ((rv = nng_recvmsg(n->rep, &msg, NNG_FLAG_NONBLOCK)) == 0) {
             nng_msg *out = handle_batch(n, msg, &reply);
             nng_msg_free(msg);
             if (out != NULL && nng_sendmsg(n->rep, out, 0) != 0)
                 nng_msg_free(out);
-        } else if (rv != NNG_ETIMEDOUT) {
+            drain_persist(n);
+        }
+        if (rv != NNG_EAGAIN && rv != NNG_ETIMEDOUT) {
             if (rv == NNG_ECLOSED)
                 break;
             log_warn("node-recv-failed", "error=%s", nng_strerror(rv));
         }
+        publish_dirty(n);
         if (now_ms() - n->last_sweep_ms >= 500) {
             n->last_sweep_ms = now_ms();
             sweep_peers(n);
+            records_sweep(n->records);
         }
     }
     op_batch_destroy(&reply);
@@ -282,6 +314,13 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
         log_error("data-folder-failed", "path=%s error=%s", cfg->data_dir, strerror(errno));
         goto fail;
     }
+    char err[512];
+    n->persist = persist_start(cfg->data_dir, (enum sync_mode)cfg->sync_mode, 65536, err, sizeof(err));
+    if (n->persist == NULL) {
+        log_error("storage-open-failed", "path=%s error=%s", cfg->data_dir, err);
+        goto fail;
+    }
+    n->records = records_new(n, n->persist, (size_t)cfg->cache_bytes, (size_t)cfg->record_max_size);
     if (open_sockets(n, request_url, delivery_url) != 0)
         goto fail;
     if (pthread_create(&n->thread, NULL, executor, n) != 0)
@@ -292,6 +331,8 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
 fail:
     nng_close(n->rep); /* nothing in flight yet: cannot hang */
     nng_close(n->pub);
+    records_free(n->records);
+    persist_stop(n->persist);
     events_free(n->events);
     dict_free(n->peers);
     xfree(n);
@@ -320,8 +361,10 @@ void node_stop(node *n)
         return;
     atomic_store(&n->stop, true);
     pthread_join(n->thread, NULL); /* the executor wakes within its 100 ms receive timeout */
+    persist_stop(n->persist); /* every queued write reaches the store */
     nng_close_bounded(n->rep, "node-rep", 2000);
     nng_close_bounded(n->pub, "node-pub", 2000);
+    records_free(n->records);
     dict_foreach(n->peers, free_peer_cb, NULL);
     dict_free(n->peers);
     events_free(n->events);

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "dict.h"
 #include "ops.h"
+#include "persist.h"
 #include "shardmap.h"
 
 typedef struct node node;
@@ -67,5 +68,21 @@ void events_emit(event_table *t, node_req *req, const op *o);
 /* Drops every interest p holds (p is going away). Returns how many. */
 size_t events_drop_peer(event_table *t, peer *p);
 size_t events_name_count(const event_table *t);
+
+/* node/records.c: the record engine (one writer per record, durable answers). */
+typedef struct record_table record_table;
+record_table *records_new(node *n, persist *p, size_t cache_bytes, size_t max_record_size);
+void records_free(record_table *t);
+/* Applies any OP_RECORD_* operation from req->from. */
+void records_apply(record_table *t, node_req *req, const op *o);
+/* Takes a storage completion (d stays the caller's). */
+void records_on_persist(record_table *t, persist_done *d);
+/* Blocks until one storage completion is handled (storage queue full). */
+void records_on_persist_wait(record_table *t);
+/* Evicts cold records while the cache is over its bound. */
+void records_sweep(record_table *t);
+/* Forgets p's interest and queued work (p is going away). */
+void records_drop_peer(record_table *t, peer *p);
+size_t records_cached(const record_table *t);
 
 #endif

@@ -32,7 +32,9 @@ static void test_round_trip(void **state)
     op in[3] = {
         {.kind = OP_EVENT_EMIT, .name = {"chat/1", 6}, .shard = 4095, .epoch = 7,
          .session = UINT64_MAX, .has_data = true, .data = {"{\"a\":1}", 7}},
-        {.kind = OP_EVENT_INTEREST, .name = {"x", 1}, .corr = 42},
+        {.kind = OP_RECORD_WRITE, .name = {"x", 1}, .corr = 42, .has_version = true,
+         .version = -1, .action = 19, .flags = OP_FLAG_WRITE_ACK, .path = {"a.b[2]", 6},
+         .ref = {"12", 2}, .orig = 18},
         {.kind = OP_EVENT_DELIVERY, .name = {"e", 1}, .has_data = true, .data = {"", 0},
          .broker = 0x1122334455667788ULL, .error = 3},
     };
@@ -57,6 +59,15 @@ static void test_round_trip(void **state)
         assert_int_equal(o.error, in[i].error);
         assert_int_equal(o.name.len, in[i].name.len);
         assert_memory_equal(o.name.ptr, in[i].name.ptr, o.name.len);
+        assert_int_equal(o.has_version, in[i].has_version);
+        assert_true(o.version == in[i].version);
+        assert_int_equal(o.action, in[i].action);
+        assert_int_equal(o.flags, in[i].flags);
+        assert_int_equal(o.orig, in[i].orig);
+        assert_int_equal(o.path.len, in[i].path.len);
+        assert_memory_equal(o.path.ptr, in[i].path.ptr, o.path.len);
+        assert_int_equal(o.ref.len, in[i].ref.len);
+        assert_memory_equal(o.ref.ptr, in[i].ref.ptr, o.ref.len);
         assert_int_equal(o.has_data, in[i].has_data);
         if (o.has_data) {
             assert_int_equal(o.data.len, in[i].data.len);

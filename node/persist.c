@@ -1,0 +1,233 @@
+/* persist.c - the storage thread (see persist.h). A failed RocksDB write stops
+ * the node (fail-stop): the writes in that batch were never acknowledged, and a
+ * store that cannot write must not keep accepting writes it cannot keep. */
+#include "persist.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "mem.h"
+#include "queue.h"
+#include "storage.h"
+
+typedef struct job {
+    int kind; /* PERSIST_LOADED (a load) or PERSIST_COMMITTED (a write) */
+    void *cookie;
+    int64_t version;
+    uint64_t ticket;
+    bool del;
+    size_t name_len, data_len;
+    char *data; /* points into bytes, after the name */
+    char bytes[];
+} job;
+
+struct persist {
+    storage *st;
+    enum sync_mode mode;
+    queue *jobs;
+    queue *done;
+    int efd;
+    pthread_t thread;
+    atomic_bool stop;
+    atomic_uint_fast64_t commits, batches;
+};
+
+static void post(persist *p, persist_done *d)
+{
+    while (queue_push(p->done, d, 1000) != 0)
+        log_warn("persist-completions-full", "waiting for the executor");
+    uint64_t one = 1;
+    ssize_t w = write(p->efd, &one, sizeof(one));
+    (void)w;
+}
+
+static void commit(persist *p, storage_batch *b, uint64_t ticket)
+{
+    if (storage_batch_count(b) == 0)
+        return;
+    char err[256];
+    size_t n = storage_batch_count(b);
+    if (storage_batch_commit(p->st, b, p->mode != SYNC_NEVER, err, sizeof(err)) != 0) {
+        log_error("storage-write-failed", "error=%s writes=%zu (stopping: unacknowledged writes are lost, acknowledged ones are safe)", err, n);
+        _exit(1);
+    }
+    atomic_fetch_add(&p->commits, n);
+    atomic_fetch_add(&p->batches, 1);
+    persist_done *d = xcalloc(1, sizeof(*d));
+    d->kind = PERSIST_COMMITTED;
+    d->ticket = ticket;
+    post(p, d);
+}
+
+static void run_job(persist *p, job *j, storage_batch *b, uint64_t *ticket)
+{
+    if (j->kind == PERSIST_LOADED) {
+        persist_done *d = xcalloc(1, sizeof(*d));
+        d->kind = PERSIST_LOADED;
+        d->cookie = j->cookie;
+        d->found = storage_get(p->st, j->bytes, j->name_len, &d->version, &d->data, &d->data_len);
+        post(p, d);
+    } else {
+        if (j->del)
+            storage_batch_delete(b, j->bytes, j->name_len);
+        else
+            storage_batch_put(b, j->bytes, j->name_len, j->version, j->data, j->data_len);
+        *ticket = j->ticket;
+        if (p->mode == SYNC_ALWAYS)
+            commit(p, b, *ticket);
+    }
+    xfree(j);
+}
+
+static void *thread_main(void *arg)
+{
+    persist *p = arg;
+    storage_batch *b = storage_batch_new();
+    for (;;) {
+        job *j = queue_pop(p->jobs, 100);
+        if (j == NULL) {
+            if (atomic_load(&p->stop))
+                break;
+            continue;
+        }
+        uint64_t ticket = 0;
+        run_job(p, j, b, &ticket);
+        /* Group commit: take everything that queued up meanwhile. */
+        while ((j = queue_pop(p->jobs, 0)) != NULL)
+            run_job(p, j, b, &ticket);
+        commit(p, b, ticket);
+    }
+    storage_batch_free(b);
+    return NULL;
+}
+
+persist *persist_start(const char *dir, enum sync_mode mode, size_t queue_len, char *err,
+                       size_t err_len)
+{
+    storage *st = storage_open(dir, err, err_len);
+    if (st == NULL)
+        return NULL;
+    persist *p = xcalloc(1, sizeof(*p));
+    p->st = st;
+    p->mode = mode;
+    p->jobs = queue_new(queue_len);
+    p->done = queue_new(queue_len * 2);
+    p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (p->efd < 0 || pthread_create(&p->thread, NULL, thread_main, p) != 0) {
+        snprintf(err, err_len, "cannot start the storage thread");
+        if (p->efd >= 0)
+            close(p->efd);
+        queue_free(p->jobs, NULL);
+        queue_free(p->done, NULL);
+        storage_close(st);
+        xfree(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void free_job(void *j)
+{
+    xfree(j);
+}
+
+void persist_done_free(persist_done *d)
+{
+    if (d == NULL)
+        return;
+    xfree(d->data);
+    xfree(d);
+}
+
+static void free_done(void *d)
+{
+    persist_done_free(d);
+}
+
+void persist_stop(persist *p)
+{
+    if (p == NULL)
+        return;
+    atomic_store(&p->stop, true);
+    pthread_join(p->thread, NULL); /* drains the job queue first */
+    queue_free(p->jobs, free_job);
+    queue_free(p->done, free_done);
+    close(p->efd);
+    storage_close(p->st);
+    xfree(p);
+}
+
+int persist_fd(const persist *p)
+{
+    return p->efd;
+}
+
+static job *new_job(int kind, const char *name, size_t len, const char *data, size_t data_len)
+{
+    job *j = xmalloc(sizeof(*j) + len + data_len + 1);
+    memset(j, 0, sizeof(*j));
+    j->kind = kind;
+    j->name_len = len;
+    memcpy(j->bytes, name, len);
+    j->data = j->bytes + len;
+    j->data_len = data_len;
+    if (data_len > 0)
+        memcpy(j->data, data, data_len);
+    j->data[data_len] = '\0';
+    return j;
+}
+
+int persist_load(persist *p, const char *name, size_t len, void *cookie)
+{
+    job *j = new_job(PERSIST_LOADED, name, len, NULL, 0);
+    j->cookie = cookie;
+    if (queue_push(p->jobs, j, 0) != 0) {
+        xfree(j);
+        return -1;
+    }
+    return 0;
+}
+
+int persist_write(persist *p, const char *name, size_t len, int64_t version, const char *data,
+                  size_t data_len, uint64_t ticket)
+{
+    job *j = new_job(PERSIST_COMMITTED, name, len, data, data ? data_len : 0);
+    j->version = version;
+    j->ticket = ticket;
+    j->del = data == NULL;
+    if (queue_push(p->jobs, j, 0) != 0) {
+        xfree(j);
+        return -1;
+    }
+    return 0;
+}
+
+persist_done *persist_poll(persist *p)
+{
+    persist_done *d = queue_pop(p->done, 0);
+    if (d == NULL) {
+        uint64_t v;
+        ssize_t r = read(p->efd, &v, sizeof(v)); /* reset; a racing post re-arms it */
+        (void)r;
+        d = queue_pop(p->done, 0);
+    }
+    return d;
+}
+
+void persist_wait(persist *p, int timeout_ms)
+{
+    struct pollfd pfd = {.fd = p->efd, .events = POLLIN};
+    poll(&pfd, 1, timeout_ms);
+}
+
+uint64_t persist_commits(const persist *p)
+{
+    return atomic_load(&p->commits);
+}

@@ -1,0 +1,54 @@
+/* persist.h - the node's storage thread: every RocksDB call runs here, never on
+ * the executor. The executor hands it loads and writes through one bounded job
+ * queue; the thread group-commits the writes that arrive together (one
+ * WriteBatch, one fsync in sync mode "batch") and hands results back through a
+ * completion queue, signalled on an eventfd the executor polls.
+ *
+ * Invariant the executor keeps: a record is never loaded while writes to it are
+ * still queued (records with uncommitted writes are pinned in the cache), so
+ * loads and writes may be served in any order relative to each other. */
+#ifndef EDDY_PERSIST_H
+#define EDDY_PERSIST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum sync_mode { SYNC_ALWAYS = 0, SYNC_BATCH = 1, SYNC_NEVER = 2 };
+
+typedef struct persist persist;
+
+enum persist_done_kind { PERSIST_LOADED = 1, PERSIST_COMMITTED = 2 };
+
+/* A completion, owned by the executor once polled (persist_done_free). */
+typedef struct persist_done {
+    int kind;
+    void *cookie;    /* LOADED: what persist_load was given */
+    int found;       /* LOADED: 1 found, 0 missing, -1 storage error */
+    int64_t version; /* LOADED */
+    char *data;      /* LOADED: xmalloc'd, NUL-terminated */
+    size_t data_len;
+    uint64_t ticket; /* COMMITTED: every write up to this ticket is durable */
+} persist_done;
+
+/* Opens the store in dir and starts the thread. NULL with a reason in err. */
+persist *persist_start(const char *dir, enum sync_mode mode, size_t queue_len, char *err,
+                       size_t err_len);
+/* Finishes every queued job, stops the thread, closes the store. NULL is fine. */
+void persist_stop(persist *p);
+/* The eventfd that becomes readable when completions are waiting. */
+int persist_fd(const persist *p);
+/* Queues a load of name (copied); returns -1 when the queue is full. */
+int persist_load(persist *p, const char *name, size_t len, void *cookie);
+/* Queues a write (data NULL deletes); all copied. Returns -1 when the queue is full. */
+int persist_write(persist *p, const char *name, size_t len, int64_t version, const char *data,
+                  size_t data_len, uint64_t ticket);
+/* Returns the next completion or NULL (non-blocking; clears the eventfd when empty). */
+persist_done *persist_poll(persist *p);
+void persist_done_free(persist_done *d);
+/* Waits up to timeout_ms for a completion to be signalled. */
+void persist_wait(persist *p, int timeout_ms);
+/* Writes committed so far, and batches (for the metrics line). */
+uint64_t persist_commits(const persist *p);
+
+#endif

@@ -1,0 +1,616 @@
+/* records.c - the node's record engine: the one writer of every record in the
+ * shards this node owns.
+ *
+ * Each record is applied by the executor thread alone, so versions are strictly
+ * sequential. A record not in memory is loaded by the storage thread first; the
+ * operations that arrive meanwhile wait on the record, in order. A write checks
+ * the version (current+1, or -1 for "next"), computes the new document (whole,
+ * or a path patch on a parsed tree), takes the next commit ticket and goes to
+ * the storage thread. Everything the write causes (the update to interested
+ * peers, the writer's acknowledgement) waits in the outbox until its ticket is
+ * durable, and so does every later answer about records, so nobody ever sees
+ * state that a crash could take back. Record data stays opaque text except for
+ * validation and path patches.
+ *
+ * The cache holds every record with interest or uncommitted writes, and others
+ * up to storage.cacheSize bytes (least recently used leave first). */
+#include <string.h>
+
+#include "deepstream.pb-c.h"
+#include "jsonpath.h"
+#include "log.h"
+#include "mem.h"
+#include "node.h"
+
+#define ACT(x) RECORD__ACTION__RECORD_##x
+
+typedef struct pending_op {
+    struct pending_op *next;
+    peer *from;
+    op o;
+    char bytes[]; /* the op's strings */
+} pending_op;
+
+typedef struct record {
+    char *name;
+    uint32_t name_len;
+    bool loading;
+    int64_t version; /* -1: does not exist */
+    char *data;      /* NULL when it does not exist */
+    size_t data_len;
+    pending_op *wait_head, *wait_tail;
+    peer **peers;
+    uint32_t npeers, peers_cap;
+    uint64_t last_ticket;
+    struct record *lru_prev, *lru_next; /* lru_prev towards the most recent */
+} record;
+
+typedef struct outbox_item {
+    struct outbox_item *next;
+    uint64_t ticket;
+    peer *to;
+    size_t len;
+    char bytes[];
+} outbox_item;
+
+struct record_table {
+    node *n;
+    persist *p;
+    dict *records;
+    size_t bytes, max_bytes, max_size;
+    record *mru, *lru;
+    uint64_t issued, committed; /* tickets */
+    outbox_item *out_head, *out_tail;
+    msgpack_sbuffer scratch;
+};
+
+record_table *records_new(node *n, persist *p, size_t cache_bytes, size_t max_record_size)
+{
+    record_table *t = xcalloc(1, sizeof(*t));
+    t->n = n;
+    t->p = p;
+    t->records = dict_new();
+    t->max_bytes = cache_bytes;
+    t->max_size = max_record_size;
+    msgpack_sbuffer_init(&t->scratch);
+    return t;
+}
+
+static size_t record_bytes(const record *r)
+{
+    return sizeof(*r) + r->name_len + r->data_len;
+}
+
+static void free_record(record *r)
+{
+    pending_op *w = r->wait_head;
+    while (w != NULL) {
+        pending_op *next = w->next;
+        xfree(w);
+        w = next;
+    }
+    xfree(r->peers);
+    xfree(r->data);
+    xfree(r->name);
+    xfree(r);
+}
+
+static int free_record_cb(const void *k, size_t l, void *v, void *arg)
+{
+    free_record(v);
+    return 0;
+}
+
+void records_free(record_table *t)
+{
+    if (t == NULL)
+        return;
+    dict_foreach(t->records, free_record_cb, NULL);
+    dict_free(t->records);
+    while (t->out_head != NULL) {
+        outbox_item *next = t->out_head->next;
+        xfree(t->out_head);
+        t->out_head = next;
+    }
+    msgpack_sbuffer_destroy(&t->scratch);
+    xfree(t);
+}
+
+size_t records_cached(const record_table *t)
+{
+    return dict_size(t->records);
+}
+
+/* ---------------- cache bookkeeping ---------------- */
+
+static void lru_unlink(record_table *t, record *r)
+{
+    if (r->lru_prev)
+        r->lru_prev->lru_next = r->lru_next;
+    else
+        t->mru = r->lru_next;
+    if (r->lru_next)
+        r->lru_next->lru_prev = r->lru_prev;
+    else
+        t->lru = r->lru_prev;
+    r->lru_prev = r->lru_next = NULL;
+}
+
+static void lru_touch(record_table *t, record *r)
+{
+    if (t->mru == r)
+        return;
+    if (r->lru_prev != NULL || r->lru_next != NULL || t->lru == r)
+        lru_unlink(t, r);
+    r->lru_next = t->mru;
+    if (t->mru)
+        t->mru->lru_prev = r;
+    t->mru = r;
+    if (t->lru == NULL)
+        t->lru = r;
+}
+
+static void set_data(record_table *t, record *r, int64_t version, char *data, size_t len)
+{
+    t->bytes -= record_bytes(r);
+    xfree(r->data);
+    r->version = version;
+    r->data = data;
+    r->data_len = data ? len : 0;
+    t->bytes += record_bytes(r);
+}
+
+static bool evictable(const record_table *t, const record *r)
+{
+    return !r->loading && r->npeers == 0 && r->wait_head == NULL && r->last_ticket <= t->committed;
+}
+
+static void evict(record_table *t)
+{
+    record *r = t->lru;
+    while (t->bytes > t->max_bytes && r != NULL) {
+        record *prev = r->lru_prev;
+        if (evictable(t, r)) {
+            lru_unlink(t, r);
+            dict_del(t->records, r->name, r->name_len);
+            t->bytes -= record_bytes(r);
+            free_record(r);
+        }
+        r = prev;
+    }
+}
+
+/* ---------------- output, in ticket order ---------------- */
+
+static void flush_outbox(record_table *t)
+{
+    while (t->out_head != NULL && t->out_head->ticket <= t->committed) {
+        outbox_item *it = t->out_head;
+        t->out_head = it->next;
+        if (t->out_head == NULL)
+            t->out_tail = NULL;
+        node_deliver_encoded(t->n, it->to, it->bytes, it->len);
+        xfree(it);
+    }
+}
+
+/* Sends an encoded op to a peer once every write issued so far is durable. */
+static void send_encoded(record_table *t, peer *to, const void *bytes, size_t len)
+{
+    if (t->issued <= t->committed && t->out_head == NULL) {
+        node_deliver_encoded(t->n, to, bytes, len);
+        return;
+    }
+    outbox_item *it = xmalloc(sizeof(*it) + len);
+    it->next = NULL;
+    it->ticket = t->issued;
+    it->to = to;
+    it->len = len;
+    memcpy(it->bytes, bytes, len);
+    if (t->out_tail)
+        t->out_tail->next = it;
+    else
+        t->out_head = it;
+    t->out_tail = it;
+}
+
+static void send_op(record_table *t, peer *to, const op *o)
+{
+    t->scratch.size = 0;
+    op_encode(&t->scratch, o);
+    send_encoded(t, to, t->scratch.data, t->scratch.size);
+}
+
+/* Sends o to every peer with interest in r (encoded once). */
+static void broadcast(record_table *t, record *r, const op *o)
+{
+    if (r->npeers == 0)
+        return;
+    t->scratch.size = 0;
+    op_encode(&t->scratch, o);
+    for (uint32_t i = 0; i < r->npeers; i++)
+        send_encoded(t, r->peers[i], t->scratch.data, t->scratch.size);
+}
+
+static strview view(const char *s, size_t len)
+{
+    return (strview){s, (uint32_t)len};
+}
+
+/* A RESULT for the requester of o. */
+static void result(record_table *t, peer *to, const op *o, uint32_t action, bool error,
+                   const record *r, bool with_data)
+{
+    op res = {.kind = OP_RECORD_RESULT, .name = o->name, .session = o->session, .ref = o->ref,
+              .action = action, .orig = o->action,
+              .flags = (o->flags & OP_FLAG_WRITE_ACK) | (error ? OP_FLAG_ERROR : 0)};
+    if (o->kind == OP_RECORD_DELETE)
+        res.orig = ACT(DELETE);
+    if (r != NULL) {
+        res.has_version = true;
+        res.version = r->version;
+        if (with_data && r->data != NULL) {
+            res.has_data = true;
+            res.data = view(r->data, r->data_len);
+        }
+    }
+    send_op(t, to, &res);
+}
+
+/* ---------------- interest ---------------- */
+
+static void add_peer(record *r, peer *p)
+{
+    for (uint32_t i = 0; i < r->npeers; i++)
+        if (r->peers[i] == p)
+            return;
+    if (r->npeers == r->peers_cap) {
+        r->peers_cap = r->peers_cap ? r->peers_cap * 2 : 2;
+        r->peers = xrealloc(r->peers, r->peers_cap * sizeof(*r->peers));
+    }
+    r->peers[r->npeers++] = p;
+}
+
+static void remove_peer(record *r, peer *p)
+{
+    for (uint32_t i = 0; i < r->npeers; i++)
+        if (r->peers[i] == p) {
+            r->peers[i] = r->peers[--r->npeers];
+            return;
+        }
+}
+
+/* ---------------- persistence ---------------- */
+
+static void persist_current(record_table *t, record *r)
+{
+    r->last_ticket = ++t->issued;
+    if (persist_write(t->p, r->name, r->name_len, r->version, r->data, r->data_len,
+                      r->last_ticket) != 0) {
+        /* The job queue is bounded; waiting here is the overflow policy for
+         * durable writes (the executor stalls instead of losing one). */
+        log_warn("storage-queue-full", "name=%.*s (executor waits)", (int)r->name_len, r->name);
+        while (persist_write(t->p, r->name, r->name_len, r->version, r->data, r->data_len,
+                             r->last_ticket) != 0)
+            records_on_persist_wait(t);
+    }
+}
+
+/* ---------------- operations on a loaded record ---------------- */
+
+static void do_subscribe(record_table *t, peer *from, record *r, const op *o)
+{
+    add_peer(r, from);
+    bool head = o->action == ACT(SUBSCRIBEANDHEAD);
+    if (r->version < 0 && o->action == ACT(SUBSCRIBECREATEANDREAD)) {
+        set_data(t, r, 0, xstrndup("{}", 2), 2);
+        persist_current(t, r);
+    }
+    op st = {.kind = OP_RECORD_STATE, .name = o->name, .session = o->session, .corr = o->corr,
+             .orig = o->action, .has_version = true, .version = r->version};
+    if (!head) {
+        st.has_data = true;
+        st.data = r->data ? view(r->data, r->data_len) : view("{}", 2);
+    }
+    send_op(t, from, &st);
+}
+
+static void do_read(record_table *t, peer *from, record *r, const op *o)
+{
+    op st = {.kind = OP_RECORD_STATE, .name = o->name, .session = o->session, .corr = o->corr,
+             .orig = o->action, .has_version = true, .version = r->version};
+    if (o->action == ACT(READ) && r->data != NULL) {
+        st.has_data = true;
+        st.data = view(r->data, r->data_len);
+    }
+    send_op(t, from, &st);
+}
+
+static void write_error(record_table *t, peer *from, const op *o, uint32_t action, const char *why)
+{
+    log_info("record-write-refused", "name=%.*s reason=%s", (int)o->name.len, o->name.ptr, why);
+    op res = {.kind = OP_RECORD_RESULT, .name = o->name, .session = o->session, .ref = o->ref,
+              .action = action, .orig = o->action,
+              .flags = (o->flags & OP_FLAG_WRITE_ACK) | OP_FLAG_ERROR};
+    send_op(t, from, &res);
+}
+
+static void do_write(record_table *t, peer *from, record *r, const op *o)
+{
+    uint32_t a = o->action;
+    bool creates = a == ACT(CREATEANDUPDATE) || a == ACT(CREATEANDPATCH);
+    bool whole = (a == ACT(UPDATE) || a == ACT(CREATEANDUPDATE)) && o->path.len == 0;
+    bool erase = a == ACT(ERASE) || (!whole && !o->has_data);
+    if (!o->has_version) {
+        write_error(t, from, o, ACT(INVALID_MESSAGE_DATA), "no version");
+        return;
+    }
+    if (!whole && o->path.len == 0) {
+        write_error(t, from, o, ACT(INVALID_MESSAGE_DATA), "patch without a path");
+        return;
+    }
+    /* Version: -1 always means current+1 (creating the record when missing). */
+    int64_t cur = r->version;
+    if (cur < 0 && !creates && o->version != -1) {
+        write_error(t, from, o, ACT(RECORD_UPDATE_ERROR), "record does not exist");
+        return;
+    }
+    int64_t base = cur < 0 ? 0 : cur;
+    int64_t next = base + 1;
+    if (o->version != -1 && o->version != next) {
+        if (o->version > next) {
+            op res = {.kind = OP_RECORD_RESULT, .name = o->name, .session = o->session,
+                      .ref = o->ref, .action = ACT(INVALID_VERSION), .orig = a,
+                      .flags = (o->flags & OP_FLAG_WRITE_ACK) | OP_FLAG_ERROR, .has_version = true,
+                      .version = base, .has_data = o->has_data, .data = o->data};
+            send_op(t, from, &res);
+        } else
+            result(t, from, o, ACT(VERSION_EXISTS), true, r, true);
+        return;
+    }
+    const char *doc = r->data ? r->data : "{}";
+    size_t doc_len = r->data ? r->data_len : 2;
+    char *new_data;
+    size_t new_len;
+    if (whole) {
+        enum json_kind k = o->has_data ? json_check(o->data.ptr, o->data.len) : JSON_KIND_INVALID;
+        if (k != JSON_KIND_OBJECT && k != JSON_KIND_ARRAY) {
+            write_error(t, from, o, ACT(INVALID_MESSAGE_DATA), "record data must be a JSON object or array");
+            return;
+        }
+        new_len = o->data.len;
+        new_data = xstrndup(o->data.ptr, new_len);
+    } else {
+        if (!erase && json_check(o->data.ptr, o->data.len) == JSON_KIND_INVALID) {
+            write_error(t, from, o, ACT(INVALID_MESSAGE_DATA), "value is not valid JSON");
+            return;
+        }
+        char path[OP_NAME_MAX + 1];
+        memcpy(path, o->path.ptr, o->path.len);
+        path[o->path.len] = '\0';
+        const char *why;
+        if (jsonpath_apply(doc, doc_len, path, erase ? NULL : o->data.ptr, erase ? 0 : o->data.len,
+                           &new_data, &new_len, &why) != 0) {
+            write_error(t, from, o, ACT(INVALID_MESSAGE_DATA), why);
+            return;
+        }
+    }
+    if (new_len > t->max_size) {
+        xfree(new_data);
+        write_error(t, from, o, ACT(RECORD_UPDATE_ERROR), "record.maxSize exceeded");
+        return;
+    }
+    set_data(t, r, next, new_data, new_len);
+    persist_current(t, r);
+    /* Everyone else hears the change as deepstream words it: an ERASE travels
+     * as a PATCH without data. */
+    op up = {.kind = OP_RECORD_UPDATE, .name = o->name, .broker = from->id, .session = o->session,
+             .has_version = true, .version = next, .action = whole ? ACT(UPDATE) : ACT(PATCH)};
+    if (whole) {
+        up.has_data = true;
+        up.data = view(r->data, r->data_len);
+    } else {
+        up.path = o->path;
+        if (!erase) {
+            up.has_data = true;
+            up.data = o->data;
+        }
+    }
+    broadcast(t, r, &up);
+    if (o->flags & OP_FLAG_WRITE_ACK)
+        result(t, from, o, ACT(WRITE_ACKNOWLEDGEMENT), false, NULL, false);
+}
+
+static void do_delete(record_table *t, peer *from, record *r, const op *o)
+{
+    if (r->version >= 0) {
+        set_data(t, r, -1, NULL, 0);
+        persist_current(t, r);
+        op del = {.kind = OP_RECORD_DELETED, .name = o->name, .broker = from->id, .session = o->session};
+        broadcast(t, r, &del);
+        r->npeers = 0; /* every subscription ends with the record */
+    }
+    result(t, from, o, ACT(DELETE_SUCCESS), false, NULL, false);
+}
+
+static void do_notify(record_table *t, peer *from, record *r, const op *o)
+{
+    if (r->version >= 0) {
+        op up = {.kind = OP_RECORD_UPDATE, .name = o->name, .has_version = true,
+                 .version = r->version, .action = ACT(UPDATE), .has_data = true,
+                 .data = view(r->data, r->data_len)};
+        broadcast(t, r, &up);
+    } else {
+        op del = {.kind = OP_RECORD_DELETED, .name = o->name};
+        broadcast(t, r, &del);
+        r->npeers = 0;
+    }
+    result(t, from, o, ACT(NOTIFY), false, NULL, false);
+}
+
+static void apply_ready(record_table *t, peer *from, record *r, const op *o)
+{
+    lru_touch(t, r);
+    switch (o->kind) {
+    case OP_RECORD_SUBSCRIBE: do_subscribe(t, from, r, o); break;
+    case OP_RECORD_UNINTEREST: remove_peer(r, from); break;
+    case OP_RECORD_READ: do_read(t, from, r, o); break;
+    case OP_RECORD_WRITE: do_write(t, from, r, o); break;
+    case OP_RECORD_DELETE: do_delete(t, from, r, o); break;
+    case OP_RECORD_NOTIFY: do_notify(t, from, r, o); break;
+    }
+}
+
+/* ---------------- loading ---------------- */
+
+static void wait_on(record *r, peer *from, const op *o)
+{
+    size_t extra = o->name.len + o->data.len + o->path.len + o->ref.len;
+    pending_op *w = xmalloc(sizeof(*w) + extra);
+    w->next = NULL;
+    w->from = from;
+    w->o = *o;
+    char *p = w->bytes;
+#define COPY(f)                                                                                    \
+    do {                                                                                           \
+        memcpy(p, o->f.ptr, o->f.len);                                                             \
+        w->o.f.ptr = p;                                                                            \
+        p += o->f.len;                                                                             \
+    } while (0)
+    COPY(name);
+    COPY(data);
+    COPY(path);
+    COPY(ref);
+#undef COPY
+    if (r->wait_tail)
+        r->wait_tail->next = w;
+    else
+        r->wait_head = w;
+    r->wait_tail = w;
+}
+
+void records_apply(record_table *t, node_req *req, const op *o)
+{
+    if (o->name.len == 0) {
+        op e = {.kind = OP_ERROR, .error = OP_ERR_BAD_FIELD, .corr = o->corr};
+        op_batch_add(req->reply, &e);
+        return;
+    }
+    record *r = dict_get(t->records, o->name.ptr, o->name.len);
+    if (r == NULL) {
+        if (o->kind == OP_RECORD_UNINTEREST)
+            return; /* nothing to forget */
+        r = xcalloc(1, sizeof(*r));
+        r->name = xstrndup(o->name.ptr, o->name.len);
+        r->name_len = o->name.len;
+        r->loading = true;
+        r->version = -1;
+        if (persist_load(t->p, r->name, r->name_len, r) != 0) {
+            log_warn("storage-queue-full", "name=%.*s (load refused)", (int)o->name.len, o->name.ptr);
+            free_record(r);
+            write_error(t, req->from, o, ACT(RECORD_LOAD_ERROR), "storage queue full");
+            return;
+        }
+        dict_put(t->records, r->name, r->name_len, r);
+        t->bytes += record_bytes(r);
+        lru_touch(t, r);
+    }
+    if (r->loading)
+        wait_on(r, req->from, o);
+    else
+        apply_ready(t, req->from, r, o);
+}
+
+static void loaded(record_table *t, persist_done *d)
+{
+    record *r = d->cookie;
+    r->loading = false;
+    if (d->found == 1) {
+        set_data(t, r, d->version, d->data, d->data_len);
+        d->data = NULL;
+    }
+    pending_op *w = r->wait_head;
+    r->wait_head = r->wait_tail = NULL;
+    while (w != NULL) {
+        pending_op *next = w->next;
+        if (d->found < 0)
+            write_error(t, w->from, &w->o, ACT(RECORD_LOAD_ERROR), "storage read failed");
+        else
+            apply_ready(t, w->from, r, &w->o);
+        xfree(w);
+        w = next;
+    }
+    if (d->found < 0 && evictable(t, r)) {
+        lru_unlink(t, r);
+        dict_del(t->records, r->name, r->name_len);
+        t->bytes -= record_bytes(r);
+        free_record(r);
+    }
+}
+
+void records_on_persist(record_table *t, persist_done *d)
+{
+    if (d->kind == PERSIST_LOADED)
+        loaded(t, d);
+    else if (d->ticket > t->committed)
+        t->committed = d->ticket;
+    flush_outbox(t);
+}
+
+/* Waits for one completion (used only when the storage queue is full). */
+void records_on_persist_wait(record_table *t)
+{
+    persist_done *d;
+    while ((d = persist_poll(t->p)) == NULL)
+        persist_wait(t->p, 10);
+    records_on_persist(t, d);
+    persist_done_free(d);
+}
+
+void records_sweep(record_table *t)
+{
+    if (t->bytes > t->max_bytes)
+        evict(t);
+}
+
+struct drop_ctx {
+    record_table *t;
+    peer *p;
+};
+
+static int drop_peer_cb(const void *k, size_t l, void *v, void *arg)
+{
+    struct drop_ctx *c = arg;
+    record *r = v;
+    remove_peer(r, c->p);
+    for (pending_op **pp = &r->wait_head; *pp != NULL;) {
+        if ((*pp)->from == c->p) {
+            pending_op *w = *pp;
+            *pp = w->next;
+            xfree(w);
+        } else
+            pp = &(*pp)->next;
+    }
+    r->wait_tail = NULL;
+    for (pending_op *w = r->wait_head; w != NULL; w = w->next)
+        r->wait_tail = w;
+    return 0;
+}
+
+void records_drop_peer(record_table *t, peer *p)
+{
+    struct drop_ctx c = {t, p};
+    dict_foreach(t->records, drop_peer_cb, &c);
+    outbox_item **pp = &t->out_head;
+    t->out_tail = NULL;
+    while (*pp != NULL) {
+        if ((*pp)->to == p) {
+            outbox_item *it = *pp;
+            *pp = it->next;
+            xfree(it);
+        } else {
+            t->out_tail = *pp;
+            pp = &(*pp)->next;
+        }
+    }
+}
