@@ -95,7 +95,8 @@ static void publish_dirty(node *n)
         nng_msg *msg;
         if (nng_msg_alloc(&msg, h + p->out.buf.size) == 0) {
             memcpy(nng_msg_body(msg), hdr, h);
-            memcpy((uint8_t *)nng_msg_body(msg) + h, p->out.buf.data, p->out.buf.size);
+            if (p->out.buf.size > 0)
+                memcpy((uint8_t *)nng_msg_body(msg) + h, p->out.buf.data, p->out.buf.size);
             if (nng_sendmsg(n->pub, msg, 0) != 0)
                 nng_msg_free(msg);
         }
@@ -190,7 +191,8 @@ static nng_msg *handle_batch(node *n, nng_msg *req_msg, op_batch *reply)
     if (nng_msg_alloc(&out, h + reply->buf.size) != 0)
         return NULL;
     memcpy(nng_msg_body(out), hdr, h);
-    memcpy((uint8_t *)nng_msg_body(out) + h, reply->buf.data, reply->buf.size);
+    if (reply->buf.size > 0) /* an empty sbuffer has no data pointer */
+        memcpy((uint8_t *)nng_msg_body(out) + h, reply->buf.data, reply->buf.size);
     return out;
 }
 

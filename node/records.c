@@ -242,7 +242,7 @@ static void result(record_table *t, peer *to, const op *o, uint32_t action, bool
                    const record *r, bool with_data)
 {
     op res = {.kind = OP_RECORD_RESULT, .name = o->name, .session = o->session, .ref = o->ref,
-              .action = action, .orig = o->action,
+              .corr = o->corr, .action = action, .orig = o->action,
               .flags = (o->flags & OP_FLAG_WRITE_ACK) | (error ? OP_FLAG_ERROR : 0)};
     if (o->kind == OP_RECORD_DELETE)
         res.orig = ACT(DELETE);
@@ -330,7 +330,7 @@ static void write_error(record_table *t, peer *from, const op *o, uint32_t actio
 {
     log_info("record-write-refused", "name=%.*s reason=%s", (int)o->name.len, o->name.ptr, why);
     op res = {.kind = OP_RECORD_RESULT, .name = o->name, .session = o->session, .ref = o->ref,
-              .action = action, .orig = o->action,
+              .corr = o->corr, .action = action, .orig = o->action,
               .flags = (o->flags & OP_FLAG_WRITE_ACK) | OP_FLAG_ERROR};
     send_op(t, from, &res);
 }
@@ -473,7 +473,8 @@ static void wait_on(record *r, peer *from, const op *o)
     char *p = w->bytes;
 #define COPY(f)                                                                                    \
     do {                                                                                           \
-        memcpy(p, o->f.ptr, o->f.len);                                                             \
+        if (o->f.len > 0)                                                                          \
+            memcpy(p, o->f.ptr, o->f.len);                                                         \
         w->o.f.ptr = p;                                                                            \
         p += o->f.len;                                                                             \
     } while (0)

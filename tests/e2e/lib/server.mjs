@@ -54,9 +54,11 @@ export function assertNoSanitizerReport (text, who) {
 }
 
 // Starts a server. extra: arguments for the websocket side (standalone or broker);
-// nodeExtra: arguments for the node process in cluster mode.
-export async function startServer ({ extra = [], nodeExtra = [] } = {}) {
-  const dataDir = mkdtempSync(join(tmpdir(), 'eddy-e2e-'))
+// nodeExtra: arguments for the node process in cluster mode. dataDir and wsPort
+// reuse a previous server's data folder and websocket port (restart tests).
+export async function startServer ({ extra = [], nodeExtra = [], dataDir = null, wsPort = 0 } = {}) {
+  const ownDir = dataDir === null
+  if (ownDir) dataDir = mkdtempSync(join(tmpdir(), 'eddy-e2e-'))
   const procs = []
   let port
   try {
@@ -65,17 +67,17 @@ export async function startServer ({ extra = [], nodeExtra = [] } = {}) {
         '--data', dataDir, ...nodeExtra])
       procs.push(node)
       const m = await node.waitFor(/node-listening request=(\S+) delivery=(\S+)/)
-      const broker = new Proc('broker', ['broker', '--host', '127.0.0.1', '--port', '0', '--node', `${m[1]},${m[2]}`, ...extra])
+      const broker = new Proc('broker', ['broker', '--host', '127.0.0.1', '--port', String(wsPort), '--node', `${m[1]},${m[2]}`, ...extra])
       procs.push(broker)
       port = Number((await broker.waitFor(/broker-listening port=(\d+)/))[1])
     } else {
-      const sa = new Proc('standalone', ['standalone', '--host', '127.0.0.1', '--port', '0', '--data', dataDir, ...extra, ...nodeExtra])
+      const sa = new Proc('standalone', ['standalone', '--host', '127.0.0.1', '--port', String(wsPort), '--data', dataDir, ...extra, ...nodeExtra])
       procs.push(sa)
       port = Number((await sa.waitFor(/broker-listening port=(\d+)/))[1])
     }
   } catch (err) {
     for (const p of procs) await p.stop('SIGKILL')
-    rmSync(dataDir, { recursive: true, force: true })
+    if (ownDir) rmSync(dataDir, { recursive: true, force: true })
     throw err
   }
   const byName = Object.fromEntries(procs.map(p => [p.name, p]))
@@ -88,6 +90,15 @@ export async function startServer ({ extra = [], nodeExtra = [] } = {}) {
     stderr: () => procs.map(p => p.stderr).join(''),
     // Swaps a process for its replacement (a restarted broker), so stop() checks the new one.
     replace (old, fresh) { procs[procs.indexOf(old)] = fresh },
+    // SIGKILLs every process (no clean-up, no checks): a crash. The data folder stays.
+    async kill () {
+      for (const p of procs) await p.stop('SIGKILL')
+      for (const p of procs) assertNoSanitizerReport(p.stderr, p.name)
+    },
+    // After kill(): the same data folder and websocket port, new processes.
+    async restart (opts = {}) {
+      return startServer({ extra, nodeExtra, ...opts, dataDir, wsPort: port })
+    },
     // Stops broker first, then node; asserts exit code 0 and no sanitizer report.
     async stop () {
       for (const p of [...procs].reverse()) {
