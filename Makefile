@@ -32,7 +32,7 @@ MAIN_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard cmd/*.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all run test asan unit e2e e2e-standalone e2e-cluster deps npm-deps clean help
+.PHONY: all run test asan unit e2e e2e-standalone e2e-cluster deps npm-deps clean help bench
 
 all: $(BUILD)/eddy
 
@@ -57,6 +57,9 @@ $(BUILD)/eddy: $(MAIN_OBJ) $(BUILD)/libeddycore.a
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libeddycore.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libeddycore.a $(LDLIBS) -lcmocka
+
+$(BUILD)/bench_node: tests/bench/bench_node.c $(BUILD)/libeddycore.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libeddycore.a $(LDLIBS)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
@@ -91,6 +94,12 @@ asan: deps
 	$(MAKE) BUILD=build-asan SAN=1 all
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  $(MAKE) BUILD=build-asan SAN=1 unit e2e
+
+# Benchmarks (figures, not pass/fail): node-side record apply+persist, then
+# record writes through the real client path against eddy standalone.
+bench: all $(BUILD)/bench_node npm-deps
+	$(BUILD)/bench_node 200000 100 1000 batch 1000
+	node tests/bench/records-client.mjs $(BUILD)/eddy
 
 clean:
 	rm -rf build build-asan

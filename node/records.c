@@ -168,6 +168,7 @@ static bool evictable(const record_table *t, const record *r)
 static void evict(record_table *t)
 {
     record *r = t->lru;
+    size_t evicted = 0;
     while (t->bytes > t->max_bytes && r != NULL) {
         record *prev = r->lru_prev;
         if (evictable(t, r)) {
@@ -175,9 +176,13 @@ static void evict(record_table *t)
             dict_del(t->records, r->name, r->name_len);
             t->bytes -= record_bytes(r);
             free_record(r);
+            evicted++;
         }
         r = prev;
     }
+    if (evicted > 0)
+        log_debug("records-evicted", "evicted=%zu cached=%zu bytes=%zu max_bytes=%zu", evicted,
+                  dict_size(t->records), t->bytes, t->max_bytes);
 }
 
 /* ---------------- output, in ticket order ---------------- */

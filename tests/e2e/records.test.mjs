@@ -302,3 +302,32 @@ describe(`records, raw protocol (${MODE})`, () => {
     n.close()
   })
 })
+
+describe(`records with no cache (${MODE})`, () => {
+  let server
+  before(async () => { server = await startServer({ nodeExtra: ['--cache-size', '0', '--log-level', 'debug'] }) })
+  after(async () => { await server.stop() })
+  afterEach(closeAll)
+
+  test('records without subscribers leave memory and come back from RocksDB intact', async () => {
+    const a = await connect(server.url)
+    const names = Array.from({ length: 50 }, (_, i) => `cold/${i}`)
+    for (const [i, n] of names.entries()) {
+      await a.record.setDataWithAck(n, { i })
+      await a.record.setDataWithAck(n, 'twice', i * 2)
+    }
+    // the node's sweep (every 500 ms) evicts every idle record
+    await until(() => /records-evicted evicted=\d+ cached=0 /.test(server.stderr()), 'all idle records evicted')
+    const b = await connect(server.url)
+    for (const [i, n] of names.entries()) {
+      assert.equal(await b.record.head(n), 2, n)
+      assert.deepEqual(await b.record.snapshot(n), { i, twice: i * 2 })
+    }
+    // a subscribed record stays; writes on an evicted one continue from its stored version
+    const r = b.record.getRecord('cold/7')
+    await r.whenReady()
+    assert.equal(r.version, 2)
+    await r.setWithAck('more', true)
+    assert.equal(r.version, 3)
+  })
+})
