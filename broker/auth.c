@@ -208,11 +208,14 @@ static void send_auth(session *s, int action, const char *data)
     session_send_msg(s, TOPIC__TOPIC_AUTH, &m.base);
 }
 
-static void login_ok(session *s, const char *user_id, const char *client_data)
+static void login_ok(session *s, const char *user_id, const char *client_data,
+                     const char *server_data)
 {
     s->state = SESSION_OPEN;
     xfree(s->user);
     s->user = xstrdup(user_id);
+    xfree(s->server_data);
+    s->server_data = server_data ? xstrdup(server_data) : NULL;
     lws_sul_cancel(&s->auth_timer);
     send_auth(s, AUTH__ACTION__AUTH_AUTH_SUCCESSFUL, client_data);
     log_info("login", "session=%llu user=%s", (unsigned long long)s->id, user_id);
@@ -255,7 +258,7 @@ void auth_request(auth *a, session *s, const char *data)
             snprintf(idbuf, sizeof(idbuf), "%lld", (long long)json_integer_value(jname));
             id = idbuf;
         }
-        login_ok(s, id != NULL && id[0] != '\0' ? id : "open", NULL);
+        login_ok(s, id != NULL && id[0] != '\0' ? id : "open", NULL, NULL);
         json_decref(params);
         return;
     }
@@ -295,7 +298,8 @@ void auth_complete(auth *a, struct auth_result *r)
         s->auth_pending = false;
         if (r->ok) {
             const user *u = dict_get(a->users, r->username, strlen(r->username));
-            login_ok(s, r->username, u && u->client_data ? u->client_data : "null");
+            login_ok(s, r->username, u && u->client_data ? u->client_data : "null",
+                     u ? u->server_data : NULL);
         } else
             login_failed(a, s, NULL, r->username);
     }

@@ -75,6 +75,8 @@ typedef struct session {
     lws_sorted_usec_list_t auth_timer;
     dict *events; /* event names this session subscribes to */
     dict *records; /* record names this session subscribes to */
+    dict *rpcs;    /* RPC names this session provides */
+    char *server_data; /* JSON text of the user's serverData (file auth), or NULL */
 } session;
 
 /* session.c */
@@ -97,6 +99,8 @@ session *broker_session(broker *b, uint64_t id);
 /* dispatch.c: one complete client frame. */
 void dispatch_frame(session *s, const uint8_t *data, size_t len);
 void reply_parser_error(session *s, int action, int topic, int orig_action);
+/* Sends {topic, action, correlationId, isAck} to s. */
+void send_ack(session *s, int topic, int action, const char *correlation_id);
 
 /* auth.c */
 typedef struct auth auth;
@@ -120,6 +124,11 @@ void event_subs_free(event_subs *e);
 void events_handle(session *s, const EventMessage *m);
 void events_session_closed(session *s);
 void events_deliver(broker *b, const op *o);
+
+/* rpc.c */
+void rpc_handle(session *s, const RpcMessage *m);
+void rpc_session_closed(session *s);
+void rpc_deliver(broker *b, const op *o);
 
 /* records.c */
 typedef struct record_subs record_subs;

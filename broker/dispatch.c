@@ -23,6 +23,39 @@ void reply_parser_error(session *s, int action, int topic, int orig_action)
     session_send_msg(s, TOPIC__TOPIC_PARSER, &m.base);
 }
 
+void send_ack(session *s, int topic, int action, const char *correlation_id)
+{
+    switch (topic) {
+    case TOPIC__TOPIC_EVENT: {
+        EventMessage m = EVENT_MESSAGE__INIT;
+        m.has_action = m.has_isack = 1;
+        m.action = action;
+        m.isack = 1;
+        m.correlationid = (char *)correlation_id;
+        session_send_msg(s, topic, &m.base);
+        break;
+    }
+    case TOPIC__TOPIC_RPC: {
+        RpcMessage m = RPC_MESSAGE__INIT;
+        m.has_action = m.has_isack = 1;
+        m.action = action;
+        m.isack = 1;
+        m.correlationid = (char *)correlation_id;
+        session_send_msg(s, topic, &m.base);
+        break;
+    }
+    case TOPIC__TOPIC_PRESENCE: {
+        PresenceMessage m = PRESENCE_MESSAGE__INIT;
+        m.has_action = m.has_isack = 1;
+        m.action = action;
+        m.isack = 1;
+        m.correlationid = (char *)correlation_id;
+        session_send_msg(s, topic, &m.base);
+        break;
+    }
+    }
+}
+
 static void reply_connection(session *s, int action)
 {
     ConnectionMessage m = CONNECTION_MESSAGE__INIT;
@@ -121,6 +154,17 @@ static void handle_record(session *s, const ProtobufCBinaryData *inner)
     record_message__free_unpacked(m, NULL);
 }
 
+static void handle_rpc(session *s, const ProtobufCBinaryData *inner)
+{
+    RpcMessage *m = rpc_message__unpack(NULL, inner->len, inner->data);
+    if (m == NULL) {
+        parse_error(s, "rpc-message", inner->len);
+        return;
+    }
+    rpc_handle(s, m);
+    rpc_message__free_unpacked(m, NULL);
+}
+
 void dispatch_frame(session *s, const uint8_t *data, size_t len)
 {
     size_t payload_len;
@@ -147,6 +191,8 @@ void dispatch_frame(session *s, const uint8_t *data, size_t len)
         handle_event(s, inner);
     else if (topic == TOPIC__TOPIC_RECORD)
         handle_record(s, inner);
+    else if (topic == TOPIC__TOPIC_RPC)
+        handle_rpc(s, inner);
     else {
         /* AUTH after login, and topics this server does not serve (yet) */
         log_debug("unknown-topic", "session=%llu topic=%d", (unsigned long long)s->id, topic);

@@ -74,8 +74,8 @@ void ack_done(broker *b, pending_ack *pa)
     if (--pa->waits > 0)
         return;
     session *s = broker_session(b, pa->session_id);
-    if (s != NULL && pa->topic == TOPIC__TOPIC_EVENT)
-        event_reply(s, pa->action, NULL, pa->correlation_id, -1, true);
+    if (s != NULL)
+        send_ack(s, pa->topic, pa->action, pa->correlation_id);
     xfree(pa->correlation_id);
     xfree(pa);
 }

@@ -387,6 +387,8 @@ static void handle_delivery(broker *b, node_link *l, nng_msg *msg)
             events_deliver(b, &o);
         else if (o.kind >= OP_RECORD_STATE && o.kind <= OP_RECORD_DELETED)
             records_deliver(b, &o);
+        else if (o.kind == OP_RPC_MESSAGE)
+            rpc_deliver(b, &o);
     }
     nng_msg_free(msg);
 }

@@ -32,6 +32,7 @@ void session_open(broker *b, session *s, struct lws *wsi)
     s->last_rx_ms = now_ms();
     s->events = dict_new();
     s->records = dict_new();
+    s->rpcs = dict_new();
     lws_sul_schedule(broker_lws(b), 0, &s->auth_timer, auth_timer_fired,
                      (lws_usec_t)broker_config(b)->unauthenticated_timeout_ms * 1000);
 }
@@ -41,8 +42,11 @@ void session_closed(session *s)
     lws_sul_cancel(&s->auth_timer);
     events_session_closed(s);
     records_session_closed(s);
+    rpc_session_closed(s);
     dict_free(s->events);
     dict_free(s->records);
+    dict_free(s->rpcs);
+    s->rpcs = NULL;
     s->events = NULL;
     s->records = NULL;
     while (s->out_len > 0) {
@@ -53,6 +57,8 @@ void session_closed(session *s)
     xfree(s->out);
     xfree(s->rx);
     xfree(s->user);
+    xfree(s->server_data);
+    s->server_data = NULL;
     s->out = NULL;
     s->rx = NULL;
     s->user = NULL;

@@ -29,6 +29,8 @@ typedef struct cfg_entry {
 
 static const char *const auth_choices[] = {"none", "file", NULL};
 static const char *const sync_choices[] = {"always", "batch", "never", NULL};
+static const char *const balance_choices[] = {"roundrobin", "leastinflight", NULL};
+static const char *const bool_choices[] = {"false", "true", NULL};
 static const char *const level_choices[] = {"debug", "info", "warn", "error", NULL};
 
 #define F(field) offsetof(eddy_config, field)
@@ -69,6 +71,17 @@ static const cfg_entry table[] = {
      "nng address the node receives operations on (eddy node)"},
     {"node.delivery", "--delivery", T_STR, 1, 0, "tcp://127.0.0.1:6022", F(node_delivery), NULL,
      "nng address the node publishes deliveries on (eddy node)"},
+    {"rpc.ackTimeout", "--rpc-ack-timeout", T_INT, 1, 3600000, "1000", F(rpc_ack_timeout_ms), NULL,
+     "ms a provider has to accept a call before the caller gets ACCEPT_TIMEOUT"},
+    {"rpc.responseTimeout", "--rpc-response-timeout", T_INT, 1, 86400000, "10000",
+     F(rpc_response_timeout_ms), NULL,
+     "ms a provider has to answer an accepted call before the caller gets RESPONSE_TIMEOUT"},
+    {"rpc.balance", "--rpc-balance", T_ENUM, 0, 0, "roundrobin", F(rpc_balance), balance_choices,
+     "how a call picks among providers: roundrobin or leastinflight"},
+    {"rpc.provideRequestorName", "--rpc-requestor-name", T_ENUM, 0, 0, "false",
+     F(rpc_requestor_name), bool_choices, "give providers the caller's user id (requestorName)"},
+    {"rpc.provideRequestorData", "--rpc-requestor-data", T_ENUM, 0, 0, "false",
+     F(rpc_requestor_data), bool_choices, "give providers the caller's serverData (requestorData)"},
     {"cluster.nodes", "--node", T_NODES, 0, 0, NULL, 0, NULL,
      "nodes a broker connects to: YAML list of {id, request, delivery}; flag REQUEST,DELIVERY (repeatable)"},
     {"cluster.epoch", "--epoch", T_INT, 1, INT64_MAX, "1", F(epoch), NULL,
@@ -215,6 +228,8 @@ static int apply_json(eddy_config *cfg, json_t *obj, const char *prefix, char *e
         const char *s;
         if (json_is_string(v))
             s = json_string_value(v);
+        else if (json_is_boolean(v) && e->choices == bool_choices)
+            s = json_is_true(v) ? "true" : "false";
         else if (json_is_integer(v) && e->type == T_INT) {
             snprintf(text, sizeof(text), "%lld", (long long)json_integer_value(v));
             s = text;

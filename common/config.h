@@ -39,6 +39,12 @@ typedef struct eddy_config {
     char *node_request;
     char *node_delivery;
     int64_t broker_timeout_ms;
+    /* rpc */
+    int64_t rpc_ack_timeout_ms;
+    int64_t rpc_response_timeout_ms;
+    int64_t rpc_balance; /* 0 round robin, 1 least in flight */
+    int64_t rpc_requestor_name;
+    int64_t rpc_requestor_data;
     /* cluster */
     int64_t epoch;
     int node_count;

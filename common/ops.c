@@ -19,6 +19,8 @@ enum op_key {
     KEY_PATH = 12,
     KEY_REF = 13,
     KEY_ORIG = 14,
+    KEY_USER = 15,
+    KEY_META = 16,
 };
 
 void op_batch_init(op_batch *b)
@@ -46,7 +48,7 @@ void op_encode(msgpack_sbuffer *buf, const op *o)
     size_t n = 1 + (o->name.len > 0) + (o->shard != 0) + (o->epoch != 0) + (o->corr != 0) +
                (o->broker != 0) + (o->session != 0) + o->has_data + (o->error != 0) +
                o->has_version + (o->action != 0) + (o->flags != 0) + (o->path.len > 0) +
-               (o->ref.len > 0) + (o->orig != 0);
+               (o->ref.len > 0) + (o->orig != 0) + (o->user.len > 0) + (o->meta.len > 0);
     msgpack_pack_map(&pk, n);
     msgpack_pack_uint8(&pk, KEY_KIND);
     msgpack_pack_uint32(&pk, o->kind);
@@ -105,6 +107,14 @@ void op_encode(msgpack_sbuffer *buf, const op *o)
     if (o->orig != 0) {
         msgpack_pack_uint8(&pk, KEY_ORIG);
         msgpack_pack_uint32(&pk, o->orig);
+    }
+    if (o->user.len > 0) {
+        msgpack_pack_uint8(&pk, KEY_USER);
+        msgpack_pack_str_with_body(&pk, o->user.ptr, o->user.len);
+    }
+    if (o->meta.len > 0) {
+        msgpack_pack_uint8(&pk, KEY_META);
+        msgpack_pack_str_with_body(&pk, o->meta.ptr, o->meta.len);
     }
 }
 
@@ -204,13 +214,15 @@ int op_decode(mp_reader *r, op *out)
         case KEY_PATH: rc = read_view(r, &out->path); break;
         case KEY_REF: rc = read_view(r, &out->ref); break;
         case KEY_ORIG: rc = read_u32(r, &out->orig); break;
+        case KEY_USER: rc = read_view(r, &out->user); break;
+        case KEY_META: rc = read_view(r, &out->meta); break;
         default: rc = mp_skip(r); break; /* newer peers may add fields */
         }
         if (rc != 0)
             return -1;
     }
     if (out->kind == 0 || out->name.len > OP_NAME_MAX || out->path.len > OP_NAME_MAX ||
-        out->ref.len > OP_NAME_MAX)
+        out->ref.len > OP_NAME_MAX || out->user.len > OP_NAME_MAX)
         return -1;
     return 0;
 }
@@ -235,6 +247,11 @@ const char *op_kind_name(uint32_t kind)
         [OP_RECORD_UPDATE] = "RECORD_UPDATE",
         [OP_RECORD_RESULT] = "RECORD_RESULT",
         [OP_RECORD_DELETED] = "RECORD_DELETED",
+        [OP_RPC_PROVIDE] = "RPC_PROVIDE",
+        [OP_RPC_UNPROVIDE] = "RPC_UNPROVIDE",
+        [OP_RPC_REQUEST] = "RPC_REQUEST",
+        [OP_RPC_ANSWER] = "RPC_ANSWER",
+        [OP_RPC_MESSAGE] = "RPC_MESSAGE",
     };
     return kind < OP_KIND_MAX && names[kind] != NULL ? names[kind] : "UNKNOWN";
 }

@@ -39,6 +39,11 @@ enum op_kind {
     OP_RECORD_UPDATE = 15,   /* owner -> interested: <name> changed (action UPDATE or PATCH) */
     OP_RECORD_RESULT = 16,   /* owner -> requester: outcome of a write/delete/notify (action) */
     OP_RECORD_DELETED = 17,  /* owner -> interested: <name> was deleted */
+    OP_RPC_PROVIDE = 18,     /* broker -> owner: <session> provides RPC <name> */
+    OP_RPC_UNPROVIDE = 19,   /* broker -> owner: <session> stops providing <name> (also on disconnect) */
+    OP_RPC_REQUEST = 20,     /* broker -> owner: <session> calls <name>; ref = its correlation id */
+    OP_RPC_ANSWER = 21,      /* broker -> owner: provider <session> answers call ref (action) */
+    OP_RPC_MESSAGE = 22,     /* owner -> broker: an RPC message (action) for <session> */
     OP_KIND_MAX
 };
 
@@ -73,6 +78,8 @@ typedef struct op {
     strview path;     /* record path; empty = none */
     strview ref;      /* the client's correlation id, echoed verbatim */
     uint32_t orig;    /* RESULT/STATE: the client action this answers */
+    strview user;     /* RPC: requestorName */
+    strview meta;     /* RPC: requestorData (JSON text) */
 } op;
 
 #define OP_FLAG_WRITE_ACK 1u /* the writer asked for an acknowledgement */

@@ -35,6 +35,7 @@ struct node {
     event_table *events;
     persist *persist;
     record_table *records;
+    rpc_table *rpc;
     int64_t last_sweep_ms;
     uint64_t malformed; /* batches rejected as malformed */
 };
@@ -144,6 +145,13 @@ static void apply(node_req *req, const op *o)
         if (node_owns(req, o))
             records_apply(n->records, req, o);
         break;
+    case OP_RPC_PROVIDE:
+    case OP_RPC_UNPROVIDE:
+    case OP_RPC_REQUEST:
+    case OP_RPC_ANSWER:
+        if (node_owns(req, o))
+            rpc_apply(n->rpc, req, o);
+        break;
     default: {
         op e = {.kind = OP_ERROR, .error = OP_ERR_UNKNOWN_KIND, .corr = o->corr};
         op_batch_add(req->reply, &e);
@@ -221,6 +229,7 @@ static void sweep_peers(node *n)
         peer *p = c.expired[i];
         size_t names = events_drop_peer(n->events, p);
         records_drop_peer(n->records, p);
+        rpc_drop_peer(n->rpc, p);
         log_warn("peer-expired", "peer=%016llx silent_ms=%lld event_names_dropped=%zu",
                  (unsigned long long)p->id, (long long)(c.now - p->last_seen_ms), names);
         dict_del(n->peers, &p->id, sizeof(p->id));
@@ -263,6 +272,7 @@ static void *executor(void *arg)
                 break;
             log_warn("node-recv-failed", "error=%s", nng_strerror(rv));
         }
+        rpc_timers(n->rpc);
         publish_dirty(n);
         if (now_ms() - n->last_sweep_ms >= 500) {
             n->last_sweep_ms = now_ms();
@@ -323,6 +333,7 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
         goto fail;
     }
     n->records = records_new(n, n->persist, (size_t)cfg->cache_bytes, (size_t)cfg->record_max_size);
+    n->rpc = rpc_new(n, cfg);
     if (open_sockets(n, request_url, delivery_url) != 0)
         goto fail;
     if (pthread_create(&n->thread, NULL, executor, n) != 0)
@@ -334,6 +345,7 @@ fail:
     nng_close(n->rep); /* nothing in flight yet: cannot hang */
     nng_close(n->pub);
     records_free(n->records);
+    rpc_free(n->rpc);
     persist_stop(n->persist);
     events_free(n->events);
     dict_free(n->peers);
@@ -367,6 +379,7 @@ void node_stop(node *n)
     nng_close_bounded(n->rep, "node-rep", 2000);
     nng_close_bounded(n->pub, "node-pub", 2000);
     records_free(n->records);
+    rpc_free(n->rpc);
     dict_foreach(n->peers, free_peer_cb, NULL);
     dict_free(n->peers);
     events_free(n->events);

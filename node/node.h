@@ -85,4 +85,16 @@ void records_sweep(record_table *t);
 void records_drop_peer(record_table *t, peer *p);
 size_t records_cached(const record_table *t);
 
+/* node/rpc.c: RPC providers and calls for the names this node owns. */
+typedef struct rpc_table rpc_table;
+rpc_table *rpc_new(node *n, const eddy_config *cfg);
+void rpc_free(rpc_table *t);
+/* Applies OP_RPC_PROVIDE/UNPROVIDE/REQUEST/ANSWER from req->from. */
+void rpc_apply(rpc_table *t, node_req *req, const op *o);
+/* Ends calls whose accept or response timeout has passed. */
+void rpc_timers(rpc_table *t);
+/* Removes p's providers (moving their calls) and forgets p as a caller. */
+void rpc_drop_peer(rpc_table *t, peer *p);
+size_t rpc_calls(const rpc_table *t);
+
 #endif
