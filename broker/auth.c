@@ -218,6 +218,7 @@ static void login_ok(session *s, const char *user_id, const char *client_data,
     s->server_data = server_data ? xstrdup(server_data) : NULL;
     lws_sul_cancel(&s->auth_timer);
     send_auth(s, AUTH__ACTION__AUTH_AUTH_SUCCESSFUL, client_data);
+    presence_login(s);
     log_info("login", "session=%llu user=%s", (unsigned long long)s->id, user_id);
 }
 

@@ -28,6 +28,7 @@ struct broker {
     link_set *links;
     event_subs *events;
     record_subs *records;
+    presence_subs *presence;
     auth *auth;
     queue *inbound;
     dict *sessions; /* id -> session */
@@ -43,6 +44,7 @@ const eddy_config *broker_config(broker *b) { return b->cfg; }
 uint64_t broker_id(broker *b) { return b->id; }
 event_subs *broker_events(broker *b) { return b->events; }
 record_subs *broker_records(broker *b) { return b->records; }
+presence_subs *broker_presence(broker *b) { return b->presence; }
 link_set *broker_links(broker *b) { return b->links; }
 auth *broker_auth(broker *b) { return b->auth; }
 struct lws_context *broker_lws(broker *b) { return b->ctx; }
@@ -218,6 +220,7 @@ broker *broker_create(const eddy_config *cfg, bool *config_error)
     b->inbound = queue_new(INBOUND_QUEUE_LEN);
     b->events = event_subs_new(b);
     b->records = record_subs_new(b);
+    b->presence = presence_subs_new(b);
     b->auth = auth_create(cfg, b, config_error);
     if (b->auth == NULL)
         goto fail;
@@ -321,6 +324,7 @@ void broker_destroy(broker *b)
     queue_free(b->inbound, free_inbound);
     event_subs_free(b->events);
     record_subs_free(b->records);
+    presence_subs_free(b->presence);
     dict_free(b->sessions);
     pthread_mutex_destroy(&b->ctx_lock);
     xfree(b);

@@ -76,6 +76,8 @@ typedef struct session {
     dict *events; /* event names this session subscribes to */
     dict *records; /* record names this session subscribes to */
     dict *rpcs;    /* RPC names this session provides */
+    dict *presence; /* users this session watches */
+    bool presence_all; /* watches everyone */
     char *server_data; /* JSON text of the user's serverData (file auth), or NULL */
 } session;
 
@@ -125,6 +127,17 @@ void events_handle(session *s, const EventMessage *m);
 void events_session_closed(session *s);
 void events_deliver(broker *b, const op *o);
 
+/* presence.c */
+typedef struct presence_subs presence_subs;
+presence_subs *presence_subs_new(broker *b);
+void presence_subs_free(presence_subs *p);
+void presence_handle(session *s, const PresenceMessage *m);
+/* s logged in (after AUTH_SUCCESSFUL) / an open session closed. */
+void presence_login(session *s);
+void presence_session_closed(session *s);
+void presence_deliver(broker *b, const op *o);
+presence_subs *broker_presence(broker *b);
+
 /* rpc.c */
 void rpc_handle(session *s, const RpcMessage *m);
 void rpc_session_closed(session *s);
@@ -155,6 +168,9 @@ void links_handle_inbound(broker *b, int kind, int li, uint64_t seq, void *msg);
  * Returns the link index and, in *seq, the batch number o travels in; -1 when
  * the link's queue is over its bound (o is dropped and counted). */
 int links_submit(broker *b, op *o, uint64_t *seq);
+/* Queues o for node li (operations meant for every node: presence "everyone"). */
+int links_submit_to(broker *b, int li, op *o, uint64_t *seq);
+int links_count(broker *b);
 /* Calls ack_done(pa) once the node has answered batch seq on link li. */
 void links_wait(broker *b, int li, uint64_t seq, pending_ack *pa);
 /* True when batch seq on link li has been answered. */

@@ -165,6 +165,17 @@ static void handle_rpc(session *s, const ProtobufCBinaryData *inner)
     rpc_message__free_unpacked(m, NULL);
 }
 
+static void handle_presence(session *s, const ProtobufCBinaryData *inner)
+{
+    PresenceMessage *m = presence_message__unpack(NULL, inner->len, inner->data);
+    if (m == NULL) {
+        parse_error(s, "presence-message", inner->len);
+        return;
+    }
+    presence_handle(s, m);
+    presence_message__free_unpacked(m, NULL);
+}
+
 void dispatch_frame(session *s, const uint8_t *data, size_t len)
 {
     size_t payload_len;
@@ -193,6 +204,8 @@ void dispatch_frame(session *s, const uint8_t *data, size_t len)
         handle_record(s, inner);
     else if (topic == TOPIC__TOPIC_RPC)
         handle_rpc(s, inner);
+    else if (topic == TOPIC__TOPIC_PRESENCE)
+        handle_presence(s, inner);
     else {
         /* AUTH after login, and topics this server does not serve (yet) */
         log_debug("unknown-topic", "session=%llu topic=%d", (unsigned long long)s->id, topic);

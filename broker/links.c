@@ -280,14 +280,12 @@ void links_destroy(link_set *ls)
     xfree(ls);
 }
 
-int links_submit(broker *b, op *o, uint64_t *seq)
+int links_submit_to(broker *b, int li, op *o, uint64_t *seq)
 {
     link_set *ls = broker_links(b);
-    o->shard = shard_of(o->name.ptr, o->name.len);
+    node_link *l = &ls->links[li];
     o->epoch = ls->map.epoch;
     o->broker = 0; /* the batch header carries the origin */
-    int li = (int)shardmap_owner(&ls->map, o->shard);
-    node_link *l = &ls->links[li];
     pthread_mutex_lock(&l->lock);
     if (l->filling.buf.size + o->name.len + (o->has_data ? o->data.len : 0) > LINK_BATCH_MAX) {
         pthread_mutex_unlock(&l->lock);
@@ -301,6 +299,18 @@ int links_submit(broker *b, op *o, uint64_t *seq)
     pthread_cond_signal(&l->wake);
     pthread_mutex_unlock(&l->lock);
     return li;
+}
+
+int links_submit(broker *b, op *o, uint64_t *seq)
+{
+    link_set *ls = broker_links(b);
+    o->shard = shard_of(o->name.ptr, o->name.len);
+    return links_submit_to(b, (int)shardmap_owner(&ls->map, o->shard), o, seq);
+}
+
+int links_count(broker *b)
+{
+    return broker_links(b)->count;
 }
 
 bool links_answered(broker *b, int li, uint64_t seq)
@@ -389,6 +399,8 @@ static void handle_delivery(broker *b, node_link *l, nng_msg *msg)
             records_deliver(b, &o);
         else if (o.kind == OP_RPC_MESSAGE)
             rpc_deliver(b, &o);
+        else if (o.kind == OP_PRESENCE_STATE || o.kind == OP_PRESENCE_EVENT)
+            presence_deliver(b, &o);
     }
     nng_msg_free(msg);
 }

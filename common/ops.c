@@ -252,6 +252,13 @@ const char *op_kind_name(uint32_t kind)
         [OP_RPC_REQUEST] = "RPC_REQUEST",
         [OP_RPC_ANSWER] = "RPC_ANSWER",
         [OP_RPC_MESSAGE] = "RPC_MESSAGE",
+        [OP_PRESENCE_JOIN] = "PRESENCE_JOIN",
+        [OP_PRESENCE_LEAVE] = "PRESENCE_LEAVE",
+        [OP_PRESENCE_INTEREST] = "PRESENCE_INTEREST",
+        [OP_PRESENCE_UNINTEREST] = "PRESENCE_UNINTEREST",
+        [OP_PRESENCE_QUERY] = "PRESENCE_QUERY",
+        [OP_PRESENCE_STATE] = "PRESENCE_STATE",
+        [OP_PRESENCE_EVENT] = "PRESENCE_EVENT",
     };
     return kind < OP_KIND_MAX && names[kind] != NULL ? names[kind] : "UNKNOWN";
 }

@@ -44,6 +44,13 @@ enum op_kind {
     OP_RPC_REQUEST = 20,     /* broker -> owner: <session> calls <name>; ref = its correlation id */
     OP_RPC_ANSWER = 21,      /* broker -> owner: provider <session> answers call ref (action) */
     OP_RPC_MESSAGE = 22,     /* owner -> broker: an RPC message (action) for <session> */
+    OP_PRESENCE_JOIN = 23,   /* broker -> owner(user): first local login of user <name> */
+    OP_PRESENCE_LEAVE = 24,  /* broker -> owner(user): last local connection of <name> closed */
+    OP_PRESENCE_INTEREST = 25,   /* broker -> owner(user) <name>, or every node with OP_FLAG_ALL */
+    OP_PRESENCE_UNINTEREST = 26, /* the reverse */
+    OP_PRESENCE_QUERY = 27,  /* broker -> owner(user) <name>, or every node with OP_FLAG_ALL */
+    OP_PRESENCE_STATE = 28,  /* node -> broker: answer to a query (<session>, <corr>) */
+    OP_PRESENCE_EVENT = 29,  /* node -> interested brokers: <name> joined or left (action) */
     OP_KIND_MAX
 };
 
@@ -84,6 +91,8 @@ typedef struct op {
 
 #define OP_FLAG_WRITE_ACK 1u /* the writer asked for an acknowledgement */
 #define OP_FLAG_ERROR 2u     /* a RESULT that is an error */
+#define OP_FLAG_ALL 4u       /* presence: about every user (sent to every node) */
+#define OP_FLAG_ONLINE 8u    /* presence state: the user is online */
 
 /* A batch under construction. Owns its buffer. */
 typedef struct op_batch {

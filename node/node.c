@@ -36,6 +36,7 @@ struct node {
     persist *persist;
     record_table *records;
     rpc_table *rpc;
+    presence_table *presence;
     int64_t last_sweep_ms;
     uint64_t malformed; /* batches rejected as malformed */
 };
@@ -152,6 +153,15 @@ static void apply(node_req *req, const op *o)
         if (node_owns(req, o))
             rpc_apply(n->rpc, req, o);
         break;
+    case OP_PRESENCE_JOIN:
+    case OP_PRESENCE_LEAVE:
+    case OP_PRESENCE_INTEREST:
+    case OP_PRESENCE_UNINTEREST:
+    case OP_PRESENCE_QUERY:
+        /* "everyone" operations go to every node; the rest to the user's owner */
+        if ((o->flags & OP_FLAG_ALL) || node_owns(req, o))
+            presence_apply(n->presence, req, o);
+        break;
     default: {
         op e = {.kind = OP_ERROR, .error = OP_ERR_UNKNOWN_KIND, .corr = o->corr};
         op_batch_add(req->reply, &e);
@@ -230,6 +240,7 @@ static void sweep_peers(node *n)
         size_t names = events_drop_peer(n->events, p);
         records_drop_peer(n->records, p);
         rpc_drop_peer(n->rpc, p);
+        presence_drop_peer(n->presence, p);
         log_warn("peer-expired", "peer=%016llx silent_ms=%lld event_names_dropped=%zu",
                  (unsigned long long)p->id, (long long)(c.now - p->last_seen_ms), names);
         dict_del(n->peers, &p->id, sizeof(p->id));
@@ -334,6 +345,7 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
     }
     n->records = records_new(n, n->persist, (size_t)cfg->cache_bytes, (size_t)cfg->record_max_size);
     n->rpc = rpc_new(n, cfg);
+    n->presence = presence_new(n);
     if (open_sockets(n, request_url, delivery_url) != 0)
         goto fail;
     if (pthread_create(&n->thread, NULL, executor, n) != 0)
@@ -346,6 +358,7 @@ fail:
     nng_close(n->pub);
     records_free(n->records);
     rpc_free(n->rpc);
+    presence_free(n->presence);
     persist_stop(n->persist);
     events_free(n->events);
     dict_free(n->peers);
@@ -380,6 +393,7 @@ void node_stop(node *n)
     nng_close_bounded(n->pub, "node-pub", 2000);
     records_free(n->records);
     rpc_free(n->rpc);
+    presence_free(n->presence);
     dict_foreach(n->peers, free_peer_cb, NULL);
     dict_free(n->peers);
     events_free(n->events);

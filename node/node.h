@@ -97,4 +97,12 @@ void rpc_timers(rpc_table *t);
 void rpc_drop_peer(rpc_table *t, peer *p);
 size_t rpc_calls(const rpc_table *t);
 
+/* node/presence.c: online users counted cluster-wide, per owning node. */
+typedef struct presence_table presence_table;
+presence_table *presence_new(node *n);
+void presence_free(presence_table *t);
+void presence_apply(presence_table *t, node_req *req, const op *o);
+/* p is gone: its users may go offline (LEAVE is announced), its subscriptions end. */
+void presence_drop_peer(presence_table *t, peer *p);
+
 #endif
