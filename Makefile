@@ -9,11 +9,11 @@
 BUILD    ?= build
 SAN      ?= 0
 CC       ?= cc
-PKGS     := libwebsockets msgpack libprotobuf-c jansson yaml-0.1 libsodium
+PKGS     := libwebsockets msgpack libprotobuf-c jansson yaml-0.1 libsodium libpcre2-8
 VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
-               -DEDDY_VERSION='"$(VERSION)"' -I$(BUILD)/gen -Icommon -Ibroker -Inode
+               -DEDDY_VERSION='"$(VERSION)"' -DPCRE2_CODE_UNIT_WIDTH=8 -I$(BUILD)/gen -Icommon -Ibroker -Inode
 ifeq ($(SAN),1)
 CFLAGS_OPT  := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 LDFLAGS_SAN := -fsanitize=address,undefined

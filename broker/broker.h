@@ -78,6 +78,7 @@ typedef struct session {
     dict *rpcs;    /* RPC names this session provides */
     dict *presence; /* users this session watches */
     bool presence_all; /* watches everyone */
+    dict *listens;  /* topic byte + pattern this session listens to */
     char *server_data; /* JSON text of the user's serverData (file auth), or NULL */
 } session;
 
@@ -127,6 +128,13 @@ void events_handle(session *s, const EventMessage *m);
 void events_session_closed(session *s);
 void events_deliver(broker *b, const op *o);
 
+/* listen.c */
+/* Handles LISTEN/UNLISTEN/LISTEN_ACCEPT/LISTEN_REJECT of topic (EVENT or RECORD);
+ * returns false for any other action. */
+bool listen_handle(session *s, int topic, int action, const char *name, const char *subscription);
+void listen_session_closed(session *s);
+void listen_deliver(broker *b, const op *o);
+
 /* presence.c */
 typedef struct presence_subs presence_subs;
 presence_subs *presence_subs_new(broker *b);
@@ -171,6 +179,9 @@ int links_submit(broker *b, op *o, uint64_t *seq);
 /* Queues o for node li (operations meant for every node: presence "everyone"). */
 int links_submit_to(broker *b, int li, op *o, uint64_t *seq);
 int links_count(broker *b);
+/* Queues o for the owner of `name` (not o->name): listen answers go to the
+ * owner of the subscription. */
+int links_submit_name(broker *b, op *o, strview name, uint64_t *seq);
 /* Calls ack_done(pa) once the node has answered batch seq on link li. */
 void links_wait(broker *b, int li, uint64_t seq, pending_ack *pa);
 /* True when batch seq on link li has been answered. */

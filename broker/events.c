@@ -213,6 +213,8 @@ void events_handle(session *s, const EventMessage *m)
     case EVENT__ACTION__EVENT_UNSUBSCRIBE: handle_unsubscribe(s, m); break;
     case EVENT__ACTION__EVENT_EMIT: handle_emit(s, m); break;
     default:
+        if (listen_handle(s, TOPIC__TOPIC_EVENT, action, m->name, m->subscription))
+            break;
         log_debug("unknown-action", "session=%llu topic=EVENT action=%d",
                   (unsigned long long)s->id, action);
         reply_parser_error(s, PARSER__ACTION__PARSER_UNKNOWN_ACTION, TOPIC__TOPIC_EVENT, action);

@@ -308,6 +308,13 @@ int links_submit(broker *b, op *o, uint64_t *seq)
     return links_submit_to(b, (int)shardmap_owner(&ls->map, o->shard), o, seq);
 }
 
+int links_submit_name(broker *b, op *o, strview name, uint64_t *seq)
+{
+    link_set *ls = broker_links(b);
+    o->shard = shard_of(name.ptr, name.len);
+    return links_submit_to(b, (int)shardmap_owner(&ls->map, o->shard), o, seq);
+}
+
 int links_count(broker *b)
 {
     return broker_links(b)->count;
@@ -401,6 +408,10 @@ static void handle_delivery(broker *b, node_link *l, nng_msg *msg)
             rpc_deliver(b, &o);
         else if (o.kind == OP_PRESENCE_STATE || o.kind == OP_PRESENCE_EVENT)
             presence_deliver(b, &o);
+        else if (o.kind == OP_LISTEN_MESSAGE)
+            listen_deliver(b, &o);
+        else if (o.kind == OP_RECORD_PROVIDER)
+            records_deliver(b, &o);
     }
     nng_msg_free(msg);
 }

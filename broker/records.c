@@ -354,6 +354,8 @@ void records_handle(session *s, const RecordMessage *m)
         handle_notify(s, m);
         break;
     default:
+        if (listen_handle(s, TOPIC__TOPIC_RECORD, action, m->name, m->subscription))
+            break;
         log_debug("unknown-action", "session=%llu topic=RECORD action=%d",
                   (unsigned long long)s->id, action);
         reply_parser_error(s, PARSER__ACTION__PARSER_UNKNOWN_ACTION, TOPIC__TOPIC_RECORD, action);
@@ -492,6 +494,13 @@ static void on_state(broker *b, const op *o, const char *name, const char *data)
         m.data = (char *)(data ? data : "{}");
     }
     send_record(s, &m);
+    if (subscribe && (o->flags & OP_FLAG_PROVIDER)) {
+        RecordMessage hp = RECORD_MESSAGE__INIT;
+        hp.has_action = 1;
+        hp.action = ACT(SUBSCRIPTION_HAS_PROVIDER);
+        hp.name = (char *)name;
+        send_record(s, &hp);
+    }
 }
 
 static void on_result(broker *b, const op *o, const char *name, const char *data)
@@ -545,6 +554,9 @@ static void on_broadcast(broker *b, const op *o, const char *name, const char *d
     m.name = (char *)name;
     if (o->kind == OP_RECORD_DELETED)
         m.action = ACT(DELETED);
+    else if (o->kind == OP_RECORD_PROVIDER)
+        m.action = (o->flags & OP_FLAG_PROVIDER) ? ACT(SUBSCRIPTION_HAS_PROVIDER)
+                                                 : ACT(SUBSCRIPTION_HAS_NO_PROVIDER);
     else {
         m.action = (int)o->action;
         m.has_version = 1;
@@ -553,7 +565,7 @@ static void on_broadcast(broker *b, const op *o, const char *name, const char *d
         m.data = (char *)data;
     }
     frame *f = frame_encode(TOPIC__TOPIC_RECORD, &m.base);
-    bool own = o->broker == broker_id(b);
+    bool own = o->broker == broker_id(b) && o->kind != OP_RECORD_PROVIDER;
     for (uint32_t i = 0; i < t->count; i++) {
         session *s = t->subs[i];
         if (own && s->id == o->session)
@@ -575,7 +587,8 @@ void records_deliver(broker *b, const op *o)
     case OP_RECORD_STATE: on_state(b, o, name, data); break;
     case OP_RECORD_RESULT: on_result(b, o, name, data); break;
     case OP_RECORD_UPDATE:
-    case OP_RECORD_DELETED: on_broadcast(b, o, name, data); break;
+    case OP_RECORD_DELETED:
+    case OP_RECORD_PROVIDER: on_broadcast(b, o, name, data); break;
     }
     xfree(name);
     xfree(data);

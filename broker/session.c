@@ -34,6 +34,7 @@ void session_open(broker *b, session *s, struct lws *wsi)
     s->records = dict_new();
     s->rpcs = dict_new();
     s->presence = dict_new();
+    s->listens = dict_new();
     lws_sul_schedule(broker_lws(b), 0, &s->auth_timer, auth_timer_fired,
                      (lws_usec_t)broker_config(b)->unauthenticated_timeout_ms * 1000);
 }
@@ -45,6 +46,9 @@ void session_closed(session *s)
     records_session_closed(s);
     rpc_session_closed(s);
     presence_session_closed(s);
+    listen_session_closed(s);
+    dict_free(s->listens);
+    s->listens = NULL;
     dict_free(s->events);
     dict_free(s->presence);
     s->presence = NULL;

@@ -45,6 +45,7 @@ typedef struct eddy_config {
     int64_t rpc_balance; /* 0 round robin, 1 least in flight */
     int64_t rpc_requestor_name;
     int64_t rpc_requestor_data;
+    int64_t listen_response_timeout_ms;
     /* cluster */
     int64_t epoch;
     int node_count;

@@ -259,6 +259,11 @@ const char *op_kind_name(uint32_t kind)
         [OP_PRESENCE_QUERY] = "PRESENCE_QUERY",
         [OP_PRESENCE_STATE] = "PRESENCE_STATE",
         [OP_PRESENCE_EVENT] = "PRESENCE_EVENT",
+        [OP_LISTEN] = "LISTEN",
+        [OP_UNLISTEN] = "UNLISTEN",
+        [OP_LISTEN_ANSWER] = "LISTEN_ANSWER",
+        [OP_LISTEN_MESSAGE] = "LISTEN_MESSAGE",
+        [OP_RECORD_PROVIDER] = "RECORD_PROVIDER",
     };
     return kind < OP_KIND_MAX && names[kind] != NULL ? names[kind] : "UNKNOWN";
 }

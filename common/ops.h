@@ -51,6 +51,11 @@ enum op_kind {
     OP_PRESENCE_QUERY = 27,  /* broker -> owner(user) <name>, or every node with OP_FLAG_ALL */
     OP_PRESENCE_STATE = 28,  /* node -> broker: answer to a query (<session>, <corr>) */
     OP_PRESENCE_EVENT = 29,  /* node -> interested brokers: <name> joined or left (action) */
+    OP_LISTEN = 30,          /* broker -> every node: <session> listens to pattern <name>; orig = topic */
+    OP_UNLISTEN = 31,        /* broker -> every node: the reverse (also on disconnect) */
+    OP_LISTEN_ANSWER = 32,   /* broker -> owner(ref): LISTEN_ACCEPT/REJECT (action) of pattern <name> for ref */
+    OP_LISTEN_MESSAGE = 33,  /* node -> broker: FOUND/REMOVED/RESPONSE_TIMEOUT (action) for <session> */
+    OP_RECORD_PROVIDER = 34, /* node -> interested: record <name> has (OP_FLAG_PROVIDER) or lost a provider */
     OP_KIND_MAX
 };
 
@@ -93,6 +98,7 @@ typedef struct op {
 #define OP_FLAG_ERROR 2u     /* a RESULT that is an error */
 #define OP_FLAG_ALL 4u       /* presence: about every user (sent to every node) */
 #define OP_FLAG_ONLINE 8u    /* presence state: the user is online */
+#define OP_FLAG_PROVIDER 16u /* record state: a listener provides the record */
 
 /* A batch under construction. Owns its buffer. */
 typedef struct op_batch {

@@ -4,6 +4,7 @@
  * interested peer's batch. Listening arrives in a later change. */
 #include <string.h>
 
+#include "deepstream.pb-c.h"
 #include "mem.h"
 #include "node.h"
 
@@ -14,13 +15,15 @@ typedef struct interest {
 } interest;
 
 struct event_table {
+    node *n;
     dict *names; /* name -> interest */
     msgpack_sbuffer scratch;
 };
 
-event_table *events_new(void)
+event_table *events_new(node *n)
 {
     event_table *t = xcalloc(1, sizeof(*t));
+    t->n = n;
     t->names = dict_new();
     msgpack_sbuffer_init(&t->scratch);
     return t;
@@ -44,6 +47,24 @@ void events_free(event_table *t)
     xfree(t);
 }
 
+struct each_ctx {
+    void (*fn)(void *arg, const char *name, size_t len);
+    void *arg;
+};
+
+static int each_name(const void *k, size_t l, void *v, void *arg)
+{
+    struct each_ctx *c = arg;
+    c->fn(c->arg, k, l);
+    return 0;
+}
+
+void events_foreach_name(event_table *t, void (*fn)(void *arg, const char *name, size_t len), void *arg)
+{
+    struct each_ctx c = {fn, arg};
+    dict_foreach(t->names, each_name, &c);
+}
+
 size_t events_name_count(const event_table *t)
 {
     return dict_size(t->names);
@@ -54,7 +75,8 @@ void events_interest(event_table *t, peer *p, strview name)
     if (dict_get(p->event_names, name.ptr, name.len) != NULL)
         return; /* duplicate (a retried request): already registered */
     interest *in = dict_get(t->names, name.ptr, name.len);
-    if (in == NULL) {
+    bool first = in == NULL;
+    if (first) {
         in = xcalloc(1, sizeof(*in));
         dict_put(t->names, name.ptr, name.len, in);
     }
@@ -64,6 +86,8 @@ void events_interest(event_table *t, peer *p, strview name)
     }
     in->peers[in->count++] = p;
     dict_put(p->event_names, name.ptr, name.len, (void *)1);
+    if (first)
+        listen_interest(node_listen(t->n), TOPIC__TOPIC_EVENT, name.ptr, name.len, true);
 }
 
 /* Removes p from the interest set of name (does not touch p->event_names). */
@@ -81,6 +105,7 @@ static void remove_peer(event_table *t, peer *p, const void *name, size_t len)
         dict_del(t->names, name, len);
         xfree(in->peers);
         xfree(in);
+        listen_interest(node_listen(t->n), TOPIC__TOPIC_EVENT, name, len, false);
     }
 }
 

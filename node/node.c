@@ -37,6 +37,7 @@ struct node {
     record_table *records;
     rpc_table *rpc;
     presence_table *presence;
+    listen_table *listen;
     int64_t last_sweep_ms;
     uint64_t malformed; /* batches rejected as malformed */
 };
@@ -72,13 +73,22 @@ void node_deliver_encoded(node *n, peer *p, const void *bytes, size_t len)
     }
 }
 
+listen_table *node_listen(node *n) { return n->listen; }
+record_table *node_records(node *n) { return n->records; }
+event_table *node_events(node *n) { return n->events; }
+
 bool node_owns(node_req *req, const op *o)
 {
+    return node_owns_name(req, o, o->name);
+}
+
+bool node_owns_name(node_req *req, const op *o, strview name)
+{
     node *n = req->n;
-    uint32_t shard = shard_of(o->name.ptr, o->name.len);
+    uint32_t shard = shard_of(name.ptr, name.len);
     if (o->epoch == n->map.epoch && o->shard == shard && shardmap_owner(&n->map, shard) == n->self)
         return true;
-    op e = {.kind = OP_ERROR, .error = OP_ERR_WRONG_SHARD, .corr = o->corr, .name = o->name,
+    op e = {.kind = OP_ERROR, .error = OP_ERR_WRONG_SHARD, .corr = o->corr, .name = name,
             .epoch = n->map.epoch, .shard = shard};
     op_batch_add(req->reply, &e);
     log_warn("wrong-shard", "peer=%016llx shard=%u epoch=%llu node_epoch=%llu",
@@ -152,6 +162,14 @@ static void apply(node_req *req, const op *o)
     case OP_RPC_ANSWER:
         if (node_owns(req, o))
             rpc_apply(n->rpc, req, o);
+        break;
+    case OP_LISTEN:
+    case OP_UNLISTEN:
+        listen_apply(n->listen, req, o); /* every node keeps every pattern */
+        break;
+    case OP_LISTEN_ANSWER:
+        if (node_owns_name(req, o, o->ref))
+            listen_apply(n->listen, req, o);
         break;
     case OP_PRESENCE_JOIN:
     case OP_PRESENCE_LEAVE:
@@ -241,6 +259,7 @@ static void sweep_peers(node *n)
         records_drop_peer(n->records, p);
         rpc_drop_peer(n->rpc, p);
         presence_drop_peer(n->presence, p);
+        listen_drop_peer(n->listen, p);
         log_warn("peer-expired", "peer=%016llx silent_ms=%lld event_names_dropped=%zu",
                  (unsigned long long)p->id, (long long)(c.now - p->last_seen_ms), names);
         dict_del(n->peers, &p->id, sizeof(p->id));
@@ -284,6 +303,7 @@ static void *executor(void *arg)
             log_warn("node-recv-failed", "error=%s", nng_strerror(rv));
         }
         rpc_timers(n->rpc);
+        listen_timers(n->listen);
         publish_dirty(n);
         if (now_ms() - n->last_sweep_ms >= 500) {
             n->last_sweep_ms = now_ms();
@@ -331,7 +351,7 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
     n->map = *map;
     n->self = self_index;
     n->peers = dict_new();
-    n->events = events_new();
+    n->events = events_new(n);
     n->last_sweep_ms = now_ms();
     if (mkdir(cfg->data_dir, 0750) != 0 && errno != EEXIST) {
         log_error("data-folder-failed", "path=%s error=%s", cfg->data_dir, strerror(errno));
@@ -346,6 +366,7 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
     n->records = records_new(n, n->persist, (size_t)cfg->cache_bytes, (size_t)cfg->record_max_size);
     n->rpc = rpc_new(n, cfg);
     n->presence = presence_new(n);
+    n->listen = listen_new(n, cfg);
     if (open_sockets(n, request_url, delivery_url) != 0)
         goto fail;
     if (pthread_create(&n->thread, NULL, executor, n) != 0)
@@ -359,6 +380,7 @@ fail:
     records_free(n->records);
     rpc_free(n->rpc);
     presence_free(n->presence);
+    listen_free(n->listen);
     persist_stop(n->persist);
     events_free(n->events);
     dict_free(n->peers);
@@ -394,6 +416,7 @@ void node_stop(node *n)
     records_free(n->records);
     rpc_free(n->rpc);
     presence_free(n->presence);
+    listen_free(n->listen);
     dict_foreach(n->peers, free_peer_cb, NULL);
     dict_free(n->peers);
     events_free(n->events);

@@ -56,10 +56,12 @@ void node_deliver_encoded(node *n, peer *p, const void *bytes, size_t len);
 /* Checks that this node owns o's shard under the current epoch; if not, appends
  * an OP_ERROR (WRONG_SHARD, with the node's epoch) to the reply and returns false. */
 bool node_owns(node_req *req, const op *o);
+/* The same for another name of o (listen answers are routed by the subscription). */
+bool node_owns_name(node_req *req, const op *o, strview name);
 
 /* node/events.c: event interest and emit fan-out. */
 typedef struct event_table event_table;
-event_table *events_new(void);
+event_table *events_new(node *n);
 void events_free(event_table *t);
 void events_interest(event_table *t, peer *p, strview name);
 void events_uninterest(event_table *t, peer *p, strview name);
@@ -68,6 +70,8 @@ void events_emit(event_table *t, node_req *req, const op *o);
 /* Drops every interest p holds (p is going away). Returns how many. */
 size_t events_drop_peer(event_table *t, peer *p);
 size_t events_name_count(const event_table *t);
+/* Calls fn for every name with interest. */
+void events_foreach_name(event_table *t, void (*fn)(void *arg, const char *name, size_t len), void *arg);
 
 /* node/records.c: the record engine (one writer per record, durable answers). */
 typedef struct record_table record_table;
@@ -84,6 +88,11 @@ void records_sweep(record_table *t);
 /* Forgets p's interest and queued work (p is going away). */
 void records_drop_peer(record_table *t, peer *p);
 size_t records_cached(const record_table *t);
+/* Calls fn for every record with subscribers. */
+void records_foreach_subscribed(record_table *t, void (*fn)(void *arg, const char *name, size_t len),
+                                void *arg);
+/* Tells the record's subscribers it has (or lost) an active provider. */
+void records_provider_changed(record_table *t, const char *name, size_t len, bool has);
 
 /* node/rpc.c: RPC providers and calls for the names this node owns. */
 typedef struct rpc_table rpc_table;
@@ -96,6 +105,24 @@ void rpc_timers(rpc_table *t);
 /* Removes p's providers (moving their calls) and forgets p as a caller. */
 void rpc_drop_peer(rpc_table *t, peer *p);
 size_t rpc_calls(const rpc_table *t);
+
+/* node/listen.c: listening (active providers) for events and records. */
+typedef struct listen_table listen_table;
+listen_table *listen_new(node *n, const eddy_config *cfg);
+void listen_free(listen_table *t);
+/* Applies OP_LISTEN/UNLISTEN/LISTEN_ANSWER; o->orig is the topic. */
+void listen_apply(listen_table *t, node_req *req, const op *o);
+/* A name of topic got its first subscriber on this node (added) or lost its last. */
+void listen_interest(listen_table *t, int topic, const char *name, size_t len, bool added);
+bool listen_has_provider(listen_table *t, int topic, const char *name, size_t len);
+/* Asks the next listener where one did not answer in time. */
+void listen_timers(listen_table *t);
+void listen_drop_peer(listen_table *t, peer *p);
+
+/* accessors for the tables above */
+listen_table *node_listen(node *n);
+record_table *node_records(node *n);
+event_table *node_events(node *n);
 
 /* node/presence.c: online users counted cluster-wide, per owning node. */
 typedef struct presence_table presence_table;

@@ -264,7 +264,7 @@ static void result(record_table *t, peer *to, const op *o, uint32_t action, bool
 
 /* ---------------- interest ---------------- */
 
-static void add_peer(record *r, peer *p)
+static void add_peer(record_table *t, record *r, peer *p)
 {
     for (uint32_t i = 0; i < r->npeers; i++)
         if (r->peers[i] == p)
@@ -274,15 +274,28 @@ static void add_peer(record *r, peer *p)
         r->peers = xrealloc(r->peers, r->peers_cap * sizeof(*r->peers));
     }
     r->peers[r->npeers++] = p;
+    if (r->npeers == 1)
+        listen_interest(node_listen(t->n), TOPIC__TOPIC_RECORD, r->name, r->name_len, true);
 }
 
-static void remove_peer(record *r, peer *p)
+static void remove_peer(record_table *t, record *r, peer *p)
 {
     for (uint32_t i = 0; i < r->npeers; i++)
         if (r->peers[i] == p) {
             r->peers[i] = r->peers[--r->npeers];
+            if (r->npeers == 0)
+                listen_interest(node_listen(t->n), TOPIC__TOPIC_RECORD, r->name, r->name_len, false);
             return;
         }
+}
+
+/* Every subscription to r ends (the record was deleted). */
+static void clear_peers(record_table *t, record *r)
+{
+    if (r->npeers == 0)
+        return;
+    r->npeers = 0;
+    listen_interest(node_listen(t->n), TOPIC__TOPIC_RECORD, r->name, r->name_len, false);
 }
 
 /* ---------------- persistence ---------------- */
@@ -305,7 +318,7 @@ static void persist_current(record_table *t, record *r)
 
 static void do_subscribe(record_table *t, peer *from, record *r, const op *o)
 {
-    add_peer(r, from);
+    add_peer(t, r, from);
     bool head = o->action == ACT(SUBSCRIBEANDHEAD);
     if (r->version < 0 && o->action == ACT(SUBSCRIBECREATEANDREAD)) {
         set_data(t, r, 0, xstrndup("{}", 2), 2);
@@ -313,6 +326,8 @@ static void do_subscribe(record_table *t, peer *from, record *r, const op *o)
     }
     op st = {.kind = OP_RECORD_STATE, .name = o->name, .session = o->session, .corr = o->corr,
              .orig = o->action, .has_version = true, .version = r->version};
+    if (listen_has_provider(node_listen(t->n), TOPIC__TOPIC_RECORD, r->name, r->name_len))
+        st.flags |= OP_FLAG_PROVIDER;
     if (!head) {
         st.has_data = true;
         st.data = r->data ? view(r->data, r->data_len) : view("{}", 2);
@@ -433,7 +448,7 @@ static void do_delete(record_table *t, peer *from, record *r, const op *o)
         persist_current(t, r);
         op del = {.kind = OP_RECORD_DELETED, .name = o->name, .broker = from->id, .session = o->session};
         broadcast(t, r, &del);
-        r->npeers = 0; /* every subscription ends with the record */
+        clear_peers(t, r); /* every subscription ends with the record */
     }
     result(t, from, o, ACT(DELETE_SUCCESS), false, NULL, false);
 }
@@ -448,7 +463,7 @@ static void do_notify(record_table *t, peer *from, record *r, const op *o)
     } else {
         op del = {.kind = OP_RECORD_DELETED, .name = o->name};
         broadcast(t, r, &del);
-        r->npeers = 0;
+        clear_peers(t, r);
     }
     result(t, from, o, ACT(NOTIFY), false, NULL, false);
 }
@@ -458,7 +473,7 @@ static void apply_ready(record_table *t, peer *from, record *r, const op *o)
     lru_touch(t, r);
     switch (o->kind) {
     case OP_RECORD_SUBSCRIBE: do_subscribe(t, from, r, o); break;
-    case OP_RECORD_UNINTEREST: remove_peer(r, from); break;
+    case OP_RECORD_UNINTEREST: remove_peer(t, r, from); break;
     case OP_RECORD_READ: do_read(t, from, r, o); break;
     case OP_RECORD_WRITE: do_write(t, from, r, o); break;
     case OP_RECORD_DELETE: do_delete(t, from, r, o); break;
@@ -584,11 +599,41 @@ struct drop_ctx {
     peer *p;
 };
 
+struct each_ctx {
+    void (*fn)(void *arg, const char *name, size_t len);
+    void *arg;
+};
+
+static int each_subscribed(const void *k, size_t l, void *v, void *arg)
+{
+    struct each_ctx *c = arg;
+    record *r = v;
+    if (r->npeers > 0)
+        c->fn(c->arg, r->name, r->name_len);
+    return 0;
+}
+
+void records_foreach_subscribed(record_table *t, void (*fn)(void *arg, const char *name, size_t len),
+                                void *arg)
+{
+    struct each_ctx c = {fn, arg};
+    dict_foreach(t->records, each_subscribed, &c);
+}
+
+void records_provider_changed(record_table *t, const char *name, size_t len, bool has)
+{
+    record *r = dict_get(t->records, name, len);
+    if (r == NULL || r->npeers == 0)
+        return;
+    op o = {.kind = OP_RECORD_PROVIDER, .name = {name, (uint32_t)len}, .flags = has ? OP_FLAG_PROVIDER : 0};
+    broadcast(t, r, &o);
+}
+
 static int drop_peer_cb(const void *k, size_t l, void *v, void *arg)
 {
     struct drop_ctx *c = arg;
     record *r = v;
-    remove_peer(r, c->p);
+    remove_peer(c->t, r, c->p);
     for (pending_op **pp = &r->wait_head; *pp != NULL;) {
         if ((*pp)->from == c->p) {
             pending_op *w = *pp;
