@@ -124,7 +124,8 @@ void auth_result_free(struct auth_result *r);
 typedef struct event_subs event_subs;
 event_subs *event_subs_new(broker *b);
 void event_subs_free(event_subs *e);
-void events_handle(session *s, const EventMessage *m);
+/* Handles one decoded EventMessage (base points to it). */
+void events_handle(session *s, const ProtobufCMessage *base);
 void events_session_closed(session *s);
 void events_deliver(broker *b, const op *o);
 
@@ -139,7 +140,8 @@ void listen_deliver(broker *b, const op *o);
 typedef struct presence_subs presence_subs;
 presence_subs *presence_subs_new(broker *b);
 void presence_subs_free(presence_subs *p);
-void presence_handle(session *s, const PresenceMessage *m);
+/* Handles one decoded PresenceMessage (base points to it). */
+void presence_handle(session *s, const ProtobufCMessage *base);
 /* s logged in (after AUTH_SUCCESSFUL) / an open session closed. */
 void presence_login(session *s);
 void presence_session_closed(session *s);
@@ -147,7 +149,8 @@ void presence_deliver(broker *b, const op *o);
 presence_subs *broker_presence(broker *b);
 
 /* rpc.c */
-void rpc_handle(session *s, const RpcMessage *m);
+/* Handles one decoded RpcMessage (base points to it). */
+void rpc_handle(session *s, const ProtobufCMessage *base);
 void rpc_session_closed(session *s);
 void rpc_deliver(broker *b, const op *o);
 
@@ -155,7 +158,8 @@ void rpc_deliver(broker *b, const op *o);
 typedef struct record_subs record_subs;
 record_subs *record_subs_new(broker *b);
 void record_subs_free(record_subs *r);
-void records_handle(session *s, const RecordMessage *m);
+/* Handles one decoded RecordMessage (base points to it). */
+void records_handle(session *s, const ProtobufCMessage *base);
 void records_session_closed(session *s);
 /* A record answer or delivery from a node (OP_RECORD_STATE/RESULT/UPDATE/DELETED). */
 void records_deliver(broker *b, const op *o);

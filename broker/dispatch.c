@@ -132,48 +132,38 @@ static void handle_auth(session *s, const ProtobufCBinaryData *inner)
     auth_message__free_unpacked(m, NULL);
 }
 
-static void handle_event(session *s, const ProtobufCBinaryData *inner)
-{
-    EventMessage *m = event_message__unpack(NULL, inner->len, inner->data);
-    if (m == NULL) {
-        parse_error(s, "event-message", inner->len);
-        return;
-    }
-    events_handle(s, m);
-    event_message__free_unpacked(m, NULL);
-}
 
-static void handle_record(session *s, const ProtobufCBinaryData *inner)
-{
-    RecordMessage *m = record_message__unpack(NULL, inner->len, inner->data);
-    if (m == NULL) {
-        parse_error(s, "record-message", inner->len);
-        return;
-    }
-    records_handle(s, m);
-    record_message__free_unpacked(m, NULL);
-}
 
-static void handle_rpc(session *s, const ProtobufCBinaryData *inner)
-{
-    RpcMessage *m = rpc_message__unpack(NULL, inner->len, inner->data);
-    if (m == NULL) {
-        parse_error(s, "rpc-message", inner->len);
-        return;
-    }
-    rpc_handle(s, m);
-    rpc_message__free_unpacked(m, NULL);
-}
 
-static void handle_presence(session *s, const ProtobufCBinaryData *inner)
+
+/* The topics a logged-in session may use, each with its message type. */
+static const struct topic_route {
+    int topic;
+    const ProtobufCMessageDescriptor *type;
+    void (*handle)(session *s, const ProtobufCMessage *m);
+} routes[] = {
+    {TOPIC__TOPIC_EVENT, &event_message__descriptor, events_handle},
+    {TOPIC__TOPIC_RECORD, &record_message__descriptor, records_handle},
+    {TOPIC__TOPIC_RPC, &rpc_message__descriptor, rpc_handle},
+    {TOPIC__TOPIC_PRESENCE, &presence_message__descriptor, presence_handle},
+};
+
+/* Decodes the inner message of a routed topic and hands it to its module. */
+static bool route_topic(session *s, int topic, const ProtobufCBinaryData *inner)
 {
-    PresenceMessage *m = presence_message__unpack(NULL, inner->len, inner->data);
-    if (m == NULL) {
-        parse_error(s, "presence-message", inner->len);
-        return;
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (routes[i].topic != topic)
+            continue;
+        ProtobufCMessage *m = protobuf_c_message_unpack(routes[i].type, NULL, inner->len, inner->data);
+        if (m == NULL) {
+            parse_error(s, routes[i].type->short_name, inner->len);
+            return true;
+        }
+        routes[i].handle(s, m);
+        protobuf_c_message_free_unpacked(m, NULL);
+        return true;
     }
-    presence_handle(s, m);
-    presence_message__free_unpacked(m, NULL);
+    return false;
 }
 
 void dispatch_frame(session *s, const uint8_t *data, size_t len)
@@ -198,16 +188,8 @@ void dispatch_frame(session *s, const uint8_t *data, size_t len)
             handle_auth(s, inner);
         else
             reply_auth(s, AUTH__ACTION__AUTH_INVALID_MESSAGE); /* e.g. a LISTEN sent before login */
-    } else if (topic == TOPIC__TOPIC_EVENT)
-        handle_event(s, inner);
-    else if (topic == TOPIC__TOPIC_RECORD)
-        handle_record(s, inner);
-    else if (topic == TOPIC__TOPIC_RPC)
-        handle_rpc(s, inner);
-    else if (topic == TOPIC__TOPIC_PRESENCE)
-        handle_presence(s, inner);
-    else {
-        /* AUTH after login, and topics this server does not serve (yet) */
+    } else if (!route_topic(s, topic, inner)) {
+        /* AUTH after login, and topics no client uses (MONITORING, CLUSTER, ...) */
         log_debug("unknown-topic", "session=%llu topic=%d", (unsigned long long)s->id, topic);
         reply_parser_error(s, PARSER__ACTION__PARSER_UNKNOWN_TOPIC, topic, -1);
     }

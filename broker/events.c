@@ -205,8 +205,9 @@ static void handle_emit(session *s, const EventMessage *m)
     }
 }
 
-void events_handle(session *s, const EventMessage *m)
+void events_handle(session *s, const ProtobufCMessage *base)
 {
+    const EventMessage *m = (const EventMessage *)base;
     int action = m->has_action ? m->action : 0;
     switch (action) {
     case EVENT__ACTION__EVENT_SUBSCRIBE: handle_subscribe(s, m); break;
@@ -221,33 +222,13 @@ void events_handle(session *s, const EventMessage *m)
     }
 }
 
-struct close_ctx {
-    event_subs *e;
-    session *s;
-    char **names;
-    size_t n;
-};
-
-static int collect_name(const void *key, size_t len, void *v, void *arg)
-{
-    struct close_ctx *c = arg;
-    c->names[c->n++] = xstrndup(key, len);
-    return 0;
-}
-
 void events_session_closed(session *s)
 {
-    event_subs *e = broker_events(s->b);
-    size_t n = dict_size(s->events);
-    if (n == 0)
-        return;
-    struct close_ctx c = {e, s, xmalloc(n * sizeof(char *)), 0};
-    dict_foreach(s->events, collect_name, &c);
-    for (size_t i = 0; i < c.n; i++) {
-        unsubscribe_one(e, s, c.names[i], strlen(c.names[i]));
-        xfree(c.names[i]);
-    }
-    xfree(c.names);
+    size_t n;
+    char **names = dict_keys(s->events, &n);
+    for (size_t i = 0; i < n; i++)
+        unsubscribe_one(broker_events(s->b), s, names[i], strlen(names[i]));
+    dict_keys_free(names, n);
 }
 
 void events_deliver(broker *b, const op *o)

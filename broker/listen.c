@@ -125,25 +125,13 @@ bool listen_handle(session *s, int topic, int action, const char *name, const ch
     return true;
 }
 
-static int collect(const void *key, size_t len, void *v, void *arg)
-{
-    char ***cursor = arg;
-    *(*cursor)++ = xstrndup(key, len);
-    return 0;
-}
-
 void listen_session_closed(session *s)
 {
-    size_t n = dict_size(s->listens);
-    if (n == 0)
-        return;
-    char **keys = xmalloc(n * sizeof(char *)), **cursor = keys;
-    dict_foreach(s->listens, collect, &cursor);
-    for (size_t i = 0; i < n; i++) {
+    size_t n;
+    char **keys = dict_keys(s->listens, &n);
+    for (size_t i = 0; i < n; i++)
         to_every_node(s->b, OP_UNLISTEN, (unsigned char)keys[i][0], s->id, keys[i] + 1);
-        xfree(keys[i]);
-    }
-    xfree(keys);
+    dict_keys_free(keys, n);
 }
 
 void listen_deliver(broker *b, const op *o)

@@ -182,27 +182,15 @@ static void unwatch_everyone(presence_subs *p, session *s)
         tell_nodes(p->b, OP_PRESENCE_UNINTEREST, NULL, 0, 0, NULL);
 }
 
-static int collect(const void *key, size_t len, void *v, void *arg)
-{
-    char ***cursor = arg;
-    *(*cursor)++ = xstrndup(key, len);
-    return 0;
-}
-
 void presence_session_closed(session *s)
 {
     presence_subs *p = broker_presence(s->b);
     unwatch_everyone(p, s);
-    size_t n = dict_size(s->presence);
-    if (n > 0) {
-        char **names = xmalloc(n * sizeof(char *)), **cursor = names;
-        dict_foreach(s->presence, collect, &cursor);
-        for (size_t i = 0; i < n; i++) {
-            unwatch(p, s, names[i], strlen(names[i]));
-            xfree(names[i]);
-        }
-        xfree(names);
-    }
+    size_t n;
+    char **names = dict_keys(s->presence, &n);
+    for (size_t i = 0; i < n; i++)
+        unwatch(p, s, names[i], strlen(names[i]));
+    dict_keys_free(names, n);
     if (s->state != SESSION_OPEN || s->user == NULL)
         return;
     size_t len = strlen(s->user);
@@ -323,8 +311,9 @@ static void query_finish(presence_subs *p, query *q)
     free(text);
 }
 
-void presence_handle(session *s, const PresenceMessage *m)
+void presence_handle(session *s, const ProtobufCMessage *base)
 {
+    const PresenceMessage *m = (const PresenceMessage *)base;
     presence_subs *p = broker_presence(s->b);
     int action = m->has_action ? m->action : 0;
     switch (action) {

@@ -320,8 +320,9 @@ static void handle_notify(session *s, const RecordMessage *m)
     }
 }
 
-void records_handle(session *s, const RecordMessage *m)
+void records_handle(session *s, const ProtobufCMessage *base)
 {
+    const RecordMessage *m = (const RecordMessage *)base;
     int action = m->has_action ? m->action : 0;
     switch (action) {
     case ACT(SUBSCRIBECREATEANDREAD):
@@ -362,30 +363,13 @@ void records_handle(session *s, const RecordMessage *m)
     }
 }
 
-struct close_ctx {
-    char **names;
-    size_t n;
-};
-
-static int collect(const void *key, size_t len, void *v, void *arg)
-{
-    struct close_ctx *c = arg;
-    c->names[c->n++] = xstrndup(key, len);
-    return 0;
-}
-
 void records_session_closed(session *s)
 {
-    size_t n = dict_size(s->records);
-    if (n == 0)
-        return;
-    struct close_ctx c = {xmalloc(n * sizeof(char *)), 0};
-    dict_foreach(s->records, collect, &c);
-    for (size_t i = 0; i < c.n; i++) {
-        topic_remove(broker_records(s->b), s, c.names[i], strlen(c.names[i]), true);
-        xfree(c.names[i]);
-    }
-    xfree(c.names);
+    size_t n;
+    char **names = dict_keys(s->records, &n);
+    for (size_t i = 0; i < n; i++)
+        topic_remove(broker_records(s->b), s, names[i], strlen(names[i]), true);
+    dict_keys_free(names, n);
 }
 
 /* ---------------- answers and deliveries from nodes ---------------- */

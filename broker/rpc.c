@@ -119,8 +119,9 @@ static void forward(session *s, const RpcMessage *m, uint32_t kind)
                   m->correlationid, m->action, kind != OP_RPC_REQUEST);
 }
 
-void rpc_handle(session *s, const RpcMessage *m)
+void rpc_handle(session *s, const ProtobufCMessage *base)
 {
+    const RpcMessage *m = (const RpcMessage *)base;
     int action = m->has_action ? m->action : 0;
     switch (action) {
     case RACT(PROVIDE): handle_provide(s, m); break;
@@ -137,25 +138,13 @@ void rpc_handle(session *s, const RpcMessage *m)
     }
 }
 
-static int collect(const void *key, size_t len, void *v, void *arg)
-{
-    char ***cursor = arg;
-    *(*cursor)++ = xstrndup(key, len);
-    return 0;
-}
-
 void rpc_session_closed(session *s)
 {
-    size_t n = dict_size(s->rpcs);
-    if (n == 0)
-        return;
-    char **names = xmalloc(n * sizeof(char *)), **cursor = names;
-    dict_foreach(s->rpcs, collect, &cursor);
-    for (size_t i = 0; i < n; i++) {
+    size_t n;
+    char **names = dict_keys(s->rpcs, &n);
+    for (size_t i = 0; i < n; i++)
         unprovide_one(s, names[i]); /* the owner moves this provider's unaccepted calls */
-        xfree(names[i]);
-    }
-    xfree(names);
+    dict_keys_free(names, n);
 }
 
 void rpc_deliver(broker *b, const op *o)

@@ -138,3 +138,30 @@ void dict_foreach(const dict *d, int (*fn)(const void *key, size_t len, void *va
             if (fn(e->key, e->len, e->value, arg) != 0)
                 return;
 }
+
+struct keys_ctx {
+    char **keys;
+    size_t n;
+};
+
+static int copy_key(const void *key, size_t len, void *value, void *arg)
+{
+    struct keys_ctx *c = arg;
+    c->keys[c->n++] = xstrndup(key, len);
+    return 0;
+}
+
+char **dict_keys(const dict *d, size_t *n)
+{
+    struct keys_ctx c = {xmalloc((d->count ? d->count : 1) * sizeof(char *)), 0};
+    dict_foreach(d, copy_key, &c);
+    *n = c.n;
+    return c.keys;
+}
+
+void dict_keys_free(char **keys, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        xfree(keys[i]);
+    xfree(keys);
+}

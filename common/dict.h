@@ -25,6 +25,11 @@ void *dict_del(dict *d, const void *key, size_t len);
 void dict_foreach(const dict *d, int (*fn)(const void *key, size_t len, void *value, void *arg),
                   void *arg);
 
+/* Copies every key (NUL-terminated) into a new array, for callers that change
+ * the dict while walking it. *n receives the count. Free with dict_keys_free. */
+char **dict_keys(const dict *d, size_t *n);
+void dict_keys_free(char **keys, size_t n);
+
 /* The stable 64-bit FNV-1a hash, also the basis of the shard map. */
 uint64_t hash_bytes(const void *data, size_t len);
 

@@ -435,31 +435,14 @@ static int forget_caller(const void *k, size_t l, void *v, void *arg)
     return 0;
 }
 
-struct name_list {
-    char **names;
-    size_t n, cap;
-};
-
-static int collect_names(const void *k, size_t l, void *v, void *arg)
-{
-    struct name_list *nl = arg;
-    if (nl->n == nl->cap) {
-        nl->cap = nl->cap ? nl->cap * 2 : 16;
-        nl->names = xrealloc(nl->names, nl->cap * sizeof(char *));
-    }
-    nl->names[nl->n++] = xstrndup(k, l);
-    return 0;
-}
-
 void rpc_drop_peer(rpc_table *t, peer *p)
 {
     dict_foreach(t->calls, forget_caller, p);
-    struct name_list nl = {0};
-    dict_foreach(t->names, collect_names, &nl);
-    for (size_t i = 0; i < nl.n; i++) {
-        op o = {.kind = OP_RPC_UNPROVIDE, .name = sv(nl.names[i])};
+    size_t n;
+    char **names = dict_keys(t->names, &n);
+    for (size_t i = 0; i < n; i++) {
+        op o = {.kind = OP_RPC_UNPROVIDE, .name = sv(names[i])};
         unprovide(t, p, &o); /* session 0: every session of p */
-        xfree(nl.names[i]);
     }
-    xfree(nl.names);
+    dict_keys_free(names, n);
 }
