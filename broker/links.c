@@ -8,8 +8,8 @@
  * service thread interprets it. Batches are numbered: a reply releases the
  * acknowledgements waiting on its batch, and a jump in the delivery numbers is
  * logged and counted (nng pub/sub drops silently when a queue is full).
- * When idle the request thread sends a HEARTBEAT each second, so the node can
- * tell a quiet broker from a dead one. */
+ * When idle the request thread sends a HEARTBEAT every 250 ms, so the node can
+ * tell a quiet broker from a dead one well inside cluster.brokerTimeout. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -24,7 +24,7 @@
 #include "mem.h"
 #include "util.h"
 
-#define HEARTBEAT_MS 1000
+#define HEARTBEAT_MS 250 /* a node drops a peer silent for cluster.brokerTimeout (>= 2000 ms) */
 #define HELLO_RETRY_MS 200
 #define REPLY_TIMEOUT_MS 10000
 #define LINK_BATCH_MAX (8u << 20) /* bytes queued for one node before submits are refused */
@@ -354,7 +354,10 @@ static void handle_reply(broker *b, node_link *l, uint64_t seq, nng_msg *msg)
                     log_warn("malformed-reply", "node=%s index=%u", l->node->id, i);
                     break;
                 }
-                if (o.kind == OP_ERROR)
+                if (o.kind == OP_ERROR && o.error == OP_ERR_UNKNOWN_PEER)
+                    log_error("node-lost-our-state", "node=%s (it dropped this broker or restarted; "
+                              "subscriptions made before are not known there)", l->node->id);
+                else if (o.kind == OP_ERROR)
                     log_warn("node-error", "node=%s error=%u name=%.*s epoch=%llu", l->node->id,
                              o.error, (int)o.name.len, o.name.ptr, (unsigned long long)o.epoch);
             }

@@ -89,9 +89,9 @@ static const cfg_entry table[] = {
      "nodes a broker connects to: YAML list of {id, request, delivery}; flag REQUEST,DELIVERY (repeatable)"},
     {"cluster.epoch", "--epoch", T_INT, 1, INT64_MAX, "1", F(epoch), NULL,
      "shard map epoch; every process of a cluster must run the same one"},
-    {"cluster.brokerTimeout", "--broker-timeout", T_INT, 500, 600000, "10000",
+    {"cluster.brokerTimeout", "--broker-timeout", T_INT, 2000, 600000, "10000",
      F(broker_timeout_ms), NULL,
-     "ms without a heartbeat after which a node drops a broker's subscriptions"},
+     "ms without a heartbeat (brokers send one every 250 ms) after which a node drops a broker's state"},
     {"logLevel", "--log-level", T_ENUM, 0, 0, "info", F(log_level), level_choices,
      "debug, info, warn or error"},
 };

@@ -205,6 +205,7 @@ static nng_msg *handle_batch(node *n, nng_msg *req_msg, op_batch *reply)
         op_batch_add(reply, &e);
         origin = seq = 0;
     } else {
+        bool known = dict_get(n->peers, &origin, sizeof(origin)) != NULL;
         node_req req = {.n = n, .from = peer_get(n, origin), .reply = reply};
         req.from->last_seen_ms = now_ms();
         for (uint32_t i = 0; i < count; i++) {
@@ -216,6 +217,14 @@ static nng_msg *handle_batch(node *n, nng_msg *req_msg, op_batch *reply)
                 op e = {.kind = OP_ERROR, .error = OP_ERR_MALFORMED};
                 op_batch_add(reply, &e);
                 break; /* the rest of the batch cannot be located reliably */
+            }
+            if (i == 0 && !known && o.kind != OP_HELLO) {
+                /* a peer this node dropped (silent too long) or has never seen (it
+                 * restarted): whatever the peer registered before is not known here */
+                log_warn("peer-unknown", "peer=%016llx seq=%llu (its earlier subscriptions are not known here)",
+                         (unsigned long long)origin, (unsigned long long)seq);
+                op e = {.kind = OP_ERROR, .error = OP_ERR_UNKNOWN_PEER};
+                op_batch_add(reply, &e);
             }
             apply(&req, &o);
         }

@@ -12,7 +12,7 @@ const SETTLE = 400
 describe('two brokers on one node', { skip: MODE !== 'cluster' && 'two-process mode only' }, () => {
   let server, b2, url2
   before(async () => {
-    server = await startServer({ nodeExtra: ['--broker-timeout', '1000', '--rpc-ack-timeout', '8000'] })
+    server = await startServer({ nodeExtra: ['--broker-timeout', '2000', '--rpc-ack-timeout', '15000'] })
     const m = server.procs.node.stderr.match(/node-listening request=(\S+) delivery=(\S+)/)
     b2 = new Proc('broker2', ['broker', '--host', '127.0.0.1', '--port', '0', '--node', `${m[1]},${m[2]}`])
     url2 = `ws://127.0.0.1:${(await b2.waitFor(/broker-listening port=(\d+)/))[1]}/deepstream`
