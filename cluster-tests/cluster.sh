@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# cluster.sh - run an eddy cluster on this machine: N nodes and M brokers as
+# separate processes on 127.0.0.1 (free ports), optionally behind haproxy.
+#
+#   cluster.sh up     --dir DIR [--nodes N] [--brokers M] [--lb] [--bin PATH] [-- extra eddy flags]
+#   cluster.sh down   --dir DIR
+#   cluster.sh status --dir DIR
+#   cluster.sh kill   NAME --dir DIR     (SIGKILL; NAME as in status: node1.., broker1.., lb)
+#   cluster.sh start  NAME --dir DIR     (again, same ports and data)
+#
+# `up` returns once every broker answers /health-check; it writes DIR/brokers (one
+# websocket URL per line), DIR/lb with --lb (haproxy's websocket URL) and
+# DIR/cluster.yml (the shared cluster map). Each process logs to DIR/NAME.log.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+bin="$here/../build/eddy"
+cmd=${1:-}; shift || true
+name=""
+if [[ $cmd == kill || $cmd == start ]]; then name=${1:-}; shift || true; fi
+dir="" nodes=3 brokers=2 lb=0 extra=()
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --dir) dir=$2; shift 2 ;;
+    --nodes) nodes=$2; shift 2 ;;
+    --brokers) brokers=$2; shift 2 ;;
+    --lb) lb=1; shift ;;
+    --bin) bin=$2; shift 2 ;;
+    --) shift; extra=("$@"); break ;;
+    *) echo "cluster.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[[ -n $dir ]] || { echo "cluster.sh: --dir DIR is required" >&2; exit 2; }
+
+used_ports=""
+free_port() { # a free port below the ephemeral range (32768+)
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 12000))
+    [[ " $used_ports " == *" $p "* ]] && continue
+    if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then used_ports+=" $p"; echo "$p"; return; fi
+  done
+}
+
+launch() { # NAME: start the process recorded in DIR/NAME.cmd, in the background
+  local n=$1
+  # shellcheck disable=SC2046
+  nohup bash -c "exec $(cat "$dir/$n.cmd")" >>"$dir/$n.log" 2>&1 &
+  echo $! >"$dir/$n.pid"
+}
+
+alive() { [[ -f $dir/$1.pid ]] && kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }
+
+wait_health() { # PORT: until /health-check answers 200 (20 s)
+  for _ in $(seq 200); do
+    curl -fs -o /dev/null "http://127.0.0.1:$1/health-check" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+names() { ls "$dir"/*.cmd 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.cmd$//' | sort -V; }
+
+case $cmd in
+up)
+  [[ -x $bin ]] || { echo "cluster.sh: $bin not found (run make)" >&2; exit 2; }
+  bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
+  mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
+  { echo "cluster:"; echo "  nodes:"; } >"$dir/cluster.yml"
+  for i in $(seq "$nodes"); do
+    rq=$(free_port); dl=$(free_port)
+    echo "    - { id: node$i, request: \"tcp://127.0.0.1:$rq\", delivery: \"tcp://127.0.0.1:$dl\" }" >>"$dir/cluster.yml"
+    echo "$bin node --config $dir/cluster.yml --node-id node$i --request tcp://127.0.0.1:$rq --delivery tcp://127.0.0.1:$dl --data $dir/node$i ${extra[*]:-}" >"$dir/node$i.cmd"
+  done
+  for i in $(seq "$nodes"); do launch "node$i"; done
+  : >"$dir/brokers"
+  for i in $(seq "$brokers"); do
+    p=$(free_port)
+    echo "$bin broker --config $dir/cluster.yml --host 127.0.0.1 --port $p ${extra[*]:-}" >"$dir/broker$i.cmd"
+    echo "$p" >"$dir/broker$i.port"
+    echo "ws://127.0.0.1:$p/deepstream" >>"$dir/brokers"
+    launch "broker$i"
+  done
+  if [[ $lb == 1 ]]; then
+    p=$(free_port)
+    {
+      echo "global"; echo "  maxconn 4000"
+      echo "defaults"; echo "  mode http"; echo "  timeout connect 2s"; echo "  timeout client 90s"
+      echo "  timeout server 90s"; echo "  timeout tunnel 1h"; echo "  option http-server-close"
+      echo "frontend ws"; echo "  bind 127.0.0.1:$p"; echo "  default_backend brokers"
+      echo "backend brokers"; echo "  balance leastconn"
+      echo "  option httpchk GET /health-check"; echo "  http-check expect status 200"
+      for i in $(seq "$brokers"); do
+        echo "  server broker$i 127.0.0.1:$(cat "$dir/broker$i.port") check inter 500 fall 2 rise 1"
+      done
+    } >"$dir/haproxy.cfg"
+    haproxy -c -q -f "$dir/haproxy.cfg"
+    echo "haproxy -db -f $dir/haproxy.cfg" >"$dir/lb.cmd"
+    echo "$p" >"$dir/lb.port"
+    echo "ws://127.0.0.1:$p/deepstream" >"$dir/lb"
+    launch lb
+  fi
+  for i in $(seq "$brokers"); do
+    wait_health "$(cat "$dir/broker$i.port")" || { echo "cluster.sh: broker$i did not become healthy; see $dir/broker$i.log" >&2; exit 1; }
+  done
+  if [[ $lb == 1 ]]; then
+    wait_health "$(cat "$dir/lb.port")" || { echo "cluster.sh: haproxy did not become healthy; see $dir/lb.log" >&2; exit 1; }
+  fi
+  echo "cluster up: $nodes nodes, $brokers brokers$([[ $lb == 1 ]] && echo ", haproxy $(cat "$dir/lb")")"
+  ;;
+down)
+  for n in $(names | grep -v '^node'; names | grep '^node'); do
+    alive "$n" && kill -TERM "$(cat "$dir/$n.pid")" 2>/dev/null || true
+    for _ in $(seq 100); do alive "$n" || break; sleep 0.1; done
+    alive "$n" && kill -KILL "$(cat "$dir/$n.pid")" 2>/dev/null || true
+  done
+  ;;
+status)
+  for n in $(names); do
+    printf '%-10s %-6s %s\n' "$n" "$(alive "$n" && echo up || echo down)" "$(cut -d' ' -f2- "$dir/$n.cmd" | cut -c1-120)"
+  done
+  ;;
+kill)
+  [[ -f $dir/$name.cmd ]] || { echo "cluster.sh: no process $name in $dir" >&2; exit 2; }
+  alive "$name" && kill -KILL "$(cat "$dir/$name.pid")"
+  for _ in $(seq 50); do alive "$name" || break; sleep 0.1; done
+  ;;
+start)
+  [[ -f $dir/$name.cmd ]] || { echo "cluster.sh: no process $name in $dir" >&2; exit 2; }
+  alive "$name" && { echo "cluster.sh: $name is already running" >&2; exit 1; }
+  launch "$name"
+  if [[ -f $dir/$name.port ]]; then wait_health "$(cat "$dir/$name.port")" || exit 1; fi
+  ;;
+*)
+  sed -n '2,13p' "$0" >&2; exit 2 ;;
+esac
