@@ -2,7 +2,7 @@
 #
 #   make          build build/eddy
 #   make run      install missing dependencies, build, start eddy standalone on :6020 (data in ./data)
-#   make test     install, build, run every test suite (unit, end-to-end standalone and two-process)
+#   make test     install, build, run every test suite (unit, end-to-end standalone and two-process, cluster)
 #   make asan     the same suites against an ASan+UBSan build in build-asan/
 #   make clean
 
@@ -32,7 +32,7 @@ MAIN_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard cmd/*.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all run test asan unit e2e e2e-standalone e2e-cluster deps npm-deps clean help bench
+.PHONY: all run test asan unit e2e e2e-standalone e2e-cluster cluster-test deps npm-deps clean help bench
 
 all: $(BUILD)/eddy
 
@@ -85,15 +85,20 @@ e2e-cluster: all npm-deps
 	EDDY_BIN=$(BUILD)/eddy EDDY_MODE=cluster $(E2E)
 e2e: e2e-standalone e2e-cluster
 
+# 3 nodes, 2 brokers and haproxy started by cluster-tests/cluster.sh
+cluster-test: all npm-deps
+	EDDY_BIN=$(BUILD)/eddy node --test --test-concurrency=1 --test-timeout=300000 cluster-tests/
+
 test: deps
 	$(MAKE) all
 	$(MAKE) unit
 	$(MAKE) e2e
+	$(MAKE) cluster-test
 
 asan: deps
 	$(MAKE) BUILD=build-asan SAN=1 all
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-	  $(MAKE) BUILD=build-asan SAN=1 unit e2e
+	  $(MAKE) BUILD=build-asan SAN=1 unit e2e cluster-test
 
 # Benchmarks (figures, not pass/fail): node-side record apply+persist, then
 # record writes through the real client path against eddy standalone.

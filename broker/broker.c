@@ -79,6 +79,33 @@ int broker_post(broker *b, int kind, int li, uint64_t seq, void *item)
     return 0;
 }
 
+struct each_session {
+    void (*fn)(session *s, void *arg);
+    void *arg;
+};
+
+static int each_session(const void *k, size_t l, void *v, void *arg)
+{
+    struct each_session *c = arg;
+    c->fn(v, c->arg);
+    return 0;
+}
+
+void broker_foreach_session(broker *b, void (*fn)(session *s, void *arg), void *arg)
+{
+    struct each_session c = {fn, arg};
+    dict_foreach(b->sessions, each_session, &c);
+}
+
+void broker_resync(broker *b, int li)
+{
+    events_resync(b, li);
+    records_resync(b, li);
+    rpc_resync(b, li);
+    listen_resync(b, li);
+    presence_resync(b, li);
+}
+
 static void drain_inbound(broker *b)
 {
     inbound *in;

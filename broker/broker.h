@@ -201,6 +201,20 @@ struct pending_ack {
 };
 void ack_done(broker *b, pending_ack *pa);
 
+/* Re-registers everything this broker holds for names owned by node li (the
+ * node restarted or dropped this broker): interests, providers, listeners,
+ * logins. Each module does its part. */
+void broker_resync(broker *b, int li);
+void events_resync(broker *b, int li);
+void records_resync(broker *b, int li);
+void rpc_resync(broker *b, int li);
+void listen_resync(broker *b, int li);
+void presence_resync(broker *b, int li);
+/* The link index of the node owning name. */
+int links_owner(broker *b, const char *name, size_t len);
+/* Calls fn for every open session. */
+void broker_foreach_session(broker *b, void (*fn)(session *s, void *arg), void *arg);
+
 /* broker.c accessors for the modules above */
 const eddy_config *broker_config(broker *b);
 uint64_t broker_id(broker *b);

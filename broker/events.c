@@ -231,6 +231,29 @@ void events_session_closed(session *s)
     dict_keys_free(names, n);
 }
 
+struct resync_ctx {
+    broker *b;
+    int li;
+};
+
+static int resync_topic(const void *key, size_t len, void *v, void *arg)
+{
+    struct resync_ctx *c = arg;
+    topic *t = v;
+    if (t->link != c->li)
+        return 0;
+    op o = {.kind = OP_EVENT_INTEREST, .name = {key, (uint32_t)len}};
+    uint64_t seq;
+    links_submit(c->b, &o, &seq);
+    return 0;
+}
+
+void events_resync(broker *b, int li)
+{
+    struct resync_ctx c = {b, li};
+    dict_foreach(broker_events(b)->topics, resync_topic, &c);
+}
+
 void events_deliver(broker *b, const op *o)
 {
     event_subs *e = broker_events(b);

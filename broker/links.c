@@ -47,6 +47,7 @@ typedef struct node_link {
     op_batch filling; /* guarded by lock */
     uint64_t next_seq; /* the number the filling batch will carry; guarded by lock */
     atomic_bool delivering;
+    atomic_int pipes; /* connected REQ pipes: 0 while the node is down */
     /* service thread only */
     uint64_t answered_seq;
     uint64_t last_delivery_seq;
@@ -167,6 +168,20 @@ static void *delivery_thread(void *arg)
     return NULL;
 }
 
+/* nng calls this on its own thread when a connection to the node comes or goes. */
+static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    node_link *l = arg;
+    if (ev == NNG_PIPE_EV_ADD_POST) {
+        if (atomic_fetch_add(&l->pipes, 1) == 0)
+            log_info("node-up", "node=%s", l->node->id);
+    } else if (ev == NNG_PIPE_EV_REM_POST) {
+        if (atomic_fetch_sub(&l->pipes, 1) == 1)
+            log_error("node-down", "node=%s (operations for its shards are refused until it is back)",
+                      l->node->id);
+    }
+}
+
 static int open_link(link_set *ls, node_link *l)
 {
     int rv;
@@ -186,6 +201,12 @@ static int open_link(link_set *ls, node_link *l)
     nng_socket_set_ms(l->req, NNG_OPT_REQ_RESENDTIME, 3600 * 1000); /* no silent duplicates */
     nng_socket_set_ms(l->req, NNG_OPT_RECVTIMEO, REPLY_TIMEOUT_MS);
     nng_socket_set_ms(l->req, NNG_OPT_SENDTIMEO, REPLY_TIMEOUT_MS);
+    nng_pipe_notify(l->req, NNG_PIPE_EV_ADD_POST, pipe_event, l);
+    nng_pipe_notify(l->req, NNG_PIPE_EV_REM_POST, pipe_event, l);
+    nng_socket_set_ms(l->req, NNG_OPT_RECONNMINT, 100);
+    nng_socket_set_ms(l->req, NNG_OPT_RECONNMAXT, 1000);
+    nng_socket_set_ms(l->sub, NNG_OPT_RECONNMINT, 100);
+    nng_socket_set_ms(l->sub, NNG_OPT_RECONNMAXT, 1000);
     /* Non-blocking dials: they retry in the background until the node is up. */
     step = l->node->delivery;
     if ((rv = nng_dial(l->sub, l->node->delivery, NULL, NNG_FLAG_NONBLOCK)) != 0)
@@ -286,6 +307,8 @@ int links_submit_to(broker *b, int li, op *o, uint64_t *seq)
     node_link *l = &ls->links[li];
     o->epoch = ls->map.epoch;
     o->broker = 0; /* the batch header carries the origin */
+    if (atomic_load(&l->pipes) == 0 && atomic_load(&l->delivering))
+        return -1; /* the node is down: refuse at once rather than queue into the void */
     pthread_mutex_lock(&l->lock);
     if (l->filling.buf.size + o->name.len + (o->has_data ? o->data.len : 0) > LINK_BATCH_MAX) {
         pthread_mutex_unlock(&l->lock);
@@ -313,6 +336,12 @@ int links_submit_name(broker *b, op *o, strview name, uint64_t *seq)
     link_set *ls = broker_links(b);
     o->shard = shard_of(name.ptr, name.len);
     return links_submit_to(b, (int)shardmap_owner(&ls->map, o->shard), o, seq);
+}
+
+int links_owner(broker *b, const char *name, size_t len)
+{
+    link_set *ls = broker_links(b);
+    return (int)shardmap_owner(&ls->map, shard_of(name, len));
 }
 
 int links_count(broker *b)
@@ -354,9 +383,11 @@ static void handle_reply(broker *b, node_link *l, uint64_t seq, nng_msg *msg)
                     log_warn("malformed-reply", "node=%s index=%u", l->node->id, i);
                     break;
                 }
-                if (o.kind == OP_ERROR && o.error == OP_ERR_UNKNOWN_PEER)
-                    log_error("node-lost-our-state", "node=%s (it dropped this broker or restarted; "
-                              "subscriptions made before are not known there)", l->node->id);
+                if (o.kind == OP_ERROR && o.error == OP_ERR_UNKNOWN_PEER) {
+                    log_warn("node-lost-our-state", "node=%s (it restarted or dropped this broker): "
+                             "registering everything again", l->node->id);
+                    broker_resync(b, l->index);
+                }
                 else if (o.kind == OP_ERROR)
                     log_warn("node-error", "node=%s error=%u name=%.*s epoch=%llu", l->node->id,
                              o.error, (int)o.name.len, o.name.ptr, (unsigned long long)o.epoch);
@@ -389,7 +420,10 @@ static void handle_delivery(broker *b, node_link *l, nng_msg *msg)
         nng_msg_free(msg);
         return;
     }
-    if (l->last_delivery_seq != 0 && seq != l->last_delivery_seq + 1) {
+    if (seq == 1 && l->last_delivery_seq > 1)
+        log_warn("node-stream-restarted", "node=%s after=%llu (the node restarted)", l->node->id,
+                 (unsigned long long)l->last_delivery_seq);
+    else if (l->last_delivery_seq != 0 && seq != l->last_delivery_seq + 1) {
         uint64_t lost = seq > l->last_delivery_seq ? seq - l->last_delivery_seq - 1 : 0;
         l->lost_batches += lost;
         log_error("delivery-gap", "node=%s expected=%llu got=%llu lost_batches_total=%llu",

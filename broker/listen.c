@@ -134,6 +134,29 @@ void listen_session_closed(session *s)
     dict_keys_free(keys, n);
 }
 
+static int resync_listen(const void *key, size_t len, void *v, void *arg)
+{
+    session *s = ((void **)arg)[0];
+    int li = *(int *)((void **)arg)[1];
+    const char *k = key;
+    op o = {.kind = OP_LISTEN, .session = s->id, .orig = (unsigned char)k[0],
+            .name = {k + 1, (uint32_t)len - 1}};
+    uint64_t seq;
+    links_submit_to(s->b, li, &o, &seq);
+    return 0;
+}
+
+static void resync_session(session *s, void *arg)
+{
+    void *ctx[2] = {s, arg};
+    dict_foreach(s->listens, resync_listen, ctx);
+}
+
+void listen_resync(broker *b, int li)
+{
+    broker_foreach_session(b, resync_session, &li);
+}
+
 void listen_deliver(broker *b, const op *o)
 {
     session *s = broker_session(b, o->session);

@@ -389,6 +389,37 @@ static void on_event(presence_subs *p, const op *o)
     xfree(user);
 }
 
+struct resync_ctx {
+    broker *b;
+    int li;
+    uint32_t kind;
+};
+
+static int resync_user(const void *key, size_t len, void *v, void *arg)
+{
+    struct resync_ctx *c = arg;
+    if (links_owner(c->b, key, len) != c->li)
+        return 0;
+    op o = {.kind = c->kind, .name = {key, (uint32_t)len}};
+    uint64_t seq;
+    links_submit(c->b, &o, &seq);
+    return 0;
+}
+
+void presence_resync(broker *b, int li)
+{
+    presence_subs *p = broker_presence(b);
+    struct resync_ctx c = {b, li, OP_PRESENCE_JOIN};
+    dict_foreach(p->logins, resync_user, &c);
+    c.kind = OP_PRESENCE_INTEREST;
+    dict_foreach(p->by_user, resync_user, &c);
+    if (p->everyone.n > 0) {
+        op o = {.kind = OP_PRESENCE_INTEREST, .flags = OP_FLAG_ALL};
+        uint64_t seq;
+        links_submit_to(b, li, &o, &seq);
+    }
+}
+
 void presence_deliver(broker *b, const op *o)
 {
     presence_subs *p = broker_presence(b);

@@ -562,6 +562,31 @@ static void on_broadcast(broker *b, const op *o, const char *name, const char *d
         topic_clear(r, name, o->name.len);
 }
 
+struct resync_ctx {
+    broker *b;
+    int li;
+};
+
+static int resync_topic(const void *key, size_t len, void *v, void *arg)
+{
+    struct resync_ctx *c = arg;
+    rtopic *t = v;
+    if (t->count == 0 || links_owner(c->b, key, len) != c->li)
+        return 0;
+    /* session 0: interest only, the node answers nothing */
+    op o = {.kind = OP_RECORD_SUBSCRIBE, .name = {key, (uint32_t)len},
+            .action = ACT(SUBSCRIBEANDHEAD)};
+    uint64_t seq;
+    links_submit(c->b, &o, &seq);
+    return 0;
+}
+
+void records_resync(broker *b, int li)
+{
+    struct resync_ctx c = {b, li};
+    dict_foreach(broker_records(b)->topics, resync_topic, &c);
+}
+
 void records_deliver(broker *b, const op *o)
 {
     /* protobuf-c wants NUL-terminated strings: one copy each, per delivery */

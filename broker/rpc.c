@@ -147,6 +147,29 @@ void rpc_session_closed(session *s)
     dict_keys_free(names, n);
 }
 
+static int resync_name(const void *key, size_t len, void *v, void *arg)
+{
+    session *s = ((void **)arg)[0];
+    int li = *(int *)((void **)arg)[1];
+    if (links_owner(s->b, key, len) != li)
+        return 0;
+    op o = {.kind = OP_RPC_PROVIDE, .name = {key, (uint32_t)len}, .session = s->id};
+    uint64_t seq;
+    links_submit(s->b, &o, &seq);
+    return 0;
+}
+
+static void resync_session(session *s, void *arg)
+{
+    void *ctx[2] = {s, arg};
+    dict_foreach(s->rpcs, resync_name, ctx);
+}
+
+void rpc_resync(broker *b, int li)
+{
+    broker_foreach_session(b, resync_session, &li);
+}
+
 void rpc_deliver(broker *b, const op *o)
 {
     session *s = broker_session(b, o->session);

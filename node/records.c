@@ -319,6 +319,8 @@ static void persist_current(record_table *t, record *r)
 static void do_subscribe(record_table *t, peer *from, record *r, const op *o)
 {
     add_peer(t, r, from);
+    if (o->session == 0)
+        return; /* a broker registering its interest again (it resyncs): nothing to answer */
     bool head = o->action == ACT(SUBSCRIBEANDHEAD);
     if (r->version < 0 && o->action == ACT(SUBSCRIBECREATEANDREAD)) {
         set_data(t, r, 0, xstrndup("{}", 2), 2);

@@ -15,13 +15,19 @@ export const MODE = process.env.EDDY_MODE || 'standalone'
 const START_TIMEOUT = 20000
 const SANITIZER = /ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|SUMMARY: UndefinedBehaviorSanitizer/
 
+// Every process a test file started; killed if the runner ends the file early
+// (a timeout), so no server outlives its test.
+const running = new Set()
+process.on('exit', () => { for (const p of running) try { p.child.kill('SIGKILL') } catch {} })
+
 export class Proc {
   constructor (name, args) {
     this.name = name
     this.args = args
     this.stderr = ''
     this.child = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] })
-    this.exited = new Promise(resolve => this.child.on('exit', (code, signal) => resolve({ code, signal })))
+    running.add(this)
+    this.exited = new Promise(resolve => this.child.on('exit', (code, signal) => { running.delete(this); resolve({ code, signal }) }))
     this.child.stderr.on('data', d => { this.stderr += d.toString() })
   }
 
