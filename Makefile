@@ -94,6 +94,7 @@ test: deps
 	$(MAKE) unit
 	$(MAKE) e2e
 	$(MAKE) cluster-test
+	EDDY_BIN=build/eddy bash deploy/check.sh
 
 asan: deps
 	$(MAKE) BUILD=build-asan SAN=1 all

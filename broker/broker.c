@@ -4,6 +4,7 @@
 #include "broker.h"
 
 #include <pthread.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -276,13 +277,11 @@ int broker_run(broker *b, volatile sig_atomic_t *stop)
             last_log = now_ms();
             log_warn("waiting-for-nodes", "waited_ms=%lld", (long long)(now_ms() - waited_since));
         }
-        /* Nothing to serve yet; drop replies to HELLOs and stray deliveries. */
-        inbound *in;
-        while ((in = queue_pop(b->inbound, 20)) != NULL) {
-            if (in->item != NULL && in->kind != INBOUND_AUTH)
-                nng_msg_free(in->item);
-            xfree(in);
-        }
+        if (links_refused(b->links))
+            return -1;
+        /* No session yet: replies to HELLOs (an epoch refusal among them) and stray deliveries. */
+        drain_inbound(b);
+        usleep(20 * 1000);
     }
     log_info("nodes-linked", "nodes=%d broker=%016llx", b->cfg->node_count, (unsigned long long)b->id);
 

@@ -169,6 +169,8 @@ typedef struct link_set link_set;
 typedef struct pending_ack pending_ack;
 /* Dials every node and starts the link threads. Returns NULL (logged) on failure. */
 link_set *links_create(broker *b, const eddy_config *cfg, uint64_t broker_id);
+/* True when a node refused this broker's shard map epoch. */
+bool links_refused(link_set *ls);
 /* True once every node has delivered to this broker (its SUB pipe is up). */
 bool links_ready(link_set *ls);
 /* Flushes what is queued, stops the threads, closes the sockets; NULL is fine. */

@@ -48,6 +48,7 @@ typedef struct node_link {
     uint64_t next_seq; /* the number the filling batch will carry; guarded by lock */
     atomic_bool delivering;
     atomic_int pipes; /* connected REQ pipes: 0 while the node is down */
+    bool epoch_refused; /* the node runs another shard map epoch (service thread) */
     /* service thread only */
     uint64_t answered_seq;
     uint64_t last_delivery_seq;
@@ -257,6 +258,14 @@ fail:
     return NULL;
 }
 
+bool links_refused(link_set *ls)
+{
+    for (int i = 0; i < ls->count; i++)
+        if (ls->links[i].epoch_refused)
+            return true;
+    return false;
+}
+
 bool links_ready(link_set *ls)
 {
     for (int i = 0; i < ls->count; i++)
@@ -383,7 +392,14 @@ static void handle_reply(broker *b, node_link *l, uint64_t seq, nng_msg *msg)
                     log_warn("malformed-reply", "node=%s index=%u", l->node->id, i);
                     break;
                 }
-                if (o.kind == OP_ERROR && o.error == OP_ERR_UNKNOWN_PEER) {
+                if (o.kind == OP_ERROR && o.error == OP_ERR_WRONG_EPOCH) {
+                    if (!l->epoch_refused)
+                        log_error("epoch-mismatch", "node=%s node_epoch=%llu our_epoch=%llu (not serving: "
+                                  "every process of a cluster must run the same shard map)",
+                                  l->node->id, (unsigned long long)o.epoch,
+                                  (unsigned long long)l->ls->map.epoch);
+                    l->epoch_refused = true;
+                } else if (o.kind == OP_ERROR && o.error == OP_ERR_UNKNOWN_PEER) {
                     log_warn("node-lost-our-state", "node=%s (it restarted or dropped this broker): "
                              "registering everything again", l->node->id);
                     broker_resync(b, l->index);

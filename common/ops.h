@@ -66,6 +66,7 @@ enum op_error {
     OP_ERR_WRONG_SHARD = 3,  /* shard/epoch does not match this node's map: <epoch> is current */
     OP_ERR_BAD_FIELD = 4,    /* a required field is missing or out of bounds */
     OP_ERR_UNKNOWN_PEER = 5, /* the node does not know the sender (dropped it, or restarted) */
+    OP_ERR_WRONG_EPOCH = 6,  /* HELLO with another shard map epoch: the node refuses to serve it */
 };
 
 typedef struct strview {

@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential pkg-config libnng-dev libmsgpack-dev libwebsockets-dev librocksdb-dev
       libprotobuf-c-dev protobuf-c-compiler libjansson-dev libyaml-dev libsodium-dev libcmocka-dev
-      libpcre2-dev haproxy curl
+      libpcre2-dev haproxy curl python3-yaml
       nodejs npm)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -123,6 +123,15 @@ static void apply(node_req *req, const op *o)
     node *n = req->n;
     switch (o->kind) {
     case OP_HELLO: {
+        if (o->epoch != n->map.epoch) {
+            log_error("epoch-mismatch", "peer=%016llx peer_epoch=%llu node_epoch=%llu (refusing it: "
+                      "every process of a cluster must run the same shard map)",
+                      (unsigned long long)req->from->id, (unsigned long long)o->epoch,
+                      (unsigned long long)n->map.epoch);
+            op e = {.kind = OP_ERROR, .error = OP_ERR_WRONG_EPOCH, .epoch = n->map.epoch};
+            op_batch_add(req->reply, &e);
+            break;
+        }
         /* Published back so the broker knows its delivery pipe is up. */
         op hello = {.kind = OP_HELLO, .epoch = n->map.epoch};
         msgpack_sbuffer tmp;

@@ -66,6 +66,15 @@ describe('two nodes, two brokers', { skip: MODE !== 'cluster' && 'two-process mo
     assert.match(r.stderr, /node\.id.*node9/)
   })
 
+  test('a broker with another shard map epoch is refused and does not serve', async () => {
+    const b = new Proc('broker-epoch2', ['broker', '--host', '127.0.0.1', '--port', '0', '--epoch', '2', ...nodeFlags])
+    const { code } = await b.exited
+    assert.equal(code, 1)
+    assert.match(b.stderr, /epoch-mismatch node=node\d node_epoch=1 our_epoch=2/)
+    assert.ok(!/broker-listening/.test(b.stderr))
+    await until(() => /epoch-mismatch peer=[0-9a-f]+ peer_epoch=2 node_epoch=1/.test(procs[0].stderr), 'the node logs it too')
+  })
+
   test('events and records on names spread over both nodes', async () => {
     const a = await connect(urls[0])
     const b = await connect(urls[1])
