@@ -2,7 +2,8 @@
 #
 #   make          build build/eddy
 #   make run      install missing dependencies, build, start eddy standalone on :6020 (data in ./data)
-#   make test     install, build, run every test suite (unit, end-to-end standalone and two-process, cluster)
+#   make test     install, build, run every test suite (unit; end-to-end standalone, two-process and
+#                 3 nodes + 2 brokers behind haproxy; cluster failures; deploy/ checks)
 #   make asan     the same suites against an ASan+UBSan build in build-asan/
 #   make clean
 
@@ -32,7 +33,7 @@ MAIN_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard cmd/*.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all run test asan unit e2e e2e-standalone e2e-cluster cluster-test deps npm-deps clean help bench
+.PHONY: all run test asan unit e2e e2e-standalone e2e-cluster e2e-haproxy cluster-test deps npm-deps clean help bench
 
 all: $(BUILD)/eddy
 
@@ -83,7 +84,9 @@ e2e-standalone: all npm-deps
 	EDDY_BIN=$(BUILD)/eddy EDDY_MODE=standalone $(E2E)
 e2e-cluster: all npm-deps
 	EDDY_BIN=$(BUILD)/eddy EDDY_MODE=cluster $(E2E)
-e2e: e2e-standalone e2e-cluster
+e2e-haproxy: all npm-deps
+	EDDY_BIN=$(BUILD)/eddy EDDY_MODE=haproxy $(E2E)
+e2e: e2e-standalone e2e-cluster e2e-haproxy
 
 # 3 nodes, 2 brokers and haproxy started by cluster-tests/cluster.sh
 cluster-test: all npm-deps
@@ -112,4 +115,4 @@ clean:
 	rm -rf build build-asan
 
 help:
-	@sed -n '1,9p' Makefile
+	@sed -n '1,10p' Makefile

@@ -2,10 +2,12 @@
 //
 // EDDY_MODE=standalone (default): one `eddy standalone` process.
 // EDDY_MODE=cluster: `eddy node` and `eddy broker` as two processes over tcp.
+// EDDY_MODE=haproxy: cluster-tests/cluster.sh with 3 nodes, 2 brokers and haproxy;
+//   clients connect through haproxy, so they spread over both brokers.
 // EDDY_BIN selects the binary (build/eddy, or build-asan/eddy for the sanitizer run).
 // Every process's stderr is kept; stop() checks for a clean exit and for sanitizer reports.
 import { spawn, execFileSync } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, readFileSync, readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import assert from 'node:assert/strict'
@@ -63,6 +65,7 @@ export function assertNoSanitizerReport (text, who) {
 // nodeExtra: arguments for the node process in cluster mode. dataDir and wsPort
 // reuse a previous server's data folder and websocket port (restart tests).
 export async function startServer ({ extra = [], nodeExtra = [], dataDir = null, wsPort = 0 } = {}) {
+  if (MODE === 'haproxy') return startCluster({ extra, nodeExtra })
   const ownDir = dataDir === null
   if (ownDir) dataDir = mkdtempSync(join(tmpdir(), 'eddy-e2e-'))
   const procs = []
@@ -138,4 +141,42 @@ export async function until (fn, what, timeout = 5000) {
     if (Date.now() - started > timeout) throw new Error(`timeout: ${what}`)
     await sleep(20)
   }
+}
+
+// EDDY_MODE=haproxy: the same interface over cluster-tests/cluster.sh.
+const SH = resolve('cluster-tests/cluster.sh')
+const NAMES = ['node1', 'node2', 'node3', 'broker1', 'broker2']
+
+function startCluster ({ extra, nodeExtra }) {
+  const dir = mkdtempSync(join(tmpdir(), 'eddy-e2e-cluster-'))
+  const sh = (...args) => execFileSync('bash', [SH, ...args, '--dir', dir], { encoding: 'utf8', timeout: 60000 })
+  execFileSync('bash', [SH, 'up', '--dir', dir, '--nodes', '3', '--brokers', '2', '--lb', '--bin', BIN,
+    '--', ...extra, ...nodeExtra], { encoding: 'utf8', timeout: 60000 })
+  const url = readFileSync(join(dir, 'lb'), 'utf8').trim()
+  const logs = () => readdirSync(dir).filter(f => f.endsWith('.log') && f !== 'lb.log')
+  const server = {
+    port: Number(url.split(':')[2].split('/')[0]),
+    url,
+    dataDir: dir,
+    procs: {},
+    stderr: () => logs().map(f => readFileSync(join(dir, f), 'utf8')).join(''),
+    async kill () {
+      for (const n of NAMES) sh('kill', n)
+      for (const f of logs()) assertNoSanitizerReport(readFileSync(join(dir, f), 'utf8'), f)
+    },
+    async restart () {
+      for (const n of NAMES) sh('start', n)
+      return server
+    },
+    async stop () {
+      sh('down')
+      for (const f of logs()) {
+        const log = readFileSync(join(dir, f), 'utf8')
+        assertNoSanitizerReport(log, f)
+        assert.match(log.trim().split('\n').pop(), /stopped role=\w+ exit=0/, `${f} did not stop cleanly`)
+      }
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }
+  return server
 }
