@@ -102,6 +102,8 @@ session *broker_session(broker *b, uint64_t id);
 /* dispatch.c: one complete client frame. */
 void dispatch_frame(session *s, const uint8_t *data, size_t len);
 void reply_parser_error(session *s, int action, int topic, int orig_action);
+/* PARSER UNKNOWN_ACTION for an action a topic does not have (logged at debug). */
+void reply_unknown_action(session *s, int topic, int action);
 /* Sends {topic, action, correlationId, isAck} to s. */
 void send_ack(session *s, int topic, int action, const char *correlation_id);
 

@@ -23,6 +23,13 @@ void reply_parser_error(session *s, int action, int topic, int orig_action)
     session_send_msg(s, TOPIC__TOPIC_PARSER, &m.base);
 }
 
+void reply_unknown_action(session *s, int topic, int action)
+{
+    log_debug("unknown-action", "session=%llu topic=%d action=%d", (unsigned long long)s->id, topic,
+              action);
+    reply_parser_error(s, PARSER__ACTION__PARSER_UNKNOWN_ACTION, topic, action);
+}
+
 void send_ack(session *s, int topic, int action, const char *correlation_id)
 {
     switch (topic) {

@@ -216,9 +216,7 @@ void events_handle(session *s, const ProtobufCMessage *base)
     default:
         if (listen_handle(s, TOPIC__TOPIC_EVENT, action, m->name, m->subscription))
             break;
-        log_debug("unknown-action", "session=%llu topic=EVENT action=%d",
-                  (unsigned long long)s->id, action);
-        reply_parser_error(s, PARSER__ACTION__PARSER_UNKNOWN_ACTION, TOPIC__TOPIC_EVENT, action);
+        reply_unknown_action(s, TOPIC__TOPIC_EVENT, action);
     }
 }
 

@@ -331,9 +331,7 @@ void presence_handle(session *s, const ProtobufCMessage *base)
     case PACT(QUERY_ALL): query_start(p, s, m, true); break;
     case PACT(QUERY): query_start(p, s, m, false); break;
     default:
-        log_debug("unknown-action", "session=%llu topic=PRESENCE action=%d",
-                  (unsigned long long)s->id, action);
-        reply_parser_error(s, PARSER__ACTION__PARSER_UNKNOWN_ACTION, TOPIC__TOPIC_PRESENCE, action);
+        reply_unknown_action(s, TOPIC__TOPIC_PRESENCE, action);
     }
 }
 

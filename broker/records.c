@@ -357,9 +357,7 @@ void records_handle(session *s, const ProtobufCMessage *base)
     default:
         if (listen_handle(s, TOPIC__TOPIC_RECORD, action, m->name, m->subscription))
             break;
-        log_debug("unknown-action", "session=%llu topic=RECORD action=%d",
-                  (unsigned long long)s->id, action);
-        reply_parser_error(s, PARSER__ACTION__PARSER_UNKNOWN_ACTION, TOPIC__TOPIC_RECORD, action);
+        reply_unknown_action(s, TOPIC__TOPIC_RECORD, action);
     }
 }
 

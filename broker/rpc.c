@@ -132,9 +132,7 @@ void rpc_handle(session *s, const ProtobufCMessage *base)
     case RACT(REJECT):
     case RACT(REQUEST_ERROR): forward(s, m, OP_RPC_ANSWER); break;
     default:
-        log_debug("unknown-action", "session=%llu topic=RPC action=%d", (unsigned long long)s->id,
-                  action);
-        reply_parser_error(s, PARSER__ACTION__PARSER_UNKNOWN_ACTION, TOPIC__TOPIC_RPC, action);
+        reply_unknown_action(s, TOPIC__TOPIC_RPC, action);
     }
 }
 
