@@ -79,6 +79,7 @@ describe('cluster: 3 nodes, 2 brokers, haproxy', () => {
     a.rpc.provide('twice', (d, res) => res.send(d * 2))
     await sleep(SETTLE)
     assert.equal(await c.rpc.make('twice', 21), 42)
+    await until(async () => (await c.presence.getAll()).length === 2, 'both logins known cluster-wide')
     assert.deepEqual((await c.presence.getAll()).sort(), ['ca', 'cb'])
     const heard = []
     a.record.listen('lrec/.*', (name, res) => { heard.push(name); res.accept() })

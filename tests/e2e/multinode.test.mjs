@@ -101,6 +101,8 @@ describe('two nodes, two brokers', { skip: MODE !== 'cluster' && 'two-process mo
     await sleep(SETTLE)
     for (const [i, n] of names.entries()) assert.equal(await c.rpc.make(n, i), i * 2)
     const users = await Promise.all(['u1', 'u2', 'u3', 'u4', 'u5'].map((u, i) => connect(urls[i % 2], { username: u })))
+    // logins reach the users' owning nodes a moment after login() resolves (another broker)
+    await until(async () => (await c.presence.getAll()).length === 6, 'all logins known cluster-wide')
     assert.deepEqual((await c.presence.getAll()).sort(), ['prov', 'u1', 'u2', 'u3', 'u4', 'u5'])
     assert.deepEqual(await c.presence.getAll(['u1', 'u5', 'nobody']), { u1: true, u5: true, nobody: false })
     const log = []
