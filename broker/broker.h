@@ -228,7 +228,7 @@ link_set *broker_links(broker *b);
 auth *broker_auth(broker *b);
 struct lws_context *broker_lws(broker *b);
 /* Hands an item to the service thread (auth results); returns -1 when full. */
-enum inbound_kind { INBOUND_REPLY = 1, INBOUND_DELIVERY = 2, INBOUND_AUTH = 3 };
+enum inbound_kind { INBOUND_REPLY = 1, INBOUND_DELIVERY = 2, INBOUND_AUTH = 3, INBOUND_RESYNC = 4 };
 int broker_post(broker *b, int kind, int link, uint64_t seq, void *item);
 
 #endif

@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/sub.h>
@@ -48,7 +49,9 @@ typedef struct node_link {
     uint64_t next_seq; /* the number the filling batch will carry; guarded by lock */
     atomic_bool delivering;
     atomic_int pipes; /* connected REQ pipes: 0 while the node is down */
+    atomic_bool been_up; /* a HELLO delivery has arrived before (delivery thread) */
     bool epoch_refused; /* the node runs another shard map epoch (service thread) */
+    bool ever_delivered; /* the link has been up once (service thread) */
     /* service thread only */
     uint64_t answered_seq;
     uint64_t last_delivery_seq;
@@ -67,78 +70,152 @@ struct link_set {
     node_link links[CONFIG_MAX_NODES];
 };
 
+/* Sends one batch and waits for the reply. Returns the reply (owned by the
+ * caller) or NULL when the request failed (logged). */
+static nng_msg *roundtrip(node_link *l, uint64_t seq, const op_batch *b)
+{
+    uint8_t hdr[OP_BATCH_HEADER_MAX];
+    size_t h = op_batch_header(hdr, l->ls->broker_id, seq, b->count);
+    nng_msg *msg, *reply = NULL;
+    int rv = nng_msg_alloc(&msg, h + b->buf.size);
+    if (rv == 0) {
+        memcpy(nng_msg_body(msg), hdr, h);
+        if (b->buf.size > 0)
+            memcpy((uint8_t *)nng_msg_body(msg) + h, b->buf.data, b->buf.size);
+        if ((rv = nng_sendmsg(l->req, msg, 0)) != 0)
+            nng_msg_free(msg);
+        else
+            rv = nng_recvmsg(l->req, &reply, 0);
+    }
+    if (rv != 0) {
+        log_error("node-request-failed", "node=%s seq=%llu ops=%u error=%s", l->node->id,
+                  (unsigned long long)seq, b->count, nng_strerror(rv));
+        return NULL;
+    }
+    return reply;
+}
+
+/* True when the node answered UNKNOWN_PEER: it applied nothing of the batch. */
+static bool refused_as_unknown(nng_msg *reply)
+{
+    mp_reader r;
+    uint64_t origin, seq;
+    uint32_t count;
+    if (reply == NULL ||
+        op_batch_open(&r, nng_msg_body(reply), nng_msg_len(reply), &origin, &seq, &count) != 0)
+        return false;
+    for (uint32_t i = 0; i < count; i++) {
+        op o;
+        if (op_decode(&r, &o) != 0)
+            return false;
+        if (o.kind == OP_ERROR && o.error == OP_ERR_UNKNOWN_PEER)
+            return true;
+    }
+    return false;
+}
+
+/* The link's request loop. Until the node has published to this broker (a
+ * HELLO came back on the SUB socket) it sends only HELLO batches, numbered 0:
+ * nothing whose answer travels by pub/sub goes out before the delivery pipe is
+ * up, also after a node restart. A batch the node refuses as coming from an
+ * unknown peer (it restarted, or dropped this broker) was not applied: the link
+ * goes back to HELLO, the service thread re-registers this broker's state, and
+ * the same batch is sent again once the node delivers. */
 static void *request_thread(void *arg)
 {
     node_link *l = arg;
     link_set *ls = l->ls;
-    op_batch sending;
+    op_batch sending, hello;
     op_batch_init(&sending);
+    op_batch_init(&hello);
+    op h = {.kind = OP_HELLO, .epoch = ls->map.epoch};
+    op_batch_add(&hello, &h);
     int64_t last_send = 0, last_hello = 0;
+    bool retry = false; /* `sending` was refused and goes again */
+    uint64_t seq = 0;
     for (;;) {
-        pthread_mutex_lock(&l->lock);
-        for (;;) {
-            int64_t now = now_ms();
-            bool stopping = atomic_load(&ls->stop);
-            if (l->filling.count > 0 || (stopping && l->filling.count == 0))
-                break;
-            if (!atomic_load(&l->delivering) && now - last_hello >= HELLO_RETRY_MS)
-                break;
-            if (now - last_send >= HEARTBEAT_MS)
-                break;
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 50 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&l->wake, &l->lock, &ts);
-        }
-        int64_t now = now_ms();
-        if (atomic_load(&ls->stop) && l->filling.count == 0) {
+        if (atomic_load(&ls->stop) && (!retry || !atomic_load(&l->delivering))) {
+            pthread_mutex_lock(&l->lock);
+            bool empty = l->filling.count == 0;
             pthread_mutex_unlock(&l->lock);
-            break;
+            if (empty || !atomic_load(&l->delivering))
+                break; /* flushed, or the node is unreachable: nothing more can go */
         }
-        if (!atomic_load(&l->delivering) && now - last_hello >= HELLO_RETRY_MS) {
-            op hello = {.kind = OP_HELLO, .epoch = ls->map.epoch};
-            op_batch_add(&l->filling, &hello);
+        if (!atomic_load(&l->delivering)) {
+            int64_t now = now_ms();
+            if (now - last_hello < HELLO_RETRY_MS) {
+                usleep(20 * 1000);
+                continue;
+            }
             last_hello = now;
+            nng_msg *reply = roundtrip(l, 0, &hello);
+            if (reply != NULL && broker_post(ls->b, INBOUND_REPLY, l->index, 0, reply) != 0)
+                nng_msg_free(reply);
+            continue;
         }
-        if (l->filling.count == 0) {
-            op hb = {.kind = OP_HEARTBEAT};
-            op_batch_add(&l->filling, &hb);
+        if (!retry) {
+            pthread_mutex_lock(&l->lock);
+            for (;;) {
+                if (l->filling.count > 0 || atomic_load(&ls->stop) || !atomic_load(&l->delivering))
+                    break;
+                if (now_ms() - last_send >= HEARTBEAT_MS)
+                    break;
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += 50 * 1000000L;
+                if (ts.tv_nsec >= 1000000000L) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&l->wake, &l->lock, &ts);
+            }
+            if (!atomic_load(&l->delivering) || (atomic_load(&ls->stop) && l->filling.count == 0)) {
+                pthread_mutex_unlock(&l->lock);
+                continue;
+            }
+            if (l->filling.count == 0) {
+                op hb = {.kind = OP_HEARTBEAT};
+                op_batch_add(&l->filling, &hb);
+            }
+            op_batch tmp = sending;
+            sending = l->filling;
+            l->filling = tmp;
+            op_batch_reset(&l->filling);
+            seq = l->next_seq++;
+            pthread_mutex_unlock(&l->lock);
         }
-        op_batch tmp = sending;
-        sending = l->filling;
-        l->filling = tmp;
-        op_batch_reset(&l->filling);
-        uint64_t seq = l->next_seq++;
-        pthread_mutex_unlock(&l->lock);
-
-        last_send = now;
-        uint8_t hdr[OP_BATCH_HEADER_MAX];
-        size_t h = op_batch_header(hdr, ls->broker_id, seq, sending.count);
-        nng_msg *msg, *reply = NULL;
-        int rv = nng_msg_alloc(&msg, h + sending.buf.size);
-        if (rv == 0) {
-            memcpy(nng_msg_body(msg), hdr, h);
-            memcpy((uint8_t *)nng_msg_body(msg) + h, sending.buf.data, sending.buf.size);
-            if ((rv = nng_sendmsg(l->req, msg, 0)) != 0)
-                nng_msg_free(msg);
-            else
-                rv = nng_recvmsg(l->req, &reply, 0);
+        last_send = now_ms();
+        nng_msg *reply = roundtrip(l, seq, &sending);
+        if (refused_as_unknown(reply)) {
+            log_warn("node-lost-our-state", "node=%s (it restarted or dropped this broker): "
+                     "saying HELLO again, then registering everything again", l->node->id);
+            nng_msg_free(reply);
+            atomic_store(&l->delivering, false); /* the next HELLO delivery triggers the resync */
+            retry = true;
+            continue;
         }
-        if (rv != 0) {
-            reply = NULL;
-            log_error("node-request-failed", "node=%s seq=%llu ops=%u error=%s", l->node->id,
-                      (unsigned long long)seq, sending.count, nng_strerror(rv));
-        }
+        retry = false;
         if (broker_post(ls->b, INBOUND_REPLY, l->index, seq, reply) != 0 && reply != NULL)
             nng_msg_free(reply);
         op_batch_reset(&sending);
     }
     op_batch_destroy(&sending);
+    op_batch_destroy(&hello);
     return NULL;
+}
+
+/* True when a delivery batch begins with the node's HELLO. */
+static bool starts_with_hello(nng_msg *msg, uint64_t broker_id)
+{
+    mp_reader r;
+    uint64_t origin, seq;
+    uint32_t count;
+    op o;
+    size_t len = nng_msg_len(msg);
+    const uint8_t *body = nng_msg_body(msg);
+    return len > 8 && get_be64(body) == broker_id &&
+           op_batch_open(&r, body + 8, len - 8, &origin, &seq, &count) == 0 && count > 0 &&
+           op_decode(&r, &o) == 0 && o.kind == OP_HELLO;
 }
 
 static void *delivery_thread(void *arg)
@@ -156,7 +233,13 @@ static void *delivery_thread(void *arg)
             log_warn("delivery-recv-failed", "node=%s error=%s", l->node->id, nng_strerror(rv));
             continue;
         }
-        atomic_store(&l->delivering, true);
+        if (!atomic_load(&l->delivering) && starts_with_hello(msg, ls->broker_id)) {
+            atomic_store(&l->delivering, true);
+            /* back after a node restart, a disconnect or a refusal: register everything again */
+            if (atomic_exchange(&l->been_up, true) &&
+                broker_post(ls->b, INBOUND_RESYNC, l->index, 0, NULL) != 0)
+                log_error("resync-lost", "node=%s (inbound queue full)", l->node->id);
+        }
         /* Blocks while the service thread is behind: the SUB queue then fills and
          * nng drops, which the sequence numbers reveal. */
         while (broker_post(ls->b, INBOUND_DELIVERY, l->index, 0, msg) != 0) {
@@ -177,9 +260,11 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
         if (atomic_fetch_add(&l->pipes, 1) == 0)
             log_info("node-up", "node=%s", l->node->id);
     } else if (ev == NNG_PIPE_EV_REM_POST) {
-        if (atomic_fetch_sub(&l->pipes, 1) == 1)
+        if (atomic_fetch_sub(&l->pipes, 1) == 1) {
+            atomic_store(&l->delivering, false); /* HELLO again before anything else */
             log_error("node-down", "node=%s (operations for its shards are refused until it is back)",
                       l->node->id);
+        }
     }
 }
 
@@ -271,6 +356,8 @@ bool links_ready(link_set *ls)
     for (int i = 0; i < ls->count; i++)
         if (!atomic_load(&ls->links[i].delivering))
             return false;
+    for (int i = 0; i < ls->count; i++)
+        ls->links[i].ever_delivered = true;
     return true;
 }
 
@@ -316,7 +403,7 @@ int links_submit_to(broker *b, int li, op *o, uint64_t *seq)
     node_link *l = &ls->links[li];
     o->epoch = ls->map.epoch;
     o->broker = 0; /* the batch header carries the origin */
-    if (atomic_load(&l->pipes) == 0 && atomic_load(&l->delivering))
+    if (atomic_load(&l->pipes) == 0 && l->ever_delivered)
         return -1; /* the node is down: refuse at once rather than queue into the void */
     pthread_mutex_lock(&l->lock);
     if (l->filling.buf.size + o->name.len + (o->has_data ? o->data.len : 0) > LINK_BATCH_MAX) {
@@ -472,7 +559,9 @@ static void handle_delivery(broker *b, node_link *l, nng_msg *msg)
 void links_handle_inbound(broker *b, int kind, int li, uint64_t seq, void *msg)
 {
     node_link *l = &broker_links(b)->links[li];
-    if (kind == INBOUND_REPLY)
+    if (kind == INBOUND_RESYNC)
+        broker_resync(b, li); /* queued behind the refused batch, sent once the node delivers */
+    else if (kind == INBOUND_REPLY)
         handle_reply(b, l, seq, msg);
     else
         handle_delivery(b, l, msg);

@@ -215,8 +215,20 @@ static nng_msg *handle_batch(node *n, nng_msg *req_msg, op_batch *reply)
         origin = seq = 0;
     } else {
         bool known = dict_get(n->peers, &origin, sizeof(origin)) != NULL;
-        node_req req = {.n = n, .from = peer_get(n, origin), .reply = reply};
-        req.from->last_seen_ms = now_ms();
+        mp_reader first = r;
+        op o0;
+        if (!known && count > 0 && op_decode(&first, &o0) == 0 && o0.kind != OP_HELLO) {
+            /* A peer this node dropped (silent too long) or has never seen (the node
+             * restarted): apply nothing; the peer says HELLO, re-registers, resends. */
+            log_warn("peer-unknown", "peer=%016llx seq=%llu (refused until it says HELLO again)",
+                     (unsigned long long)origin, (unsigned long long)seq);
+            op e = {.kind = OP_ERROR, .error = OP_ERR_UNKNOWN_PEER};
+            op_batch_add(reply, &e);
+            count = 0;
+        }
+        node_req req = {.n = n, .from = count > 0 ? peer_get(n, origin) : NULL, .reply = reply};
+        if (req.from != NULL)
+            req.from->last_seen_ms = now_ms();
         for (uint32_t i = 0; i < count; i++) {
             op o;
             if (op_decode(&r, &o) != 0) {
@@ -226,14 +238,6 @@ static nng_msg *handle_batch(node *n, nng_msg *req_msg, op_batch *reply)
                 op e = {.kind = OP_ERROR, .error = OP_ERR_MALFORMED};
                 op_batch_add(reply, &e);
                 break; /* the rest of the batch cannot be located reliably */
-            }
-            if (i == 0 && !known && o.kind != OP_HELLO) {
-                /* a peer this node dropped (silent too long) or has never seen (it
-                 * restarted): whatever the peer registered before is not known here */
-                log_warn("peer-unknown", "peer=%016llx seq=%llu (its earlier subscriptions are not known here)",
-                         (unsigned long long)origin, (unsigned long long)seq);
-                op e = {.kind = OP_ERROR, .error = OP_ERR_UNKNOWN_PEER};
-                op_batch_add(reply, &e);
             }
             apply(&req, &o);
         }

@@ -140,3 +140,35 @@ describe(`bad input (${MODE})`, () => {
     for (const r of bad) r.close()
   })
 })
+
+describe(`slow consumers (${MODE})`, () => {
+  let server
+  before(async () => { server = await startServer({ extra: ['--max-outbound-bytes', '1048576'] }) })
+  after(async () => {
+    await closeAll()
+    await server.stop()
+  })
+
+  test('a client that stops reading is disconnected once its queue passes maxOutboundBytes', async () => {
+    const slow = await (await Raw.open(server.url)).login()
+    slow.send(TOPIC.EVENT, { action: EVENT.SUBSCRIBE, names: ['flood'], correlationId: '1' })
+    await slow.next(m => m.isAck === true)
+    const fast = await connect(server.url)
+    const got = []
+    fast.event.subscribe('flood', d => got.push(d))
+    await sleep(400)
+    slow.ws._socket.pause() // stop reading: the kernel buffers fill, then the server's queue
+    const pub = await connect(server.url)
+    const payload = 'x'.repeat(4000)
+    // 20 MB in bursts of 400 kB: a reading client's queue stays well under the 1 MB bound,
+    // the paused one fills the kernel's buffers and then its queue
+    for (let burst = 0; burst < 50; burst++) {
+      for (let i = 0; i < 100; i++) pub.event.emit('flood', payload)
+      await sleep(20)
+    }
+    await until(() => /session-closed session=\d+ reason=slow-consumer/.test(server.stderr()), 'slow consumer dropped', 15000)
+    await until(() => got.length === 5000, 'the reading subscriber got everything', 15000)
+    assert.equal(server.stderr().match(/reason=slow-consumer/g).length, 1, 'only the slow one')
+    slow.close()
+  })
+})
