@@ -262,8 +262,9 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
     } else if (ev == NNG_PIPE_EV_REM_POST) {
         if (atomic_fetch_sub(&l->pipes, 1) == 1) {
             atomic_store(&l->delivering, false); /* HELLO again before anything else */
-            log_error("node-down", "node=%s (operations for its shards are refused until it is back)",
-                      l->node->id);
+            if (!atomic_load(&l->ls->stop)) /* not our own shutdown */
+                log_error("node-down", "node=%s (operations for its shards are refused until it is back)",
+                          l->node->id);
         }
     }
 }
