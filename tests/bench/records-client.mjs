@@ -4,10 +4,8 @@
 // percentiles. A benchmark: it prints figures; it fails only if a write fails.
 //
 // usage: node tests/bench/records-client.mjs [eddy binary] [seconds] [connections] [in-flight per connection]
-import { spawn } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { resolve } from 'node:path'
+import { startStandalone } from './standalone.mjs'
 import { DeepstreamClient } from '@deepstream/client'
 
 const bin = resolve(process.argv[2] || 'build/eddy')
@@ -15,20 +13,10 @@ const seconds = Number(process.argv[3] || 5)
 const connections = Number(process.argv[4] || 4)
 const inflight = Number(process.argv[5] || 25)
 
-const dir = mkdtempSync(join(tmpdir(), 'eddy-bench-'))
-const server = spawn(bin, ['standalone', '--host', '127.0.0.1', '--port', '0', '--data', dir, '--sync', 'batch'], { stdio: ['ignore', 'ignore', 'pipe'] })
-let stderr = ''
-const port = await new Promise((resolve, reject) => {
-  server.stderr.on('data', d => {
-    stderr += d
-    const m = stderr.match(/broker-listening port=(\d+)/)
-    if (m) resolve(Number(m[1]))
-  })
-  server.on('exit', code => reject(new Error(`eddy exited ${code}: ${stderr}`)))
-})
+const server = await startStandalone(bin, ['--sync', 'batch'])
 
 const clients = await Promise.all(Array.from({ length: connections }, async () => {
-  const c = new DeepstreamClient(`ws://127.0.0.1:${port}/deepstream`)
+  const c = new DeepstreamClient(server.url)
   await c.login({})
   return c
 }))
@@ -57,6 +45,4 @@ console.log(`client path: ${writes} acknowledged writes in ${elapsed} s = ${Math
   `(${connections} connections x ${inflight} records in flight, storage.sync batch)`)
 console.log(`setWithAck latency: p50 ${pct(0.5)} ms  p99 ${pct(0.99)} ms  p99.9 ${pct(0.999)} ms`)
 for (const c of clients) c.close()
-server.kill('SIGTERM')
-await new Promise(resolve => server.on('exit', resolve))
-rmSync(dir, { recursive: true, force: true })
+await server.stop()

@@ -4,28 +4,16 @@
 // figures; it fails only if a call fails.
 //
 // usage: node tests/bench/rpc-client.mjs [eddy binary] [seconds per phase] [in flight]
-import { spawn } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { resolve } from 'node:path'
+import { startStandalone } from './standalone.mjs'
 import { DeepstreamClient } from '@deepstream/client'
 
 const bin = resolve(process.argv[2] || 'build/eddy')
 const seconds = Number(process.argv[3] || 5)
 const inflight = Number(process.argv[4] || 100)
 
-const dir = mkdtempSync(join(tmpdir(), 'eddy-bench-'))
-const server = spawn(bin, ['standalone', '--host', '127.0.0.1', '--port', '0', '--data', dir], { stdio: ['ignore', 'ignore', 'pipe'] })
-let stderr = ''
-const port = await new Promise((resolve, reject) => {
-  server.stderr.on('data', d => {
-    stderr += d
-    const m = stderr.match(/broker-listening port=(\d+)/)
-    if (m) resolve(Number(m[1]))
-  })
-  server.on('exit', code => reject(new Error(`eddy exited ${code}: ${stderr}`)))
-})
-const url = `ws://127.0.0.1:${port}/deepstream`
+const server = await startStandalone(bin, [])
+const url = server.url
 const provider = new DeepstreamClient(url)
 const caller = new DeepstreamClient(url)
 await provider.login({})
@@ -54,6 +42,4 @@ await phase(1)
 await phase(inflight)
 provider.close()
 caller.close()
-server.kill('SIGTERM')
-await new Promise(resolve => server.on('exit', resolve))
-rmSync(dir, { recursive: true, force: true })
+await server.stop()
