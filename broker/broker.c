@@ -1,5 +1,5 @@
 /* broker.c - the broker's libwebsockets context and service loop: the websocket
- * endpoint (urlPath) and GET /health-check on one port, the inbound queue that
+ * endpoint (urlPath), GET /health-check and GET /metrics on one port, the inbound queue that
  * link and auth threads post to, the heartbeat sweep, start-up and shutdown. */
 #include "broker.h"
 
@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -170,8 +171,41 @@ static bool path_matches(struct lws *wsi, const char *want)
     return strcmp(uri, want) == 0;
 }
 
-static int serve_http(struct lws *wsi, const char *uri)
+/* GET /metrics: Prometheus text format. */
+static int serve_metrics(broker *b, struct lws *wsi)
 {
+    char *text = NULL;
+    size_t text_len = 0;
+    FILE *f = open_memstream(&text, &text_len);
+    if (f == NULL)
+        return -1;
+    fprintf(f, "# TYPE eddy_sessions gauge\neddy_sessions %zu\n", dict_size(b->sessions));
+    fprintf(f, "# TYPE eddy_inbound_dropped_total counter\neddy_inbound_dropped_total %llu\n",
+            (unsigned long long)b->inbound_dropped);
+    fprintf(f, "# TYPE eddy_records_recovered_total counter\neddy_records_recovered_total %llu\n",
+            (unsigned long long)records_recovered(b));
+    links_metrics(b->links, f);
+    fclose(f);
+    /* headers and body in one buffer with the LWS_PRE headroom lws_write wants */
+    size_t cap = LWS_PRE + 512 + text_len;
+    uint8_t *buf = xmalloc(cap), *start = buf + LWS_PRE, *p = start, *end = buf + cap;
+    int rv = -1;
+    if (lws_add_http_common_headers(wsi, HTTP_STATUS_OK, "text/plain; version=0.0.4", text_len, &p, end) == 0 &&
+        lws_finalize_http_header(wsi, &p, end) == 0) {
+        memcpy(p, text, text_len);
+        p += text_len;
+        if (lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_FINAL) >= 0)
+            rv = lws_http_transaction_completed(wsi) ? -1 : 0;
+    }
+    xfree(buf);
+    free(text); /* open_memstream's buffer comes from malloc */
+    return rv;
+}
+
+static int serve_http(broker *b, struct lws *wsi, const char *uri)
+{
+    if (strcmp(uri, "/metrics") == 0)
+        return serve_metrics(b, wsi);
     if (strcmp(uri, "/health-check") == 0) {
         if (lws_return_http_status(wsi, HTTP_STATUS_OK, "OK"))
             return -1;
@@ -188,7 +222,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     session *s = user;
     switch (reason) {
     case LWS_CALLBACK_HTTP:
-        return serve_http(wsi, (const char *)in);
+        return serve_http(b, wsi, (const char *)in);
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         if (!path_matches(wsi, b->cfg->url_path)) {
             log_debug("upgrade-refused", "reason=path");
@@ -327,7 +361,10 @@ static void free_inbound(void *p)
     inbound *in = p;
     if (in->kind == INBOUND_AUTH)
         auth_result_free(in->item);
-    else if (in->item != NULL)
+    else if (in->kind == INBOUND_FAILED) {
+        op_batch_destroy(in->item);
+        xfree(in->item);
+    } else if (in->item != NULL)
         nng_msg_free(in->item);
     xfree(in);
 }

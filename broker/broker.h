@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <libwebsockets.h>
 
@@ -155,6 +156,9 @@ presence_subs *broker_presence(broker *b);
 void rpc_handle(session *s, const ProtobufCMessage *base);
 void rpc_session_closed(session *s);
 void rpc_deliver(broker *b, const op *o);
+/* An RPC_REQUEST its node will not answer: the caller gets NO_RPC_PROVIDER.
+ * Returns 1 when the caller was answered. */
+int rpc_fail(broker *b, const op *o);
 
 /* records.c */
 typedef struct record_subs record_subs;
@@ -166,11 +170,26 @@ void records_session_closed(session *s);
 /* A record answer or delivery from a node (OP_RECORD_STATE/RESULT/UPDATE/DELETED). */
 void records_deliver(broker *b, const op *o);
 
+/* awaiting.c: the record requests a node still owes an answer (one per link). */
+typedef struct awaiting awaiting;
+awaiting *awaiting_new(void);
+void awaiting_free(awaiting *a); /* NULL is fine */
+/* o was queued for the node: remembers it when its requester waits for an answer. */
+void awaiting_add(awaiting *a, const op *o);
+/* A delivery from the node: settles the request it answers, if any. */
+void awaiting_answered(awaiting *a, const op *answer);
+size_t awaiting_count(const awaiting *a);
+/* The node went down: answers every waiting requester with an error (records_fail)
+ * and forgets them. Returns how many were answered. */
+uint64_t awaiting_fail_all(broker *b, awaiting *a);
+
 /* links.c: the nng connections to nodes, one link per node of cfg->nodes. */
 typedef struct link_set link_set;
 typedef struct pending_ack pending_ack;
 /* Dials every node and starts the link threads. Returns NULL (logged) on failure. */
 link_set *links_create(broker *b, const eddy_config *cfg, uint64_t broker_id);
+/* Writes the links' counters (Prometheus text format) to f. */
+void links_metrics(link_set *ls, FILE *f);
 /* True when a node refused this broker's shard map epoch. */
 bool links_refused(link_set *ls);
 /* True once every node has delivered to this broker (its SUB pipe is up). */
@@ -211,6 +230,14 @@ void ack_done(broker *b, pending_ack *pa);
 void broker_resync(broker *b, int li);
 void events_resync(broker *b, int li);
 void records_resync(broker *b, int li);
+/* o (a record operation) will not be answered: its node went down. Answers
+ * the requester with an error; returns 1 when there was one to answer. */
+int records_fail(broker *b, const op *o);
+/* Deliveries from node li were lost: re-reads every record with local
+ * subscribers owned by li and brings the subscribers up to date. */
+void records_recover(broker *b, int li);
+/* How many records were brought up to date that way (a metric). */
+uint64_t records_recovered(broker *b);
 void rpc_resync(broker *b, int li);
 void listen_resync(broker *b, int li);
 void presence_resync(broker *b, int li);
@@ -228,7 +255,14 @@ link_set *broker_links(broker *b);
 auth *broker_auth(broker *b);
 struct lws_context *broker_lws(broker *b);
 /* Hands an item to the service thread (auth results); returns -1 when full. */
-enum inbound_kind { INBOUND_REPLY = 1, INBOUND_DELIVERY = 2, INBOUND_AUTH = 3, INBOUND_RESYNC = 4 };
+enum inbound_kind {
+    INBOUND_REPLY = 1,
+    INBOUND_DELIVERY = 2,
+    INBOUND_AUTH = 3,
+    INBOUND_RESYNC = 4,
+    INBOUND_FAILED = 5,   /* an op_batch the node will not answer */
+    INBOUND_NODE_DOWN = 6 /* the last connection to a node dropped */
+};
 int broker_post(broker *b, int kind, int link, uint64_t seq, void *item);
 
 #endif

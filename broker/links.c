@@ -41,6 +41,7 @@ typedef struct node_link {
     int index;
     const config_node *node;
     nng_socket req, sub;
+    nng_aio *aio; /* the request thread's send/receive; cancelled when the node goes down */
     pthread_t req_thread, sub_thread;
     bool threads_started;
     pthread_mutex_t lock;
@@ -53,9 +54,13 @@ typedef struct node_link {
     bool epoch_refused; /* the node runs another shard map epoch (service thread) */
     bool ever_delivered; /* the link has been up once (service thread) */
     /* service thread only */
+    awaiting *owed; /* record requests the node still has to answer */
     uint64_t answered_seq;
-    uint64_t last_delivery_seq;
-    uint64_t lost_batches;
+    uint64_t last_delivery_seq; /* operations received from the node so far (its numbering) */
+    uint64_t gaps, lost_ops;    /* delivery gaps seen and the operations they lost (metrics) */
+    uint64_t late_batches;      /* batches that came after their loss was declared: dropped */
+    uint64_t mark, mark_last;   /* the node's count at the previous heartbeat, ours then */
+    bool mark_set;
     waiter *wait_head, *wait_tail;
     uint64_t refused;
 } node_link;
@@ -71,7 +76,10 @@ struct link_set {
 };
 
 /* Sends one batch and waits for the reply. Returns the reply (owned by the
- * caller) or NULL when the request failed (logged). */
+ * caller) or NULL when the request failed (logged): no answer within
+ * REPLY_TIMEOUT_MS, or at once when the connection to the node drops while the
+ * request is out (pipe_event cancels the wait; nng's REQ would wait for the
+ * node to come back and resend). */
 static nng_msg *roundtrip(node_link *l, uint64_t seq, const op_batch *b)
 {
     uint8_t hdr[OP_BATCH_HEADER_MAX];
@@ -82,17 +90,44 @@ static nng_msg *roundtrip(node_link *l, uint64_t seq, const op_batch *b)
         memcpy(nng_msg_body(msg), hdr, h);
         if (b->buf.size > 0)
             memcpy((uint8_t *)nng_msg_body(msg) + h, b->buf.data, b->buf.size);
-        if ((rv = nng_sendmsg(l->req, msg, 0)) != 0)
-            nng_msg_free(msg);
-        else
-            rv = nng_recvmsg(l->req, &reply, 0);
+        nng_aio_set_msg(l->aio, msg);
+        nng_send_aio(l->req, l->aio);
+        nng_aio_wait(l->aio);
+        if ((rv = nng_aio_result(l->aio)) != 0)
+            nng_msg_free(nng_aio_get_msg(l->aio)); /* not sent: still ours */
+    }
+    if (rv == 0) {
+        nng_recv_aio(l->req, l->aio);
+        /* pipe_event cancels a wait it sees; this catches a drop just before it began */
+        if (seq != 0 && atomic_load(&l->pipes) == 0)
+            nng_aio_cancel(l->aio);
+        nng_aio_wait(l->aio);
+        if ((rv = nng_aio_result(l->aio)) == 0)
+            reply = nng_aio_get_msg(l->aio);
     }
     if (rv != 0) {
-        log_error("node-request-failed", "node=%s seq=%llu ops=%u error=%s", l->node->id,
-                  (unsigned long long)seq, b->count, nng_strerror(rv));
+        if (seq != 0 || rv != NNG_ECANCELED) /* HELLOs to a down node fail quietly */
+            log_error("node-request-failed", "node=%s seq=%llu ops=%u error=%s", l->node->id,
+                      (unsigned long long)seq, b->count, nng_strerror(rv));
         return NULL;
     }
     return reply;
+}
+
+/* Hands batch (its contents are moved out; numbered seq) to the service thread,
+ * which answers every requester in it with an error: the node went down before
+ * answering. */
+static void post_failed(node_link *l, uint64_t seq, op_batch *batch)
+{
+    op_batch *failed = xmalloc(sizeof(*failed));
+    *failed = *batch;
+    op_batch_init(batch);
+    if (broker_post(l->ls->b, INBOUND_FAILED, l->index, seq, failed) != 0) {
+        log_error("failed-batch-lost", "node=%s seq=%llu ops=%u (inbound queue full)", l->node->id,
+                  (unsigned long long)seq, failed->count);
+        op_batch_destroy(failed);
+        xfree(failed);
+    }
 }
 
 /* True when the node answered UNKNOWN_PEER: it applied nothing of the batch. */
@@ -128,7 +163,8 @@ static void *request_thread(void *arg)
     op_batch sending, hello;
     op_batch_init(&sending);
     op_batch_init(&hello);
-    op h = {.kind = OP_HELLO, .epoch = ls->map.epoch};
+    /* the digest lets the node refuse a map that differs under the same epoch */
+    op h = {.kind = OP_HELLO, .epoch = ls->map.epoch, .corr = shardmap_digest(&ls->map)};
     op_batch_add(&hello, &h);
     int64_t last_send = 0, last_hello = 0;
     bool retry = false; /* `sending` was refused and goes again */
@@ -142,6 +178,18 @@ static void *request_thread(void *arg)
                 break; /* flushed, or the node is unreachable: nothing more can go */
         }
         if (!atomic_load(&l->delivering)) {
+            if (atomic_load(&l->pipes) == 0) {
+                /* the node is down: what waits for it is answered with errors now
+                 * rather than sent whenever it comes back */
+                if (retry) {
+                    post_failed(l, seq, &sending);
+                    retry = false;
+                }
+                pthread_mutex_lock(&l->lock);
+                if (l->filling.count > 0)
+                    post_failed(l, l->next_seq++, &l->filling);
+                pthread_mutex_unlock(&l->lock);
+            }
             int64_t now = now_ms();
             if (now - last_hello < HELLO_RETRY_MS) {
                 usleep(20 * 1000);
@@ -195,7 +243,11 @@ static void *request_thread(void *arg)
             continue;
         }
         retry = false;
-        if (broker_post(ls->b, INBOUND_REPLY, l->index, seq, reply) != 0 && reply != NULL)
+        if (reply == NULL) { /* timed out, or the node went down: unknown which ops applied */
+            post_failed(l, seq, &sending);
+            continue;
+        }
+        if (broker_post(ls->b, INBOUND_REPLY, l->index, seq, reply) != 0)
             nng_msg_free(reply);
         op_batch_reset(&sending);
     }
@@ -262,9 +314,14 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
     } else if (ev == NNG_PIPE_EV_REM_POST) {
         if (atomic_fetch_sub(&l->pipes, 1) == 1) {
             atomic_store(&l->delivering, false); /* HELLO again before anything else */
-            if (!atomic_load(&l->ls->stop)) /* not our own shutdown */
+            if (!atomic_load(&l->ls->stop)) /* (at shutdown the aio may be gone) */
+                nng_aio_cancel(l->aio); /* a request out to the node will not be answered */
+            if (!atomic_load(&l->ls->stop)) { /* not our own shutdown */
                 log_error("node-down", "node=%s (operations for its shards are refused until it is back)",
                           l->node->id);
+                if (broker_post(l->ls->b, INBOUND_NODE_DOWN, l->index, 0, NULL) != 0)
+                    log_error("node-down-lost", "node=%s (inbound queue full)", l->node->id);
+            }
         }
     }
 }
@@ -272,7 +329,11 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
 static int open_link(link_set *ls, node_link *l)
 {
     int rv;
-    const char *step = "req0_open";
+    const char *step = "aio_alloc";
+    if ((rv = nng_aio_alloc(&l->aio, NULL, NULL)) != 0)
+        goto fail;
+    nng_aio_set_timeout(l->aio, REPLY_TIMEOUT_MS);
+    step = "req0_open";
     if ((rv = nng_req0_open(&l->req)) != 0)
         goto fail;
     step = "sub0_open";
@@ -313,7 +374,9 @@ link_set *links_create(broker *b, const eddy_config *cfg, uint64_t broker_id)
     ls->b = b;
     ls->cfg = cfg;
     ls->broker_id = broker_id;
-    if (shardmap_init_even(&ls->map, (unsigned)cfg->node_count, (uint64_t)cfg->epoch) != 0) {
+    char err[256];
+    if (config_shardmap(cfg, &ls->map, err, sizeof(err)) != 0) {
+        log_error("bad-shard-map", "%s", err);
         xfree(ls);
         return NULL;
     }
@@ -326,6 +389,7 @@ link_set *links_create(broker *b, const eddy_config *cfg, uint64_t broker_id)
         pthread_mutex_init(&l->lock, NULL);
         pthread_cond_init(&l->wake, NULL);
         op_batch_init(&l->filling);
+        l->owed = awaiting_new();
         ls->count++;
         if (open_link(ls, l) != 0)
             goto fail;
@@ -342,6 +406,31 @@ link_set *links_create(broker *b, const eddy_config *cfg, uint64_t broker_id)
 fail:
     links_destroy(ls);
     return NULL;
+}
+
+void links_metrics(link_set *ls, FILE *f)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } m[] = {
+        {"eddy_node_up", "gauge", "1 while the broker has a connection to the node"},
+        {"eddy_delivery_gaps_total", "counter", "gaps seen in the node's delivery stream"},
+        {"eddy_delivery_lost_operations_total", "counter", "operations lost in those gaps"},
+        {"eddy_delivery_late_batches_total", "counter", "batches dropped as older than a recovered gap"},
+        {"eddy_node_refused_operations_total", "counter", "operations refused: node queue full"},
+    };
+    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
+        fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", m[k].name, m[k].help, m[k].name, m[k].type);
+        for (int i = 0; i < ls->count; i++) {
+            node_link *l = &ls->links[i];
+            uint64_t v = k == 0   ? (uint64_t)(atomic_load(&l->pipes) > 0)
+                         : k == 1 ? l->gaps
+                         : k == 2 ? l->lost_ops
+                         : k == 3 ? l->late_batches
+                                  : l->refused;
+            fprintf(f, "%s{node=\"%s\"} %llu\n", m[k].name, l->node->id, (unsigned long long)v);
+        }
+    }
 }
 
 bool links_refused(link_set *ls)
@@ -382,6 +471,9 @@ void links_destroy(link_set *ls)
         node_link *l = &ls->links[i];
         nng_close_bounded(l->sub, "broker-sub", 2000);
         nng_close_bounded(l->req, "broker-req", 2000);
+        if (l->aio != NULL)
+            nng_aio_free(l->aio);
+        awaiting_free(l->owed);
         op_batch_destroy(&l->filling);
         pthread_mutex_destroy(&l->lock);
         pthread_cond_destroy(&l->wake);
@@ -415,6 +507,7 @@ int links_submit_to(broker *b, int li, op *o, uint64_t *seq)
         return -1;
     }
     op_batch_add(&l->filling, o);
+    awaiting_add(l->owed, o);
     *seq = l->next_seq;
     pthread_cond_signal(&l->wake);
     pthread_mutex_unlock(&l->lock);
@@ -465,6 +558,34 @@ void links_wait(broker *b, int li, uint64_t seq, pending_ack *pa)
     l->wait_tail = w;
 }
 
+/* Operations from the node were lost (nng pub/sub drops when a queue is full):
+ * count them, and bring the records this broker's clients watch up to date. */
+static void delivery_lost(broker *b, node_link *l, uint64_t lost, const char *where)
+{
+    l->gaps++;
+    l->lost_ops += lost;
+    log_error("delivery-gap", "node=%s at=%s lost_ops=%llu lost_ops_total=%llu gaps_total=%llu "
+              "(re-reading its records)", l->node->id, where, (unsigned long long)lost,
+              (unsigned long long)l->lost_ops, (unsigned long long)l->gaps);
+    records_recover(b, l->index);
+}
+
+/* A heartbeat answer carries how many operations the node has published to
+ * us. If the one before it promised more than we have, and nothing arrived in
+ * the heartbeat period since, the tail of the stream was lost: no later batch
+ * would ever reveal that gap. */
+static void check_tail(broker *b, node_link *l, uint64_t published)
+{
+    if (l->mark_set && l->mark > l->last_delivery_seq && l->last_delivery_seq == l->mark_last) {
+        uint64_t lost = l->mark - l->last_delivery_seq;
+        l->last_delivery_seq = l->mark;
+        delivery_lost(b, l, lost, "tail");
+    }
+    l->mark = published;
+    l->mark_last = l->last_delivery_seq;
+    l->mark_set = true;
+}
+
 static void handle_reply(broker *b, node_link *l, uint64_t seq, nng_msg *msg)
 {
     if (msg != NULL) {
@@ -492,6 +613,8 @@ static void handle_reply(broker *b, node_link *l, uint64_t seq, nng_msg *msg)
                              "registering everything again", l->node->id);
                     broker_resync(b, l->index);
                 }
+                else if (o.kind == OP_HEARTBEAT && o.has_version && o.version >= 0)
+                    check_tail(b, l, (uint64_t)o.version);
                 else if (o.kind == OP_ERROR)
                     log_warn("node-error", "node=%s error=%u name=%.*s epoch=%llu", l->node->id,
                              o.error, (int)o.name.len, o.name.ptr, (unsigned long long)o.epoch);
@@ -524,16 +647,21 @@ static void handle_delivery(broker *b, node_link *l, nng_msg *msg)
         nng_msg_free(msg);
         return;
     }
-    if (seq == 1 && l->last_delivery_seq > 1)
-        log_warn("node-stream-restarted", "node=%s after=%llu (the node restarted)", l->node->id,
-                 (unsigned long long)l->last_delivery_seq);
-    else if (l->last_delivery_seq != 0 && seq != l->last_delivery_seq + 1) {
-        uint64_t lost = seq > l->last_delivery_seq ? seq - l->last_delivery_seq - 1 : 0;
-        l->lost_batches += lost;
-        log_error("delivery-gap", "node=%s expected=%llu got=%llu lost_batches_total=%llu",
-                  l->node->id, (unsigned long long)(l->last_delivery_seq + 1),
-                  (unsigned long long)seq, (unsigned long long)l->lost_batches);
-    }
+    if (seq == count) { /* the first batch of the node's stream to us */
+        if (l->last_delivery_seq > 0)
+            log_warn("node-stream-restarted", "node=%s after=%llu (the node restarted)", l->node->id,
+                     (unsigned long long)l->last_delivery_seq);
+        l->mark_set = false;
+    } else if (seq - count < l->last_delivery_seq) {
+        /* older than a loss already declared and recovered: applying it now would
+         * take subscribers back in time */
+        l->late_batches++;
+        log_warn("delivery-late", "node=%s seq=%llu ops=%u received=%llu (dropped)", l->node->id,
+                 (unsigned long long)seq, count, (unsigned long long)l->last_delivery_seq);
+        nng_msg_free(msg);
+        return;
+    } else if (l->last_delivery_seq > 0 && seq - count > l->last_delivery_seq)
+        delivery_lost(b, l, seq - count - l->last_delivery_seq, "gap");
     l->last_delivery_seq = seq;
     for (uint32_t i = 0; i < count; i++) {
         op o;
@@ -541,6 +669,8 @@ static void handle_delivery(broker *b, node_link *l, nng_msg *msg)
             log_warn("malformed-delivery", "node=%s index=%u", l->node->id, i);
             break;
         }
+        if (o.kind == OP_RECORD_STATE || o.kind == OP_RECORD_RESULT)
+            awaiting_answered(l->owed, &o);
         if (o.kind == OP_EVENT_DELIVERY)
             events_deliver(b, &o);
         else if (o.kind >= OP_RECORD_STATE && o.kind <= OP_RECORD_DELETED)
@@ -557,10 +687,50 @@ static void handle_delivery(broker *b, node_link *l, nng_msg *msg)
     nng_msg_free(msg);
 }
 
+/* Answers every requester in a batch the node will not answer with an error. */
+static void fail_batch(broker *b, node_link *l, uint64_t seq, op_batch *batch)
+{
+    mp_reader r;
+    mp_reader_init(&r, batch->buf.data, batch->buf.size);
+    uint32_t answered = 0;
+    for (uint32_t i = 0; i < batch->count; i++) {
+        op o;
+        if (op_decode(&r, &o) != 0)
+            break;
+        if (o.kind == OP_RECORD_NOTIFY)
+            answered += records_fail(b, &o); /* other record requests: awaiting.c */
+        else if (o.kind == OP_RPC_REQUEST)
+            answered += rpc_fail(b, &o);
+        else if (o.kind == OP_PRESENCE_QUERY) {
+            /* the query completes without this node's part */
+            op none = {.kind = OP_PRESENCE_STATE, .session = o.session, .corr = o.corr,
+                       .flags = o.flags & OP_FLAG_ALL, .name = o.name};
+            presence_deliver(b, &none);
+            answered++;
+        }
+    }
+    log_warn("node-batch-failed", "node=%s seq=%llu ops=%u requesters_answered=%u (with errors; "
+             "some operations may have been applied)", l->node->id, (unsigned long long)seq,
+             batch->count, answered);
+    op_batch_destroy(batch);
+    xfree(batch);
+    handle_reply(b, l, seq, NULL);
+}
+
 void links_handle_inbound(broker *b, int kind, int li, uint64_t seq, void *msg)
 {
     node_link *l = &broker_links(b)->links[li];
-    if (kind == INBOUND_RESYNC)
+    if (kind == INBOUND_FAILED)
+        fail_batch(b, l, seq, msg);
+    else if (kind == INBOUND_NODE_DOWN) {
+        uint64_t n = awaiting_fail_all(b, l->owed);
+        l->mark_set = false;
+        if (n > 0)
+            log_warn("node-down-answered", "node=%s requesters=%llu (answered MESSAGE_DENIED: the node "
+                     "went down before answering; their writes may or may not have been applied)",
+                     l->node->id, (unsigned long long)n);
+    }
+    else if (kind == INBOUND_RESYNC)
         broker_resync(b, li); /* queued behind the refused batch, sent once the node delivers */
     else if (kind == INBOUND_REPLY)
         handle_reply(b, l, seq, msg);

@@ -20,7 +20,11 @@ typedef struct rtopic {
     uint32_t count, cap;
     session **subs;
     uint32_t pending; /* subscribes sent whose state has not come back */
+    int64_t version;  /* newest version forwarded to the subscribers; -1 none */
 } rtopic;
+
+/* The corr of the reads that recover records after a delivery gap. */
+#define RECOVERY_CORR UINT64_MAX
 
 /* A request spanning several names, answered once all are back
  * (SUBSCRIBEANDHEAD's HEAD_RESPONSE_BULK, NOTIFY's ack). */
@@ -38,6 +42,7 @@ struct record_subs {
     dict *topics; /* name -> rtopic */
     dict *bulks;  /* id -> bulk */
     uint64_t next_bulk;
+    uint64_t recovered; /* records whose subscribers were brought up to date after a gap */
 };
 
 record_subs *record_subs_new(broker *b)
@@ -130,6 +135,7 @@ static rtopic *topic_get(record_subs *r, const char *name, size_t len, bool crea
     rtopic *t = dict_get(r->topics, name, len);
     if (t == NULL && create) {
         t = xcalloc(1, sizeof(*t));
+        t->version = -1;
         dict_put(r->topics, name, len, t);
     }
     return t;
@@ -184,6 +190,7 @@ static void topic_clear(record_subs *r, const char *name, size_t len)
     for (uint32_t i = 0; i < t->count; i++)
         dict_del(t->subs[i]->records, name, len);
     t->count = 0;
+    t->version = -1;
     topic_release(r, t, name, len, false);
 }
 
@@ -437,9 +444,39 @@ static void bulk_step(broker *b, uint64_t id, const char *name, int64_t version)
     free_bulk(k);
 }
 
+static void on_broadcast(broker *b, const op *o, const char *name, const char *data);
+
+/* The state a recovery read brought back: subscribers that missed versions in a
+ * lost delivery get the whole record at its current version (the client takes a
+ * version jump from the server as the truth), or its deletion. */
+static void on_recovered(broker *b, const op *o, const char *name, const char *data)
+{
+    record_subs *r = broker_records(b);
+    rtopic *t = topic_get(r, name, o->name.len, false);
+    if (t == NULL || t->count == 0 || o->version == t->version)
+        return;
+    if (o->version < 0) {
+        op gone = {.kind = OP_RECORD_DELETED, .name = o->name};
+        log_warn("record-recovered", "name=%s deleted (the deletion was lost in a delivery gap)", name);
+        on_broadcast(b, &gone, name, NULL);
+    } else if (o->version > t->version) {
+        op up = {.kind = OP_RECORD_UPDATE, .name = o->name, .action = ACT(UPDATE),
+                 .has_version = true, .version = o->version, .has_data = true, .data = o->data};
+        log_warn("record-recovered", "name=%s from_version=%lld to_version=%lld subscribers=%u", name,
+                 (long long)t->version, (long long)o->version, t->count);
+        on_broadcast(b, &up, name, data);
+    } else
+        return;
+    r->recovered++;
+}
+
 static void on_state(broker *b, const op *o, const char *name, const char *data)
 {
     record_subs *r = broker_records(b);
+    if (o->session == 0 && o->corr == RECOVERY_CORR) {
+        on_recovered(b, o, name, data);
+        return;
+    }
     session *s = broker_session(b, o->session);
     int orig = (int)o->orig;
     bool subscribe = orig == ACT(SUBSCRIBECREATEANDREAD) || orig == ACT(SUBSCRIBEANDREAD) ||
@@ -448,6 +485,8 @@ static void on_state(broker *b, const op *o, const char *name, const char *data)
         rtopic *t = topic_get(r, name, o->name.len, true);
         if (t->pending > 0)
             t->pending--;
+        if (o->version > t->version)
+            t->version = o->version;
         if (s != NULL && !s->closing)
             topic_add(t, s, name, o->name.len);
         else
@@ -545,6 +584,8 @@ static void on_broadcast(broker *b, const op *o, const char *name, const char *d
         m.version = (int32_t)o->version;
         m.path = path;
         m.data = (char *)data;
+        if (o->version > t->version)
+            t->version = o->version;
     }
     frame *f = frame_encode(TOPIC__TOPIC_RECORD, &m.base);
     bool own = o->broker == broker_id(b) && o->kind != OP_RECORD_PROVIDER;
@@ -583,6 +624,67 @@ void records_resync(broker *b, int li)
 {
     struct resync_ctx c = {b, li};
     dict_foreach(broker_records(b)->topics, resync_topic, &c);
+}
+
+int records_fail(broker *b, const op *o)
+{
+    record_subs *r = broker_records(b);
+    char *name = xstrndup(o->name.ptr, o->name.len);
+    int orig = (int)o->action;
+    int answered = 0;
+    if (o->kind == OP_RECORD_NOTIFY) {
+        bulk_step(b, o->corr, name, 0);
+        answered = 1;
+    } else if (o->kind == OP_RECORD_SUBSCRIBE && o->session != 0) {
+        rtopic *t = topic_get(r, name, o->name.len, false);
+        if (t != NULL && t->pending > 0)
+            t->pending--;
+        if (orig == ACT(SUBSCRIBEANDHEAD))
+            bulk_step(b, o->corr, name, -1);
+        session *s = broker_session(b, o->session);
+        if (s != NULL) {
+            reply_error(s, ACT(MESSAGE_DENIED), name, NULL, orig, false);
+            answered = 1;
+        }
+        if (t != NULL)
+            topic_release(r, t, name, o->name.len, false);
+    } else if (o->kind == OP_RECORD_READ || o->kind == OP_RECORD_WRITE || o->kind == OP_RECORD_DELETE) {
+        session *s = o->corr == RECOVERY_CORR ? NULL : broker_session(b, o->session);
+        if (s != NULL) {
+            char *cid = o->ref.len ? xstrndup(o->ref.ptr, o->ref.len) : NULL;
+            reply_error(s, ACT(MESSAGE_DENIED), name, cid,
+                        o->kind == OP_RECORD_DELETE ? ACT(DELETE) : orig,
+                        (o->flags & OP_FLAG_WRITE_ACK) != 0);
+            xfree(cid);
+            answered = 1;
+        }
+    }
+    xfree(name);
+    return answered;
+}
+
+static int recover_topic(const void *key, size_t len, void *v, void *arg)
+{
+    struct resync_ctx *c = arg;
+    rtopic *t = v;
+    if (t->count == 0 || links_owner(c->b, key, len) != c->li)
+        return 0;
+    op o = {.kind = OP_RECORD_READ, .name = {key, (uint32_t)len}, .action = ACT(READ),
+            .corr = RECOVERY_CORR};
+    uint64_t seq;
+    links_submit(c->b, &o, &seq);
+    return 0;
+}
+
+void records_recover(broker *b, int li)
+{
+    struct resync_ctx c = {b, li};
+    dict_foreach(broker_records(b)->topics, recover_topic, &c);
+}
+
+uint64_t records_recovered(broker *b)
+{
+    return broker_records(b)->recovered;
 }
 
 void records_deliver(broker *b, const op *o)

@@ -119,6 +119,19 @@ static void forward(session *s, const RpcMessage *m, uint32_t kind)
                   m->correlationid, m->action, kind != OP_RPC_REQUEST);
 }
 
+int rpc_fail(broker *b, const op *o)
+{
+    session *s = broker_session(b, o->session);
+    if (s == NULL)
+        return 0;
+    char *name = xstrndup(o->name.ptr, o->name.len);
+    char *cid = xstrndup(o->ref.ptr, o->ref.len);
+    rpc_reply(s, RACT(NO_RPC_PROVIDER), name, cid, RACT(REQUEST), false); /* as when refused at once */
+    xfree(name);
+    xfree(cid);
+    return 1;
+}
+
 void rpc_handle(session *s, const ProtobufCMessage *base)
 {
     const RpcMessage *m = (const RpcMessage *)base;

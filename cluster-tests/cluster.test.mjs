@@ -6,7 +6,8 @@
 // brokers re-register everything and every acknowledged write is there).
 import { test, describe, before, after, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
+import { promisify } from 'node:util'
 import { mkdtempSync, readFileSync, rmSync, readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -14,6 +15,7 @@ import { connect, closeAll } from '../tests/e2e/lib/client.mjs'
 import { sleep, until, assertNoSanitizerReport } from '../tests/e2e/lib/server.mjs'
 
 const SH = resolve('cluster-tests/cluster.sh')
+const execFileAsync = promisify(execFile)
 const BIN = resolve(process.env.EDDY_BIN || 'build/eddy')
 const SETTLE = 400
 const NODES = 3
@@ -157,8 +159,33 @@ describe('cluster: 3 nodes, 2 brokers, haproxy', () => {
     const evName = namesOn(2, 'nkev/', 1)[0]
     sub.event.subscribe(evName, d => got.push(d))
     await sleep(SETTLE)
-    sh('kill', 'node2')
-    await sleep(500)
+    // writers keep acknowledged writes in flight on node2 up to the kill: each
+    // must be answered (acknowledged, or refused) at once, none may hang
+    const loadNames = namesOn(2, 'nkload/', 4)
+    const acked = {}
+    let killedAt = 0
+    const writers = loadNames.map(async n => {
+      for (let k = 1; ; k++) {
+        try {
+          await c.record.setDataWithAck(n, { k })
+          acked[n] = k
+        } catch (e) {
+          return { error: e, after: Date.now() - killedAt }
+        }
+      }
+    })
+    await sleep(300)
+    killedAt = Date.now()
+    const killing = execFileAsync('bash', [SH, 'kill', 'node2', '--dir', dir]) // the event loop stays free
+    const ends = await Promise.race([Promise.all(writers), sleep(5000).then(() => null)])
+    assert.ok(ends !== null, 'every write in flight at the kill was answered')
+    for (const e of ends) {
+      assert.equal(e.error, 'MESSAGE_DENIED')
+      assert.ok(e.after < 2000, `answered ${e.after} ms after the kill`)
+    }
+    await killing
+    console.log(`# node kill to the last in-flight write answered: ${Math.max(...ends.map(e => e.after))} ms`)
+    await sleep(200)
     const t0 = Date.now()
     await assert.rejects(c.record.snapshot(on2[0]), e => e === 'MESSAGE_DENIED')
     assert.ok(Date.now() - t0 < 2000, 'answered at once, no hang')
@@ -170,6 +197,10 @@ describe('cluster: 3 nodes, 2 brokers, haproxy', () => {
       try { return (await bounded(c.record.head(on2[0]))) === 1 } catch { return false }
     }, 'node2 serves again', 30000)
     for (const [i, n] of on2.entries()) assert.deepEqual(await c.record.snapshot(n), { i })
+    for (const n of loadNames) { // every acknowledged write survived (a refused one may have landed too)
+      const { k } = await c.record.snapshot(n)
+      assert.ok(k >= acked[n], `${n}: acknowledged k=${acked[n]}, stored k=${k}`)
+    }
     const pub = await connect(brokers[0])
     let k = 0
     await until(async () => {

@@ -10,8 +10,10 @@
 #include <unistd.h>
 
 #include "broker.h"
+#include "clustermap.h"
 #include "config.h"
 #include "log.h"
+#include "mem.h"
 #include "node.h"
 #include "shardmap.h"
 
@@ -102,25 +104,57 @@ bad:
     return 2;
 }
 
-/* Finds this node's index in the cluster list; a lone node owns every shard. */
+/* Finds this node's index in the cluster list; a lone node owns every shard.
+ * (The map itself was checked by config_validate.) */
 static int node_map(const eddy_config *cfg, shardmap *map, unsigned *self)
 {
+    char err[256];
+    if (config_shardmap(cfg, map, err, sizeof(err)) != 0) {
+        fprintf(stderr, "eddy: %s\n", err);
+        return -1;
+    }
     if (cfg->node_count == 0) {
         *self = 0;
-        return shardmap_init_even(map, 1, (uint64_t)cfg->epoch);
+        return 0;
     }
     for (int i = 0; i < cfg->node_count; i++)
         if (strcmp(cfg->nodes[i].id, cfg->node_id) == 0) {
             *self = (unsigned)i;
-            return shardmap_init_even(map, (unsigned)cfg->node_count, (uint64_t)cfg->epoch);
+            return 0;
         }
     fprintf(stderr, "eddy: config error: node.id (--node-id): '%s' is not in cluster.nodes\n",
             cfg->node_id);
     return -1;
 }
 
-static int run_broker(const eddy_config *cfg)
+/* cluster.seed: learns cluster.nodes and cluster.epoch from one node. */
+static int learn_cluster(eddy_config *cfg)
 {
+    char *json = clustermap_fetch(cfg->seed, &stop_requested);
+    if (json == NULL)
+        return stop_requested ? 0 : 1;
+    char err[256];
+    shardmap map;
+    int rc = clustermap_apply(cfg, json, strlen(json), err, sizeof(err));
+    if (rc == 0)
+        rc = config_shardmap(cfg, &map, err, sizeof(err));
+    xfree(json);
+    if (rc != 0) {
+        log_error("seed-map-refused", "seed=%s error=%s", cfg->seed, err);
+        return 2;
+    }
+    log_info("cluster-map-learned", "seed=%s epoch=%lld nodes=%d", cfg->seed, (long long)cfg->epoch,
+             cfg->node_count);
+    return 0;
+}
+
+static int run_broker(eddy_config *cfg)
+{
+    if (cfg->node_count == 0 && cfg->seed[0] != '\0') {
+        int rc = learn_cluster(cfg);
+        if (rc != 0 || stop_requested)
+            return rc;
+    }
     bool config_error = false;
     broker *b = broker_create(cfg, &config_error);
     if (b == NULL)

@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "mem.h"
+#include "shardmap.h"
 #include "yamljson.h"
 
 enum cfg_type { T_INT, T_STR, T_ENUM, T_NODES };
@@ -86,7 +87,12 @@ static const cfg_entry table[] = {
      F(listen_response_timeout_ms), NULL,
      "ms a listener has to accept or reject a subscription before the next one is asked"},
     {"cluster.nodes", "--node", T_NODES, 0, 0, NULL, 0, NULL,
-     "nodes a broker connects to: YAML list of {id, request, delivery}; flag REQUEST,DELIVERY (repeatable)"},
+     "the cluster's nodes: YAML list of {id, request, delivery[, shards]}; flag "
+     "REQUEST,DELIVERY[,SHARDS] (repeatable). shards: ranges like \"0-1023,2048-3071\" of 0-4095; "
+     "all nodes or none list them (none: spread evenly in list order)"},
+    {"cluster.seed", "--seed", T_STR, 0, 0, "", F(seed), NULL,
+     "broker: a node's request address to fetch cluster.nodes and cluster.epoch from at start-up, "
+     "instead of listing them"},
     {"cluster.epoch", "--epoch", T_INT, 1, INT64_MAX, "1", F(epoch), NULL,
      "shard map epoch; every process of a cluster must run the same one"},
     {"cluster.brokerTimeout", "--broker-timeout", T_INT, 2000, 600000, "10000",
@@ -106,7 +112,7 @@ static int fail(char *err, size_t err_len, const cfg_entry *e, const char *fmt, 
 }
 
 static int add_node(eddy_config *cfg, const char *id, const char *request, const char *delivery,
-                    const cfg_entry *e, char *err, size_t err_len)
+                    const char *shards, const cfg_entry *e, char *err, size_t err_len)
 {
     if (cfg->node_count >= CONFIG_MAX_NODES)
         return fail(err, err_len, e, "more than %s nodes", "64");
@@ -119,6 +125,8 @@ static int add_node(eddy_config *cfg, const char *id, const char *request, const
         id = idbuf;
     }
     config_add_node(cfg, id, request, delivery);
+    if (shards != NULL && shards[0] != '\0')
+        cfg->nodes[cfg->node_count - 1].shards = xstrdup(shards);
     return 0;
 }
 
@@ -157,13 +165,16 @@ static int set_text(eddy_config *cfg, const cfg_entry *e, const char *value, cha
             }
         return fail(err, err_len, e, "unknown value '%s'", value);
     case T_NODES: {
-        /* REQUEST,DELIVERY */
+        /* REQUEST,DELIVERY[,SHARDS...] */
         const char *comma = strchr(value, ',');
         if (comma == NULL)
-            return fail(err, err_len, e, "expected REQUEST,DELIVERY (got '%s')", value);
+            return fail(err, err_len, e, "expected REQUEST,DELIVERY[,SHARD-RANGES] (got '%s')", value);
+        const char *comma2 = strchr(comma + 1, ',');
         char *req = xstrndup(value, (size_t)(comma - value));
-        int rc = add_node(cfg, NULL, req, comma + 1, e, err, err_len);
+        char *del = comma2 ? xstrndup(comma + 1, (size_t)(comma2 - comma - 1)) : xstrdup(comma + 1);
+        int rc = add_node(cfg, NULL, req, del, comma2 ? comma2 + 1 : NULL, e, err, err_len);
         xfree(req);
+        xfree(del);
         return rc;
     }
     }
@@ -197,9 +208,12 @@ static int apply_nodes(eddy_config *cfg, const cfg_entry *e, json_t *v, char *er
         const char *id = json_string_value(json_object_get(item, "id"));
         const char *req = json_string_value(json_object_get(item, "request"));
         const char *del = json_string_value(json_object_get(item, "delivery"));
+        json_t *sh = json_object_get(item, "shards");
         if (!json_is_object(item) || req == NULL || del == NULL)
             return fail(err, err_len, e, "every node needs string request and delivery%s", "");
-        if (add_node(cfg, id, req, del, e, err, err_len) != 0)
+        if (sh != NULL && !json_is_string(sh))
+            return fail(err, err_len, e, "shards must be a string of ranges like \"0-1023,2048-3071\"%s", "");
+        if (add_node(cfg, id, req, del, json_string_value(sh), e, err, err_len) != 0)
             return -1;
     }
     return 0;
@@ -306,9 +320,9 @@ int config_validate(const eddy_config *cfg, const char *role, char *err, size_t 
                  cfg->url_path);
         return -1;
     }
-    if (strcmp(role, "broker") == 0 && cfg->node_count == 0) {
+    if (strcmp(role, "broker") == 0 && cfg->node_count == 0 && cfg->seed[0] == '\0') {
         snprintf(err, err_len,
-                 "config error: cluster.nodes (--node): a broker needs at least one node");
+                 "config error: cluster.nodes (--node): a broker needs the nodes, or cluster.seed (--seed)");
         return -1;
     }
     for (int i = 0; i < cfg->node_count; i++)
@@ -318,6 +332,38 @@ int config_validate(const eddy_config *cfg, const char *role, char *err, size_t 
                          cfg->nodes[i].id);
                 return -1;
             }
+    shardmap map;
+    return config_shardmap(cfg, &map, err, err_len);
+}
+
+int config_shardmap(const eddy_config *cfg, shardmap *map, char *err, size_t err_len)
+{
+    if (cfg->node_count == 0)
+        return shardmap_init_even(map, 1, (uint64_t)cfg->epoch);
+    int explicit = 0;
+    for (int i = 0; i < cfg->node_count; i++)
+        explicit += cfg->nodes[i].shards != NULL;
+    if (explicit == 0)
+        return shardmap_init_even(map, (unsigned)cfg->node_count, (uint64_t)cfg->epoch);
+    shardmap_init_empty(map, (unsigned)cfg->node_count, (uint64_t)cfg->epoch);
+    for (int i = 0; i < cfg->node_count; i++) {
+        char why[200];
+        if (cfg->nodes[i].shards == NULL) {
+            snprintf(err, err_len, "config error: cluster.nodes: node '%s' lists no shards (when one "
+                     "node lists its shards, every node must)", cfg->nodes[i].id);
+            return -1;
+        }
+        if (shardmap_assign(map, (unsigned)i, cfg->nodes[i].shards, why, sizeof(why)) != 0) {
+            snprintf(err, err_len, "config error: cluster.nodes: node '%s' shards: %s", cfg->nodes[i].id, why);
+            return -1;
+        }
+    }
+    int missing = shardmap_first_unowned(map);
+    if (missing >= 0) {
+        snprintf(err, err_len, "config error: cluster.nodes: shard %d has no node (the shards "
+                 "0-%u must each be listed once)", missing, SHARD_COUNT - 1);
+        return -1;
+    }
     return 0;
 }
 
@@ -339,6 +385,8 @@ void config_free_nodes(eddy_config *cfg)
         xfree(cfg->nodes[i].id);
         xfree(cfg->nodes[i].request);
         xfree(cfg->nodes[i].delivery);
+        xfree(cfg->nodes[i].shards);
+        cfg->nodes[i].shards = NULL;
     }
     cfg->node_count = 0;
 }

@@ -16,6 +16,7 @@ typedef struct config_node {
     char *id;
     char *request;  /* nng address brokers send operations to */
     char *delivery; /* nng address the node publishes deliveries on */
+    char *shards;   /* explicit shard ranges ("0-1023,2048-3071"), or NULL: spread evenly */
 } config_node;
 
 typedef struct eddy_config {
@@ -48,6 +49,7 @@ typedef struct eddy_config {
     int64_t listen_response_timeout_ms;
     /* cluster */
     int64_t epoch;
+    char *seed; /* a node's request address to fetch the cluster map from ("" = none) */
     int node_count;
     config_node nodes[CONFIG_MAX_NODES];
     /* process */
@@ -72,6 +74,12 @@ void config_print_flags(void);
 /* Replaces the cluster node list (standalone points its broker at its own node). */
 void config_free_nodes(eddy_config *cfg);
 void config_add_node(eddy_config *cfg, const char *id, const char *request, const char *delivery);
+/* Builds the shard map cfg describes: explicit when the nodes list their
+ * shards (all of them must, covering every shard once), else spread evenly; a
+ * lone node (no cluster.nodes) owns everything. Returns 0, or -1 with a
+ * message naming cluster.nodes in err. */
+struct shardmap;
+int config_shardmap(const eddy_config *cfg, struct shardmap *map, char *err, size_t err_len);
 /* Frees the strings cfg owns. */
 void config_free(eddy_config *cfg);
 

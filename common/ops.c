@@ -264,6 +264,8 @@ const char *op_kind_name(uint32_t kind)
         [OP_LISTEN_ANSWER] = "LISTEN_ANSWER",
         [OP_LISTEN_MESSAGE] = "LISTEN_MESSAGE",
         [OP_RECORD_PROVIDER] = "RECORD_PROVIDER",
+        [OP_MAP_QUERY] = "MAP_QUERY",
+        [OP_MAP] = "MAP",
     };
     return kind < OP_KIND_MAX && names[kind] != NULL ? names[kind] : "UNKNOWN";
 }

@@ -56,6 +56,8 @@ enum op_kind {
     OP_LISTEN_ANSWER = 32,   /* broker -> owner(ref): LISTEN_ACCEPT/REJECT (action) of pattern <name> for ref */
     OP_LISTEN_MESSAGE = 33,  /* node -> broker: FOUND/REMOVED/RESPONSE_TIMEOUT (action) for <session> */
     OP_RECORD_PROVIDER = 34, /* node -> interested: record <name> has (OP_FLAG_PROVIDER) or lost a provider */
+    OP_MAP_QUERY = 35,       /* anyone -> any node: the cluster map, no HELLO needed */
+    OP_MAP = 36,             /* node -> asker (in the reply): <epoch>, <data> = the map as JSON */
     OP_KIND_MAX
 };
 

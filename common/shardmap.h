@@ -27,6 +27,22 @@ uint32_t shard_of(const char *name, size_t len);
 /* Fills map with shards spread evenly over node_count nodes (contiguous ranges);
  * returns -1 when node_count is 0 or above SHARDMAP_MAX_NODES. */
 int shardmap_init_even(shardmap *map, unsigned node_count, uint64_t epoch);
+/* Assigns the shards listed in spec ("0-1023,2048-3071": ranges or single
+ * shards, separated by commas or spaces) to node. Returns 0, or -1 with a
+ * message in err (bad syntax, a shard out of range, a shard already owned:
+ * owners must be SHARDMAP_UNOWNED before, see shardmap_init_empty). */
+int shardmap_assign(shardmap *map, unsigned node, const char *spec, char *err, size_t err_len);
+/* Starts an explicit map: every shard unowned. */
+#define SHARDMAP_UNOWNED 0xffffu
+void shardmap_init_empty(shardmap *map, unsigned node_count, uint64_t epoch);
+/* Returns the first unowned shard, or -1 when every shard has an owner. */
+int shardmap_first_unowned(const shardmap *map);
+/* Writes node's shards as ranges ("0-1364,4000") into out; returns the length
+ * (truncated output ends with "..."; 64 KiB always suffices). */
+size_t shardmap_format(const shardmap *map, unsigned node, char *out, size_t out_len);
+/* A stable 64-bit digest of the assignment (not the epoch), never 0: two
+ * processes with the same epoch but different maps see different digests. */
+uint64_t shardmap_digest(const shardmap *map);
 /* The node index that owns shard. */
 static inline unsigned shardmap_owner(const shardmap *map, uint32_t shard)
 {

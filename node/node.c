@@ -12,12 +12,14 @@
 #include <sys/stat.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/pub.h>
 #include <nng/protocol/reqrep0/rep.h>
 
+#include "clustermap.h"
 #include "log.h"
 #include "mem.h"
 #include "util.h"
@@ -25,6 +27,8 @@
 struct node {
     const eddy_config *cfg;
     shardmap map;
+    uint64_t map_digest;
+    char *map_json; /* MAP_QUERY's answer, built at start */
     unsigned self;
     nng_socket rep, pub;
     char request_url[256], delivery_url[256];
@@ -40,6 +44,11 @@ struct node {
     listen_table *listen;
     int64_t last_sweep_ms;
     uint64_t malformed; /* batches rejected as malformed */
+    /* Fault injection for the gap-recovery tests (EDDY_FAULT_DROP_BROADCASTS=N):
+     * every Nth delivery batch made only of broadcasts is numbered but not sent,
+     * as nng pub/sub does when a subscriber's queue is full. 0 = off. */
+    unsigned fault_drop_every;
+    unsigned fault_count;
 };
 
 static peer *peer_get(node *n, uint64_t id)
@@ -97,15 +106,38 @@ bool node_owns_name(node_req *req, const op *o, strview name)
     return false;
 }
 
-/* Publishes every dirty peer's deliveries as one message each. */
+/* True when the fault injector drops this batch (only batches made of event and
+ * record broadcasts: a lost answer would hang its requester, which is not what
+ * the recovery under test is about). */
+static bool fault_drops(node *n, const op_batch *b)
+{
+    if (n->fault_drop_every == 0)
+        return false;
+    mp_reader r;
+    mp_reader_init(&r, b->buf.data, b->buf.size);
+    for (uint32_t i = 0; i < b->count; i++) {
+        op o;
+        if (op_decode(&r, &o) != 0 || (o.kind != OP_EVENT_DELIVERY && o.kind != OP_RECORD_UPDATE))
+            return false;
+    }
+    return ++n->fault_count % n->fault_drop_every == 0;
+}
+
+/* Publishes every dirty peer's deliveries as one message each. The batch number
+ * counts operations: it is the number of operations published to the peer so
+ * far, this batch included, so a gap tells how many were lost. */
 static void publish_dirty(node *n)
 {
     for (peer *p = n->dirty; p != NULL; p = p->next_dirty) {
         uint8_t hdr[8 + OP_BATCH_HEADER_MAX];
         put_be64(hdr, p->id);
-        size_t h = 8 + op_batch_header(hdr + 8, n->self, ++p->delivery_seq, p->out.count);
+        p->delivery_seq += p->out.count;
+        size_t h = 8 + op_batch_header(hdr + 8, n->self, p->delivery_seq, p->out.count);
         nng_msg *msg;
-        if (nng_msg_alloc(&msg, h + p->out.buf.size) == 0) {
+        if (fault_drops(n, &p->out))
+            log_warn("fault-dropped-delivery", "peer=%016llx seq=%llu ops=%u",
+                     (unsigned long long)p->id, (unsigned long long)p->delivery_seq, p->out.count);
+        else if (nng_msg_alloc(&msg, h + p->out.buf.size) == 0) {
             memcpy(nng_msg_body(msg), hdr, h);
             if (p->out.buf.size > 0)
                 memcpy((uint8_t *)nng_msg_body(msg) + h, p->out.buf.data, p->out.buf.size);
@@ -118,16 +150,27 @@ static void publish_dirty(node *n)
     n->dirty = NULL;
 }
 
+static void answer_map(node *n, op_batch *reply)
+{
+    op m = {.kind = OP_MAP, .epoch = n->map.epoch, .has_data = true,
+            .data = {n->map_json, (uint32_t)strlen(n->map_json)}};
+    op_batch_add(reply, &m);
+}
+
 static void apply(node_req *req, const op *o)
 {
     node *n = req->n;
     switch (o->kind) {
+    case OP_MAP_QUERY:
+        answer_map(n, req->reply);
+        break;
     case OP_HELLO: {
-        if (o->epoch != n->map.epoch) {
-            log_error("epoch-mismatch", "peer=%016llx peer_epoch=%llu node_epoch=%llu (refusing it: "
-                      "every process of a cluster must run the same shard map)",
+        if (o->epoch != n->map.epoch || (o->corr != 0 && o->corr != n->map_digest)) {
+            log_error("epoch-mismatch", "peer=%016llx peer_epoch=%llu node_epoch=%llu same_assignment=%s "
+                      "(refusing it: every process of a cluster must run the same shard map)",
                       (unsigned long long)req->from->id, (unsigned long long)o->epoch,
-                      (unsigned long long)n->map.epoch);
+                      (unsigned long long)n->map.epoch,
+                      o->corr == 0 || o->corr == n->map_digest ? "yes" : "no");
             op e = {.kind = OP_ERROR, .error = OP_ERR_WRONG_EPOCH, .epoch = n->map.epoch};
             op_batch_add(req->reply, &e);
             break;
@@ -142,8 +185,13 @@ static void apply(node_req *req, const op *o)
         op_batch_add(req->reply, &hello);
         break;
     }
-    case OP_HEARTBEAT:
+    case OP_HEARTBEAT: {
+        /* answered with how many operations were published to the peer so far:
+         * a peer that has received fewer, and receives nothing more, lost the tail */
+        op hb = {.kind = OP_HEARTBEAT, .has_version = true, .version = (int64_t)req->from->delivery_seq};
+        op_batch_add(req->reply, &hb);
         break;
+    }
     case OP_EVENT_INTEREST:
         if (node_owns(req, o))
             events_interest(n->events, req->from, o->name);
@@ -217,7 +265,11 @@ static nng_msg *handle_batch(node *n, nng_msg *req_msg, op_batch *reply)
         bool known = dict_get(n->peers, &origin, sizeof(origin)) != NULL;
         mp_reader first = r;
         op o0;
-        if (!known && count > 0 && op_decode(&first, &o0) == 0 && o0.kind != OP_HELLO) {
+        uint32_t first_kind = !known && count > 0 && op_decode(&first, &o0) == 0 ? o0.kind : 0;
+        if (first_kind == OP_MAP_QUERY) {
+            answer_map(n, reply); /* a stateless question: the asker does not become a peer */
+            count = 0;
+        } else if (first_kind != 0 && first_kind != OP_HELLO) {
             /* A peer this node dropped (silent too long) or has never seen (the node
              * restarted): apply nothing; the peer says HELLO, re-registers, resends. */
             log_warn("peer-unknown", "peer=%016llx seq=%llu (refused until it says HELLO again)",
@@ -371,10 +423,17 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
     node *n = xcalloc(1, sizeof(*n));
     n->cfg = cfg;
     n->map = *map;
+    n->map_digest = shardmap_digest(map);
     n->self = self_index;
     n->peers = dict_new();
     n->events = events_new(n);
     n->last_sweep_ms = now_ms();
+    const char *fault = getenv("EDDY_FAULT_DROP_BROADCASTS");
+    if (fault != NULL && atoi(fault) > 0) {
+        n->fault_drop_every = (unsigned)atoi(fault);
+        log_warn("fault-injection", "EDDY_FAULT_DROP_BROADCASTS=%u: every %uth broadcast-only delivery "
+                 "batch is dropped (tests only)", n->fault_drop_every, n->fault_drop_every);
+    }
     if (mkdir(cfg->data_dir, 0750) != 0 && errno != EEXIST) {
         log_error("data-folder-failed", "path=%s error=%s", cfg->data_dir, strerror(errno));
         goto fail;
@@ -391,6 +450,7 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
     n->listen = listen_new(n, cfg);
     if (open_sockets(n, request_url, delivery_url) != 0)
         goto fail;
+    n->map_json = clustermap_json(cfg, map, cfg->node_id, n->request_url, n->delivery_url);
     if (pthread_create(&n->thread, NULL, executor, n) != 0)
         goto fail;
     log_info("node-listening", "request=%s delivery=%s id=%s epoch=%llu", n->request_url,
@@ -406,6 +466,7 @@ fail:
     persist_stop(n->persist);
     events_free(n->events);
     dict_free(n->peers);
+    xfree(n->map_json);
     xfree(n);
     return NULL;
 }
@@ -443,5 +504,6 @@ void node_stop(node *n)
     dict_free(n->peers);
     events_free(n->events);
     log_info("node-stopped", "id=%s", n->cfg->node_id);
+    xfree(n->map_json);
     xfree(n);
 }

@@ -26,7 +26,7 @@ async function freePort () {
 
 describe('two nodes, two brokers', { skip: MODE !== 'cluster' && 'two-process mode only' }, () => {
   const procs = []
-  let dir, urls, nodeFlags
+  let dir, urls, nodeFlags, seed
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'eddy-multi-'))
     const ports = []
@@ -35,7 +35,9 @@ describe('two nodes, two brokers', { skip: MODE !== 'cluster' && 'two-process mo
       if (!ports.includes(p)) ports.push(p)
     }
     const addr = p => `tcp://127.0.0.1:${p}`
-    nodeFlags = ['--node', `${addr(ports[0])},${addr(ports[1])}`, '--node', `${addr(ports[2])},${addr(ports[3])}`]
+    // an explicit, uneven map: node1 owns a quarter at each end, node2 the middle half
+    nodeFlags = ['--node', `${addr(ports[0])},${addr(ports[1])},0-1023,3072-4095`, '--node', `${addr(ports[2])},${addr(ports[3])},1024-3071`]
+    seed = addr(ports[2])
     for (const [i, id] of ['node1', 'node2'].entries()) {
       const n = new Proc(id, ['node', '--node-id', id, '--request', addr(ports[2 * i]), '--delivery', addr(ports[2 * i + 1]),
         '--data', join(dir, id), ...nodeFlags])
@@ -73,6 +75,39 @@ describe('two nodes, two brokers', { skip: MODE !== 'cluster' && 'two-process mo
     assert.match(b.stderr, /epoch-mismatch node=node\d node_epoch=1 our_epoch=2/)
     assert.ok(!/broker-listening/.test(b.stderr))
     await until(() => /epoch-mismatch peer=[0-9a-f]+ peer_epoch=2 node_epoch=1/.test(procs[0].stderr), 'the node logs it too')
+  })
+
+  test('a broker with the same epoch but another shard assignment is refused', async () => {
+    const even = nodeFlags.map(f => f.replace(/,(tcp:\/\/[^,]+),.*$/, ',$1')) // the same nodes, spread evenly
+    const b = new Proc('broker-evenmap', ['broker', '--host', '127.0.0.1', '--port', '0', ...even])
+    const { code } = await b.exited
+    assert.equal(code, 1)
+    assert.match(b.stderr, /epoch-mismatch node=node\d node_epoch=1 our_epoch=1/)
+    await until(() => /epoch-mismatch peer=[0-9a-f]+ peer_epoch=1 node_epoch=1 same_assignment=no/.test(procs[0].stderr),
+      'the node logs it too')
+  })
+
+  test('a broker given one node (--seed) learns the map and serves names on every node', async () => {
+    const b = new Proc('broker-seeded', ['broker', '--host', '127.0.0.1', '--port', '0', '--seed', seed])
+    try {
+      const url = `ws://127.0.0.1:${(await b.waitFor(/broker-listening port=(\d+)/))[1]}/deepstream`
+      assert.match(b.stderr, /cluster-map-learned seed=\S+ epoch=1 nodes=2/)
+      const a = await connect(url)
+      const other = await connect(urls[0])
+      const names = Array.from({ length: 20 }, (_, i) => `seeded/${i}`)
+      await Promise.all(names.map((n, i) => a.record.setDataWithAck(n, { i })))
+      for (const [i, n] of names.entries()) assert.deepEqual(await other.record.snapshot(n), { i })
+      const got = []
+      a.event.subscribe('seeded/ev', d => got.push(d))
+      await sleep(SETTLE)
+      other.event.emit('seeded/ev', 7)
+      await until(() => got.length === 1, 'event across brokers')
+      await a.close()
+    } finally {
+      const { code } = await b.stop()
+      assertNoSanitizerReport(b.stderr, b.name)
+      assert.equal(code, 0, b.stderr)
+    }
   })
 
   test('events and records on names spread over both nodes', async () => {

@@ -141,6 +141,63 @@ static void test_yaml_errors(void **state)
     config_free(&c);
 }
 
+/* Explicit shard maps: every node lists its shards, every shard once. */
+static void expect_map(const char *yaml, const char *error_part)
+{
+    eddy_config c;
+    config_defaults(&c);
+    const char *p = write_yaml(yaml);
+    int rc = config_load_file(&c, p, err, sizeof(err));
+    unlink(p);
+    assert_int_equal(rc, 0);
+    rc = config_validate(&c, "broker", err, sizeof(err));
+    if (error_part == NULL) {
+        if (rc != 0)
+            fail_msg("unexpected error: %s", err);
+    } else {
+        assert_int_equal(rc, -1);
+        if (strstr(err, error_part) == NULL || strstr(err, "cluster.nodes") == NULL)
+            fail_msg("error '%s' does not say '%s' and name cluster.nodes", err, error_part);
+    }
+    config_free(&c);
+}
+
+#define TWO_NODES(a, b)                                                                  \
+    "cluster:\n  nodes:\n"                                                               \
+    "    - {id: n1, request: 'tcp://h:1', delivery: 'tcp://h:2'" a "}\n"                 \
+    "    - {id: n2, request: 'tcp://h:3', delivery: 'tcp://h:4'" b "}\n"
+
+static void test_shard_map(void **state)
+{
+    (void)state;
+    expect_map(TWO_NODES("", ""), NULL); /* spread evenly */
+    expect_map(TWO_NODES(", shards: '0-99,4000-4095'", ", shards: '100-3999'"), NULL);
+    expect_map(TWO_NODES(", shards: '0-2047'", ""), "lists no shards");
+    expect_map(TWO_NODES(", shards: '0-2048'", ", shards: '2048-4095'"), "shard 2048 is assigned twice");
+    expect_map(TWO_NODES(", shards: '0-2046'", ", shards: '2048-4095'"), "shard 2047 has no node");
+    expect_map(TWO_NODES(", shards: '0-4096'", ", shards: '1'"), "bad shard range");
+    expect_map(TWO_NODES(", shards: 'x'", ", shards: '1'"), "bad shard range");
+    expect_map(TWO_NODES(", shards: ''", ", shards: '0-4095'"), "lists no shards");
+
+    /* the flag form: REQUEST,DELIVERY,RANGES... */
+    eddy_config c;
+    config_defaults(&c);
+    assert_int_equal(config_set_flag(&c, "--node", "tcp://h:1,tcp://h:2,0-9,20-4095", err, sizeof(err)), 0);
+    assert_int_equal(config_set_flag(&c, "--node", "tcp://h:3,tcp://h:4,10-19", err, sizeof(err)), 0);
+    assert_string_equal(c.nodes[0].delivery, "tcp://h:2");
+    assert_string_equal(c.nodes[0].shards, "0-9,20-4095");
+    assert_int_equal(config_validate(&c, "broker", err, sizeof(err)), 0);
+    config_free(&c);
+
+    /* a broker needs nodes or a seed */
+    config_defaults(&c);
+    assert_int_equal(config_validate(&c, "broker", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "cluster.seed"));
+    assert_int_equal(config_set_flag(&c, "--seed", "tcp://h:1", err, sizeof(err)), 0);
+    assert_int_equal(config_validate(&c, "broker", err, sizeof(err)), 0);
+    config_free(&c);
+}
+
 static void test_env(void **state)
 {
     (void)state;
@@ -165,7 +222,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults), cmocka_unit_test(test_flags),
         cmocka_unit_test(test_yaml),     cmocka_unit_test(test_yaml_errors),
-        cmocka_unit_test(test_env),
+        cmocka_unit_test(test_env),      cmocka_unit_test(test_shard_map),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

@@ -82,6 +82,49 @@ static void test_spread(void **state)
         assert_true(counts[s] < 40);
 }
 
+static void test_explicit_map(void **state)
+{
+    (void)state;
+    shardmap m;
+    char err[200], out[256];
+    shardmap_init_empty(&m, 2, 3);
+    assert_int_equal(shardmap_first_unowned(&m), 0);
+    assert_int_equal(shardmap_assign(&m, 0, "0-99, 4000-4095", err, sizeof(err)), 0);
+    assert_int_equal(shardmap_first_unowned(&m), 100);
+    assert_int_equal(shardmap_assign(&m, 1, "100-3998,3999", err, sizeof(err)), 0);
+    assert_int_equal(shardmap_first_unowned(&m), -1);
+    assert_int_equal(shardmap_owner(&m, 99), 0);
+    assert_int_equal(shardmap_owner(&m, 100), 1);
+    assert_int_equal(shardmap_owner(&m, 4000), 0);
+    shardmap_format(&m, 0, out, sizeof(out));
+    assert_string_equal(out, "0-99,4000-4095");
+    shardmap_format(&m, 1, out, sizeof(out));
+    assert_string_equal(out, "100-3999");
+    /* overlaps and bad syntax are refused with the shard named */
+    assert_int_equal(shardmap_assign(&m, 1, "50", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "shard 50 is assigned twice"));
+    assert_int_equal(shardmap_assign(&m, 1, "7-3", err, sizeof(err)), -1);
+    assert_int_equal(shardmap_assign(&m, 1, "1-", err, sizeof(err)), -1);
+    assert_int_equal(shardmap_assign(&m, 1, "4096", err, sizeof(err)), -1);
+    assert_int_equal(shardmap_assign(&m, 1, "-1", err, sizeof(err)), -1);
+    assert_int_equal(shardmap_assign(&m, 1, "1;2", err, sizeof(err)), -1);
+    /* a formatted map assigns back to the same map; the digest tells maps apart */
+    shardmap back;
+    shardmap_init_empty(&back, 2, 3);
+    shardmap_format(&m, 0, out, sizeof(out));
+    assert_int_equal(shardmap_assign(&back, 0, out, err, sizeof(err)), 0);
+    shardmap_format(&m, 1, out, sizeof(out));
+    assert_int_equal(shardmap_assign(&back, 1, out, err, sizeof(err)), 0);
+    assert_true(shardmap_digest(&back) == shardmap_digest(&m));
+    shardmap even;
+    shardmap_init_even(&even, 2, 3);
+    assert_true(shardmap_digest(&even) != shardmap_digest(&m));
+    /* a tiny buffer truncates with "..." and never overflows */
+    char tiny[8];
+    shardmap_format(&m, 0, tiny, sizeof(tiny));
+    assert_true(strlen(tiny) < sizeof(tiny));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -89,6 +132,7 @@ int main(void)
         cmocka_unit_test(test_tags),
         cmocka_unit_test(test_even_map),
         cmocka_unit_test(test_spread),
+        cmocka_unit_test(test_explicit_map),
     };
     return cmocka_run_group_tests_name("shardmap", tests, NULL, NULL);
 }

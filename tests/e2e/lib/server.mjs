@@ -23,11 +23,11 @@ const running = new Set()
 process.on('exit', () => { for (const p of running) try { p.child.kill('SIGKILL') } catch {} })
 
 export class Proc {
-  constructor (name, args) {
+  constructor (name, args, env = {}) {
     this.name = name
     this.args = args
     this.stderr = ''
-    this.child = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] })
+    this.child = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } })
     running.add(this)
     this.exited = new Promise(resolve => this.child.on('exit', (code, signal) => { running.delete(this); resolve({ code, signal }) }))
     this.child.stderr.on('data', d => { this.stderr += d.toString() })
@@ -64,7 +64,8 @@ export function assertNoSanitizerReport (text, who) {
 // Starts a server. extra: arguments for the websocket side (standalone or broker);
 // nodeExtra: arguments for the node process in cluster mode. dataDir and wsPort
 // reuse a previous server's data folder and websocket port (restart tests).
-export async function startServer ({ extra = [], nodeExtra = [], dataDir = null, wsPort = 0 } = {}) {
+// nodeEnv: environment variables for the process that runs the node role.
+export async function startServer ({ extra = [], nodeExtra = [], dataDir = null, wsPort = 0, nodeEnv = {} } = {}) {
   if (MODE === 'haproxy') return startCluster({ extra, nodeExtra })
   const ownDir = dataDir === null
   if (ownDir) dataDir = mkdtempSync(join(tmpdir(), 'eddy-e2e-'))
@@ -73,14 +74,14 @@ export async function startServer ({ extra = [], nodeExtra = [], dataDir = null,
   try {
     if (MODE === 'cluster') {
       const node = new Proc('node', ['node', '--request', 'tcp://127.0.0.1:0', '--delivery', 'tcp://127.0.0.1:0',
-        '--data', dataDir, ...nodeExtra])
+        '--data', dataDir, ...nodeExtra], nodeEnv)
       procs.push(node)
       const m = await node.waitFor(/node-listening request=(\S+) delivery=(\S+)/)
       const broker = new Proc('broker', ['broker', '--host', '127.0.0.1', '--port', String(wsPort), '--node', `${m[1]},${m[2]}`, ...extra])
       procs.push(broker)
       port = Number((await broker.waitFor(/broker-listening port=(\d+)/))[1])
     } else {
-      const sa = new Proc('standalone', ['standalone', '--host', '127.0.0.1', '--port', String(wsPort), '--data', dataDir, ...extra, ...nodeExtra])
+      const sa = new Proc('standalone', ['standalone', '--host', '127.0.0.1', '--port', String(wsPort), '--data', dataDir, ...extra, ...nodeExtra], nodeEnv)
       procs.push(sa)
       port = Number((await sa.waitFor(/broker-listening port=(\d+)/))[1])
     }
@@ -106,7 +107,7 @@ export async function startServer ({ extra = [], nodeExtra = [], dataDir = null,
     },
     // After kill(): the same data folder and websocket port, new processes.
     async restart (opts = {}) {
-      return startServer({ extra, nodeExtra, ...opts, dataDir, wsPort: port })
+      return startServer({ extra, nodeExtra, nodeEnv, ...opts, dataDir, wsPort: port })
     },
     // Stops broker first, then node; asserts exit code 0 and no sanitizer report.
     async stop () {

@@ -1,0 +1,160 @@
+/* clustermap.c - the cluster map as JSON, built by nodes, fetched and applied
+ * by brokers (and backends); see clustermap.h. */
+#include "clustermap.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+
+#include "log.h"
+#include "mem.h"
+#include "ops.h"
+#include "util.h"
+
+#define FETCH_TIMEOUT_MS 2000
+#define MAP_MAX_BYTES (1u << 20)
+
+static char *dump(json_t *root)
+{
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    char *out = xstrdup(text ? text : "{}");
+    free(text); /* jansson allocates with malloc */
+    return out;
+}
+
+char *clustermap_json(const eddy_config *cfg, const shardmap *map, const char *self_id,
+                      const char *self_request, const char *self_delivery)
+{
+    json_t *nodes = json_array();
+    char ranges[16384];
+    if (cfg->node_count == 0) {
+        shardmap_format(map, 0, ranges, sizeof(ranges));
+        json_array_append_new(nodes, json_pack("{s:s, s:s, s:s, s:s}", "id", self_id, "request",
+                                               self_request, "delivery", self_delivery, "shards", ranges));
+    }
+    for (int i = 0; i < cfg->node_count; i++) {
+        shardmap_format(map, (unsigned)i, ranges, sizeof(ranges));
+        json_array_append_new(nodes, json_pack("{s:s, s:s, s:s, s:s}", "id", cfg->nodes[i].id, "request",
+                                               cfg->nodes[i].request, "delivery", cfg->nodes[i].delivery,
+                                               "shards", ranges));
+    }
+    return dump(json_pack("{s:I, s:i, s:o}", "epoch", (json_int_t)map->epoch, "shardCount",
+                          (int)SHARD_COUNT, "nodes", nodes));
+}
+
+int clustermap_apply(eddy_config *cfg, const char *json, size_t len, char *err, size_t err_len)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(json, len, 0, &jerr);
+    json_t *nodes = json_object_get(root, "nodes");
+    json_t *epoch = json_object_get(root, "epoch");
+    int rc = -1;
+    if (!json_is_array(nodes) || !json_is_integer(epoch) || json_integer_value(epoch) < 1) {
+        snprintf(err, err_len, "the cluster map is not {epoch, nodes: [...]}");
+        goto out;
+    }
+    if (json_array_size(nodes) == 0 || json_array_size(nodes) > CONFIG_MAX_NODES) {
+        snprintf(err, err_len, "the cluster map has %zu nodes (1..%d allowed)", json_array_size(nodes),
+                 CONFIG_MAX_NODES);
+        goto out;
+    }
+    config_free_nodes(cfg);
+    size_t i;
+    json_t *n;
+    json_array_foreach(nodes, i, n) {
+        const char *id = json_string_value(json_object_get(n, "id"));
+        const char *req = json_string_value(json_object_get(n, "request"));
+        const char *del = json_string_value(json_object_get(n, "delivery"));
+        const char *shards = json_string_value(json_object_get(n, "shards"));
+        if (id == NULL || req == NULL || del == NULL || shards == NULL) {
+            snprintf(err, err_len, "node %zu of the cluster map lacks id, request, delivery or shards", i);
+            config_free_nodes(cfg);
+            goto out;
+        }
+        config_add_node(cfg, id, req, del);
+        cfg->nodes[cfg->node_count - 1].shards = xstrdup(shards);
+    }
+    cfg->epoch = json_integer_value(epoch);
+    rc = 0;
+out:
+    json_decref(root);
+    return rc;
+}
+
+/* One MAP_QUERY round trip on sock. Returns the JSON (owned) or NULL. */
+static char *ask(nng_socket sock)
+{
+    op_batch b;
+    op_batch_init(&b);
+    op q = {.kind = OP_MAP_QUERY};
+    op_batch_add(&b, &q);
+    uint8_t hdr[OP_BATCH_HEADER_MAX];
+    size_t h = op_batch_header(hdr, random_id(), 0, b.count);
+    nng_msg *msg, *reply = NULL;
+    char *json = NULL;
+    if (nng_msg_alloc(&msg, h + b.buf.size) == 0) {
+        memcpy(nng_msg_body(msg), hdr, h);
+        memcpy((uint8_t *)nng_msg_body(msg) + h, b.buf.data, b.buf.size);
+        if (nng_sendmsg(sock, msg, 0) != 0)
+            nng_msg_free(msg);
+        else
+            (void)nng_recvmsg(sock, &reply, 0);
+    }
+    op_batch_destroy(&b);
+    if (reply == NULL)
+        return NULL;
+    mp_reader r;
+    uint64_t origin, seq;
+    uint32_t count;
+    if (op_batch_open(&r, nng_msg_body(reply), nng_msg_len(reply), &origin, &seq, &count) == 0)
+        for (uint32_t i = 0; i < count; i++) {
+            op o;
+            if (op_decode(&r, &o) != 0)
+                break;
+            if (o.kind == OP_MAP && o.has_data) {
+                json = xstrndup(o.data.ptr, o.data.len);
+                break;
+            }
+        }
+    nng_msg_free(reply);
+    return json;
+}
+
+char *clustermap_fetch(const char *request_url, volatile sig_atomic_t *stop)
+{
+    nng_socket sock;
+    int rv = nng_req0_open(&sock);
+    if (rv != 0) {
+        log_error("seed-failed", "at=req0_open error=%s", nng_strerror(rv));
+        return NULL;
+    }
+    nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, FETCH_TIMEOUT_MS);
+    nng_socket_set_ms(sock, NNG_OPT_SENDTIMEO, FETCH_TIMEOUT_MS);
+    nng_socket_set_size(sock, NNG_OPT_RECVMAXSZ, MAP_MAX_BYTES);
+    nng_socket_set_ms(sock, NNG_OPT_RECONNMINT, 100);
+    nng_socket_set_ms(sock, NNG_OPT_RECONNMAXT, 1000);
+    if ((rv = nng_dial(sock, request_url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+        log_error("seed-failed", "seed=%s error=%s", request_url, nng_strerror(rv));
+        nng_close(sock); /* nothing in flight */
+        return NULL;
+    }
+    char *json = NULL;
+    bool said = false;
+    while (json == NULL && !*stop) {
+        json = ask(sock);
+        if (json == NULL) {
+            if (!said)
+                log_warn("waiting-for-seed", "seed=%s (asking every second)", request_url);
+            said = true;
+            sleep(1);
+        }
+    }
+    nng_close_bounded(sock, "seed", 2000);
+    return json;
+}
