@@ -110,6 +110,7 @@ bench: all $(BUILD)/bench_node npm-deps
 	$(BUILD)/bench_node 200000 100 1000 batch 1000
 	node tests/bench/records-client.mjs $(BUILD)/eddy
 	node tests/bench/rpc-client.mjs $(BUILD)/eddy
+	node tests/bench/cluster-brokers.mjs $(BUILD)/eddy
 
 clean:
 	rm -rf build build-asan
