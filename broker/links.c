@@ -1,34 +1,18 @@
-/* links.c - the broker's nng links to nodes.
- *
- * Per node: a REQ socket driven by a request thread that sends one batch at a
- * time (every operation queued for that node since the last send travels in one
- * nng message), and a SUB socket driven by a delivery thread that receives the
- * batches the node publishes for this broker (topic prefix = broker id). Both
- * threads hand what they receive to the service thread (broker_post); only the
- * service thread interprets it. Batches are numbered: a reply releases the
- * acknowledgements waiting on its batch, and a jump in the delivery numbers is
- * logged and counted (nng pub/sub drops silently when a queue is full).
- * When idle the request thread sends a HEARTBEAT every 250 ms, so the node can
- * tell a quiet broker from a dead one well inside cluster.brokerTimeout. */
-#include <pthread.h>
-#include <stdatomic.h>
+/* links.c - the broker's links to nodes: one common/nodelink.c connection per
+ * node (batching, HELLO gating, heartbeats, failure detection) whose events the
+ * link threads hand to the service thread (broker_post); here, on the service
+ * thread, they are interpreted: replies release the acknowledgements waiting on
+ * their batch, deliveries are checked for gaps (lost operations are counted and
+ * the records this broker watches re-read) and fanned out to the modules, and
+ * requests a node will not answer (it went down) are answered with errors. */
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
-
-#include <nng/nng.h>
-#include <nng/protocol/pubsub0/sub.h>
-#include <nng/protocol/reqrep0/req.h>
 
 #include "broker.h"
 #include "log.h"
 #include "mem.h"
+#include "nodelink.h"
 #include "util.h"
-
-#define HEARTBEAT_MS 250 /* a node drops a peer silent for cluster.brokerTimeout (>= 2000 ms) */
-#define HELLO_RETRY_MS 200
-#define REPLY_TIMEOUT_MS 10000
-#define LINK_BATCH_MAX (8u << 20) /* bytes queued for one node before submits are refused */
 
 typedef struct waiter {
     uint64_t seq;
@@ -40,29 +24,13 @@ typedef struct node_link {
     link_set *ls;
     int index;
     const config_node *node;
-    nng_socket req, sub;
-    nng_aio *aio; /* the request thread's send/receive; cancelled when the node goes down */
-    pthread_t req_thread, sub_thread;
-    bool threads_started;
-    pthread_mutex_t lock;
-    pthread_cond_t wake;
-    op_batch filling; /* guarded by lock */
-    uint64_t next_seq; /* the number the filling batch will carry; guarded by lock */
-    atomic_bool delivering;
-    atomic_int pipes; /* connected REQ pipes: 0 while the node is down */
-    atomic_bool been_up; /* a HELLO delivery has arrived before (delivery thread) */
-    bool epoch_refused; /* the node runs another shard map epoch (service thread) */
-    bool ever_delivered; /* the link has been up once (service thread) */
+    nodelink *link;
     /* service thread only */
-    awaiting *owed; /* record requests the node still has to answer */
+    bool epoch_refused; /* the node runs another shard map (epoch or assignment) */
+    awaiting *owed;     /* record requests the node still has to answer */
     uint64_t answered_seq;
-    uint64_t last_delivery_seq; /* operations received from the node so far (its numbering) */
-    uint64_t gaps, lost_ops;    /* delivery gaps seen and the operations they lost (metrics) */
-    uint64_t late_batches;      /* batches that came after their loss was declared: dropped */
-    uint64_t mark, mark_last;   /* the node's count at the previous heartbeat, ours then */
-    bool mark_set;
+    delivery_stream stream;
     waiter *wait_head, *wait_tail;
-    uint64_t refused;
 } node_link;
 
 struct link_set {
@@ -70,302 +38,19 @@ struct link_set {
     const eddy_config *cfg;
     uint64_t broker_id;
     shardmap map;
-    atomic_bool stop;
     int count;
     node_link links[CONFIG_MAX_NODES];
 };
 
-/* Sends one batch and waits for the reply. Returns the reply (owned by the
- * caller) or NULL when the request failed (logged): no answer within
- * REPLY_TIMEOUT_MS, or at once when the connection to the node drops while the
- * request is out (pipe_event cancels the wait; nng's REQ would wait for the
- * node to come back and resend). */
-static nng_msg *roundtrip(node_link *l, uint64_t seq, const op_batch *b)
+/* The link threads' handler: everything goes to the service thread. */
+static int link_event(void *ctx, int event, int index, uint64_t seq, void *item)
 {
-    uint8_t hdr[OP_BATCH_HEADER_MAX];
-    size_t h = op_batch_header(hdr, l->ls->broker_id, seq, b->count);
-    nng_msg *msg, *reply = NULL;
-    int rv = nng_msg_alloc(&msg, h + b->buf.size);
-    if (rv == 0) {
-        memcpy(nng_msg_body(msg), hdr, h);
-        if (b->buf.size > 0)
-            memcpy((uint8_t *)nng_msg_body(msg) + h, b->buf.data, b->buf.size);
-        nng_aio_set_msg(l->aio, msg);
-        nng_send_aio(l->req, l->aio);
-        nng_aio_wait(l->aio);
-        if ((rv = nng_aio_result(l->aio)) != 0)
-            nng_msg_free(nng_aio_get_msg(l->aio)); /* not sent: still ours */
-    }
-    if (rv == 0) {
-        nng_recv_aio(l->req, l->aio);
-        /* pipe_event cancels a wait it sees; this catches a drop just before it began */
-        if (seq != 0 && atomic_load(&l->pipes) == 0)
-            nng_aio_cancel(l->aio);
-        nng_aio_wait(l->aio);
-        if ((rv = nng_aio_result(l->aio)) == 0)
-            reply = nng_aio_get_msg(l->aio);
-    }
-    if (rv != 0) {
-        if (seq != 0 || rv != NNG_ECANCELED) /* HELLOs to a down node fail quietly */
-            log_error("node-request-failed", "node=%s seq=%llu ops=%u error=%s", l->node->id,
-                      (unsigned long long)seq, b->count, nng_strerror(rv));
-        return NULL;
-    }
-    return reply;
-}
-
-/* Hands batch (its contents are moved out; numbered seq) to the service thread,
- * which answers every requester in it with an error: the node went down before
- * answering. */
-static void post_failed(node_link *l, uint64_t seq, op_batch *batch)
-{
-    op_batch *failed = xmalloc(sizeof(*failed));
-    *failed = *batch;
-    op_batch_init(batch);
-    if (broker_post(l->ls->b, INBOUND_FAILED, l->index, seq, failed) != 0) {
-        log_error("failed-batch-lost", "node=%s seq=%llu ops=%u (inbound queue full)", l->node->id,
-                  (unsigned long long)seq, failed->count);
-        op_batch_destroy(failed);
-        xfree(failed);
-    }
-}
-
-/* True when the node answered UNKNOWN_PEER: it applied nothing of the batch. */
-static bool refused_as_unknown(nng_msg *reply)
-{
-    mp_reader r;
-    uint64_t origin, seq;
-    uint32_t count;
-    if (reply == NULL ||
-        op_batch_open(&r, nng_msg_body(reply), nng_msg_len(reply), &origin, &seq, &count) != 0)
-        return false;
-    for (uint32_t i = 0; i < count; i++) {
-        op o;
-        if (op_decode(&r, &o) != 0)
-            return false;
-        if (o.kind == OP_ERROR && o.error == OP_ERR_UNKNOWN_PEER)
-            return true;
-    }
-    return false;
-}
-
-/* The link's request loop. Until the node has published to this broker (a
- * HELLO came back on the SUB socket) it sends only HELLO batches, numbered 0:
- * nothing whose answer travels by pub/sub goes out before the delivery pipe is
- * up, also after a node restart. A batch the node refuses as coming from an
- * unknown peer (it restarted, or dropped this broker) was not applied: the link
- * goes back to HELLO, the service thread re-registers this broker's state, and
- * the same batch is sent again once the node delivers. */
-static void *request_thread(void *arg)
-{
-    node_link *l = arg;
-    link_set *ls = l->ls;
-    op_batch sending, hello;
-    op_batch_init(&sending);
-    op_batch_init(&hello);
-    /* the digest lets the node refuse a map that differs under the same epoch */
-    op h = {.kind = OP_HELLO, .epoch = ls->map.epoch, .corr = shardmap_digest(&ls->map)};
-    op_batch_add(&hello, &h);
-    int64_t last_send = 0, last_hello = 0;
-    bool retry = false; /* `sending` was refused and goes again */
-    uint64_t seq = 0;
-    for (;;) {
-        if (atomic_load(&ls->stop) && (!retry || !atomic_load(&l->delivering))) {
-            pthread_mutex_lock(&l->lock);
-            bool empty = l->filling.count == 0;
-            pthread_mutex_unlock(&l->lock);
-            if (empty || !atomic_load(&l->delivering))
-                break; /* flushed, or the node is unreachable: nothing more can go */
-        }
-        if (!atomic_load(&l->delivering)) {
-            if (atomic_load(&l->pipes) == 0) {
-                /* the node is down: what waits for it is answered with errors now
-                 * rather than sent whenever it comes back */
-                if (retry) {
-                    post_failed(l, seq, &sending);
-                    retry = false;
-                }
-                pthread_mutex_lock(&l->lock);
-                if (l->filling.count > 0)
-                    post_failed(l, l->next_seq++, &l->filling);
-                pthread_mutex_unlock(&l->lock);
-            }
-            int64_t now = now_ms();
-            if (now - last_hello < HELLO_RETRY_MS) {
-                usleep(20 * 1000);
-                continue;
-            }
-            last_hello = now;
-            nng_msg *reply = roundtrip(l, 0, &hello);
-            if (reply != NULL && broker_post(ls->b, INBOUND_REPLY, l->index, 0, reply) != 0)
-                nng_msg_free(reply);
-            continue;
-        }
-        if (!retry) {
-            pthread_mutex_lock(&l->lock);
-            for (;;) {
-                if (l->filling.count > 0 || atomic_load(&ls->stop) || !atomic_load(&l->delivering))
-                    break;
-                if (now_ms() - last_send >= HEARTBEAT_MS)
-                    break;
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_nsec += 50 * 1000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000L;
-                }
-                pthread_cond_timedwait(&l->wake, &l->lock, &ts);
-            }
-            if (!atomic_load(&l->delivering) || (atomic_load(&ls->stop) && l->filling.count == 0)) {
-                pthread_mutex_unlock(&l->lock);
-                continue;
-            }
-            if (l->filling.count == 0) {
-                op hb = {.kind = OP_HEARTBEAT};
-                op_batch_add(&l->filling, &hb);
-            }
-            op_batch tmp = sending;
-            sending = l->filling;
-            l->filling = tmp;
-            op_batch_reset(&l->filling);
-            seq = l->next_seq++;
-            pthread_mutex_unlock(&l->lock);
-        }
-        last_send = now_ms();
-        nng_msg *reply = roundtrip(l, seq, &sending);
-        if (refused_as_unknown(reply)) {
-            log_warn("node-lost-our-state", "node=%s (it restarted or dropped this broker): "
-                     "saying HELLO again, then registering everything again", l->node->id);
-            nng_msg_free(reply);
-            atomic_store(&l->delivering, false); /* the next HELLO delivery triggers the resync */
-            retry = true;
-            continue;
-        }
-        retry = false;
-        if (reply == NULL) { /* timed out, or the node went down: unknown which ops applied */
-            post_failed(l, seq, &sending);
-            continue;
-        }
-        if (broker_post(ls->b, INBOUND_REPLY, l->index, seq, reply) != 0)
-            nng_msg_free(reply);
-        op_batch_reset(&sending);
-    }
-    op_batch_destroy(&sending);
-    op_batch_destroy(&hello);
-    return NULL;
-}
-
-/* True when a delivery batch begins with the node's HELLO. */
-static bool starts_with_hello(nng_msg *msg, uint64_t broker_id)
-{
-    mp_reader r;
-    uint64_t origin, seq;
-    uint32_t count;
-    op o;
-    size_t len = nng_msg_len(msg);
-    const uint8_t *body = nng_msg_body(msg);
-    return len > 8 && get_be64(body) == broker_id &&
-           op_batch_open(&r, body + 8, len - 8, &origin, &seq, &count) == 0 && count > 0 &&
-           op_decode(&r, &o) == 0 && o.kind == OP_HELLO;
-}
-
-static void *delivery_thread(void *arg)
-{
-    node_link *l = arg;
-    link_set *ls = l->ls;
-    while (!atomic_load(&ls->stop)) {
-        nng_msg *msg;
-        int rv = nng_recvmsg(l->sub, &msg, 0);
-        if (rv == NNG_ETIMEDOUT)
-            continue;
-        if (rv != 0) {
-            if (rv == NNG_ECLOSED)
-                break;
-            log_warn("delivery-recv-failed", "node=%s error=%s", l->node->id, nng_strerror(rv));
-            continue;
-        }
-        if (!atomic_load(&l->delivering) && starts_with_hello(msg, ls->broker_id)) {
-            atomic_store(&l->delivering, true);
-            /* back after a node restart, a disconnect or a refusal: register everything again */
-            if (atomic_exchange(&l->been_up, true) &&
-                broker_post(ls->b, INBOUND_RESYNC, l->index, 0, NULL) != 0)
-                log_error("resync-lost", "node=%s (inbound queue full)", l->node->id);
-        }
-        /* Blocks while the service thread is behind: the SUB queue then fills and
-         * nng drops, which the sequence numbers reveal. */
-        while (broker_post(ls->b, INBOUND_DELIVERY, l->index, 0, msg) != 0) {
-            if (atomic_load(&ls->stop)) {
-                nng_msg_free(msg);
-                break;
-            }
-        }
-    }
-    return NULL;
-}
-
-/* nng calls this on its own thread when a connection to the node comes or goes. */
-static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
-{
-    node_link *l = arg;
-    if (ev == NNG_PIPE_EV_ADD_POST) {
-        if (atomic_fetch_add(&l->pipes, 1) == 0)
-            log_info("node-up", "node=%s", l->node->id);
-    } else if (ev == NNG_PIPE_EV_REM_POST) {
-        if (atomic_fetch_sub(&l->pipes, 1) == 1) {
-            atomic_store(&l->delivering, false); /* HELLO again before anything else */
-            if (!atomic_load(&l->ls->stop)) /* (at shutdown the aio may be gone) */
-                nng_aio_cancel(l->aio); /* a request out to the node will not be answered */
-            if (!atomic_load(&l->ls->stop)) { /* not our own shutdown */
-                log_error("node-down", "node=%s (operations for its shards are refused until it is back)",
-                          l->node->id);
-                if (broker_post(l->ls->b, INBOUND_NODE_DOWN, l->index, 0, NULL) != 0)
-                    log_error("node-down-lost", "node=%s (inbound queue full)", l->node->id);
-            }
-        }
-    }
-}
-
-static int open_link(link_set *ls, node_link *l)
-{
-    int rv;
-    const char *step = "aio_alloc";
-    if ((rv = nng_aio_alloc(&l->aio, NULL, NULL)) != 0)
-        goto fail;
-    nng_aio_set_timeout(l->aio, REPLY_TIMEOUT_MS);
-    step = "req0_open";
-    if ((rv = nng_req0_open(&l->req)) != 0)
-        goto fail;
-    step = "sub0_open";
-    if ((rv = nng_sub0_open(&l->sub)) != 0)
-        goto fail;
-    uint8_t topic[8];
-    put_be64(topic, ls->broker_id);
-    nng_socket_set(l->sub, NNG_OPT_SUB_SUBSCRIBE, topic, sizeof(topic));
-    nng_socket_set_int(l->sub, NNG_OPT_RECVBUF, 8192);
-    nng_socket_set_ms(l->sub, NNG_OPT_RECVTIMEO, 100);
-    nng_socket_set_size(l->sub, NNG_OPT_RECVMAXSZ, LINK_BATCH_MAX * 4);
-    nng_socket_set_size(l->req, NNG_OPT_RECVMAXSZ, LINK_BATCH_MAX * 4);
-    nng_socket_set_ms(l->req, NNG_OPT_REQ_RESENDTIME, 3600 * 1000); /* no silent duplicates */
-    nng_socket_set_ms(l->req, NNG_OPT_RECVTIMEO, REPLY_TIMEOUT_MS);
-    nng_socket_set_ms(l->req, NNG_OPT_SENDTIMEO, REPLY_TIMEOUT_MS);
-    nng_pipe_notify(l->req, NNG_PIPE_EV_ADD_POST, pipe_event, l);
-    nng_pipe_notify(l->req, NNG_PIPE_EV_REM_POST, pipe_event, l);
-    nng_socket_set_ms(l->req, NNG_OPT_RECONNMINT, 100);
-    nng_socket_set_ms(l->req, NNG_OPT_RECONNMAXT, 1000);
-    nng_socket_set_ms(l->sub, NNG_OPT_RECONNMINT, 100);
-    nng_socket_set_ms(l->sub, NNG_OPT_RECONNMAXT, 1000);
-    /* Non-blocking dials: they retry in the background until the node is up. */
-    step = l->node->delivery;
-    if ((rv = nng_dial(l->sub, l->node->delivery, NULL, NNG_FLAG_NONBLOCK)) != 0)
-        goto fail;
-    step = l->node->request;
-    if ((rv = nng_dial(l->req, l->node->request, NULL, NNG_FLAG_NONBLOCK)) != 0)
-        goto fail;
-    return 0;
-fail:
-    log_error("node-dial-failed", "node=%s at=%s error=%s", l->node->id, step, nng_strerror(rv));
-    return -1;
+    static const int kind[] = {
+        [NODELINK_REPLY] = INBOUND_REPLY,   [NODELINK_DELIVERY] = INBOUND_DELIVERY,
+        [NODELINK_RESYNC] = INBOUND_RESYNC, [NODELINK_FAILED] = INBOUND_FAILED,
+        [NODELINK_DOWN] = INBOUND_NODE_DOWN,
+    };
+    return broker_post(ctx, kind[event], index, seq, item);
 }
 
 link_set *links_create(broker *b, const eddy_config *cfg, uint64_t broker_id)
@@ -385,22 +70,14 @@ link_set *links_create(broker *b, const eddy_config *cfg, uint64_t broker_id)
         l->ls = ls;
         l->index = i;
         l->node = &cfg->nodes[i];
-        l->next_seq = 1;
-        pthread_mutex_init(&l->lock, NULL);
-        pthread_cond_init(&l->wake, NULL);
-        op_batch_init(&l->filling);
         l->owed = awaiting_new();
         ls->count++;
-        if (open_link(ls, l) != 0)
+        nodelink_config c = {.index = i, .id = l->node->id, .request_url = l->node->request,
+                             .delivery_url = l->node->delivery, .peer_id = broker_id,
+                             .epoch = ls->map.epoch, .map_digest = shardmap_digest(&ls->map),
+                             .handler = link_event, .ctx = b};
+        if ((l->link = nodelink_open(&c)) == NULL)
             goto fail;
-        if (pthread_create(&l->req_thread, NULL, request_thread, l) != 0)
-            goto fail;
-        if (pthread_create(&l->sub_thread, NULL, delivery_thread, l) != 0) {
-            atomic_store(&ls->stop, true);
-            pthread_join(l->req_thread, NULL);
-            goto fail;
-        }
-        l->threads_started = true;
     }
     return ls;
 fail:
@@ -423,11 +100,11 @@ void links_metrics(link_set *ls, FILE *f)
         fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", m[k].name, m[k].help, m[k].name, m[k].type);
         for (int i = 0; i < ls->count; i++) {
             node_link *l = &ls->links[i];
-            uint64_t v = k == 0   ? (uint64_t)(atomic_load(&l->pipes) > 0)
-                         : k == 1 ? l->gaps
-                         : k == 2 ? l->lost_ops
-                         : k == 3 ? l->late_batches
-                                  : l->refused;
+            uint64_t v = k == 0   ? (uint64_t)nodelink_connected(l->link)
+                         : k == 1 ? l->stream.gaps
+                         : k == 2 ? l->stream.lost
+                         : k == 3 ? l->stream.late
+                                  : nodelink_refused(l->link);
             fprintf(f, "%s{node=\"%s\"} %llu\n", m[k].name, l->node->id, (unsigned long long)v);
         }
     }
@@ -444,10 +121,8 @@ bool links_refused(link_set *ls)
 bool links_ready(link_set *ls)
 {
     for (int i = 0; i < ls->count; i++)
-        if (!atomic_load(&ls->links[i].delivering))
+        if (!nodelink_delivering(ls->links[i].link))
             return false;
-    for (int i = 0; i < ls->count; i++)
-        ls->links[i].ever_delivered = true;
     return true;
 }
 
@@ -455,28 +130,13 @@ void links_destroy(link_set *ls)
 {
     if (ls == NULL)
         return;
-    atomic_store(&ls->stop, true);
+    for (int i = 0; i < ls->count; i++)
+        if (ls->links[i].link != NULL)
+            nodelink_stop(ls->links[i].link); /* all at once: each flushes what it holds */
     for (int i = 0; i < ls->count; i++) {
         node_link *l = &ls->links[i];
-        pthread_mutex_lock(&l->lock);
-        pthread_cond_signal(&l->wake);
-        pthread_mutex_unlock(&l->lock);
-        if (l->threads_started) {
-            pthread_join(l->req_thread, NULL); /* flushes what is queued first */
-            pthread_join(l->sub_thread, NULL);
-        }
-    }
-    /* Quiesced: no request in flight, no receive pending. Subscribers first. */
-    for (int i = 0; i < ls->count; i++) {
-        node_link *l = &ls->links[i];
-        nng_close_bounded(l->sub, "broker-sub", 2000);
-        nng_close_bounded(l->req, "broker-req", 2000);
-        if (l->aio != NULL)
-            nng_aio_free(l->aio);
+        nodelink_close(l->link);
         awaiting_free(l->owed);
-        op_batch_destroy(&l->filling);
-        pthread_mutex_destroy(&l->lock);
-        pthread_cond_destroy(&l->wake);
         while (l->wait_head != NULL) {
             waiter *w = l->wait_head;
             l->wait_head = w->next;
@@ -496,21 +156,9 @@ int links_submit_to(broker *b, int li, op *o, uint64_t *seq)
     node_link *l = &ls->links[li];
     o->epoch = ls->map.epoch;
     o->broker = 0; /* the batch header carries the origin */
-    if (atomic_load(&l->pipes) == 0 && l->ever_delivered)
-        return -1; /* the node is down: refuse at once rather than queue into the void */
-    pthread_mutex_lock(&l->lock);
-    if (l->filling.buf.size + o->name.len + (o->has_data ? o->data.len : 0) > LINK_BATCH_MAX) {
-        pthread_mutex_unlock(&l->lock);
-        if (l->refused++ % 1000 == 0)
-            log_warn("node-queue-full", "node=%s refused=%llu", l->node->id,
-                     (unsigned long long)l->refused);
-        return -1;
-    }
-    op_batch_add(&l->filling, o);
+    if ((*seq = nodelink_submit(l->link, o)) == 0)
+        return -1; /* the node is down, or its queue is full */
     awaiting_add(l->owed, o);
-    *seq = l->next_seq;
-    pthread_cond_signal(&l->wake);
-    pthread_mutex_unlock(&l->lock);
     return li;
 }
 
@@ -559,31 +207,13 @@ void links_wait(broker *b, int li, uint64_t seq, pending_ack *pa)
 }
 
 /* Operations from the node were lost (nng pub/sub drops when a queue is full):
- * count them, and bring the records this broker's clients watch up to date. */
+ * bring the records this broker's clients watch up to date. */
 static void delivery_lost(broker *b, node_link *l, uint64_t lost, const char *where)
 {
-    l->gaps++;
-    l->lost_ops += lost;
     log_error("delivery-gap", "node=%s at=%s lost_ops=%llu lost_ops_total=%llu gaps_total=%llu "
               "(re-reading its records)", l->node->id, where, (unsigned long long)lost,
-              (unsigned long long)l->lost_ops, (unsigned long long)l->gaps);
+              (unsigned long long)l->stream.lost, (unsigned long long)l->stream.gaps);
     records_recover(b, l->index);
-}
-
-/* A heartbeat answer carries how many operations the node has published to
- * us. If the one before it promised more than we have, and nothing arrived in
- * the heartbeat period since, the tail of the stream was lost: no later batch
- * would ever reveal that gap. */
-static void check_tail(broker *b, node_link *l, uint64_t published)
-{
-    if (l->mark_set && l->mark > l->last_delivery_seq && l->last_delivery_seq == l->mark_last) {
-        uint64_t lost = l->mark - l->last_delivery_seq;
-        l->last_delivery_seq = l->mark;
-        delivery_lost(b, l, lost, "tail");
-    }
-    l->mark = published;
-    l->mark_last = l->last_delivery_seq;
-    l->mark_set = true;
 }
 
 static void handle_reply(broker *b, node_link *l, uint64_t seq, nng_msg *msg)
@@ -608,14 +238,11 @@ static void handle_reply(broker *b, node_link *l, uint64_t seq, nng_msg *msg)
                                   l->node->id, (unsigned long long)o.epoch,
                                   (unsigned long long)l->ls->map.epoch);
                     l->epoch_refused = true;
-                } else if (o.kind == OP_ERROR && o.error == OP_ERR_UNKNOWN_PEER) {
-                    log_warn("node-lost-our-state", "node=%s (it restarted or dropped this broker): "
-                             "registering everything again", l->node->id);
-                    broker_resync(b, l->index);
-                }
-                else if (o.kind == OP_HEARTBEAT && o.has_version && o.version >= 0)
-                    check_tail(b, l, (uint64_t)o.version);
-                else if (o.kind == OP_ERROR)
+                } else if (o.kind == OP_HEARTBEAT && o.has_version && o.version >= 0) {
+                    uint64_t lost = stream_heartbeat(&l->stream, (uint64_t)o.version);
+                    if (lost > 0)
+                        delivery_lost(b, l, lost, "tail");
+                } else if (o.kind == OP_ERROR)
                     log_warn("node-error", "node=%s error=%u name=%.*s epoch=%llu", l->node->id,
                              o.error, (int)o.name.len, o.name.ptr, (unsigned long long)o.epoch);
             }
@@ -635,34 +262,33 @@ static void handle_reply(broker *b, node_link *l, uint64_t seq, nng_msg *msg)
 
 static void handle_delivery(broker *b, node_link *l, nng_msg *msg)
 {
-    link_set *ls = l->ls;
     size_t len = nng_msg_len(msg);
     const uint8_t *body = nng_msg_body(msg);
     mp_reader r;
     uint64_t origin, seq;
     uint32_t count;
-    if (len < 8 || get_be64(body) != ls->broker_id ||
+    if (len < 8 || get_be64(body) != l->ls->broker_id ||
         op_batch_open(&r, body + 8, len - 8, &origin, &seq, &count) != 0) {
         log_warn("malformed-delivery", "node=%s bytes=%zu", l->node->id, len);
         nng_msg_free(msg);
         return;
     }
-    if (seq == count) { /* the first batch of the node's stream to us */
-        if (l->last_delivery_seq > 0)
-            log_warn("node-stream-restarted", "node=%s after=%llu (the node restarted)", l->node->id,
-                     (unsigned long long)l->last_delivery_seq);
-        l->mark_set = false;
-    } else if (seq - count < l->last_delivery_seq) {
+    uint64_t lost;
+    switch (stream_accept(&l->stream, seq, count, &lost)) {
+    case STREAM_RESTARTED:
+        log_warn("node-stream-restarted", "node=%s (the node restarted)", l->node->id);
+        break;
+    case STREAM_LATE:
         /* older than a loss already declared and recovered: applying it now would
          * take subscribers back in time */
-        l->late_batches++;
         log_warn("delivery-late", "node=%s seq=%llu ops=%u received=%llu (dropped)", l->node->id,
-                 (unsigned long long)seq, count, (unsigned long long)l->last_delivery_seq);
+                 (unsigned long long)seq, count, (unsigned long long)l->stream.received);
         nng_msg_free(msg);
         return;
-    } else if (l->last_delivery_seq > 0 && seq - count > l->last_delivery_seq)
-        delivery_lost(b, l, seq - count - l->last_delivery_seq, "gap");
-    l->last_delivery_seq = seq;
+    case STREAM_GAP:
+        delivery_lost(b, l, lost, "gap");
+        break;
+    }
     for (uint32_t i = 0; i < count; i++) {
         op o;
         if (op_decode(&r, &o) != 0) {
@@ -724,7 +350,7 @@ void links_handle_inbound(broker *b, int kind, int li, uint64_t seq, void *msg)
         fail_batch(b, l, seq, msg);
     else if (kind == INBOUND_NODE_DOWN) {
         uint64_t n = awaiting_fail_all(b, l->owed);
-        l->mark_set = false;
+        stream_forget_mark(&l->stream);
         if (n > 0)
             log_warn("node-down-answered", "node=%s requesters=%llu (answered MESSAGE_DENIED: the node "
                      "went down before answering; their writes may or may not have been applied)",

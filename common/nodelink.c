@@ -1,0 +1,455 @@
+/* nodelink.c - one peer's connection to one node (see nodelink.h). */
+#include "nodelink.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/pubsub0/sub.h>
+#include <nng/protocol/reqrep0/req.h>
+
+#include "log.h"
+#include "mem.h"
+#include "util.h"
+
+#define HEARTBEAT_MS 250 /* a node drops a peer silent for cluster.brokerTimeout (>= 2000 ms) */
+#define HELLO_RETRY_MS 200
+#define REPLY_TIMEOUT_MS 10000
+
+struct nodelink {
+    nodelink_config c;
+    nng_socket req, sub;
+    nng_aio *aio; /* the request thread's send/receive; cancelled when the node goes down */
+    pthread_t req_thread, sub_thread;
+    bool req_started, sub_started;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    op_batch filling;  /* guarded by lock */
+    uint64_t next_seq; /* the number the filling batch will carry; guarded by lock */
+    atomic_bool stop;
+    atomic_bool delivering;
+    atomic_int pipes;     /* connected REQ pipes: 0 while the node is down */
+    atomic_bool been_up;  /* a HELLO delivery has arrived before */
+    atomic_ullong refused;
+};
+
+static void emit(nodelink *l, int event, uint64_t seq, void *item)
+{
+    if (l->c.handler(l->c.ctx, event, l->c.index, seq, item) == 0)
+        return;
+    if (event == NODELINK_REPLY || event == NODELINK_DELIVERY) {
+        nng_msg_free(item);
+    } else if (event == NODELINK_FAILED) {
+        log_error("failed-batch-lost", "node=%s seq=%llu ops=%u (the owner could not take it)",
+                  l->c.id, (unsigned long long)seq, ((op_batch *)item)->count);
+        op_batch_destroy(item);
+        xfree(item);
+    } else
+        log_error("link-event-lost", "node=%s event=%d (the owner could not take it)", l->c.id, event);
+}
+
+/* Sends one batch and waits for the reply. Returns the reply (owned by the
+ * caller) or NULL when the request failed (logged): no answer within
+ * REPLY_TIMEOUT_MS, or at once when the connection to the node drops while the
+ * request is out (pipe_event cancels the wait; nng's REQ would wait for the
+ * node to come back and resend). */
+static nng_msg *roundtrip(nodelink *l, uint64_t seq, const op_batch *b)
+{
+    uint8_t hdr[OP_BATCH_HEADER_MAX];
+    size_t h = op_batch_header(hdr, l->c.peer_id, seq, b->count);
+    nng_msg *msg, *reply = NULL;
+    int rv = nng_msg_alloc(&msg, h + b->buf.size);
+    if (rv == 0) {
+        memcpy(nng_msg_body(msg), hdr, h);
+        if (b->buf.size > 0)
+            memcpy((uint8_t *)nng_msg_body(msg) + h, b->buf.data, b->buf.size);
+        nng_aio_set_msg(l->aio, msg);
+        nng_send_aio(l->req, l->aio);
+        nng_aio_wait(l->aio);
+        if ((rv = nng_aio_result(l->aio)) != 0)
+            nng_msg_free(nng_aio_get_msg(l->aio)); /* not sent: still ours */
+    }
+    if (rv == 0) {
+        nng_recv_aio(l->req, l->aio);
+        /* pipe_event cancels a wait it sees; this catches a drop just before it began */
+        if (seq != 0 && atomic_load(&l->pipes) == 0)
+            nng_aio_cancel(l->aio);
+        nng_aio_wait(l->aio);
+        if ((rv = nng_aio_result(l->aio)) == 0)
+            reply = nng_aio_get_msg(l->aio);
+    }
+    if (rv != 0) {
+        if (seq != 0 || rv != NNG_ECANCELED) /* HELLOs to a down node fail quietly */
+            log_error("node-request-failed", "node=%s seq=%llu ops=%u error=%s", l->c.id,
+                      (unsigned long long)seq, b->count, nng_strerror(rv));
+        return NULL;
+    }
+    return reply;
+}
+
+/* Hands batch (its contents are moved out; numbered seq) to the owner: the
+ * node will not answer it. */
+static void post_failed(nodelink *l, uint64_t seq, op_batch *batch)
+{
+    op_batch *failed = xmalloc(sizeof(*failed));
+    *failed = *batch;
+    op_batch_init(batch);
+    emit(l, NODELINK_FAILED, seq, failed);
+}
+
+/* True when the node answered UNKNOWN_PEER: it applied nothing of the batch. */
+static bool refused_as_unknown(nng_msg *reply)
+{
+    mp_reader r;
+    uint64_t origin, seq;
+    uint32_t count;
+    if (reply == NULL ||
+        op_batch_open(&r, nng_msg_body(reply), nng_msg_len(reply), &origin, &seq, &count) != 0)
+        return false;
+    for (uint32_t i = 0; i < count; i++) {
+        op o;
+        if (op_decode(&r, &o) != 0)
+            return false;
+        if (o.kind == OP_ERROR && o.error == OP_ERR_UNKNOWN_PEER)
+            return true;
+    }
+    return false;
+}
+
+/* Waits (lock held) until there is something to send, a heartbeat is due, or
+ * the link stops or stops delivering. */
+static void wait_for_work(nodelink *l, int64_t last_send)
+{
+    while (l->filling.count == 0 && !atomic_load(&l->stop) && atomic_load(&l->delivering) &&
+           now_ms() - last_send < HEARTBEAT_MS) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&l->wake, &l->lock, &ts);
+    }
+}
+
+/* The request loop (see nodelink.h for the protocol). */
+static void *request_thread(void *arg)
+{
+    nodelink *l = arg;
+    op_batch sending, hello;
+    op_batch_init(&sending);
+    op_batch_init(&hello);
+    /* the digest lets the node refuse a map that differs under the same epoch */
+    op h = {.kind = OP_HELLO, .epoch = l->c.epoch, .corr = l->c.map_digest};
+    op_batch_add(&hello, &h);
+    int64_t last_send = 0, last_hello = 0;
+    bool retry = false; /* `sending` was refused and goes again */
+    uint64_t seq = 0;
+    for (;;) {
+        if (atomic_load(&l->stop) && (!retry || !atomic_load(&l->delivering))) {
+            pthread_mutex_lock(&l->lock);
+            bool empty = l->filling.count == 0;
+            pthread_mutex_unlock(&l->lock);
+            if (empty || !atomic_load(&l->delivering))
+                break; /* flushed, or the node is unreachable: nothing more can go */
+        }
+        if (!atomic_load(&l->delivering)) {
+            if (atomic_load(&l->pipes) == 0) {
+                /* the node is down: what waits for it is answered with errors now
+                 * rather than sent whenever it comes back */
+                if (retry) {
+                    post_failed(l, seq, &sending);
+                    retry = false;
+                }
+                pthread_mutex_lock(&l->lock);
+                if (l->filling.count > 0)
+                    post_failed(l, l->next_seq++, &l->filling);
+                pthread_mutex_unlock(&l->lock);
+            }
+            int64_t now = now_ms();
+            if (now - last_hello < HELLO_RETRY_MS) {
+                usleep(20 * 1000);
+                continue;
+            }
+            last_hello = now;
+            nng_msg *reply = roundtrip(l, 0, &hello);
+            if (reply != NULL)
+                emit(l, NODELINK_REPLY, 0, reply);
+            continue;
+        }
+        if (!retry) {
+            pthread_mutex_lock(&l->lock);
+            wait_for_work(l, last_send);
+            if (!atomic_load(&l->delivering) || (atomic_load(&l->stop) && l->filling.count == 0)) {
+                pthread_mutex_unlock(&l->lock);
+                continue;
+            }
+            if (l->filling.count == 0) {
+                op hb = {.kind = OP_HEARTBEAT};
+                op_batch_add(&l->filling, &hb);
+            }
+            op_batch tmp = sending;
+            sending = l->filling;
+            l->filling = tmp;
+            op_batch_reset(&l->filling);
+            seq = l->next_seq++;
+            pthread_mutex_unlock(&l->lock);
+        }
+        last_send = now_ms();
+        nng_msg *reply = roundtrip(l, seq, &sending);
+        if (refused_as_unknown(reply)) {
+            log_warn("node-lost-our-state", "node=%s (it restarted or dropped us): "
+                     "saying HELLO again, then registering everything again", l->c.id);
+            nng_msg_free(reply);
+            atomic_store(&l->delivering, false); /* the next HELLO delivery triggers the resync */
+            retry = true;
+            continue;
+        }
+        retry = false;
+        if (reply == NULL) { /* timed out, or the node went down: unknown which ops applied */
+            post_failed(l, seq, &sending);
+            continue;
+        }
+        emit(l, NODELINK_REPLY, seq, reply);
+        op_batch_reset(&sending);
+    }
+    op_batch_destroy(&sending);
+    op_batch_destroy(&hello);
+    return NULL;
+}
+
+bool nodelink_is_hello(const void *body, size_t len, uint64_t peer_id)
+{
+    mp_reader r;
+    uint64_t origin, seq;
+    uint32_t count;
+    op o;
+    const uint8_t *p = body;
+    return len > 8 && get_be64(p) == peer_id &&
+           op_batch_open(&r, p + 8, len - 8, &origin, &seq, &count) == 0 && count > 0 &&
+           op_decode(&r, &o) == 0 && o.kind == OP_HELLO;
+}
+
+static void *delivery_thread(void *arg)
+{
+    nodelink *l = arg;
+    while (!atomic_load(&l->stop)) {
+        nng_msg *msg;
+        int rv = nng_recvmsg(l->sub, &msg, 0);
+        if (rv == NNG_ETIMEDOUT)
+            continue;
+        if (rv != 0) {
+            if (rv == NNG_ECLOSED)
+                break;
+            log_warn("delivery-recv-failed", "node=%s error=%s", l->c.id, nng_strerror(rv));
+            continue;
+        }
+        if (!atomic_load(&l->delivering) &&
+            nodelink_is_hello(nng_msg_body(msg), nng_msg_len(msg), l->c.peer_id)) {
+            atomic_store(&l->delivering, true);
+            /* back after a node restart, a disconnect or a refusal: register everything again */
+            if (atomic_exchange(&l->been_up, true))
+                emit(l, NODELINK_RESYNC, 0, NULL);
+        }
+        /* Blocks while the owner is behind: the SUB queue then fills and nng
+         * drops, which the delivery numbers reveal. */
+        while (l->c.handler(l->c.ctx, NODELINK_DELIVERY, l->c.index, 0, msg) != 0) {
+            if (atomic_load(&l->stop)) {
+                nng_msg_free(msg);
+                break;
+            }
+            usleep(1000);
+        }
+    }
+    return NULL;
+}
+
+/* nng calls this on its own thread when a connection to the node comes or goes. */
+static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    nodelink *l = arg;
+    if (ev == NNG_PIPE_EV_ADD_POST) {
+        if (atomic_fetch_add(&l->pipes, 1) == 0)
+            log_info("node-up", "node=%s", l->c.id);
+    } else if (ev == NNG_PIPE_EV_REM_POST) {
+        if (atomic_fetch_sub(&l->pipes, 1) == 1) {
+            atomic_store(&l->delivering, false); /* HELLO again before anything else */
+            if (!atomic_load(&l->stop)) { /* not our own shutdown */
+                nng_aio_cancel(l->aio); /* a request out to the node will not be answered */
+                log_error("node-down", "node=%s (operations for its shards are refused until it is back)",
+                          l->c.id);
+                emit(l, NODELINK_DOWN, 0, NULL);
+            }
+        }
+    }
+}
+
+static int open_sockets(nodelink *l)
+{
+    int rv;
+    const char *step = "aio_alloc";
+    if ((rv = nng_aio_alloc(&l->aio, NULL, NULL)) != 0)
+        goto fail;
+    nng_aio_set_timeout(l->aio, REPLY_TIMEOUT_MS);
+    step = "req0_open";
+    if ((rv = nng_req0_open(&l->req)) != 0)
+        goto fail;
+    step = "sub0_open";
+    if ((rv = nng_sub0_open(&l->sub)) != 0)
+        goto fail;
+    uint8_t topic[8];
+    put_be64(topic, l->c.peer_id);
+    nng_socket_set(l->sub, NNG_OPT_SUB_SUBSCRIBE, topic, sizeof(topic));
+    nng_socket_set_int(l->sub, NNG_OPT_RECVBUF, 8192);
+    nng_socket_set_ms(l->sub, NNG_OPT_RECVTIMEO, 100);
+    nng_socket_set_size(l->sub, NNG_OPT_RECVMAXSZ, NODELINK_QUEUE_MAX * 4);
+    nng_socket_set_size(l->req, NNG_OPT_RECVMAXSZ, NODELINK_QUEUE_MAX * 4);
+    nng_socket_set_ms(l->req, NNG_OPT_REQ_RESENDTIME, 3600 * 1000); /* no silent duplicates */
+    nng_pipe_notify(l->req, NNG_PIPE_EV_ADD_POST, pipe_event, l);
+    nng_pipe_notify(l->req, NNG_PIPE_EV_REM_POST, pipe_event, l);
+    nng_socket_set_ms(l->req, NNG_OPT_RECONNMINT, 100);
+    nng_socket_set_ms(l->req, NNG_OPT_RECONNMAXT, 1000);
+    nng_socket_set_ms(l->sub, NNG_OPT_RECONNMINT, 100);
+    nng_socket_set_ms(l->sub, NNG_OPT_RECONNMAXT, 1000);
+    /* Non-blocking dials: they retry in the background until the node is up. */
+    step = l->c.delivery_url;
+    if ((rv = nng_dial(l->sub, l->c.delivery_url, NULL, NNG_FLAG_NONBLOCK)) != 0)
+        goto fail;
+    step = l->c.request_url;
+    if ((rv = nng_dial(l->req, l->c.request_url, NULL, NNG_FLAG_NONBLOCK)) != 0)
+        goto fail;
+    return 0;
+fail:
+    log_error("node-dial-failed", "node=%s at=%s error=%s", l->c.id, step, nng_strerror(rv));
+    return -1;
+}
+
+nodelink *nodelink_open(const nodelink_config *c)
+{
+    nodelink *l = xcalloc(1, sizeof(*l));
+    l->c = *c;
+    l->next_seq = 1;
+    pthread_mutex_init(&l->lock, NULL);
+    pthread_cond_init(&l->wake, NULL);
+    op_batch_init(&l->filling);
+    if (open_sockets(l) != 0)
+        goto fail;
+    if (pthread_create(&l->req_thread, NULL, request_thread, l) != 0)
+        goto fail;
+    l->req_started = true;
+    if (pthread_create(&l->sub_thread, NULL, delivery_thread, l) != 0)
+        goto fail;
+    l->sub_started = true;
+    return l;
+fail:
+    nodelink_close(l);
+    return NULL;
+}
+
+uint64_t nodelink_submit(nodelink *l, const op *o)
+{
+    if (atomic_load(&l->pipes) == 0 && atomic_load(&l->been_up))
+        return 0; /* the node is down: refuse at once rather than queue into the void */
+    pthread_mutex_lock(&l->lock);
+    if (l->filling.buf.size + o->name.len + (o->has_data ? o->data.len : 0) > NODELINK_QUEUE_MAX) {
+        pthread_mutex_unlock(&l->lock);
+        unsigned long long n = atomic_fetch_add(&l->refused, 1) + 1;
+        if (n % 1000 == 1)
+            log_warn("node-queue-full", "node=%s refused=%llu", l->c.id, n);
+        return 0;
+    }
+    op_batch_add(&l->filling, o);
+    uint64_t seq = l->next_seq;
+    pthread_cond_signal(&l->wake);
+    pthread_mutex_unlock(&l->lock);
+    return seq;
+}
+
+bool nodelink_delivering(const nodelink *l)
+{
+    return atomic_load(&l->delivering);
+}
+
+bool nodelink_connected(const nodelink *l)
+{
+    return atomic_load(&l->pipes) > 0;
+}
+
+uint64_t nodelink_refused(const nodelink *l)
+{
+    return atomic_load(&l->refused);
+}
+
+void nodelink_stop(nodelink *l)
+{
+    atomic_store(&l->stop, true);
+    pthread_mutex_lock(&l->lock);
+    pthread_cond_signal(&l->wake);
+    pthread_mutex_unlock(&l->lock);
+}
+
+void nodelink_close(nodelink *l)
+{
+    if (l == NULL)
+        return;
+    nodelink_stop(l);
+    if (l->req_started)
+        pthread_join(l->req_thread, NULL); /* flushes what is queued first */
+    if (l->sub_started)
+        pthread_join(l->sub_thread, NULL);
+    /* Quiesced: no request in flight, no receive pending. Subscriber first. */
+    nng_close_bounded(l->sub, "link-sub", 2000);
+    nng_close_bounded(l->req, "link-req", 2000);
+    if (l->aio != NULL)
+        nng_aio_free(l->aio);
+    op_batch_destroy(&l->filling);
+    pthread_mutex_destroy(&l->lock);
+    pthread_cond_destroy(&l->wake);
+    xfree(l);
+}
+
+/* ---------------- delivery numbering ---------------- */
+
+int stream_accept(delivery_stream *s, uint64_t seq, uint32_t count, uint64_t *lost)
+{
+    int verdict = STREAM_IN_ORDER;
+    *lost = 0;
+    if (seq == count) { /* the first batch of the node's stream to us */
+        verdict = s->received > 0 ? STREAM_RESTARTED : STREAM_IN_ORDER;
+        s->mark_set = false;
+    } else if (seq < count || seq - count < s->received) {
+        s->late++;
+        return STREAM_LATE;
+    } else if (s->received > 0 && seq - count > s->received) {
+        *lost = seq - count - s->received;
+        s->gaps++;
+        s->lost += *lost;
+        verdict = STREAM_GAP;
+    }
+    s->received = seq;
+    return verdict;
+}
+
+uint64_t stream_heartbeat(delivery_stream *s, uint64_t published)
+{
+    uint64_t lost = 0;
+    if (s->mark_set && s->mark > s->received && s->received == s->mark_last) {
+        lost = s->mark - s->received;
+        s->received = s->mark;
+        s->gaps++;
+        s->lost += lost;
+    }
+    s->mark = published;
+    s->mark_last = s->received;
+    s->mark_set = true;
+    return lost;
+}
+
+void stream_forget_mark(delivery_stream *s)
+{
+    s->mark_set = false;
+}

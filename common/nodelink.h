@@ -1,0 +1,104 @@
+/* nodelink.h - one peer's connection to one node: the transport half that
+ * brokers and the backend library share.
+ *
+ * A link owns a REQ socket driven by a request thread that sends one batch at
+ * a time (every operation submitted since the last send travels in one nng
+ * message) and a SUB socket driven by a delivery thread that receives what the
+ * node publishes for this peer (topic = the peer id). Until the node has
+ * published its HELLO to this peer, only HELLO batches go out (numbered 0), at
+ * start and again after any disconnect, so no answer can be published into a
+ * delivery pipe that is not up. A batch the node refuses as coming from an
+ * unknown peer (it restarted, or dropped us) was not applied: the link says
+ * HELLO again, the owner re-registers its state (RESYNC), and the same batch
+ * goes again. When idle the link sends a HEARTBEAT every 250 ms.
+ *
+ * What the link learns goes to the owner's handler, called on the link's
+ * threads (request thread, delivery thread, or nng's pipe callback thread);
+ * the owner decides whether to act there or hand it to a thread of its own.
+ *
+ * delivery_stream: the numbering check of a delivery stream (see
+ * proto/operations.md), kept by whoever reads the deliveries. */
+#ifndef EDDY_NODELINK_H
+#define EDDY_NODELINK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ops.h"
+
+#define NODELINK_QUEUE_MAX (8u << 20) /* bytes queued for one node before submits are refused */
+
+enum nodelink_event {
+    NODELINK_REPLY = 1,    /* item: nng_msg *, the reply to batch seq (0: a HELLO's) */
+    NODELINK_DELIVERY = 2, /* item: nng_msg *, a delivery batch, 8-byte peer id first */
+    NODELINK_RESYNC = 3,   /* item NULL: the node delivers again after a restart, a
+                              disconnect or a refusal: register everything again */
+    NODELINK_FAILED = 4,   /* item: op_batch *, batch seq the node will not answer */
+    NODELINK_DOWN = 5,     /* item NULL: the last connection to the node dropped */
+};
+
+/* Takes ownership of item and returns 0, or returns -1 and leaves it to the
+ * link (which frees it: nng_msg_free, or op_batch_destroy + free). */
+typedef int nodelink_handler(void *ctx, int event, int index, uint64_t seq, void *item);
+
+typedef struct nodelink_config {
+    int index;               /* passed back to the handler */
+    const char *id;          /* the node's id, for log lines */
+    const char *request_url; /* REQ dials this */
+    const char *delivery_url;/* SUB dials this */
+    uint64_t peer_id;        /* our random id: batch origin and delivery topic */
+    uint64_t epoch;          /* sent in HELLO */
+    uint64_t map_digest;     /* sent in HELLO (shardmap_digest) */
+    nodelink_handler *handler;
+    void *ctx;
+} nodelink_config;
+
+typedef struct nodelink nodelink;
+
+/* Dials the node (in the background: the node may come later) and starts the
+ * threads. The strings in c are borrowed and must outlive the link. Returns
+ * NULL (logged) on failure. */
+nodelink *nodelink_open(const nodelink_config *c);
+/* Queues o (borrowed; encoded at once). Returns the number of the batch it
+ * travels in (>= 1), or 0 when refused: the node is down (after having been
+ * up) or more than NODELINK_QUEUE_MAX bytes wait. Any thread. */
+uint64_t nodelink_submit(nodelink *l, const op *o);
+/* True while the node delivers to us (its HELLO came back). */
+bool nodelink_delivering(const nodelink *l);
+/* True while a connection to the node is up. */
+bool nodelink_connected(const nodelink *l);
+/* Operations refused because the queue was full (a metric). */
+uint64_t nodelink_refused(const nodelink *l);
+/* Asks the threads to finish: what is queued is still sent if the node
+ * delivers. Returns at once; nodelink_close waits. */
+void nodelink_stop(nodelink *l);
+/* Stops (if not yet), joins the threads, closes the sockets, frees l. NULL is fine. */
+void nodelink_close(nodelink *l);
+
+/* True when a delivery batch begins with a HELLO (the node's first word to us). */
+bool nodelink_is_hello(const void *body, size_t len, uint64_t peer_id);
+
+typedef struct delivery_stream {
+    uint64_t received;        /* operations received so far (the node's numbering) */
+    uint64_t mark, mark_last; /* the node's count at the last heartbeat answer, ours then */
+    bool mark_set;
+    uint64_t gaps, lost, late; /* metrics: gaps seen, operations lost, late batches dropped */
+} delivery_stream;
+
+enum stream_verdict {
+    STREAM_IN_ORDER = 0,  /* apply the batch */
+    STREAM_RESTARTED = 1, /* the node's first batch to us (it restarted): apply */
+    STREAM_GAP = 2,       /* operations were lost before this batch (*lost): recover, then apply */
+    STREAM_LATE = 3,      /* older than a loss already declared: drop it */
+};
+/* Checks a delivery batch's header (seq = the node's running op count, count =
+ * ops in the batch) and advances the stream. */
+int stream_accept(delivery_stream *s, uint64_t seq, uint32_t count, uint64_t *lost);
+/* A heartbeat answer says the node has published `published` operations to us.
+ * If the previous one promised more than we have and nothing arrived since,
+ * the tail of the stream was lost: returns how many operations (0 = none). */
+uint64_t stream_heartbeat(delivery_stream *s, uint64_t published);
+/* The node went down: forget the heartbeat mark. */
+void stream_forget_mark(delivery_stream *s);
+
+#endif
