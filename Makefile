@@ -3,8 +3,10 @@
 #   make          build build/eddy
 #   make run      install missing dependencies, build, start eddy standalone on :6020 (data in ./data)
 #   make test     install, build, run every test suite (unit; end-to-end standalone, two-process and
-#                 3 nodes + 2 brokers behind haproxy; cluster failures; deploy/ checks)
+#                 3 nodes + 2 brokers behind haproxy; cluster failures; backend library and
+#                 eddy ctl; deploy/ checks)
 #   make asan     the same suites against an ASan+UBSan build in build-asan/
+#   make install  eddy, libeddy (static, shared), eddy.h and eddy.pc under PREFIX (/usr/local)
 #   make clean
 
 BUILD    ?= build
@@ -14,7 +16,8 @@ PKGS     := libwebsockets msgpack libprotobuf-c jansson yaml-0.1 libsodium libpc
 VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
-               -DEDDY_VERSION='"$(VERSION)"' -DPCRE2_CODE_UNIT_WIDTH=8 -I$(BUILD)/gen -Icommon -Ibroker -Inode
+               -DEDDY_VERSION='"$(VERSION)"' -DPCRE2_CODE_UNIT_WIDTH=8 -I$(BUILD)/gen -Icommon -Ibroker -Inode \
+               -Iclient
 ifeq ($(SAN),1)
 CFLAGS_OPT  := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 LDFLAGS_SAN := -fsanitize=address,undefined
@@ -30,12 +33,22 @@ PROTO_GEN  := $(BUILD)/gen/deepstream.pb-c.c
 CORE_SRC   := $(wildcard common/*.c) $(wildcard broker/*.c) $(wildcard node/*.c)
 CORE_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(CORE_SRC)) $(BUILD)/obj/gen/deepstream.pb-c.o
 MAIN_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard cmd/*.c))
+# libeddy, the backend library: client/ and the parts of common/ it stands on
+CLIENT_SRC := $(wildcard client/*.c)
+CLIENT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLIENT_SRC))
+LIB_SRC    := $(CLIENT_SRC) $(addprefix common/,clustermap.c config.c dict.c jsonpath.c log.c mem.c \
+              mpack.c nodelink.c ops.c queue.c shardmap.c util.c yamljson.c)
+LIB_PIC    := $(patsubst %.c,$(BUILD)/pic/%.o,$(LIB_SRC))
+LIB_LIBS   := -lnng $(shell pkg-config --libs msgpack jansson yaml-0.1 2>/dev/null) -lpthread
+SOVERSION  := 0
+EXAMPLES   := $(patsubst client/examples/%.c,$(BUILD)/examples/%,$(wildcard client/examples/*.c))
+PREFIX     ?= /usr/local
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all run test asan unit e2e e2e-standalone e2e-cluster e2e-haproxy cluster-test deps npm-deps clean help bench
+.PHONY: install backend-test all run test asan unit e2e e2e-standalone e2e-cluster e2e-haproxy cluster-test deps npm-deps clean help bench
 
-all: $(BUILD)/eddy
+all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/libeddy.so $(BUILD)/eddy.pc $(EXAMPLES)
 
 $(BUILD)/gen/deepstream.pb-c.c $(BUILD)/gen/deepstream.pb-c.h: proto/deepstream.proto
 	@mkdir -p $(BUILD)/gen
@@ -52,12 +65,49 @@ $(BUILD)/obj/%.o: %.c $(PROTO_GEN)
 $(BUILD)/libeddycore.a: $(CORE_OBJ)
 	ar rcs $@ $^
 
-$(BUILD)/eddy: $(MAIN_OBJ) $(BUILD)/libeddycore.a
-	$(CC) $(LDFLAGS) -o $@ $(MAIN_OBJ) $(BUILD)/libeddycore.a $(LDLIBS)
+$(BUILD)/eddy: $(MAIN_OBJ) $(CLIENT_OBJ) $(BUILD)/libeddycore.a
+	$(CC) $(LDFLAGS) -o $@ $(MAIN_OBJ) $(CLIENT_OBJ) $(BUILD)/libeddycore.a $(LDLIBS)
+
+$(BUILD)/pic/%.o: %.c $(PROTO_GEN)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -DEDDY_LIBRARY -MMD -MP -c $< -o $@
+
+$(BUILD)/libeddy.a: $(LIB_PIC)
+	ar rcs $@ $^
+
+$(BUILD)/libeddy.so: $(LIB_PIC)
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,libeddy.so.$(SOVERSION) -o $@ $^ $(LIB_LIBS)
+
+$(BUILD)/eddy.pc: client/eddy.pc.in VERSION
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS@|$(LIB_LIBS)|' $< > $@
+
+# examples use only the public header and the static library, as a user's program would
+$(BUILD)/examples/%: client/examples/%.c client/eddy.h $(BUILD)/libeddy.a
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(CFLAGS_OPT) -Iclient -o $@ $< \
+	  $(BUILD)/libeddy.a $(LIB_LIBS) $(LDFLAGS_SAN)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 755 $(BUILD)/eddy $(DESTDIR)$(PREFIX)/bin/eddy
+	install -m 644 client/eddy.h $(DESTDIR)$(PREFIX)/include/eddy.h
+	install -m 644 $(BUILD)/libeddy.a $(DESTDIR)$(PREFIX)/lib/libeddy.a
+	install -m 755 $(BUILD)/libeddy.so $(DESTDIR)$(PREFIX)/lib/libeddy.so.$(SOVERSION)
+	ln -sf libeddy.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/libeddy.so
+	install -m 644 $(BUILD)/eddy.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/eddy.pc
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libeddycore.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libeddycore.a $(LDLIBS) -lcmocka
+
+# the backend library's tests use only the public header and libeddy.a
+$(BUILD)/tests/test_backend: tests/backend/test_backend.c client/eddy.h $(BUILD)/libeddy.a
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Werror -Wno-unused-parameter $(CFLAGS_OPT) -Iclient -o $@ $< \
+	  $(BUILD)/libeddy.a $(LIB_LIBS) -lcmocka $(LDFLAGS_SAN)
+
+backend-test: all $(BUILD)/tests/test_backend npm-deps
+	bash tests/backend/run.sh $(BUILD)
 
 $(BUILD)/bench_node: tests/bench/bench_node.c $(BUILD)/libeddycore.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libeddycore.a $(LDLIBS)
@@ -97,12 +147,13 @@ test: deps
 	$(MAKE) unit
 	$(MAKE) e2e
 	$(MAKE) cluster-test
+	$(MAKE) backend-test
 	EDDY_BIN=build/eddy bash deploy/check.sh
 
 asan: deps
 	$(MAKE) BUILD=build-asan SAN=1 all
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-	  $(MAKE) BUILD=build-asan SAN=1 unit e2e cluster-test
+	  $(MAKE) BUILD=build-asan SAN=1 unit e2e cluster-test backend-test
 
 # Benchmarks (figures, not pass/fail): node-side record apply+persist, then
 # record writes through the real client path against eddy standalone.
@@ -116,4 +167,4 @@ clean:
 	rm -rf build build-asan
 
 help:
-	@sed -n '1,10p' Makefile
+	@sed -n '1,12p' Makefile

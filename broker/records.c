@@ -553,7 +553,7 @@ static void on_result(broker *b, const op *o, const char *name, const char *data
         m.has_originalaction = 1;
         m.originalaction = (int)o->orig;
     }
-    if (o->has_version) {
+    if (o->has_version && o->action != ACT(WRITE_ACKNOWLEDGEMENT)) { /* deepstream's ack has none */
         m.has_version = 1;
         m.version = (int32_t)o->version;
     }

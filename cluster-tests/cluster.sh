@@ -9,7 +9,8 @@
 #   cluster.sh start  NAME --dir DIR     (again, same ports and data)
 #
 # `up` returns once every broker answers /health-check; it writes DIR/brokers (one
-# websocket URL per line), DIR/lb with --lb (haproxy's websocket URL) and
+# websocket URL per line), DIR/nodes (each node's request address, for backends:
+# eddy ctl --cluster), DIR/lb with --lb (haproxy's websocket URL) and
 # DIR/cluster.yml (the shared cluster map). Each process logs to DIR/NAME.log.
 set -euo pipefail
 
@@ -49,7 +50,13 @@ launch() { # NAME: start the process recorded in DIR/NAME.cmd, in the background
   echo $! >"$dir/$n.pid"
 }
 
-alive() { [[ -f $dir/$1.pid ]] && kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }
+# A process that has exited is dead even while it waits to be reaped (a zombie:
+# here init reaps orphans only every few seconds).
+alive() {
+  [[ -f $dir/$1.pid ]] || return 1
+  local pid; pid=$(cat "$dir/$1.pid")
+  kill -0 "$pid" 2>/dev/null && [[ $(ps -o stat= -p "$pid" 2>/dev/null) != Z* ]]
+}
 
 wait_health() { # PORT: until /health-check answers 200 (20 s)
   for _ in $(seq 200); do
@@ -67,8 +74,10 @@ up)
   bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
   mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
   { echo "cluster:"; echo "  nodes:"; } >"$dir/cluster.yml"
+  : >"$dir/nodes"
   for i in $(seq "$nodes"); do
     rq=$(free_port); dl=$(free_port)
+    echo "tcp://127.0.0.1:$rq" >>"$dir/nodes"
     echo "    - { id: node$i, request: \"tcp://127.0.0.1:$rq\", delivery: \"tcp://127.0.0.1:$dl\" }" >>"$dir/cluster.yml"
     echo "$bin node --config $dir/cluster.yml --node-id node$i --request tcp://127.0.0.1:$rq --delivery tcp://127.0.0.1:$dl --data $dir/node$i ${extra[*]:-}" >"$dir/node$i.cmd"
   done

@@ -3,15 +3,20 @@
  * (standalone: the very same code paths as a cluster, only the addresses
  * differ). Also `eddy hash PASSWORD` for the users file. Exit codes: 0 clean
  * stop, 1 runtime failure, 2 bad configuration or usage. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "broker.h"
 #include "clustermap.h"
 #include "config.h"
+#include "ctl.h"
 #include "log.h"
 #include "mem.h"
 #include "node.h"
@@ -34,6 +39,7 @@ static void usage(FILE *out)
             "  eddy broker [options]       websocket edge; needs --node REQ,DELIV\n"
             "  eddy node [options]         shard owner; listens on --request and --delivery\n"
             "  eddy hash PASSWORD          print an Argon2id hash for the users file\n"
+            "  eddy ctl COMMAND ...        the cluster from a shell (eddy ctl --help)\n"
             "  eddy --version | --help\n\n"
             "options (YAML keys in brackets; EDDY_<KEY> environment variables also work):\n"
             "  --config FILE                  YAML configuration file\n",
@@ -130,7 +136,7 @@ static int node_map(const eddy_config *cfg, shardmap *map, unsigned *self)
 /* cluster.seed: learns cluster.nodes and cluster.epoch from one node. */
 static int learn_cluster(eddy_config *cfg)
 {
-    char *json = clustermap_fetch(cfg->seed, &stop_requested);
+    char *json = clustermap_fetch(cfg->seed, &stop_requested, 0);
     if (json == NULL)
         return stop_requested ? 0 : 1;
     char err[256];
@@ -164,6 +170,37 @@ static int run_broker(eddy_config *cfg)
     return rc;
 }
 
+/* True when nothing listens on 127.0.0.1:port (a bind succeeds). */
+static bool port_free(long port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Standalone's endpoint for backends: node.request/node.delivery when given,
+ * else tcp://127.0.0.1:<port+1> and <port+2>, or free ports when those are
+ * taken (logged) or the websocket port is itself picked at random (0). */
+static void standalone_backend_urls(const eddy_config *cfg, char *req, char *del, size_t len)
+{
+    long p = (long)cfg->port;
+    bool derived = p > 0 && p + 2 <= 65535 && port_free(p + 1) && port_free(p + 2);
+    if (p > 0 && !derived && cfg->node_request[0] == '\0')
+        log_warn("backend-ports-taken", "ports %ld and %ld are not free: backends get free ports "
+                 "(see backends-listening)", p + 1, p + 2);
+    snprintf(req, len, "tcp://127.0.0.1:%ld", derived ? p + 1 : 0);
+    snprintf(del, len, "tcp://127.0.0.1:%ld", derived ? p + 2 : 0);
+    if (cfg->node_request[0] != '\0')
+        snprintf(req, len, "%s", cfg->node_request);
+    if (cfg->node_delivery[0] != '\0')
+        snprintf(del, len, "%s", cfg->node_delivery);
+}
+
 static int run_role(const char *role, eddy_config *cfg)
 {
     int rc = 0;
@@ -174,15 +211,22 @@ static int run_role(const char *role, eddy_config *cfg)
     unsigned self;
     if (node_map(cfg, &map, &self) != 0)
         return 2;
-    const char *req = cfg->node_request, *del = cfg->node_delivery;
-    char inproc_req[64], inproc_del[64];
+    const char *req = cfg->node_request[0] ? cfg->node_request : "tcp://127.0.0.1:6021";
+    const char *del = cfg->node_delivery[0] ? cfg->node_delivery : "tcp://127.0.0.1:6022";
+    const char *backend_req = NULL, *backend_del = NULL;
+    char inproc_req[64], inproc_del[64], tcp_req[300], tcp_del[300];
     if (strcmp(role, "standalone") == 0) {
         snprintf(inproc_req, sizeof(inproc_req), "inproc://eddy-%d-request", (int)getpid());
         snprintf(inproc_del, sizeof(inproc_del), "inproc://eddy-%d-delivery", (int)getpid());
         req = inproc_req;
         del = inproc_del;
+        standalone_backend_urls(cfg, tcp_req, tcp_del, sizeof(tcp_req));
+        if (strcmp(cfg->node_request, "none") != 0) {
+            backend_req = tcp_req;
+            backend_del = tcp_del;
+        }
     }
-    node *n = node_start(cfg, req, del, &map, self);
+    node *n = node_start(cfg, req, del, backend_req, backend_del, &map, self);
     if (n == NULL)
         return 1;
     if (strcmp(role, "standalone") == 0) {
@@ -211,6 +255,14 @@ int main(int argc, char **argv)
     }
     if (argc >= 2 && strcmp(argv[1], "hash") == 0)
         return cmd_hash(argc, argv);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (argc >= 2 && strcmp(argv[1], "ctl") == 0)
+        return cmd_ctl(argc, argv, &stop_requested);
     const char *role = "standalone";
     int first = 1;
     if (argc >= 2 && argv[1][0] != '-') {
@@ -228,12 +280,6 @@ int main(int argc, char **argv)
         config_free(&cfg);
         return rc;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
     log_info("starting", "role=%s version=%s", role, EDDY_VERSION);
     rc = run_role(role, &cfg);
     log_info("stopped", "role=%s exit=%d", role, rc);

@@ -126,7 +126,7 @@ static char *ask(nng_socket sock)
     return json;
 }
 
-char *clustermap_fetch(const char *request_url, volatile sig_atomic_t *stop)
+char *clustermap_fetch(const char *request_url, volatile sig_atomic_t *stop, int64_t deadline)
 {
     nng_socket sock;
     int rv = nng_req0_open(&sock);
@@ -134,8 +134,11 @@ char *clustermap_fetch(const char *request_url, volatile sig_atomic_t *stop)
         log_error("seed-failed", "at=req0_open error=%s", nng_strerror(rv));
         return NULL;
     }
-    nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, FETCH_TIMEOUT_MS);
-    nng_socket_set_ms(sock, NNG_OPT_SENDTIMEO, FETCH_TIMEOUT_MS);
+    int wait_ms = FETCH_TIMEOUT_MS;
+    if (deadline > 0 && deadline - now_ms() < wait_ms)
+        wait_ms = deadline - now_ms() > 50 ? (int)(deadline - now_ms()) : 50;
+    nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, wait_ms);
+    nng_socket_set_ms(sock, NNG_OPT_SENDTIMEO, wait_ms);
     nng_socket_set_size(sock, NNG_OPT_RECVMAXSZ, MAP_MAX_BYTES);
     nng_socket_set_ms(sock, NNG_OPT_RECONNMINT, 100);
     nng_socket_set_ms(sock, NNG_OPT_RECONNMAXT, 1000);
@@ -146,13 +149,13 @@ char *clustermap_fetch(const char *request_url, volatile sig_atomic_t *stop)
     }
     char *json = NULL;
     bool said = false;
-    while (json == NULL && !*stop) {
+    while (json == NULL && (stop == NULL || !*stop) && (deadline == 0 || now_ms() < deadline)) {
         json = ask(sock);
-        if (json == NULL) {
+        if (json == NULL && (deadline == 0 || now_ms() + 200 < deadline)) {
             if (!said)
-                log_warn("waiting-for-seed", "seed=%s (asking every second)", request_url);
+                log_warn("waiting-for-seed", "seed=%s (asking again)", request_url);
             said = true;
-            sleep(1);
+            usleep(200 * 1000);
         }
     }
     nng_close_bounded(sock, "seed", 2000);

@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <signal.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "shardmap.h"
@@ -22,9 +23,10 @@ char *clustermap_json(const eddy_config *cfg, const shardmap *map, const char *s
 /* Replaces cfg's node list and epoch with the map in json. Returns 0, or -1
  * with a message in err (not JSON, missing fields, more than CONFIG_MAX_NODES). */
 int clustermap_apply(eddy_config *cfg, const char *json, size_t len, char *err, size_t err_len);
-/* Asks the node at request_url for the map (MAP_QUERY), retrying every second
- * (one `waiting-for-seed` line, then quiet) until it answers or *stop is set.
- * Returns the JSON text (owned by the caller, xfree) or NULL. */
-char *clustermap_fetch(const char *request_url, volatile sig_atomic_t *stop);
+/* Asks the node at request_url for the map (MAP_QUERY), retrying (one
+ * `waiting-for-seed` line, then quiet) until it answers, *stop is set (stop
+ * may be NULL) or the deadline (now_ms clock; 0 = none) passes. Returns the
+ * JSON text (owned by the caller, xfree) or NULL. */
+char *clustermap_fetch(const char *request_url, volatile sig_atomic_t *stop, int64_t deadline);
 
 #endif

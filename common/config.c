@@ -68,10 +68,13 @@ static const cfg_entry table[] = {
      NULL, "largest record document in bytes; a write making it larger is refused"},
     {"node.id", "--node-id", T_STR, 1, 0, "node1", F(node_id), NULL,
      "this node's id (must appear in cluster.nodes when that list is given)"},
-    {"node.request", "--request", T_STR, 1, 0, "tcp://127.0.0.1:6021", F(node_request), NULL,
-     "nng address the node receives operations on (eddy node)"},
-    {"node.delivery", "--delivery", T_STR, 1, 0, "tcp://127.0.0.1:6022", F(node_delivery), NULL,
-     "nng address the node publishes deliveries on (eddy node)"},
+    {"node.request", "--request", T_STR, 0, 0, "", F(node_request), NULL,
+     "nng address the node receives operations on from brokers and backends; default "
+     "tcp://127.0.0.1:6021 (eddy node), tcp://127.0.0.1:<port+1> (standalone: for backends; "
+     "\"none\" turns that off)"},
+    {"node.delivery", "--delivery", T_STR, 0, 0, "", F(node_delivery), NULL,
+     "nng address the node publishes deliveries on; default tcp://127.0.0.1:6022 (eddy node), "
+     "tcp://127.0.0.1:<port+2> (standalone)"},
     {"rpc.ackTimeout", "--rpc-ack-timeout", T_INT, 1, 3600000, "1000", F(rpc_ack_timeout_ms), NULL,
      "ms a provider has to accept a call before the caller gets ACCEPT_TIMEOUT"},
     {"rpc.responseTimeout", "--rpc-response-timeout", T_INT, 1, 86400000, "10000",

@@ -9,7 +9,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef EDDY_LIBRARY
+enum log_level log_threshold = LOG_WARN; /* the backend library: only what needs attention */
+#else
 enum log_level log_threshold = LOG_INFO;
+#endif
 
 static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 

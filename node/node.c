@@ -32,6 +32,7 @@ struct node {
     unsigned self;
     nng_socket rep, pub;
     char request_url[256], delivery_url[256];
+    char backend_request_url[256], backend_delivery_url[256]; /* "" when not listening */
     pthread_t thread;
     atomic_bool stop;
     dict *peers; /* id (8 bytes) -> peer */
@@ -389,9 +390,29 @@ static void *executor(void *arg)
     return NULL;
 }
 
-static int open_sockets(node *n, const char *request_url, const char *delivery_url)
+/* Listens on one request/delivery pair; writes the bound addresses. */
+static int listen_pair(node *n, const char *request_url, const char *delivery_url, char *req_out,
+                       char *del_out, size_t out_len)
 {
     nng_listener lr, ld;
+    int rv;
+    const char *step = request_url;
+    if ((rv = nng_listen(n->rep, request_url, &lr, 0)) != 0)
+        goto fail;
+    step = delivery_url;
+    if ((rv = nng_listen(n->pub, delivery_url, &ld, 0)) != 0)
+        goto fail;
+    nng_bound_url(lr, request_url, req_out, out_len);
+    nng_bound_url(ld, delivery_url, del_out, out_len);
+    return 0;
+fail:
+    log_error("node-listen-failed", "at=%s error=%s", step, nng_strerror(rv));
+    return -1;
+}
+
+static int open_sockets(node *n, const char *request_url, const char *delivery_url,
+                        const char *backend_request, const char *backend_delivery)
+{
     int rv;
     const char *step = "rep0_open";
     if ((rv = nng_rep0_open(&n->rep)) != 0)
@@ -403,14 +424,12 @@ static int open_sockets(node *n, const char *request_url, const char *delivery_u
     /* A batch holds many operations, each at most one client frame. */
     nng_socket_set_size(n->rep, NNG_OPT_RECVMAXSZ, (size_t)n->cfg->max_message_size * 2 + (8u << 20));
     nng_socket_set_int(n->pub, NNG_OPT_SENDBUF, 8192);
-    step = request_url;
-    if ((rv = nng_listen(n->rep, request_url, &lr, 0)) != 0)
-        goto fail;
-    step = delivery_url;
-    if ((rv = nng_listen(n->pub, delivery_url, &ld, 0)) != 0)
-        goto fail;
-    nng_bound_url(lr, request_url, n->request_url, sizeof(n->request_url));
-    nng_bound_url(ld, delivery_url, n->delivery_url, sizeof(n->delivery_url));
+    if (listen_pair(n, request_url, delivery_url, n->request_url, n->delivery_url, sizeof(n->request_url)) != 0)
+        return -1;
+    if (backend_request != NULL &&
+        listen_pair(n, backend_request, backend_delivery, n->backend_request_url, n->backend_delivery_url,
+                    sizeof(n->backend_request_url)) != 0)
+        return -1;
     return 0;
 fail:
     log_error("node-listen-failed", "at=%s error=%s", step, nng_strerror(rv));
@@ -418,7 +437,8 @@ fail:
 }
 
 node *node_start(const eddy_config *cfg, const char *request_url, const char *delivery_url,
-                 const shardmap *map, unsigned self_index)
+                 const char *backend_request, const char *backend_delivery, const shardmap *map,
+                 unsigned self_index)
 {
     node *n = xcalloc(1, sizeof(*n));
     n->cfg = cfg;
@@ -448,13 +468,19 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
     n->rpc = rpc_new(n, cfg);
     n->presence = presence_new(n);
     n->listen = listen_new(n, cfg);
-    if (open_sockets(n, request_url, delivery_url) != 0)
+    if (open_sockets(n, request_url, delivery_url, backend_request, backend_delivery) != 0)
         goto fail;
-    n->map_json = clustermap_json(cfg, map, cfg->node_id, n->request_url, n->delivery_url);
+    /* the map names the addresses others can reach: the backend pair when there is one */
+    bool backend = n->backend_request_url[0] != '\0';
+    n->map_json = clustermap_json(cfg, map, cfg->node_id, backend ? n->backend_request_url : n->request_url,
+                                  backend ? n->backend_delivery_url : n->delivery_url);
     if (pthread_create(&n->thread, NULL, executor, n) != 0)
         goto fail;
     log_info("node-listening", "request=%s delivery=%s id=%s epoch=%llu", n->request_url,
              n->delivery_url, cfg->node_id, (unsigned long long)map->epoch);
+    if (backend)
+        log_info("backends-listening", "request=%s delivery=%s (eddy ctl --cluster %s)",
+                 n->backend_request_url, n->backend_delivery_url, n->backend_request_url);
     return n;
 fail:
     nng_close(n->rep); /* nothing in flight yet: cannot hang */

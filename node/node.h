@@ -20,11 +20,14 @@
 
 typedef struct node node;
 
-/* Starts a node listening on request_url and delivery_url, owning the shards
- * `map` assigns to self_index. cfg is borrowed and must outlive the node.
- * Returns NULL (logged) when a socket cannot be opened or bound. */
+/* Starts a node listening on request_url and delivery_url (and, when
+ * backend_request is not NULL, also on backend_request and backend_delivery:
+ * standalone's tcp endpoint beside its inproc one), owning the shards `map`
+ * assigns to self_index. cfg is borrowed and must outlive the node. Returns
+ * NULL (logged) when a socket cannot be opened or bound. */
 node *node_start(const eddy_config *cfg, const char *request_url, const char *delivery_url,
-                 const shardmap *map, unsigned self_index);
+                 const char *backend_request, const char *backend_delivery, const shardmap *map,
+                 unsigned self_index);
 /* The addresses the node is really bound to (tcp port 0 resolved). */
 const char *node_request_url(const node *n);
 const char *node_delivery_url(const node *n);

@@ -382,7 +382,7 @@ static void do_write(record_table *t, peer *from, record *r, const op *o)
     if (o->version != -1 && o->version != next) {
         if (o->version > next) {
             op res = {.kind = OP_RECORD_RESULT, .name = o->name, .session = o->session,
-                      .ref = o->ref, .action = ACT(INVALID_VERSION), .orig = a,
+                      .ref = o->ref, .corr = o->corr, .action = ACT(INVALID_VERSION), .orig = a,
                       .flags = (o->flags & OP_FLAG_WRITE_ACK) | OP_FLAG_ERROR, .has_version = true,
                       .version = base, .has_data = o->has_data, .data = o->data};
             send_op(t, from, &res);
@@ -439,8 +439,8 @@ static void do_write(record_table *t, peer *from, record *r, const op *o)
         }
     }
     broadcast(t, r, &up);
-    if (o->flags & OP_FLAG_WRITE_ACK)
-        result(t, from, o, ACT(WRITE_ACKNOWLEDGEMENT), false, NULL, false);
+    if (o->flags & OP_FLAG_WRITE_ACK) /* with the version written (backends use it) */
+        result(t, from, o, ACT(WRITE_ACKNOWLEDGEMENT), false, r, false);
 }
 
 static void do_delete(record_table *t, peer *from, record *r, const op *o)

@@ -1,0 +1,687 @@
+/* api.c - the backend library's features: events, records, RPC and listening,
+ * as operations for the owning node (client_submit) and as the handling of
+ * what nodes answer and deliver (client_on_delivery, on a link thread with
+ * e->lock held). Record subscriptions keep the document as last delivered and
+ * apply patches to it (common/jsonpath.c), so callbacks always see the whole
+ * document; a version jump re-reads it. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "deepstream.pb-c.h"
+#include "internal.h"
+#include "jsonpath.h"
+#include "log.h"
+#include "mem.h"
+#include "util.h"
+
+#define RACT(x) RECORD__ACTION__RECORD_##x
+#define PACT(x) RPC__ACTION__RPC_##x
+
+static strview sv(const char *s)
+{
+    return (strview){s, s ? (uint32_t)strlen(s) : 0};
+}
+
+static bool valid_name(const char *name)
+{
+    size_t len = name ? strlen(name) : 0;
+    return len > 0 && len <= EDDY_NAME_MAX;
+}
+
+static bool valid_json(const char *json)
+{
+    return json == NULL || json_check(json, strlen(json)) != JSON_KIND_INVALID;
+}
+
+void client_registration_free(registration *r)
+{
+    if (r == NULL)
+        return;
+    xfree(r->doc);
+    xfree(r);
+}
+
+void client_callback_free(callback *cb)
+{
+    if (cb == NULL)
+        return;
+    if (cb->call != NULL) {
+        xfree(cb->call->name);
+        xfree(cb->call->id);
+        xfree(cb->call);
+    }
+    xfree(cb->name);
+    xfree(cb->data);
+    xfree(cb->extra);
+    xfree(cb);
+}
+
+static registration *registration_new(void *fn, void *arg)
+{
+    registration *r = xcalloc(1, sizeof(*r));
+    r->fn = fn;
+    r->arg = arg;
+    r->version = -1;
+    return r;
+}
+
+/* Submits o routed by route and waits (e->lock held) until its batch is answered. */
+static eddy_status submit_and_wait(eddy *e, op *o, strview route)
+{
+    uint64_t seq;
+    int li = client_submit(e, o, route, &seq);
+    if (li < 0)
+        return EDDY_ERR_UNAVAILABLE;
+    return client_wait_batch(e, li, seq, client_deadline(e));
+}
+
+/* Submits o for the pending call it carries and waits for the answer. */
+static eddy_status call_and_wait(eddy *e, op *o, strview route, pending **out)
+{
+    o->shard = shard_of(route.ptr, route.len);
+    int li = (int)shardmap_owner(&e->map, o->shard);
+    pending *p = client_pending_new(e, li);
+    char ref[24];
+    if (o->kind == OP_RPC_REQUEST) { /* an RPC's corr travels as its correlation id */
+        snprintf(ref, sizeof(ref), "%" PRIu64, p->corr);
+        o->ref = sv(ref);
+    }
+    o->corr = p->corr;
+    uint64_t seq;
+    eddy_status st;
+    if (client_submit_to(e, li, o, &seq) < 0) {
+        dict_del(e->pending, &p->corr, sizeof(p->corr));
+        st = EDDY_ERR_UNAVAILABLE;
+    } else
+        st = client_pending_wait(e, p, client_deadline(e));
+    *out = p;
+    return st;
+}
+
+/* ---------------- events ---------------- */
+
+eddy_status eddy_emit(eddy *e, const char *name, const char *json)
+{
+    if (e == NULL || !valid_name(name) || !valid_json(json))
+        return EDDY_ERR_INVALID;
+    op o = {.kind = OP_EVENT_EMIT, .name = sv(name), .has_data = json != NULL, .data = sv(json)};
+    uint64_t seq;
+    return client_submit(e, &o, o.name, &seq) < 0 ? EDDY_ERR_UNAVAILABLE : EDDY_OK;
+}
+
+eddy_status eddy_subscribe(eddy *e, const char *name, eddy_event_fn *fn, void *arg)
+{
+    if (e == NULL || !valid_name(name) || fn == NULL)
+        return EDDY_ERR_INVALID;
+    pthread_mutex_lock(&e->lock);
+    eddy_status st = EDDY_ERR_EXISTS;
+    if (dict_get(e->events, name, strlen(name)) == NULL) {
+        dict_put(e->events, name, strlen(name), registration_new((void *)fn, arg));
+        op o = {.kind = OP_EVENT_INTEREST, .name = sv(name)};
+        if ((st = submit_and_wait(e, &o, o.name)) == EDDY_ERR_UNAVAILABLE)
+            client_registration_free(dict_del(e->events, name, strlen(name)));
+    }
+    pthread_mutex_unlock(&e->lock);
+    return st;
+}
+
+eddy_status eddy_unsubscribe(eddy *e, const char *name)
+{
+    if (e == NULL || !valid_name(name))
+        return EDDY_ERR_INVALID;
+    pthread_mutex_lock(&e->lock);
+    registration *r = dict_del(e->events, name, strlen(name));
+    eddy_status st = EDDY_ERR_NOT_REGISTERED;
+    if (r != NULL) {
+        client_registration_free(r);
+        op o = {.kind = OP_EVENT_UNINTEREST, .name = sv(name)};
+        st = submit_and_wait(e, &o, o.name);
+    }
+    pthread_mutex_unlock(&e->lock);
+    return st;
+}
+
+/* ---------------- records ---------------- */
+
+eddy_status eddy_get(eddy *e, const char *name, char **json, int64_t *version)
+{
+    if (e == NULL || !valid_name(name) || json == NULL)
+        return EDDY_ERR_INVALID;
+    *json = NULL;
+    op o = {.kind = OP_RECORD_READ, .name = sv(name), .action = RACT(READ)};
+    pending *p;
+    pthread_mutex_lock(&e->lock);
+    eddy_status st = call_and_wait(e, &o, o.name, &p);
+    pthread_mutex_unlock(&e->lock);
+    if (st == EDDY_OK && p->version < 0)
+        st = EDDY_ERR_NOT_FOUND;
+    if (st == EDDY_OK) {
+        *json = p->data;
+        p->data = NULL;
+        if (version != NULL)
+            *version = p->version;
+    }
+    client_pending_free(p);
+    return st;
+}
+
+eddy_status eddy_set(eddy *e, const char *name, const char *path, const char *json, int64_t version,
+                     int64_t *new_version)
+{
+    if (e == NULL || !valid_name(name) || version < -1 || !valid_json(json))
+        return EDDY_ERR_INVALID;
+    if (path == NULL) {
+        enum json_kind k = json ? json_check(json, strlen(json)) : JSON_KIND_INVALID;
+        if (k != JSON_KIND_OBJECT && k != JSON_KIND_ARRAY)
+            return EDDY_ERR_INVALID; /* a whole document is an object or an array */
+    } else if (path[0] == '\0' || strlen(path) > EDDY_NAME_MAX)
+        return EDDY_ERR_INVALID;
+    op o = {.kind = OP_RECORD_WRITE, .name = sv(name), .has_version = true, .version = version,
+            .flags = OP_FLAG_WRITE_ACK, .ref = sv("w"), .has_data = json != NULL, .data = sv(json),
+            .path = sv(path),
+            .action = path == NULL ? RACT(CREATEANDUPDATE) : json == NULL ? RACT(ERASE) : RACT(CREATEANDPATCH)};
+    pending *p;
+    pthread_mutex_lock(&e->lock);
+    eddy_status st = call_and_wait(e, &o, o.name, &p);
+    pthread_mutex_unlock(&e->lock);
+    if (new_version != NULL && (st == EDDY_OK || st == EDDY_ERR_VERSION))
+        *new_version = p->version;
+    client_pending_free(p);
+    return st;
+}
+
+eddy_status eddy_delete(eddy *e, const char *name)
+{
+    if (e == NULL || !valid_name(name))
+        return EDDY_ERR_INVALID;
+    op o = {.kind = OP_RECORD_DELETE, .name = sv(name)};
+    pending *p;
+    pthread_mutex_lock(&e->lock);
+    eddy_status st = call_and_wait(e, &o, o.name, &p);
+    pthread_mutex_unlock(&e->lock);
+    client_pending_free(p);
+    return st;
+}
+
+eddy_status eddy_record_subscribe(eddy *e, const char *name, eddy_record_fn *fn, void *arg)
+{
+    if (e == NULL || !valid_name(name) || fn == NULL)
+        return EDDY_ERR_INVALID;
+    pthread_mutex_lock(&e->lock);
+    eddy_status st = EDDY_ERR_EXISTS;
+    if (dict_get(e->records, name, strlen(name)) == NULL) {
+        dict_put(e->records, name, strlen(name), registration_new((void *)fn, arg));
+        op o = {.kind = OP_RECORD_SUBSCRIBE, .name = sv(name), .action = RACT(SUBSCRIBEANDREAD)};
+        pending *p;
+        st = call_and_wait(e, &o, o.name, &p); /* the state answer queues the first callback */
+        client_pending_free(p);
+        if (st == EDDY_ERR_UNAVAILABLE)
+            client_registration_free(dict_del(e->records, name, strlen(name)));
+    }
+    pthread_mutex_unlock(&e->lock);
+    return st;
+}
+
+eddy_status eddy_record_unsubscribe(eddy *e, const char *name)
+{
+    if (e == NULL || !valid_name(name))
+        return EDDY_ERR_INVALID;
+    pthread_mutex_lock(&e->lock);
+    registration *r = dict_del(e->records, name, strlen(name));
+    eddy_status st = EDDY_ERR_NOT_REGISTERED;
+    if (r != NULL) {
+        client_registration_free(r);
+        op o = {.kind = OP_RECORD_UNINTEREST, .name = sv(name)};
+        st = submit_and_wait(e, &o, o.name);
+    }
+    pthread_mutex_unlock(&e->lock);
+    return st;
+}
+
+/* Queues the subscriber's callback with the document as it now is. */
+static void record_changed(eddy *e, const char *name, registration *r)
+{
+    callback *cb = xcalloc(1, sizeof(*cb));
+    cb->kind = CB_RECORD;
+    cb->fn = r->fn;
+    cb->arg = r->arg;
+    cb->name = xstrdup(name);
+    cb->data = r->doc ? xstrdup(r->doc) : NULL;
+    cb->version = r->version;
+    client_queue_callback(e, cb);
+}
+
+/* Re-reads a subscribed record (its deliveries have a gap). */
+static void refresh_record(eddy *e, const char *name, size_t len, registration *r)
+{
+    if (r->refreshing)
+        return;
+    op o = {.kind = OP_RECORD_READ, .name = {name, (uint32_t)len}, .action = RACT(READ),
+            .corr = CORR_REFRESH};
+    uint64_t seq;
+    if (client_submit(e, &o, o.name, &seq) >= 0)
+        r->refreshing = true;
+}
+
+static void on_state(eddy *e, const op *o)
+{
+    bool refresh = (o->corr & CORR_REFRESH) != 0;
+    bool initial = o->orig == RACT(SUBSCRIBEANDREAD) && !refresh; /* eddy_record_subscribe's */
+    if (refresh || initial) {
+        registration *r = dict_get(e->records, o->name.ptr, o->name.len);
+        if (r != NULL) {
+            r->refreshing = false;
+            if (initial || r->version != o->version) {
+                r->version = o->version;
+                xfree(r->doc);
+                r->doc = o->version >= 0 && o->has_data ? client_strndup(o->data) : NULL;
+                char *name = client_strndup(o->name);
+                record_changed(e, name, r);
+                xfree(name);
+            }
+        }
+        if (refresh)
+            return;
+    }
+    client_settle(e, o->corr, EDDY_OK, o->version, o->has_data ? client_strndup(o->data) : NULL);
+}
+
+static void on_update(eddy *e, const op *o)
+{
+    registration *r = dict_get(e->records, o->name.ptr, o->name.len);
+    if (r == NULL)
+        return;
+    char *name = client_strndup(o->name);
+    if (o->kind == OP_RECORD_DELETED) {
+        r->version = -1;
+        xfree(r->doc);
+        r->doc = NULL;
+        record_changed(e, name, r);
+    } else if (r->refreshing || o->version != r->version + 1) {
+        refresh_record(e, o->name.ptr, o->name.len, r); /* missed a version: read it whole */
+    } else if (o->action == RACT(UPDATE)) {
+        xfree(r->doc);
+        r->doc = client_strndup(o->data);
+        r->version = o->version;
+        record_changed(e, name, r);
+    } else { /* PATCH, or an ERASE (a patch without data) */
+        char *path = client_strndup(o->path), *doc = NULL;
+        size_t doc_len;
+        const char *why;
+        const char *cur = r->doc ? r->doc : "{}";
+        if (jsonpath_apply(cur, strlen(cur), path, o->has_data ? o->data.ptr : NULL,
+                           o->has_data ? o->data.len : 0, &doc, &doc_len, &why) == 0) {
+            xfree(r->doc);
+            r->doc = doc;
+            r->version = o->version;
+            record_changed(e, name, r);
+        } else
+            refresh_record(e, o->name.ptr, o->name.len, r);
+        xfree(path);
+    }
+    xfree(name);
+}
+
+static void on_result(eddy *e, const op *o)
+{
+    eddy_status st = EDDY_OK;
+    if (o->action == RACT(VERSION_EXISTS) || o->action == RACT(INVALID_VERSION))
+        st = EDDY_ERR_VERSION;
+    else if (o->flags & OP_FLAG_ERROR)
+        st = EDDY_ERR_REFUSED;
+    client_settle(e, o->corr, st, o->has_version ? o->version : -1, NULL);
+}
+
+/* ---------------- RPC ---------------- */
+
+eddy_status eddy_call(eddy *e, const char *name, const char *json, char **result)
+{
+    if (result != NULL)
+        *result = NULL;
+    if (e == NULL || !valid_name(name) || !valid_json(json))
+        return EDDY_ERR_INVALID;
+    op o = {.kind = OP_RPC_REQUEST, .name = sv(name), .has_data = json != NULL, .data = sv(json),
+            .user = sv(e->user)};
+    pending *p;
+    pthread_mutex_lock(&e->lock);
+    eddy_status st = call_and_wait(e, &o, o.name, &p);
+    pthread_mutex_unlock(&e->lock);
+    if ((st == EDDY_OK || st == EDDY_ERR_RPC) && result != NULL) {
+        *result = p->data;
+        p->data = NULL;
+    }
+    client_pending_free(p);
+    return st;
+}
+
+eddy_status eddy_provide(eddy *e, const char *name, eddy_provide_fn *fn, void *arg)
+{
+    if (e == NULL || !valid_name(name) || fn == NULL)
+        return EDDY_ERR_INVALID;
+    pthread_mutex_lock(&e->lock);
+    eddy_status st = EDDY_ERR_EXISTS;
+    if (dict_get(e->provides, name, strlen(name)) == NULL) {
+        dict_put(e->provides, name, strlen(name), registration_new((void *)fn, arg));
+        op o = {.kind = OP_RPC_PROVIDE, .name = sv(name)};
+        if ((st = submit_and_wait(e, &o, o.name)) == EDDY_ERR_UNAVAILABLE)
+            client_registration_free(dict_del(e->provides, name, strlen(name)));
+    }
+    pthread_mutex_unlock(&e->lock);
+    return st;
+}
+
+eddy_status eddy_unprovide(eddy *e, const char *name)
+{
+    if (e == NULL || !valid_name(name))
+        return EDDY_ERR_INVALID;
+    pthread_mutex_lock(&e->lock);
+    registration *r = dict_del(e->provides, name, strlen(name));
+    eddy_status st = EDDY_ERR_NOT_REGISTERED;
+    if (r != NULL) {
+        client_registration_free(r);
+        op o = {.kind = OP_RPC_UNPROVIDE, .name = sv(name)};
+        st = submit_and_wait(e, &o, o.name);
+    }
+    pthread_mutex_unlock(&e->lock);
+    return st;
+}
+
+/* Sends the provider's answer for call and frees it. */
+static eddy_status answer_call(eddy_rpc *call, uint32_t action, const char *json)
+{
+    if (call == NULL)
+        return EDDY_ERR_INVALID;
+    eddy_status st = EDDY_OK;
+    if (!valid_json(json))
+        st = EDDY_ERR_INVALID;
+    else {
+        op o = {.kind = OP_RPC_ANSWER, .name = sv(call->name), .ref = sv(call->id), .action = action,
+                .has_data = json != NULL, .data = sv(json)};
+        uint64_t seq;
+        if (client_submit(call->e, &o, o.name, &seq) < 0)
+            st = EDDY_ERR_UNAVAILABLE; /* the node is down: the call ends there anyway */
+    }
+    xfree(call->name);
+    xfree(call->id);
+    xfree(call);
+    return st;
+}
+
+eddy_status eddy_rpc_respond(eddy_rpc *call, const char *json)
+{
+    return answer_call(call, PACT(RESPONSE), json);
+}
+
+eddy_status eddy_rpc_error(eddy_rpc *call, const char *message)
+{
+    json_t *s = json_string(message ? message : "error");
+    char *text = json_dumps(s, JSON_ENCODE_ANY);
+    json_decref(s);
+    eddy_status st = answer_call(call, PACT(REQUEST_ERROR), text);
+    free(text); /* jansson's malloc */
+    return st;
+}
+
+eddy_status eddy_rpc_reject(eddy_rpc *call)
+{
+    return answer_call(call, PACT(REJECT), NULL);
+}
+
+static void on_rpc(eddy *e, const op *o)
+{
+    if (o->action == PACT(REQUEST)) { /* a call for one of our providers */
+        registration *r = dict_get(e->provides, o->name.ptr, o->name.len);
+        op ans = {.kind = OP_RPC_ANSWER, .name = o->name, .ref = o->ref,
+                  .action = r != NULL ? PACT(ACCEPT) : PACT(REJECT)};
+        uint64_t seq;
+        client_submit(e, &ans, ans.name, &seq); /* accepted at once, as the JS client does */
+        if (r == NULL)
+            return;
+        callback *cb = xcalloc(1, sizeof(*cb));
+        cb->kind = CB_PROVIDE;
+        cb->fn = r->fn;
+        cb->arg = r->arg;
+        cb->name = client_strndup(o->name);
+        cb->data = o->has_data ? client_strndup(o->data) : NULL;
+        cb->extra = o->user.len ? client_strndup(o->user) : NULL;
+        cb->call = xcalloc(1, sizeof(*cb->call));
+        cb->call->e = e;
+        cb->call->name = client_strndup(o->name);
+        cb->call->id = client_strndup(o->ref);
+        client_queue_callback(e, cb);
+        return;
+    }
+    char ref[32];
+    if (o->ref.len == 0 || o->ref.len >= sizeof(ref))
+        return;
+    memcpy(ref, o->ref.ptr, o->ref.len);
+    ref[o->ref.len] = '\0';
+    uint64_t corr = strtoull(ref, NULL, 10);
+    switch (o->action) {
+    case PACT(ACCEPT): break;
+    case PACT(RESPONSE): client_settle(e, corr, EDDY_OK, 0, o->has_data ? client_strndup(o->data) : NULL); break;
+    case PACT(REQUEST_ERROR): client_settle(e, corr, EDDY_ERR_RPC, 0, o->has_data ? client_strndup(o->data) : NULL); break;
+    case PACT(RESPONSE_TIMEOUT): client_settle(e, corr, EDDY_ERR_TIMEOUT, 0, NULL); break;
+    case PACT(NO_RPC_PROVIDER):
+    case PACT(ACCEPT_TIMEOUT): client_settle(e, corr, EDDY_ERR_NO_PROVIDER, 0, NULL); break;
+    default:
+        log_warn("rpc-message", "action=%u name=%.*s ref=%s (about one of our answers)", o->action,
+                 (int)o->name.len, o->name.ptr, ref);
+    }
+}
+
+/* ---------------- listening ---------------- */
+
+static size_t listen_key(char *key, eddy_topic topic, const char *pattern)
+{
+    key[0] = (char)topic;
+    size_t len = strlen(pattern);
+    memcpy(key + 1, pattern, len);
+    return len + 1;
+}
+
+static uint32_t wire_topic(eddy_topic topic)
+{
+    return topic == EDDY_EVENTS ? TOPIC__TOPIC_EVENT : TOPIC__TOPIC_RECORD;
+}
+
+/* Sends kind (LISTEN or UNLISTEN) of pattern to every node and waits for each. */
+static eddy_status tell_all_nodes(eddy *e, uint32_t kind, eddy_topic topic, const char *pattern)
+{
+    uint64_t seq[CONFIG_MAX_NODES] = {0};
+    eddy_status st = EDDY_OK;
+    for (int i = 0; i < e->nlinks; i++) {
+        op o = {.kind = kind, .name = sv(pattern), .orig = wire_topic(topic)};
+        if (client_submit_to(e, i, &o, &seq[i]) < 0)
+            st = EDDY_ERR_UNAVAILABLE; /* it learns the pattern when it is back (resync) */
+    }
+    int64_t deadline = client_deadline(e);
+    for (int i = 0; i < e->nlinks; i++)
+        if (seq[i] > 0 && client_wait_batch(e, i, seq[i], deadline) != EDDY_OK && st == EDDY_OK)
+            st = EDDY_ERR_TIMEOUT;
+    return st;
+}
+
+eddy_status eddy_listen(eddy *e, eddy_topic topic, const char *pattern, eddy_listen_fn *fn, void *arg)
+{
+    if (e == NULL || !valid_name(pattern) || fn == NULL || (topic != EDDY_EVENTS && topic != EDDY_RECORDS))
+        return EDDY_ERR_INVALID;
+    char key[EDDY_NAME_MAX + 1];
+    size_t klen = listen_key(key, topic, pattern);
+    pthread_mutex_lock(&e->lock);
+    eddy_status st = EDDY_ERR_EXISTS;
+    if (dict_get(e->listens, key, klen) == NULL) {
+        dict_put(e->listens, key, klen, registration_new((void *)fn, arg));
+        st = tell_all_nodes(e, OP_LISTEN, topic, pattern);
+    }
+    pthread_mutex_unlock(&e->lock);
+    return st;
+}
+
+eddy_status eddy_unlisten(eddy *e, eddy_topic topic, const char *pattern)
+{
+    if (e == NULL || !valid_name(pattern) || (topic != EDDY_EVENTS && topic != EDDY_RECORDS))
+        return EDDY_ERR_INVALID;
+    char key[EDDY_NAME_MAX + 1];
+    size_t klen = listen_key(key, topic, pattern);
+    pthread_mutex_lock(&e->lock);
+    registration *r = dict_del(e->listens, key, klen);
+    eddy_status st = EDDY_ERR_NOT_REGISTERED;
+    if (r != NULL) {
+        client_registration_free(r);
+        st = tell_all_nodes(e, OP_UNLISTEN, topic, pattern);
+    }
+    pthread_mutex_unlock(&e->lock);
+    return st;
+}
+
+static void on_listen(eddy *e, const op *o)
+{
+    eddy_topic topic = o->orig == TOPIC__TOPIC_EVENT ? EDDY_EVENTS : EDDY_RECORDS;
+    bool found = o->action == EVENT__ACTION__EVENT_SUBSCRIPTION_FOR_PATTERN_FOUND ||
+                 o->action == RACT(SUBSCRIPTION_FOR_PATTERN_FOUND);
+    bool removed = o->action == EVENT__ACTION__EVENT_SUBSCRIPTION_FOR_PATTERN_REMOVED ||
+                   o->action == RACT(SUBSCRIPTION_FOR_PATTERN_REMOVED);
+    if (!found && !removed)
+        return; /* LISTEN_RESPONSE_TIMEOUT: we answered too late; the node asked another */
+    char key[EDDY_NAME_MAX + 2];
+    if (o->name.len > EDDY_NAME_MAX)
+        return;
+    key[0] = (char)topic;
+    memcpy(key + 1, o->name.ptr, o->name.len);
+    registration *r = dict_get(e->listens, key, o->name.len + 1);
+    if (r == NULL)
+        return;
+    callback *cb = xcalloc(1, sizeof(*cb));
+    cb->kind = CB_LISTEN;
+    cb->fn = r->fn;
+    cb->arg = r->arg;
+    cb->extra = client_strndup(o->name); /* the pattern */
+    cb->name = client_strndup(o->ref);   /* the subscription */
+    cb->found = found;
+    cb->topic = topic;
+    client_queue_callback(e, cb);
+}
+
+/* ---------------- the link side ---------------- */
+
+void client_on_delivery(eddy *e, int li, const op *o)
+{
+    switch (o->kind) {
+    case OP_EVENT_DELIVERY: {
+        if (o->broker == e->peer_id)
+            return; /* our own emit: an emitter does not hear itself */
+        registration *r = dict_get(e->events, o->name.ptr, o->name.len);
+        if (r == NULL)
+            return;
+        callback *cb = xcalloc(1, sizeof(*cb));
+        cb->kind = CB_EVENT;
+        cb->fn = r->fn;
+        cb->arg = r->arg;
+        cb->name = client_strndup(o->name);
+        cb->data = o->has_data ? client_strndup(o->data) : NULL;
+        client_queue_callback(e, cb);
+        break;
+    }
+    case OP_RECORD_STATE: on_state(e, o); break;
+    case OP_RECORD_UPDATE:
+    case OP_RECORD_DELETED: on_update(e, o); break;
+    case OP_RECORD_RESULT: on_result(e, o); break;
+    case OP_RPC_MESSAGE: on_rpc(e, o); break;
+    case OP_LISTEN_MESSAGE: on_listen(e, o); break;
+    default: break; /* RECORD_PROVIDER, presence: not for backends */
+    }
+}
+
+struct resync_ctx {
+    eddy *e;
+    int li;
+    uint32_t kind;
+    uint64_t *seq;
+};
+
+static int resync_one(const void *key, size_t len, void *v, void *arg)
+{
+    struct resync_ctx *c = arg;
+    strview name = {key, (uint32_t)len};
+    if (c->kind == OP_LISTEN || c->kind == OP_UNLISTEN) {
+        op o = {.kind = c->kind, .name = {(const char *)key + 1, (uint32_t)len - 1},
+                .orig = wire_topic((eddy_topic)((const char *)key)[0])};
+        uint64_t seq;
+        for (int i = 0; i < c->e->nlinks; i++)
+            if ((c->li < 0 || i == c->li) && client_submit_to(c->e, i, &o, &seq) >= 0 && c->seq != NULL)
+                c->seq[i] = seq;
+        return 0;
+    }
+    if ((int)shardmap_owner(&c->e->map, shard_of(key, len)) != c->li && c->li >= 0)
+        return 0;
+    op o = {.kind = c->kind, .name = name};
+    if (c->kind == OP_RECORD_SUBSCRIBE) {
+        o.action = RACT(SUBSCRIBEANDREAD);
+        o.corr = CORR_REFRESH; /* the state brings the document up to date */
+        ((registration *)v)->refreshing = true;
+    }
+    uint64_t seq;
+    int li = client_submit(c->e, &o, name, &seq);
+    if (li >= 0 && c->seq != NULL)
+        c->seq[li] = seq;
+    return 0;
+}
+
+void client_resync(eddy *e, int li)
+{
+    struct resync_ctx c = {e, li, OP_EVENT_INTEREST, NULL};
+    dict_foreach(e->events, resync_one, &c);
+    c.kind = OP_RECORD_SUBSCRIBE;
+    dict_foreach(e->records, resync_one, &c);
+    c.kind = OP_RPC_PROVIDE;
+    dict_foreach(e->provides, resync_one, &c);
+    c.kind = OP_LISTEN;
+    dict_foreach(e->listens, resync_one, &c);
+}
+
+void client_withdraw_all(eddy *e, uint64_t *seq)
+{
+    struct resync_ctx c = {e, -1, OP_RPC_UNPROVIDE, seq};
+    dict_foreach(e->provides, resync_one, &c);
+    c.kind = OP_UNLISTEN;
+    dict_foreach(e->listens, resync_one, &c);
+}
+
+/* ---------------- the callback thread ---------------- */
+
+void client_run_callback(eddy *e, callback *cb)
+{
+    switch (cb->kind) {
+    case CB_EVENT:
+        ((eddy_event_fn *)cb->fn)(cb->arg, cb->name, cb->data);
+        break;
+    case CB_RECORD:
+        ((eddy_record_fn *)cb->fn)(cb->arg, cb->name, cb->version, cb->data);
+        break;
+    case CB_PROVIDE: {
+        eddy_rpc *call = cb->call;
+        cb->call = NULL; /* the application's now */
+        ((eddy_provide_fn *)cb->fn)(cb->arg, call, cb->name, cb->data, cb->extra);
+        break;
+    }
+    case CB_LISTEN: {
+        bool accept = ((eddy_listen_fn *)cb->fn)(cb->arg, cb->extra, cb->name, cb->found);
+        if (cb->found) {
+            bool ev = cb->topic == EDDY_EVENTS;
+            op o = {.kind = OP_LISTEN_ANSWER, .orig = wire_topic((eddy_topic)cb->topic), .name = sv(cb->extra),
+                    .ref = sv(cb->name),
+                    .action = accept ? (ev ? EVENT__ACTION__EVENT_LISTEN_ACCEPT : RACT(LISTEN_ACCEPT))
+                                     : (ev ? EVENT__ACTION__EVENT_LISTEN_REJECT : RACT(LISTEN_REJECT))};
+            uint64_t seq;
+            client_submit(e, &o, o.ref, &seq); /* routed by the subscription's owner */
+        }
+        break;
+    }
+    }
+    client_callback_free(cb);
+}

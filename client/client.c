@@ -1,0 +1,465 @@
+/* client.c - the backend library's core: connecting (the map from any node,
+ * one common/nodelink.c link per node), the link handler that settles pending
+ * calls and queues callbacks, the callback thread, status and closing. The
+ * features (events, records, RPC, listening) are in api.c. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <nng/nng.h>
+
+#include "clustermap.h"
+#include "internal.h"
+#include "log.h"
+#include "mem.h"
+#include "util.h"
+
+#define DEFAULT_TIMEOUT_MS 5000
+
+const char *eddy_strerror(eddy_status s)
+{
+    switch (s) {
+    case EDDY_OK: return "ok";
+    case EDDY_ERR_INVALID: return "invalid argument";
+    case EDDY_ERR_TIMEOUT: return "timed out";
+    case EDDY_ERR_UNAVAILABLE: return "the node owning the name is unavailable";
+    case EDDY_ERR_CLOSED: return "the client is closing";
+    case EDDY_ERR_NOT_FOUND: return "record not found";
+    case EDDY_ERR_VERSION: return "version conflict";
+    case EDDY_ERR_REFUSED: return "write refused by the node";
+    case EDDY_ERR_NO_PROVIDER: return "no RPC provider took the call";
+    case EDDY_ERR_RPC: return "the RPC provider answered with an error";
+    case EDDY_ERR_MAP: return "the cluster map could not be learned";
+    case EDDY_ERR_EXISTS: return "already registered under this name";
+    case EDDY_ERR_NOT_REGISTERED: return "not registered under this name";
+    }
+    return "unknown status";
+}
+
+void eddy_free(void *p)
+{
+    xfree(p);
+}
+
+char *client_strndup(strview v)
+{
+    return xstrndup(v.ptr ? v.ptr : "", v.len);
+}
+
+int64_t client_deadline(const eddy *e)
+{
+    return now_ms() + e->timeout_ms;
+}
+
+/* ---------------- pending calls ---------------- */
+
+pending *client_pending_new(eddy *e, int li)
+{
+    pending *p = xcalloc(1, sizeof(*p));
+    p->corr = ++e->next_corr;
+    p->link = li;
+    dict_put(e->pending, &p->corr, sizeof(p->corr), p);
+    return p;
+}
+
+static void timed_wait(eddy *e, int64_t deadline)
+{
+    int64_t left = deadline - now_ms();
+    if (left > 100)
+        left = 100; /* wake up now and then to see closing */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += (long)left * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(&e->changed, &e->lock, &ts);
+}
+
+eddy_status client_pending_wait(eddy *e, pending *p, int64_t deadline)
+{
+    while (!p->done && now_ms() < deadline && !atomic_load(&e->closing))
+        timed_wait(e, deadline);
+    dict_del(e->pending, &p->corr, sizeof(p->corr));
+    if (p->done)
+        return p->status;
+    return atomic_load(&e->closing) ? EDDY_ERR_CLOSED : EDDY_ERR_TIMEOUT;
+}
+
+void client_pending_free(pending *p)
+{
+    if (p == NULL)
+        return;
+    xfree(p->data);
+    xfree(p);
+}
+
+void client_settle(eddy *e, uint64_t corr, eddy_status status, int64_t version, char *data)
+{
+    pending *p = dict_get(e->pending, &corr, sizeof(corr));
+    if (p == NULL || p->done) {
+        xfree(data); /* nobody waits (any more) */
+        return;
+    }
+    p->done = true;
+    p->status = status;
+    p->version = version;
+    p->data = data;
+    pthread_cond_broadcast(&e->changed);
+}
+
+struct fail_ctx {
+    eddy *e;
+    int li;
+};
+
+static int fail_link_pending(const void *k, size_t l, void *v, void *arg)
+{
+    struct fail_ctx *c = arg;
+    pending *p = v;
+    if (p->link == c->li && !p->done) {
+        p->done = true;
+        p->status = EDDY_ERR_UNAVAILABLE;
+    }
+    return 0;
+}
+
+eddy_status client_wait_batch(eddy *e, int li, uint64_t seq, int64_t deadline)
+{
+    while (e->links[li].answered_seq < seq && now_ms() < deadline && !atomic_load(&e->closing))
+        timed_wait(e, deadline);
+    if (e->links[li].answered_seq >= seq)
+        return EDDY_OK;
+    return atomic_load(&e->closing) ? EDDY_ERR_CLOSED : EDDY_ERR_TIMEOUT;
+}
+
+/* ---------------- routing ---------------- */
+
+int client_submit_to(eddy *e, int li, op *o, uint64_t *seq)
+{
+    o->epoch = e->map.epoch;
+    o->session = CLIENT_SESSION;
+    if ((*seq = nodelink_submit(e->links[li].link, o)) == 0)
+        return -1;
+    return li;
+}
+
+int client_submit(eddy *e, op *o, strview route, uint64_t *seq)
+{
+    o->shard = shard_of(route.ptr, route.len);
+    return client_submit_to(e, (int)shardmap_owner(&e->map, o->shard), o, seq);
+}
+
+/* ---------------- the link handler (link threads) ---------------- */
+
+static void on_reply(eddy *e, int li, uint64_t seq, nng_msg *msg)
+{
+    client_link *cl = &e->links[li];
+    mp_reader r;
+    uint64_t origin, rseq;
+    uint32_t count;
+    if (op_batch_open(&r, nng_msg_body(msg), nng_msg_len(msg), &origin, &rseq, &count) == 0)
+        for (uint32_t i = 0; i < count; i++) {
+            op o;
+            if (op_decode(&r, &o) != 0)
+                break;
+            if (o.kind == OP_ERROR && o.error == OP_ERR_WRONG_EPOCH) {
+                if (!cl->refused)
+                    log_error("epoch-mismatch", "node=%s node_epoch=%llu our_epoch=%llu (the cluster "
+                              "runs another map: reconnect to learn it)", e->cluster.nodes[li].id,
+                              (unsigned long long)o.epoch, (unsigned long long)e->map.epoch);
+                cl->refused = true;
+            } else if (o.kind == OP_ERROR && o.error == OP_ERR_WRONG_SHARD) {
+                log_warn("wrong-shard", "node=%s name=%.*s node_epoch=%llu", e->cluster.nodes[li].id,
+                         (int)o.name.len, o.name.ptr, (unsigned long long)o.epoch);
+                client_settle(e, o.corr, EDDY_ERR_MAP, -1, NULL);
+            } else if (o.kind == OP_HEARTBEAT && o.has_version && o.version >= 0) {
+                uint64_t lost = stream_heartbeat(&cl->stream, (uint64_t)o.version);
+                if (lost > 0) {
+                    log_error("delivery-gap", "node=%s at=tail lost_ops=%" PRIu64, e->cluster.nodes[li].id, lost);
+                    client_resync(e, li); /* re-reads the records it watches there */
+                }
+            }
+        }
+    if (seq > cl->answered_seq)
+        cl->answered_seq = seq;
+    pthread_cond_broadcast(&e->changed);
+}
+
+static void on_delivery(eddy *e, int li, nng_msg *msg)
+{
+    client_link *cl = &e->links[li];
+    size_t len = nng_msg_len(msg);
+    const uint8_t *body = nng_msg_body(msg);
+    mp_reader r;
+    uint64_t origin, seq, lost;
+    uint32_t count;
+    if (len < 8 || get_be64(body) != e->peer_id ||
+        op_batch_open(&r, body + 8, len - 8, &origin, &seq, &count) != 0)
+        return;
+    int verdict = stream_accept(&cl->stream, seq, count, &lost);
+    if (verdict == STREAM_LATE)
+        return;
+    if (verdict == STREAM_GAP) {
+        log_error("delivery-gap", "node=%s at=gap lost_ops=%" PRIu64, e->cluster.nodes[li].id, lost);
+        client_resync(e, li);
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        op o;
+        if (op_decode(&r, &o) != 0)
+            break;
+        client_on_delivery(e, li, &o);
+    }
+}
+
+/* A batch the node will not answer: its blocking calls fail at once. */
+static void on_failed(eddy *e, int li, uint64_t seq, op_batch *batch)
+{
+    mp_reader r;
+    mp_reader_init(&r, batch->buf.data, batch->buf.size);
+    for (uint32_t i = 0; i < batch->count; i++) {
+        op o;
+        if (op_decode(&r, &o) != 0)
+            break;
+        uint64_t corr = o.corr;
+        if (o.kind == OP_RPC_REQUEST && o.ref.len > 0 && o.ref.len < 32) {
+            char text[32]; /* an RPC's corr travels as its correlation id text */
+            memcpy(text, o.ref.ptr, o.ref.len);
+            text[o.ref.len] = '\0';
+            corr = strtoull(text, NULL, 10);
+        }
+        client_settle(e, corr, EDDY_ERR_UNAVAILABLE, -1, NULL);
+    }
+    op_batch_destroy(batch);
+    xfree(batch);
+    if (seq > e->links[li].answered_seq)
+        e->links[li].answered_seq = seq;
+    pthread_cond_broadcast(&e->changed);
+}
+
+static int link_event(void *ctx, int event, int li, uint64_t seq, void *item)
+{
+    eddy *e = ctx;
+    pthread_mutex_lock(&e->lock);
+    switch (event) {
+    case NODELINK_REPLY:
+        on_reply(e, li, seq, item);
+        nng_msg_free(item);
+        break;
+    case NODELINK_DELIVERY:
+        on_delivery(e, li, item);
+        nng_msg_free(item);
+        break;
+    case NODELINK_RESYNC:
+        log_warn("node-back", "node=%s (registering again)", e->cluster.nodes[li].id);
+        client_resync(e, li);
+        break;
+    case NODELINK_FAILED:
+        on_failed(e, li, seq, item);
+        break;
+    case NODELINK_DOWN: {
+        struct fail_ctx c = {e, li};
+        dict_foreach(e->pending, fail_link_pending, &c);
+        stream_forget_mark(&e->links[li].stream);
+        pthread_cond_broadcast(&e->changed);
+        break;
+    }
+    }
+    pthread_mutex_unlock(&e->lock);
+    return 0;
+}
+
+/* ---------------- the callback thread ---------------- */
+
+void client_queue_callback(eddy *e, callback *cb)
+{
+    /* events are dropped (and counted) when the application falls far behind;
+     * everything else waits for room: it carries state or a call to answer */
+    if (queue_push(e->callbacks, cb, cb->kind == CB_EVENT ? 0 : 1000) == 0)
+        return;
+    unsigned long long n = atomic_fetch_add(&e->dropped_callbacks, 1) + 1;
+    if (n % 1000 == 1)
+        log_warn("callback-queue-full", "dropped=%llu kind=%d (the callbacks are too slow)", n, cb->kind);
+    client_callback_free(cb);
+}
+
+static void *callback_thread(void *arg)
+{
+    eddy *e = arg;
+    for (;;) {
+        callback *cb = queue_pop(e->callbacks, 100);
+        if (cb != NULL) {
+            client_run_callback(e, cb);
+            continue;
+        }
+        if (atomic_load(&e->closing))
+            break;
+    }
+    return NULL;
+}
+
+/* ---------------- connecting and closing ---------------- */
+
+static void free_client(eddy *e);
+
+eddy_status eddy_connect(const char *node_url, const eddy_options *opts, eddy **out)
+{
+    if (node_url == NULL || out == NULL)
+        return EDDY_ERR_INVALID;
+    *out = NULL;
+    const char *level = getenv("EDDY_LOG_LEVEL"); /* debug|info|warn|error for the library's lines */
+    if (level != NULL && log_level_parse(level) >= 0)
+        log_threshold = (enum log_level)log_level_parse(level);
+    eddy *e = xcalloc(1, sizeof(*e));
+    e->timeout_ms = opts != NULL && opts->timeout_ms > 0 ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
+    e->user = opts != NULL && opts->user != NULL ? xstrdup(opts->user) : NULL;
+    e->peer_id = random_id();
+    pthread_mutex_init(&e->lock, NULL);
+    pthread_cond_init(&e->changed, NULL);
+    e->pending = dict_new();
+    e->events = dict_new();
+    e->records = dict_new();
+    e->provides = dict_new();
+    e->listens = dict_new();
+    e->callbacks = queue_new(EDDY_CALLBACK_QUEUE);
+    config_defaults(&e->cluster);
+    int64_t deadline = client_deadline(e);
+    char *json = clustermap_fetch(node_url, NULL, deadline);
+    char err[256];
+    eddy_status st = EDDY_ERR_MAP;
+    if (json == NULL) {
+        log_warn("connect-failed", "node=%s (no map within %d ms)", node_url, e->timeout_ms);
+        st = EDDY_ERR_TIMEOUT;
+        goto fail;
+    }
+    int rc = clustermap_apply(&e->cluster, json, strlen(json), err, sizeof(err));
+    xfree(json);
+    if (rc != 0 || config_shardmap(&e->cluster, &e->map, err, sizeof(err)) != 0) {
+        log_error("bad-cluster-map", "node=%s error=%s", node_url, err);
+        goto fail;
+    }
+    if (pthread_create(&e->cb_thread, NULL, callback_thread, e) != 0)
+        goto fail;
+    e->cb_started = true;
+    for (int i = 0; i < e->cluster.node_count; i++) {
+        const config_node *n = &e->cluster.nodes[i];
+        nodelink_config c = {.index = i, .id = n->id, .request_url = n->request,
+                             .delivery_url = n->delivery, .peer_id = e->peer_id, .epoch = e->map.epoch,
+                             .map_digest = shardmap_digest(&e->map), .handler = link_event, .ctx = e};
+        if ((e->links[i].link = nodelink_open(&c)) == NULL)
+            goto fail;
+        e->nlinks++;
+    }
+    /* every node reachable, or the timeout */
+    for (;;) {
+        bool all = true, refused = false;
+        pthread_mutex_lock(&e->lock);
+        for (int i = 0; i < e->nlinks; i++) {
+            all = all && nodelink_delivering(e->links[i].link);
+            refused = refused || e->links[i].refused;
+        }
+        pthread_mutex_unlock(&e->lock);
+        if (refused)
+            goto fail; /* EDDY_ERR_MAP */
+        if (all)
+            break;
+        if (now_ms() >= deadline) {
+            st = EDDY_ERR_UNAVAILABLE;
+            goto fail;
+        }
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    *out = e;
+    return EDDY_OK;
+fail:
+    free_client(e);
+    return st;
+}
+
+static int free_registration_cb(const void *k, size_t l, void *v, void *arg)
+{
+    client_registration_free(v);
+    return 0;
+}
+
+static int free_pending_cb(const void *k, size_t l, void *v, void *arg)
+{
+    client_pending_free(v);
+    return 0;
+}
+
+static void free_callback_item(void *p)
+{
+    client_callback_free(p);
+}
+
+static void free_client(eddy *e)
+{
+    atomic_store(&e->closing, true);
+    for (int i = 0; i < e->nlinks; i++)
+        nodelink_stop(e->links[i].link);
+    for (int i = 0; i < e->nlinks; i++)
+        nodelink_close(e->links[i].link); /* no handler call after this */
+    if (e->cb_started)
+        pthread_join(e->cb_thread, NULL);
+    queue_free(e->callbacks, free_callback_item);
+    dict_foreach(e->pending, free_pending_cb, NULL);
+    dict_free(e->pending);
+    dict *regs[] = {e->events, e->records, e->provides, e->listens};
+    for (size_t i = 0; i < sizeof(regs) / sizeof(regs[0]); i++) {
+        dict_foreach(regs[i], free_registration_cb, NULL);
+        dict_free(regs[i]);
+    }
+    config_free(&e->cluster);
+    pthread_mutex_destroy(&e->lock);
+    pthread_cond_destroy(&e->changed);
+    xfree(e->user);
+    xfree(e);
+}
+
+void eddy_close(eddy *e)
+{
+    if (e == NULL)
+        return;
+    /* providers and listeners go first, so their calls and names move on at once */
+    uint64_t seq[CONFIG_MAX_NODES] = {0};
+    pthread_mutex_lock(&e->lock);
+    client_withdraw_all(e, seq);
+    int64_t deadline = client_deadline(e);
+    for (int i = 0; i < e->nlinks; i++)
+        if (seq[i] > 0 && nodelink_delivering(e->links[i].link))
+            client_wait_batch(e, i, seq[i], deadline);
+    pthread_mutex_unlock(&e->lock);
+    free_client(e);
+}
+
+eddy_status eddy_cluster_status(eddy *e, char **out)
+{
+    if (e == NULL || out == NULL)
+        return EDDY_ERR_INVALID;
+    json_t *nodes = json_array();
+    uint64_t lost = 0;
+    pthread_mutex_lock(&e->lock);
+    for (int i = 0; i < e->nlinks; i++) {
+        const config_node *n = &e->cluster.nodes[i];
+        json_array_append_new(nodes, json_pack("{s:s, s:s, s:s, s:s, s:b, s:b, s:b}", "id", n->id, "request",
+                                               n->request, "delivery", n->delivery, "shards",
+                                               n->shards ? n->shards : "", "connected",
+                                               nodelink_connected(e->links[i].link), "delivering",
+                                               nodelink_delivering(e->links[i].link), "refused",
+                                               e->links[i].refused));
+        lost += e->links[i].stream.lost;
+    }
+    pthread_mutex_unlock(&e->lock);
+    json_t *root = json_pack("{s:I, s:o, s:I, s:I}", "epoch", (json_int_t)e->map.epoch, "nodes", nodes,
+                             "lostDeliveries", (json_int_t)lost, "droppedCallbacks",
+                             (json_int_t)atomic_load(&e->dropped_callbacks));
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    *out = xstrdup(text ? text : "{}");
+    free(text); /* jansson's malloc */
+    return EDDY_OK;
+}

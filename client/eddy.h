@@ -1,0 +1,164 @@
+/* eddy.h - the eddy backend library: a C service joins an eddy cluster
+ * directly over nng (no websocket) and does what a websocket client does:
+ * events, records, RPC (calling and providing) and listening.
+ *
+ * Give eddy_connect any node's request address; the library asks that node
+ * for the cluster map, connects to every node, sends each operation to the
+ * node owning its name, reconnects by itself, re-registers its subscriptions,
+ * providers and listeners after a node restart, and follows a new map when the
+ * cluster is restarted with another epoch.
+ *
+ * Threads. Every function may be called from any thread, also from inside a
+ * callback. Callbacks run on the client's one callback thread, one at a time,
+ * in the order the cluster delivered them; a callback that blocks delays the
+ * ones after it (up to EDDY_CALLBACK_QUEUE of them wait; beyond that the
+ * oldest event deliveries are dropped and counted, see eddy_stats).
+ *
+ * Memory. Strings passed in are borrowed for the duration of the call (copied
+ * when kept). Strings passed to callbacks are valid until the callback
+ * returns. Strings returned through out-parameters are the caller's, freed
+ * with eddy_free. JSON text is exactly what the cluster stores and relays.
+ *
+ * Errors. Functions return an eddy_status; eddy_strerror names it. Blocking
+ * calls wait at most the client's timeout (eddy_options.timeout_ms). */
+#ifndef EDDY_H
+#define EDDY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(EDDY_LIBRARY)
+#define EDDY_API __attribute__((visibility("default")))
+#else
+#define EDDY_API
+#endif
+
+#define EDDY_NAME_MAX 4096        /* longest event, record, RPC name or pattern */
+#define EDDY_VERSION_ANY (-1)     /* eddy_set: write as the next version, whatever it is */
+#define EDDY_CALLBACK_QUEUE 65536 /* callbacks that may wait for the callback thread */
+
+typedef enum eddy_status {
+    EDDY_OK = 0,
+    EDDY_ERR_INVALID,     /* a bad argument: NULL, an empty or too long name, JSON that is not JSON */
+    EDDY_ERR_TIMEOUT,     /* no answer within the timeout (the operation may still happen) */
+    EDDY_ERR_UNAVAILABLE, /* the node owning the name is down, or its queue is full */
+    EDDY_ERR_CLOSED,      /* the client is closing */
+    EDDY_ERR_NOT_FOUND,   /* the record does not exist */
+    EDDY_ERR_VERSION,     /* the record is at another version than the one the write expected */
+    EDDY_ERR_REFUSED,     /* the node refused the write: bad path, not an object, too large */
+    EDDY_ERR_NO_PROVIDER, /* no provider took the RPC (none, all rejected, or accept timeout) */
+    EDDY_ERR_RPC,         /* the provider answered with an error (its message is the result) */
+    EDDY_ERR_MAP,         /* the cluster map could not be learned or is inconsistent */
+    EDDY_ERR_EXISTS,      /* already subscribed, providing or listening under this name */
+    EDDY_ERR_NOT_REGISTERED, /* not subscribed, providing or listening under this name */
+} eddy_status;
+
+/* A static English description of s; never NULL. */
+EDDY_API const char *eddy_strerror(eddy_status s);
+
+typedef struct eddy eddy;
+
+typedef struct eddy_options {
+    int timeout_ms;         /* blocking calls and connecting; 0 = 5000 */
+    const char *user;       /* requestor name the RPC providers see (rpc.provideRequestorName) */
+} eddy_options;
+
+/* Connects to the cluster that node_url (a node's request address, like
+ * "tcp://127.0.0.1:6021") belongs to, and waits until every node can be
+ * reached or the timeout passes. On success *out is the caller's; free it with
+ * eddy_close. opts may be NULL. */
+EDDY_API eddy_status eddy_connect(const char *node_url, const eddy_options *opts, eddy **out);
+/* Withdraws every provider and listener (so calls fail over at once), waits
+ * for what was queued to be sent (bounded by the timeout), stops the threads
+ * and frees e. No callback runs after it returns. Must not be called from a
+ * callback. NULL is fine. */
+EDDY_API void eddy_close(eddy *e);
+/* Frees a string the library returned. NULL is fine. */
+EDDY_API void eddy_free(void *p);
+
+/* The cluster as this client sees it, as JSON text (the caller's; eddy_free):
+ * {"epoch":N,"nodes":[{"id","request","delivery","shards","connected":bool,
+ *  "delivering":bool}],"lostDeliveries":N} */
+EDDY_API eddy_status eddy_cluster_status(eddy *e, char **json);
+
+/* ---- events ---- */
+
+/* Publishes json (any JSON value, or NULL for an event without data) to the
+ * subscribers of name. Returns once queued for the owning node. */
+EDDY_API eddy_status eddy_emit(eddy *e, const char *name, const char *json);
+/* Called on the callback thread for every event on a subscribed name that
+ * another client emitted; json is NULL for an event without data. */
+typedef void eddy_event_fn(void *arg, const char *name, const char *json);
+/* Subscribes to name; returns once the owning node has registered the
+ * interest (events emitted after that reach fn). */
+EDDY_API eddy_status eddy_subscribe(eddy *e, const char *name, eddy_event_fn *fn, void *arg);
+EDDY_API eddy_status eddy_unsubscribe(eddy *e, const char *name);
+
+/* ---- records ---- */
+
+/* Reads record name: *json (the caller's; eddy_free) and *version. A record
+ * that does not exist is EDDY_ERR_NOT_FOUND. version may be NULL. */
+EDDY_API eddy_status eddy_get(eddy *e, const char *name, char **json, int64_t *version);
+/* Writes record name and waits until the write is durable. path NULL: json
+ * (an object or array) replaces the document; else json (any JSON value, or
+ * NULL to erase the path) is set at path ("a.b[2].c"). version: the version
+ * this write creates (the current one + 1), or EDDY_VERSION_ANY. Creates the
+ * record when missing. On EDDY_OK *new_version (may be NULL) is the version
+ * written; on EDDY_ERR_VERSION it is the record's current version. */
+EDDY_API eddy_status eddy_set(eddy *e, const char *name, const char *path, const char *json, int64_t version,
+                     int64_t *new_version);
+/* Deletes record name (subscribers are told); succeeds also when missing. */
+EDDY_API eddy_status eddy_delete(eddy *e, const char *name);
+/* Called on the callback thread with the record's whole document after every
+ * change (json NULL and version -1: deleted, or it does not exist). The first
+ * call, right after subscribing, carries the current state. */
+typedef void eddy_record_fn(void *arg, const char *name, int64_t version, const char *json);
+EDDY_API eddy_status eddy_record_subscribe(eddy *e, const char *name, eddy_record_fn *fn, void *arg);
+EDDY_API eddy_status eddy_record_unsubscribe(eddy *e, const char *name);
+
+/* ---- RPC ---- */
+
+/* Calls RPC name with json (or NULL) and waits for the answer: EDDY_OK with
+ * *result (the caller's JSON text, NULL when the provider sent none), or
+ * EDDY_ERR_RPC with *result = the provider's error as JSON text, or another
+ * error (no provider, timeout). result may be NULL. */
+EDDY_API eddy_status eddy_call(eddy *e, const char *name, const char *json, char **result);
+
+/* One call being served; answer it exactly once, from any thread. */
+typedef struct eddy_rpc eddy_rpc;
+/* Called on the callback thread for each call to a provided name; json is the
+ * request (NULL when none), user the caller's name when the cluster passes it
+ * on (else NULL). Keep call and answer it later, or answer it at once. */
+typedef void eddy_provide_fn(void *arg, eddy_rpc *call, const char *name, const char *json,
+                             const char *user);
+/* Provides RPC name; returns once the owning node balances calls to it. */
+EDDY_API eddy_status eddy_provide(eddy *e, const char *name, eddy_provide_fn *fn, void *arg);
+EDDY_API eddy_status eddy_unprovide(eddy *e, const char *name);
+/* Answers call with json (or NULL) and frees it. */
+EDDY_API eddy_status eddy_rpc_respond(eddy_rpc *call, const char *json);
+/* Answers call with an error (a message the caller sees) and frees it. */
+EDDY_API eddy_status eddy_rpc_error(eddy_rpc *call, const char *message);
+/* Hands call to another provider (or NO_RPC_PROVIDER) and frees it. */
+EDDY_API eddy_status eddy_rpc_reject(eddy_rpc *call);
+
+/* ---- listening ---- */
+
+typedef enum eddy_topic { EDDY_EVENTS = 1, EDDY_RECORDS = 2 } eddy_topic;
+/* Called on the callback thread when name, matching pattern, gets its first
+ * subscriber (found true: return true to provide it, false to let another
+ * listener) or loses its last (found false: the return value is ignored). */
+typedef bool eddy_listen_fn(void *arg, const char *pattern, const char *name, bool found);
+/* Listens to pattern (a regular expression, as deepstream's) on topic. */
+EDDY_API eddy_status eddy_listen(eddy *e, eddy_topic topic, const char *pattern, eddy_listen_fn *fn, void *arg);
+EDDY_API eddy_status eddy_unlisten(eddy *e, eddy_topic topic, const char *pattern);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

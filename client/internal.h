@@ -1,0 +1,126 @@
+/* internal.h - what the files of client/ share: the client state, the pending
+ * call table, the callback queue and the routing to nodes.
+ *
+ * The backend is one peer of every node, with one session (CLIENT_SESSION)
+ * that subscribes, provides, listens and calls. One mutex (e->lock) guards
+ * every table; the link threads (common/nodelink.c) take it to settle pending
+ * calls and to queue callbacks, which the callback thread runs without it. */
+#ifndef EDDY_CLIENT_INTERNAL_H
+#define EDDY_CLIENT_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "dict.h"
+#include "eddy.h"
+#include "nodelink.h"
+#include "ops.h"
+#include "queue.h"
+#include "shardmap.h"
+
+#define CLIENT_SESSION 1
+#define CORR_REFRESH (1ull << 63) /* corr bit: a record re-read nobody waits for */
+
+typedef struct client_link {
+    nodelink *link;
+    delivery_stream stream;
+    uint64_t answered_seq; /* the newest batch the node replied to */
+    bool refused;          /* the node runs another map */
+} client_link;
+
+/* A blocking call waiting for its answer (e->pending, keyed by corr). */
+typedef struct pending {
+    uint64_t corr;
+    int link;
+    bool done;
+    eddy_status status;
+    int64_t version;
+    char *data; /* answer payload (owned), NULL when none */
+} pending;
+
+/* Registrations, re-sent after a node restart (e->events, records, provides, listens). */
+typedef struct registration {
+    void *fn;
+    void *arg;
+    /* records: the document as last delivered */
+    int64_t version;
+    char *doc;
+    bool refreshing;
+} registration;
+
+enum callback_kind { CB_EVENT = 1, CB_RECORD, CB_PROVIDE, CB_LISTEN };
+
+/* One callback for the callback thread (owned by the queue until run). */
+typedef struct callback {
+    int kind;
+    void *fn, *arg;
+    char *name, *data, *extra; /* extra: RPC user, or listen pattern */
+    int64_t version;
+    bool found;
+    int topic;
+    eddy_rpc *call;
+} callback;
+
+struct eddy_rpc {
+    eddy *e;
+    char *name;
+    char *id; /* the node's call id */
+};
+
+struct eddy {
+    int timeout_ms;
+    char *user;
+    uint64_t peer_id;
+    eddy_config cluster; /* the node list and epoch from the map */
+    shardmap map;
+    int nlinks;
+    client_link links[CONFIG_MAX_NODES];
+    pthread_mutex_t lock;
+    pthread_cond_t changed; /* broadcast when a call settles or a batch is answered */
+    dict *pending;          /* corr -> pending */
+    dict *events, *records, *provides, *listens; /* name (listens: topic byte + pattern) -> registration */
+    uint64_t next_corr;
+    queue *callbacks;
+    pthread_t cb_thread;
+    bool cb_started;
+    atomic_bool closing;
+    atomic_ullong dropped_callbacks;
+};
+
+/* client.c */
+/* Queues o for the node owning `route` (o->shard/epoch filled in). Returns the
+ * link index and the batch number in *seq, or -1 (node down, queue full). */
+int client_submit(eddy *e, op *o, strview route, uint64_t *seq);
+/* Queues o for link li. */
+int client_submit_to(eddy *e, int li, op *o, uint64_t *seq);
+/* Waits (e->lock held) until link li has answered batch seq, or the deadline
+ * (now_ms clock) passes. Returns EDDY_OK, TIMEOUT or CLOSED. */
+eddy_status client_wait_batch(eddy *e, int li, uint64_t seq, int64_t deadline);
+/* Registers a pending call (e->lock held) and returns it. */
+pending *client_pending_new(eddy *e, int li);
+/* Waits (e->lock held) for p, removes it from the table and returns its status;
+ * the caller frees p (client_pending_free) after taking its data. */
+eddy_status client_pending_wait(eddy *e, pending *p, int64_t deadline);
+void client_pending_free(pending *p);
+/* Settles the pending call corr (e->lock held); takes data (may be NULL). */
+void client_settle(eddy *e, uint64_t corr, eddy_status status, int64_t version, char *data);
+/* Queues a callback (e->lock held or not); drops event callbacks beyond the bound. */
+void client_queue_callback(eddy *e, callback *cb);
+int64_t client_deadline(const eddy *e);
+char *client_strndup(strview v);
+
+/* api.c: the answers and deliveries meant for the features (e->lock held). */
+void client_on_delivery(eddy *e, int li, const op *o);
+/* Re-registers everything owned by link li (a node came back). */
+void client_resync(eddy *e, int li);
+/* eddy_close: unprovides and unlistens everything (e->lock held); seq[li]
+ * receives the batch each link's last withdrawal travels in (0: none). */
+void client_withdraw_all(eddy *e, uint64_t *seq);
+/* Runs one callback on the callback thread (no lock held) and frees it. */
+void client_run_callback(eddy *e, callback *cb);
+void client_callback_free(callback *cb);
+void client_registration_free(registration *r);
+
+#endif

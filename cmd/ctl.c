@@ -1,0 +1,359 @@
+/* ctl.c - `eddy ctl`: the cluster from a shell, through the backend library
+ * (client/eddy.h) exactly as any backend would use it.
+ *
+ * Exit codes (for scripts): 0 ok, 1 unavailable / timeout / other failure,
+ * 2 usage, 3 record not found, 4 version conflict, 5 RPC: no provider or the
+ * provider's error. Results go to stdout, diagnostics to stderr. */
+#include "ctl.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "eddy.h"
+#include "jsonpath.h"
+#include "log.h"
+#include "mem.h"
+
+#define DEFAULT_CLUSTER "tcp://127.0.0.1:6021"
+#define COMMAND_OUTPUT_MAX (16u << 20)
+
+static volatile sig_atomic_t *stopping;
+
+static void ctl_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: eddy ctl [--cluster ADDR] [--timeout MS] COMMAND ...\n\n"
+            "  emit NAME [JSON]                 publish an event\n"
+            "  subscribe NAME                   print events as JSON lines until interrupted\n"
+            "  get NAME [--with-version]        print the record's document\n"
+            "  watch NAME                       print {\"version\",\"data\"} lines on every change\n"
+            "  set NAME [PATH] JSON [--expect N]  write (a path); print the new version\n"
+            "  delete NAME                      delete a record\n"
+            "  call NAME [JSON]                 make an RPC; print its result\n"
+            "  provide NAME -- COMMAND [ARG..]  answer each call with COMMAND's output (request on stdin)\n"
+            "  status                           the cluster map and each node's health\n\n"
+            "  --cluster ADDR  any node's request address (default " DEFAULT_CLUSTER ";\n"
+            "                  a standalone server prints its address in backends-listening)\n"
+            "  --timeout MS    per call (default 5000)\n\n"
+            "exit codes: 0 ok, 1 failure (unavailable, timeout), 2 usage, 3 not found,\n"
+            "            4 version conflict, 5 RPC without provider or answered with an error\n");
+}
+
+static int exit_code(eddy_status st)
+{
+    switch (st) {
+    case EDDY_OK: return 0;
+    case EDDY_ERR_INVALID: return 2;
+    case EDDY_ERR_NOT_FOUND: return 3;
+    case EDDY_ERR_VERSION: return 4;
+    case EDDY_ERR_NO_PROVIDER:
+    case EDDY_ERR_RPC: return 5;
+    default: return 1;
+    }
+}
+
+static int fail(const char *what, const char *name, eddy_status st)
+{
+    fprintf(stderr, "eddy ctl: %s %s: %s\n", what, name ? name : "", eddy_strerror(st));
+    return exit_code(st);
+}
+
+/* text as a JSON string (xmalloc'd). */
+static char *json_quote(const char *text)
+{
+    json_t *s = json_string(text);
+    char *dumped = s ? json_dumps(s, JSON_ENCODE_ANY) : NULL;
+    json_decref(s);
+    char *out = xstrdup(dumped ? dumped : "\"\""); /* not UTF-8: an empty string */
+    free(dumped); /* jansson's malloc */
+    return out;
+}
+
+static void json_print_string(FILE *f, const char *text)
+{
+    char *q = json_quote(text);
+    fputs(q, f);
+    xfree(q);
+}
+
+static bool is_json(const char *text)
+{
+    return json_check(text, strlen(text)) != JSON_KIND_INVALID;
+}
+
+/* Waits for SIGINT/SIGTERM. */
+static void wait_for_stop(void)
+{
+    while (!*stopping)
+        usleep(50 * 1000);
+}
+
+/* ---- subscribe / watch ---- */
+
+static void print_event(void *arg, const char *name, const char *json)
+{
+    (void)arg;
+    printf("{\"name\":");
+    json_print_string(stdout, name);
+    printf(",\"data\":%s}\n", json ? json : "null");
+    fflush(stdout);
+}
+
+static void print_record(void *arg, const char *name, int64_t version, const char *json)
+{
+    (void)arg;
+    printf("{\"name\":");
+    json_print_string(stdout, name);
+    printf(",\"version\":%lld,\"data\":%s}\n", (long long)version, json ? json : "null");
+    fflush(stdout);
+}
+
+/* ---- provide: one child process per call ---- */
+
+typedef struct provide_ctx {
+    char **argv;
+} provide_ctx;
+
+/* Runs argv with input on stdin; returns its exit status (-1: not run) and its
+ * stdout in *out (xmalloc'd, at most COMMAND_OUTPUT_MAX bytes). */
+static int run_command(char **argv, const char *input, char **out)
+{
+    int in[2], outp[2];
+    *out = NULL;
+    if (pipe(in) != 0)
+        return -1;
+    if (pipe(outp) != 0) {
+        close(in[0]);
+        close(in[1]);
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(outp[1], 1);
+        close(in[0]);
+        close(in[1]);
+        close(outp[0]);
+        close(outp[1]);
+        execvp(argv[0], argv);
+        fprintf(stderr, "eddy ctl: cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(in[0]);
+    close(outp[1]);
+    size_t len = strlen(input), off = 0;
+    while (off < len) {
+        ssize_t n = write(in[1], input + off, len - off);
+        if (n <= 0)
+            break; /* the command does not read its input: fine */
+        off += (size_t)n;
+    }
+    close(in[1]);
+    size_t cap = 4096, used = 0;
+    char *buf = xmalloc(cap);
+    for (;;) {
+        if (used + 1 == cap) {
+            if (cap >= COMMAND_OUTPUT_MAX)
+                break;
+            cap *= 2;
+            buf = xrealloc(buf, cap);
+        }
+        ssize_t n = read(outp[0], buf + used, cap - used - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        used += (size_t)n;
+    }
+    close(outp[0]);
+    buf[used] = '\0';
+    while (used > 0 && (buf[used - 1] == '\n' || buf[used - 1] == '\r'))
+        buf[--used] = '\0';
+    *out = buf;
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static void serve_call(void *arg, eddy_rpc *call, const char *name, const char *json, const char *user)
+{
+    provide_ctx *c = arg;
+    char *output;
+    int rc = run_command(c->argv, json ? json : "null", &output);
+    if (rc == 0 && output[0] != '\0' && is_json(output))
+        eddy_rpc_respond(call, output);
+    else if (rc == 0) {
+        /* not JSON: answered as a JSON string */
+        char *quoted = json_quote(output);
+        eddy_rpc_respond(call, quoted);
+        xfree(quoted);
+    } else {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "%s exited with %d", c->argv[0], rc);
+        eddy_rpc_error(call, output != NULL && output[0] ? output : msg);
+    }
+    xfree(output);
+}
+
+/* ---- commands ---- */
+
+static int run(eddy *e, int argc, char **argv)
+{
+    const char *cmd = argv[0];
+    eddy_status st;
+    if (strcmp(cmd, "emit") == 0 && (argc == 2 || argc == 3)) {
+        if ((st = eddy_emit(e, argv[1], argc == 3 ? argv[2] : NULL)) != EDDY_OK)
+            return fail("emit", argv[1], st);
+        return 0;
+    }
+    if (strcmp(cmd, "subscribe") == 0 && argc == 2) {
+        if ((st = eddy_subscribe(e, argv[1], print_event, NULL)) != EDDY_OK)
+            return fail("subscribe", argv[1], st);
+        wait_for_stop();
+        return 0;
+    }
+    if (strcmp(cmd, "watch") == 0 && argc == 2) {
+        if ((st = eddy_record_subscribe(e, argv[1], print_record, NULL)) != EDDY_OK)
+            return fail("watch", argv[1], st);
+        wait_for_stop();
+        return 0;
+    }
+    if (strcmp(cmd, "get") == 0 && (argc == 2 || (argc == 3 && strcmp(argv[2], "--with-version") == 0))) {
+        char *json;
+        int64_t version;
+        if ((st = eddy_get(e, argv[1], &json, &version)) != EDDY_OK)
+            return fail("get", argv[1], st);
+        if (argc == 3)
+            printf("{\"version\":%lld,\"data\":%s}\n", (long long)version, json);
+        else
+            printf("%s\n", json);
+        eddy_free(json);
+        return 0;
+    }
+    if (strcmp(cmd, "set") == 0 && argc >= 3) {
+        int64_t version = EDDY_VERSION_ANY;
+        if (argc >= 5 && strcmp(argv[argc - 2], "--expect") == 0) {
+            char *end;
+            long long cur = strtoll(argv[argc - 1], &end, 10);
+            if (*end != '\0' || cur < 0) {
+                fprintf(stderr, "eddy ctl: --expect wants a version number\n");
+                return 2;
+            }
+            version = cur + 1; /* the version this write creates */
+            argc -= 2;
+        }
+        if (argc != 3 && argc != 4) {
+            ctl_usage(stderr);
+            return 2;
+        }
+        const char *path = argc == 4 ? argv[2] : NULL, *json = argv[argc - 1];
+        if (!is_json(json)) {
+            fprintf(stderr, "eddy ctl: set %s: the value is not JSON (quote strings: '\"text\"')\n", argv[1]);
+            return 2;
+        }
+        int64_t written;
+        if ((st = eddy_set(e, argv[1], path, json, version, &written)) != EDDY_OK) {
+            if (st == EDDY_ERR_VERSION)
+                fprintf(stderr, "eddy ctl: set %s: version conflict (the record is at version %lld)\n",
+                        argv[1], (long long)written);
+            else
+                fail("set", argv[1], st);
+            return exit_code(st);
+        }
+        printf("%lld\n", (long long)written);
+        return 0;
+    }
+    if (strcmp(cmd, "delete") == 0 && argc == 2) {
+        if ((st = eddy_delete(e, argv[1])) != EDDY_OK)
+            return fail("delete", argv[1], st);
+        return 0;
+    }
+    if (strcmp(cmd, "call") == 0 && (argc == 2 || argc == 3)) {
+        char *result = NULL;
+        st = eddy_call(e, argv[1], argc == 3 ? argv[2] : NULL, &result);
+        if (st == EDDY_ERR_RPC)
+            fprintf(stderr, "eddy ctl: call %s: the provider answered an error: %s\n", argv[1],
+                    result ? result : "null");
+        else if (st != EDDY_OK)
+            fail("call", argv[1], st);
+        else
+            printf("%s\n", result ? result : "null");
+        eddy_free(result);
+        return exit_code(st);
+    }
+    if (strcmp(cmd, "provide") == 0 && argc >= 4 && strcmp(argv[2], "--") == 0) {
+        provide_ctx c = {.argv = argv + 3};
+        if ((st = eddy_provide(e, argv[1], serve_call, &c)) != EDDY_OK)
+            return fail("provide", argv[1], st);
+        fprintf(stderr, "eddy ctl: providing %s (interrupt to stop)\n", argv[1]);
+        wait_for_stop();
+        return 0;
+    }
+    if (strcmp(cmd, "status") == 0 && argc == 1) {
+        char *json;
+        if ((st = eddy_cluster_status(e, &json)) != EDDY_OK)
+            return fail("status", NULL, st);
+        printf("%s\n", json);
+        int rc = strstr(json, "\"delivering\":false") == NULL ? 0 : 1;
+        eddy_free(json);
+        return rc;
+    }
+    ctl_usage(stderr);
+    return 2;
+}
+
+int cmd_ctl(int argc, char **argv, volatile sig_atomic_t *stop)
+{
+    stopping = stop;
+    const char *cluster = DEFAULT_CLUSTER;
+    eddy_options opts = {.timeout_ms = 5000};
+    int i = 2; /* argv[0] eddy, argv[1] ctl */
+    for (; i < argc && argv[i][0] == '-'; i += 2) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            ctl_usage(stdout);
+            return 0;
+        }
+        if (i + 1 >= argc) {
+            ctl_usage(stderr);
+            return 2;
+        }
+        if (strcmp(argv[i], "--cluster") == 0)
+            cluster = argv[i + 1];
+        else if (strcmp(argv[i], "--timeout") == 0) {
+            char *end;
+            long ms = strtol(argv[i + 1], &end, 10);
+            if (*end != '\0' || ms < 1 || ms > 3600000) {
+                fprintf(stderr, "eddy ctl: --timeout wants milliseconds (1..3600000)\n");
+                return 2;
+            }
+            opts.timeout_ms = (int)ms;
+        } else {
+            fprintf(stderr, "eddy ctl: unknown option %s\n", argv[i]);
+            return 2;
+        }
+    }
+    if (i >= argc) {
+        ctl_usage(stderr);
+        return 2;
+    }
+    if (getenv("EDDY_LOG_LEVEL") == NULL)
+        log_threshold = LOG_WARN; /* the library's link chatter is not a shell user's business */
+    eddy *e;
+    eddy_status st = eddy_connect(cluster, &opts, &e);
+    if (st != EDDY_OK) {
+        fprintf(stderr, "eddy ctl: cannot reach the cluster at %s: %s\n", cluster, eddy_strerror(st));
+        return exit_code(st) == 2 ? 2 : 1;
+    }
+    int rc = run(e, argc - i, argv + i);
+    eddy_close(e);
+    return rc;
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# run.sh - the backend library's tests (test_backend, ctl.sh) against a real
+# standalone server, then against a cluster of 3 nodes and 2 brokers
+# (cluster-tests/cluster.sh). Servers run with --broker-timeout 2000 so a
+# killed backend's providers are dropped within the test's patience. Every
+# server must stop cleanly and without a sanitizer report.
+#
+# usage: tests/backend/run.sh BUILD_DIR   (build or build-asan)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build=${1:-build}
+bin=$build/eddy
+tmp=$(mktemp -d)
+pid=""
+cleanup() {
+  [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null || true
+  [[ -d $tmp/c ]] && bash cluster-tests/cluster.sh down --dir "$tmp/c" >/dev/null 2>&1 || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+sanitizer='ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|SUMMARY: UndefinedBehaviorSanitizer'
+
+echo "# backend tests: standalone"
+"$bin" standalone --host 127.0.0.1 --port 0 --data "$tmp/data" --broker-timeout 2000 2>"$tmp/standalone.log" &
+pid=$!
+for _ in $(seq 200); do grep -q broker-listening "$tmp/standalone.log" && break; sleep 0.05; done
+port=$(sed -n 's/.*broker-listening port=\([0-9]*\).*/\1/p' "$tmp/standalone.log")
+backends=$(sed -n 's/.*backends-listening request=\([^ ]*\).*/\1/p' "$tmp/standalone.log")
+[[ -n $port && -n $backends ]] || { cat "$tmp/standalone.log"; echo "standalone did not start" >&2; exit 1; }
+EDDY_CLUSTER=$backends EDDY_WS="ws://127.0.0.1:$port/deepstream" EDDY_BIN=$bin "$build/tests/test_backend"
+EDDY_CLUSTER=$backends EDDY_BIN=$bin bash tests/backend/ctl.sh
+# the example backend: an RPC, and prices published while someone listens
+"$build/examples/price_feed" "$backends" >"$tmp/feed.out" 2>&1 &
+feed=$!
+for _ in $(seq 100); do grep -q "ready" "$tmp/feed.out" && break; sleep 0.05; done
+quote=$("$bin" ctl --cluster "$backends" call prices/quote '{"symbol":"TST"}')
+[[ $quote =~ ^\{\"symbol\":\"TST\",\"price\":[0-9.]+\}$ ]] || { echo "price_feed quote: '$quote'" >&2; exit 1; }
+timeout 10 "$bin" ctl --cluster "$backends" subscribe prices/TST >"$tmp/prices" 2>&1 &
+sub=$!
+for _ in $(seq 100); do grep -q '"price"' "$tmp/prices" && break; sleep 0.05; done
+kill -TERM "$sub"; wait "$sub" || true
+grep -q '"name":"prices/TST","data":{"symbol":"TST","price":' "$tmp/prices" || { cat "$tmp/prices" "$tmp/feed.out" >&2; echo "price_feed published nothing" >&2; exit 1; }
+kill -TERM "$feed"; wait "$feed" || { echo "price_feed did not stop cleanly" >&2; exit 1; }
+echo "ok: example price_feed"
+kill -TERM "$pid"
+rc=0; wait "$pid" || rc=$?; pid=""
+if [[ $rc != 0 ]] || grep -Eq "$sanitizer" "$tmp/standalone.log"; then
+  cat "$tmp/standalone.log"; echo "standalone exited $rc or reported a sanitizer error" >&2; exit 1
+fi
+
+echo "# backend tests: 3 nodes, 2 brokers"
+bash cluster-tests/cluster.sh up --dir "$tmp/c" --nodes 3 --brokers 2 --bin "$bin" -- --broker-timeout 2000 >/dev/null
+EDDY_CLUSTER=$(sed -n 2p "$tmp/c/nodes") EDDY_WS="$(tr '\n' ' ' <"$tmp/c/brokers")" EDDY_BIN=$bin "$build/tests/test_backend"
+EDDY_CLUSTER=$(sed -n 3p "$tmp/c/nodes") EDDY_BIN=$bin bash tests/backend/ctl.sh
+bash cluster-tests/cluster.sh down --dir "$tmp/c" >/dev/null
+for f in "$tmp"/c/*.log; do
+  if grep -Eq "$sanitizer" "$f"; then cat "$f"; echo "sanitizer report in $f" >&2; exit 1; fi
+  [[ $(basename "$f") == lb.log ]] || tail -1 "$f" | grep -q "stopped role=.* exit=0" || { tail -20 "$f"; echo "$f: no clean stop" >&2; exit 1; }
+done
+echo "# backend tests: ok"
