@@ -109,10 +109,14 @@ $(BUILD)/tests/test_backend: tests/backend/test_backend.c client/eddy.h $(BUILD)
 backend-test: all $(BUILD)/tests/test_backend npm-deps
 	bash tests/backend/run.sh $(BUILD)
 
+$(BUILD)/bench_backend: tests/bench/bench_backend.c client/eddy.h $(BUILD)/libeddy.a
+	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(CFLAGS_OPT) -Iclient -o $@ $< \
+	  $(BUILD)/libeddy.a $(LIB_LIBS) $(LDFLAGS_SAN)
+
 $(BUILD)/bench_node: tests/bench/bench_node.c $(BUILD)/libeddycore.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libeddycore.a $(LDLIBS)
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/pic -name '*.d' 2>/dev/null)
 
 # Dependencies: Debian packages (apt-get when root, otherwise the exact command
 # is printed) and the pinned npm test clients.
@@ -157,8 +161,9 @@ asan: deps
 
 # Benchmarks (figures, not pass/fail): node-side record apply+persist, then
 # record writes through the real client path against eddy standalone.
-bench: all $(BUILD)/bench_node npm-deps
+bench: all $(BUILD)/bench_node $(BUILD)/bench_backend npm-deps
 	$(BUILD)/bench_node 200000 100 1000 batch 1000
+	bash tests/bench/backend.sh $(BUILD)
 	node tests/bench/records-client.mjs $(BUILD)/eddy
 	node tests/bench/rpc-client.mjs $(BUILD)/eddy
 	node tests/bench/cluster-brokers.mjs $(BUILD)/eddy

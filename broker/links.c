@@ -274,9 +274,11 @@ static void handle_delivery(broker *b, node_link *l, nng_msg *msg)
         return;
     }
     uint64_t lost;
-    switch (stream_accept(&l->stream, seq, count, &lost)) {
+    switch (stream_accept(&l->stream, seq, count, batch_starts_with_hello(&r, count), &lost)) {
     case STREAM_RESTARTED:
-        log_warn("node-stream-restarted", "node=%s (the node restarted)", l->node->id);
+        /* updates it published just before dying may never have reached us */
+        log_warn("node-stream-restarted", "node=%s (the node restarted: re-reading its records)", l->node->id);
+        records_recover(b, l->index);
         break;
     case STREAM_LATE:
         /* older than a loss already declared and recovered: applying it now would

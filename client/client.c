@@ -128,8 +128,12 @@ static int fail_link_pending(const void *k, size_t l, void *v, void *arg)
 
 eddy_status client_wait_batch(eddy *e, int li, uint64_t seq, int64_t deadline)
 {
-    while (e->links[li].answered_seq < seq && now_ms() < deadline && !atomic_load(&e->closing))
+    unsigned gen = e->gen;
+    while (gen == e->gen && e->links[li].answered_seq < seq && now_ms() < deadline &&
+           !atomic_load(&e->closing))
         timed_wait(e, deadline);
+    if (gen != e->gen)
+        return EDDY_ERR_UNAVAILABLE; /* the links were replaced (a new map) meanwhile */
     if (e->links[li].answered_seq >= seq)
         return EDDY_OK;
     return atomic_load(&e->closing) ? EDDY_ERR_CLOSED : EDDY_ERR_TIMEOUT;
@@ -139,17 +143,21 @@ eddy_status client_wait_batch(eddy *e, int li, uint64_t seq, int64_t deadline)
 
 int client_submit_to(eddy *e, int li, op *o, uint64_t *seq)
 {
+    pthread_rwlock_rdlock(&e->links_lock);
     o->epoch = e->map.epoch;
     o->session = CLIENT_SESSION;
-    if ((*seq = nodelink_submit(e->links[li].link, o)) == 0)
-        return -1;
-    return li;
+    *seq = li < e->nlinks ? nodelink_submit(e->links[li].link, o) : 0;
+    pthread_rwlock_unlock(&e->links_lock);
+    return *seq == 0 ? -1 : li;
 }
 
 int client_submit(eddy *e, op *o, strview route, uint64_t *seq)
 {
     o->shard = shard_of(route.ptr, route.len);
-    return client_submit_to(e, (int)shardmap_owner(&e->map, o->shard), o, seq);
+    pthread_rwlock_rdlock(&e->links_lock);
+    int li = (int)shardmap_owner(&e->map, o->shard);
+    pthread_rwlock_unlock(&e->links_lock); /* (a map change between the two fails the submit at worst) */
+    return client_submit_to(e, li, o, seq);
 }
 
 /* ---------------- the link handler (link threads) ---------------- */
@@ -167,14 +175,18 @@ static void on_reply(eddy *e, int li, uint64_t seq, nng_msg *msg)
                 break;
             if (o.kind == OP_ERROR && o.error == OP_ERR_WRONG_EPOCH) {
                 if (!cl->refused)
-                    log_error("epoch-mismatch", "node=%s node_epoch=%llu our_epoch=%llu (the cluster "
-                              "runs another map: reconnect to learn it)", e->cluster.nodes[li].id,
-                              (unsigned long long)o.epoch, (unsigned long long)e->map.epoch);
+                    log_warn("epoch-mismatch", "node=%s node_epoch=%llu our_epoch=%llu (the cluster "
+                             "runs another map: learning it)", e->cluster.nodes[li].id,
+                             (unsigned long long)o.epoch, (unsigned long long)e->map.epoch);
                 cl->refused = true;
+                atomic_store(&e->map_stale, true);
             } else if (o.kind == OP_ERROR && o.error == OP_ERR_WRONG_SHARD) {
+                /* a redirect: the node's map is newer; this call fails, the next
+                 * ones go where the new map says */
                 log_warn("wrong-shard", "node=%s name=%.*s node_epoch=%llu", e->cluster.nodes[li].id,
                          (int)o.name.len, o.name.ptr, (unsigned long long)o.epoch);
-                client_settle(e, o.corr, EDDY_ERR_MAP, -1, NULL);
+                client_settle(e, o.corr, EDDY_ERR_UNAVAILABLE, -1, NULL);
+                atomic_store(&e->map_stale, true);
             } else if (o.kind == OP_HEARTBEAT && o.has_version && o.version >= 0) {
                 uint64_t lost = stream_heartbeat(&cl->stream, (uint64_t)o.version);
                 if (lost > 0) {
@@ -199,7 +211,7 @@ static void on_delivery(eddy *e, int li, nng_msg *msg)
     if (len < 8 || get_be64(body) != e->peer_id ||
         op_batch_open(&r, body + 8, len - 8, &origin, &seq, &count) != 0)
         return;
-    int verdict = stream_accept(&cl->stream, seq, count, &lost);
+    int verdict = stream_accept(&cl->stream, seq, count, batch_starts_with_hello(&r, count), &lost);
     if (verdict == STREAM_LATE)
         return;
     if (verdict == STREAM_GAP) {
@@ -239,10 +251,22 @@ static void on_failed(eddy *e, int li, uint64_t seq, op_batch *batch)
     pthread_cond_broadcast(&e->changed);
 }
 
-static int link_event(void *ctx, int event, int li, uint64_t seq, void *item)
+static int link_event(void *ctx, int event, int index, uint64_t seq, void *item)
 {
-    eddy *e = ctx;
+    link_ctx *lc = ctx;
+    eddy *e = lc->e;
+    int li = lc->li;
     pthread_mutex_lock(&e->lock);
+    if (lc->gen != e->gen) { /* a link of a replaced map, closing: nothing it says matters */
+        pthread_mutex_unlock(&e->lock);
+        if (event == NODELINK_REPLY || event == NODELINK_DELIVERY)
+            nng_msg_free(item);
+        else if (event == NODELINK_FAILED) {
+            op_batch_destroy(item);
+            xfree(item);
+        }
+        return 0;
+    }
     switch (event) {
     case NODELINK_REPLY:
         on_reply(e, li, seq, item);
@@ -285,6 +309,8 @@ void client_queue_callback(eddy *e, callback *cb)
     client_callback_free(cb);
 }
 
+static void follow_map(eddy *e);
+
 static void *callback_thread(void *arg)
 {
     eddy *e = arg;
@@ -296,8 +322,119 @@ static void *callback_thread(void *arg)
         }
         if (atomic_load(&e->closing))
             break;
+        if (atomic_load(&e->map_stale) && now_ms() - e->last_map_try >= 1000) {
+            e->last_map_try = now_ms();
+            follow_map(e);
+        }
     }
     return NULL;
+}
+
+/* Opens one link per node of e->cluster, for generation e->gen (during
+ * connect, or with e->lock and links_lock held). Returns 0, or -1 (logged). */
+static int open_links(eddy *e)
+{
+    for (int i = 0; i < e->cluster.node_count; i++) {
+        const config_node *n = &e->cluster.nodes[i];
+        client_link *cl = &e->links[i];
+        memset(cl, 0, sizeof(*cl));
+        cl->ctx = xcalloc(1, sizeof(*cl->ctx));
+        *cl->ctx = (link_ctx){e, i, e->gen};
+        nodelink_config c = {.index = i, .id = n->id, .request_url = n->request,
+                             .delivery_url = n->delivery, .peer_id = e->peer_id, .epoch = e->map.epoch,
+                             .map_digest = shardmap_digest(&e->map), .handler = link_event, .ctx = cl->ctx};
+        if ((cl->link = nodelink_open(&c)) == NULL) {
+            xfree(cl->ctx);
+            cl->ctx = NULL;
+            return -1;
+        }
+        e->nlinks++;
+    }
+    return 0;
+}
+
+static void close_links(client_link *links, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (links[i].link != NULL)
+            nodelink_stop(links[i].link);
+    for (int i = 0; i < n; i++) {
+        nodelink_close(links[i].link); /* no handler call after this */
+        xfree(links[i].ctx);
+    }
+}
+
+static int settle_unavailable(const void *k, size_t l, void *v, void *arg)
+{
+    pending *p = v;
+    if (!p->done) {
+        p->done = true;
+        p->status = EDDY_ERR_UNAVAILABLE;
+    }
+    return 0;
+}
+
+/* A node refused our map (the cluster restarted with another epoch) or
+ * redirected a request: ask the nodes we know (then the address we were given)
+ * for the map, and if it changed, replace every link, fail what waited on the
+ * old ones and register everything again (callback thread). */
+static void follow_map(eddy *e)
+{
+    atomic_store(&e->map_stale, false); /* a refusal under the new map sets it again */
+    char *urls[CONFIG_MAX_NODES + 1];
+    int n = 0;
+    pthread_mutex_lock(&e->lock);
+    for (int i = 0; i < e->cluster.node_count; i++)
+        urls[n++] = xstrdup(e->cluster.nodes[i].request);
+    urls[n++] = xstrdup(e->seed);
+    pthread_mutex_unlock(&e->lock);
+    char *json = NULL;
+    for (int i = 0; i < n; i++) {
+        if (json == NULL && !atomic_load(&e->closing))
+            json = clustermap_fetch(urls[i], NULL, now_ms() + 1000);
+        xfree(urls[i]);
+    }
+    eddy_config fresh;
+    config_defaults(&fresh);
+    shardmap map;
+    char err[256];
+    if (json == NULL || clustermap_apply(&fresh, json, strlen(json), err, sizeof(err)) != 0 ||
+        config_shardmap(&fresh, &map, err, sizeof(err)) != 0) {
+        if (json != NULL)
+            log_error("bad-cluster-map", "error=%s", err);
+        xfree(json);
+        config_free(&fresh);
+        atomic_store(&e->map_stale, true); /* try again in a second */
+        return;
+    }
+    xfree(json);
+    if (map.epoch == e->map.epoch && shardmap_digest(&map) == shardmap_digest(&e->map)) {
+        config_free(&fresh); /* the same map: the refusal was about something else */
+        return;
+    }
+    log_warn("cluster-map-changed", "epoch=%llu->%llu nodes=%d->%d (reconnecting to every node)",
+             (unsigned long long)e->map.epoch, (unsigned long long)map.epoch, e->cluster.node_count,
+             fresh.node_count);
+    client_link old[CONFIG_MAX_NODES];
+    pthread_mutex_lock(&e->lock);
+    pthread_rwlock_wrlock(&e->links_lock);
+    int nold = e->nlinks;
+    memcpy(old, e->links, sizeof(old));
+    eddy_config old_cluster = e->cluster;
+    e->cluster = fresh;
+    e->map = map;
+    e->gen++;
+    e->nlinks = 0;
+    if (open_links(e) != 0)
+        atomic_store(&e->map_stale, true);
+    pthread_rwlock_unlock(&e->links_lock);
+    dict_foreach(e->pending, settle_unavailable, NULL);
+    for (int i = 0; i < e->nlinks; i++)
+        client_resync(e, i);
+    pthread_cond_broadcast(&e->changed);
+    pthread_mutex_unlock(&e->lock);
+    close_links(old, nold); /* their handlers see an old generation and drop everything */
+    config_free(&old_cluster);
 }
 
 /* ---------------- connecting and closing ---------------- */
@@ -316,6 +453,8 @@ eddy_status eddy_connect(const char *node_url, const eddy_options *opts, eddy **
     e->timeout_ms = opts != NULL && opts->timeout_ms > 0 ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
     e->user = opts != NULL && opts->user != NULL ? xstrdup(opts->user) : NULL;
     e->peer_id = random_id();
+    e->seed = xstrdup(node_url);
+    pthread_rwlock_init(&e->links_lock, NULL);
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->changed, NULL);
     e->pending = dict_new();
@@ -343,15 +482,8 @@ eddy_status eddy_connect(const char *node_url, const eddy_options *opts, eddy **
     if (pthread_create(&e->cb_thread, NULL, callback_thread, e) != 0)
         goto fail;
     e->cb_started = true;
-    for (int i = 0; i < e->cluster.node_count; i++) {
-        const config_node *n = &e->cluster.nodes[i];
-        nodelink_config c = {.index = i, .id = n->id, .request_url = n->request,
-                             .delivery_url = n->delivery, .peer_id = e->peer_id, .epoch = e->map.epoch,
-                             .map_digest = shardmap_digest(&e->map), .handler = link_event, .ctx = e};
-        if ((e->links[i].link = nodelink_open(&c)) == NULL)
-            goto fail;
-        e->nlinks++;
-    }
+    if (open_links(e) != 0)
+        goto fail;
     /* every node reachable, or the timeout */
     for (;;) {
         bool all = true, refused = false;
@@ -399,12 +531,9 @@ static void free_callback_item(void *p)
 static void free_client(eddy *e)
 {
     atomic_store(&e->closing, true);
-    for (int i = 0; i < e->nlinks; i++)
-        nodelink_stop(e->links[i].link);
-    for (int i = 0; i < e->nlinks; i++)
-        nodelink_close(e->links[i].link); /* no handler call after this */
     if (e->cb_started)
-        pthread_join(e->cb_thread, NULL);
+        pthread_join(e->cb_thread, NULL); /* (it may be replacing the links: let it finish) */
+    close_links(e->links, e->nlinks);
     queue_free(e->callbacks, free_callback_item);
     dict_foreach(e->pending, free_pending_cb, NULL);
     dict_free(e->pending);
@@ -416,6 +545,8 @@ static void free_client(eddy *e)
     config_free(&e->cluster);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->changed);
+    pthread_rwlock_destroy(&e->links_lock);
+    xfree(e->seed);
     xfree(e->user);
     xfree(e);
 }

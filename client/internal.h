@@ -24,6 +24,7 @@
 #define CORR_REFRESH (1ull << 63) /* corr bit: a record re-read nobody waits for */
 
 typedef struct client_link {
+    struct link_ctx *ctx; /* what the link's handler is called with */
     nodelink *link;
     delivery_stream stream;
     uint64_t answered_seq; /* the newest batch the node replied to */
@@ -69,14 +70,29 @@ struct eddy_rpc {
     char *id; /* the node's call id */
 };
 
+/* The handler's context: which link of which generation of links. */
+typedef struct link_ctx {
+    eddy *e;
+    int li;
+    unsigned gen;
+} link_ctx;
+
 struct eddy {
     int timeout_ms;
     char *user;
+    char *seed;          /* the address eddy_connect was given */
     uint64_t peer_id;
+    /* Lock order: e->lock, then links_lock. The map and the links change
+     * together (a new epoch: client_follow_map), under both locks for writing;
+     * client_submit_to reads them under links_lock alone. */
+    pthread_rwlock_t links_lock;
+    unsigned gen;        /* bumped whenever the links are replaced */
     eddy_config cluster; /* the node list and epoch from the map */
     shardmap map;
     int nlinks;
     client_link links[CONFIG_MAX_NODES];
+    atomic_bool map_stale; /* a node refused our map or redirected: learn it again */
+    int64_t last_map_try;
     pthread_mutex_t lock;
     pthread_cond_t changed; /* broadcast when a call settles or a batch is answered */
     dict *pending;          /* corr -> pending */

@@ -18,6 +18,7 @@
 #define HEARTBEAT_MS 250 /* a node drops a peer silent for cluster.brokerTimeout (>= 2000 ms) */
 #define HELLO_RETRY_MS 200
 #define REPLY_TIMEOUT_MS 10000
+#define HELLO_TIMEOUT_MS 1000
 
 struct nodelink {
     nodelink_config c;
@@ -66,6 +67,8 @@ static nng_msg *roundtrip(nodelink *l, uint64_t seq, const op_batch *b)
         memcpy(nng_msg_body(msg), hdr, h);
         if (b->buf.size > 0)
             memcpy((uint8_t *)nng_msg_body(msg) + h, b->buf.data, b->buf.size);
+        /* a HELLO is cheap to repeat: a short wait, so a stuck one cannot hold the link */
+        nng_aio_set_timeout(l->aio, seq == 0 ? HELLO_TIMEOUT_MS : REPLY_TIMEOUT_MS);
         nng_aio_set_msg(l->aio, msg);
         nng_send_aio(l->req, l->aio);
         nng_aio_wait(l->aio);
@@ -158,9 +161,10 @@ static void *request_thread(void *arg)
                 break; /* flushed, or the node is unreachable: nothing more can go */
         }
         if (!atomic_load(&l->delivering)) {
-            if (atomic_load(&l->pipes) == 0) {
-                /* the node is down: what waits for it is answered with errors now
-                 * rather than sent whenever it comes back */
+            if (atomic_load(&l->pipes) == 0 && atomic_load(&l->been_up)) {
+                /* the node went down: what waits for it is answered with errors
+                 * now rather than sent whenever it comes back (work queued
+                 * before a new link's first connection waits for it) */
                 if (retry) {
                     post_failed(l, seq, &sending);
                     retry = false;
@@ -220,6 +224,13 @@ static void *request_thread(void *arg)
     op_batch_destroy(&sending);
     op_batch_destroy(&hello);
     return NULL;
+}
+
+bool batch_starts_with_hello(const mp_reader *r, uint32_t count)
+{
+    mp_reader copy = *r;
+    op o;
+    return count > 0 && op_decode(&copy, &o) == 0 && o.kind == OP_HELLO;
 }
 
 bool nodelink_is_hello(const void *body, size_t len, uint64_t peer_id)
@@ -294,7 +305,6 @@ static int open_sockets(nodelink *l)
     const char *step = "aio_alloc";
     if ((rv = nng_aio_alloc(&l->aio, NULL, NULL)) != 0)
         goto fail;
-    nng_aio_set_timeout(l->aio, REPLY_TIMEOUT_MS);
     step = "req0_open";
     if ((rv = nng_req0_open(&l->req)) != 0)
         goto fail;
@@ -387,6 +397,8 @@ uint64_t nodelink_refused(const nodelink *l)
 void nodelink_stop(nodelink *l)
 {
     atomic_store(&l->stop, true);
+    if (!atomic_load(&l->delivering))
+        nng_aio_cancel(l->aio); /* a HELLO out to a node that does not take us: stop waiting */
     pthread_mutex_lock(&l->lock);
     pthread_cond_signal(&l->wake);
     pthread_mutex_unlock(&l->lock);
@@ -414,18 +426,26 @@ void nodelink_close(nodelink *l)
 
 /* ---------------- delivery numbering ---------------- */
 
-int stream_accept(delivery_stream *s, uint64_t seq, uint32_t count, uint64_t *lost)
+int stream_accept(delivery_stream *s, uint64_t seq, uint32_t count, bool hello, uint64_t *lost)
 {
-    int verdict = STREAM_IN_ORDER;
     *lost = 0;
-    if (seq == count) { /* the first batch of the node's stream to us */
-        verdict = s->received > 0 ? STREAM_RESTARTED : STREAM_IN_ORDER;
-        s->mark_set = false;
-    } else if (seq < count || seq - count < s->received) {
+    if (seq < count) { /* malformed numbering: never applied */
         s->late++;
         return STREAM_LATE;
-    } else if (s->received > 0 && seq - count > s->received) {
-        *lost = seq - count - s->received;
+    }
+    uint64_t before = seq - count; /* what the node had published before this batch */
+    int verdict = STREAM_IN_ORDER;
+    if (hello && before < s->received) {
+        /* the node's numbering went back: it restarted. Its first HELLOs may
+         * have been published before our subscription was up (they are
+         * repeated until one arrives), so this need not be batch 1. */
+        verdict = s->received > 0 ? STREAM_RESTARTED : STREAM_IN_ORDER;
+        s->mark_set = false;
+    } else if (before < s->received) {
+        s->late++;
+        return STREAM_LATE;
+    } else if (s->received > 0 && before > s->received) {
+        *lost = before - s->received;
         s->gaps++;
         s->lost += *lost;
         verdict = STREAM_GAP;

@@ -87,13 +87,16 @@ typedef struct delivery_stream {
 
 enum stream_verdict {
     STREAM_IN_ORDER = 0,  /* apply the batch */
-    STREAM_RESTARTED = 1, /* the node's first batch to us (it restarted): apply */
+    STREAM_RESTARTED = 1, /* a HELLO with a smaller number: the node restarted; apply */
     STREAM_GAP = 2,       /* operations were lost before this batch (*lost): recover, then apply */
     STREAM_LATE = 3,      /* older than a loss already declared: drop it */
 };
 /* Checks a delivery batch's header (seq = the node's running op count, count =
- * ops in the batch) and advances the stream. */
-int stream_accept(delivery_stream *s, uint64_t seq, uint32_t count, uint64_t *lost);
+ * ops in the batch; hello: its first operation is the node's HELLO, which
+ * starts a stream after a node restart) and advances the stream. */
+int stream_accept(delivery_stream *s, uint64_t seq, uint32_t count, bool hello, uint64_t *lost);
+/* True when the batch r is positioned at (just opened) begins with a HELLO; r is not moved. */
+bool batch_starts_with_hello(const mp_reader *r, uint32_t count);
 /* A heartbeat answer says the node has published `published` operations to us.
  * If the previous one promised more than we have and nothing arrived since,
  * the tail of the stream was lost: returns how many operations (0 = none). */

@@ -48,6 +48,36 @@ if [[ $rc != 0 ]] || grep -Eq "$sanitizer" "$tmp/standalone.log"; then
   cat "$tmp/standalone.log"; echo "standalone exited $rc or reported a sanitizer error" >&2; exit 1
 fi
 
+echo "# a backend follows the cluster to a new map epoch"
+read -r wsp rq dl < <(python3 -c 'import socket
+s=[socket.socket() for _ in range(3)]
+[x.bind(("127.0.0.1", 0)) for x in s]
+print(*[x.getsockname()[1] for x in s])')
+start_epoch() {
+  "$bin" standalone --host 127.0.0.1 --port "$wsp" --request "tcp://127.0.0.1:$rq" --delivery "tcp://127.0.0.1:$dl" \
+    --data "$tmp/epochdata" --epoch "$1" 2>>"$tmp/epoch.log" &
+  pid=$!
+  for _ in $(seq 200); do [[ $(grep -c broker-listening "$tmp/epoch.log") -ge $2 ]] && break; sleep 0.05; done
+}
+start_epoch 1 1
+"$bin" ctl --cluster "tcp://127.0.0.1:$rq" subscribe follow/ev >"$tmp/follow.out" 2>"$tmp/follow.err" &
+follower=$!
+sleep 0.5
+kill -TERM "$pid"; wait "$pid"
+start_epoch 2 2
+got=""
+for _ in $(seq 60); do
+  "$bin" ctl --cluster "tcp://127.0.0.1:$rq" emit follow/ev '{"epoch":2}' 2>/dev/null || true
+  grep -q '"epoch":2' "$tmp/follow.out" && { got=1; break; }
+  sleep 0.25
+done
+kill -TERM "$follower"; wait "$follower" || true
+kill -TERM "$pid"; wait "$pid" || true; pid=""
+if [[ -z $got ]] || ! grep -q "cluster-map-changed epoch=1->2" "$tmp/follow.err"; then
+  cat "$tmp/follow.err" "$tmp/epoch.log"; echo "the backend did not follow the new epoch" >&2; exit 1
+fi
+echo "ok: a subscribed backend followed the cluster from epoch 1 to 2"
+
 echo "# backend tests: 3 nodes, 2 brokers"
 bash cluster-tests/cluster.sh up --dir "$tmp/c" --nodes 3 --brokers 2 --bin "$bin" -- --broker-timeout 2000 >/dev/null
 EDDY_CLUSTER=$(sed -n 2p "$tmp/c/nodes") EDDY_WS="$(tr '\n' ' ' <"$tmp/c/brokers")" EDDY_BIN=$bin "$build/tests/test_backend"

@@ -15,22 +15,22 @@ static void test_in_order_and_gap(void **state)
     (void)state;
     delivery_stream s = {0};
     uint64_t lost;
-    assert_int_equal(stream_accept(&s, 1, 1, &lost), STREAM_IN_ORDER); /* the HELLO */
-    assert_int_equal(stream_accept(&s, 4, 3, &lost), STREAM_IN_ORDER);
-    assert_int_equal(stream_accept(&s, 6, 2, &lost), STREAM_IN_ORDER);
+    assert_int_equal(stream_accept(&s, 1, 1, true, &lost), STREAM_IN_ORDER); /* the HELLO */
+    assert_int_equal(stream_accept(&s, 4, 3, false, &lost), STREAM_IN_ORDER);
+    assert_int_equal(stream_accept(&s, 6, 2, false, &lost), STREAM_IN_ORDER);
     /* ops 7..11 never arrived: a batch of 2 ending at 13 reveals 5 lost */
-    assert_int_equal(stream_accept(&s, 13, 2, &lost), STREAM_GAP);
+    assert_int_equal(stream_accept(&s, 13, 2, false, &lost), STREAM_GAP);
     assert_int_equal(lost, 5);
     assert_int_equal(s.gaps, 1);
     assert_int_equal(s.lost, 5);
     assert_int_equal(s.received, 13);
-    assert_int_equal(stream_accept(&s, 14, 1, &lost), STREAM_IN_ORDER);
+    assert_int_equal(stream_accept(&s, 14, 1, false, &lost), STREAM_IN_ORDER);
     /* a batch from before (it overtook nothing: it is simply old) is late */
-    assert_int_equal(stream_accept(&s, 12, 2, &lost), STREAM_LATE);
+    assert_int_equal(stream_accept(&s, 12, 2, false, &lost), STREAM_LATE);
     assert_int_equal(s.late, 1);
     assert_int_equal(s.received, 14);
     /* malformed numbering (seq below count) is never applied */
-    assert_int_equal(stream_accept(&s, 2, 3, &lost), STREAM_LATE);
+    assert_int_equal(stream_accept(&s, 2, 3, false, &lost), STREAM_LATE);
 }
 
 static void test_tail_loss(void **state)
@@ -38,7 +38,7 @@ static void test_tail_loss(void **state)
     (void)state;
     delivery_stream s = {0};
     uint64_t lost;
-    assert_int_equal(stream_accept(&s, 5, 5, &lost), STREAM_IN_ORDER);
+    assert_int_equal(stream_accept(&s, 5, 5, false, &lost), STREAM_IN_ORDER);
     assert_int_equal(stream_heartbeat(&s, 5), 0); /* all there */
     /* the node published 3 more (ops 6..8) that never came */
     assert_int_equal(stream_heartbeat(&s, 8), 0); /* may still be in flight */
@@ -48,11 +48,11 @@ static void test_tail_loss(void **state)
     assert_int_equal(stream_heartbeat(&s, 8), 0);
     /* in flight at one heartbeat, arrived before the next: no loss */
     assert_int_equal(stream_heartbeat(&s, 10), 0);
-    assert_int_equal(stream_accept(&s, 10, 2, &lost), STREAM_IN_ORDER);
+    assert_int_equal(stream_accept(&s, 10, 2, false, &lost), STREAM_IN_ORDER);
     assert_int_equal(stream_heartbeat(&s, 10), 0);
     /* progress while still behind a mark: not declared (the stream is draining) */
     assert_int_equal(stream_heartbeat(&s, 20), 0);
-    assert_int_equal(stream_accept(&s, 12, 2, &lost), STREAM_IN_ORDER);
+    assert_int_equal(stream_accept(&s, 12, 2, false, &lost), STREAM_IN_ORDER);
     assert_int_equal(stream_heartbeat(&s, 20), 0);
     assert_int_equal(s.gaps, 1);
     /* a mark forgotten (the node went down) declares nothing */
@@ -65,14 +65,23 @@ static void test_restart(void **state)
     (void)state;
     delivery_stream s = {0};
     uint64_t lost;
-    assert_int_equal(stream_accept(&s, 100, 4, &lost), STREAM_IN_ORDER);
+    assert_int_equal(stream_accept(&s, 100, 4, false, &lost), STREAM_IN_ORDER);
     assert_int_equal(stream_heartbeat(&s, 100), 0);
     /* the node restarted: its numbering starts over with the HELLO */
-    assert_int_equal(stream_accept(&s, 1, 1, &lost), STREAM_RESTARTED);
+    assert_int_equal(stream_accept(&s, 1, 1, true, &lost), STREAM_RESTARTED);
     assert_int_equal(s.received, 1);
     assert_false(s.mark_set);
-    assert_int_equal(stream_accept(&s, 3, 2, &lost), STREAM_IN_ORDER);
+    assert_int_equal(stream_accept(&s, 3, 2, false, &lost), STREAM_IN_ORDER);
     assert_int_equal(s.gaps, 0);
+    /* restarted again, and its first HELLOs were published before our
+     * subscription was up: the first one we see is number 5, still a restart */
+    assert_int_equal(stream_accept(&s, 9, 1, false, &lost), STREAM_GAP);
+    assert_int_equal(stream_accept(&s, 5, 1, true, &lost), STREAM_RESTARTED);
+    assert_int_equal(stream_accept(&s, 6, 1, false, &lost), STREAM_IN_ORDER);
+    /* a HELLO after a reconnect, the node still running: numbers go on, a
+     * jump is a gap as for any batch */
+    assert_int_equal(stream_accept(&s, 9, 1, true, &lost), STREAM_GAP);
+    assert_int_equal(lost, 2);
 }
 
 int main(void)
