@@ -94,7 +94,8 @@ install: all
 	install -m 644 $(BUILD)/libeddy.a $(DESTDIR)$(PREFIX)/lib/libeddy.a
 	install -m 755 $(BUILD)/libeddy.so $(DESTDIR)$(PREFIX)/lib/libeddy.so.$(SOVERSION)
 	ln -sf libeddy.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/libeddy.so
-	install -m 644 $(BUILD)/eddy.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/eddy.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS@|$(LIB_LIBS)|' client/eddy.pc.in \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/eddy.pc
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libeddycore.a
 	@mkdir -p $(dir $@)

@@ -131,8 +131,13 @@ void links_destroy(link_set *ls)
     if (ls == NULL)
         return;
     for (int i = 0; i < ls->count; i++)
-        if (ls->links[i].link != NULL)
+        if (ls->links[i].link != NULL) {
+            /* a clean stop: the node forgets this broker now, not after cluster.brokerTimeout */
+            op bye = {.kind = OP_BYE, .epoch = ls->map.epoch};
+            if (nodelink_delivering(ls->links[i].link))
+                nodelink_submit(ls->links[i].link, &bye);
             nodelink_stop(ls->links[i].link); /* all at once: each flushes what it holds */
+        }
     for (int i = 0; i < ls->count; i++) {
         node_link *l = &ls->links[i];
         nodelink_close(l->link);

@@ -356,8 +356,13 @@ static int open_links(eddy *e)
 static void close_links(client_link *links, int n)
 {
     for (int i = 0; i < n; i++)
-        if (links[i].link != NULL)
+        if (links[i].link != NULL) {
+            /* the node forgets us now rather than after cluster.brokerTimeout */
+            op bye = {.kind = OP_BYE, .session = CLIENT_SESSION};
+            if (nodelink_delivering(links[i].link))
+                nodelink_submit(links[i].link, &bye);
             nodelink_stop(links[i].link);
+        }
     for (int i = 0; i < n; i++) {
         nodelink_close(links[i].link); /* no handler call after this */
         xfree(links[i].ctx);

@@ -266,6 +266,7 @@ const char *op_kind_name(uint32_t kind)
         [OP_RECORD_PROVIDER] = "RECORD_PROVIDER",
         [OP_MAP_QUERY] = "MAP_QUERY",
         [OP_MAP] = "MAP",
+        [OP_BYE] = "BYE",
     };
     return kind < OP_KIND_MAX && names[kind] != NULL ? names[kind] : "UNKNOWN";
 }

@@ -58,6 +58,7 @@ enum op_kind {
     OP_RECORD_PROVIDER = 34, /* node -> interested: record <name> has (OP_FLAG_PROVIDER) or lost a provider */
     OP_MAP_QUERY = 35,       /* anyone -> any node: the cluster map, no HELLO needed */
     OP_MAP = 36,             /* node -> asker (in the reply): <epoch>, <data> = the map as JSON */
+    OP_BYE = 37,             /* peer -> node: a clean shutdown; forget everything of mine now */
     OP_KIND_MAX
 };
 

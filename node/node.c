@@ -186,6 +186,9 @@ static void apply(node_req *req, const op *o)
         op_batch_add(req->reply, &hello);
         break;
     }
+    case OP_BYE:
+        req->from->leaving = true; /* dropped after this batch (handle_batch) */
+        break;
     case OP_HEARTBEAT: {
         /* answered with how many operations were published to the peer so far:
          * a peer that has received fewer, and receives nothing more, lost the tail */
@@ -247,6 +250,23 @@ static void apply(node_req *req, const op *o)
     }
 }
 
+/* Forgets p and everything it registered (its providers' calls move on). */
+static void drop_peer(node *n, peer *p, const char *event, int64_t silent_ms)
+{
+    size_t names = events_drop_peer(n->events, p);
+    records_drop_peer(n->records, p);
+    rpc_drop_peer(n->rpc, p);
+    presence_drop_peer(n->presence, p);
+    listen_drop_peer(n->listen, p);
+    if (silent_ms >= 0)
+        log_warn(event, "peer=%016llx silent_ms=%lld event_names_dropped=%zu", (unsigned long long)p->id,
+                 (long long)silent_ms, names);
+    else
+        log_info(event, "peer=%016llx event_names_dropped=%zu", (unsigned long long)p->id, names);
+    dict_del(n->peers, &p->id, sizeof(p->id));
+    peer_free(p);
+}
+
 /* Handles one request batch; returns the reply message (owned by the caller). */
 static nng_msg *handle_batch(node *n, nng_msg *req_msg, op_batch *reply)
 {
@@ -295,6 +315,8 @@ static nng_msg *handle_batch(node *n, nng_msg *req_msg, op_batch *reply)
             apply(&req, &o);
         }
         publish_dirty(n);
+        if (req.from != NULL && req.from->leaving)
+            drop_peer(n, req.from, "peer-left", -1); /* after its last deliveries went out */
     }
     uint8_t hdr[OP_BATCH_HEADER_MAX];
     size_t h = op_batch_header(hdr, n->self + 1, seq, reply->count);
@@ -328,18 +350,8 @@ static void sweep_peers(node *n)
 {
     struct sweep_ctx c = {.n = n, .now = now_ms()};
     dict_foreach(n->peers, find_expired, &c);
-    for (int i = 0; i < c.count; i++) {
-        peer *p = c.expired[i];
-        size_t names = events_drop_peer(n->events, p);
-        records_drop_peer(n->records, p);
-        rpc_drop_peer(n->rpc, p);
-        presence_drop_peer(n->presence, p);
-        listen_drop_peer(n->listen, p);
-        log_warn("peer-expired", "peer=%016llx silent_ms=%lld event_names_dropped=%zu",
-                 (unsigned long long)p->id, (long long)(c.now - p->last_seen_ms), names);
-        dict_del(n->peers, &p->id, sizeof(p->id));
-        peer_free(p);
-    }
+    for (int i = 0; i < c.count; i++)
+        drop_peer(n, c.expired[i], "peer-expired", c.now - c.expired[i]->last_seen_ms);
 }
 
 /* Hands every waiting storage completion to the record engine. */

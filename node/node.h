@@ -45,6 +45,7 @@ typedef struct peer {
     bool dirty;            /* out holds something to publish */
     struct peer *next_dirty;
     dict *event_names;     /* names this peer has event interest in (values unused) */
+    bool leaving;          /* said BYE: dropped once its batch is done */
 } peer;
 
 /* Per-request context handed to the operation handlers. */

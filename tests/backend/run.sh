@@ -20,6 +20,23 @@ cleanup() {
 trap cleanup EXIT
 sanitizer='ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|SUMMARY: UndefinedBehaviorSanitizer'
 
+echo "# make install into a scratch PREFIX; a program built with its pkg-config file runs"
+make -s BUILD="$build" install PREFIX="$tmp/prefix" >/dev/null
+cflags=$(PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig" pkg-config --cflags eddy)
+libs=$(PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig" pkg-config --libs eddy)
+static_libs=$(PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig" pkg-config --libs --static eddy)
+printf '#include <eddy.h>\n#include <stdio.h>\nint main(void) { puts(eddy_strerror(EDDY_ERR_VERSION)); return 0; }\n' >"$tmp/app.c"
+san=""  # the sanitizer build's library needs the sanitizer runtime in the program too
+nm "$build/libeddy.a" 2>/dev/null | grep __asan_ >/dev/null && san="-fsanitize=address,undefined"  # (no -q: nm must not get SIGPIPE under pipefail)
+cc $san -o "$tmp/app-shared" "$tmp/app.c" $cflags $libs
+if [[ -z $san ]]; then # (a sanitized shared library wants its runtime preloaded: the static run covers it)
+  [[ $(LD_LIBRARY_PATH="$tmp/prefix/lib" "$tmp/app-shared") == "version conflict" ]] || { echo "shared libeddy app failed" >&2; exit 1; }
+fi
+cc $san -o "$tmp/app-static" "$tmp/app.c" $cflags ${static_libs/-leddy/-Wl,-Bstatic -leddy -Wl,-Bdynamic}
+[[ $("$tmp/app-static") == "version conflict" ]] || { echo "static libeddy app failed" >&2; exit 1; }
+[[ -x $tmp/prefix/bin/eddy ]] || { echo "eddy not installed" >&2; exit 1; }
+echo "ok: make install PREFIX=...: eddy.h, libeddy.a, libeddy.so, eddy.pc, bin/eddy"
+
 echo "# backend tests: standalone"
 "$bin" standalone --host 127.0.0.1 --port 0 --data "$tmp/data" --broker-timeout 2000 2>"$tmp/standalone.log" &
 pid=$!

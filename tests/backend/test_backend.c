@@ -336,6 +336,44 @@ static void test_listening(void **state)
     eddy_close(e);
 }
 
+/* Several threads share one client: every write lands once, in order per record. */
+static eddy *shared;
+
+static void *writer_thread(void *arg)
+{
+    long id = (long)arg;
+    char name[64], value[64];
+    snprintf(name, sizeof(name), "be/threads/%ld", id);
+    eddy_delete(shared, name);
+    for (int i = 1; i <= 50; i++) {
+        snprintf(value, sizeof(value), "{\"i\":%d}", i);
+        int64_t v;
+        if (eddy_set(shared, name, NULL, value, i, &v) != EDDY_OK || v != i) /* exactly version i */
+            return (void *)1;
+        if (i % 10 == 0) {
+            char *json;
+            if (eddy_get(shared, name, &json, &v) != EDDY_OK || v != i || strcmp(json, value) != 0)
+                return (void *)1;
+            eddy_free(json);
+        }
+    }
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    shared = connect_backend();
+    pthread_t t[6];
+    for (long i = 0; i < 6; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, writer_thread, (void *)i), 0);
+    for (int i = 0; i < 6; i++) {
+        void *rc;
+        pthread_join(t[i], &rc);
+        assert_null(rc);
+    }
+    eddy_close(shared);
+}
+
 static void test_errors(void **state)
 {
     eddy *e = connect_backend();
@@ -378,6 +416,7 @@ int main(void)
         cmocka_unit_test(test_records_and_versions),
         cmocka_unit_test(test_rpc_balance_and_failover),
         cmocka_unit_test(test_listening),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests_name("backend", tests, NULL, NULL);
