@@ -102,6 +102,41 @@ static eddy_status call_and_wait(eddy *e, op *o, strview route, pending **out)
     return st;
 }
 
+/* Registers fn under name in table and tells the owning node (kind: EVENT_INTEREST
+ * or RPC_PROVIDE); waits for the node. */
+static eddy_status register_name(eddy *e, dict *table, const char *name, void *fn, void *arg, uint32_t kind)
+{
+    if (e == NULL || !valid_name(name) || fn == NULL)
+        return EDDY_ERR_INVALID;
+    pthread_mutex_lock(&e->lock);
+    eddy_status st = EDDY_ERR_EXISTS;
+    if (dict_get(table, name, strlen(name)) == NULL) {
+        dict_put(table, name, strlen(name), registration_new(fn, arg));
+        op o = {.kind = kind, .name = sv(name)};
+        if ((st = submit_and_wait(e, &o, o.name)) == EDDY_ERR_UNAVAILABLE)
+            client_registration_free(dict_del(table, name, strlen(name)));
+    }
+    pthread_mutex_unlock(&e->lock);
+    return st;
+}
+
+/* The reverse (kind: EVENT_UNINTEREST, RPC_UNPROVIDE or RECORD_UNINTEREST). */
+static eddy_status unregister_name(eddy *e, dict *table, const char *name, uint32_t kind)
+{
+    if (e == NULL || !valid_name(name))
+        return EDDY_ERR_INVALID;
+    pthread_mutex_lock(&e->lock);
+    registration *r = dict_del(table, name, strlen(name));
+    eddy_status st = EDDY_ERR_NOT_REGISTERED;
+    if (r != NULL) {
+        client_registration_free(r);
+        op o = {.kind = kind, .name = sv(name)};
+        st = submit_and_wait(e, &o, o.name);
+    }
+    pthread_mutex_unlock(&e->lock);
+    return st;
+}
+
 /* ---------------- events ---------------- */
 
 eddy_status eddy_emit(eddy *e, const char *name, const char *json)
@@ -115,34 +150,12 @@ eddy_status eddy_emit(eddy *e, const char *name, const char *json)
 
 eddy_status eddy_subscribe(eddy *e, const char *name, eddy_event_fn *fn, void *arg)
 {
-    if (e == NULL || !valid_name(name) || fn == NULL)
-        return EDDY_ERR_INVALID;
-    pthread_mutex_lock(&e->lock);
-    eddy_status st = EDDY_ERR_EXISTS;
-    if (dict_get(e->events, name, strlen(name)) == NULL) {
-        dict_put(e->events, name, strlen(name), registration_new((void *)fn, arg));
-        op o = {.kind = OP_EVENT_INTEREST, .name = sv(name)};
-        if ((st = submit_and_wait(e, &o, o.name)) == EDDY_ERR_UNAVAILABLE)
-            client_registration_free(dict_del(e->events, name, strlen(name)));
-    }
-    pthread_mutex_unlock(&e->lock);
-    return st;
+    return register_name(e, e ? e->events : NULL, name, (void *)fn, arg, OP_EVENT_INTEREST);
 }
 
 eddy_status eddy_unsubscribe(eddy *e, const char *name)
 {
-    if (e == NULL || !valid_name(name))
-        return EDDY_ERR_INVALID;
-    pthread_mutex_lock(&e->lock);
-    registration *r = dict_del(e->events, name, strlen(name));
-    eddy_status st = EDDY_ERR_NOT_REGISTERED;
-    if (r != NULL) {
-        client_registration_free(r);
-        op o = {.kind = OP_EVENT_UNINTEREST, .name = sv(name)};
-        st = submit_and_wait(e, &o, o.name);
-    }
-    pthread_mutex_unlock(&e->lock);
-    return st;
+    return unregister_name(e, e ? e->events : NULL, name, OP_EVENT_UNINTEREST);
 }
 
 /* ---------------- records ---------------- */
@@ -228,18 +241,7 @@ eddy_status eddy_record_subscribe(eddy *e, const char *name, eddy_record_fn *fn,
 
 eddy_status eddy_record_unsubscribe(eddy *e, const char *name)
 {
-    if (e == NULL || !valid_name(name))
-        return EDDY_ERR_INVALID;
-    pthread_mutex_lock(&e->lock);
-    registration *r = dict_del(e->records, name, strlen(name));
-    eddy_status st = EDDY_ERR_NOT_REGISTERED;
-    if (r != NULL) {
-        client_registration_free(r);
-        op o = {.kind = OP_RECORD_UNINTEREST, .name = sv(name)};
-        st = submit_and_wait(e, &o, o.name);
-    }
-    pthread_mutex_unlock(&e->lock);
-    return st;
+    return unregister_name(e, e ? e->records : NULL, name, OP_RECORD_UNINTEREST);
 }
 
 /* Queues the subscriber's callback with the document as it now is. */
@@ -360,34 +362,12 @@ eddy_status eddy_call(eddy *e, const char *name, const char *json, char **result
 
 eddy_status eddy_provide(eddy *e, const char *name, eddy_provide_fn *fn, void *arg)
 {
-    if (e == NULL || !valid_name(name) || fn == NULL)
-        return EDDY_ERR_INVALID;
-    pthread_mutex_lock(&e->lock);
-    eddy_status st = EDDY_ERR_EXISTS;
-    if (dict_get(e->provides, name, strlen(name)) == NULL) {
-        dict_put(e->provides, name, strlen(name), registration_new((void *)fn, arg));
-        op o = {.kind = OP_RPC_PROVIDE, .name = sv(name)};
-        if ((st = submit_and_wait(e, &o, o.name)) == EDDY_ERR_UNAVAILABLE)
-            client_registration_free(dict_del(e->provides, name, strlen(name)));
-    }
-    pthread_mutex_unlock(&e->lock);
-    return st;
+    return register_name(e, e ? e->provides : NULL, name, (void *)fn, arg, OP_RPC_PROVIDE);
 }
 
 eddy_status eddy_unprovide(eddy *e, const char *name)
 {
-    if (e == NULL || !valid_name(name))
-        return EDDY_ERR_INVALID;
-    pthread_mutex_lock(&e->lock);
-    registration *r = dict_del(e->provides, name, strlen(name));
-    eddy_status st = EDDY_ERR_NOT_REGISTERED;
-    if (r != NULL) {
-        client_registration_free(r);
-        op o = {.kind = OP_RPC_UNPROVIDE, .name = sv(name)};
-        st = submit_and_wait(e, &o, o.name);
-    }
-    pthread_mutex_unlock(&e->lock);
-    return st;
+    return unregister_name(e, e ? e->provides : NULL, name, OP_RPC_UNPROVIDE);
 }
 
 /* Sends the provider's answer for call and frees it. */

@@ -65,20 +65,9 @@ int clustermap_apply(eddy_config *cfg, const char *json, size_t len, char *err, 
         goto out;
     }
     config_free_nodes(cfg);
-    size_t i;
-    json_t *n;
-    json_array_foreach(nodes, i, n) {
-        const char *id = json_string_value(json_object_get(n, "id"));
-        const char *req = json_string_value(json_object_get(n, "request"));
-        const char *del = json_string_value(json_object_get(n, "delivery"));
-        const char *shards = json_string_value(json_object_get(n, "shards"));
-        if (id == NULL || req == NULL || del == NULL || shards == NULL) {
-            snprintf(err, err_len, "node %zu of the cluster map lacks id, request, delivery or shards", i);
-            config_free_nodes(cfg);
-            goto out;
-        }
-        config_add_node(cfg, id, req, del);
-        cfg->nodes[cfg->node_count - 1].shards = xstrdup(shards);
+    if (config_apply_nodes(cfg, nodes, err, err_len) != 0) {
+        config_free_nodes(cfg);
+        goto out;
     }
     cfg->epoch = json_integer_value(epoch);
     rc = 0;

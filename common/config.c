@@ -201,8 +201,9 @@ void config_defaults(eddy_config *cfg)
             abort(); /* a bad default is a programming error */
 }
 
-static int apply_nodes(eddy_config *cfg, const cfg_entry *e, json_t *v, char *err, size_t err_len)
+int config_apply_nodes(eddy_config *cfg, struct json_t *v, char *err, size_t err_len)
 {
+    const cfg_entry *e = find_key("cluster.nodes");
     if (!json_is_array(v))
         return fail(err, err_len, e, "must be a list of {id, request, delivery}%s", "");
     size_t i;
@@ -240,7 +241,7 @@ static int apply_json(eddy_config *cfg, json_t *obj, const char *prefix, char *e
             return -1;
         }
         if (e->type == T_NODES) {
-            if (apply_nodes(cfg, e, v, err, err_len) != 0)
+            if (config_apply_nodes(cfg, v, err, err_len) != 0)
                 return -1;
             continue;
         }

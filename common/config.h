@@ -74,6 +74,11 @@ void config_print_flags(void);
 /* Replaces the cluster node list (standalone points its broker at its own node). */
 void config_free_nodes(eddy_config *cfg);
 void config_add_node(eddy_config *cfg, const char *id, const char *request, const char *delivery);
+/* Appends the nodes of a JSON array of {id, request, delivery[, shards]} (the
+ * YAML cluster.nodes, or a node's MAP answer). Returns 0, or -1 with a message
+ * naming cluster.nodes in err. */
+struct json_t;
+int config_apply_nodes(eddy_config *cfg, struct json_t *nodes, char *err, size_t err_len);
 /* Builds the shard map cfg describes: explicit when the nodes list their
  * shards (all of them must, covering every shard once), else spread evenly; a
  * lone node (no cluster.nodes) owns everything. Returns 0, or -1 with a
