@@ -48,7 +48,7 @@ UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 .PHONY: install backend-test all run test asan unit e2e e2e-standalone e2e-cluster e2e-haproxy cluster-test deps npm-deps clean help bench
 
-all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/libeddy.so $(BUILD)/eddy.pc $(EXAMPLES)
+all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/libeddy.so $(BUILD)/eddy.pc $(EXAMPLES) $(BUILD)/eddy-bench
 
 $(BUILD)/gen/deepstream.pb-c.c $(BUILD)/gen/deepstream.pb-c.h: proto/deepstream.proto
 	@mkdir -p $(BUILD)/gen
@@ -114,6 +114,10 @@ $(BUILD)/bench_backend: tests/bench/bench_backend.c client/eddy.h $(BUILD)/libed
 	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(CFLAGS_OPT) -Iclient -o $@ $< \
 	  $(BUILD)/libeddy.a $(LIB_LIBS) $(LDFLAGS_SAN)
 
+# the native load generator (libwebsockets client; frames from broker/frames.c)
+$(BUILD)/eddy-bench: tests/bench/eddy_bench.c $(BUILD)/libeddycore.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libeddycore.a $(LDLIBS)
+
 $(BUILD)/bench_node: tests/bench/bench_node.c $(BUILD)/libeddycore.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libeddycore.a $(LDLIBS)
 
@@ -160,10 +164,12 @@ asan: deps
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  $(MAKE) BUILD=build-asan SAN=1 unit e2e cluster-test backend-test
 
-# Benchmarks (figures, not pass/fail): node-side record apply+persist, then
-# record writes through the real client path against eddy standalone.
+# Benchmarks (figures, not pass/fail): node-side record apply+persist; events
+# through the native load generator (build/eddy-bench); backend round trips;
+# record writes and RPCs through the real client; a cluster with 1 and 2 brokers.
 bench: all $(BUILD)/bench_node $(BUILD)/bench_backend npm-deps
 	$(BUILD)/bench_node 200000 100 1000 batch 1000
+	bash tests/bench/events.sh $(BUILD)
 	bash tests/bench/backend.sh $(BUILD)
 	node tests/bench/records-client.mjs $(BUILD)/eddy
 	node tests/bench/rpc-client.mjs $(BUILD)/eddy
