@@ -129,18 +129,27 @@ void session_kill(session *s, const char *reason)
     lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
+#define WRITES_PER_CALLBACK 32
+
+/* Writes queued frames while the socket takes them (at most
+ * WRITES_PER_CALLBACK per callback, so one busy session cannot starve the
+ * others), then asks for another callback if any are left. */
 int session_writeable(session *s)
 {
     if (s->out_len == 0)
         return s->closing ? -1 : 0;
-    frame *f = s->out[s->out_head];
-    s->out_head = (s->out_head + 1) % s->out_cap;
-    s->out_len--;
-    s->out_bytes -= f->len;
-    int n = lws_write(s->wsi, frame_payload(f), f->len, LWS_WRITE_BINARY);
-    frame_unref(f);
-    if (n < 0)
-        return -1;
+    for (int i = 0; i < WRITES_PER_CALLBACK && s->out_len > 0; i++) {
+        if (i > 0 && lws_send_pipe_choked(s->wsi))
+            break; /* the kernel is full, or lws holds a partial write: wait for writable */
+        frame *f = s->out[s->out_head];
+        s->out_head = (s->out_head + 1) % s->out_cap;
+        s->out_len--;
+        s->out_bytes -= f->len;
+        int n = lws_write(s->wsi, frame_payload(f), f->len, LWS_WRITE_BINARY);
+        frame_unref(f);
+        if (n < 0)
+            return -1;
+    }
     if (s->out_len > 0 || s->closing)
         lws_callback_on_writable(s->wsi);
     return 0;
