@@ -55,7 +55,7 @@ launch() { # NAME: start the process recorded in DIR/NAME.cmd, in the background
 alive() {
   [[ -f $dir/$1.pid ]] || return 1
   local pid; pid=$(cat "$dir/$1.pid")
-  kill -0 "$pid" 2>/dev/null && [[ $(ps -o stat= -p "$pid" 2>/dev/null) != Z* ]]
+  kill -0 "$pid" 2>/dev/null && [[ $(sed -n 's/^.*) \(.\).*/\1/p' "/proc/$pid/stat" 2>/dev/null) != Z ]]
 }
 
 wait_health() { # PORT: until /health-check answers 200 (20 s)
