@@ -169,7 +169,7 @@ asan: deps
 # record writes and RPCs through the real client; a cluster with 1 and 2 brokers.
 bench: all $(BUILD)/bench_node $(BUILD)/bench_backend npm-deps
 	$(BUILD)/bench_node 200000 100 1000 batch 1000
-	bash tests/bench/events.sh $(BUILD)
+	bash tests/bench/side-by-side.sh $(BUILD)
 	bash tests/bench/backend.sh $(BUILD)
 	node tests/bench/records-client.mjs $(BUILD)/eddy
 	node tests/bench/rpc-client.mjs $(BUILD)/eddy

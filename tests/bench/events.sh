@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}; secs=${2:-5}; json=${3:-$build/bench-events.jsonl}
 tmp=$(mktemp -d)
-"$build/eddy" standalone --host 127.0.0.1 --port 0 --data "$tmp/data" 2>"$tmp/log" &
+"$build/eddy" standalone --host 127.0.0.1 --port 0 --data "$tmp/data" >/dev/null 2>"$tmp/log" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 for _ in $(seq 200); do grep -q broker-listening "$tmp/log" && break; sleep 0.05; done
