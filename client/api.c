@@ -69,6 +69,19 @@ static registration *registration_new(void *fn, void *arg)
     return r;
 }
 
+/* A callback of kind for registration r about name, with data (both copied;
+ * data may be absent). Owned by the caller until queued. */
+static callback *callback_new(int kind, const registration *r, strview name, const char *data, size_t data_len)
+{
+    callback *cb = xcalloc(1, sizeof(*cb));
+    cb->kind = kind;
+    cb->fn = r->fn;
+    cb->arg = r->arg;
+    cb->name = client_strndup(name);
+    cb->data = data != NULL ? xstrndup(data, data_len) : NULL;
+    return cb;
+}
+
 /* Submits o routed by route and waits (e->lock held) until its batch is answered. */
 static eddy_status submit_and_wait(eddy *e, op *o, strview route)
 {
@@ -247,12 +260,7 @@ eddy_status eddy_record_unsubscribe(eddy *e, const char *name)
 /* Queues the subscriber's callback with the document as it now is. */
 static void record_changed(eddy *e, const char *name, registration *r)
 {
-    callback *cb = xcalloc(1, sizeof(*cb));
-    cb->kind = CB_RECORD;
-    cb->fn = r->fn;
-    cb->arg = r->arg;
-    cb->name = xstrdup(name);
-    cb->data = r->doc ? xstrdup(r->doc) : NULL;
+    callback *cb = callback_new(CB_RECORD, r, sv(name), r->doc, r->doc ? strlen(r->doc) : 0);
     cb->version = r->version;
     client_queue_callback(e, cb);
 }
@@ -421,12 +429,7 @@ static void on_rpc(eddy *e, const op *o)
         client_submit(e, &ans, ans.name, &seq); /* accepted at once, as the JS client does */
         if (r == NULL)
             return;
-        callback *cb = xcalloc(1, sizeof(*cb));
-        cb->kind = CB_PROVIDE;
-        cb->fn = r->fn;
-        cb->arg = r->arg;
-        cb->name = client_strndup(o->name);
-        cb->data = o->has_data ? client_strndup(o->data) : NULL;
+        callback *cb = callback_new(CB_PROVIDE, r, o->name, o->has_data ? o->data.ptr : NULL, o->data.len);
         cb->extra = o->user.len ? client_strndup(o->user) : NULL;
         cb->call = xcalloc(1, sizeof(*cb->call));
         cb->call->e = e;
@@ -536,12 +539,8 @@ static void on_listen(eddy *e, const op *o)
     registration *r = dict_get(e->listens, key, o->name.len + 1);
     if (r == NULL)
         return;
-    callback *cb = xcalloc(1, sizeof(*cb));
-    cb->kind = CB_LISTEN;
-    cb->fn = r->fn;
-    cb->arg = r->arg;
-    cb->extra = client_strndup(o->name); /* the pattern */
-    cb->name = client_strndup(o->ref);   /* the subscription */
+    callback *cb = callback_new(CB_LISTEN, r, o->ref, NULL, 0); /* name: the subscription */
+    cb->extra = client_strndup(o->name);                          /* the pattern */
     cb->found = found;
     cb->topic = topic;
     client_queue_callback(e, cb);
@@ -558,13 +557,7 @@ void client_on_delivery(eddy *e, int li, const op *o)
         registration *r = dict_get(e->events, o->name.ptr, o->name.len);
         if (r == NULL)
             return;
-        callback *cb = xcalloc(1, sizeof(*cb));
-        cb->kind = CB_EVENT;
-        cb->fn = r->fn;
-        cb->arg = r->arg;
-        cb->name = client_strndup(o->name);
-        cb->data = o->has_data ? client_strndup(o->data) : NULL;
-        client_queue_callback(e, cb);
+        client_queue_callback(e, callback_new(CB_EVENT, r, o->name, o->has_data ? o->data.ptr : NULL, o->data.len));
         break;
     }
     case OP_RECORD_STATE: on_state(e, o); break;
