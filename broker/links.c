@@ -93,7 +93,7 @@ void links_metrics(link_set *ls, FILE *f)
         {"eddy_node_up", "gauge", "1 while the broker has a connection to the node"},
         {"eddy_delivery_gaps_total", "counter", "gaps seen in the node's delivery stream"},
         {"eddy_delivery_lost_operations_total", "counter", "operations lost in those gaps"},
-        {"eddy_delivery_late_batches_total", "counter", "batches dropped as older than a recovered gap"},
+        {"eddy_delivery_late_batches_total", "counter", "batches counted lost that arrived after all"},
         {"eddy_node_refused_operations_total", "counter", "operations refused: node queue full"},
     };
     for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
@@ -286,10 +286,13 @@ static void handle_delivery(broker *b, node_link *l, nng_msg *msg)
         records_recover(b, l->index);
         break;
     case STREAM_LATE:
-        /* older than a loss already declared and recovered: applying it now would
-         * take subscribers back in time */
-        log_warn("delivery-late", "node=%s seq=%llu ops=%u received=%llu (dropped)", l->node->id,
-                 (unsigned long long)seq, count, (unsigned long long)l->stream.received);
+        log_warn("delivery-late", "node=%s seq=%llu ops=%u received=%llu (counted lost, arrived after all: "
+                 "applied)", l->node->id, (unsigned long long)seq, count,
+                 (unsigned long long)l->stream.received);
+        break;
+    case STREAM_BAD:
+        log_warn("malformed-delivery", "node=%s seq=%llu ops=%u (dropped)", l->node->id,
+                 (unsigned long long)seq, count);
         nng_msg_free(msg);
         return;
     case STREAM_GAP:

@@ -212,7 +212,7 @@ static void on_delivery(eddy *e, int li, nng_msg *msg)
         op_batch_open(&r, body + 8, len - 8, &origin, &seq, &count) != 0)
         return;
     int verdict = stream_accept(&cl->stream, seq, count, batch_starts_with_hello(&r, count), &lost);
-    if (verdict == STREAM_LATE)
+    if (verdict == STREAM_BAD)
         return;
     if (verdict == STREAM_GAP) {
         log_error("delivery-gap", "node=%s at=gap lost_ops=%" PRIu64, e->cluster.nodes[li].id, lost);

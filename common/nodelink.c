@@ -429,10 +429,8 @@ void nodelink_close(nodelink *l)
 int stream_accept(delivery_stream *s, uint64_t seq, uint32_t count, bool hello, uint64_t *lost)
 {
     *lost = 0;
-    if (seq < count) { /* malformed numbering: never applied */
-        s->late++;
-        return STREAM_LATE;
-    }
+    if (seq < count) /* malformed numbering: never applied */
+        return STREAM_BAD;
     uint64_t before = seq - count; /* what the node had published before this batch */
     int verdict = STREAM_IN_ORDER;
     if (hello && before < s->received) {
@@ -442,7 +440,11 @@ int stream_accept(delivery_stream *s, uint64_t seq, uint32_t count, bool hello, 
         verdict = s->received > 0 ? STREAM_RESTARTED : STREAM_IN_ORDER;
         s->mark_set = false;
     } else if (before < s->received) {
+        /* it was counted lost (a tail declared while the stream was only
+         * backed up): apply it after all (the re-reads that loss triggered
+         * are answered after it, the stream being in order) and uncount it */
         s->late++;
+        s->lost -= count < s->lost ? count : s->lost;
         return STREAM_LATE;
     } else if (s->received > 0 && before > s->received) {
         *lost = before - s->received;

@@ -82,14 +82,15 @@ typedef struct delivery_stream {
     uint64_t received;        /* operations received so far (the node's numbering) */
     uint64_t mark, mark_last; /* the node's count at the last heartbeat answer, ours then */
     bool mark_set;
-    uint64_t gaps, lost, late; /* metrics: gaps seen, operations lost, late batches dropped */
+    uint64_t gaps, lost, late; /* metrics: gaps seen, operations lost, batches that came late */
 } delivery_stream;
 
 enum stream_verdict {
     STREAM_IN_ORDER = 0,  /* apply the batch */
     STREAM_RESTARTED = 1, /* a HELLO with a smaller number: the node restarted; apply */
     STREAM_GAP = 2,       /* operations were lost before this batch (*lost): recover, then apply */
-    STREAM_LATE = 3,      /* older than a loss already declared: drop it */
+    STREAM_LATE = 3,      /* arrived after being counted lost: apply it (the loss count is corrected) */
+    STREAM_BAD = 4,       /* impossible numbering: drop it */
 };
 /* Checks a delivery batch's header (seq = the node's running op count, count =
  * ops in the batch; hello: its first operation is the node's HELLO, which
