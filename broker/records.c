@@ -601,29 +601,32 @@ static void on_broadcast(broker *b, const op *o, const char *name, const char *d
         topic_clear(r, name, o->name.len);
 }
 
-struct resync_ctx {
+/* Sends one operation (kind, action, corr from `tmpl`) for every record with
+ * local subscribers owned by node li: re-registration and recovery alike. */
+struct topic_walk {
     broker *b;
     int li;
+    op tmpl;
 };
 
-static int resync_topic(const void *key, size_t len, void *v, void *arg)
+static int submit_for_topic(const void *key, size_t len, void *v, void *arg)
 {
-    struct resync_ctx *c = arg;
+    struct topic_walk *w = arg;
     rtopic *t = v;
-    if (t->count == 0 || links_owner(c->b, key, len) != c->li)
+    if (t->count == 0 || links_owner(w->b, key, len) != w->li)
         return 0;
-    /* session 0: interest only, the node answers nothing */
-    op o = {.kind = OP_RECORD_SUBSCRIBE, .name = {key, (uint32_t)len},
-            .action = ACT(SUBSCRIBEANDHEAD)};
+    op o = w->tmpl;
+    o.name = (strview){key, (uint32_t)len};
     uint64_t seq;
-    links_submit(c->b, &o, &seq);
+    links_submit(w->b, &o, &seq);
     return 0;
 }
 
 void records_resync(broker *b, int li)
 {
-    struct resync_ctx c = {b, li};
-    dict_foreach(broker_records(b)->topics, resync_topic, &c);
+    /* session 0: interest only, the node answers nothing */
+    struct topic_walk w = {b, li, {.kind = OP_RECORD_SUBSCRIBE, .action = ACT(SUBSCRIBEANDHEAD)}};
+    dict_foreach(broker_records(b)->topics, submit_for_topic, &w);
 }
 
 int records_fail(broker *b, const op *o)
@@ -663,23 +666,10 @@ int records_fail(broker *b, const op *o)
     return answered;
 }
 
-static int recover_topic(const void *key, size_t len, void *v, void *arg)
-{
-    struct resync_ctx *c = arg;
-    rtopic *t = v;
-    if (t->count == 0 || links_owner(c->b, key, len) != c->li)
-        return 0;
-    op o = {.kind = OP_RECORD_READ, .name = {key, (uint32_t)len}, .action = ACT(READ),
-            .corr = RECOVERY_CORR};
-    uint64_t seq;
-    links_submit(c->b, &o, &seq);
-    return 0;
-}
-
 void records_recover(broker *b, int li)
 {
-    struct resync_ctx c = {b, li};
-    dict_foreach(broker_records(b)->topics, recover_topic, &c);
+    struct topic_walk w = {b, li, {.kind = OP_RECORD_READ, .action = ACT(READ), .corr = RECOVERY_CORR}};
+    dict_foreach(broker_records(b)->topics, submit_for_topic, &w);
 }
 
 uint64_t records_recovered(broker *b)

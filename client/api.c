@@ -438,12 +438,9 @@ static void on_rpc(eddy *e, const op *o)
         client_queue_callback(e, cb);
         return;
     }
-    char ref[32];
-    if (o->ref.len == 0 || o->ref.len >= sizeof(ref))
+    if (o->ref.len == 0 || o->ref.len >= 32)
         return;
-    memcpy(ref, o->ref.ptr, o->ref.len);
-    ref[o->ref.len] = '\0';
-    uint64_t corr = strtoull(ref, NULL, 10);
+    uint64_t corr = client_call_corr(o->ref);
     switch (o->action) {
     case PACT(ACCEPT): break;
     case PACT(RESPONSE): client_settle(e, corr, EDDY_OK, 0, o->has_data ? client_strndup(o->data) : NULL); break;
@@ -452,8 +449,8 @@ static void on_rpc(eddy *e, const op *o)
     case PACT(NO_RPC_PROVIDER):
     case PACT(ACCEPT_TIMEOUT): client_settle(e, corr, EDDY_ERR_NO_PROVIDER, 0, NULL); break;
     default:
-        log_warn("rpc-message", "action=%u name=%.*s ref=%s (about one of our answers)", o->action,
-                 (int)o->name.len, o->name.ptr, ref);
+        log_warn("rpc-message", "action=%u name=%.*s ref=%.*s (about one of our answers)", o->action,
+                 (int)o->name.len, o->name.ptr, (int)o->ref.len, o->ref.ptr);
     }
 }
 

@@ -49,6 +49,16 @@ char *client_strndup(strview v)
     return xstrndup(v.ptr ? v.ptr : "", v.len);
 }
 
+uint64_t client_call_corr(strview ref)
+{
+    char text[32];
+    if (ref.len == 0 || ref.len >= sizeof(text))
+        return 0;
+    memcpy(text, ref.ptr, ref.len);
+    text[ref.len] = '\0';
+    return strtoull(text, NULL, 10);
+}
+
 int64_t client_deadline(const eddy *e)
 {
     return now_ms() + e->timeout_ms;
@@ -235,13 +245,8 @@ static void on_failed(eddy *e, int li, uint64_t seq, op_batch *batch)
         op o;
         if (op_decode(&r, &o) != 0)
             break;
-        uint64_t corr = o.corr;
-        if (o.kind == OP_RPC_REQUEST && o.ref.len > 0 && o.ref.len < 32) {
-            char text[32]; /* an RPC's corr travels as its correlation id text */
-            memcpy(text, o.ref.ptr, o.ref.len);
-            text[o.ref.len] = '\0';
-            corr = strtoull(text, NULL, 10);
-        }
+        /* an RPC's corr travels as its correlation id text */
+        uint64_t corr = o.kind == OP_RPC_REQUEST ? client_call_corr(o.ref) : o.corr;
         client_settle(e, corr, EDDY_ERR_UNAVAILABLE, -1, NULL);
     }
     op_batch_destroy(batch);

@@ -126,6 +126,8 @@ void client_settle(eddy *e, uint64_t corr, eddy_status status, int64_t version, 
 void client_queue_callback(eddy *e, callback *cb);
 int64_t client_deadline(const eddy *e);
 char *client_strndup(strview v);
+/* The corr of one of our RPC calls, from its correlation id text (0: not ours). */
+uint64_t client_call_corr(strview ref);
 
 /* api.c: the answers and deliveries meant for the features (e->lock held). */
 void client_on_delivery(eddy *e, int li, const op *o);
