@@ -40,6 +40,8 @@ struct broker {
     pthread_mutex_t ctx_lock; /* guards ctx_live against other threads' wake-ups */
     bool ctx_live;
     uint64_t inbound_dropped;
+    uint8_t *send_buf; /* broker_send_buffer */
+    size_t send_cap;
 };
 
 const eddy_config *broker_config(broker *b) { return b->cfg; }
@@ -50,6 +52,16 @@ presence_subs *broker_presence(broker *b) { return b->presence; }
 link_set *broker_links(broker *b) { return b->links; }
 auth *broker_auth(broker *b) { return b->auth; }
 struct lws_context *broker_lws(broker *b) { return b->ctx; }
+
+uint8_t *broker_send_buffer(broker *b, size_t len)
+{
+    if (len > b->send_cap) {
+        xfree(b->send_buf);
+        b->send_buf = xmalloc(len);
+        b->send_cap = len;
+    }
+    return b->send_buf;
+}
 
 session *broker_session(broker *b, uint64_t id)
 {
@@ -390,5 +402,6 @@ void broker_destroy(broker *b)
     presence_subs_free(b->presence);
     dict_free(b->sessions);
     pthread_mutex_destroy(&b->ctx_lock);
+    xfree(b->send_buf);
     xfree(b);
 }

@@ -254,6 +254,9 @@ record_subs *broker_records(broker *b);
 link_set *broker_links(broker *b);
 auth *broker_auth(broker *b);
 struct lws_context *broker_lws(broker *b);
+/* A scratch buffer of at least len bytes for gathering outbound frames, owned
+ * by the broker and reused by the next call (service thread only). */
+uint8_t *broker_send_buffer(broker *b, size_t len);
 /* Hands an item to the service thread (auth results); returns -1 when full. */
 enum inbound_kind {
     INBOUND_REPLY = 1,

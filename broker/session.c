@@ -129,24 +129,69 @@ void session_kill(session *s, const char *reason)
     lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
-#define WRITES_PER_CALLBACK 32
+#define COALESCE_BYTES 65536 /* websocket frames gathered into one send */
+#define SENDS_PER_CALLBACK 4  /* so one busy session cannot starve the others */
 
-/* Writes queued frames while the socket takes them (at most
- * WRITES_PER_CALLBACK per callback, so one busy session cannot starve the
- * others), then asks for another callback if any are left. */
+/* Appends the header of an unmasked, final, binary websocket frame of len
+ * bytes (RFC 6455 5.2) at p; returns its size (2, 4 or 10). */
+static size_t ws_header(uint8_t *p, size_t len)
+{
+    p[0] = 0x82;
+    if (len < 126) {
+        p[1] = (uint8_t)len;
+        return 2;
+    }
+    if (len <= 0xffff) {
+        p[1] = 126;
+        p[2] = (uint8_t)(len >> 8);
+        p[3] = (uint8_t)len;
+        return 4;
+    }
+    p[1] = 127;
+    for (int i = 0; i < 8; i++)
+        p[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+    return 10;
+}
+
+/* Pops the next queued frame (the caller owns the reference). */
+static frame *pop_frame(session *s)
+{
+    frame *f = s->out[s->out_head];
+    s->out_head = (s->out_head + 1) % s->out_cap;
+    s->out_len--;
+    s->out_bytes -= f->len;
+    return f;
+}
+
+/* Writes queued frames while the socket takes them. Frames are framed here
+ * and gathered, so a burst for one client costs one send rather than one per
+ * message (the client still sees one deepstream message per websocket frame);
+ * lws keeps whatever the kernel does not take and reports the pipe choked
+ * until it has gone. A frame too large to gather goes alone through lws. */
 int session_writeable(session *s)
 {
     if (s->out_len == 0)
         return s->closing ? -1 : 0;
-    for (int i = 0; i < WRITES_PER_CALLBACK && s->out_len > 0; i++) {
-        if (i > 0 && lws_send_pipe_choked(s->wsi))
+    uint8_t *buf = broker_send_buffer(s->b, LWS_PRE + COALESCE_BYTES) + LWS_PRE;
+    for (int sends = 0; sends < SENDS_PER_CALLBACK && s->out_len > 0; sends++) {
+        if (sends > 0 && lws_send_pipe_choked(s->wsi))
             break; /* the kernel is full, or lws holds a partial write: wait for writable */
-        frame *f = s->out[s->out_head];
-        s->out_head = (s->out_head + 1) % s->out_cap;
-        s->out_len--;
-        s->out_bytes -= f->len;
-        int n = lws_write(s->wsi, frame_payload(f), f->len, LWS_WRITE_BINARY);
-        frame_unref(f);
+        size_t used = 0;
+        while (s->out_len > 0 && used + 10 + s->out[s->out_head]->len <= COALESCE_BYTES) {
+            frame *f = pop_frame(s);
+            used += ws_header(buf + used, f->len);
+            memcpy(buf + used, frame_payload(f), f->len);
+            used += f->len;
+            frame_unref(f);
+        }
+        int n;
+        if (used > 0) {
+            n = lws_write(s->wsi, buf, used, LWS_WRITE_RAW);
+        } else { /* the next frame alone exceeds the gathering buffer */
+            frame *f = pop_frame(s);
+            n = lws_write(s->wsi, frame_payload(f), f->len, LWS_WRITE_BINARY);
+            frame_unref(f);
+        }
         if (n < 0)
             return -1;
     }

@@ -5,7 +5,9 @@
  *
  * Scenario `events`: S subscriber connections subscribe to T topics; P
  * publisher connections emit to the topics round robin, at a total rate R per
- * second (open loop) or as fast as their sockets take (R = 0). Every payload
+ * second (open loop) or as fast as the server delivers (R = 0: a closed loop
+ * that keeps at most WINDOW deliveries outstanding, so a run measures the
+ * sustained rate rather than how fast queues fill). Every payload
  * carries its publisher, a per (publisher, topic) sequence number and a send
  * timestamp (CLOCK_MONOTONIC, one machine), so each subscriber measures latency
  * and counts lost and reordered events exactly.
@@ -36,6 +38,7 @@
 #define MAX_TOPICS 64
 #define HIST_US 200000 /* latency histogram: 1 us buckets up to 200 ms, then one overflow bucket */
 #define OUT_QUEUE 4096  /* frames queued per connection */
+#define WINDOW 8192     /* max rate: deliveries emitted but not yet received */
 
 typedef struct conn conn;
 
@@ -50,6 +53,7 @@ typedef struct bench {
     conn **conns;
     int nconns, ready, failed;
     bool running, done;
+    bool stalled; /* max rate: the publishers wait for deliveries to catch up */
     int64_t start_ns, end_ns, last_tick_ns;
     uint64_t emitted;   /* all publishers */
     uint64_t sent_per[MAX_PUBLISHERS][MAX_TOPICS];
@@ -137,6 +141,12 @@ static void emit_one(conn *c)
     b->emitted++;
 }
 
+/* Max rate: true while fewer than WINDOW deliveries are outstanding. */
+static bool in_window(const bench *b)
+{
+    return b->emitted * (uint64_t)b->subscribers < b->delivered + WINDOW;
+}
+
 /* ---------------- receiving ---------------- */
 
 static void on_event(conn *c, const EventMessage *m)
@@ -158,6 +168,12 @@ static void on_event(conn *c, const EventMessage *m)
     else
         *next = s + 1;
     b->delivered++;
+    if (b->stalled && b->running && in_window(b)) { /* a closed loop: room for more */
+        b->stalled = false;
+        for (int i = 0; i < b->publishers; i++)
+            if (b->conns[i]->wsi != NULL)
+                lws_callback_on_writable(b->conns[i]->wsi);
+    }
     int64_t us = (now_ns() - ns) / 1000;
     if (us >= 0 && us < HIST_US)
         b->hist[us]++;
@@ -258,8 +274,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         break;
     case LWS_CALLBACK_CLIENT_WRITEABLE: {
         bench *b = c->b;
-        if (c->out_len == 0 && c->publisher && b->running && b->rate == 0 && c->state == 3)
-            emit_one(c); /* as fast as the socket takes */
+        bool more = c->publisher && b->running && b->rate == 0 && c->state == 3;
+        if (more && c->out_len == 0 && in_window(b))
+            emit_one(c); /* as fast as the server delivers */
         if (c->out_len == 0)
             break;
         frame *f = c->out[c->out_head];
@@ -269,7 +286,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         frame_unref(f);
         if (n < 0)
             return -1;
-        if (c->out_len > 0 || (c->publisher && b->running && b->rate == 0))
+        if (more && !in_window(b))
+            b->stalled = true; /* on_event asks for writable again */
+        if (c->out_len > 0 || (more && !b->stalled))
             lws_callback_on_writable(wsi);
         break;
     }

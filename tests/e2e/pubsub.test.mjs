@@ -29,6 +29,25 @@ describe(`events (${MODE})`, () => {
     for (const g of got) assert.equal(g.length, payloads.length, 'no duplicates')
   })
 
+  test('bursts of small and large payloads arrive whole and in order (gathered and lone frames)', async () => {
+    // the broker gathers queued frames into one send up to 64 KiB; a larger
+    // frame (64-bit websocket length) goes alone, between gathered ones
+    const sub = await connect(server.url)
+    const pub = await connect(server.url)
+    const got = []
+    sub.event.subscribe('sizes/1', d => got.push(d))
+    await sleep(SETTLE)
+    const sent = []
+    for (let i = 0; i < 300; i++) {
+      const size = i % 50 === 7 ? 300000 : i % 10 === 3 ? 70000 : i % 5 === 1 ? 200 : 20
+      sent.push({ i, pad: String.fromCharCode(97 + (i % 26)).repeat(size) })
+    }
+    for (const p of sent) pub.event.emit('sizes/1', p)
+    await until(() => got.length === sent.length, 'every payload', 20000)
+    assert.deepEqual(got.map(p => p.i), sent.map(p => p.i))
+    for (let i = 0; i < sent.length; i++) assert.equal(got[i].pad, sent[i].pad, `payload ${i} intact`)
+  })
+
   test('the emitter does not get its own event back; others do', async () => {
     const a = await connect(server.url)
     const b = await connect(server.url)
