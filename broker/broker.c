@@ -76,6 +76,11 @@ void broker_wake(broker *b)
     pthread_mutex_unlock(&b->ctx_lock);
 }
 
+bool broker_serving(broker *b)
+{
+    return b->ctx_live; /* written only by the service thread, which is the caller */
+}
+
 int broker_post(broker *b, int kind, int li, uint64_t seq, void *item)
 {
     inbound *in = xmalloc(sizeof(*in));
@@ -130,6 +135,7 @@ static void drain_inbound(broker *b)
             links_handle_inbound(b, in->kind, in->link, in->seq, in->item);
         xfree(in);
     }
+    links_poll_local(b);
 }
 
 struct sweep_ctx {
@@ -284,7 +290,7 @@ static void lws_log_bridge(int level, const char *line)
         log_warn("lws", "%.*s", (int)n, line);
 }
 
-broker *broker_create(const eddy_config *cfg, bool *config_error)
+broker *broker_create(const eddy_config *cfg, const local_node *local, bool *config_error)
 {
     broker *b = xcalloc(1, sizeof(*b));
     b->cfg = cfg;
@@ -298,7 +304,7 @@ broker *broker_create(const eddy_config *cfg, bool *config_error)
     b->auth = auth_create(cfg, b, config_error);
     if (b->auth == NULL)
         goto fail;
-    b->links = links_create(b, cfg, b->id);
+    b->links = links_create(b, cfg, b->id, local);
     if (b->links == NULL)
         goto fail;
     return b;

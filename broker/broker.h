@@ -17,6 +17,8 @@
 
 #include <libwebsockets.h>
 
+#include <nng/nng.h>
+
 #include "config.h"
 #include "deepstream.pb-c.h"
 #include "dict.h"
@@ -26,16 +28,30 @@
 
 typedef struct broker broker;
 
+/* A node in the same process (standalone), reached by direct calls on the
+ * service thread instead of sockets: see node_attach_local and friends in
+ * node/node.h, which these wrap (the broker does not include node.h). */
+typedef struct local_node {
+    void *node;
+    void (*attach)(void *node, uint64_t peer_id, void (*wake)(void *ctx), void *ctx);
+    nng_msg *(*request)(void *node, const void *body, size_t len); /* reply owned by the caller */
+    nng_msg *(*take)(void *node, uint64_t *published);            /* owned by the caller; NULL: none */
+} local_node;
+
 /* Creates a broker for cfg (borrowed; must outlive it) connecting to every node
- * in cfg->nodes. Returns NULL (logged) on failure; *config_error is set when
- * the failure is the configuration's (exit code 2) rather than the system's. */
-broker *broker_create(const eddy_config *cfg, bool *config_error);
+ * in cfg->nodes; with `local` (borrowed; NULL for none), cfg names one node and
+ * it is that in-process node. Returns NULL (logged) on failure; *config_error
+ * is set when the failure is the configuration's (exit code 2) rather than the
+ * system's. */
+broker *broker_create(const eddy_config *cfg, const local_node *local, bool *config_error);
 /* Waits until every node link delivers, starts listening, and serves until
  * *stop becomes non-zero. Returns 0, or -1 when it could not start. */
 int broker_run(broker *b, volatile sig_atomic_t *stop);
 /* Wakes the service loop; safe from any thread (not from a signal handler:
  * handlers only set the stop flag, which the loop checks every 200 ms). */
 void broker_wake(broker *b);
+/* True while the service loop runs (its timers can be scheduled). Service thread only. */
+bool broker_serving(broker *b);
 /* Closes every connection, quiesces the links, frees b. NULL is fine. */
 void broker_destroy(broker *b);
 
@@ -186,8 +202,11 @@ uint64_t awaiting_fail_all(broker *b, awaiting *a);
 /* links.c: the nng connections to nodes, one link per node of cfg->nodes. */
 typedef struct link_set link_set;
 typedef struct pending_ack pending_ack;
-/* Dials every node and starts the link threads. Returns NULL (logged) on failure. */
-link_set *links_create(broker *b, const eddy_config *cfg, uint64_t broker_id);
+/* Dials every node and starts the link threads, or, with `local`, attaches to
+ * the in-process node. Returns NULL (logged) on failure. */
+link_set *links_create(broker *b, const eddy_config *cfg, uint64_t broker_id, const local_node *local);
+/* Service thread: takes what the in-process node has delivered (no-op without one). */
+void links_poll_local(broker *b);
 /* Writes the links' counters (Prometheus text format) to f. */
 void links_metrics(link_set *ls, FILE *f);
 /* True when a node refused this broker's shard map epoch. */

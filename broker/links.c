@@ -4,7 +4,14 @@
  * thread, they are interpreted: replies release the acknowledgements waiting on
  * their batch, deliveries are checked for gaps (lost operations are counted and
  * the records this broker watches re-read) and fanned out to the modules, and
- * requests a node will not answer (it went down) are answered with errors. */
+ * requests a node will not answer (it went down) are answered with errors.
+ *
+ * In standalone the one node is in the same process: its link is "local".
+ * Operations gather in a batch that is applied by a direct call at the start
+ * of the next service-loop round (a zero-delay timer), so everything read from
+ * clients in one round travels together, and the deliveries are taken from the
+ * node's outbox on this thread. The replies and deliveries are the same bytes
+ * a remote node sends and go through the same handlers. */
 #include <stdio.h>
 #include <string.h>
 
@@ -13,6 +20,8 @@
 #include "mem.h"
 #include "nodelink.h"
 #include "util.h"
+
+#define LOCAL_BATCH_MAX 4096 /* operations gathered before a local batch is applied at once */
 
 typedef struct waiter {
     uint64_t seq;
@@ -24,7 +33,15 @@ typedef struct node_link {
     link_set *ls;
     int index;
     const config_node *node;
-    nodelink *link;
+    nodelink *link;     /* NULL for the local node */
+    /* the local node (service thread only) */
+    bool local;
+    op_batch filling;     /* operations for the next local batch */
+    uint64_t next_seq;    /* the number that batch will carry */
+    bool flush_due;       /* flush_timer is scheduled */
+    bool flushing;        /* inside local_flush: no nested flush */
+    msgpack_sbuffer wire; /* the batch as sent: header, then the operations */
+    lws_sorted_usec_list_t flush_timer;
     /* service thread only */
     bool epoch_refused; /* the node runs another shard map (epoch or assignment) */
     awaiting *owed;     /* record requests the node still has to answer */
@@ -38,6 +55,7 @@ struct link_set {
     const eddy_config *cfg;
     uint64_t broker_id;
     shardmap map;
+    const local_node *local; /* the in-process node; NULL when there is none */
     int count;
     node_link links[CONFIG_MAX_NODES];
 };
@@ -53,7 +71,93 @@ static int link_event(void *ctx, int event, int index, uint64_t seq, void *item)
     return broker_post(ctx, kind[event], index, seq, item);
 }
 
-link_set *links_create(broker *b, const eddy_config *cfg, uint64_t broker_id)
+static void handle_reply(broker *b, node_link *l, uint64_t seq, nng_msg *msg);
+static void handle_delivery(broker *b, node_link *l, nng_msg *msg);
+static void delivery_lost(broker *b, node_link *l, uint64_t lost, const char *where);
+
+/* The local node's deliveries, oldest first. With nothing in flight, what the
+ * node numbered and we did not receive was dropped (its outbox was full). */
+static void local_take(node_link *l)
+{
+    const local_node *ln = l->ls->local;
+    nng_msg *msg;
+    uint64_t published;
+    while ((msg = ln->take(ln->node, &published)) != NULL)
+        handle_delivery(l->ls->b, l, msg);
+    uint64_t lost = stream_settle(&l->stream, published);
+    if (lost > 0)
+        delivery_lost(l->ls->b, l, lost, "tail");
+}
+
+/* Applies the gathered batch on the local node, then handles its deliveries
+ * and its reply, in the order a remote node's would arrive. */
+static void local_flush(node_link *l)
+{
+    if (l->filling.count == 0 || l->flushing)
+        return;
+    l->flushing = true;
+    uint8_t hdr[OP_BATCH_HEADER_MAX];
+    uint64_t seq = l->next_seq++;
+    size_t h = op_batch_header(hdr, l->ls->broker_id, seq, l->filling.count);
+    l->wire.size = 0;
+    msgpack_sbuffer_write(&l->wire, (const char *)hdr, h);
+    if (l->filling.buf.size > 0)
+        msgpack_sbuffer_write(&l->wire, l->filling.buf.data, l->filling.buf.size);
+    op_batch_reset(&l->filling);
+    const local_node *ln = l->ls->local;
+    nng_msg *reply = ln->request(ln->node, l->wire.data, l->wire.size);
+    local_take(l);
+    handle_reply(l->ls->b, l, seq, reply);
+    l->flushing = false;
+}
+
+static void local_flush_due(lws_sorted_usec_list_t *sul)
+{
+    node_link *l = lws_container_of(sul, node_link, flush_timer);
+    l->flush_due = false;
+    local_flush(l);
+}
+
+/* Queues o for the local node; returns the batch number it travels in. */
+static uint64_t local_submit(node_link *l, const op *o)
+{
+    if (l->filling.count >= LOCAL_BATCH_MAX)
+        local_flush(l);
+    op_batch_add(&l->filling, o);
+    broker *b = l->ls->b;
+    if (!l->flush_due && broker_serving(b)) {
+        l->flush_due = true;
+        lws_sul_schedule(broker_lws(b), 0, &l->flush_timer, local_flush_due, 0);
+    }
+    return l->next_seq;
+}
+
+static void local_wake(void *ctx)
+{
+    broker_wake(ctx);
+}
+
+void links_poll_local(broker *b)
+{
+    link_set *ls = broker_links(b);
+    if (ls != NULL && ls->local != NULL)
+        local_take(&ls->links[0]);
+}
+
+/* Says HELLO to the in-process node: the node knows this broker from then on. */
+static void local_open(link_set *ls, node_link *l)
+{
+    l->local = true;
+    l->next_seq = 1;
+    op_batch_init(&l->filling);
+    msgpack_sbuffer_init(&l->wire);
+    ls->local->attach(ls->local->node, ls->broker_id, local_wake, ls->b);
+    op hello = {.kind = OP_HELLO, .epoch = ls->map.epoch, .corr = shardmap_digest(&ls->map)};
+    op_batch_add(&l->filling, &hello);
+    local_flush(l);
+}
+
+link_set *links_create(broker *b, const eddy_config *cfg, uint64_t broker_id, const local_node *local)
 {
     link_set *ls = xcalloc(1, sizeof(*ls));
     ls->b = b;
@@ -65,6 +169,12 @@ link_set *links_create(broker *b, const eddy_config *cfg, uint64_t broker_id)
         xfree(ls);
         return NULL;
     }
+    if (local != NULL && cfg->node_count != 1) {
+        log_error("bad-local-node", "nodes=%d (an in-process node must be the only one)", cfg->node_count);
+        xfree(ls);
+        return NULL;
+    }
+    ls->local = local;
     for (int i = 0; i < cfg->node_count; i++) {
         node_link *l = &ls->links[i];
         l->ls = ls;
@@ -72,6 +182,10 @@ link_set *links_create(broker *b, const eddy_config *cfg, uint64_t broker_id)
         l->node = &cfg->nodes[i];
         l->owed = awaiting_new();
         ls->count++;
+        if (local != NULL) {
+            local_open(ls, l);
+            continue;
+        }
         nodelink_config c = {.index = i, .id = l->node->id, .request_url = l->node->request,
                              .delivery_url = l->node->delivery, .peer_id = broker_id,
                              .epoch = ls->map.epoch, .map_digest = shardmap_digest(&ls->map),
@@ -100,11 +214,12 @@ void links_metrics(link_set *ls, FILE *f)
         fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", m[k].name, m[k].help, m[k].name, m[k].type);
         for (int i = 0; i < ls->count; i++) {
             node_link *l = &ls->links[i];
-            uint64_t v = k == 0   ? (uint64_t)nodelink_connected(l->link)
+            uint64_t v = k == 0   ? (uint64_t)(l->local || nodelink_connected(l->link))
                          : k == 1 ? l->stream.gaps
                          : k == 2 ? l->stream.lost
                          : k == 3 ? l->stream.late
-                                  : nodelink_refused(l->link);
+                         : l->local ? 0
+                                    : nodelink_refused(l->link);
             fprintf(f, "%s{node=\"%s\"} %llu\n", m[k].name, l->node->id, (unsigned long long)v);
         }
     }
@@ -121,7 +236,7 @@ bool links_refused(link_set *ls)
 bool links_ready(link_set *ls)
 {
     for (int i = 0; i < ls->count; i++)
-        if (!nodelink_delivering(ls->links[i].link))
+        if (!ls->links[i].local && !nodelink_delivering(ls->links[i].link))
             return false;
     return true;
 }
@@ -140,6 +255,27 @@ void links_destroy(link_set *ls)
         }
     for (int i = 0; i < ls->count; i++) {
         node_link *l = &ls->links[i];
+        if (l->local) { /* the uninterests the closes queued reach the node; what it answers is dropped */
+            if (l->flush_due)
+                lws_sul_cancel(&l->flush_timer);
+            const local_node *ln = ls->local;
+            if (l->filling.count > 0) {
+                uint8_t hdr[OP_BATCH_HEADER_MAX];
+                size_t h = op_batch_header(hdr, ls->broker_id, l->next_seq++, l->filling.count);
+                l->wire.size = 0;
+                msgpack_sbuffer_write(&l->wire, (const char *)hdr, h);
+                msgpack_sbuffer_write(&l->wire, l->filling.buf.data, l->filling.buf.size);
+                nng_msg *reply = ln->request(ln->node, l->wire.data, l->wire.size);
+                if (reply != NULL)
+                    nng_msg_free(reply);
+            }
+            nng_msg *msg;
+            uint64_t published;
+            while ((msg = ln->take(ln->node, &published)) != NULL)
+                nng_msg_free(msg);
+            op_batch_destroy(&l->filling);
+            msgpack_sbuffer_destroy(&l->wire);
+        }
         nodelink_close(l->link);
         awaiting_free(l->owed);
         while (l->wait_head != NULL) {
@@ -161,7 +297,9 @@ int links_submit_to(broker *b, int li, op *o, uint64_t *seq)
     node_link *l = &ls->links[li];
     o->epoch = ls->map.epoch;
     o->broker = 0; /* the batch header carries the origin */
-    if ((*seq = nodelink_submit(l->link, o)) == 0)
+    if (l->local)
+        *seq = local_submit(l, o);
+    else if ((*seq = nodelink_submit(l->link, o)) == 0)
         return -1; /* the node is down, or its queue is full */
     awaiting_add(l->owed, o);
     return li;

@@ -1,7 +1,7 @@
 /* main.c - the `eddy` command: parses the role and the configuration, then runs
- * a node, a broker, or both in one process joined by nng's inproc transport
- * (standalone: the very same code paths as a cluster, only the addresses
- * differ). Also `eddy hash PASSWORD` for the users file. Exit codes: 0 clean
+ * a node, a broker, or both in one process (standalone: the broker applies its
+ * operations on the node by direct calls, with the same operations, replies
+ * and deliveries as over sockets; backends reach the node over tcp). Also `eddy hash PASSWORD` for the users file. Exit codes: 0 clean
  * stop, 1 runtime failure, 2 bad configuration or usage. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -154,7 +154,21 @@ static int learn_cluster(eddy_config *cfg)
     return 0;
 }
 
-static int run_broker(eddy_config *cfg)
+/* The broker's view of an in-process node (standalone). */
+static void local_attach(void *n, uint64_t peer_id, void (*wake)(void *ctx), void *ctx)
+{
+    node_attach_local(n, peer_id, wake, ctx);
+}
+static nng_msg *local_request(void *n, const void *body, size_t len)
+{
+    return node_local_request(n, body, len);
+}
+static nng_msg *local_take(void *n, uint64_t *published)
+{
+    return node_local_take(n, published);
+}
+
+static int run_broker(eddy_config *cfg, node *local)
 {
     if (cfg->node_count == 0 && cfg->seed[0] != '\0') {
         int rc = learn_cluster(cfg);
@@ -162,7 +176,8 @@ static int run_broker(eddy_config *cfg)
             return rc;
     }
     bool config_error = false;
-    broker *b = broker_create(cfg, &config_error);
+    local_node ln = {.node = local, .attach = local_attach, .request = local_request, .take = local_take};
+    broker *b = broker_create(cfg, local != NULL ? &ln : NULL, &config_error);
     if (b == NULL)
         return config_error ? 2 : 1;
     int rc = broker_run(b, &stop_requested) == 0 ? 0 : 1;
@@ -205,7 +220,7 @@ static int run_role(const char *role, eddy_config *cfg)
 {
     int rc = 0;
     if (strcmp(role, "broker") == 0)
-        return run_broker(cfg);
+        return run_broker(cfg, NULL);
 
     shardmap map;
     unsigned self;
@@ -230,10 +245,11 @@ static int run_role(const char *role, eddy_config *cfg)
     if (n == NULL)
         return 1;
     if (strcmp(role, "standalone") == 0) {
-        /* The broker reaches the in-process node exactly as it would a remote one. */
+        /* The broker reaches the in-process node by direct calls (no socket, no
+         * thread in between); it speaks the same operations as to a remote one. */
         config_free_nodes(cfg);
         config_add_node(cfg, cfg->node_id, node_request_url(n), node_delivery_url(n));
-        rc = run_broker(cfg);
+        rc = run_broker(cfg, n);
     } else {
         while (!stop_requested)
             usleep(100 * 1000);

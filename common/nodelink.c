@@ -471,6 +471,17 @@ uint64_t stream_heartbeat(delivery_stream *s, uint64_t published)
     return lost;
 }
 
+uint64_t stream_settle(delivery_stream *s, uint64_t published)
+{
+    if (published <= s->received)
+        return 0;
+    uint64_t lost = published - s->received;
+    s->received = published;
+    s->gaps++;
+    s->lost += lost;
+    return lost;
+}
+
 void stream_forget_mark(delivery_stream *s)
 {
     s->mark_set = false;

@@ -102,6 +102,9 @@ bool batch_starts_with_hello(const mp_reader *r, uint32_t count);
  * If the previous one promised more than we have and nothing arrived since,
  * the tail of the stream was lost: returns how many operations (0 = none). */
 uint64_t stream_heartbeat(delivery_stream *s, uint64_t published);
+/* The same when nothing can be in flight (an in-process node's empty outbox):
+ * whatever was published and not received is lost; returns how many. */
+uint64_t stream_settle(delivery_stream *s, uint64_t published);
 /* The node went down: forget the heartbeat mark. */
 void stream_forget_mark(delivery_stream *s);
 

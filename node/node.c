@@ -3,7 +3,13 @@
  * The executor receives one batch at a time on the REP socket, applies every
  * operation in order, publishes the deliveries gathered for each peer as one
  * batch per peer, then replies. Peers that stop sending (no batch, no heartbeat)
- * for cluster.brokerTimeout are dropped with all their interest. */
+ * for cluster.brokerTimeout are dropped with all their interest.
+ *
+ * In standalone the broker in the same process is the local peer: it applies
+ * its batches by calling node_local_request on its own thread, and its
+ * deliveries wait in an outbox it takes them from, so its operations cross no
+ * thread and no socket. The node's lock serializes that thread and the
+ * executor. */
 #include "node.h"
 
 #include <errno.h>
@@ -22,7 +28,10 @@
 #include "clustermap.h"
 #include "log.h"
 #include "mem.h"
+#include "queue.h"
 #include "util.h"
+
+#define LOCAL_OUTBOX_LEN 8192 /* delivery batches the local peer has not taken yet */
 
 struct node {
     const eddy_config *cfg;
@@ -34,7 +43,16 @@ struct node {
     char request_url[256], delivery_url[256];
     char backend_request_url[256], backend_delivery_url[256]; /* "" when not listening */
     pthread_t thread;
+    pthread_mutex_t lock; /* everything below: the executor and node_local_request */
     atomic_bool stop;
+    /* the in-process peer (standalone); local_id 0 = none */
+    uint64_t local_id;
+    queue *outbox;             /* its delivery batches, in order (nng_msg) */
+    void (*wake)(void *ctx);   /* told when the outbox gets what it did not ask for */
+    void *wake_ctx;
+    bool in_local_request;     /* the local peer is here: it takes its deliveries itself */
+    uint64_t outbox_dropped;
+    op_batch local_reply;      /* node_local_request's reply scratch */
     dict *peers; /* id (8 bytes) -> peer */
     peer *dirty;
     event_table *events;
@@ -124,6 +142,23 @@ static bool fault_drops(node *n, const op_batch *b)
     return ++n->fault_count % n->fault_drop_every == 0;
 }
 
+/* Hands msg (owned) to the local peer's outbox. A full outbox drops it, as a
+ * full SUB queue would: the numbering shows the gap to the broker, which
+ * recovers. */
+static void to_outbox(node *n, nng_msg *msg)
+{
+    bool was_empty = queue_len(n->outbox) == 0;
+    if (queue_push(n->outbox, msg, 0) != 0) {
+        nng_msg_free(msg);
+        if (n->outbox_dropped++ % 1000 == 0)
+            log_warn("local-outbox-full", "dropped_total=%llu (the broker is behind)",
+                     (unsigned long long)n->outbox_dropped);
+        return;
+    }
+    if (was_empty && !n->in_local_request)
+        n->wake(n->wake_ctx);
+}
+
 /* Publishes every dirty peer's deliveries as one message each. The batch number
  * counts operations: it is the number of operations published to the peer so
  * far, this batch included, so a gap tells how many were lost. */
@@ -135,14 +170,19 @@ static void publish_dirty(node *n)
         p->delivery_seq += p->out.count;
         size_t h = 8 + op_batch_header(hdr + 8, n->self, p->delivery_seq, p->out.count);
         nng_msg *msg;
-        if (fault_drops(n, &p->out))
+        if (fault_drops(n, &p->out)) {
             log_warn("fault-dropped-delivery", "peer=%016llx seq=%llu ops=%u",
                      (unsigned long long)p->id, (unsigned long long)p->delivery_seq, p->out.count);
+            if (p->id == n->local_id && !n->in_local_request)
+                n->wake(n->wake_ctx); /* as a full outbox's drop: the broker looks, and sees the gap */
+        }
         else if (nng_msg_alloc(&msg, h + p->out.buf.size) == 0) {
             memcpy(nng_msg_body(msg), hdr, h);
             if (p->out.buf.size > 0)
                 memcpy((uint8_t *)nng_msg_body(msg) + h, p->out.buf.data, p->out.buf.size);
-            if (nng_sendmsg(n->pub, msg, 0) != 0)
+            if (p->id == n->local_id)
+                to_outbox(n, msg);
+            else if (nng_sendmsg(n->pub, msg, 0) != 0)
                 nng_msg_free(msg);
         }
         op_batch_reset(&p->out);
@@ -267,18 +307,17 @@ static void drop_peer(node *n, peer *p, const char *event, int64_t silent_ms)
     peer_free(p);
 }
 
-/* Handles one request batch; returns the reply message (owned by the caller). */
-static nng_msg *handle_batch(node *n, nng_msg *req_msg, op_batch *reply)
+/* Handles one request batch (lock held); returns the reply message (owned by
+ * the caller). */
+static nng_msg *handle_batch(node *n, const void *body, size_t len, op_batch *reply)
 {
     mp_reader r;
     uint64_t origin, seq;
     uint32_t count;
     op_batch_reset(reply);
-    if (op_batch_open(&r, nng_msg_body(req_msg), nng_msg_len(req_msg), &origin, &seq, &count) != 0 ||
-        origin == 0) {
+    if (op_batch_open(&r, body, len, &origin, &seq, &count) != 0 || origin == 0) {
         n->malformed++;
-        log_warn("malformed-batch", "bytes=%zu total=%llu", nng_msg_len(req_msg),
-                 (unsigned long long)n->malformed);
+        log_warn("malformed-batch", "bytes=%zu total=%llu", len, (unsigned long long)n->malformed);
         op e = {.kind = OP_ERROR, .error = OP_ERR_MALFORMED};
         op_batch_add(reply, &e);
         origin = seq = 0;
@@ -340,7 +379,7 @@ static int find_expired(const void *k, size_t l, void *v, void *arg)
 {
     struct sweep_ctx *c = arg;
     peer *p = v;
-    if (c->now - p->last_seen_ms > c->n->cfg->broker_timeout_ms)
+    if (p->id != c->n->local_id && c->now - p->last_seen_ms > c->n->cfg->broker_timeout_ms)
         c->expired[c->count++] = p;
     return c->count == 64;
 }
@@ -374,21 +413,19 @@ static void *executor(void *arg)
     struct pollfd fds[2] = {{.fd = rfd, .events = POLLIN}, {.fd = persist_fd(n->persist), .events = POLLIN}};
     while (!atomic_load(&n->stop)) {
         poll(fds, 2, 100);
+        pthread_mutex_lock(&n->lock);
         drain_persist(n);
         nng_msg *msg;
         int rv;
         while ((rv = nng_recvmsg(n->rep, &msg, NNG_FLAG_NONBLOCK)) == 0) {
-            nng_msg *out = handle_batch(n, msg, &reply);
+            nng_msg *out = handle_batch(n, nng_msg_body(msg), nng_msg_len(msg), &reply);
             nng_msg_free(msg);
             if (out != NULL && nng_sendmsg(n->rep, out, 0) != 0)
                 nng_msg_free(out);
             drain_persist(n);
         }
-        if (rv != NNG_EAGAIN && rv != NNG_ETIMEDOUT) {
-            if (rv == NNG_ECLOSED)
-                break;
+        if (rv != NNG_EAGAIN && rv != NNG_ETIMEDOUT && rv != NNG_ECLOSED)
             log_warn("node-recv-failed", "error=%s", nng_strerror(rv));
-        }
         rpc_timers(n->rpc);
         listen_timers(n->listen);
         publish_dirty(n);
@@ -397,9 +434,44 @@ static void *executor(void *arg)
             sweep_peers(n);
             records_sweep(n->records);
         }
+        pthread_mutex_unlock(&n->lock);
+        if (rv == NNG_ECLOSED)
+            break;
     }
     op_batch_destroy(&reply);
     return NULL;
+}
+
+void node_attach_local(node *n, uint64_t peer_id, void (*wake)(void *ctx), void *ctx)
+{
+    pthread_mutex_lock(&n->lock);
+    n->local_id = peer_id;
+    n->wake = wake;
+    n->wake_ctx = ctx;
+    pthread_mutex_unlock(&n->lock);
+}
+
+nng_msg *node_local_request(node *n, const void *body, size_t len)
+{
+    pthread_mutex_lock(&n->lock);
+    n->in_local_request = true;
+    drain_persist(n); /* completions waiting for the executor go out with this batch's deliveries */
+    nng_msg *out = handle_batch(n, body, len, &n->local_reply);
+    n->in_local_request = false;
+    pthread_mutex_unlock(&n->lock);
+    return out;
+}
+
+nng_msg *node_local_take(node *n, uint64_t *published)
+{
+    pthread_mutex_lock(&n->lock); /* the outbox and the count move together */
+    nng_msg *msg = queue_pop(n->outbox, 0);
+    if (msg == NULL) {
+        peer *p = dict_get(n->peers, &n->local_id, sizeof(n->local_id));
+        *published = p != NULL ? p->delivery_seq : 0;
+    }
+    pthread_mutex_unlock(&n->lock);
+    return msg;
 }
 
 /* Listens on one request/delivery pair; writes the bound addresses. */
@@ -448,6 +520,11 @@ fail:
     return -1;
 }
 
+static void free_msg(void *msg)
+{
+    nng_msg_free(msg);
+}
+
 node *node_start(const eddy_config *cfg, const char *request_url, const char *delivery_url,
                  const char *backend_request, const char *backend_delivery, const shardmap *map,
                  unsigned self_index)
@@ -460,6 +537,9 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
     n->peers = dict_new();
     n->events = events_new(n);
     n->last_sweep_ms = now_ms();
+    pthread_mutex_init(&n->lock, NULL);
+    n->outbox = queue_new(LOCAL_OUTBOX_LEN);
+    op_batch_init(&n->local_reply);
     const char *fault = getenv("EDDY_FAULT_DROP_BROADCASTS");
     if (fault != NULL && atoi(fault) > 0) {
         n->fault_drop_every = (unsigned)atoi(fault);
@@ -504,6 +584,9 @@ fail:
     persist_stop(n->persist);
     events_free(n->events);
     dict_free(n->peers);
+    queue_free(n->outbox, free_msg);
+    op_batch_destroy(&n->local_reply);
+    pthread_mutex_destroy(&n->lock);
     xfree(n->map_json);
     xfree(n);
     return NULL;
@@ -541,6 +624,9 @@ void node_stop(node *n)
     dict_foreach(n->peers, free_peer_cb, NULL);
     dict_free(n->peers);
     events_free(n->events);
+    queue_free(n->outbox, free_msg);
+    op_batch_destroy(&n->local_reply);
+    pthread_mutex_destroy(&n->lock);
     log_info("node-stopped", "id=%s", n->cfg->node_id);
     xfree(n->map_json);
     xfree(n);

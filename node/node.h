@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <nng/nng.h>
+
 #include "config.h"
 #include "dict.h"
 #include "ops.h"
@@ -33,6 +35,24 @@ const char *node_request_url(const node *n);
 const char *node_delivery_url(const node *n);
 /* Stops the executor, then closes the sockets (bounded). Frees n; NULL is fine. */
 void node_stop(node *n);
+
+/* ---- standalone: the broker in the same process (the local peer) ---- */
+
+/* Makes peer_id the local peer: its deliveries wait in a bounded outbox (an
+ * overflow is dropped and shows as a numbering gap, as over a socket) instead
+ * of being published; it is never expired for silence; wake(ctx) is called,
+ * from the node's thread, when the outbox gets deliveries the peer did not
+ * cause itself (storage completions, backends' operations, timers). */
+void node_attach_local(node *n, uint64_t peer_id, void (*wake)(void *ctx), void *ctx);
+/* Applies one request batch (as a peer sends it: batch header, then the
+ * operations) on the calling thread, under the node's lock. Returns the reply
+ * (owned by the caller; NULL when out of memory). Its deliveries are in the
+ * outbox when it returns. */
+nng_msg *node_local_request(node *n, const void *body, size_t len);
+/* The oldest delivery batch in the outbox (owned by the caller), or NULL when
+ * it is empty; then *published is how many operations were numbered for the
+ * local peer so far: any it has not received were dropped. */
+nng_msg *node_local_take(node *n, uint64_t *published);
 
 /* ---- internal: shared by the files of node/ ---- */
 

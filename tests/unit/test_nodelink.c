@@ -61,6 +61,23 @@ static void test_tail_loss(void **state)
     assert_int_equal(stream_heartbeat(&s, 30), 0);
 }
 
+static void test_settle(void **state)
+{
+    (void)state;
+    delivery_stream s = {0};
+    uint64_t lost;
+    assert_int_equal(stream_settle(&s, 0), 0); /* nothing published yet */
+    assert_int_equal(stream_accept(&s, 4, 4, false, &lost), STREAM_IN_ORDER);
+    assert_int_equal(stream_settle(&s, 4), 0); /* all received */
+    assert_int_equal(stream_settle(&s, 7), 3); /* nothing in flight: the tail was dropped */
+    assert_int_equal(s.received, 7);
+    assert_int_equal(s.lost, 3);
+    assert_int_equal(s.gaps, 1);
+    assert_int_equal(stream_settle(&s, 7), 0); /* counted once */
+    assert_int_equal(stream_accept(&s, 9, 2, false, &lost), STREAM_IN_ORDER);
+    assert_int_equal(s.gaps, 1);
+}
+
 static void test_restart(void **state)
 {
     (void)state;
@@ -90,6 +107,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_in_order_and_gap),
         cmocka_unit_test(test_tail_loss),
+        cmocka_unit_test(test_settle),
         cmocka_unit_test(test_restart),
     };
     return cmocka_run_group_tests_name("nodelink", tests, NULL, NULL);
