@@ -4,6 +4,7 @@
 #include "broker.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -313,6 +314,24 @@ fail:
     return NULL;
 }
 
+/* Raises the open-file limit to its hard maximum: every connection is a file
+ * descriptor, and lws sizes its connection table from this limit. Logs what
+ * the broker can hold. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            rl.rlim_cur = was;
+    }
+    log_info("fd-limit", "open_files=%llu (about that many connections; raise the hard limit, "
+             "e.g. LimitNOFILE= in systemd, for more)", (unsigned long long)rl.rlim_cur);
+}
+
 static const struct lws_protocols protocols[] = {
     /* First: the default protocol, also given plain HTTP requests. */
     {"deepstream", callback, sizeof(session), 65536, 0, NULL, 0},
@@ -338,6 +357,7 @@ int broker_run(broker *b, volatile sig_atomic_t *stop)
     log_info("nodes-linked", "nodes=%d broker=%016llx", b->cfg->node_count, (unsigned long long)b->id);
 
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_bridge);
+    raise_fd_limit();
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
     info.port = (int)b->cfg->port;

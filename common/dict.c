@@ -1,4 +1,6 @@
-/* dict.c - chained hash map with byte keys (see dict.h). */
+/* dict.c - chained hash map with byte keys (see dict.h). The bucket array is
+ * allocated at the first insert and starts small: a server keeps several
+ * dicts per connection, most of them empty or nearly so. */
 #include "dict.h"
 
 #include <string.h>
@@ -33,9 +35,9 @@ uint64_t hash_bytes(const void *data, size_t len)
 dict *dict_new(void)
 {
     dict *d = xmalloc(sizeof(*d));
-    d->mask = 15;
+    d->mask = 3;
     d->count = 0;
-    d->buckets = xcalloc(d->mask + 1, sizeof(*d->buckets));
+    d->buckets = NULL; /* until the first dict_put */
     return d;
 }
 
@@ -43,7 +45,7 @@ void dict_free(dict *d)
 {
     if (d == NULL)
         return;
-    for (size_t i = 0; i <= d->mask; i++) {
+    for (size_t i = 0; d->buckets != NULL && i <= d->mask; i++) {
         struct entry *e = d->buckets[i];
         while (e != NULL) {
             struct entry *next = e->next;
@@ -92,6 +94,8 @@ static void grow(dict *d)
 
 void *dict_get(const dict *d, const void *key, size_t len)
 {
+    if (d->count == 0)
+        return NULL;
     struct entry *e = *find(d, key, len, hash_bytes(key, len));
     return e != NULL ? e->value : NULL;
 }
@@ -99,6 +103,8 @@ void *dict_get(const dict *d, const void *key, size_t len)
 void *dict_put(dict *d, const void *key, size_t len, void *value)
 {
     uint64_t h = hash_bytes(key, len);
+    if (d->buckets == NULL)
+        d->buckets = xcalloc(d->mask + 1, sizeof(*d->buckets));
     struct entry **pp = find(d, key, len, h);
     if (*pp != NULL) {
         void *old = (*pp)->value;
@@ -119,6 +125,8 @@ void *dict_put(dict *d, const void *key, size_t len, void *value)
 
 void *dict_del(dict *d, const void *key, size_t len)
 {
+    if (d->count == 0)
+        return NULL;
     struct entry **pp = find(d, key, len, hash_bytes(key, len));
     struct entry *e = *pp;
     if (e == NULL)
@@ -133,7 +141,7 @@ void *dict_del(dict *d, const void *key, size_t len)
 void dict_foreach(const dict *d, int (*fn)(const void *key, size_t len, void *value, void *arg),
                   void *arg)
 {
-    for (size_t i = 0; i <= d->mask; i++)
+    for (size_t i = 0; d->buckets != NULL && i <= d->mask; i++)
         for (struct entry *e = d->buckets[i]; e != NULL; e = e->next)
             if (fn(e->key, e->len, e->value, arg) != 0)
                 return;
