@@ -89,13 +89,15 @@ int broker_post(broker *b, int kind, int li, uint64_t seq, void *item)
     in->link = li;
     in->seq = seq;
     in->item = item;
-    if (queue_push(b->inbound, in, 100) != 0) {
+    size_t before;
+    if (queue_push_counted(b->inbound, in, 100, &before) != 0) {
         xfree(in);
         if (b->inbound_dropped++ % 1000 == 0)
             log_warn("inbound-queue-full", "dropped_total=%llu", (unsigned long long)b->inbound_dropped);
         return -1;
     }
-    broker_wake(b);
+    if (before == 0) /* otherwise the loop is already draining, or woken and about to */
+        broker_wake(b);
     return 0;
 }
 

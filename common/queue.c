@@ -57,6 +57,11 @@ static void deadline_after(struct timespec *ts, int ms)
 
 int queue_push(queue *q, void *item, int timeout_ms)
 {
+    return queue_push_counted(q, item, timeout_ms, NULL);
+}
+
+int queue_push_counted(queue *q, void *item, int timeout_ms, size_t *before)
+{
     struct timespec ts;
     deadline_after(&ts, timeout_ms);
     pthread_mutex_lock(&q->lock);
@@ -68,6 +73,8 @@ int queue_push(queue *q, void *item, int timeout_ms)
             return -1;
         }
     }
+    if (before != NULL)
+        *before = q->len;
     q->items[(q->head + q->len) % q->cap] = item;
     q->len++;
     pthread_cond_signal(&q->not_empty);

@@ -16,6 +16,10 @@ queue *queue_new(size_t capacity);
 void queue_free(queue *q, void (*free_item)(void *));
 /* Returns 0, or -1 when still full after timeout_ms (0 = do not wait). */
 int queue_push(queue *q, void *item, int timeout_ms);
+/* The same, and sets *before to how many items were queued ahead of this one
+ * (0: the consumer may be idle and needs waking; otherwise it has yet to see
+ * the earlier items and will see this one in the same pass). */
+int queue_push_counted(queue *q, void *item, int timeout_ms, size_t *before);
 /* Returns the oldest item, or NULL when empty after timeout_ms (0 = do not wait). */
 void *queue_pop(queue *q, int timeout_ms);
 size_t queue_len(queue *q);
