@@ -115,8 +115,9 @@ $(BUILD)/bench_backend: tests/bench/bench_backend.c client/eddy.h $(BUILD)/libed
 	  $(BUILD)/libeddy.a $(LIB_LIBS) $(LDFLAGS_SAN)
 
 # the native load generator (libwebsockets client; frames from broker/frames.c)
-$(BUILD)/eddy-bench: tests/bench/eddy_bench.c $(BUILD)/libeddycore.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libeddycore.a $(LDLIBS)
+$(BUILD)/eddy-bench: tests/bench/eddy_bench.c tests/bench/bench.c tests/bench/bench_events.c tests/bench/bench_records.c \
+                    tests/bench/bench_rpc.c tests/bench/bench_connections.c tests/bench/bench.h $(BUILD)/libeddycore.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c,$^) $(BUILD)/libeddycore.a $(LDLIBS)
 
 $(BUILD)/bench_node: tests/bench/bench_node.c $(BUILD)/libeddycore.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libeddycore.a $(LDLIBS)
