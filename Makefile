@@ -165,15 +165,14 @@ asan: deps
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  $(MAKE) BUILD=build-asan SAN=1 unit e2e cluster-test backend-test
 
-# Benchmarks (figures, not pass/fail): node-side record apply+persist; events
-# through the native load generator (build/eddy-bench); backend round trips;
-# record writes and RPCs through the real client; a cluster with 1 and 2 brokers.
+# Benchmarks (figures, not pass/fail): every eddy-bench scenario against
+# @deepstream/server 7.0.2, eddy standalone and a 3-node/2-broker cluster, side
+# by side (results also in $(BUILD)/bench-results.jsonl); node-side record
+# apply+persist; backend round trips; a cluster with 1 and 2 brokers.
 bench: all $(BUILD)/bench_node $(BUILD)/bench_backend npm-deps
-	$(BUILD)/bench_node 200000 100 1000 batch 1000
 	bash tests/bench/side-by-side.sh $(BUILD)
+	$(BUILD)/bench_node 200000 100 1000 batch 1000
 	bash tests/bench/backend.sh $(BUILD)
-	node tests/bench/records-client.mjs $(BUILD)/eddy
-	node tests/bench/rpc-client.mjs $(BUILD)/eddy
 	node tests/bench/cluster-brokers.mjs $(BUILD)/eddy
 
 clean:

@@ -224,11 +224,12 @@ conn *bench_connect(bench *b, int role, int index, unsigned out_cap, const char 
     struct lws_client_connect_info ci;
     memset(&ci, 0, sizeof(ci));
     ci.context = b->ctx;
-    ci.address = b->host;
-    ci.port = b->port;
-    ci.path = b->path;
-    ci.host = b->host;
-    ci.origin = b->host;
+    int srv = (b->nconns - 1) % b->nservers;
+    ci.address = b->host[srv];
+    ci.port = b->port[srv];
+    ci.path = b->path[srv];
+    ci.host = b->host[srv];
+    ci.origin = b->host[srv];
     ci.protocol = NULL;
     ci.iface = iface; /* lws binds the socket to this interface name or address before connect() */
     ci.opaque_user_data = c;
@@ -398,6 +399,30 @@ double proc_cpu_seconds(pid_t pid)
     if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
         return -1;
     return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+double server_cpu_seconds(const bench *b)
+{
+    double sum = 0;
+    for (int i = 0; i < b->npids; i++) {
+        double s = proc_cpu_seconds(b->pids[i]);
+        if (s < 0)
+            return -1;
+        sum += s;
+    }
+    return sum;
+}
+
+long server_rss_kib(const bench *b)
+{
+    long sum = 0;
+    for (int i = 0; i < b->npids; i++) {
+        long k = proc_rss_kib(b->pids[i]);
+        if (k < 0)
+            return -1;
+        sum += k;
+    }
+    return sum;
 }
 
 long proc_rss_kib(pid_t pid)

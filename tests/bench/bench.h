@@ -65,10 +65,17 @@ struct bench {
     const bench_hooks *hooks;
     /* common options */
     const char *url, *label, *json_path;
-    char host[256], path[256];
-    int port;
+    /* --url may list several servers (a cluster's brokers), comma-separated:
+     * connection i goes to server i % nservers */
+#define BENCH_MAX_SERVERS 16
+    char host[BENCH_MAX_SERVERS][256], path[BENCH_MAX_SERVERS][256];
+    int port[BENCH_MAX_SERVERS];
+    int nservers;
     double seconds;
-    pid_t pid; /* the server's, 0 when unknown */
+    pid_t pid; /* the server's (the first of pids), 0 when unknown */
+    const char *pid_list; /* --pid: one pid, or a cluster's processes, comma-separated */
+    pid_t pids[BENCH_MAX_SERVERS * 2];
+    int npids;
     /* connections */
     conn **conns; /* every connection opened, in order */
     int nconns, conns_cap;
@@ -123,6 +130,9 @@ double hist_ms(const hist *h, double q); /* the q quantile in milliseconds (0 wh
 /* The server's CPU seconds (user + system) or -1; its VmRSS in KiB or -1. */
 double proc_cpu_seconds(pid_t pid);
 long proc_rss_kib(pid_t pid);
+/* The same summed over every process of --pid (-1 when one cannot be read). */
+double server_cpu_seconds(const bench *b);
+long server_rss_kib(const bench *b);
 
 /* One result as a JSON object on one line, built key by key. */
 typedef struct json_line {

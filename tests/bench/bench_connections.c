@@ -198,8 +198,8 @@ static int run(bench *b)
     N.b = b;
     for (int i = 0; i < opt.source_ips; i++)
         snprintf(N.iface[i], sizeof(N.iface[i]), "127.0.0.%d", 1 + i);
-    long rss0 = b->pid ? proc_rss_kib(b->pid) : -1;
-    double cpu0 = b->pid ? proc_cpu_seconds(b->pid) : -1;
+    long rss0 = b->pid ? server_rss_kib(b) : -1;
+    double cpu0 = b->pid ? server_cpu_seconds(b) : -1;
     if (bench_start(b, &hooks) != 0)
         return BENCH_SETUP_FAILED;
     hist_init(&N.lat);
@@ -211,8 +211,8 @@ static int run(bench *b)
     /* the tick opens them; allow 20 s per wave at worst */
     bench_service(b, t0 + 20000000000LL * (1 + opt.count / WAVE), all_subscribed);
     double establish_s = (double)(N.last_ack_ns - t0) / 1e9;
-    long rss1 = b->pid ? proc_rss_kib(b->pid) : -1;
-    double cpu1 = b->pid ? proc_cpu_seconds(b->pid) : -1;
+    long rss1 = b->pid ? server_rss_kib(b) : -1;
+    double cpu1 = b->pid ? server_cpu_seconds(b) : -1;
     int established = N.subscribed, failed_opening = b->failed;
     fprintf(stderr, "eddy-bench: %d of %d connections subscribed in %.2f s; holding %.1f s\n", established, opt.count,
             establish_s, opt.hold);

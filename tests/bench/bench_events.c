@@ -200,7 +200,7 @@ static int run(bench *b)
         goto out;
     }
     bench_service(b, now_ns() + 500000000LL, NULL); /* subscriptions reach the server */
-    double cpu0 = b->pid ? proc_cpu_seconds(b->pid) : -1;
+    double cpu0 = b->pid ? server_cpu_seconds(b) : -1;
     b->start_ns = now_ns();
     b->running = true;
     for (int i = 0; i < opt.publishers; i++)
@@ -209,8 +209,8 @@ static int run(bench *b)
     b->running = false;
     /* drain: until nothing has arrived for half a second (at most 10 s) */
     int64_t end_ns = bench_drain(b, &E.delivered, 500000000LL, 10000000000LL, NULL);
-    double cpu1 = b->pid ? proc_cpu_seconds(b->pid) : -1;
-    long rss = b->pid ? proc_rss_kib(b->pid) : -1;
+    double cpu1 = b->pid ? server_cpu_seconds(b) : -1;
+    long rss = b->pid ? server_rss_kib(b) : -1;
     double elapsed = (double)(end_ns - b->start_ns) / 1e9;
     /* exact loss: what each subscriber should have had, against what it got */
     uint64_t expected = 0;

@@ -413,7 +413,7 @@ static int run(bench *b)
                         r);
                 goto out;
             }
-    double cpu0 = b->pid ? proc_cpu_seconds(b->pid) : -1;
+    double cpu0 = b->pid ? server_cpu_seconds(b) : -1;
     b->start_ns = now_ns();
     b->running = true;
     for (int i = 0; i < opt.writers; i++)
@@ -424,8 +424,8 @@ static int run(bench *b)
     int64_t end_ns = bench_drain(b, &R.delivered, 500000000LL, 10000000000LL, all_in);
     if (all_in(b))
         end_ns = now_ns();
-    double cpu1 = b->pid ? proc_cpu_seconds(b->pid) : -1;
-    long rss = b->pid ? proc_rss_kib(b->pid) : -1;
+    double cpu1 = b->pid ? server_cpu_seconds(b) : -1;
+    long rss = b->pid ? server_rss_kib(b) : -1;
     /* every subscriber must hold each record's final version */
     uint64_t lost = R.gap_lost, acks_missing = 0;
     for (int r = 0; r < opt.records; r++) {

@@ -230,7 +230,7 @@ static int run(bench *b)
                 total, P.provided, opt.providers);
         goto out;
     }
-    double cpu0 = b->pid ? proc_cpu_seconds(b->pid) : -1;
+    double cpu0 = b->pid ? server_cpu_seconds(b) : -1;
     b->start_ns = P.last_answer_ns = now_ns();
     b->running = true;
     for (int i = 0; i < opt.callers; i++)
@@ -239,8 +239,8 @@ static int run(bench *b)
     b->running = false;
     /* drain: until every request is answered (at most 5 s) */
     bench_drain(b, &P.answers, 5000000000LL, 5000000000LL, none_open);
-    double cpu1 = b->pid ? proc_cpu_seconds(b->pid) : -1;
-    long rss = b->pid ? proc_rss_kib(b->pid) : -1;
+    double cpu1 = b->pid ? server_cpu_seconds(b) : -1;
+    long rss = b->pid ? server_rss_kib(b) : -1;
     uint64_t lost = P.sent - P.answers;
     double elapsed = (double)(P.last_answer_ns - b->start_ns) / 1e9;
     double rate = elapsed > 0 ? (double)P.calls / elapsed : 0;

@@ -30,9 +30,9 @@ static const bench_scenario *const scenarios[] = {&bench_events, &bench_records,
 static bench the_bench_options; /* the common options' fields */
 
 static const bench_opt common_opts[] = {
-    {"--url", OPT_STRING, &the_bench_options.url, 0, 0, "the server, ws://HOST:PORT/PATH"},
+    {"--url", OPT_STRING, &the_bench_options.url, 0, 0, "the server, ws://HOST:PORT/PATH (several, comma-separated: connections round robin)"},
     {"--seconds", OPT_DOUBLE, &the_bench_options.seconds, 0.1, 86400, "length of the measured phase"},
-    {"--pid", OPT_INT, &the_bench_options.pid, 0, 1 << 30, "the server's pid: its CPU and memory are reported"},
+    {"--pid", OPT_STRING, &the_bench_options.pid_list, 0, 0, "the server's pid (several, comma-separated: summed): its CPU and memory are reported"},
     {"--label", OPT_STRING, &the_bench_options.label, 0, 0, "the server's name in the results"},
     {"--json", OPT_STRING, &the_bench_options.json_path, 0, 0, "append one JSON line with the results"},
 };
@@ -98,6 +98,49 @@ static int set_opt(const bench_opt *o, const char *v)
     return -1;
 }
 
+/* --url: one or more ws://HOST:PORT/PATH, comma-separated. 0, or -1 after a message. */
+static int parse_urls(bench *b)
+{
+    const char *p = b->url;
+    while (*p != '\0') {
+        size_t len = strcspn(p, ",");
+        char one[600];
+        snprintf(one, sizeof(one), "%.*s", (int)len, p);
+        int i = b->nservers;
+        if (i == BENCH_MAX_SERVERS ||
+            sscanf(one, "ws://%255[^:/]:%d%255s", b->host[i], &b->port[i], b->path[i]) != 3) {
+            fprintf(stderr, "eddy-bench: --url wants ws://HOST:PORT/PATH (at most %d, comma-separated), not %s\n",
+                    BENCH_MAX_SERVERS, one);
+            return -1;
+        }
+        b->nservers++;
+        p += len + (p[len] == ',');
+    }
+    if (b->nservers == 0) {
+        fprintf(stderr, "eddy-bench: --url is empty\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* --pid: pids, comma-separated. 0, or -1 after a message. */
+static int parse_pids(bench *b)
+{
+    for (const char *p = b->pid_list; p != NULL && *p != '\0';) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v <= 0 || (*end != ',' && *end != '\0') ||
+            b->npids == (int)(sizeof(b->pids) / sizeof(b->pids[0]))) {
+            fprintf(stderr, "eddy-bench: --pid wants pids, comma-separated, not %s\n", b->pid_list);
+            return -1;
+        }
+        b->pids[b->npids++] = (pid_t)v;
+        p = *end == ',' ? end + 1 : end;
+    }
+    b->pid = b->npids > 0 ? b->pids[0] : 0;
+    return 0;
+}
+
 static void on_sigint(int sig)
 {
     (void)sig;
@@ -133,10 +176,8 @@ int main(int argc, char **argv)
         if (set_opt(o, o->type == OPT_FLAG ? NULL : argv[++i]) != 0)
             return BENCH_USAGE;
     }
-    if (sscanf(b->url, "ws://%255[^:/]:%d%255s", b->host, &b->port, b->path) != 3) {
-        fprintf(stderr, "eddy-bench: --url wants ws://HOST:PORT/PATH\n");
+    if (parse_urls(b) != 0 || parse_pids(b) != 0)
         return BENCH_USAGE;
-    }
     signal(SIGINT, on_sigint);
     signal(SIGPIPE, SIG_IGN);
     int rc = sc->run(b);
