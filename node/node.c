@@ -448,6 +448,9 @@ void node_attach_local(node *n, uint64_t peer_id, void (*wake)(void *ctx), void 
     n->local_id = peer_id;
     n->wake = wake;
     n->wake_ctx = ctx;
+    /* storage completions go straight to the local peer's thread, which
+     * applies them in node_local_take (one thread hop less per write) */
+    persist_set_notify(n->persist, wake, ctx);
     pthread_mutex_unlock(&n->lock);
 }
 
@@ -466,6 +469,13 @@ nng_msg *node_local_take(node *n, uint64_t *published)
 {
     pthread_mutex_lock(&n->lock); /* the outbox and the count move together */
     nng_msg *msg = queue_pop(n->outbox, 0);
+    if (msg == NULL) { /* what storage completions release (writes become visible once durable) */
+        n->in_local_request = true;
+        drain_persist(n);
+        publish_dirty(n);
+        n->in_local_request = false;
+        msg = queue_pop(n->outbox, 0);
+    }
     if (msg == NULL) {
         peer *p = dict_get(n->peers, &n->local_id, sizeof(n->local_id));
         *published = p != NULL ? p->delivery_seq : 0;

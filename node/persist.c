@@ -37,15 +37,33 @@ struct persist {
     pthread_t thread;
     atomic_bool stop;
     atomic_uint_fast64_t commits, batches;
+    _Atomic(void (*)(void *)) notify; /* persist_set_notify; NULL: the eventfd */
+    void *notify_ctx;
 };
 
+/* Queues a completion and signals its consumer, once per burst: a consumer
+ * takes every completion queued when it looks. */
 static void post(persist *p, persist_done *d)
 {
-    while (queue_push(p->done, d, 1000) != 0)
+    size_t before;
+    while (queue_push_counted(p->done, d, 1000, &before) != 0)
         log_warn("persist-completions-full", "waiting for the executor");
+    if (before > 0)
+        return;
+    void (*notify)(void *) = atomic_load(&p->notify);
+    if (notify != NULL) {
+        notify(p->notify_ctx);
+        return;
+    }
     uint64_t one = 1;
     ssize_t w = write(p->efd, &one, sizeof(one));
     (void)w;
+}
+
+void persist_set_notify(persist *p, void (*notify)(void *ctx), void *ctx)
+{
+    p->notify_ctx = ctx;
+    atomic_store(&p->notify, notify);
 }
 
 static void commit(persist *p, storage_batch *b, uint64_t ticket)
@@ -212,7 +230,7 @@ int persist_write(persist *p, const char *name, size_t len, int64_t version, con
 persist_done *persist_poll(persist *p)
 {
     persist_done *d = queue_pop(p->done, 0);
-    if (d == NULL) {
+    if (d == NULL && atomic_load(&p->notify) == NULL) {
         uint64_t v;
         ssize_t r = read(p->efd, &v, sizeof(v)); /* reset; a racing post re-arms it */
         (void)r;

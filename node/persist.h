@@ -38,6 +38,10 @@ persist *persist_start(const char *dir, enum sync_mode mode, size_t queue_len, c
 void persist_stop(persist *p);
 /* The eventfd that becomes readable when completions are waiting. */
 int persist_fd(const persist *p);
+/* From now on completions are signalled by calling notify(ctx) on the storage
+ * thread (once per burst: when the completion queue was empty) instead of
+ * through the eventfd. */
+void persist_set_notify(persist *p, void (*notify)(void *ctx), void *ctx);
 /* Queues a load of name (copied); returns -1 when the queue is full. */
 int persist_load(persist *p, const char *name, size_t len, void *cookie);
 /* Queues a write (data NULL deletes); all copied. Returns -1 when the queue is full. */
