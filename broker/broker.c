@@ -1,9 +1,14 @@
 /* broker.c - the broker's libwebsockets context and service loop: the websocket
  * endpoint (urlPath), GET /health-check and GET /metrics on one port, the inbound queue that
- * link and auth threads post to, the heartbeat sweep, start-up and shutdown. */
+ * link and auth threads post to, the heartbeat sweep, start-up and shutdown.
+ *
+ * The loop is libuv's (epoll: a wake-up costs the same with 10 or 10,000 idle
+ * connections) through lws's libuv plugin, or lws's own poll() loop when that
+ * plugin cannot be loaded. Not for anything a session or a topic does. */
 #include "broker.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
 #include <stdatomic.h>
@@ -40,6 +45,8 @@ struct broker {
     volatile sig_atomic_t *stop;
     pthread_mutex_t ctx_lock; /* guards ctx_live against other threads' wake-ups */
     bool ctx_live;
+    bool uv; /* ctx runs on libuv's loop: lws_service returns only once it has stopped */
+    struct sigaction saved_signals[2]; /* the process's SIGINT, SIGTERM handlers (see take_back_signals) */
     uint64_t inbound_dropped;
     uint8_t *send_buf; /* broker_send_buffer */
     size_t send_cap;
@@ -171,13 +178,40 @@ static void sweep_heartbeats(lws_sorted_usec_list_t *sul)
         lws_cancel_service(b->ctx);
 }
 
-/* Lets the loop notice a stop request within 200 ms: lws_service returns after
- * every timer callback. Signal handlers only set the flag. */
+static void log_stopping(broker *b)
+{
+    log_info("broker-stopping", "sessions=%zu", dict_size(b->sessions));
+}
+
+/* libuv: lws_service runs the loop until the loop stops, and nothing outside
+ * the plugin can stop it (lws_uv_getloop lives in the plugin, which exports
+ * nothing else). So the broker starts the context's destruction from inside
+ * the loop, lws's way with an internal loop: lws_context_destroy here (deferred
+ * by lws to the next wake-up, as this runs inside a timer) closes every
+ * connection, CLOSED callbacks included; once the last libuv handle has closed
+ * lws stops the loop, lws_service returns, and the second lws_context_destroy,
+ * in broker_destroy outside the loop, frees the context. */
+static void stop_uv_loop(broker *b)
+{
+    log_stopping(b);
+    pthread_mutex_lock(&b->ctx_lock);
+    b->ctx_live = false; /* as in broker_destroy: no more wake-ups, no more flush timers */
+    pthread_mutex_unlock(&b->ctx_lock);
+    lws_sul_cancel(&b->sweep_timer);
+    links_stop_timers(b->links);
+    lws_context_destroy(b->ctx);
+}
+
+/* Lets the loop notice a stop request within 200 ms. Signal handlers only set
+ * the flag. poll(): lws_service returns after every timer callback and
+ * broker_run sees the flag; libuv: this callback stops the loop. */
 static void tick(lws_sorted_usec_list_t *sul)
 {
     broker *b = lws_container_of(sul, broker, tick_timer);
     if (!*b->stop)
         lws_sul_schedule(b->ctx, 0, &b->tick_timer, tick, 200 * 1000);
+    else if (b->uv)
+        stop_uv_loop(b);
 }
 
 static bool path_matches(struct lws *wsi, const char *want)
@@ -343,6 +377,66 @@ static const struct lws_protocols protocols[] = {
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
+/* lws's libuv plugin takes SIGINT and SIGTERM for its loop (libuv's signal
+ * watchers), and stopping those watchers resets both to the default action.
+ * The broker keeps the process's own handlers (they set the stop flag, which
+ * tick() acts on, as with poll()): saved before the context is created, put
+ * back right after, and again once the loop has stopped. */
+static const int loop_signals[2] = {SIGINT, SIGTERM};
+
+static void save_signals(broker *b)
+{
+    for (int i = 0; i < 2; i++)
+        sigaction(loop_signals[i], NULL, &b->saved_signals[i]);
+}
+
+static void take_back_signals(broker *b)
+{
+    for (int i = 0; i < 2; i++)
+        sigaction(loop_signals[i], &b->saved_signals[i], NULL);
+}
+
+/* A signal that reached libuv's watcher between its installation and
+ * take_back_signals: lws calls this from the loop, by which time the process's
+ * handler is back, so raising the signal again hands it to that handler. */
+static void uv_signal(void *handle, int signum)
+{
+    raise(signum);
+}
+
+/* Creates b->ctx from info (no vhost yet) on libuv's loop, or on lws's poll()
+ * loop when the libuv plugin (Debian: libwebsockets-evlib-uv) or libuv itself
+ * cannot be loaded. Returns 0, or -1 (logged).
+ *
+ * Not libev (lws's libev plugin): it services lws timers from an idle watcher,
+ * which libev runs only on a turn without I/O, so under steady input a 0 us
+ * timer (links' batch flush) waited until the input stopped, and a reading
+ * client was dropped as a slow consumer (e2e "slow consumers" under ASan). */
+static int create_context(broker *b, struct lws_context_creation_info *info)
+{
+    uint64_t base = info->options;
+    /* without UV_NO_SIGSEGV_SIGFPE_SPIN libuv would also take SIGSEGV, SIGFPE and SIGHUP */
+    info->options = base | LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN;
+    info->signal_cb = uv_signal;
+    save_signals(b);
+    b->ctx = lws_create_context(info);
+    take_back_signals(b);
+    info->signal_cb = NULL;
+    info->options = base;
+    if (b->ctx != NULL) {
+        b->uv = true;
+        return 0;
+    }
+    log_warn("event-loop-fallback", "loop=poll (the libuv plugin did not load: install "
+             "libwebsockets-evlib-uv; with poll every connection costs on every wake-up)");
+    b->ctx = lws_create_context(info);
+    if (b->ctx == NULL) {
+        log_error("lws-init-failed", "host=%s port=%lld", b->cfg->host, (long long)b->cfg->port);
+        return -1;
+    }
+    return 0;
+}
+
 int broker_run(broker *b, volatile sig_atomic_t *stop)
 {
     int64_t waited_since = now_ms(), last_log = now_ms();
@@ -363,6 +457,7 @@ int broker_run(broker *b, volatile sig_atomic_t *stop)
 
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_bridge);
     raise_fd_limit();
+    b->stop = stop;
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
     info.port = (int)b->cfg->port;
@@ -372,30 +467,40 @@ int broker_run(broker *b, volatile sig_atomic_t *stop)
     info.gid = -1;
     info.uid = -1;
     info.pt_serv_buf_size = 32768;
-    info.options = LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
+    info.pcontext = &b->ctx; /* lws sets b->ctx to NULL once it has freed the context */
+    info.options = LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE |
+                   LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
     if (strchr(b->cfg->host, ':') == NULL)
         info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
-    b->ctx = lws_create_context(&info);
-    if (b->ctx == NULL) {
-        log_error("listen-failed", "host=%s port=%lld", b->cfg->host, (long long)b->cfg->port);
+    if (create_context(b, &info) != 0)
         return -1;
+    /* the listener apart from the context: a port in use is not a missing event library */
+    struct lws_vhost *vh = lws_create_vhost(b->ctx, &info);
+    if (vh == NULL) {
+        log_error("listen-failed", "host=%s port=%lld", b->cfg->host, (long long)b->cfg->port);
+        return -1; /* broker_destroy frees the context */
     }
     pthread_mutex_lock(&b->ctx_lock);
     b->ctx_live = true;
     pthread_mutex_unlock(&b->ctx_lock);
-    b->stop = stop;
     lws_sul_schedule(b->ctx, 0, &b->tick_timer, tick, 200 * 1000);
-    struct lws_vhost *vh = lws_get_vhost_by_name(b->ctx, "default");
-    int port = vh ? lws_get_vhost_listen_port(vh) : (int)b->cfg->port;
-    log_info("broker-listening", "port=%d host=%s path=%s auth=%s", port, b->cfg->host,
-             b->cfg->url_path, b->cfg->auth_type == AUTH_FILE ? "file" : "none");
+    log_info("broker-listening", "port=%d host=%s path=%s auth=%s loop=%s", lws_get_vhost_listen_port(vh),
+             b->cfg->host, b->cfg->url_path, b->cfg->auth_type == AUTH_FILE ? "file" : "none",
+             b->uv ? "libuv" : "poll");
     lws_sul_schedule(b->ctx, 0, &b->sweep_timer, sweep_heartbeats,
                      (lws_usec_t)b->cfg->heartbeat_interval_ms * 1000 / 2);
     drain_inbound(b);
-    while (!*stop)
-        if (lws_service(b->ctx, 0) < 0)
-            break;
-    log_info("broker-stopping", "sessions=%zu", dict_size(b->sessions));
+    if (b->uv) {
+        lws_service(b->ctx, 0); /* until stop_uv_loop has closed everything */
+        take_back_signals(b);
+        if (!*stop)
+            log_warn("event-loop-ended", "loop=libuv reason=unexpected");
+    } else {
+        while (!*stop)
+            if (lws_service(b->ctx, 0) < 0)
+                break;
+        log_stopping(b);
+    }
     return 0;
 }
 
@@ -422,8 +527,16 @@ void broker_destroy(broker *b)
         pthread_mutex_unlock(&b->ctx_lock);
         lws_sul_cancel(&b->sweep_timer);
         lws_sul_cancel(&b->tick_timer);
-        lws_context_destroy(b->ctx); /* closes every session (CLOSED callbacks run) */
+        links_stop_timers(b->links);
+        /* closes every session (CLOSED callbacks run) and frees the context; with
+         * libuv, when stop_uv_loop has not run (the loop never ran), the first
+         * call runs the loop until the closes complete and only the second frees */
+        lws_context_destroy(b->ctx);
+        if (b->ctx != NULL && b->uv)
+            lws_context_destroy(b->ctx);
         b->ctx = NULL;
+        if (b->uv)
+            take_back_signals(b);
     }
     links_destroy(b->links); /* flushes the uninterest messages those closes queued */
     auth_destroy(b->auth);

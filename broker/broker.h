@@ -50,7 +50,8 @@ int broker_run(broker *b, volatile sig_atomic_t *stop);
 /* Wakes the service loop; safe from any thread (not from a signal handler:
  * handlers only set the stop flag, which the loop checks every 200 ms). */
 void broker_wake(broker *b);
-/* True while the service loop runs (its timers can be scheduled). Service thread only. */
+/* True while the service loop runs and has not begun to stop (its timers can be
+ * scheduled and will fire). Service thread only. */
 bool broker_serving(broker *b);
 /* Closes every connection, quiesces the links, frees b. NULL is fine. */
 void broker_destroy(broker *b);
@@ -205,6 +206,8 @@ typedef struct pending_ack pending_ack;
 /* Dials every node and starts the link threads, or, with `local`, attaches to
  * the in-process node. Returns NULL (logged) on failure. */
 link_set *links_create(broker *b, const eddy_config *cfg, uint64_t broker_id, const local_node *local);
+/* Cancels the links' loop timers; before the lws context goes (its timer lists go with it). */
+void links_stop_timers(link_set *ls);
 /* Service thread: takes what the in-process node has delivered (no-op without one). */
 void links_poll_local(broker *b);
 /* Writes the links' counters (Prometheus text format) to f. */

@@ -137,6 +137,15 @@ static void local_wake(void *ctx)
     broker_wake(ctx);
 }
 
+void links_stop_timers(link_set *ls)
+{
+    for (int i = 0; ls != NULL && i < ls->count; i++)
+        if (ls->links[i].flush_due) { /* what it would flush goes in links_destroy */
+            lws_sul_cancel(&ls->links[i].flush_timer);
+            ls->links[i].flush_due = false;
+        }
+}
+
 void links_poll_local(broker *b)
 {
     link_set *ls = broker_links(b);
@@ -256,8 +265,6 @@ void links_destroy(link_set *ls)
     for (int i = 0; i < ls->count; i++) {
         node_link *l = &ls->links[i];
         if (l->local) { /* the uninterests the closes queued reach the node; what it answers is dropped */
-            if (l->flush_due)
-                lws_sul_cancel(&l->flush_timer);
             const local_node *ln = ls->local;
             if (l->filling.count > 0) {
                 uint8_t hdr[OP_BATCH_HEADER_MAX];

@@ -95,7 +95,10 @@ void session_send(session *s, frame *f)
     s->out[(s->out_head + s->out_len) % s->out_cap] = f;
     s->out_len++;
     s->out_bytes += f->len;
-    lws_callback_on_writable(s->wsi);
+    /* once per burst: session_writeable asks again while frames remain (each
+     * request is an epoll_ctl on the libuv loop) */
+    if (s->out_len == 1)
+        lws_callback_on_writable(s->wsi);
 }
 
 void session_send_msg(session *s, int topic, const ProtobufCMessage *inner)

@@ -2,7 +2,7 @@
 # Installs the Debian packages eddy builds and runs with, if any is missing.
 # As root it runs apt-get; otherwise it prints the exact command to run.
 set -euo pipefail
-pkgs=(build-essential pkg-config libnng-dev libmsgpack-dev libwebsockets-dev librocksdb-dev
+pkgs=(build-essential pkg-config libnng-dev libmsgpack-dev libwebsockets-dev libwebsockets-evlib-uv librocksdb-dev
       libprotobuf-c-dev protobuf-c-compiler libjansson-dev libyaml-dev libsodium-dev libcmocka-dev
       libpcre2-dev haproxy curl python3-yaml
       nodejs npm)
