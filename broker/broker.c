@@ -50,6 +50,9 @@ struct broker {
     uint64_t inbound_dropped;
     uint8_t *send_buf; /* broker_send_buffer */
     size_t send_cap;
+    session *flush_head; /* sessions with frames queued this loop turn */
+    bool flush_scheduled;
+    lws_sorted_usec_list_t flush_timer;
 };
 
 const eddy_config *broker_config(broker *b) { return b->cfg; }
@@ -69,6 +72,48 @@ uint8_t *broker_send_buffer(broker *b, size_t len)
         b->send_cap = len;
     }
     return b->send_buf;
+}
+
+static void flush_sessions(lws_sorted_usec_list_t *sul)
+{
+    broker *b = lws_container_of(sul, broker, flush_timer);
+    b->flush_scheduled = false;
+    session_flush_all(b);
+}
+
+void broker_flush_later(broker *b, session *s)
+{
+    if (s->flush_due)
+        return;
+    s->flush_due = true;
+    s->next_flush = b->flush_head;
+    b->flush_head = s;
+    if (!b->flush_scheduled && b->ctx_live) { /* a zero-delay timer: the start of the next turn */
+        b->flush_scheduled = true;
+        lws_sul_schedule(b->ctx, 0, &b->flush_timer, flush_sessions, 0);
+    }
+}
+
+void broker_flush_forget(broker *b, session *s)
+{
+    if (!s->flush_due)
+        return;
+    for (session **pp = &b->flush_head; *pp != NULL; pp = &(*pp)->next_flush)
+        if (*pp == s) {
+            *pp = s->next_flush;
+            break;
+        }
+    s->flush_due = false;
+}
+
+session *broker_flush_take(broker *b)
+{
+    session *s = b->flush_head;
+    if (s != NULL) {
+        b->flush_head = s->next_flush;
+        s->flush_due = false;
+    }
+    return s;
 }
 
 session *broker_session(broker *b, uint64_t id)
@@ -198,6 +243,8 @@ static void stop_uv_loop(broker *b)
     b->ctx_live = false; /* as in broker_destroy: no more wake-ups, no more flush timers */
     pthread_mutex_unlock(&b->ctx_lock);
     lws_sul_cancel(&b->sweep_timer);
+    lws_sul_cancel(&b->flush_timer);
+    b->flush_scheduled = false;
     links_stop_timers(b->links);
     lws_context_destroy(b->ctx);
 }
@@ -527,6 +574,8 @@ void broker_destroy(broker *b)
         pthread_mutex_unlock(&b->ctx_lock);
         lws_sul_cancel(&b->sweep_timer);
         lws_sul_cancel(&b->tick_timer);
+        lws_sul_cancel(&b->flush_timer);
+        b->flush_scheduled = false;
         links_stop_timers(b->links);
         /* closes every session (CLOSED callbacks run) and frees the context; with
          * libuv, when stop_uv_loop has not run (the loop never ran), the first

@@ -98,6 +98,8 @@ typedef struct session {
     bool presence_all; /* watches everyone */
     dict *listens;  /* topic byte + pattern this session listens to */
     char *server_data; /* JSON text of the user's serverData (file auth), or NULL */
+    bool flush_due;             /* on the broker's flush list (frames queued this loop turn) */
+    struct session *next_flush;
 } session;
 
 /* session.c */
@@ -113,6 +115,10 @@ void session_close_after_flush(session *s);
 /* Closes s now (from outside its callback); reason is logged. */
 void session_kill(session *s, const char *reason);
 int session_writeable(session *s);
+/* End of a loop turn: writes what each session queued during it straight to
+ * its socket (no wait for a writable callback: one send per session per turn),
+ * or asks for writable when the socket is full. */
+void session_flush_all(broker *b);
 /* Feeds one received websocket fragment; returns -1 when the connection must close. */
 int session_receive(session *s, const void *in, size_t len);
 session *broker_session(broker *b, uint64_t id);
@@ -279,6 +285,12 @@ struct lws_context *broker_lws(broker *b);
 /* A scratch buffer of at least len bytes for gathering outbound frames, owned
  * by the broker and reused by the next call (service thread only). */
 uint8_t *broker_send_buffer(broker *b, size_t len);
+/* Puts s on the list session_flush_all writes at the end of this loop turn. */
+void broker_flush_later(broker *b, session *s);
+/* Takes s off that list (it is closing). */
+void broker_flush_forget(broker *b, session *s);
+/* The next session on that list, taken off it; NULL when empty. */
+session *broker_flush_take(broker *b);
 /* Hands an item to the service thread (auth results); returns -1 when full. */
 enum inbound_kind {
     INBOUND_REPLY = 1,

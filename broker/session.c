@@ -42,6 +42,7 @@ void session_open(broker *b, session *s, struct lws *wsi)
 void session_closed(session *s)
 {
     lws_sul_cancel(&s->auth_timer);
+    broker_flush_forget(s->b, s);
     events_session_closed(s);
     records_session_closed(s);
     rpc_session_closed(s);
@@ -95,10 +96,9 @@ void session_send(session *s, frame *f)
     s->out[(s->out_head + s->out_len) % s->out_cap] = f;
     s->out_len++;
     s->out_bytes += f->len;
-    /* once per burst: session_writeable asks again while frames remain (each
-     * request is an epoll_ctl on the libuv loop) */
+    /* written at the end of this loop turn, with whatever else it gets meanwhile */
     if (s->out_len == 1)
-        lws_callback_on_writable(s->wsi);
+        broker_flush_later(s->b, s);
 }
 
 void session_send_msg(session *s, int topic, const ProtobufCMessage *inner)
@@ -169,16 +169,15 @@ static frame *pop_frame(session *s)
 /* Writes queued frames while the socket takes them. Frames are framed here
  * and gathered, so a burst for one client costs one send rather than one per
  * message (the client still sees one deepstream message per websocket frame);
- * lws keeps whatever the kernel does not take and reports the pipe choked
- * until it has gone. A frame too large to gather goes alone through lws. */
-int session_writeable(session *s)
+ * lws keeps whatever the kernel does not take (lws_partial_buffered) and
+ * writes it first when the socket is writable again. A frame too large to gather goes alone through lws.
+ * Returns -1 when the connection failed. */
+static int write_queued(session *s)
 {
-    if (s->out_len == 0)
-        return s->closing ? -1 : 0;
     uint8_t *buf = broker_send_buffer(s->b, LWS_PRE + COALESCE_BYTES) + LWS_PRE;
     for (int sends = 0; sends < SENDS_PER_CALLBACK && s->out_len > 0; sends++) {
-        if (sends > 0 && lws_send_pipe_choked(s->wsi))
-            break; /* the kernel is full, or lws holds a partial write: wait for writable */
+        if (lws_partial_buffered(s->wsi))
+            break; /* lws holds what the kernel did not take: wait for writable */
         size_t used = 0;
         while (s->out_len > 0 && used + 10 + s->out[s->out_head]->len <= COALESCE_BYTES) {
             frame *f = pop_frame(s);
@@ -198,9 +197,30 @@ int session_writeable(session *s)
         if (n < 0)
             return -1;
     }
+    return 0;
+}
+
+int session_writeable(session *s)
+{
+    if (s->out_len == 0)
+        return s->closing ? -1 : 0;
+    if (write_queued(s) != 0)
+        return -1;
     if (s->out_len > 0 || s->closing)
         lws_callback_on_writable(s->wsi);
     return 0;
+}
+
+void session_flush_all(broker *b)
+{
+    session *s;
+    while ((s = broker_flush_take(b)) != NULL) {
+        if (s->wsi == NULL || s->out_len == 0)
+            continue;
+        /* a failed write closes the connection from its writable callback */
+        if (s->closing || write_queued(s) != 0 || s->out_len > 0)
+            lws_callback_on_writable(s->wsi);
+    }
 }
 
 int session_receive(session *s, const void *in, size_t len)
