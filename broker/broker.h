@@ -36,6 +36,7 @@ typedef struct local_node {
     void (*attach)(void *node, uint64_t peer_id, void (*wake)(void *ctx), void *ctx);
     nng_msg *(*request)(void *node, const void *body, size_t len); /* reply owned by the caller */
     nng_msg *(*take)(void *node, uint64_t *published);            /* owned by the caller; NULL: none */
+    void (*detach)(void *node); /* no wake-up reaches the broker after this returns */
 } local_node;
 
 /* Creates a broker for cfg (borrowed; must outlive it) connecting to every node

@@ -280,6 +280,7 @@ void links_destroy(link_set *ls)
             uint64_t published;
             while ((msg = ln->take(ln->node, &published)) != NULL)
                 nng_msg_free(msg);
+            ln->detach(ln->node); /* the broker is about to be freed: no more wake-ups */
             op_batch_destroy(&l->filling);
             msgpack_sbuffer_destroy(&l->wire);
         }

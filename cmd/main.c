@@ -168,6 +168,11 @@ static nng_msg *local_take(void *n, uint64_t *published)
     return node_local_take(n, published);
 }
 
+static void local_detach(void *n)
+{
+    node_detach_local(n);
+}
+
 static int run_broker(eddy_config *cfg, node *local)
 {
     if (cfg->node_count == 0 && cfg->seed[0] != '\0') {
@@ -176,7 +181,8 @@ static int run_broker(eddy_config *cfg, node *local)
             return rc;
     }
     bool config_error = false;
-    local_node ln = {.node = local, .attach = local_attach, .request = local_request, .take = local_take};
+    local_node ln = {.node = local, .attach = local_attach, .request = local_request, .take = local_take,
+                     .detach = local_detach};
     broker *b = broker_create(cfg, local != NULL ? &ln : NULL, &config_error);
     if (b == NULL)
         return config_error ? 2 : 1;

@@ -48,7 +48,8 @@ struct node {
     /* the in-process peer (standalone); local_id 0 = none */
     uint64_t local_id;
     queue *outbox;             /* its delivery batches, in order (nng_msg) */
-    void (*wake)(void *ctx);   /* told when the outbox gets what it did not ask for */
+    pthread_mutex_t wake_lock; /* guards wake against node_detach_local */
+    void (*wake)(void *ctx);   /* told when the outbox gets what it did not ask for; NULL once detached */
     void *wake_ctx;
     bool in_local_request;     /* the local peer is here: it takes its deliveries itself */
     uint64_t outbox_dropped;
@@ -142,6 +143,20 @@ static bool fault_drops(node *n, const op_batch *b)
     return ++n->fault_count % n->fault_drop_every == 0;
 }
 
+/* Tells the local peer to look (any thread; a no-op once it has detached). */
+static void local_wake(node *n)
+{
+    pthread_mutex_lock(&n->wake_lock);
+    if (n->wake != NULL)
+        n->wake(n->wake_ctx);
+    pthread_mutex_unlock(&n->wake_lock);
+}
+
+static void persist_notify(void *n)
+{
+    local_wake(n);
+}
+
 /* Hands msg (owned) to the local peer's outbox. A full outbox drops it, as a
  * full SUB queue would: the numbering shows the gap to the broker, which
  * recovers. */
@@ -156,7 +171,7 @@ static void to_outbox(node *n, nng_msg *msg)
         return;
     }
     if (was_empty && !n->in_local_request)
-        n->wake(n->wake_ctx);
+        local_wake(n);
 }
 
 /* Publishes every dirty peer's deliveries as one message each. The batch number
@@ -174,7 +189,7 @@ static void publish_dirty(node *n)
             log_warn("fault-dropped-delivery", "peer=%016llx seq=%llu ops=%u",
                      (unsigned long long)p->id, (unsigned long long)p->delivery_seq, p->out.count);
             if (p->id == n->local_id && !n->in_local_request)
-                n->wake(n->wake_ctx); /* as a full outbox's drop: the broker looks, and sees the gap */
+                local_wake(n); /* as a full outbox's drop: the broker looks, and sees the gap */
         }
         else if (nng_msg_alloc(&msg, h + p->out.buf.size) == 0) {
             memcpy(nng_msg_body(msg), hdr, h);
@@ -446,12 +461,21 @@ void node_attach_local(node *n, uint64_t peer_id, void (*wake)(void *ctx), void 
 {
     pthread_mutex_lock(&n->lock);
     n->local_id = peer_id;
+    pthread_mutex_lock(&n->wake_lock);
     n->wake = wake;
     n->wake_ctx = ctx;
+    pthread_mutex_unlock(&n->wake_lock);
     /* storage completions go straight to the local peer's thread, which
      * applies them in node_local_take (one thread hop less per write) */
-    persist_set_notify(n->persist, wake, ctx);
+    persist_set_notify(n->persist, persist_notify, n);
     pthread_mutex_unlock(&n->lock);
+}
+
+void node_detach_local(node *n)
+{
+    pthread_mutex_lock(&n->wake_lock); /* waits out a wake in progress */
+    n->wake = NULL;
+    pthread_mutex_unlock(&n->wake_lock);
 }
 
 nng_msg *node_local_request(node *n, const void *body, size_t len)
@@ -548,6 +572,7 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
     n->events = events_new(n);
     n->last_sweep_ms = now_ms();
     pthread_mutex_init(&n->lock, NULL);
+    pthread_mutex_init(&n->wake_lock, NULL);
     n->outbox = queue_new(LOCAL_OUTBOX_LEN);
     op_batch_init(&n->local_reply);
     const char *fault = getenv("EDDY_FAULT_DROP_BROADCASTS");
@@ -597,6 +622,7 @@ fail:
     queue_free(n->outbox, free_msg);
     op_batch_destroy(&n->local_reply);
     pthread_mutex_destroy(&n->lock);
+    pthread_mutex_destroy(&n->wake_lock);
     xfree(n->map_json);
     xfree(n);
     return NULL;
@@ -637,6 +663,7 @@ void node_stop(node *n)
     queue_free(n->outbox, free_msg);
     op_batch_destroy(&n->local_reply);
     pthread_mutex_destroy(&n->lock);
+    pthread_mutex_destroy(&n->wake_lock);
     log_info("node-stopped", "id=%s", n->cfg->node_id);
     xfree(n->map_json);
     xfree(n);

@@ -44,6 +44,9 @@ void node_stop(node *n);
  * from the node's thread, when the outbox gets deliveries the peer did not
  * cause itself (storage completions, backends' operations, timers). */
 void node_attach_local(node *n, uint64_t peer_id, void (*wake)(void *ctx), void *ctx);
+/* The local peer is going away: wake is never called again once this returns
+ * (its deliveries are kept, bounded, until node_stop). */
+void node_detach_local(node *n);
 /* Applies one request batch (as a peer sends it: batch header, then the
  * operations) on the calling thread, under the node's lock. Returns the reply
  * (owned by the caller; NULL when out of memory). Its deliveries are in the
