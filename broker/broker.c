@@ -223,6 +223,20 @@ static void sweep_heartbeats(lws_sorted_usec_list_t *sul)
         lws_cancel_service(b->ctx);
 }
 
+/* Before the lws context goes: other threads stop waking it and every timer
+ * in its lists is cancelled (a timer left there would outlive the lists). */
+static void quiesce_loop(broker *b)
+{
+    pthread_mutex_lock(&b->ctx_lock);
+    b->ctx_live = false;
+    pthread_mutex_unlock(&b->ctx_lock);
+    lws_sul_cancel(&b->sweep_timer);
+    lws_sul_cancel(&b->tick_timer);
+    lws_sul_cancel(&b->flush_timer);
+    b->flush_scheduled = false;
+    links_stop_timers(b->links);
+}
+
 static void log_stopping(broker *b)
 {
     log_info("broker-stopping", "sessions=%zu", dict_size(b->sessions));
@@ -239,13 +253,7 @@ static void log_stopping(broker *b)
 static void stop_uv_loop(broker *b)
 {
     log_stopping(b);
-    pthread_mutex_lock(&b->ctx_lock);
-    b->ctx_live = false; /* as in broker_destroy: no more wake-ups, no more flush timers */
-    pthread_mutex_unlock(&b->ctx_lock);
-    lws_sul_cancel(&b->sweep_timer);
-    lws_sul_cancel(&b->flush_timer);
-    b->flush_scheduled = false;
-    links_stop_timers(b->links);
+    quiesce_loop(b);
     lws_context_destroy(b->ctx);
 }
 
@@ -569,14 +577,7 @@ void broker_destroy(broker *b)
     if (b == NULL)
         return;
     if (b->ctx != NULL) {
-        pthread_mutex_lock(&b->ctx_lock);
-        b->ctx_live = false; /* link threads stop waking a context going away */
-        pthread_mutex_unlock(&b->ctx_lock);
-        lws_sul_cancel(&b->sweep_timer);
-        lws_sul_cancel(&b->tick_timer);
-        lws_sul_cancel(&b->flush_timer);
-        b->flush_scheduled = false;
-        links_stop_timers(b->links);
+        quiesce_loop(b);
         /* closes every session (CLOSED callbacks run) and frees the context; with
          * libuv, when stop_uv_loop has not run (the loop never ran), the first
          * call runs the loop until the closes complete and only the second frees */

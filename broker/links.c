@@ -89,23 +89,31 @@ static void local_take(node_link *l)
         delivery_lost(l->ls->b, l, lost, "tail");
 }
 
-/* Applies the gathered batch on the local node, then handles its deliveries
- * and its reply, in the order a remote node's would arrive. */
-static void local_flush(node_link *l)
+/* Applies the gathered batch (not empty) on the local node as batch *seq;
+ * returns the node's reply (owned by the caller; NULL when it had none). */
+static nng_msg *local_apply(node_link *l, uint64_t *seq)
 {
-    if (l->filling.count == 0 || l->flushing)
-        return;
-    l->flushing = true;
     uint8_t hdr[OP_BATCH_HEADER_MAX];
-    uint64_t seq = l->next_seq++;
-    size_t h = op_batch_header(hdr, l->ls->broker_id, seq, l->filling.count);
+    *seq = l->next_seq++;
+    size_t h = op_batch_header(hdr, l->ls->broker_id, *seq, l->filling.count);
     l->wire.size = 0;
     msgpack_sbuffer_write(&l->wire, (const char *)hdr, h);
     if (l->filling.buf.size > 0)
         msgpack_sbuffer_write(&l->wire, l->filling.buf.data, l->filling.buf.size);
     op_batch_reset(&l->filling);
     const local_node *ln = l->ls->local;
-    nng_msg *reply = ln->request(ln->node, l->wire.data, l->wire.size);
+    return ln->request(ln->node, l->wire.data, l->wire.size);
+}
+
+/* Applies the gathered batch, then handles its deliveries and its reply, in
+ * the order a remote node's would arrive. */
+static void local_flush(node_link *l)
+{
+    if (l->filling.count == 0 || l->flushing)
+        return;
+    l->flushing = true;
+    uint64_t seq;
+    nng_msg *reply = local_apply(l, &seq);
     local_take(l);
     handle_reply(l->ls->b, l, seq, reply);
     l->flushing = false;
@@ -266,16 +274,10 @@ void links_destroy(link_set *ls)
         node_link *l = &ls->links[i];
         if (l->local) { /* the uninterests the closes queued reach the node; what it answers is dropped */
             const local_node *ln = ls->local;
-            if (l->filling.count > 0) {
-                uint8_t hdr[OP_BATCH_HEADER_MAX];
-                size_t h = op_batch_header(hdr, ls->broker_id, l->next_seq++, l->filling.count);
-                l->wire.size = 0;
-                msgpack_sbuffer_write(&l->wire, (const char *)hdr, h);
-                msgpack_sbuffer_write(&l->wire, l->filling.buf.data, l->filling.buf.size);
-                nng_msg *reply = ln->request(ln->node, l->wire.data, l->wire.size);
-                if (reply != NULL)
-                    nng_msg_free(reply);
-            }
+            uint64_t seq;
+            nng_msg *reply = l->filling.count > 0 ? local_apply(l, &seq) : NULL;
+            if (reply != NULL)
+                nng_msg_free(reply);
             nng_msg *msg;
             uint64_t published;
             while ((msg = ln->take(ln->node, &published)) != NULL)
