@@ -31,6 +31,11 @@ int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+uint64_t bench_due(const bench *b, int rate)
+{
+    return (uint64_t)((double)(now_ns() - b->start_ns) / 1e9 * rate);
+}
+
 static bench *the_bench; /* for the tick, whose callback only gets the sul */
 
 /* ---------------- frames ---------------- */
@@ -66,6 +71,19 @@ static void conn_failed(conn *c, const char *why)
 }
 
 /* ---------------- receiving: the login, then the scenario ---------------- */
+
+/* A message on the scenario's topic: decoded here, handed to its hook. */
+static void on_scenario_message(conn *c, const ProtobufCBinaryData *inner)
+{
+    const bench_hooks *h = c->b->hooks;
+    ProtobufCMessage *m = protobuf_c_message_unpack(h->descriptor, NULL, inner->len, inner->data);
+    if (m == NULL) {
+        c->b->bad++;
+        return;
+    }
+    h->message(c, m);
+    protobuf_c_message_free_unpacked(m, NULL);
+}
 
 static void on_connection(conn *c, const ProtobufCBinaryData *inner)
 {
@@ -130,8 +148,8 @@ static void on_frame(conn *c, const uint8_t *data, size_t len)
             on_connection(c, &msg->message);
         else if (msg->topic == TOPIC__TOPIC_AUTH)
             on_auth(c, &msg->message);
-        else if (c->state == CONN_READY && c->b->hooks->message != NULL)
-            c->b->hooks->message(c, msg->topic, &msg->message);
+        else if (c->state == CONN_READY && msg->topic == c->b->hooks->topic)
+            on_scenario_message(c, &msg->message);
     }
     message__free_unpacked(msg, NULL);
 }

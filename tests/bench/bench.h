@@ -50,9 +50,11 @@ struct conn {
 typedef struct bench_hooks {
     /* c got AUTH_SUCCESSFUL (b->ready already counts it). */
     void (*logged_in)(conn *c);
-    /* A message for a topic other than CONNECTION and AUTH; inner is the
-     * topic's serialized message, valid for the call only. */
-    void (*message)(conn *c, int topic, const ProtobufCBinaryData *inner);
+    /* A message on the scenario's topic, decoded with its descriptor (an
+     * undecodable one counts as bad); m is valid for the call only. */
+    int topic;
+    const ProtobufCMessageDescriptor *descriptor;
+    void (*message)(conn *c, const ProtobufCMessage *m);
     /* c's socket can take a frame: the scenario may queue more (a closed loop).
      * Returns true to be asked again after this write. */
     bool (*writable)(conn *c);
@@ -92,6 +94,8 @@ struct bench {
 extern volatile sig_atomic_t bench_interrupted; /* SIGINT */
 
 int64_t now_ns(void); /* CLOCK_MONOTONIC */
+/* Open loop: how many sends are due by now since the measured phase began, at rate per second. */
+uint64_t bench_due(const bench *b, int rate);
 
 /* Creates the lws context (sized by the process's open files limit at this
  * moment) and starts the millisecond tick. Returns 0, or -1 after a message. */

@@ -97,17 +97,9 @@ static void on_event(conn *c, const EventMessage *m)
     hist_add_ns(&N.lat, now_ns() - strtoll(ns + 5, NULL, 10));
 }
 
-static void on_message(conn *c, int topic, const ProtobufCBinaryData *inner)
+static void on_message(conn *c, const ProtobufCMessage *m)
 {
-    if (topic != TOPIC__TOPIC_EVENT)
-        return;
-    EventMessage *m = event_message__unpack(NULL, inner->len, inner->data);
-    if (m == NULL) {
-        N.b->bad++;
-        return;
-    }
-    on_event(c, m);
-    event_message__free_unpacked(m, NULL);
+    on_event(c, (const EventMessage *)m);
 }
 
 /* The waves: open more while fewer than WAVE are on their way. */
@@ -137,7 +129,8 @@ static bool on_writable(conn *c)
     return N.emitted < opt.names;
 }
 
-static const bench_hooks hooks = {logged_in, on_message, on_writable, on_tick};
+static const bench_hooks hooks = {logged_in, TOPIC__TOPIC_EVENT, &event_message__descriptor, on_message, on_writable,
+                                   on_tick};
 
 static bool all_subscribed(bench *b)
 {

@@ -129,18 +129,11 @@ static void on_emit(conn *c, const EventMessage *m)
     hist_add_ns(&E.lat, now_ns() - ns);
 }
 
-static void on_message(conn *c, int topic, const ProtobufCBinaryData *inner)
+static void on_message(conn *c, const ProtobufCMessage *msg)
 {
-    if (topic != TOPIC__TOPIC_EVENT)
-        return;
-    EventMessage *m = event_message__unpack(NULL, inner->len, inner->data);
-    if (m == NULL) {
-        E.b->bad++;
-        return;
-    }
+    const EventMessage *m = (const EventMessage *)msg;
     if (m->has_action && m->action == EVENT__ACTION__EVENT_EMIT)
         on_emit(c, m);
-    event_message__free_unpacked(m, NULL);
 }
 
 /* The closed loop: a publisher emits whenever its socket is free and the window has room. */
@@ -162,7 +155,7 @@ static void on_tick(bench *b)
 {
     if (!b->running || opt.rate <= 0)
         return;
-    uint64_t due = (uint64_t)((double)(now_ns() - b->start_ns) / 1e9 * opt.rate);
+    uint64_t due = bench_due(b, opt.rate);
     int guard = 0;
     while (E.emitted < due && guard++ < 100000)
         for (int i = 0; i < opt.publishers && E.emitted < due; i++)
@@ -170,7 +163,8 @@ static void on_tick(bench *b)
                 emit_one(E.pubs[i]);
 }
 
-static const bench_hooks hooks = {logged_in, on_message, on_writable, on_tick};
+static const bench_hooks hooks = {logged_in, TOPIC__TOPIC_EVENT, &event_message__descriptor, on_message, on_writable,
+                                   on_tick};
 
 static int run(bench *b)
 {

@@ -263,17 +263,9 @@ static void on_record(conn *c, const RecordMessage *m)
                 c->role, c->index, m->action, m->name ? m->name : "-", m->originalaction);
 }
 
-static void on_message(conn *c, int topic, const ProtobufCBinaryData *inner)
+static void on_message(conn *c, const ProtobufCMessage *m)
 {
-    if (topic != TOPIC__TOPIC_RECORD)
-        return;
-    RecordMessage *m = record_message__unpack(NULL, inner->len, inner->data);
-    if (m == NULL) {
-        R.b->bad++;
-        return;
-    }
-    on_record(c, m);
-    record_message__free_unpacked(m, NULL);
+    on_record(c, (const RecordMessage *)m);
 }
 
 /* The closed loop: a writer writes whenever its socket is free and the window has room. */
@@ -295,7 +287,7 @@ static void on_tick(bench *b)
 {
     if (!b->running || opt.rate <= 0)
         return;
-    uint64_t due = (uint64_t)((double)(now_ns() - b->start_ns) / 1e9 * opt.rate);
+    uint64_t due = bench_due(b, opt.rate);
     int guard = 0;
     while (R.writes < due && guard++ < 100000)
         for (int i = 0; i < opt.writers && R.writes < due; i++)
@@ -319,7 +311,8 @@ static bool all_in(bench *b)
     return acks && R.delivered + R.gap_lost >= R.writes * (uint64_t)opt.subscribers;
 }
 
-static const bench_hooks hooks = {subscribe_records, on_message, on_writable, on_tick};
+static const bench_hooks hooks = {subscribe_records, TOPIC__TOPIC_RECORD, &record_message__descriptor, on_message,
+                                   on_writable, on_tick};
 
 static void report(bench *b, double elapsed, uint64_t lost, uint64_t acks_missing, double cpu_per_m, long rss)
 {

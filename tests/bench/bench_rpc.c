@@ -164,17 +164,9 @@ static void on_rpc(conn *c, const RpcMessage *m)
     }
 }
 
-static void on_message(conn *c, int topic, const ProtobufCBinaryData *inner)
+static void on_message(conn *c, const ProtobufCMessage *m)
 {
-    if (topic != TOPIC__TOPIC_RPC)
-        return;
-    RpcMessage *m = rpc_message__unpack(NULL, inner->len, inner->data);
-    if (m == NULL) {
-        P.b->bad++;
-        return;
-    }
-    on_rpc(c, m);
-    rpc_message__free_unpacked(m, NULL);
+    on_rpc(c, (const RpcMessage *)m);
 }
 
 static void logged_in(conn *c)
@@ -191,7 +183,7 @@ static void logged_in(conn *c)
     conn_send(c, TOPIC__TOPIC_RPC, &m.base);
 }
 
-static const bench_hooks hooks = {logged_in, on_message, NULL, NULL};
+static const bench_hooks hooks = {logged_in, TOPIC__TOPIC_RPC, &rpc_message__descriptor, on_message, NULL, NULL};
 
 static bool all_provided(bench *b)
 {
