@@ -89,6 +89,17 @@ static const cfg_entry table[] = {
     {"listen.responseTimeout", "--listen-response-timeout", T_INT, 1, 3600000, "500",
      F(listen_response_timeout_ms), NULL,
      "ms a listener has to accept or reject a subscription before the next one is asked"},
+    {"listen.shuffleProviders", "--listen-shuffle-providers", T_ENUM, 0, 0, "true",
+     F(listen_shuffle_providers), bool_choices,
+     "offer a name to its matching listeners in random order (true) or in the order they "
+     "registered, grouped by pattern as deepstream does (false)"},
+    {"listen.rematchInterval", "--listen-rematch-interval", T_INT, 0, 86400000, "30000",
+     F(listen_rematch_interval_ms), NULL,
+     "ms between rematches: subscribed names whose listeners all declined are offered to them "
+     "again; 1000 or less turns rematching off (as in deepstream)"},
+    {"listen.matchCooldown", "--listen-match-cooldown", T_INT, 0, 86400000, "10000",
+     F(listen_match_cooldown_ms), NULL,
+     "ms after a name's listeners all declined before a rematch may offer it again"},
     {"cluster.nodes", "--node", T_NODES, 0, 0, NULL, 0, NULL,
      "the cluster's nodes: YAML list of {id, request, delivery[, shards]}; flag "
      "REQUEST,DELIVERY[,SHARDS] (repeatable). shards: ranges like \"0-1023,2048-3071\" of 0-4095; "

@@ -47,6 +47,9 @@ typedef struct eddy_config {
     int64_t rpc_requestor_name;
     int64_t rpc_requestor_data;
     int64_t listen_response_timeout_ms;
+    int64_t listen_shuffle_providers;   /* 0 registration order, 1 random */
+    int64_t listen_rematch_interval_ms; /* 1000 or less: no rematch */
+    int64_t listen_match_cooldown_ms;
     /* cluster */
     int64_t epoch;
     char *seed; /* a node's request address to fetch the cluster map from ("" = none) */

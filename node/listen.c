@@ -1,15 +1,24 @@
 /* listen.c - listening (active providers) for events and records, per node.
  *
- * Every node knows every listen pattern (brokers send LISTEN to all nodes);
- * each node looks after the names it owns. When a name gets its first
- * subscriber here, the node offers it to the matching listeners one at a time
- * (SUBSCRIPTION_FOR_PATTERN_FOUND) and waits listen.responseTimeout for each:
- * LISTEN_ACCEPT makes that listener the name's one active provider, a reject or
- * a timeout (LISTEN_RESPONSE_TIMEOUT to the listener) asks the next. When the
- * last subscriber leaves, the active provider gets ..._REMOVED. When the active
- * provider unlistens or goes away, the search starts again among the others
- * (record subscribers hear SUBSCRIPTION_HAS_NO_PROVIDER, then HAS_PROVIDER when
- * a new one accepts). A new listener is offered the names that have none. */
+ * Every node knows every listen pattern (brokers send LISTEN to all nodes), in
+ * the order the LISTENs arrived; each node looks after the names it owns. When
+ * a name gets its first subscriber here, the node offers it to the matching
+ * listeners one at a time (SUBSCRIPTION_FOR_PATTERN_FOUND): in random order
+ * (listen.shuffleProviders, the default), else in deepstream's fixed order (by
+ * pattern, in the order each pattern got its first listener, then by arrival).
+ * It waits listen.responseTimeout for each: LISTEN_ACCEPT makes that listener
+ * the name's one active provider, a reject or a timeout (LISTEN_RESPONSE_TIMEOUT
+ * to the listener) asks the next; a listener arriving during the search joins
+ * its end. When the last subscriber leaves, the active provider gets
+ * ..._REMOVED. When the active provider unlistens or goes away, the search
+ * starts again among the others (record subscribers hear
+ * SUBSCRIPTION_HAS_NO_PROVIDER, then HAS_PROVIDER when a new one accepts). A new
+ * listener is offered the names that have none. A name whose listeners all
+ * declined is kept as unmatched: every listen.rematchInterval, those unmatched
+ * for at least listen.matchCooldown are searched again, among all their
+ * listeners, a bounded slice of names per executor turn.
+ * Not here: the subscriptions themselves (events.c, records.c), pattern syntax
+ * (pattern.c). */
 #include <string.h>
 
 #include "deepstream.pb-c.h"
@@ -19,12 +28,20 @@
 #include "pattern.h"
 #include "util.h"
 
+/* Offers per turn of a rematch pass: bounds the executor's work per turn. */
+#define REMATCH_SLICE 256
+
+/* Rematch is off at an interval of a second or less, as in deepstream. */
+#define REMATCH_MIN_MS 1000
+
 typedef struct listener {
     char *text;
     uint32_t len;
     pattern *re;
     peer *p;
     uint64_t session;
+    uint64_t seq;   /* arrival order */
+    uint64_t group; /* arrival order of the pattern's first listener still here */
 } listener;
 
 typedef struct candidate {
@@ -43,24 +60,46 @@ typedef struct provided {
     int64_t deadline;
 } provided;
 
+/* A subscribed name whose last search ended without a provider. */
+typedef struct unmatched {
+    int64_t since;
+} unmatched;
+
 typedef struct space {
-    int topic; /* TOPIC__TOPIC_EVENT or TOPIC__TOPIC_RECORD */
-    listener *ls;
+    int topic;    /* TOPIC__TOPIC_EVENT or TOPIC__TOPIC_RECORD */
+    listener *ls; /* in arrival order */
     uint32_t n, cap;
-    dict *names; /* name -> provided */
-    uint32_t rotate;
+    uint64_t seq, groups;
+    dict *names;     /* name -> provided */
+    dict *unmatched; /* name -> unmatched (only while rematch is on) */
 } space;
+
+/* A name a rematch pass has still to search. */
+typedef struct due {
+    char *name;
+    size_t len;
+    space *sp;
+} due;
 
 struct listen_table {
     node *n;
     const eddy_config *cfg;
     space sp[2];
     int64_t next_deadline;
+    int64_t next_rematch; /* INT64_MAX: rematch off */
+    due *due;             /* the current rematch pass, worked off REMATCH_SLICE a turn */
+    size_t ndue, done;
+    uint64_t rng[4];      /* xoshiro256** state, seeded from getrandom */
 };
 
 static space *space_of(listen_table *t, int topic)
 {
     return topic == TOPIC__TOPIC_RECORD ? &t->sp[1] : &t->sp[0];
+}
+
+static bool rematch_on(const eddy_config *cfg)
+{
+    return cfg->listen_rematch_interval_ms > REMATCH_MIN_MS;
 }
 
 listen_table *listen_new(node *n, const eddy_config *cfg)
@@ -70,10 +109,49 @@ listen_table *listen_new(node *n, const eddy_config *cfg)
     t->cfg = cfg;
     t->sp[0].topic = TOPIC__TOPIC_EVENT;
     t->sp[1].topic = TOPIC__TOPIC_RECORD;
-    t->sp[0].names = dict_new();
-    t->sp[1].names = dict_new();
+    for (int i = 0; i < 2; i++) {
+        t->sp[i].names = dict_new();
+        t->sp[i].unmatched = dict_new();
+    }
     t->next_deadline = INT64_MAX;
+    t->next_rematch = rematch_on(cfg) ? now_ms() + cfg->listen_rematch_interval_ms : INT64_MAX;
+    if (cfg->listen_rematch_interval_ms > 0 && !rematch_on(cfg))
+        log_warn("listen-rematch-off", "rematch_interval_ms=%lld (rematching needs more than %d)",
+                 (long long)cfg->listen_rematch_interval_ms, REMATCH_MIN_MS);
+    for (int i = 0; i < 4; i++)
+        t->rng[i] = random_id(); /* non-zero, so never the all-zero state */
     return t;
+}
+
+/* ---- randomness for listen.shuffleProviders: xoshiro256** ---- */
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t rng_next(listen_table *t)
+{
+    uint64_t *s = t->rng;
+    uint64_t r = rotl(s[1] * 5, 7) * 9, x = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= x;
+    s[3] = rotl(s[3], 45);
+    return r;
+}
+
+/* Uniform in [0, bound), bound > 0: draws past the last whole multiple of
+ * bound are redrawn, so no value is favoured. */
+static uint32_t rng_below(listen_table *t, uint32_t bound)
+{
+    uint64_t limit = UINT64_MAX - UINT64_MAX % bound, r;
+    do
+        r = rng_next(t);
+    while (r >= limit);
+    return (uint32_t)(r % bound);
 }
 
 static void free_cands(provided *pv)
@@ -99,6 +177,12 @@ static int free_provided_cb(const void *k, size_t l, void *v, void *arg)
     return 0;
 }
 
+static int free_unmatched_cb(const void *k, size_t l, void *v, void *arg)
+{
+    xfree(v);
+    return 0;
+}
+
 void listen_free(listen_table *t)
 {
     if (t == NULL)
@@ -111,7 +195,12 @@ void listen_free(listen_table *t)
         xfree(t->sp[i].ls);
         dict_foreach(t->sp[i].names, free_provided_cb, NULL);
         dict_free(t->sp[i].names);
+        dict_foreach(t->sp[i].unmatched, free_unmatched_cb, NULL);
+        dict_free(t->sp[i].unmatched);
     }
+    for (size_t i = t->done; i < t->ndue; i++)
+        xfree(t->due[i].name);
+    xfree(t->due);
     xfree(t);
 }
 
@@ -153,13 +242,33 @@ static void provider_changed(listen_table *t, space *sp, const char *name, size_
         records_provider_changed(node_records(t->n), name, len, has);
 }
 
+/* The name's search ended without a provider: a rematch may try it again. */
+static void mark_unmatched(listen_table *t, space *sp, const char *name, size_t len)
+{
+    if (!rematch_on(t->cfg))
+        return;
+    unmatched *u = dict_get(sp->unmatched, name, len);
+    if (u == NULL) {
+        u = xcalloc(1, sizeof(*u));
+        dict_put(sp->unmatched, name, len, u);
+    }
+    u->since = now_ms();
+}
+
+static void forget_unmatched(space *sp, const char *name, size_t len)
+{
+    xfree(dict_del(sp->unmatched, name, len));
+}
+
 /* Offers name to the current candidate still listening, or ends the search. */
 static void ask(listen_table *t, space *sp, const char *name, size_t len, provided *pv)
 {
     while (pv->at < pv->ncand && !listener_exists(sp, &pv->cands[pv->at]))
         pv->at++;
     if (pv->at >= pv->ncand) {
-        free_cands(pv); /* nobody (else) wants it; a new listener reopens the search */
+        /* nobody (else) wants it: a new listener or a rematch reopens the search */
+        free_cands(pv);
+        mark_unmatched(t, sp, name, len);
         return;
     }
     pv->searching = true;
@@ -169,21 +278,54 @@ static void ask(listen_table *t, space *sp, const char *name, size_t len, provid
     tell(t, sp, &pv->cands[pv->at], 0, name, len);
 }
 
+static int by_pattern_then_arrival(const void *a, const void *b)
+{
+    const listener *x = *(listener *const *)a, *y = *(listener *const *)b;
+    if (x->group != y->group)
+        return x->group < y->group ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* The listeners matching name, in the order they are to be asked (shuffled,
+ * or deepstream's: patterns in the order they got their first listener, each
+ * pattern's listeners in arrival order). Returns NULL when none match. */
+static candidate *candidates_for(listen_table *t, space *sp, const char *name, size_t len, uint32_t *n)
+{
+    *n = 0;
+    if (sp->n == 0)
+        return NULL;
+    listener **m = xcalloc(sp->n, sizeof(*m));
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < sp->n; i++)
+        if (pattern_match(sp->ls[i].re, name, len))
+            m[k++] = &sp->ls[i];
+    if (t->cfg->listen_shuffle_providers) {
+        for (uint32_t i = k; i > 1; i--) { /* Fisher-Yates */
+            uint32_t j = rng_below(t, i);
+            listener *tmp = m[i - 1];
+            m[i - 1] = m[j];
+            m[j] = tmp;
+        }
+    } else
+        qsort(m, k, sizeof(*m), by_pattern_then_arrival);
+    candidate *c = k ? xcalloc(k, sizeof(*c)) : NULL;
+    for (uint32_t i = 0; i < k; i++)
+        c[i] = (candidate){m[i]->p, m[i]->session, xstrdup(m[i]->text)};
+    xfree(m);
+    *n = k;
+    return c;
+}
+
+/* A new search round among every listener of name (none when it has a provider
+ * or a search is under way). */
 static void start_search(listen_table *t, space *sp, const char *name, size_t len)
 {
     provided *pv = dict_get(sp->names, name, len);
     if (pv != NULL && (pv->active || pv->searching))
         return;
-    uint32_t start = sp->n ? sp->rotate++ % sp->n : 0;
-    candidate *cands = NULL;
-    uint32_t n = 0;
-    for (uint32_t k = 0; k < sp->n; k++) {
-        listener *l = &sp->ls[(start + k) % sp->n];
-        if (!pattern_match(l->re, name, len))
-            continue;
-        cands = xrealloc(cands, (n + 1) * sizeof(*cands));
-        cands[n++] = (candidate){l->p, l->session, xstrdup(l->text)};
-    }
+    forget_unmatched(sp, name, len); /* a name no listener matches waits for one: on_listen */
+    uint32_t n;
+    candidate *cands = candidates_for(t, sp, name, len, &n);
     if (n == 0)
         return;
     if (pv == NULL) {
@@ -201,6 +343,17 @@ static void start_search(listen_table *t, space *sp, const char *name, size_t le
     }
 }
 
+/* A listener that arrived during pv's search is asked after the others (as in
+ * deepstream, whatever the order setting). */
+static void join_search(provided *pv, const listener *l)
+{
+    for (uint32_t i = pv->at; i < pv->ncand; i++)
+        if (pv->cands[i].p == l->p && pv->cands[i].session == l->session && strcmp(pv->cands[i].text, l->text) == 0)
+            return; /* left and came back while still queued */
+    pv->cands = xrealloc(pv->cands, (pv->ncand + 1) * sizeof(*pv->cands));
+    pv->cands[pv->ncand++] = (candidate){l->p, l->session, xstrdup(l->text)};
+}
+
 void listen_interest(listen_table *t, int topic, const char *name, size_t len, bool added)
 {
     space *sp = space_of(t, topic);
@@ -209,6 +362,7 @@ void listen_interest(listen_table *t, int topic, const char *name, size_t len, b
             start_search(t, sp, name, len);
         return;
     }
+    forget_unmatched(sp, name, len);
     provided *pv = dict_del(sp->names, name, len);
     if (pv == NULL)
         return;
@@ -245,10 +399,14 @@ static void reconcile_name(void *arg, const char *name, size_t len)
 
 static void on_listen(listen_table *t, space *sp, peer *p, const op *o)
 {
-    for (uint32_t i = 0; i < sp->n; i++)
-        if (sp->ls[i].p == p && sp->ls[i].session == o->session && sp->ls[i].len == o->name.len &&
-            memcmp(sp->ls[i].text, o->name.ptr, o->name.len) == 0)
+    uint64_t group = 0;
+    for (uint32_t i = 0; i < sp->n; i++) {
+        if (sp->ls[i].len != o->name.len || memcmp(sp->ls[i].text, o->name.ptr, o->name.len) != 0)
+            continue;
+        if (sp->ls[i].p == p && sp->ls[i].session == o->session)
             return; /* already listening */
+        group = sp->ls[i].group;
+    }
     pattern *re = pattern_compile(o->name.ptr, o->name.len);
     if (re == NULL)
         return; /* brokers validate patterns before sending them */
@@ -257,15 +415,22 @@ static void on_listen(listen_table *t, space *sp, peer *p, const op *o)
         sp->ls = xrealloc(sp->ls, sp->cap * sizeof(*sp->ls));
     }
     listener *l = &sp->ls[sp->n++];
-    *l = (listener){xstrndup(o->name.ptr, o->name.len), o->name.len, re, p, o->session};
-    /* reconcile: names subscribed here without a provider are offered again */
+    *l = (listener){xstrndup(o->name.ptr, o->name.len), o->name.len, re, p, o->session, ++sp->seq,
+                    group ? group : ++sp->groups};
+    /* reconcile: names subscribed here without a provider are offered again;
+     * a search under way gets the new listener at its end */
     struct reconcile_ctx c = {.t = t, .sp = sp, .l = l};
     if (sp->topic == TOPIC__TOPIC_RECORD)
         records_foreach_subscribed(node_records(t->n), reconcile_name, &c);
     else
         events_foreach_name(node_events(t->n), reconcile_name, &c);
     for (size_t i = 0; i < c.n; i++) {
-        start_search(t, sp, c.names[i], strlen(c.names[i]));
+        size_t len = strlen(c.names[i]);
+        provided *pv = dict_get(sp->names, c.names[i], len);
+        if (pv != NULL && pv->searching)
+            join_search(pv, l);
+        else
+            start_search(t, sp, c.names[i], len);
         xfree(c.names[i]);
     }
     xfree(c.names);
@@ -305,15 +470,16 @@ static int collect_lost(const void *k, size_t l, void *v, void *arg)
  * look for another provider. */
 static void remove_listeners(listen_table *t, space *sp, struct lost_ctx *x)
 {
-    for (uint32_t i = 0; i < sp->n;) {
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < sp->n; i++) { /* keeps the arrival order */
         candidate c = {sp->ls[i].p, sp->ls[i].session, sp->ls[i].text};
         if (lost_match(x, &c)) {
             xfree(sp->ls[i].text);
             pattern_free(sp->ls[i].re);
-            sp->ls[i] = sp->ls[--sp->n];
         } else
-            i++;
+            sp->ls[kept++] = sp->ls[i];
     }
+    sp->n = kept;
     dict_foreach(sp->names, collect_lost, x);
     for (size_t i = 0; i < x->n; i++) {
         const char *name = x->names[i];
@@ -409,11 +575,9 @@ static int collect_timeouts(const void *k, size_t l, void *v, void *arg)
     return 0;
 }
 
-void listen_timers(listen_table *t)
+/* Asks the next listener wherever the one asked did not answer in time. */
+static void expire_offers(listen_table *t, int64_t now)
 {
-    int64_t now = now_ms();
-    if (now < t->next_deadline)
-        return;
     t->next_deadline = INT64_MAX;
     for (int s = 0; s < 2; s++) {
         space *sp = &t->sp[s];
@@ -435,6 +599,66 @@ void listen_timers(listen_table *t)
         }
         xfree(x.names);
     }
+}
+
+struct due_ctx {
+    listen_table *t;
+    space *sp;
+    int64_t before; /* unmatched since this time or earlier: cooled down */
+    size_t cap;
+};
+
+static int collect_due(const void *k, size_t l, void *v, void *arg)
+{
+    struct due_ctx *c = arg;
+    listen_table *t = c->t;
+    if (((unmatched *)v)->since > c->before)
+        return 0;
+    if (t->ndue == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 16;
+        t->due = xrealloc(t->due, c->cap * sizeof(*t->due));
+    }
+    t->due[t->ndue++] = (due){xstrndup(k, l), l, c->sp};
+    return 0;
+}
+
+/* Every listen.rematchInterval, lists the unmatched names that have cooled
+ * down; each turn searches the next REMATCH_SLICE of them again. */
+static void rematch(listen_table *t, int64_t now)
+{
+    int64_t cooldown = t->cfg->listen_match_cooldown_ms;
+    if (t->ndue == 0) {
+        t->next_rematch = now + t->cfg->listen_rematch_interval_ms;
+        struct due_ctx c = {.t = t, .before = now - cooldown};
+        for (int s = 0; s < 2; s++) {
+            c.sp = &t->sp[s];
+            dict_foreach(c.sp->unmatched, collect_due, &c);
+        }
+        t->done = 0;
+    }
+    size_t end = t->done + REMATCH_SLICE < t->ndue ? t->done + REMATCH_SLICE : t->ndue;
+    for (; t->done < end; t->done++) {
+        due *d = &t->due[t->done];
+        unmatched *u = dict_get(d->sp->unmatched, d->name, d->len);
+        /* still unmatched, and not since a search that ended after the list was made */
+        if (u != NULL && u->since <= now - cooldown)
+            start_search(t, d->sp, d->name, d->len);
+        xfree(d->name);
+    }
+    if (t->done == t->ndue) {
+        xfree(t->due);
+        t->due = NULL;
+        t->ndue = t->done = 0;
+    }
+}
+
+void listen_timers(listen_table *t)
+{
+    int64_t now = now_ms();
+    if (now >= t->next_deadline)
+        expire_offers(t, now);
+    if (t->ndue > 0 || now >= t->next_rematch)
+        rematch(t, now);
 }
 
 void listen_drop_peer(listen_table *t, peer *p)

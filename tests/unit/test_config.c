@@ -217,12 +217,80 @@ static void test_env(void **state)
     config_free(&c);
 }
 
+/* The listen options: deepstream's defaults (listen.shuffleProviders true,
+ * rematchInterval 30000, matchCooldown 10000), bounds, and all three loaders. */
+static void test_listen_options(void **state)
+{
+    (void)state;
+    eddy_config c;
+    config_defaults(&c);
+    assert_int_equal(c.listen_response_timeout_ms, 500);
+    assert_int_equal(c.listen_shuffle_providers, 1);
+    assert_int_equal(c.listen_rematch_interval_ms, 30000);
+    assert_int_equal(c.listen_match_cooldown_ms, 10000);
+
+    assert_int_equal(config_set_flag(&c, "--listen-shuffle-providers", "false", err, sizeof(err)), 0);
+    assert_int_equal(c.listen_shuffle_providers, 0);
+    assert_int_equal(config_set_flag(&c, "--listen-shuffle-providers", "true", err, sizeof(err)), 0);
+    assert_int_equal(c.listen_shuffle_providers, 1);
+    assert_int_equal(config_set_flag(&c, "--listen-shuffle-providers", "yes", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "listen.shuffleProviders"));
+
+    assert_int_equal(config_set_flag(&c, "--listen-rematch-interval", "0", err, sizeof(err)), 0);
+    assert_int_equal(c.listen_rematch_interval_ms, 0);
+    assert_int_equal(config_set_flag(&c, "--listen-rematch-interval", "86400000", err, sizeof(err)), 0);
+    assert_int_equal(c.listen_rematch_interval_ms, 86400000);
+    assert_int_equal(config_set_flag(&c, "--listen-rematch-interval", "86400001", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "listen.rematchInterval"));
+    assert_int_equal(config_set_flag(&c, "--listen-rematch-interval", "-1", err, sizeof(err)), -1);
+    assert_int_equal(c.listen_rematch_interval_ms, 86400000); /* a refused value changes nothing */
+
+    assert_int_equal(config_set_flag(&c, "--listen-match-cooldown", "0", err, sizeof(err)), 0);
+    assert_int_equal(c.listen_match_cooldown_ms, 0);
+    assert_int_equal(config_set_flag(&c, "--listen-match-cooldown", "-5", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "listen.matchCooldown"));
+    assert_int_equal(config_set_flag(&c, "--listen-match-cooldown", "86400001", err, sizeof(err)), -1);
+    assert_int_equal(config_set_flag(&c, "--listen-match-cooldown", "1s", err, sizeof(err)), -1);
+    config_free(&c);
+
+    /* YAML: a real boolean or its string, integers */
+    config_defaults(&c);
+    const char *p = write_yaml("listen:\n  shuffleProviders: false\n  rematchInterval: 60000\n"
+                               "  matchCooldown: 2500\n  responseTimeout: 300\n");
+    assert_int_equal(config_load_file(&c, p, err, sizeof(err)), 0);
+    unlink(p);
+    assert_int_equal(c.listen_shuffle_providers, 0);
+    assert_int_equal(c.listen_rematch_interval_ms, 60000);
+    assert_int_equal(c.listen_match_cooldown_ms, 2500);
+    assert_int_equal(c.listen_response_timeout_ms, 300);
+    config_free(&c);
+    expect_yaml_error("listen:\n  shuffleProviders: 1\n", "listen.shuffleProviders");
+    expect_yaml_error("listen:\n  rematchInterval: soon\n", "listen.rematchInterval");
+    expect_yaml_error("listen:\n  matchCooldown: -1\n", "listen.matchCooldown");
+    expect_yaml_error("listen:\n  shuffle: true\n", "listen.shuffle");
+
+    /* environment */
+    config_defaults(&c);
+    setenv("EDDY_LISTEN_SHUFFLE_PROVIDERS", "false", 1);
+    setenv("EDDY_LISTEN_REMATCH_INTERVAL", "5000", 1);
+    setenv("EDDY_LISTEN_MATCH_COOLDOWN", "100", 1);
+    assert_int_equal(config_load_env(&c, err, sizeof(err)), 0);
+    assert_int_equal(c.listen_shuffle_providers, 0);
+    assert_int_equal(c.listen_rematch_interval_ms, 5000);
+    assert_int_equal(c.listen_match_cooldown_ms, 100);
+    unsetenv("EDDY_LISTEN_SHUFFLE_PROVIDERS");
+    unsetenv("EDDY_LISTEN_REMATCH_INTERVAL");
+    unsetenv("EDDY_LISTEN_MATCH_COOLDOWN");
+    config_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults), cmocka_unit_test(test_flags),
         cmocka_unit_test(test_yaml),     cmocka_unit_test(test_yaml_errors),
         cmocka_unit_test(test_env),      cmocka_unit_test(test_shard_map),
+        cmocka_unit_test(test_listen_options),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
