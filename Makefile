@@ -1,19 +1,23 @@
 # eddy - build, run and test. `make help` lists the targets.
 #
-#   make          build build/eddy
-#   make run      install missing dependencies, build, start eddy standalone on :6020 (data in ./data)
-#   make test     install, build, run every test suite (unit; end-to-end standalone, two-process and
-#                 3 nodes + 2 brokers behind haproxy; cluster failures; backend library and
-#                 eddy ctl; deploy/ checks)
+#   make          build build/eddy (and libeddy, eddy.pc, the examples); installs nothing
+#   make run      install missing dependencies (deploy/install-deps.sh), build, start eddy
+#                 standalone on :6020 (data in ./data)
+#   make test     install, build, run every test suite (build check; unit; end-to-end standalone,
+#                 two-process and 3 nodes + 2 brokers behind haproxy; cluster failures; backend
+#                 library and eddy ctl; deploy/ checks)
 #   make asan     the same suites against an ASan+UBSan build in build-asan/
+#   make deps     only install the missing Debian packages (as root, or with sudo)
 #   make install  eddy, libeddy (static, shared), eddy.h and eddy.pc under PREFIX (/usr/local)
 #   make clean
 
-BUILD    ?= build
-SAN      ?= 0
-CC       ?= cc
-PKGS     := libwebsockets msgpack libprotobuf-c jansson yaml-0.1 libsodium libpcre2-8
-VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+BUILD      ?= build
+SAN        ?= 0
+CC         ?= cc
+PKG_CONFIG ?= pkg-config
+PKGS       := libwebsockets msgpack libprotobuf-c jansson yaml-0.1 libsodium libpcre2-8
+LIB_PKGS   := msgpack jansson yaml-0.1
+VERSION    := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
                -DEDDY_VERSION='"$(VERSION)"' -DPCRE2_CODE_UNIT_WIDTH=8 -I$(BUILD)/gen -Icommon -Ibroker -Inode \
@@ -25,9 +29,27 @@ else
 CFLAGS_OPT  := -O2
 LDFLAGS_SAN :=
 endif
-CFLAGS  += $(CFLAGS_BASE) $(CFLAGS_OPT) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lnng -lrocksdb -lpthread -lm
-LDFLAGS += $(LDFLAGS_SAN)
+
+# Build flags live in files under $(BUILD)/flags, written at recipe time (never
+# when make reads this file, so packages installed earlier in the same run count)
+# and rewritten only when their text changes: everything built with a flags file
+# depends on it, so new package flags (or SAN, CFLAGS, VERSION) rebuild exactly
+# what used them and nothing stale stays in $(BUILD). Recipes read them with
+# $(file <...), expanded when the recipe runs. (The files end without a newline:
+# make 4.3's $(file <) does not always strip it, and a newline would split a recipe line.)
+FLAGS_DIR   := $(BUILD)/flags
+FLAGS       := $(addprefix $(FLAGS_DIR)/,cflags ldflags ldlibs liblibs opt pc)
+EDDY_CFLAGS  = $(file <$(FLAGS_DIR)/cflags)
+EDDY_LDFLAGS = $(file <$(FLAGS_DIR)/ldflags)
+EDDY_LDLIBS  = $(file <$(FLAGS_DIR)/ldlibs)
+LIB_LIBS     = $(file <$(FLAGS_DIR)/liblibs)
+OPT_FLAGS    = $(file <$(FLAGS_DIR)/opt)
+# what an object / a program linked against libeddycore / one against libeddy uses
+CC_DEPS     := $(FLAGS_DIR)/cflags
+CORE_LINK   := $(FLAGS_DIR)/cflags $(FLAGS_DIR)/ldflags $(FLAGS_DIR)/ldlibs
+PUB_LINK    := $(FLAGS_DIR)/opt $(FLAGS_DIR)/ldflags $(FLAGS_DIR)/liblibs
+# $(call sq,TEXT): TEXT as one single-quoted shell word
+sq = '$(subst ','\'',$(1))'
 
 PROTO_GEN  := $(BUILD)/gen/deepstream.pb-c.c
 CORE_SRC   := $(wildcard common/*.c) $(wildcard broker/*.c) $(wildcard node/*.c)
@@ -39,53 +61,88 @@ CLIENT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLIENT_SRC))
 LIB_SRC    := $(CLIENT_SRC) $(addprefix common/,clustermap.c config.c dict.c jsonpath.c log.c mem.c \
               mpack.c nodelink.c ops.c queue.c shardmap.c util.c yamljson.c)
 LIB_PIC    := $(patsubst %.c,$(BUILD)/pic/%.o,$(LIB_SRC))
-LIB_LIBS   := -lnng $(shell pkg-config --libs msgpack jansson yaml-0.1 2>/dev/null) -lpthread
 SOVERSION  := 0
 EXAMPLES   := $(patsubst client/examples/%.c,$(BUILD)/examples/%,$(wildcard client/examples/*.c))
 PREFIX     ?= /usr/local
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: install backend-test all run test asan unit e2e e2e-standalone e2e-cluster e2e-haproxy cluster-test deps npm-deps clean help bench
+.PHONY: install backend-test build-check all run test asan unit e2e e2e-standalone e2e-cluster e2e-haproxy cluster-test deps npm-deps clean help bench FORCE
 
 all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/libeddy.so $(BUILD)/eddy.pc $(EXAMPLES) $(BUILD)/eddy-bench
 
-$(BUILD)/gen/deepstream.pb-c.c $(BUILD)/gen/deepstream.pb-c.h: proto/deepstream.proto
+# The flags files. The recipe runs on every make that needs one (FORCE) and
+# fails, naming what is missing, when pkg-config cannot resolve a package: a
+# build never goes on with empty package flags. With `make deps all` (also -j)
+# the dependencies are installed first.
+$(FLAGS) &: FORCE | $(filter deps,$(MAKECMDGOALS))
+	@mkdir -p $(FLAGS_DIR)
+	@set -e; \
+	cmds=""; mods=""; \
+	for c in $(firstword $(PKG_CONFIG)) protoc-c $(firstword $(CC)); do command -v $$c >/dev/null 2>&1 || cmds="$$cmds $$c"; done; \
+	if command -v $(firstword $(PKG_CONFIG)) >/dev/null 2>&1; then \
+	  for p in $(PKGS); do $(PKG_CONFIG) --exists $$p 2>/dev/null || mods="$$mods $$p"; done; \
+	fi; \
+	if [ -n "$$cmds$$mods" ]; then \
+	  msg=""; [ -z "$$cmds" ] || msg="no command$$cmds"; [ -z "$$mods" ] || msg="$${msg:+$$msg; }$(firstword $(PKG_CONFIG)) finds no$$mods"; \
+	  echo "eddy: the build dependencies are not installed: $$msg" >&2; \
+	  echo "eddy: install them with 'make deps' as root or as a user with sudo ('make run' and 'make test' do it first), see deploy/install-deps.sh" >&2; \
+	  exit 1; \
+	fi; \
+	pc_cflags=$$($(PKG_CONFIG) --cflags $(PKGS)); \
+	pc_libs=$$($(PKG_CONFIG) --libs $(PKGS)); \
+	pc_liblibs=$$($(PKG_CONFIG) --libs $(LIB_PKGS)); \
+	put() { f=$(FLAGS_DIR)/$$1; shift; line=""; for w in "$$@"; do [ -z "$$w" ] || line="$${line:+$$line }$$w"; done; \
+	  printf '%s' "$$line" >"$$f.tmp"; \
+	  if cmp -s "$$f.tmp" "$$f"; then rm -f "$$f.tmp"; else mv -f "$$f.tmp" "$$f"; echo "flags: $$f: $$line"; fi; }; \
+	put cflags $(call sq,$(strip $(CFLAGS_BASE) $(CFLAGS_OPT))) "$$pc_cflags" $(call sq,$(strip $(CFLAGS))); \
+	put ldflags $(call sq,$(strip $(LDFLAGS_SAN) $(LDFLAGS))); \
+	put ldlibs "$$pc_libs" $(call sq,$(strip -lnng -lrocksdb -lpthread -lm $(LDLIBS))); \
+	put liblibs -lnng "$$pc_liblibs" -lpthread; \
+	put opt $(call sq,$(strip $(CFLAGS_OPT))); \
+	put pc $(call sq,$(PREFIX) $(VERSION))
+
+FORCE:
+
+$(BUILD)/gen/deepstream.pb-c.c $(BUILD)/gen/deepstream.pb-c.h: proto/deepstream.proto | $(FLAGS_DIR)/cflags
 	@mkdir -p $(BUILD)/gen
 	protoc-c --c_out=$(BUILD)/gen --proto_path=proto proto/deepstream.proto
 
-$(BUILD)/obj/gen/deepstream.pb-c.o: $(PROTO_GEN)
+$(BUILD)/obj/gen/deepstream.pb-c.o: $(PROTO_GEN) $(CC_DEPS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Wno-error -c $< -o $@
+	$(CC) $(EDDY_CFLAGS) -Wno-error -c $< -o $@
 
-$(BUILD)/obj/%.o: %.c $(PROTO_GEN)
+$(BUILD)/obj/%.o: %.c $(PROTO_GEN) $(CC_DEPS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(EDDY_CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/libeddycore.a: $(CORE_OBJ)
+	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/eddy: $(MAIN_OBJ) $(CLIENT_OBJ) $(BUILD)/libeddycore.a
-	$(CC) $(LDFLAGS) -o $@ $(MAIN_OBJ) $(CLIENT_OBJ) $(BUILD)/libeddycore.a $(LDLIBS)
+$(BUILD)/eddy: $(MAIN_OBJ) $(CLIENT_OBJ) $(BUILD)/libeddycore.a $(CORE_LINK)
+	$(CC) $(EDDY_LDFLAGS) -o $@ $(MAIN_OBJ) $(CLIENT_OBJ) $(BUILD)/libeddycore.a $(EDDY_LDLIBS)
 
-$(BUILD)/pic/%.o: %.c $(PROTO_GEN)
+$(BUILD)/pic/%.o: %.c $(PROTO_GEN) $(CC_DEPS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -DEDDY_LIBRARY -MMD -MP -c $< -o $@
+	$(CC) $(EDDY_CFLAGS) -fPIC -fvisibility=hidden -DEDDY_LIBRARY -MMD -MP -c $< -o $@
 
 $(BUILD)/libeddy.a: $(LIB_PIC)
+	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/libeddy.so: $(LIB_PIC)
-	$(CC) $(LDFLAGS) -shared -Wl,-soname,libeddy.so.$(SOVERSION) -o $@ $^ $(LIB_LIBS)
+$(BUILD)/libeddy.so: $(LIB_PIC) $(FLAGS_DIR)/ldflags $(FLAGS_DIR)/liblibs
+	$(CC) $(EDDY_LDFLAGS) -shared -Wl,-soname,libeddy.so.$(SOVERSION) -o $@ $(LIB_PIC) $(LIB_LIBS)
 
-$(BUILD)/eddy.pc: client/eddy.pc.in VERSION
+# eddy.pc for $(BUILD)/ and for make install; PREFIX and VERSION are in its flags file
+$(BUILD)/eddy.pc: client/eddy.pc.in $(FLAGS_DIR)/liblibs $(FLAGS_DIR)/pc
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS@|$(LIB_LIBS)|' $< > $@
 
 # examples use only the public header and the static library, as a user's program would
-$(BUILD)/examples/%: client/examples/%.c client/eddy.h $(BUILD)/libeddy.a
+$(BUILD)/examples/%: client/examples/%.c client/eddy.h $(BUILD)/libeddy.a $(PUB_LINK)
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(CFLAGS_OPT) -Iclient -o $@ $< \
-	  $(BUILD)/libeddy.a $(LIB_LIBS) $(LDFLAGS_SAN)
+	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(OPT_FLAGS) -Iclient -o $@ $< \
+	  $(BUILD)/libeddy.a $(LIB_LIBS) $(EDDY_LDFLAGS)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
@@ -94,52 +151,65 @@ install: all
 	install -m 644 $(BUILD)/libeddy.a $(DESTDIR)$(PREFIX)/lib/libeddy.a
 	install -m 755 $(BUILD)/libeddy.so $(DESTDIR)$(PREFIX)/lib/libeddy.so.$(SOVERSION)
 	ln -sf libeddy.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/libeddy.so
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS@|$(LIB_LIBS)|' client/eddy.pc.in \
-	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/eddy.pc
+	install -m 644 $(BUILD)/eddy.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/eddy.pc
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libeddycore.a
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libeddycore.a $(CORE_LINK)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libeddycore.a $(LDLIBS) -lcmocka
+	$(CC) $(EDDY_CFLAGS) $(EDDY_LDFLAGS) -o $@ $< $(BUILD)/libeddycore.a $(EDDY_LDLIBS) -lcmocka
 
 # the backend library's tests use only the public header and libeddy.a
-$(BUILD)/tests/test_backend: tests/backend/test_backend.c client/eddy.h $(BUILD)/libeddy.a
+$(BUILD)/tests/test_backend: tests/backend/test_backend.c client/eddy.h $(BUILD)/libeddy.a $(PUB_LINK)
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Werror -Wno-unused-parameter $(CFLAGS_OPT) -Iclient -o $@ $< \
-	  $(BUILD)/libeddy.a $(LIB_LIBS) -lcmocka $(LDFLAGS_SAN)
+	$(CC) -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Werror -Wno-unused-parameter $(OPT_FLAGS) -Iclient -o $@ $< \
+	  $(BUILD)/libeddy.a $(LIB_LIBS) -lcmocka $(EDDY_LDFLAGS)
 
 backend-test: all $(BUILD)/tests/test_backend npm-deps
 	bash tests/backend/run.sh $(BUILD)
 
-$(BUILD)/bench_backend: tests/bench/bench_backend.c client/eddy.h $(BUILD)/libeddy.a
-	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(CFLAGS_OPT) -Iclient -o $@ $< \
-	  $(BUILD)/libeddy.a $(LIB_LIBS) $(LDFLAGS_SAN)
+$(BUILD)/bench_backend: tests/bench/bench_backend.c client/eddy.h $(BUILD)/libeddy.a $(PUB_LINK)
+	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(OPT_FLAGS) -Iclient -o $@ $< \
+	  $(BUILD)/libeddy.a $(LIB_LIBS) $(EDDY_LDFLAGS)
 
 # the native load generator (libwebsockets client; frames from broker/frames.c)
 $(BUILD)/eddy-bench: tests/bench/eddy_bench.c tests/bench/bench.c tests/bench/bench_events.c tests/bench/bench_records.c \
-                    tests/bench/bench_rpc.c tests/bench/bench_connections.c tests/bench/bench.h $(BUILD)/libeddycore.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c,$^) $(BUILD)/libeddycore.a $(LDLIBS)
+                    tests/bench/bench_rpc.c tests/bench/bench_connections.c tests/bench/bench.h $(BUILD)/libeddycore.a \
+                    $(CORE_LINK)
+	$(CC) $(EDDY_CFLAGS) $(EDDY_LDFLAGS) -o $@ $(filter %.c,$^) $(BUILD)/libeddycore.a $(EDDY_LDLIBS)
 
-$(BUILD)/bench_node: tests/bench/bench_node.c $(BUILD)/libeddycore.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libeddycore.a $(LDLIBS)
+$(BUILD)/bench_node: tests/bench/bench_node.c $(BUILD)/libeddycore.a $(CORE_LINK)
+	$(CC) $(EDDY_CFLAGS) $(EDDY_LDFLAGS) -o $@ $< $(BUILD)/libeddycore.a $(EDDY_LDLIBS)
 
 -include $(shell find $(BUILD)/obj $(BUILD)/pic -name '*.d' 2>/dev/null)
 
-# Dependencies: Debian packages (apt-get when root, otherwise the exact command
-# is printed) and the pinned npm test clients.
+# Dependencies: Debian packages (apt-get as root, with sudo otherwise, or the
+# exact command is printed) and the pinned npm test clients. run and test
+# install first, then build in a new make, so nothing here ever saw the
+# machine before the install.
 deps:
 	@bash deploy/install-deps.sh
 
 npm-deps:
 	@test -d node_modules/@deepstream/client || npm ci --no-audit --no-fund
 
-run: deps all
+# With IPv6 (dual-stack sockets, the Linux default) eddy listens on :: for both
+# families: Debian 12's node 18 resolves localhost to ::1 first and, unlike node
+# 20, does not fall back to 127.0.0.1, so a client of localhost:6020 needs both.
+run: deps
+	$(MAKE) all
 	@mkdir -p data
-	$(BUILD)/eddy standalone --port 6020 --data ./data
+	@host=""; if [ -e /proc/net/if_inet6 ] && [ "$$(cat /proc/sys/net/ipv6/bindv6only 2>/dev/null)" != 1 ]; then \
+	  host="--host ::"; fi; \
+	echo "$(BUILD)/eddy standalone $$host --port 6020 --data ./data"; \
+	exec $(BUILD)/eddy standalone $$host --port 6020 --data ./data
 
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "# $$t"; $$t; done
 
-E2E = node --test --test-concurrency=1 --test-timeout=120000 tests/e2e/
+# The node suites run one test file at a time through tests/run-tests.mjs, which
+# kills a file (and every process it started) after --timeout seconds: no
+# node --test-timeout / --test-concurrency, so Debian 12's node 18 runs them.
+NODE_TESTS = node tests/run-tests.mjs
+E2E = $(NODE_TESTS) --timeout 600 tests/e2e
 e2e-standalone: all npm-deps
 	EDDY_BIN=$(BUILD)/eddy EDDY_MODE=standalone $(E2E)
 e2e-cluster: all npm-deps
@@ -150,15 +220,21 @@ e2e: e2e-standalone e2e-cluster e2e-haproxy
 
 # 3 nodes, 2 brokers and haproxy started by cluster-tests/cluster.sh
 cluster-test: all npm-deps
-	EDDY_BIN=$(BUILD)/eddy node --test --test-concurrency=1 --test-timeout=300000 cluster-tests/
+	EDDY_BIN=$(BUILD)/eddy $(NODE_TESTS) --timeout 900 cluster-tests
+
+# The build from scratch as on a fresh machine (packages installed during the
+# same make), and rebuilds when package flags change: tests/build-check/fresh-build.sh
+build-check:
+	bash tests/build-check/fresh-build.sh
 
 test: deps
 	$(MAKE) all
+	$(MAKE) build-check
 	$(MAKE) unit
 	$(MAKE) e2e
 	$(MAKE) cluster-test
 	$(MAKE) backend-test
-	EDDY_BIN=build/eddy bash deploy/check.sh
+	EDDY_BIN=$(BUILD)/eddy bash deploy/check.sh
 
 asan: deps
 	$(MAKE) BUILD=build-asan SAN=1 all

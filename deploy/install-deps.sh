@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages eddy builds and runs with, if any is missing.
-# As root it runs apt-get; otherwise it prints the exact command to run.
+# Installs the Debian 12 packages eddy builds, runs and is tested with, if any is
+# missing. As root it runs apt-get; as another user it runs apt-get through sudo
+# when sudo exists (sudo may ask for a password); otherwise it prints the exact
+# command to run as root and fails.
+#
+# node and npm: Debian 12's nodejs (18.x) and npm run every test suite. A node
+# and npm from elsewhere (nodesource, nvm) found on PATH are used instead.
 set -euo pipefail
 pkgs=(build-essential pkg-config libnng-dev libmsgpack-dev libwebsockets-dev libwebsockets-evlib-uv librocksdb-dev
       libprotobuf-c-dev protobuf-c-compiler libjansson-dev libyaml-dev libsodium-dev libcmocka-dev
@@ -10,20 +15,31 @@ missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# node and npm may come from elsewhere than Debian (nodesource, nvm): accept any on PATH.
 if command -v node >/dev/null && command -v npm >/dev/null; then
   filtered=()
   for p in "${missing[@]}"; do [[ $p == nodejs || $p == npm ]] || filtered+=("$p"); done
   missing=("${filtered[@]}")
+  major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  [[ $major -ge 18 ]] || echo "warning: $(command -v node) is node $(node --version 2>/dev/null); the tests need node 18 or newer (Debian 12's nodejs)" >&2
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
+
+as_root="apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
 if [ "$(id -u)" -eq 0 ]; then
-  echo "installing: ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  run=()
+elif command -v sudo >/dev/null; then
+  run=(sudo)
+  echo "not root: installing with sudo (it may ask for your password)" >&2
 else
-  echo "missing Debian packages; run:" >&2
-  echo "  sudo apt-get install -y ${missing[*]}" >&2
+  echo "missing Debian packages: ${missing[*]}" >&2
+  echo "run as root (su -), then run make again:" >&2
+  echo "  $as_root" >&2
+  exit 1
+fi
+echo "installing: ${missing[*]}" >&2
+if ! "${run[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq ||
+   ! "${run[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+  echo "installing the packages failed; as root, run:" >&2
+  echo "  $as_root" >&2
   exit 1
 fi
