@@ -2,8 +2,8 @@
  * username when given, else "open") and "file" (a users YAML file with
  * Argon2id hashes and per-user clientData/serverData). Password checks cost
  * tens of milliseconds of CPU by design, so they run on a worker thread and the
- * result comes back to the service thread through broker_post; the websocket
- * loop never waits for them. Failed attempts are counted per connection; after
+ * result comes back to the service thread through the broker's inbound queue
+ * (the post hook); the websocket loop never waits for them. Failed attempts are counted per connection; after
  * auth.maxAuthAttempts the client gets TOO_MANY_AUTH_ATTEMPTS and is closed. */
 #include <pthread.h>
 #include <sodium.h>
@@ -12,9 +12,11 @@
 
 #include <jansson.h>
 
-#include "broker.h"
+#include "dict.h"
+#include "internal.h"
 #include "log.h"
 #include "mem.h"
+#include "queue.h"
 #include "yamljson.h"
 
 #define AUTH_QUEUE_LEN 1024
@@ -40,7 +42,10 @@ struct auth_result {
 
 struct auth {
     const eddy_config *cfg;
-    broker *b;
+    sessions *set;
+    int (*post)(void *ctx, int kind, int li, uint64_t seq, void *item);
+    void (*login)(void *ctx, session *s);
+    void *ctx;
     dict *users; /* username -> user */
     queue *jobs;
     pthread_t worker;
@@ -80,7 +85,7 @@ static void *worker_main(void *arg)
         j->username = NULL;
         r->ok = ok;
         free_job(j);
-        if (broker_post(a->b, INBOUND_AUTH, -1, 0, r) != 0) {
+        if (a->post(a->ctx, INBOUND_AUTH, -1, 0, r) != 0) {
             xfree(r->username);
             xfree(r);
         }
@@ -157,11 +162,16 @@ int auth_hash_password(const char *password, char *out, size_t out_len)
                              crypto_pwhash_MEMLIMIT_INTERACTIVE);
 }
 
-auth *auth_create(const eddy_config *cfg, broker *b, bool *config_error)
+auth *auth_create(const eddy_config *cfg, sessions *set,
+                  int (*post)(void *ctx, int kind, int li, uint64_t seq, void *item),
+                  void (*login)(void *ctx, session *s), void *ctx, bool *config_error)
 {
     auth *a = xcalloc(1, sizeof(*a));
     a->cfg = cfg;
-    a->b = b;
+    a->set = set;
+    a->post = post;
+    a->login = login;
+    a->ctx = ctx;
     a->users = dict_new();
     if (cfg->auth_type != AUTH_FILE)
         return a;
@@ -201,24 +211,14 @@ void auth_destroy(auth *a)
 
 static void send_auth(session *s, int action, const char *data)
 {
-    AuthMessage m = AUTH_MESSAGE__INIT;
-    m.has_action = 1;
-    m.action = action;
-    m.data = (char *)data;
-    session_send_msg(s, TOPIC__TOPIC_AUTH, &m.base);
+    reply_send(s, TOPIC__TOPIC_AUTH, &(client_reply){.action = action, .data = data});
 }
 
-static void login_ok(session *s, const char *user_id, const char *client_data,
-                     const char *server_data)
+static void login_ok(auth *a, session *s, const char *user_id, const char *client_data, const char *server_data)
 {
-    s->state = SESSION_OPEN;
-    xfree(s->user);
-    s->user = xstrdup(user_id);
-    xfree(s->server_data);
-    s->server_data = server_data ? xstrdup(server_data) : NULL;
-    lws_sul_cancel(&s->auth_timer);
+    session_login(s, user_id, server_data);
     send_auth(s, AUTH__ACTION__AUTH_AUTH_SUCCESSFUL, client_data);
-    presence_login(s);
+    a->login(a->ctx, s);
     log_info("login", "session=%llu user=%s", (unsigned long long)s->id, user_id);
 }
 
@@ -259,7 +259,7 @@ void auth_request(auth *a, session *s, const char *data)
             snprintf(idbuf, sizeof(idbuf), "%lld", (long long)json_integer_value(jname));
             id = idbuf;
         }
-        login_ok(s, id != NULL && id[0] != '\0' ? id : "open", NULL, NULL);
+        login_ok(a, s, id != NULL && id[0] != '\0' ? id : "open", NULL, NULL);
         json_decref(params);
         return;
     }
@@ -294,12 +294,12 @@ void auth_result_free(struct auth_result *r)
 
 void auth_complete(auth *a, struct auth_result *r)
 {
-    session *s = broker_session(a->b, r->session_id);
+    session *s = sessions_get(a->set, r->session_id);
     if (s != NULL && !s->closing) {
         s->auth_pending = false;
         if (r->ok) {
             const user *u = dict_get(a->users, r->username, strlen(r->username));
-            login_ok(s, r->username, u && u->client_data ? u->client_data : "null",
+            login_ok(a, s, r->username, u && u->client_data ? u->client_data : "null",
                      u ? u->server_data : NULL);
         } else
             login_failed(a, s, NULL, r->username);

@@ -1,23 +1,25 @@
-/* broker.c - the broker's libwebsockets context and service loop: the websocket
- * endpoint (urlPath), GET /health-check and GET /metrics on one port, the inbound queue that
- * link and auth threads post to, the heartbeat sweep, start-up and shutdown.
+/* broker.c - the broker's lifecycle and its libwebsockets loop: creates the
+ * parts of internal.h and wires them together (the links', acks' and auth's
+ * hooks point here), runs the lws context with the websocket endpoint
+ * (urlPath) and the HTTP endpoints on one port, the inbound queue that link
+ * and auth threads post to, the heartbeat sweep, start-up and shutdown.
  *
  * The loop is libuv's (epoll: a wake-up costs the same with 10 or 10,000 idle
  * connections) through lws's libuv plugin, or lws's own poll() loop when that
  * plugin cannot be loaded. Not for anything a session or a topic does. */
-#include "broker.h"
+#include "internal.h"
 
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
 #include "mem.h"
+#include "queue.h"
 #include "util.h"
 
 #define INBOUND_QUEUE_LEN 8192
@@ -31,15 +33,15 @@ typedef struct inbound {
 
 struct broker {
     const eddy_config *cfg;
-    uint64_t id;
-    struct lws_context *ctx;
+    edge edge;          /* what the topic modules are given */
+    sessions *sessions;
+    acks *acks;
     link_set *links;
-    event_subs *events;
-    record_subs *records;
-    presence_subs *presence;
+    topics *topics;
     auth *auth;
     queue *inbound;
-    dict *sessions; /* id -> session */
+    uint64_t inbound_dropped;
+    struct lws_context *ctx;
     lws_sorted_usec_list_t sweep_timer;
     lws_sorted_usec_list_t tick_timer;
     volatile sig_atomic_t *stop;
@@ -47,100 +49,25 @@ struct broker {
     bool ctx_live;
     bool uv; /* ctx runs on libuv's loop: lws_service returns only once it has stopped */
     struct sigaction saved_signals[2]; /* the process's SIGINT, SIGTERM handlers (see take_back_signals) */
-    uint64_t inbound_dropped;
-    uint8_t *send_buf; /* broker_send_buffer */
-    size_t send_cap;
-    session *flush_head; /* sessions with frames queued this loop turn */
-    bool flush_scheduled;
-    lws_sorted_usec_list_t flush_timer;
 };
 
-const eddy_config *broker_config(broker *b) { return b->cfg; }
-uint64_t broker_id(broker *b) { return b->id; }
-event_subs *broker_events(broker *b) { return b->events; }
-record_subs *broker_records(broker *b) { return b->records; }
-presence_subs *broker_presence(broker *b) { return b->presence; }
-link_set *broker_links(broker *b) { return b->links; }
-auth *broker_auth(broker *b) { return b->auth; }
-struct lws_context *broker_lws(broker *b) { return b->ctx; }
-
-uint8_t *broker_send_buffer(broker *b, size_t len)
+/* Wakes the service loop; safe from any thread (not from a signal handler:
+ * handlers only set the stop flag, which the loop checks every 200 ms). */
+static void wake(void *ctx)
 {
-    if (len > b->send_cap) {
-        xfree(b->send_buf);
-        b->send_buf = xmalloc(len);
-        b->send_cap = len;
-    }
-    return b->send_buf;
-}
-
-static void flush_sessions(lws_sorted_usec_list_t *sul)
-{
-    broker *b = lws_container_of(sul, broker, flush_timer);
-    b->flush_scheduled = false;
-    session_flush_all(b);
-}
-
-void broker_flush_later(broker *b, session *s)
-{
-    if (s->flush_due)
-        return;
-    s->flush_due = true;
-    s->next_flush = b->flush_head;
-    b->flush_head = s;
-    if (!b->flush_scheduled && b->ctx_live) { /* a zero-delay timer: the start of the next turn */
-        b->flush_scheduled = true;
-        lws_sul_schedule(b->ctx, 0, &b->flush_timer, flush_sessions, 0);
-    }
-}
-
-void broker_flush_forget(broker *b, session *s)
-{
-    if (!s->flush_due)
-        return;
-    for (session **pp = &b->flush_head; *pp != NULL; pp = &(*pp)->next_flush)
-        if (*pp == s) {
-            *pp = s->next_flush;
-            break;
-        }
-    s->flush_due = false;
-}
-
-session *broker_flush_take(broker *b)
-{
-    session *s = b->flush_head;
-    if (s != NULL) {
-        b->flush_head = s->next_flush;
-        s->flush_due = false;
-    }
-    return s;
-}
-
-session *broker_session(broker *b, uint64_t id)
-{
-    return dict_get(b->sessions, &id, sizeof(id));
-}
-
-void broker_wake(broker *b)
-{
+    broker *b = ctx;
     pthread_mutex_lock(&b->ctx_lock);
     if (b->ctx_live)
         lws_cancel_service(b->ctx);
     pthread_mutex_unlock(&b->ctx_lock);
 }
 
-bool broker_serving(broker *b)
+/* Hands an item to the service thread (link and auth threads); -1 when full. */
+static int post(void *ctx, int kind, int li, uint64_t seq, void *item)
 {
-    return b->ctx_live; /* written only by the service thread, which is the caller */
-}
-
-int broker_post(broker *b, int kind, int li, uint64_t seq, void *item)
-{
+    broker *b = ctx;
     inbound *in = xmalloc(sizeof(*in));
-    in->kind = kind;
-    in->link = li;
-    in->seq = seq;
-    in->item = item;
+    *in = (inbound){kind, li, seq, item};
     size_t before;
     if (queue_push_counted(b->inbound, in, 100, &before) != 0) {
         xfree(in);
@@ -149,35 +76,44 @@ int broker_post(broker *b, int kind, int li, uint64_t seq, void *item)
         return -1;
     }
     if (before == 0) /* otherwise the loop is already draining, or woken and about to */
-        broker_wake(b);
+        wake(b);
     return 0;
 }
 
-struct each_session {
-    void (*fn)(session *s, void *arg);
-    void *arg;
-};
-
-static int each_session(const void *k, size_t l, void *v, void *arg)
+/* The links' and acks' view of the topic table. */
+static void deliver(void *ctx, const op *o)
 {
-    struct each_session *c = arg;
-    c->fn(v, c->arg);
-    return 0;
+    topics_deliver(((broker *)ctx)->topics, o);
 }
 
-void broker_foreach_session(broker *b, void (*fn)(session *s, void *arg), void *arg)
+static int fail(void *ctx, const op *o)
 {
-    struct each_session c = {fn, arg};
-    dict_foreach(b->sessions, each_session, &c);
+    return topics_fail(((broker *)ctx)->topics, o);
 }
 
-void broker_resync(broker *b, int li)
+static void resync(void *ctx, int li)
 {
-    events_resync(b, li);
-    records_resync(b, li);
-    rpc_resync(b, li);
-    listen_resync(b, li);
-    presence_resync(b, li);
+    topics_resync(((broker *)ctx)->topics, li);
+}
+
+static void recover(void *ctx, int li)
+{
+    topics_recover(((broker *)ctx)->topics, li);
+}
+
+static void login(void *ctx, session *s)
+{
+    topics_login(((broker *)ctx)->topics, s);
+}
+
+static void write_metrics(void *ctx, FILE *f)
+{
+    broker *b = ctx;
+    fprintf(f, "# TYPE eddy_sessions gauge\neddy_sessions %zu\n", sessions_count(b->sessions));
+    fprintf(f, "# TYPE eddy_inbound_dropped_total counter\neddy_inbound_dropped_total %llu\n",
+            (unsigned long long)b->inbound_dropped);
+    topics_metrics(b->topics, f);
+    links_metrics(b->links, f);
 }
 
 static void drain_inbound(broker *b)
@@ -187,25 +123,10 @@ static void drain_inbound(broker *b)
         if (in->kind == INBOUND_AUTH)
             auth_complete(b->auth, in->item);
         else
-            links_handle_inbound(b, in->kind, in->link, in->seq, in->item);
+            links_handle_inbound(b->links, in->kind, in->link, in->seq, in->item);
         xfree(in);
     }
-    links_poll_local(b);
-}
-
-struct sweep_ctx {
-    int64_t now, limit;
-    session *stale[256];
-    int n;
-};
-
-static int find_stale(const void *k, size_t l, void *v, void *arg)
-{
-    struct sweep_ctx *c = arg;
-    session *s = v;
-    if (!s->closing && c->now - s->last_rx_ms > c->limit)
-        c->stale[c->n++] = s;
-    return c->n == 256;
+    links_poll_local(b->links);
 }
 
 /* Closes connections silent for twice the heartbeat interval (clients PING
@@ -213,13 +134,10 @@ static int find_stale(const void *k, size_t l, void *v, void *arg)
 static void sweep_heartbeats(lws_sorted_usec_list_t *sul)
 {
     broker *b = lws_container_of(sul, broker, sweep_timer);
-    struct sweep_ctx c = {.now = now_ms(), .limit = 2 * b->cfg->heartbeat_interval_ms};
-    dict_foreach(b->sessions, find_stale, &c);
-    for (int i = 0; i < c.n; i++)
-        session_kill(c.stale[i], "heartbeat-timeout");
+    int closed = sessions_sweep(b->sessions, 2 * b->cfg->heartbeat_interval_ms);
     lws_sul_schedule(b->ctx, 0, &b->sweep_timer, sweep_heartbeats,
                      (lws_usec_t)b->cfg->heartbeat_interval_ms * 1000 / 2);
-    if (c.n > 0)
+    if (closed > 0)
         lws_cancel_service(b->ctx);
 }
 
@@ -232,14 +150,13 @@ static void quiesce_loop(broker *b)
     pthread_mutex_unlock(&b->ctx_lock);
     lws_sul_cancel(&b->sweep_timer);
     lws_sul_cancel(&b->tick_timer);
-    lws_sul_cancel(&b->flush_timer);
-    b->flush_scheduled = false;
-    links_stop_timers(b->links);
+    sessions_stop(b->sessions);
+    links_stop(b->links);
 }
 
 static void log_stopping(broker *b)
 {
-    log_info("broker-stopping", "sessions=%zu", dict_size(b->sessions));
+    log_info("broker-stopping", "sessions=%zu", sessions_count(b->sessions));
 }
 
 /* libuv: lws_service runs the loop until the loop stops, and nothing outside
@@ -281,58 +198,14 @@ static bool path_matches(struct lws *wsi, const char *want)
     return strcmp(uri, want) == 0;
 }
 
-/* GET /metrics: Prometheus text format. */
-static int serve_metrics(broker *b, struct lws *wsi)
-{
-    char *text = NULL;
-    size_t text_len = 0;
-    FILE *f = open_memstream(&text, &text_len);
-    if (f == NULL)
-        return -1;
-    fprintf(f, "# TYPE eddy_sessions gauge\neddy_sessions %zu\n", dict_size(b->sessions));
-    fprintf(f, "# TYPE eddy_inbound_dropped_total counter\neddy_inbound_dropped_total %llu\n",
-            (unsigned long long)b->inbound_dropped);
-    fprintf(f, "# TYPE eddy_records_recovered_total counter\neddy_records_recovered_total %llu\n",
-            (unsigned long long)records_recovered(b));
-    links_metrics(b->links, f);
-    fclose(f);
-    /* headers and body in one buffer with the LWS_PRE headroom lws_write wants */
-    size_t cap = LWS_PRE + 512 + text_len;
-    uint8_t *buf = xmalloc(cap), *start = buf + LWS_PRE, *p = start, *end = buf + cap;
-    int rv = -1;
-    if (lws_add_http_common_headers(wsi, HTTP_STATUS_OK, "text/plain; version=0.0.4", text_len, &p, end) == 0 &&
-        lws_finalize_http_header(wsi, &p, end) == 0) {
-        memcpy(p, text, text_len);
-        p += text_len;
-        if (lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_FINAL) >= 0)
-            rv = lws_http_transaction_completed(wsi) ? -1 : 0;
-    }
-    xfree(buf);
-    free(text); /* open_memstream's buffer comes from malloc */
-    return rv;
-}
-
-static int serve_http(broker *b, struct lws *wsi, const char *uri)
-{
-    if (strcmp(uri, "/metrics") == 0)
-        return serve_metrics(b, wsi);
-    if (strcmp(uri, "/health-check") == 0) {
-        if (lws_return_http_status(wsi, HTTP_STATUS_OK, "OK"))
-            return -1;
-    } else if (lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL))
-        return -1;
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
-}
-
-static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                    size_t len)
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
     struct lws_context *ctx = lws_get_context(wsi);
     broker *b = lws_context_user(ctx);
     session *s = user;
     switch (reason) {
     case LWS_CALLBACK_HTTP:
-        return serve_http(b, wsi, (const char *)in);
+        return http_serve(wsi, (const char *)in, write_metrics, b);
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         if (!path_matches(wsi, b->cfg->url_path)) {
             log_debug("upgrade-refused", "reason=path");
@@ -340,27 +213,31 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         }
         return 0;
     case LWS_CALLBACK_ESTABLISHED:
-        session_open(b, s, wsi);
-        dict_put(b->sessions, &s->id, sizeof(s->id), s);
+        session_open(b->sessions, s, wsi);
         log_debug("session-open", "session=%llu", (unsigned long long)s->id);
         return 0;
-    case LWS_CALLBACK_RECEIVE:
-        if (s == NULL || s->b == NULL)
+    case LWS_CALLBACK_RECEIVE: {
+        if (s == NULL || s->set == NULL)
             return -1;
         if (s->closing)
             return 0;
-        return session_receive(s, in, len);
+        const uint8_t *msg;
+        size_t msg_len;
+        int rc = session_receive(s, in, len, &msg, &msg_len);
+        if (rc > 0)
+            dispatch_frame(b->topics, b->auth, s, msg, msg_len);
+        return rc < 0 ? -1 : 0;
+    }
     case LWS_CALLBACK_SERVER_WRITEABLE:
-        if (s == NULL || s->b == NULL)
+        if (s == NULL || s->set == NULL)
             return -1;
         return session_writeable(s);
     case LWS_CALLBACK_CLOSED:
-        if (s == NULL || s->b == NULL)
+        if (s == NULL || s->set == NULL)
             return 0; /* refused before it was established */
         log_debug("session-closed", "session=%llu", (unsigned long long)s->id);
-        dict_del(b->sessions, &s->id, sizeof(s->id));
+        topics_session_closed(b->topics, s);
         session_closed(s);
-        s->wsi = NULL;
         return 0;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         if (b != NULL && b->inbound != NULL)
@@ -386,19 +263,22 @@ broker *broker_create(const eddy_config *cfg, const local_node *local, bool *con
 {
     broker *b = xcalloc(1, sizeof(*b));
     b->cfg = cfg;
-    b->id = random_id();
-    b->sessions = dict_new();
     pthread_mutex_init(&b->ctx_lock, NULL);
     b->inbound = queue_new(INBOUND_QUEUE_LEN);
-    b->events = event_subs_new(b);
-    b->records = record_subs_new(b);
-    b->presence = presence_subs_new(b);
-    b->auth = auth_create(cfg, b, config_error);
+    b->sessions = sessions_new(cfg);
+    b->acks = acks_new(b->sessions, fail, b);
+    b->auth = auth_create(cfg, b->sessions, post, login, b, config_error);
     if (b->auth == NULL)
         goto fail;
-    b->links = links_create(b, cfg, b->id, local);
+    uint64_t id = random_id();
+    link_hooks hooks = {.post = post, .wake = wake, .deliver = deliver, .fail = fail, .resync = resync,
+                        .recover = recover, .ctx = b};
+    b->edge = (edge){.cfg = cfg, .broker_id = id, .sessions = b->sessions, .acks = b->acks};
+    b->topics = topics_create(&b->edge); /* before the links: a local node answers their HELLO at once */
+    b->links = links_create(cfg, id, local, b->acks, &hooks);
     if (b->links == NULL)
         goto fail;
+    b->edge.links = b->links;
     return b;
 fail:
     broker_destroy(b);
@@ -508,7 +388,8 @@ int broker_run(broker *b, volatile sig_atomic_t *stop)
         drain_inbound(b);
         usleep(20 * 1000);
     }
-    log_info("nodes-linked", "nodes=%d broker=%016llx", b->cfg->node_count, (unsigned long long)b->id);
+    log_info("nodes-linked", "nodes=%d broker=%016llx", b->cfg->node_count,
+             (unsigned long long)b->edge.broker_id);
 
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_bridge);
     raise_fd_limit();
@@ -538,6 +419,8 @@ int broker_run(broker *b, volatile sig_atomic_t *stop)
     pthread_mutex_lock(&b->ctx_lock);
     b->ctx_live = true;
     pthread_mutex_unlock(&b->ctx_lock);
+    sessions_start(b->sessions, b->ctx);
+    links_start(b->links, b->ctx);
     lws_sul_schedule(b->ctx, 0, &b->tick_timer, tick, 200 * 1000);
     log_info("broker-listening", "port=%d host=%s path=%s auth=%s loop=%s", lws_get_vhost_listen_port(vh),
              b->cfg->host, b->cfg->url_path, b->cfg->auth_type == AUTH_FILE ? "file" : "none",
@@ -591,11 +474,9 @@ void broker_destroy(broker *b)
     links_destroy(b->links); /* flushes the uninterest messages those closes queued */
     auth_destroy(b->auth);
     queue_free(b->inbound, free_inbound);
-    event_subs_free(b->events);
-    record_subs_free(b->records);
-    presence_subs_free(b->presence);
-    dict_free(b->sessions);
+    topics_destroy(b->topics);
+    acks_free(b->acks);
+    sessions_free(b->sessions);
     pthread_mutex_destroy(&b->ctx_lock);
-    xfree(b->send_buf);
     xfree(b);
 }

@@ -4,7 +4,7 @@
  * of headroom so lws_write can put the websocket header in front without a copy. */
 #include <string.h>
 
-#include "broker.h"
+#include "internal.h"
 #include "mem.h"
 
 frame *frame_new(size_t len)

@@ -1,23 +1,19 @@
-/* presence.c - the broker's side of presence: which local users are logged in
- * (the owning node hears only the first login and the last logout of a user on
- * this broker), which sessions watch whom, queries fanned out to the owning
- * nodes and merged, and the node's JOIN/LEAVE announcements delivered once per
- * watching session, never to the user's own sessions. */
+/* presence.c - the presence topic on the broker: which local users are
+ * logged in (the owning node hears only the first login and the last logout
+ * of a user on this broker), which sessions watch whom, queries fanned out to
+ * the owning nodes and merged, and the node's JOIN/LEAVE announcements
+ * delivered once per watching session, never to the user's own sessions. */
 #include <string.h>
 
 #include <jansson.h>
 
-#include "broker.h"
-#include "log.h"
+#include "dict.h"
+#include "internal.h"
 #include "mem.h"
+#include "subs.h"
 
 #define PACT(x) PRESENCE__ACTION__PRESENCE_##x
 #define EVERYONE "%_EVERYONE_%"
-
-typedef struct watchers {
-    session **v;
-    uint32_t n, cap;
-} watchers;
 
 /* A query spanning several nodes or names, answered once all are back. */
 typedef struct query {
@@ -28,31 +24,79 @@ typedef struct query {
     json_t *result; /* all: array of users; names: object user -> bool */
 } query;
 
-struct presence_subs {
-    broker *b;
-    dict *logins;      /* user -> count of logged-in local sessions (as a pointer-sized int) */
-    dict *by_user;     /* user -> watchers */
-    watchers everyone; /* sessions watching everyone */
-    dict *queries;     /* id -> query */
+typedef struct presence {
+    const edge *e;
+    subs *logins;   /* user -> its logged-in local sessions */
+    subs *watchers; /* user -> sessions watching the user */
+    subs *everyone; /* "" -> sessions watching everyone */
+    dict *queries;  /* id -> query */
     uint64_t next_query;
-};
+} presence;
 
-presence_subs *presence_subs_new(broker *b)
+static void presence_error(session *s, int action, const char *name, const char *cid, int orig, bool error)
 {
-    presence_subs *p = xcalloc(1, sizeof(*p));
-    p->b = b;
-    p->logins = dict_new();
-    p->by_user = dict_new();
-    p->queries = dict_new();
-    return p;
+    reply_send(s, TOPIC__TOPIC_PRESENCE,
+               &(client_reply){.action = action, .name = name, .correlation_id = cid, .orig = orig, .is_error = error});
 }
 
-static int free_watchers(const void *k, size_t l, void *v, void *arg)
+static void ack_now(session *s, int action, const char *cid)
 {
-    watchers *w = v;
-    xfree(w->v);
-    xfree(w);
-    return 0;
+    reply_send(s, TOPIC__TOPIC_PRESENCE, &(client_reply){.action = action, .correlation_id = cid, .is_ack = true});
+}
+
+/* Sends a presence operation about user to its owner, or (user NULL) to every
+ * node with OP_FLAG_ALL; the ack (if any) waits for every node involved. */
+static void tell_nodes(presence *p, uint32_t kind, strview user, uint64_t session_id, uint64_t corr, ack *k)
+{
+    op o = {.kind = kind, .session = session_id, .corr = corr, .name = user};
+    uint64_t seq;
+    if (user.ptr == NULL) {
+        o.flags = OP_FLAG_ALL;
+        for (int li = 0; li < links_count(p->e->links); li++) {
+            op each = o;
+            if (links_submit_to(p->e->links, li, &each, &seq) >= 0 && k != NULL)
+                ack_wait(p->e->acks, k, li, seq);
+        }
+        return;
+    }
+    int li = links_submit(p->e->links, &o, &seq);
+    if (li >= 0 && k != NULL)
+        ack_wait(p->e->acks, k, li, seq);
+}
+
+static const strview nobody = {NULL, 0};
+
+/* subs hooks: a user's first local login / last logout; the last watcher of a
+ * user or of everyone left. */
+static void first_login(void *ctx, strview user, void *data)
+{
+    tell_nodes(ctx, OP_PRESENCE_JOIN, user, 0, 0, NULL);
+}
+
+static void last_logout(void *ctx, strview user, void *data)
+{
+    tell_nodes(ctx, OP_PRESENCE_LEAVE, user, 0, 0, NULL);
+}
+
+static void last_watcher(void *ctx, strview user, void *data)
+{
+    tell_nodes(ctx, OP_PRESENCE_UNINTEREST, user, 0, 0, NULL);
+}
+
+static void last_everyone_watcher(void *ctx, strview key, void *data)
+{
+    tell_nodes(ctx, OP_PRESENCE_UNINTEREST, nobody, 0, 0, NULL);
+}
+
+static void *presence_create(const edge *e)
+{
+    presence *p = xcalloc(1, sizeof(*p));
+    p->e = e;
+    p->logins = subs_new(0, (subs_hooks){first_login, last_logout}, p);
+    p->watchers = subs_new(0, (subs_hooks){.last = last_watcher}, p);
+    p->everyone = subs_new(0, (subs_hooks){.last = last_everyone_watcher}, p);
+    p->queries = dict_new();
+    return p;
 }
 
 static void free_query(query *q)
@@ -68,193 +112,70 @@ static int free_query_cb(const void *k, size_t l, void *v, void *arg)
     return 0;
 }
 
-void presence_subs_free(presence_subs *p)
+static void presence_destroy(void *self)
 {
-    if (p == NULL)
-        return;
-    dict_free(p->logins);
-    dict_foreach(p->by_user, free_watchers, NULL);
-    dict_free(p->by_user);
+    presence *p = self;
+    subs_free(p->logins);
+    subs_free(p->watchers);
+    subs_free(p->everyone);
     dict_foreach(p->queries, free_query_cb, NULL);
     dict_free(p->queries);
-    xfree(p->everyone.v);
     xfree(p);
 }
 
-static void w_add(watchers *w, session *s)
+static void presence_login(void *self, session *s)
 {
-    if (w->n == w->cap) {
-        w->cap = w->cap ? w->cap * 2 : 4;
-        w->v = xrealloc(w->v, w->cap * sizeof(*w->v));
-    }
-    w->v[w->n++] = s;
+    presence *p = self;
+    subs_add(p->logins, sv_of(s->user), s, 0);
 }
 
-static void w_del(watchers *w, session *s)
+static void presence_session_closed(void *self, session *s)
 {
-    for (uint32_t i = 0; i < w->n; i++)
-        if (w->v[i] == s) {
-            w->v[i] = w->v[--w->n];
-            return;
-        }
+    presence *p = self;
+    subs_remove_holder(p->everyone, s);
+    subs_remove_holder(p->watchers, s);
+    subs_remove_holder(p->logins, s);
 }
 
-static void presence_reply(session *s, int action, const char *name, const char *cid, int orig,
-                           bool error)
-{
-    PresenceMessage m = PRESENCE_MESSAGE__INIT;
-    m.has_action = 1;
-    m.action = action;
-    m.name = (char *)name;
-    m.correlationid = (char *)cid;
-    if (orig >= 0) {
-        m.has_originalaction = 1;
-        m.originalaction = orig;
-    }
-    if (error) {
-        m.has_iserror = 1;
-        m.iserror = 1;
-    }
-    session_send_msg(s, TOPIC__TOPIC_PRESENCE, &m.base);
-}
+static const strview all_key = {"", 0};
 
-/* Sends a presence operation about user to its owner, or with ALL to every node;
- * the pending ack (if any) waits for every node involved. */
-static void tell_nodes(broker *b, uint32_t kind, const char *user, uint64_t session_id, uint64_t corr,
-                       pending_ack *pa)
+static void subscribe_all(presence *p, session *s)
 {
-    op o = {.kind = kind, .session = session_id, .corr = corr};
-    uint64_t seq;
-    if (user == NULL) {
-        o.flags = OP_FLAG_ALL;
-        for (int li = 0; li < links_count(b); li++) {
-            op each = o;
-            if (links_submit_to(b, li, &each, &seq) >= 0 && pa != NULL) {
-                pa->waits++;
-                links_wait(b, li, seq, pa);
-            }
-        }
+    if (subs_holds(p->everyone, all_key, s, 0)) {
+        presence_error(s, PACT(MULTIPLE_SUBSCRIPTIONS), EVERYONE, NULL, PACT(SUBSCRIBE_ALL), false);
+        ack_now(s, PACT(SUBSCRIBE_ALL), NULL);
         return;
     }
-    o.name = (strview){user, (uint32_t)strlen(user)};
-    int li = links_submit(b, &o, &seq);
-    if (li >= 0 && pa != NULL) {
-        pa->waits++;
-        links_wait(b, li, seq, pa);
-    }
+    ack *k = ack_new(p->e->acks, s, TOPIC__TOPIC_PRESENCE, PACT(SUBSCRIBE_ALL), NULL);
+    if (subs_count(p->everyone) == 0)
+        tell_nodes(p, OP_PRESENCE_INTEREST, nobody, 0, 0, k);
+    subs_add(p->everyone, all_key, s, 0);
+    ack_release(p->e->acks, k);
 }
 
-void presence_login(session *s)
+static void subscribe(presence *p, session *s, const PresenceMessage *m)
 {
-    presence_subs *p = broker_presence(s->b);
-    size_t len = strlen(s->user);
-    uintptr_t n = (uintptr_t)dict_get(p->logins, s->user, len);
-    dict_put(p->logins, s->user, len, (void *)(n + 1));
-    if (n == 0)
-        tell_nodes(s->b, OP_PRESENCE_JOIN, s->user, 0, 0, NULL);
-}
-
-static void unwatch(presence_subs *p, session *s, const char *user, size_t len)
-{
-    if (dict_del(s->presence, user, len) == NULL)
-        return;
-    watchers *w = dict_get(p->by_user, user, len);
-    if (w == NULL)
-        return;
-    w_del(w, s);
-    if (w->n == 0) {
-        dict_del(p->by_user, user, len);
-        xfree(w->v);
-        xfree(w);
-        char *name = xstrndup(user, len);
-        tell_nodes(p->b, OP_PRESENCE_UNINTEREST, name, 0, 0, NULL);
-        xfree(name);
-    }
-}
-
-static void unwatch_everyone(presence_subs *p, session *s)
-{
-    if (!s->presence_all)
-        return;
-    s->presence_all = false;
-    w_del(&p->everyone, s);
-    if (p->everyone.n == 0)
-        tell_nodes(p->b, OP_PRESENCE_UNINTEREST, NULL, 0, 0, NULL);
-}
-
-void presence_session_closed(session *s)
-{
-    presence_subs *p = broker_presence(s->b);
-    unwatch_everyone(p, s);
-    size_t n;
-    char **names = dict_keys(s->presence, &n);
-    for (size_t i = 0; i < n; i++)
-        unwatch(p, s, names[i], strlen(names[i]));
-    dict_keys_free(names, n);
-    if (s->state != SESSION_OPEN || s->user == NULL)
-        return;
-    size_t len = strlen(s->user);
-    uintptr_t count = (uintptr_t)dict_get(p->logins, s->user, len);
-    if (count <= 1) {
-        dict_del(p->logins, s->user, len);
-        tell_nodes(s->b, OP_PRESENCE_LEAVE, s->user, 0, 0, NULL);
-    } else
-        dict_put(p->logins, s->user, len, (void *)(count - 1));
-}
-
-static pending_ack *new_ack(session *s, int action, const char *cid)
-{
-    pending_ack *pa = xcalloc(1, sizeof(*pa));
-    pa->session_id = s->id;
-    pa->topic = TOPIC__TOPIC_PRESENCE;
-    pa->action = action;
-    pa->correlation_id = cid ? xstrdup(cid) : NULL;
-    pa->waits = 1;
-    return pa;
-}
-
-static void subscribe_all(presence_subs *p, session *s)
-{
-    if (s->presence_all) {
-        presence_reply(s, PACT(MULTIPLE_SUBSCRIPTIONS), EVERYONE, NULL, PACT(SUBSCRIBE_ALL), false);
-        send_ack(s, TOPIC__TOPIC_PRESENCE, PACT(SUBSCRIBE_ALL), NULL);
-        return;
-    }
-    pending_ack *pa = new_ack(s, PACT(SUBSCRIBE_ALL), NULL);
-    s->presence_all = true;
-    w_add(&p->everyone, s);
-    if (p->everyone.n == 1)
-        tell_nodes(p->b, OP_PRESENCE_INTEREST, NULL, 0, 0, pa);
-    ack_done(p->b, pa);
-}
-
-static void subscribe(presence_subs *p, session *s, const PresenceMessage *m)
-{
-    pending_ack *pa = new_ack(s, PACT(SUBSCRIBE), m->correlationid);
+    ack *k = ack_new(p->e->acks, s, TOPIC__TOPIC_PRESENCE, PACT(SUBSCRIBE), m->correlationid);
     for (size_t i = 0; i < m->n_names; i++) {
-        const char *user = m->names[i];
-        size_t len = strlen(user);
-        if (len == 0 || len > OP_NAME_MAX) {
-            presence_reply(s, PACT(INVALID_PRESENCE_USERS), user, m->correlationid, PACT(SUBSCRIBE), true);
+        strview user = sv_of(m->names[i]);
+        if (user.len == 0 || user.len > OP_NAME_MAX) {
+            presence_error(s, PACT(INVALID_PRESENCE_USERS), m->names[i], m->correlationid, PACT(SUBSCRIBE), true);
             continue;
         }
-        if (dict_get(s->presence, user, len) != NULL) {
-            presence_reply(s, PACT(MULTIPLE_SUBSCRIPTIONS), user, NULL, PACT(SUBSCRIBE), false);
+        if (subs_holds(p->watchers, user, s, 0)) {
+            presence_error(s, PACT(MULTIPLE_SUBSCRIPTIONS), m->names[i], NULL, PACT(SUBSCRIBE), false);
             continue;
         }
-        watchers *w = dict_get(p->by_user, user, len);
-        if (w == NULL) {
-            w = xcalloc(1, sizeof(*w));
-            dict_put(p->by_user, user, len, w);
-            tell_nodes(p->b, OP_PRESENCE_INTEREST, user, 0, 0, pa);
-        }
-        w_add(w, s);
-        dict_put(s->presence, user, len, (void *)1);
+        if (subs_data(p->watchers, user) == NULL)
+            tell_nodes(p, OP_PRESENCE_INTEREST, user, 0, 0, k);
+        subs_add(p->watchers, user, s, 0);
     }
-    ack_done(p->b, pa);
+    ack_release(p->e->acks, k);
 }
 
-static void query_start(presence_subs *p, session *s, const PresenceMessage *m, bool all)
+static void on_state(presence *p, const op *o);
+
+static void query_start(presence *p, session *s, const PresenceMessage *m, bool all)
 {
     uint64_t id = ++p->next_query;
     query *q = xcalloc(1, sizeof(*q));
@@ -264,69 +185,62 @@ static void query_start(presence_subs *p, session *s, const PresenceMessage *m, 
     q->result = all ? json_array() : json_object();
     dict_put(p->queries, &id, sizeof(id), q);
     if (all) {
-        q->remaining = (uint32_t)links_count(p->b);
-        tell_nodes(p->b, OP_PRESENCE_QUERY, NULL, s->id, id, NULL);
+        q->remaining = (uint32_t)links_count(p->e->links);
+        tell_nodes(p, OP_PRESENCE_QUERY, nobody, s->id, id, NULL);
         return;
     }
     q->remaining = 1; /* held until every name is sent */
     for (size_t i = 0; i < m->n_names; i++) {
-        size_t len = strlen(m->names[i]);
-        if (len == 0 || len > OP_NAME_MAX)
+        strview user = sv_of(m->names[i]);
+        if (user.len == 0 || user.len > OP_NAME_MAX)
             continue;
         json_object_set_new(q->result, m->names[i], json_false());
         q->remaining++;
-        tell_nodes(p->b, OP_PRESENCE_QUERY, m->names[i], s->id, id, NULL);
+        tell_nodes(p, OP_PRESENCE_QUERY, user, s->id, id, NULL);
     }
     op done = {.kind = OP_PRESENCE_STATE, .session = s->id, .corr = id};
-    presence_deliver(p->b, &done); /* releases the hold */
+    on_state(p, &done); /* releases the hold */
 }
 
-static void query_finish(presence_subs *p, query *q)
+static void query_finish(presence *p, query *q)
 {
-    session *s = broker_session(p->b, q->session_id);
+    session *s = sessions_get(p->e->sessions, q->session_id);
     if (s == NULL)
         return;
-    PresenceMessage m = PRESENCE_MESSAGE__INIT;
-    m.has_action = 1;
-    char *text = NULL;
-    char **names = NULL;
-    if (q->all) {
-        m.action = PACT(QUERY_ALL_RESPONSE);
-        size_t n = json_array_size(q->result);
-        names = xcalloc(n ? n : 1, sizeof(char *));
-        for (size_t i = 0; i < n; i++) {
-            const char *u = json_string_value(json_array_get(q->result, i));
-            if (u != NULL && strcmp(u, s->user ? s->user : "") != 0) /* not the requester */
-                names[m.n_names++] = (char *)u;
-        }
-        m.names = names;
-    } else {
-        m.action = PACT(QUERY_RESPONSE);
-        m.correlationid = q->correlation_id;
-        text = json_dumps(q->result, JSON_COMPACT);
-        m.data = text;
+    if (!q->all) {
+        char *text = json_dumps(q->result, JSON_COMPACT);
+        reply_send(s, TOPIC__TOPIC_PRESENCE,
+                   &(client_reply){.action = PACT(QUERY_RESPONSE), .correlation_id = q->correlation_id, .data = text});
+        free(text); /* jansson allocates with malloc */
+        return;
     }
-    session_send_msg(s, TOPIC__TOPIC_PRESENCE, &m.base);
+    size_t n = json_array_size(q->result), kept = 0;
+    char **names = xcalloc(n ? n : 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        const char *u = json_string_value(json_array_get(q->result, i));
+        if (u != NULL && strcmp(u, s->user ? s->user : "") != 0) /* not the requester */
+            names[kept++] = (char *)u;
+    }
+    reply_send(s, TOPIC__TOPIC_PRESENCE, &(client_reply){.action = PACT(QUERY_ALL_RESPONSE), .names = names, .n_names = kept});
     xfree(names);
-    free(text);
 }
 
-void presence_handle(session *s, const ProtobufCMessage *base)
+static void presence_handle(void *self, session *s, const ProtobufCMessage *base)
 {
+    presence *p = self;
     const PresenceMessage *m = (const PresenceMessage *)base;
-    presence_subs *p = broker_presence(s->b);
     int action = m->has_action ? m->action : 0;
     switch (action) {
     case PACT(SUBSCRIBE_ALL): subscribe_all(p, s); break;
     case PACT(UNSUBSCRIBE_ALL):
-        unwatch_everyone(p, s);
-        send_ack(s, TOPIC__TOPIC_PRESENCE, PACT(UNSUBSCRIBE_ALL), NULL);
+        subs_remove(p->everyone, all_key, s, 0, false);
+        ack_now(s, PACT(UNSUBSCRIBE_ALL), NULL);
         break;
     case PACT(SUBSCRIBE): subscribe(p, s, m); break;
     case PACT(UNSUBSCRIBE):
         for (size_t i = 0; i < m->n_names; i++)
-            unwatch(p, s, m->names[i], strlen(m->names[i]));
-        send_ack(s, TOPIC__TOPIC_PRESENCE, PACT(UNSUBSCRIBE), m->correlationid);
+            subs_remove(p->watchers, sv_of(m->names[i]), s, 0, false);
+        ack_now(s, PACT(UNSUBSCRIBE), m->correlationid);
         break;
     case PACT(QUERY_ALL): query_start(p, s, m, true); break;
     case PACT(QUERY): query_start(p, s, m, false); break;
@@ -335,7 +249,7 @@ void presence_handle(session *s, const ProtobufCMessage *base)
     }
 }
 
-static void on_state(presence_subs *p, const op *o)
+static void on_state(presence *p, const op *o)
 {
     query *q = dict_get(p->queries, &o->corr, sizeof(o->corr));
     if (q == NULL)
@@ -358,71 +272,96 @@ static void on_state(presence_subs *p, const op *o)
     free_query(q);
 }
 
+/* Sends f to every holder that is not one of user's own sessions. */
+static void send_except_user(subs_holder *h, uint32_t n, frame *f, const char *user)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        session *s = h[i].ptr;
+        if (s->user == NULL || strcmp(s->user, user) != 0)
+            session_send(s, f);
+    }
+}
+
 /* A user joined or left: JOIN_ALL/LEAVE_ALL to everyone-watchers, JOIN/LEAVE to
  * the user's watchers; never to the user's own sessions. Each frame encoded once. */
-static void on_event(presence_subs *p, const op *o)
+static void on_event(presence *p, const op *o)
 {
     char *user = xstrndup(o->name.ptr, o->name.len);
     bool join = o->action == PACT(PRESENCE_JOIN);
-    PresenceMessage m = PRESENCE_MESSAGE__INIT;
-    m.has_action = 1;
-    m.name = user;
-    m.action = join ? PACT(PRESENCE_JOIN_ALL) : PACT(PRESENCE_LEAVE_ALL);
-    frame *all = frame_encode(TOPIC__TOPIC_PRESENCE, &m.base);
-    m.action = join ? PACT(PRESENCE_JOIN) : PACT(PRESENCE_LEAVE);
-    frame *one = frame_encode(TOPIC__TOPIC_PRESENCE, &m.base);
-    for (uint32_t i = 0; i < p->everyone.n; i++) {
-        session *s = p->everyone.v[i];
-        if (s->user == NULL || strcmp(s->user, user) != 0)
-            session_send(s, all);
-    }
-    watchers *w = dict_get(p->by_user, o->name.ptr, o->name.len);
-    for (uint32_t i = 0; w && i < w->n; i++) {
-        session *s = w->v[i];
-        if (s->user == NULL || strcmp(s->user, user) != 0)
-            session_send(s, one);
-    }
+    frame *all = reply_frame(TOPIC__TOPIC_PRESENCE,
+                             &(client_reply){.action = join ? PACT(PRESENCE_JOIN_ALL) : PACT(PRESENCE_LEAVE_ALL), .name = user});
+    frame *one = reply_frame(TOPIC__TOPIC_PRESENCE,
+                             &(client_reply){.action = join ? PACT(PRESENCE_JOIN) : PACT(PRESENCE_LEAVE), .name = user});
+    uint32_t n;
+    subs_holder *h = subs_holders(p->everyone, all_key, &n);
+    send_except_user(h, n, all, user);
+    h = subs_holders(p->watchers, o->name, &n);
+    send_except_user(h, n, one, user);
     frame_unref(all);
     frame_unref(one);
     xfree(user);
 }
 
+static void presence_deliver(void *self, const op *o)
+{
+    if (o->kind == OP_PRESENCE_STATE)
+        on_state(self, o);
+    else
+        on_event(self, o);
+}
+
+/* A query a node will not answer completes without that node's part. */
+static int presence_fail(void *self, const op *o)
+{
+    op none = {.kind = OP_PRESENCE_STATE, .session = o->session, .corr = o->corr,
+               .flags = o->flags & OP_FLAG_ALL, .name = o->name};
+    on_state(self, &none);
+    return 1;
+}
+
 struct resync_ctx {
-    broker *b;
+    presence *p;
     int li;
     uint32_t kind;
 };
 
-static int resync_user(const void *key, size_t len, void *v, void *arg)
+static int resync_user(void *arg, strview user, subs_holder *h, uint32_t n, void *data)
 {
     struct resync_ctx *c = arg;
-    if (links_owner(c->b, key, len) != c->li)
-        return 0;
-    op o = {.kind = c->kind, .name = {key, (uint32_t)len}};
-    uint64_t seq;
-    links_submit(c->b, &o, &seq);
+    if (links_owner(c->p->e->links, user) == c->li) {
+        op o = {.kind = c->kind, .name = user};
+        uint64_t seq;
+        links_submit(c->p->e->links, &o, &seq);
+    }
     return 0;
 }
 
-void presence_resync(broker *b, int li)
+static void presence_resync(void *self, int li)
 {
-    presence_subs *p = broker_presence(b);
-    struct resync_ctx c = {b, li, OP_PRESENCE_JOIN};
-    dict_foreach(p->logins, resync_user, &c);
+    presence *p = self;
+    struct resync_ctx c = {p, li, OP_PRESENCE_JOIN};
+    subs_foreach(p->logins, resync_user, &c);
     c.kind = OP_PRESENCE_INTEREST;
-    dict_foreach(p->by_user, resync_user, &c);
-    if (p->everyone.n > 0) {
+    subs_foreach(p->watchers, resync_user, &c);
+    if (subs_count(p->everyone) > 0) {
         op o = {.kind = OP_PRESENCE_INTEREST, .flags = OP_FLAG_ALL};
         uint64_t seq;
-        links_submit_to(b, li, &o, &seq);
+        links_submit_to(p->e->links, li, &o, &seq);
     }
 }
 
-void presence_deliver(broker *b, const op *o)
-{
-    presence_subs *p = broker_presence(b);
-    if (o->kind == OP_PRESENCE_STATE)
-        on_state(p, o);
-    else if (o->kind == OP_PRESENCE_EVENT)
-        on_event(p, o);
-}
+const topic_module presence_module = {
+    .name = "presence",
+    .topic = TOPIC__TOPIC_PRESENCE,
+    .message = &presence_message__descriptor,
+    .deliveries = (const uint32_t[]){OP_PRESENCE_STATE, OP_PRESENCE_EVENT, 0},
+    .requests = (const uint32_t[]){OP_PRESENCE_QUERY, 0},
+    .create = presence_create,
+    .destroy = presence_destroy,
+    .handle = presence_handle,
+    .deliver = presence_deliver,
+    .fail = presence_fail,
+    .login = presence_login,
+    .session_closed = presence_session_closed,
+    .resync = presence_resync,
+};

@@ -1,30 +1,32 @@
-/* records.c - the broker's side of records: translates the client's record
+/* records.c - the records topic on the broker: translates the client's record
  * messages into operations for the owning node, keeps which local sessions
  * subscribe to which records, and turns the node's answers back into the
  * messages the client expects (READ_RESPONSE, HEAD_RESPONSE_BULK, write
- * acknowledgements, conflicts, DELETED, ...).
+ * acknowledgements, conflicts, DELETED, ...). Listening on records is
+ * listen.c's, reached through this module.
  *
  * The broker holds no record data. A session joins a record's local subscriber
  * list only when the node's state for it arrives, so everything it receives
- * after that is newer than what it read. The broker tells the node it lost
- * interest only when no subscriber and no subscribe in flight remain. */
+ * after that is newer than what it read; until then its subscribe pins the
+ * name. The broker tells the node it lost interest only when no subscriber and
+ * no subscribe in flight remain. */
 #include <string.h>
 
-#include "broker.h"
+#include "dict.h"
+#include "internal.h"
 #include "log.h"
 #include "mem.h"
+#include "subs.h"
 
 #define ACT(x) RECORD__ACTION__RECORD_##x
 
-typedef struct rtopic {
-    uint32_t count, cap;
-    session **subs;
-    uint32_t pending; /* subscribes sent whose state has not come back */
-    int64_t version;  /* newest version forwarded to the subscribers; -1 none */
-} rtopic;
-
 /* The corr of the reads that recover records after a delivery gap. */
 #define RECOVERY_CORR UINT64_MAX
+
+/* What the broker keeps of a record with local subscribers (data in `subs`). */
+typedef struct rtopic {
+    int64_t version; /* newest version forwarded to the subscribers; -1 none */
+} rtopic;
 
 /* A request spanning several names, answered once all are back
  * (SUBSCRIBEANDHEAD's HEAD_RESPONSE_BULK, NOTIFY's ack). */
@@ -37,20 +39,36 @@ typedef struct bulk {
     int64_t *versions;
 } bulk;
 
-struct record_subs {
-    broker *b;
-    dict *topics; /* name -> rtopic */
+typedef struct records {
+    const edge *e;
+    subs *subs;   /* name -> subscribed sessions; a subscribe in flight pins */
     dict *bulks;  /* id -> bulk */
     uint64_t next_bulk;
     uint64_t recovered; /* records whose subscribers were brought up to date after a gap */
-};
+    listen_set *listen;
+} records;
 
-record_subs *record_subs_new(broker *b)
+static void new_topic(void *ctx, strview name, void *data)
 {
-    record_subs *r = xcalloc(1, sizeof(*r));
-    r->b = b;
-    r->topics = dict_new();
+    ((rtopic *)data)->version = -1;
+}
+
+/* Nothing holds the record here any more: the owner stops sending. */
+static void lost_interest(void *ctx, strview name, void *data)
+{
+    records *r = ctx;
+    op o = {.kind = OP_RECORD_UNINTEREST, .name = name};
+    uint64_t seq;
+    links_submit(r->e->links, &o, &seq);
+}
+
+static void *records_create(const edge *e)
+{
+    records *r = xcalloc(1, sizeof(*r));
+    r->e = e;
+    r->subs = subs_new(sizeof(rtopic), (subs_hooks){new_topic, lost_interest}, r);
     r->bulks = dict_new();
+    r->listen = listen_set_new(e, TOPIC__TOPIC_RECORD);
     return r;
 }
 
@@ -64,134 +82,35 @@ static void free_bulk(bulk *k)
     xfree(k);
 }
 
-static int free_topic_cb(const void *key, size_t len, void *v, void *arg)
-{
-    rtopic *t = v;
-    xfree(t->subs);
-    xfree(t);
-    return 0;
-}
-
 static int free_bulk_cb(const void *key, size_t len, void *v, void *arg)
 {
     free_bulk(v);
     return 0;
 }
 
-void record_subs_free(record_subs *r)
+static void records_destroy(void *self)
 {
-    if (r == NULL)
-        return;
-    dict_foreach(r->topics, free_topic_cb, NULL);
-    dict_free(r->topics);
+    records *r = self;
+    subs_free(r->subs);
     dict_foreach(r->bulks, free_bulk_cb, NULL);
     dict_free(r->bulks);
+    listen_set_free(r->listen);
     xfree(r);
 }
 
 /* ---------------- messages to the client ---------------- */
 
-static void send_record(session *s, RecordMessage *m)
+static void reply_error(session *s, int action, const char *name, const char *cid, int orig, bool write_ack)
 {
-    session_send_msg(s, TOPIC__TOPIC_RECORD, &m->base);
-}
-
-static void reply_error(session *s, int action, const char *name, const char *cid, int orig,
-                        bool write_ack)
-{
-    RecordMessage m = RECORD_MESSAGE__INIT;
-    m.has_action = 1;
-    m.action = action;
-    m.name = (char *)name;
-    m.correlationid = (char *)cid;
-    m.has_iserror = 1;
-    m.iserror = 1;
-    m.has_originalaction = 1;
-    m.originalaction = orig;
-    if (write_ack) {
-        m.has_iswriteack = 1;
-        m.iswriteack = 1;
-    }
-    send_record(s, &m);
+    reply_send(s, TOPIC__TOPIC_RECORD,
+               &(client_reply){.action = action, .name = name, .correlation_id = cid, .is_error = true, .orig = orig,
+                        .is_write_ack = write_ack});
 }
 
 static void reply_ack(session *s, int action, const char *cid, char **names, size_t n_names)
 {
-    RecordMessage m = RECORD_MESSAGE__INIT;
-    m.has_action = 1;
-    m.action = action;
-    m.correlationid = (char *)cid;
-    m.has_isack = 1;
-    m.isack = 1;
-    m.names = names;
-    m.n_names = n_names;
-    send_record(s, &m);
-}
-
-/* ---------------- local subscriptions ---------------- */
-
-static rtopic *topic_get(record_subs *r, const char *name, size_t len, bool create)
-{
-    rtopic *t = dict_get(r->topics, name, len);
-    if (t == NULL && create) {
-        t = xcalloc(1, sizeof(*t));
-        t->version = -1;
-        dict_put(r->topics, name, len, t);
-    }
-    return t;
-}
-
-static void topic_add(rtopic *t, session *s, const char *name, size_t len)
-{
-    if (dict_get(s->records, name, len) != NULL)
-        return;
-    if (t->count == t->cap) {
-        t->cap = t->cap ? t->cap * 2 : 4;
-        t->subs = xrealloc(t->subs, t->cap * sizeof(*t->subs));
-    }
-    t->subs[t->count++] = s;
-    dict_put(s->records, name, len, t);
-}
-
-/* Drops the topic when nobody uses it; tells the node when asked to. */
-static void topic_release(record_subs *r, rtopic *t, const char *name, size_t len, bool tell_node)
-{
-    if (t->count > 0 || t->pending > 0)
-        return;
-    if (tell_node) {
-        op o = {.kind = OP_RECORD_UNINTEREST, .name = {name, (uint32_t)len}};
-        uint64_t seq;
-        links_submit(r->b, &o, &seq);
-    }
-    dict_del(r->topics, name, len);
-    xfree(t->subs);
-    xfree(t);
-}
-
-static void topic_remove(record_subs *r, session *s, const char *name, size_t len, bool tell_node)
-{
-    rtopic *t = dict_del(s->records, name, len);
-    if (t == NULL)
-        return;
-    for (uint32_t i = 0; i < t->count; i++)
-        if (t->subs[i] == s) {
-            t->subs[i] = t->subs[--t->count];
-            break;
-        }
-    topic_release(r, t, name, len, tell_node);
-}
-
-/* Ends every local subscription to name (the record was deleted). */
-static void topic_clear(record_subs *r, const char *name, size_t len)
-{
-    rtopic *t = topic_get(r, name, len, false);
-    if (t == NULL)
-        return;
-    for (uint32_t i = 0; i < t->count; i++)
-        dict_del(t->subs[i]->records, name, len);
-    t->count = 0;
-    t->version = -1;
-    topic_release(r, t, name, len, false);
+    reply_send(s, TOPIC__TOPIC_RECORD,
+               &(client_reply){.action = action, .correlation_id = cid, .is_ack = true, .names = names, .n_names = n_names});
 }
 
 /* ---------------- client requests ---------------- */
@@ -202,8 +121,7 @@ static bool valid_name(const char *name)
     return len > 0 && len <= OP_NAME_MAX;
 }
 
-static bulk *bulk_new(record_subs *r, session *s, int action, const char *cid, size_t n,
-                      uint64_t *id)
+static bulk *bulk_new(records *r, session *s, int action, const char *cid, size_t n, uint64_t *id)
 {
     bulk *k = xcalloc(1, sizeof(*k));
     k->session_id = s->id;
@@ -216,9 +134,8 @@ static bulk *bulk_new(record_subs *r, session *s, int action, const char *cid, s
     return k;
 }
 
-static void handle_subscribe(session *s, const RecordMessage *m)
+static void handle_subscribe(records *r, session *s, const RecordMessage *m)
 {
-    record_subs *r = broker_records(s->b);
     int mode = m->action;
     char *single[1] = {m->name};
     char **names = m->n_names ? m->names : single;
@@ -234,17 +151,16 @@ static void handle_subscribe(session *s, const RecordMessage *m)
             reply_error(s, ACT(INVALID_MESSAGE_DATA), names[i], m->correlationid, mode, false);
             continue;
         }
-        size_t len = strlen(names[i]);
-        rtopic *t = topic_get(r, names[i], len, true);
-        op o = {.kind = OP_RECORD_SUBSCRIBE, .name = {names[i], (uint32_t)len},
-                .session = s->id, .corr = bulk_id, .action = (uint32_t)mode};
+        strview name = sv_of(names[i]);
+        subs_pin(r->subs, name); /* until the state comes back */
+        op o = {.kind = OP_RECORD_SUBSCRIBE, .name = name, .session = s->id, .corr = bulk_id,
+                .action = (uint32_t)mode};
         uint64_t seq;
-        if (links_submit(s->b, &o, &seq) < 0) {
+        if (links_submit(r->e->links, &o, &seq) < 0) {
             reply_error(s, ACT(MESSAGE_DENIED), names[i], m->correlationid, mode, false);
-            topic_release(r, t, names[i], len, false);
+            subs_unpin(r->subs, name, true); /* the node never heard of it */
             continue;
         }
-        t->pending++;
         if (k != NULL)
             k->remaining++;
     }
@@ -255,69 +171,60 @@ static void handle_subscribe(session *s, const RecordMessage *m)
     }
 }
 
-static void handle_unsubscribe(session *s, const RecordMessage *m)
+static void handle_unsubscribe(records *r, session *s, const RecordMessage *m)
 {
-    record_subs *r = broker_records(s->b);
     for (size_t i = 0; i < m->n_names; i++)
-        topic_remove(r, s, m->names[i], strlen(m->names[i]), true);
+        subs_remove(r->subs, sv_of(m->names[i]), s, 0, false);
     if (m->n_names == 0 && m->name != NULL)
-        topic_remove(r, s, m->name, strlen(m->name), true);
+        subs_remove(r->subs, sv_of(m->name), s, 0, false);
     reply_ack(s, ACT(UNSUBSCRIBE), m->correlationid, NULL, 0);
 }
 
 /* Sends one operation about m->name for s; answers MESSAGE_DENIED when refused. */
-static void submit(session *s, const RecordMessage *m, op *o)
+static void submit(records *r, session *s, const RecordMessage *m, op *o)
 {
+    bool write_ack = m->has_iswriteack && m->iswriteack;
     if (!valid_name(m->name)) {
-        reply_error(s, ACT(INVALID_MESSAGE_DATA), m->name, m->correlationid, m->action,
-                    m->has_iswriteack && m->iswriteack);
+        reply_error(s, ACT(INVALID_MESSAGE_DATA), m->name, m->correlationid, m->action, write_ack);
         return;
     }
-    o->name = (strview){m->name, (uint32_t)strlen(m->name)};
+    o->name = sv_of(m->name);
     o->session = s->id;
     uint64_t seq;
-    if (links_submit(s->b, o, &seq) < 0)
-        reply_error(s, ACT(MESSAGE_DENIED), m->name, m->correlationid, m->action,
-                    m->has_iswriteack && m->iswriteack);
+    if (links_submit(r->e->links, o, &seq) < 0)
+        reply_error(s, ACT(MESSAGE_DENIED), m->name, m->correlationid, m->action, write_ack);
 }
 
-static void handle_write(session *s, const RecordMessage *m)
+static void handle_write(records *r, session *s, const RecordMessage *m)
 {
-    const eddy_config *cfg = broker_config(s->b);
-    bool ack = m->has_iswriteack && m->iswriteack;
-    if (m->data != NULL && strlen(m->data) > (size_t)cfg->record_max_size) {
-        reply_error(s, ACT(RECORD_UPDATE_ERROR), m->name, m->correlationid, m->action, ack);
+    bool write_ack = m->has_iswriteack && m->iswriteack;
+    if (m->data != NULL && strlen(m->data) > (size_t)r->e->cfg->record_max_size) {
+        reply_error(s, ACT(RECORD_UPDATE_ERROR), m->name, m->correlationid, m->action, write_ack);
         return;
     }
-    op o = {.kind = OP_RECORD_WRITE, .action = (uint32_t)m->action,
-            .has_version = m->has_version, .version = m->version,
-            .has_data = m->data != NULL, .flags = ack ? OP_FLAG_WRITE_ACK : 0};
-    if (m->data != NULL)
-        o.data = (strview){m->data, (uint32_t)strlen(m->data)};
-    if (m->path != NULL)
-        o.path = (strview){m->path, (uint32_t)strlen(m->path)};
+    op o = {.kind = OP_RECORD_WRITE, .action = (uint32_t)m->action, .has_version = m->has_version,
+            .version = m->version, .has_data = m->data != NULL, .data = sv_of(m->data),
+            .path = sv_of(m->path), .flags = write_ack ? OP_FLAG_WRITE_ACK : 0};
     if (o.path.len > OP_NAME_MAX) {
-        reply_error(s, ACT(INVALID_MESSAGE_DATA), m->name, m->correlationid, m->action, ack);
+        reply_error(s, ACT(INVALID_MESSAGE_DATA), m->name, m->correlationid, m->action, write_ack);
         return;
     }
-    if (ack && m->correlationid != NULL)
-        o.ref = (strview){m->correlationid, (uint32_t)strlen(m->correlationid)};
-    submit(s, m, &o);
+    if (write_ack)
+        o.ref = sv_of(m->correlationid);
+    submit(r, s, m, &o);
 }
 
-static void handle_notify(session *s, const RecordMessage *m)
+static void handle_notify(records *r, session *s, const RecordMessage *m)
 {
-    record_subs *r = broker_records(s->b);
     uint64_t id;
     bulk *k = bulk_new(r, s, ACT(NOTIFY), m->correlationid, m->n_names, &id);
     for (size_t i = 0; i < m->n_names; i++) {
         k->names[k->count++] = xstrdup(m->names[i]);
         if (!valid_name(m->names[i]))
             continue;
-        op o = {.kind = OP_RECORD_NOTIFY, .name = {m->names[i], (uint32_t)strlen(m->names[i])},
-                .session = s->id, .corr = id};
+        op o = {.kind = OP_RECORD_NOTIFY, .name = sv_of(m->names[i]), .session = s->id, .corr = id};
         uint64_t seq;
-        if (links_submit(s->b, &o, &seq) >= 0)
+        if (links_submit(r->e->links, &o, &seq) >= 0)
             k->remaining++;
     }
     if (k->remaining == 0) {
@@ -327,23 +234,24 @@ static void handle_notify(session *s, const RecordMessage *m)
     }
 }
 
-void records_handle(session *s, const ProtobufCMessage *base)
+static void records_handle(void *self, session *s, const ProtobufCMessage *base)
 {
+    records *r = self;
     const RecordMessage *m = (const RecordMessage *)base;
     int action = m->has_action ? m->action : 0;
     switch (action) {
     case ACT(SUBSCRIBECREATEANDREAD):
     case ACT(SUBSCRIBEANDREAD):
     case ACT(SUBSCRIBEANDHEAD):
-        handle_subscribe(s, m);
+        handle_subscribe(r, s, m);
         break;
     case ACT(UNSUBSCRIBE):
-        handle_unsubscribe(s, m);
+        handle_unsubscribe(r, s, m);
         break;
     case ACT(READ):
     case ACT(HEAD): {
         op o = {.kind = OP_RECORD_READ, .action = (uint32_t)action};
-        submit(s, m, &o);
+        submit(r, s, m, &o);
         break;
     }
     case ACT(UPDATE):
@@ -351,40 +259,37 @@ void records_handle(session *s, const ProtobufCMessage *base)
     case ACT(ERASE):
     case ACT(CREATEANDUPDATE):
     case ACT(CREATEANDPATCH):
-        handle_write(s, m);
+        handle_write(r, s, m);
         break;
     case ACT(DELETE): {
         op o = {.kind = OP_RECORD_DELETE};
-        submit(s, m, &o);
+        submit(r, s, m, &o);
         break;
     }
     case ACT(NOTIFY):
-        handle_notify(s, m);
+        handle_notify(r, s, m);
         break;
     default:
-        if (listen_handle(s, TOPIC__TOPIC_RECORD, action, m->name, m->subscription))
-            break;
-        reply_unknown_action(s, TOPIC__TOPIC_RECORD, action);
+        if (!listen_handle(r->listen, s, action, m->name, m->subscription))
+            reply_unknown_action(s, TOPIC__TOPIC_RECORD, action);
     }
 }
 
-void records_session_closed(session *s)
+static void records_session_closed(void *self, session *s)
 {
-    size_t n;
-    char **names = dict_keys(s->records, &n);
-    for (size_t i = 0; i < n; i++)
-        topic_remove(broker_records(s->b), s, names[i], strlen(names[i]), true);
-    dict_keys_free(names, n);
+    records *r = self;
+    subs_remove_holder(r->subs, s);
+    listen_session_closed(r->listen, s);
 }
 
 /* ---------------- answers and deliveries from nodes ---------------- */
 
-static void finish_head_bulk(broker *b, bulk *k)
+static void finish_head_bulk(records *r, bulk *k)
 {
-    session *s = broker_session(b, k->session_id);
+    session *s = sessions_get(r->e->sessions, k->session_id);
     if (s == NULL)
         return;
-    RecordMessage m = RECORD_MESSAGE__INIT;
+    RecordMessage m = RECORD_MESSAGE__INIT; /* the versions map: a shape of its own */
     m.has_action = 1;
     m.action = ACT(HEAD_RESPONSE_BULK);
     RecordMessage__VersionsEntry *entries = xcalloc(k->count ? k->count : 1, sizeof(*entries));
@@ -402,27 +307,20 @@ static void finish_head_bulk(broker *b, bulk *k)
     if (n > 0) {
         m.versions = ptrs;
         m.n_versions = n;
-        send_record(s, &m);
+        session_send_msg(s, TOPIC__TOPIC_RECORD, &m.base);
     }
     reply_ack(s, ACT(SUBSCRIBEANDHEAD), k->correlation_id, NULL, 0);
     for (uint32_t i = 0; i < k->count; i++)
-        if (k->versions[i] < 0) {
-            RecordMessage h = RECORD_MESSAGE__INIT;
-            h.has_action = 1;
-            h.action = ACT(HEAD_RESPONSE);
-            h.name = k->names[i];
-            h.has_version = 1;
-            h.version = -1;
-            send_record(s, &h);
-        }
+        if (k->versions[i] < 0)
+            reply_send(s, TOPIC__TOPIC_RECORD, &(client_reply){.action = ACT(HEAD_RESPONSE), .name = k->names[i],
+                                                        .has_version = true, .version = -1});
     xfree(entries);
     xfree(ptrs);
 }
 
 /* One more answer for bulk id; completes it when it was the last. */
-static void bulk_step(broker *b, uint64_t id, const char *name, int64_t version)
+static void bulk_step(records *r, uint64_t id, const char *name, int64_t version)
 {
-    record_subs *r = broker_records(b);
     bulk *k = dict_get(r->bulks, &id, sizeof(id));
     if (k == NULL)
         return;
@@ -435,229 +333,214 @@ static void bulk_step(broker *b, uint64_t id, const char *name, int64_t version)
         return;
     dict_del(r->bulks, &id, sizeof(id));
     if (k->action == ACT(SUBSCRIBEANDHEAD))
-        finish_head_bulk(b, k);
+        finish_head_bulk(r, k);
     else {
-        session *s = broker_session(b, k->session_id);
+        session *s = sessions_get(r->e->sessions, k->session_id);
         if (s != NULL)
             reply_ack(s, ACT(NOTIFY), k->correlation_id, k->names, k->count);
     }
     free_bulk(k);
 }
 
-static void on_broadcast(broker *b, const op *o, const char *name, const char *data);
+static void on_broadcast(records *r, const op *o, const char *name, const char *data);
 
 /* The state a recovery read brought back: subscribers that missed versions in a
  * lost delivery get the whole record at its current version (the client takes a
  * version jump from the server as the truth), or its deletion. */
-static void on_recovered(broker *b, const op *o, const char *name, const char *data)
+static void on_recovered(records *r, const op *o, const char *name, const char *data)
 {
-    record_subs *r = broker_records(b);
-    rtopic *t = topic_get(r, name, o->name.len, false);
-    if (t == NULL || t->count == 0 || o->version == t->version)
+    uint32_t subscribers;
+    subs_holders(r->subs, o->name, &subscribers);
+    rtopic *t = subs_data(r->subs, o->name);
+    if (subscribers == 0 || o->version == t->version)
         return;
     if (o->version < 0) {
         op gone = {.kind = OP_RECORD_DELETED, .name = o->name};
         log_warn("record-recovered", "name=%s deleted (the deletion was lost in a delivery gap)", name);
-        on_broadcast(b, &gone, name, NULL);
+        on_broadcast(r, &gone, name, NULL);
     } else if (o->version > t->version) {
         op up = {.kind = OP_RECORD_UPDATE, .name = o->name, .action = ACT(UPDATE),
                  .has_version = true, .version = o->version, .has_data = true, .data = o->data};
         log_warn("record-recovered", "name=%s from_version=%lld to_version=%lld subscribers=%u", name,
-                 (long long)t->version, (long long)o->version, t->count);
-        on_broadcast(b, &up, name, data);
+                 (long long)t->version, (long long)o->version, subscribers);
+        on_broadcast(r, &up, name, data);
     } else
         return;
     r->recovered++;
 }
 
-static void on_state(broker *b, const op *o, const char *name, const char *data)
+static bool is_subscribe(int action)
 {
-    record_subs *r = broker_records(b);
+    return action == ACT(SUBSCRIBECREATEANDREAD) || action == ACT(SUBSCRIBEANDREAD) ||
+           action == ACT(SUBSCRIBEANDHEAD);
+}
+
+static void on_state(records *r, const op *o, const char *name, const char *data)
+{
     if (o->session == 0 && o->corr == RECOVERY_CORR) {
-        on_recovered(b, o, name, data);
+        on_recovered(r, o, name, data);
         return;
     }
-    session *s = broker_session(b, o->session);
+    session *s = sessions_get(r->e->sessions, o->session);
     int orig = (int)o->orig;
-    bool subscribe = orig == ACT(SUBSCRIBECREATEANDREAD) || orig == ACT(SUBSCRIBEANDREAD) ||
-                     orig == ACT(SUBSCRIBEANDHEAD);
+    bool subscribe = is_subscribe(orig);
     if (subscribe) {
-        rtopic *t = topic_get(r, name, o->name.len, true);
-        if (t->pending > 0)
-            t->pending--;
+        rtopic *t = subs_data(r->subs, o->name);
+        if (t == NULL) /* not pinned (a duplicate answer): as if it were */
+            t = subs_pin(r->subs, o->name);
         if (o->version > t->version)
             t->version = o->version;
         if (s != NULL && !s->closing)
-            topic_add(t, s, name, o->name.len);
-        else
-            topic_release(r, t, name, o->name.len, true);
+            subs_add(r->subs, o->name, s, 0);
+        subs_unpin(r->subs, o->name, false); /* nobody left (the session went): tell the node */
     }
     if (orig == ACT(SUBSCRIBEANDHEAD)) {
-        bulk_step(b, o->corr, name, o->version);
+        bulk_step(r, o->corr, name, o->version);
         return;
     }
     if (s == NULL)
         return;
-    RecordMessage m = RECORD_MESSAGE__INIT;
-    m.has_action = 1;
-    m.name = (char *)name;
-    if (orig == ACT(HEAD)) {
-        m.action = ACT(HEAD_RESPONSE);
-        m.has_version = 1;
-        m.version = (int32_t)o->version;
-    } else if (orig == ACT(READ) && o->version < 0) {
+    if (orig == ACT(READ) && o->version < 0) {
         reply_error(s, ACT(RECORD_NOT_FOUND), name, NULL, ACT(READ), false);
         return;
-    } else {
-        m.action = ACT(READ_RESPONSE);
-        m.has_version = 1;
-        m.version = (int32_t)o->version;
-        m.data = (char *)(data ? data : "{}");
     }
-    send_record(s, &m);
-    if (subscribe && (o->flags & OP_FLAG_PROVIDER)) {
-        RecordMessage hp = RECORD_MESSAGE__INIT;
-        hp.has_action = 1;
-        hp.action = ACT(SUBSCRIPTION_HAS_PROVIDER);
-        hp.name = (char *)name;
-        send_record(s, &hp);
-    }
+    if (orig == ACT(HEAD))
+        reply_send(s, TOPIC__TOPIC_RECORD,
+                   &(client_reply){.action = ACT(HEAD_RESPONSE), .name = name, .has_version = true,
+                            .version = (int32_t)o->version});
+    else
+        reply_send(s, TOPIC__TOPIC_RECORD,
+                   &(client_reply){.action = ACT(READ_RESPONSE), .name = name, .has_version = true,
+                            .version = (int32_t)o->version, .data = data ? data : "{}"});
+    if (subscribe && (o->flags & OP_FLAG_PROVIDER))
+        reply_send(s, TOPIC__TOPIC_RECORD, &(client_reply){.action = ACT(SUBSCRIPTION_HAS_PROVIDER), .name = name});
 }
 
-static void on_result(broker *b, const op *o, const char *name, const char *data)
+static void on_result(records *r, const op *o, const char *name, const char *data)
 {
     if (o->action == ACT(NOTIFY)) {
-        bulk_step(b, o->corr, name, 0);
+        bulk_step(r, o->corr, name, 0);
         return;
     }
-    session *s = broker_session(b, o->session);
-    if (o->action == ACT(DELETE_SUCCESS) && s != NULL)
-        topic_remove(broker_records(b), s, name, o->name.len, false);
+    session *s = sessions_get(r->e->sessions, o->session);
     if (s == NULL)
         return;
+    if (o->action == ACT(DELETE_SUCCESS))
+        subs_remove(r->subs, o->name, s, 0, true);
     char *cid = o->ref.len ? xstrndup(o->ref.ptr, o->ref.len) : NULL;
-    RecordMessage m = RECORD_MESSAGE__INIT;
-    m.has_action = 1;
-    m.action = (int)o->action;
-    m.name = (char *)name;
-    m.correlationid = cid;
-    if (o->flags & OP_FLAG_WRITE_ACK) {
-        m.has_iswriteack = 1;
-        m.iswriteack = 1;
-    }
-    if (o->flags & OP_FLAG_ERROR) {
-        m.has_iserror = 1;
-        m.iserror = 1;
-    }
-    if (o->orig != 0 && o->action != ACT(WRITE_ACKNOWLEDGEMENT) && o->action != ACT(DELETE_SUCCESS)) {
-        m.has_originalaction = 1;
-        m.originalaction = (int)o->orig;
-    }
-    if (o->has_version && o->action != ACT(WRITE_ACKNOWLEDGEMENT)) { /* deepstream's ack has none */
-        m.has_version = 1;
-        m.version = (int32_t)o->version;
-    }
-    m.data = (char *)data;
-    send_record(s, &m);
+    bool acknowledged = o->action == ACT(WRITE_ACKNOWLEDGEMENT);
+    reply_send(s, TOPIC__TOPIC_RECORD,
+               &(client_reply){.action = (int)o->action, .name = name, .correlation_id = cid,
+                        .is_write_ack = (o->flags & OP_FLAG_WRITE_ACK) != 0,
+                        .is_error = (o->flags & OP_FLAG_ERROR) != 0,
+                        .orig = acknowledged || o->action == ACT(DELETE_SUCCESS) ? 0 : (int)o->orig,
+                        .has_version = o->has_version && !acknowledged, /* deepstream's ack has none */
+                        .version = (int32_t)o->version, .data = data});
     xfree(cid);
 }
 
 /* Fans one update or deletion out to the local subscribers, encoded once. */
-static void on_broadcast(broker *b, const op *o, const char *name, const char *data)
+static void on_broadcast(records *r, const op *o, const char *name, const char *data)
 {
-    record_subs *r = broker_records(b);
-    rtopic *t = topic_get(r, name, o->name.len, false);
+    uint32_t n;
+    subs_holder *h = subs_holders(r->subs, o->name, &n);
+    rtopic *t = subs_data(r->subs, o->name);
     if (t == NULL)
         return;
-    char *path = o->path.len ? xstrndup(o->path.ptr, o->path.len) : NULL;
-    RecordMessage m = RECORD_MESSAGE__INIT;
-    m.has_action = 1;
-    m.name = (char *)name;
+    client_reply m = {.name = name};
+    char *path = NULL;
     if (o->kind == OP_RECORD_DELETED)
         m.action = ACT(DELETED);
     else if (o->kind == OP_RECORD_PROVIDER)
-        m.action = (o->flags & OP_FLAG_PROVIDER) ? ACT(SUBSCRIPTION_HAS_PROVIDER)
-                                                 : ACT(SUBSCRIPTION_HAS_NO_PROVIDER);
+        m.action = (o->flags & OP_FLAG_PROVIDER) ? ACT(SUBSCRIPTION_HAS_PROVIDER) : ACT(SUBSCRIPTION_HAS_NO_PROVIDER);
     else {
+        path = o->path.len ? xstrndup(o->path.ptr, o->path.len) : NULL;
         m.action = (int)o->action;
-        m.has_version = 1;
+        m.has_version = true;
         m.version = (int32_t)o->version;
         m.path = path;
-        m.data = (char *)data;
+        m.data = data;
         if (o->version > t->version)
             t->version = o->version;
     }
-    frame *f = frame_encode(TOPIC__TOPIC_RECORD, &m.base);
-    bool own = o->broker == broker_id(b) && o->kind != OP_RECORD_PROVIDER;
-    for (uint32_t i = 0; i < t->count; i++) {
-        session *s = t->subs[i];
-        if (own && s->id == o->session)
-            continue; /* the writer already has it */
-        session_send(s, f);
+    frame *f = reply_frame(TOPIC__TOPIC_RECORD, &m);
+    bool own = o->broker == r->e->broker_id && o->kind != OP_RECORD_PROVIDER;
+    for (uint32_t i = 0; i < n; i++) {
+        session *s = h[i].ptr;
+        if (!own || s->id != o->session) /* the writer already has it */
+            session_send(s, f);
     }
     frame_unref(f);
     xfree(path);
-    if (o->kind == OP_RECORD_DELETED)
-        topic_clear(r, name, o->name.len);
+    if (o->kind == OP_RECORD_DELETED) { /* every local subscription ends with the record */
+        subs_clear(r->subs, o->name);
+        if ((t = subs_data(r->subs, o->name)) != NULL) /* a subscribe in flight keeps it */
+            t->version = -1;
+    }
 }
 
 /* Sends one operation (kind, action, corr from `tmpl`) for every record with
  * local subscribers owned by node li: re-registration and recovery alike. */
 struct topic_walk {
-    broker *b;
+    records *r;
     int li;
     op tmpl;
 };
 
-static int submit_for_topic(const void *key, size_t len, void *v, void *arg)
+static int submit_for_topic(void *arg, strview name, subs_holder *h, uint32_t n, void *data)
 {
     struct topic_walk *w = arg;
-    rtopic *t = v;
-    if (t->count == 0 || links_owner(w->b, key, len) != w->li)
+    if (n == 0 || links_owner(w->r->e->links, name) != w->li)
         return 0;
     op o = w->tmpl;
-    o.name = (strview){key, (uint32_t)len};
+    o.name = name;
     uint64_t seq;
-    links_submit(w->b, &o, &seq);
+    links_submit(w->r->e->links, &o, &seq);
     return 0;
 }
 
-void records_resync(broker *b, int li)
+static void records_resync(void *self, int li)
 {
+    records *r = self;
     /* session 0: interest only, the node answers nothing */
-    struct topic_walk w = {b, li, {.kind = OP_RECORD_SUBSCRIBE, .action = ACT(SUBSCRIBEANDHEAD)}};
-    dict_foreach(broker_records(b)->topics, submit_for_topic, &w);
+    struct topic_walk w = {r, li, {.kind = OP_RECORD_SUBSCRIBE, .action = ACT(SUBSCRIBEANDHEAD)}};
+    subs_foreach(r->subs, submit_for_topic, &w);
+    listen_resync(r->listen, li);
 }
 
-int records_fail(broker *b, const op *o)
+static void records_recover(void *self, int li)
 {
-    record_subs *r = broker_records(b);
+    records *r = self;
+    struct topic_walk w = {r, li, {.kind = OP_RECORD_READ, .action = ACT(READ), .corr = RECOVERY_CORR}};
+    subs_foreach(r->subs, submit_for_topic, &w);
+}
+
+/* o (a record request) will not be answered: its node went down. Answers the
+ * requester with an error; returns 1 when there was one to answer. */
+static int records_fail(void *self, const op *o)
+{
+    records *r = self;
     char *name = xstrndup(o->name.ptr, o->name.len);
     int orig = (int)o->action;
     int answered = 0;
     if (o->kind == OP_RECORD_NOTIFY) {
-        bulk_step(b, o->corr, name, 0);
+        bulk_step(r, o->corr, name, 0);
         answered = 1;
     } else if (o->kind == OP_RECORD_SUBSCRIBE && o->session != 0) {
-        rtopic *t = topic_get(r, name, o->name.len, false);
-        if (t != NULL && t->pending > 0)
-            t->pending--;
         if (orig == ACT(SUBSCRIBEANDHEAD))
-            bulk_step(b, o->corr, name, -1);
-        session *s = broker_session(b, o->session);
+            bulk_step(r, o->corr, name, -1);
+        session *s = sessions_get(r->e->sessions, o->session);
         if (s != NULL) {
             reply_error(s, ACT(MESSAGE_DENIED), name, NULL, orig, false);
             answered = 1;
         }
-        if (t != NULL)
-            topic_release(r, t, name, o->name.len, false);
-    } else if (o->kind == OP_RECORD_READ || o->kind == OP_RECORD_WRITE || o->kind == OP_RECORD_DELETE) {
-        session *s = o->corr == RECOVERY_CORR ? NULL : broker_session(b, o->session);
+        subs_unpin(r->subs, o->name, true);
+    } else if (o->kind == OP_RECORD_READ || (o->kind == OP_RECORD_WRITE && (o->flags & OP_FLAG_WRITE_ACK))) {
+        /* (a write without an acknowledgement, like a delete, waits for no answer) */
+        session *s = o->corr == RECOVERY_CORR ? NULL : sessions_get(r->e->sessions, o->session);
         if (s != NULL) {
             char *cid = o->ref.len ? xstrndup(o->ref.ptr, o->ref.len) : NULL;
-            reply_error(s, ACT(MESSAGE_DENIED), name, cid,
-                        o->kind == OP_RECORD_DELETE ? ACT(DELETE) : orig,
-                        (o->flags & OP_FLAG_WRITE_ACK) != 0);
+            reply_error(s, ACT(MESSAGE_DENIED), name, cid, orig, (o->flags & OP_FLAG_WRITE_ACK) != 0);
             xfree(cid);
             answered = 1;
         }
@@ -666,29 +549,46 @@ int records_fail(broker *b, const op *o)
     return answered;
 }
 
-void records_recover(broker *b, int li)
+static void records_metrics(void *self, FILE *f)
 {
-    struct topic_walk w = {b, li, {.kind = OP_RECORD_READ, .action = ACT(READ), .corr = RECOVERY_CORR}};
-    dict_foreach(broker_records(b)->topics, submit_for_topic, &w);
+    records *r = self;
+    fprintf(f, "# TYPE eddy_records_recovered_total counter\neddy_records_recovered_total %llu\n",
+            (unsigned long long)r->recovered);
 }
 
-uint64_t records_recovered(broker *b)
+static void records_deliver(void *self, const op *o)
 {
-    return broker_records(b)->recovered;
-}
-
-void records_deliver(broker *b, const op *o)
-{
+    records *r = self;
+    if (o->kind == OP_LISTEN_MESSAGE) {
+        listen_deliver(r->listen, o);
+        return;
+    }
     /* protobuf-c wants NUL-terminated strings: one copy each, per delivery */
     char *name = xstrndup(o->name.ptr, o->name.len);
     char *data = o->has_data ? xstrndup(o->data.ptr, o->data.len) : NULL;
     switch (o->kind) {
-    case OP_RECORD_STATE: on_state(b, o, name, data); break;
-    case OP_RECORD_RESULT: on_result(b, o, name, data); break;
-    case OP_RECORD_UPDATE:
-    case OP_RECORD_DELETED:
-    case OP_RECORD_PROVIDER: on_broadcast(b, o, name, data); break;
+    case OP_RECORD_STATE: on_state(r, o, name, data); break;
+    case OP_RECORD_RESULT: on_result(r, o, name, data); break;
+    default: on_broadcast(r, o, name, data); break; /* UPDATE, DELETED, PROVIDER */
     }
     xfree(name);
     xfree(data);
 }
+
+const topic_module records_module = {
+    .name = "records",
+    .topic = TOPIC__TOPIC_RECORD,
+    .message = &record_message__descriptor,
+    .deliveries = (const uint32_t[]){OP_RECORD_STATE, OP_RECORD_RESULT, OP_RECORD_UPDATE, OP_RECORD_DELETED,
+                                     OP_RECORD_PROVIDER, OP_LISTEN_MESSAGE, 0},
+    .requests = (const uint32_t[]){OP_RECORD_SUBSCRIBE, OP_RECORD_READ, OP_RECORD_WRITE, OP_RECORD_NOTIFY, 0},
+    .create = records_create,
+    .destroy = records_destroy,
+    .handle = records_handle,
+    .deliver = records_deliver,
+    .fail = records_fail,
+    .session_closed = records_session_closed,
+    .resync = records_resync,
+    .recover = records_recover,
+    .metrics = records_metrics,
+};

@@ -1,33 +1,26 @@
-/* rpc.c - the broker's side of RPC: provider registrations (remembered per
- * session so a disconnect unprovides them), calls and answers forwarded to the
- * node that owns the RPC name, and the node's messages delivered to sessions.
- * The broker keeps no call state: balancing, rerouting and timeouts are the
- * owning node's (node/rpc.c). */
+/* rpc.c - the RPC topic on the broker: provider registrations (remembered per
+ * session so a disconnect unprovides them and a node that comes back hears
+ * them again), calls and answers forwarded to the node that owns the RPC
+ * name, and the node's messages delivered to sessions. The broker keeps no
+ * call state: balancing, rerouting and timeouts are the owning node's
+ * (node/rpc.c). */
 #include <string.h>
 
-#include "broker.h"
-#include "log.h"
+#include "internal.h"
 #include "mem.h"
+#include "subs.h"
 
 #define RACT(x) RPC__ACTION__RPC_##x
 
-static void rpc_reply(session *s, int action, const char *name, const char *cid, int orig,
-                      bool error)
+typedef struct rpc {
+    const edge *e;
+    subs *provided; /* RPC name -> sessions providing it */
+} rpc;
+
+static void rpc_error(session *s, int action, const char *name, const char *cid, int orig, bool error)
 {
-    RpcMessage m = RPC_MESSAGE__INIT;
-    m.has_action = 1;
-    m.action = action;
-    m.name = (char *)name;
-    m.correlationid = (char *)cid;
-    if (orig >= 0) {
-        m.has_originalaction = 1;
-        m.originalaction = orig;
-    }
-    if (error) {
-        m.has_iserror = 1;
-        m.iserror = 1;
-    }
-    session_send_msg(s, TOPIC__TOPIC_RPC, &m.base);
+    reply_send(s, TOPIC__TOPIC_RPC,
+               &(client_reply){.action = action, .name = name, .correlation_id = cid, .orig = orig, .is_error = error});
 }
 
 static bool valid_name(const char *name)
@@ -36,154 +29,166 @@ static bool valid_name(const char *name)
     return len > 0 && len <= OP_NAME_MAX;
 }
 
-static void provide_one(session *s, const char *name, pending_ack *pa)
+static void *rpc_create(const edge *e)
 {
-    size_t len = strlen(name);
-    if (dict_get(s->rpcs, name, len) != NULL) {
-        rpc_reply(s, RACT(MULTIPLE_PROVIDERS), name, NULL, RACT(PROVIDE), false);
+    rpc *r = xcalloc(1, sizeof(*r));
+    r->e = e;
+    r->provided = subs_new(0, (subs_hooks){0}, NULL);
+    return r;
+}
+
+static void rpc_destroy(void *self)
+{
+    rpc *r = self;
+    subs_free(r->provided);
+    xfree(r);
+}
+
+static void provide_one(rpc *r, session *s, const char *name, ack *k, const char *cid)
+{
+    if (subs_holds(r->provided, sv_of(name), s, 0)) {
+        rpc_error(s, RACT(MULTIPLE_PROVIDERS), name, NULL, RACT(PROVIDE), false);
         return;
     }
-    op o = {.kind = OP_RPC_PROVIDE, .name = {name, (uint32_t)len}, .session = s->id};
+    op o = {.kind = OP_RPC_PROVIDE, .name = sv_of(name), .session = s->id};
     uint64_t seq;
-    int li = links_submit(s->b, &o, &seq);
+    int li = links_submit(r->e->links, &o, &seq);
     if (li < 0) {
-        rpc_reply(s, RACT(MESSAGE_DENIED), name, pa->correlation_id, RACT(PROVIDE), true);
+        rpc_error(s, RACT(MESSAGE_DENIED), name, cid, RACT(PROVIDE), true);
         return;
     }
-    dict_put(s->rpcs, name, len, (void *)1);
-    pa->waits++;
-    links_wait(s->b, li, seq, pa); /* acknowledged once the owner has registered it */
+    subs_add(r->provided, sv_of(name), s, 0);
+    ack_wait(r->e->acks, k, li, seq); /* acknowledged once the owner has registered it */
 }
 
-static void unprovide_one(session *s, const char *name)
+static void unprovide_one(rpc *r, session *s, strview name)
 {
-    size_t len = strlen(name);
-    if (dict_del(s->rpcs, name, len) == NULL)
+    if (!subs_remove(r->provided, name, s, 0, false))
         return;
-    op o = {.kind = OP_RPC_UNPROVIDE, .name = {name, (uint32_t)len}, .session = s->id};
+    op o = {.kind = OP_RPC_UNPROVIDE, .name = name, .session = s->id};
     uint64_t seq;
-    links_submit(s->b, &o, &seq);
+    links_submit(r->e->links, &o, &seq);
 }
 
-static void handle_provide(session *s, const RpcMessage *m)
+static void handle_provide(rpc *r, session *s, const RpcMessage *m)
 {
-    pending_ack *pa = xcalloc(1, sizeof(*pa));
-    pa->session_id = s->id;
-    pa->topic = TOPIC__TOPIC_RPC;
-    pa->action = RACT(PROVIDE);
-    pa->correlation_id = m->correlationid ? xstrdup(m->correlationid) : NULL;
-    pa->waits = 1;
+    ack *k = ack_new(r->e->acks, s, TOPIC__TOPIC_RPC, RACT(PROVIDE), m->correlationid);
     for (size_t i = 0; i < m->n_names; i++) {
         if (valid_name(m->names[i]))
-            provide_one(s, m->names[i], pa);
+            provide_one(r, s, m->names[i], k, m->correlationid);
         else
-            rpc_reply(s, RACT(INVALID_MESSAGE_DATA), m->names[i], m->correlationid, RACT(PROVIDE), true);
+            rpc_error(s, RACT(INVALID_MESSAGE_DATA), m->names[i], m->correlationid, RACT(PROVIDE), true);
     }
     if (m->n_names == 0 && valid_name(m->name))
-        provide_one(s, m->name, pa);
-    ack_done(s->b, pa);
+        provide_one(r, s, m->name, k, m->correlationid);
+    ack_release(r->e->acks, k);
 }
 
-static void handle_unprovide(session *s, const RpcMessage *m)
+static void handle_unprovide(rpc *r, session *s, const RpcMessage *m)
 {
     for (size_t i = 0; i < m->n_names; i++)
-        unprovide_one(s, m->names[i]);
+        unprovide_one(r, s, sv_of(m->names[i]));
     if (m->n_names == 0 && m->name != NULL) {
-        if (dict_get(s->rpcs, m->name, strlen(m->name)) == NULL)
-            rpc_reply(s, RACT(NOT_PROVIDED), m->name, NULL, RACT(UNPROVIDE), false);
+        if (!subs_holds(r->provided, sv_of(m->name), s, 0))
+            rpc_error(s, RACT(NOT_PROVIDED), m->name, NULL, RACT(UNPROVIDE), false);
         else
-            unprovide_one(s, m->name);
+            unprovide_one(r, s, sv_of(m->name));
     }
-    send_ack(s, TOPIC__TOPIC_RPC, RACT(UNPROVIDE), m->correlationid);
+    reply_send(s, TOPIC__TOPIC_RPC,
+               &(client_reply){.action = RACT(UNPROVIDE), .correlation_id = m->correlationid, .is_ack = true});
 }
 
-static void forward(session *s, const RpcMessage *m, uint32_t kind)
+static void forward(rpc *r, session *s, const RpcMessage *m, uint32_t kind)
 {
     if (!valid_name(m->name) || m->correlationid == NULL || strlen(m->correlationid) > OP_NAME_MAX) {
-        rpc_reply(s, RACT(INVALID_MESSAGE_DATA), m->name, m->correlationid, m->action, true);
+        rpc_error(s, RACT(INVALID_MESSAGE_DATA), m->name, m->correlationid, m->action, true);
         return;
     }
-    const eddy_config *cfg = broker_config(s->b);
-    op o = {.kind = kind, .name = {m->name, (uint32_t)strlen(m->name)}, .session = s->id,
-            .ref = {m->correlationid, (uint32_t)strlen(m->correlationid)},
-            .action = (uint32_t)m->action, .has_data = m->data != NULL};
-    if (m->data != NULL)
-        o.data = (strview){m->data, (uint32_t)strlen(m->data)};
-    if (kind == OP_RPC_REQUEST && cfg->rpc_requestor_name && s->user != NULL)
-        o.user = (strview){s->user, (uint32_t)strlen(s->user)};
-    if (kind == OP_RPC_REQUEST && cfg->rpc_requestor_data && s->server_data != NULL)
-        o.meta = (strview){s->server_data, (uint32_t)strlen(s->server_data)};
+    const eddy_config *cfg = r->e->cfg;
+    op o = {.kind = kind, .name = sv_of(m->name), .session = s->id, .ref = sv_of(m->correlationid),
+            .action = (uint32_t)m->action, .has_data = m->data != NULL, .data = sv_of(m->data)};
+    if (kind == OP_RPC_REQUEST && cfg->rpc_requestor_name)
+        o.user = sv_of(s->user);
+    if (kind == OP_RPC_REQUEST && cfg->rpc_requestor_data)
+        o.meta = sv_of(s->server_data);
     uint64_t seq;
-    if (links_submit(s->b, &o, &seq) < 0)
-        rpc_reply(s, kind == OP_RPC_REQUEST ? RACT(NO_RPC_PROVIDER) : RACT(MESSAGE_DENIED), m->name,
+    if (links_submit(r->e->links, &o, &seq) < 0)
+        rpc_error(s, kind == OP_RPC_REQUEST ? RACT(NO_RPC_PROVIDER) : RACT(MESSAGE_DENIED), m->name,
                   m->correlationid, m->action, kind != OP_RPC_REQUEST);
 }
 
-int rpc_fail(broker *b, const op *o)
+static void rpc_handle(void *self, session *s, const ProtobufCMessage *base)
 {
-    session *s = broker_session(b, o->session);
-    if (s == NULL)
-        return 0;
-    char *name = xstrndup(o->name.ptr, o->name.len);
-    char *cid = xstrndup(o->ref.ptr, o->ref.len);
-    rpc_reply(s, RACT(NO_RPC_PROVIDER), name, cid, RACT(REQUEST), false); /* as when refused at once */
-    xfree(name);
-    xfree(cid);
-    return 1;
-}
-
-void rpc_handle(session *s, const ProtobufCMessage *base)
-{
+    rpc *r = self;
     const RpcMessage *m = (const RpcMessage *)base;
     int action = m->has_action ? m->action : 0;
     switch (action) {
-    case RACT(PROVIDE): handle_provide(s, m); break;
-    case RACT(UNPROVIDE): handle_unprovide(s, m); break;
-    case RACT(REQUEST): forward(s, m, OP_RPC_REQUEST); break;
+    case RACT(PROVIDE): handle_provide(r, s, m); break;
+    case RACT(UNPROVIDE): handle_unprovide(r, s, m); break;
+    case RACT(REQUEST): forward(r, s, m, OP_RPC_REQUEST); break;
     case RACT(ACCEPT):
     case RACT(RESPONSE):
     case RACT(REJECT):
-    case RACT(REQUEST_ERROR): forward(s, m, OP_RPC_ANSWER); break;
+    case RACT(REQUEST_ERROR): forward(r, s, m, OP_RPC_ANSWER); break;
     default:
         reply_unknown_action(s, TOPIC__TOPIC_RPC, action);
     }
 }
 
-void rpc_session_closed(session *s)
+/* An RPC_REQUEST its node will not answer: the caller gets NO_RPC_PROVIDER,
+ * as when refused at once. */
+static int rpc_fail(void *self, const op *o)
 {
-    size_t n;
-    char **names = dict_keys(s->rpcs, &n);
-    for (size_t i = 0; i < n; i++)
-        unprovide_one(s, names[i]); /* the owner moves this provider's unaccepted calls */
-    dict_keys_free(names, n);
+    rpc *r = self;
+    session *s = o->kind == OP_RPC_REQUEST ? sessions_get(r->e->sessions, o->session) : NULL;
+    if (s == NULL)
+        return 0;
+    char *name = xstrndup(o->name.ptr, o->name.len);
+    char *cid = xstrndup(o->ref.ptr, o->ref.len);
+    rpc_error(s, RACT(NO_RPC_PROVIDER), name, cid, RACT(REQUEST), false);
+    xfree(name);
+    xfree(cid);
+    return 1;
 }
 
-static int resync_name(const void *key, size_t len, void *v, void *arg)
+static void rpc_session_closed(void *self, session *s)
 {
-    session *s = ((void **)arg)[0];
-    int li = *(int *)((void **)arg)[1];
-    if (links_owner(s->b, key, len) != li)
+    rpc *r = self;
+    uint32_t n;
+    strview *names = subs_held_names(r->provided, s, &n);
+    for (uint32_t i = 0; i < n; i++)
+        unprovide_one(r, s, names[i]); /* the owner moves this provider's unaccepted calls */
+    subs_names_free(names, n);
+}
+
+struct resync_ctx {
+    rpc *r;
+    int li;
+};
+
+static int resync_name(void *arg, strview name, subs_holder *h, uint32_t n, void *data)
+{
+    struct resync_ctx *c = arg;
+    if (links_owner(c->r->e->links, name) != c->li)
         return 0;
-    op o = {.kind = OP_RPC_PROVIDE, .name = {key, (uint32_t)len}, .session = s->id};
-    uint64_t seq;
-    links_submit(s->b, &o, &seq);
+    for (uint32_t i = 0; i < n; i++) {
+        op o = {.kind = OP_RPC_PROVIDE, .name = name, .session = ((session *)h[i].ptr)->id};
+        uint64_t seq;
+        links_submit(c->r->e->links, &o, &seq);
+    }
     return 0;
 }
 
-static void resync_session(session *s, void *arg)
+static void rpc_resync(void *self, int li)
 {
-    void *ctx[2] = {s, arg};
-    dict_foreach(s->rpcs, resync_name, ctx);
+    struct resync_ctx c = {self, li};
+    subs_foreach(c.r->provided, resync_name, &c);
 }
 
-void rpc_resync(broker *b, int li)
+static void rpc_deliver(void *self, const op *o)
 {
-    broker_foreach_session(b, resync_session, &li);
-}
-
-void rpc_deliver(broker *b, const op *o)
-{
-    session *s = broker_session(b, o->session);
+    rpc *r = self;
+    session *s = sessions_get(r->e->sessions, o->session);
     if (s == NULL)
         return; /* caller or provider left; the node has moved on */
     char *name = xstrndup(o->name.ptr, o->name.len);
@@ -191,26 +196,28 @@ void rpc_deliver(broker *b, const op *o)
     char *data = o->has_data ? xstrndup(o->data.ptr, o->data.len) : NULL;
     char *user = o->user.len ? xstrndup(o->user.ptr, o->user.len) : NULL;
     char *meta = o->meta.len ? xstrndup(o->meta.ptr, o->meta.len) : NULL;
-    RpcMessage m = RPC_MESSAGE__INIT;
-    m.has_action = 1;
-    m.action = (int)o->action;
-    m.name = name;
-    m.correlationid = cid;
-    m.data = data;
-    m.requestorname = user;
-    m.requestordata = meta;
-    if (o->flags & OP_FLAG_ERROR) {
-        m.has_iserror = 1;
-        m.iserror = 1;
-    }
-    if (o->orig != 0) {
-        m.has_originalaction = 1;
-        m.originalaction = (int)o->orig;
-    }
-    session_send_msg(s, TOPIC__TOPIC_RPC, &m.base);
+    reply_send(s, TOPIC__TOPIC_RPC,
+               &(client_reply){.action = (int)o->action, .name = name, .correlation_id = cid, .data = data,
+                        .requestor_name = user, .requestor_data = meta, .is_error = (o->flags & OP_FLAG_ERROR) != 0,
+                        .orig = (int)o->orig});
     xfree(name);
     xfree(cid);
     xfree(data);
     xfree(user);
     xfree(meta);
 }
+
+const topic_module rpc_module = {
+    .name = "rpc",
+    .topic = TOPIC__TOPIC_RPC,
+    .message = &rpc_message__descriptor,
+    .deliveries = (const uint32_t[]){OP_RPC_MESSAGE, 0},
+    .requests = (const uint32_t[]){OP_RPC_REQUEST, 0},
+    .create = rpc_create,
+    .destroy = rpc_destroy,
+    .handle = rpc_handle,
+    .deliver = rpc_deliver,
+    .fail = rpc_fail,
+    .session_closed = rpc_session_closed,
+    .resync = rpc_resync,
+};

@@ -1,13 +1,130 @@
 /* session.c - one websocket client: lifecycle, inbound reassembly, the bounded
- * outbound queue and the unauthenticated-client timer. Everything here runs on
- * the service thread. A session is never freed inside its own callback chain:
- * closing marks it and lets lws call back with CLOSED at a safe point. */
+ * outbound queue and the unauthenticated-client timer; and the set of open
+ * sessions: lookup by id, the heartbeat sweep and the end-of-turn flush that
+ * writes what each session was given during a loop turn in one send.
+ *
+ * A session is never freed inside its own callback chain: closing marks it
+ * and lets lws call back with CLOSED at a safe point. Not for what a session
+ * subscribes to: the topic modules keep that. */
 #include <string.h>
 
-#include "broker.h"
+#include "dict.h"
+#include "internal.h"
 #include "log.h"
 #include "mem.h"
 #include "util.h"
+
+#define COALESCE_BYTES 65536 /* websocket frames gathered into one send */
+#define SENDS_PER_CALLBACK 4  /* so one busy session cannot starve the others */
+#define SWEEP_MAX 256         /* sessions closed per heartbeat sweep */
+
+struct sessions {
+    const eddy_config *cfg;
+    dict *by_id;                /* id -> session */
+    struct lws_context *ctx;    /* while the loop runs */
+    session *flush_head;        /* sessions with frames queued this loop turn */
+    bool flush_scheduled;
+    lws_sorted_usec_list_t flush_timer;
+    uint8_t *send_buf;          /* gathering buffer for write_queued */
+};
+
+sessions *sessions_new(const eddy_config *cfg)
+{
+    sessions *set = xcalloc(1, sizeof(*set));
+    set->cfg = cfg;
+    set->by_id = dict_new();
+    set->send_buf = xmalloc(LWS_PRE + COALESCE_BYTES);
+    return set;
+}
+
+void sessions_free(sessions *set)
+{
+    if (set == NULL)
+        return;
+    dict_free(set->by_id);
+    xfree(set->send_buf);
+    xfree(set);
+}
+
+static void flush_due(lws_sorted_usec_list_t *sul)
+{
+    sessions *set = lws_container_of(sul, sessions, flush_timer);
+    set->flush_scheduled = false;
+    sessions_flush(set);
+}
+
+void sessions_start(sessions *set, struct lws_context *ctx)
+{
+    set->ctx = ctx;
+}
+
+void sessions_stop(sessions *set)
+{
+    lws_sul_cancel(&set->flush_timer);
+    set->flush_scheduled = false;
+    set->ctx = NULL;
+}
+
+size_t sessions_count(const sessions *set)
+{
+    return dict_size(set->by_id);
+}
+
+session *sessions_get(const sessions *set, uint64_t id)
+{
+    return dict_get(set->by_id, &id, sizeof(id));
+}
+
+/* Puts s on the list sessions_flush writes at the end of this loop turn. */
+static void flush_later(session *s)
+{
+    sessions *set = s->set;
+    if (s->flush_due)
+        return;
+    s->flush_due = true;
+    s->next_flush = set->flush_head;
+    set->flush_head = s;
+    if (!set->flush_scheduled && set->ctx != NULL) { /* a zero-delay timer: the start of the next turn */
+        set->flush_scheduled = true;
+        lws_sul_schedule(set->ctx, 0, &set->flush_timer, flush_due, 0);
+    }
+}
+
+static void flush_forget(session *s)
+{
+    if (!s->flush_due)
+        return;
+    for (session **pp = &s->set->flush_head; *pp != NULL; pp = &(*pp)->next_flush)
+        if (*pp == s) {
+            *pp = s->next_flush;
+            break;
+        }
+    s->flush_due = false;
+}
+
+struct sweep_ctx {
+    int64_t now, limit;
+    session *stale[SWEEP_MAX];
+    int n;
+};
+
+static int find_stale(const void *k, size_t l, void *v, void *arg)
+{
+    struct sweep_ctx *c = arg;
+    session *s = v;
+    if (!s->closing && c->now - s->last_rx_ms > c->limit)
+        c->stale[c->n++] = s;
+    return c->n == SWEEP_MAX;
+}
+
+int sessions_sweep(sessions *set, int64_t limit_ms)
+{
+    struct sweep_ctx c = {.now = now_ms(), .limit = limit_ms};
+    dict_foreach(set->by_id, find_stale, &c);
+    for (int i = 0; i < c.n; i++)
+        session_kill(c.stale[i], "heartbeat-timeout");
+    return c.n;
+}
 
 static void auth_timer_fired(lws_sorted_usec_list_t *sul)
 {
@@ -15,74 +132,71 @@ static void auth_timer_fired(lws_sorted_usec_list_t *sul)
     if (s->state == SESSION_OPEN || s->closing)
         return;
     log_info("auth-timeout", "session=%llu", (unsigned long long)s->id);
-    ConnectionMessage m = CONNECTION_MESSAGE__INIT;
-    m.has_action = 1;
-    m.action = CONNECTION__ACTION__CONNECTION_AUTHENTICATION_TIMEOUT;
-    session_send_msg(s, TOPIC__TOPIC_CONNECTION, &m.base);
+    reply_send(s, TOPIC__TOPIC_CONNECTION,
+               &(client_reply){.action = CONNECTION__ACTION__CONNECTION_AUTHENTICATION_TIMEOUT});
     session_close_after_flush(s);
-    lws_cancel_service(broker_lws(s->b)); /* a timer does not wake the loop by itself */
+    lws_cancel_service(lws_get_context(s->wsi)); /* a timer does not wake the loop by itself */
 }
 
-void session_open(broker *b, session *s, struct lws *wsi)
+void session_open(sessions *set, session *s, struct lws *wsi)
 {
     memset(s, 0, sizeof(*s));
-    s->b = b;
+    s->set = set;
     s->wsi = wsi;
     s->id = random_id();
     s->last_rx_ms = now_ms();
-    s->events = dict_new();
-    s->records = dict_new();
-    s->rpcs = dict_new();
-    s->presence = dict_new();
-    s->listens = dict_new();
-    lws_sul_schedule(broker_lws(b), 0, &s->auth_timer, auth_timer_fired,
-                     (lws_usec_t)broker_config(b)->unauthenticated_timeout_ms * 1000);
+    dict_put(set->by_id, &s->id, sizeof(s->id), s);
+    lws_sul_schedule(lws_get_context(wsi), 0, &s->auth_timer, auth_timer_fired,
+                     (lws_usec_t)set->cfg->unauthenticated_timeout_ms * 1000);
 }
 
-void session_closed(session *s)
+/* Drops every queued frame. */
+static void drop_queued(session *s)
 {
-    lws_sul_cancel(&s->auth_timer);
-    broker_flush_forget(s->b, s);
-    events_session_closed(s);
-    records_session_closed(s);
-    rpc_session_closed(s);
-    presence_session_closed(s);
-    listen_session_closed(s);
-    dict_free(s->listens);
-    s->listens = NULL;
-    dict_free(s->events);
-    dict_free(s->presence);
-    s->presence = NULL;
-    dict_free(s->records);
-    dict_free(s->rpcs);
-    s->rpcs = NULL;
-    s->events = NULL;
-    s->records = NULL;
     while (s->out_len > 0) {
         frame_unref(s->out[s->out_head]);
         s->out_head = (s->out_head + 1) % s->out_cap;
         s->out_len--;
     }
+    s->out_bytes = 0;
+}
+
+void session_closed(session *s)
+{
+    lws_sul_cancel(&s->auth_timer);
+    flush_forget(s);
+    dict_del(s->set->by_id, &s->id, sizeof(s->id));
+    drop_queued(s);
     xfree(s->out);
     xfree(s->rx);
     xfree(s->user);
     xfree(s->server_data);
-    s->server_data = NULL;
     s->out = NULL;
     s->rx = NULL;
     s->user = NULL;
+    s->server_data = NULL;
+    s->wsi = NULL;
+}
+
+void session_login(session *s, const char *user, const char *server_data)
+{
+    s->state = SESSION_OPEN;
+    xfree(s->user);
+    s->user = xstrdup(user);
+    xfree(s->server_data);
+    s->server_data = server_data ? xstrdup(server_data) : NULL;
+    lws_sul_cancel(&s->auth_timer);
 }
 
 void session_send(session *s, frame *f)
 {
     if (s->wsi == NULL || s->closing)
         return;
-    const eddy_config *cfg = broker_config(s->b);
-    if (s->out_bytes + f->len > (size_t)cfg->max_outbound_bytes) {
+    if (s->out_bytes + f->len > (size_t)s->set->cfg->max_outbound_bytes) {
         session_kill(s, "slow-consumer");
         return;
     }
-    if (s->out_len == s->out_cap) {
+    if (s->out_len == s->out_cap) { /* the ring doubles, bounded by maxOutboundBytes above */
         size_t cap = s->out_cap ? s->out_cap * 2 : 8;
         frame **ring = xmalloc(cap * sizeof(*ring));
         for (size_t i = 0; i < s->out_len; i++)
@@ -98,7 +212,7 @@ void session_send(session *s, frame *f)
     s->out_bytes += f->len;
     /* written at the end of this loop turn, with whatever else it gets meanwhile */
     if (s->out_len == 1)
-        broker_flush_later(s->b, s);
+        flush_later(s);
 }
 
 void session_send_msg(session *s, int topic, const ProtobufCMessage *inner)
@@ -123,17 +237,9 @@ void session_kill(session *s, const char *reason)
     log_warn("session-closed", "session=%llu reason=%s queued_bytes=%zu",
              (unsigned long long)s->id, reason, s->out_bytes);
     s->closing = true;
-    s->out_bytes = 0;
-    while (s->out_len > 0) { /* nothing more will be written */
-        frame_unref(s->out[s->out_head]);
-        s->out_head = (s->out_head + 1) % s->out_cap;
-        s->out_len--;
-    }
+    drop_queued(s); /* nothing more will be written */
     lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
-
-#define COALESCE_BYTES 65536 /* websocket frames gathered into one send */
-#define SENDS_PER_CALLBACK 4  /* so one busy session cannot starve the others */
 
 /* Appends the header of an unmasked, final, binary websocket frame of len
  * bytes (RFC 6455 5.2) at p; returns its size (2, 4 or 10). */
@@ -170,11 +276,11 @@ static frame *pop_frame(session *s)
  * and gathered, so a burst for one client costs one send rather than one per
  * message (the client still sees one deepstream message per websocket frame);
  * lws keeps whatever the kernel does not take (lws_partial_buffered) and
- * writes it first when the socket is writable again. A frame too large to gather goes alone through lws.
- * Returns -1 when the connection failed. */
+ * writes it first when the socket is writable again. A frame too large to
+ * gather goes alone through lws. Returns -1 when the connection failed. */
 static int write_queued(session *s)
 {
-    uint8_t *buf = broker_send_buffer(s->b, LWS_PRE + COALESCE_BYTES) + LWS_PRE;
+    uint8_t *buf = s->set->send_buf + LWS_PRE;
     for (int sends = 0; sends < SENDS_PER_CALLBACK && s->out_len > 0; sends++) {
         if (lws_partial_buffered(s->wsi))
             break; /* lws holds what the kernel did not take: wait for writable */
@@ -211,10 +317,12 @@ int session_writeable(session *s)
     return 0;
 }
 
-void session_flush_all(broker *b)
+void sessions_flush(sessions *set)
 {
     session *s;
-    while ((s = broker_flush_take(b)) != NULL) {
+    while ((s = set->flush_head) != NULL) {
+        set->flush_head = s->next_flush;
+        s->flush_due = false;
         if (s->wsi == NULL || s->out_len == 0)
             continue;
         /* a failed write closes the connection from its writable callback */
@@ -223,10 +331,9 @@ void session_flush_all(broker *b)
     }
 }
 
-int session_receive(session *s, const void *in, size_t len)
+int session_receive(session *s, const void *in, size_t len, const uint8_t **msg, size_t *msg_len)
 {
     struct lws *wsi = s->wsi;
-    const eddy_config *cfg = broker_config(s->b);
     s->last_rx_ms = now_ms();
     if (lws_is_first_fragment(wsi)) {
         s->rx_len = 0;
@@ -237,18 +344,20 @@ int session_receive(session *s, const void *in, size_t len)
             return -1;
         }
     }
-    if (s->rx_len + len > (size_t)cfg->max_message_size) {
-        log_warn("frame-too-large", "session=%llu bytes_over=%zu max=%lld",
-                 (unsigned long long)s->id, s->rx_len + len, (long long)cfg->max_message_size);
+    size_t max = (size_t)s->set->cfg->max_message_size;
+    if (s->rx_len + len > max) {
+        log_warn("frame-too-large", "session=%llu bytes_over=%zu max=%zu", (unsigned long long)s->id,
+                 s->rx_len + len, max);
         lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)"message too large", 17);
         return -1;
     }
     bool final = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
     if (final && s->rx_len == 0) { /* the common case: whole message in one piece, no copy */
-        dispatch_frame(s, in, len);
-        return 0;
+        *msg = in;
+        *msg_len = len;
+        return 1;
     }
-    if (s->rx_len + len > s->rx_cap) {
+    if (s->rx_len + len > s->rx_cap) { /* bounded by maxMessageSize above */
         size_t cap = s->rx_cap ? s->rx_cap : 1024;
         while (cap < s->rx_len + len)
             cap *= 2;
@@ -257,9 +366,10 @@ int session_receive(session *s, const void *in, size_t len)
     }
     memcpy(s->rx + s->rx_len, in, len);
     s->rx_len += len;
-    if (final) {
-        dispatch_frame(s, s->rx, s->rx_len);
-        s->rx_len = 0;
-    }
-    return 0;
+    if (!final)
+        return 0;
+    *msg = s->rx;
+    *msg_len = s->rx_len;
+    s->rx_len = 0; /* the next fragment starts over; rx stays valid until then */
+    return 1;
 }

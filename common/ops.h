@@ -16,6 +16,7 @@
 #include <msgpack.h>
 
 #include "mpack.h"
+#include "strview.h"
 
 #define OPS_FORMAT 1
 #define OP_NAME_MAX 4096u    /* bytes in a name; longer names are refused at the edge */
@@ -71,11 +72,6 @@ enum op_error {
     OP_ERR_UNKNOWN_PEER = 5, /* the node does not know the sender (dropped it, or restarted) */
     OP_ERR_WRONG_EPOCH = 6,  /* HELLO with another shard map epoch: the node refuses to serve it */
 };
-
-typedef struct strview {
-    const char *ptr;
-    uint32_t len;
-} strview;
 
 typedef struct op {
     uint32_t kind;

@@ -19,7 +19,7 @@
 
 #include <libwebsockets.h>
 
-#include "broker.h" /* frame: an encoded, refcounted client frame */
+#include "frames.h" /* frame: an encoded, refcounted client frame (broker/frames.c) */
 #include "deepstream.pb-c.h"
 
 #define HIST_US 200000 /* latency histogram: 1 us buckets up to 200 ms, */

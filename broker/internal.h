@@ -1,0 +1,333 @@
+/* internal.h - what the files of broker/ share. Modules are layered, and each
+ * calls only those listed below it:
+ *
+ *   broker.c     the lifecycle, the lws context and loop, the inbound queue;
+ *                wires the others together (the hooks below point into it)
+ *   http.c       GET /health-check and /metrics
+ *   dispatch.c   one client frame: handshake, ping, auth, then the topic table
+ *   auth.c       logins (none, file with Argon2id on a worker thread)
+ *   topics.c     the topic table: every topic module's row, and the fan-outs
+ *                that walk it (client messages, deliveries, fails, resyncs)
+ *   events.c records.c rpc.c presence.c   one topic module each
+ *   listen.c     listening, for the events and records modules
+ *   links.c      the links to nodes (local_link.c: the in-process node)
+ *   acks.c       what clients wait for: acknowledgements and owed answers
+ *   reply.c      one builder for every topic's message to a client
+ *   session.c    one websocket client, and the set of them
+ *   frames.c     refcounted encoded frames
+ *
+ * Everything here runs on the service thread unless a prototype says otherwise. */
+#ifndef EDDY_BROKER_INTERNAL_H
+#define EDDY_BROKER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <libwebsockets.h>
+
+#include "broker.h"
+#include "config.h"
+#include "deepstream.pb-c.h"
+#include "frames.h"
+#include "ops.h"
+#include "shardmap.h"
+
+/* ---------------- session.c ---------------- */
+
+typedef struct sessions sessions;
+
+enum session_state { SESSION_AWAITING_CHALLENGE = 0, SESSION_AWAITING_AUTH, SESSION_OPEN };
+
+/* One websocket client. The memory is lws's per-connection user data. */
+typedef struct session {
+    uint64_t id;
+    sessions *set;
+    struct lws *wsi;       /* NULL once closed */
+    enum session_state state;
+    bool closing;          /* close once the out queue is flushed */
+    bool auth_pending;     /* an auth check is on the worker */
+    int auth_attempts;
+    char *user;            /* user id after login */
+    char *server_data;     /* JSON text of the user's serverData (file auth), or NULL */
+    int64_t last_rx_ms;
+    /* inbound reassembly, bounded by maxMessageSize */
+    uint8_t *rx;
+    size_t rx_len, rx_cap;
+    /* outbound ring of frame references, bounded by maxOutboundBytes */
+    frame **out;
+    size_t out_head, out_len, out_cap, out_bytes;
+    lws_sorted_usec_list_t auth_timer;
+    bool flush_due;        /* on the set's flush list (frames queued this loop turn) */
+    struct session *next_flush;
+} session;
+
+/* The open sessions of a broker, by id, and the end-of-turn flush. cfg is
+ * borrowed. Owned by the caller. */
+sessions *sessions_new(const eddy_config *cfg);
+void sessions_free(sessions *set); /* NULL is fine */
+/* The loop runs on ctx: end-of-turn flushes can be scheduled from now on. */
+void sessions_start(sessions *set, struct lws_context *ctx);
+/* The loop is stopping: cancels the flush timer (before the context goes). */
+void sessions_stop(sessions *set);
+size_t sessions_count(const sessions *set);
+/* The open session with this id, or NULL. */
+session *sessions_get(const sessions *set, uint64_t id);
+/* Closes sessions silent for longer than limit_ms (at most 256 per call);
+ * returns how many. */
+int sessions_sweep(sessions *set, int64_t limit_ms);
+/* End of a loop turn: writes what each session queued during it straight to
+ * its socket (one send per session per turn), or asks for writable when the
+ * socket is full. */
+void sessions_flush(sessions *set);
+
+/* A connection was established: s (lws's memory) becomes a session of set. */
+void session_open(sessions *set, session *s, struct lws *wsi);
+/* The connection closed: forgets s and frees what it holds (its topics have
+ * already let go of it). */
+void session_closed(session *s);
+/* Logs s in as user (copied); server_data (JSON text, copied) may be NULL. */
+void session_login(session *s, const char *user, const char *server_data);
+/* Queues f (a new reference is taken) for s; a session over its outbound bound
+ * is disconnected as a slow consumer. */
+void session_send(session *s, frame *f);
+/* Encodes and queues one message for s. */
+void session_send_msg(session *s, int topic, const ProtobufCMessage *inner);
+/* Marks s to close after its queued frames are written. */
+void session_close_after_flush(session *s);
+/* Closes s now (from outside its callback); reason is logged. */
+void session_kill(session *s, const char *reason);
+/* The socket is writable; returns -1 when the connection must close. */
+int session_writeable(session *s);
+/* Feeds one received websocket fragment. Returns 1 when a whole message is
+ * ready (*msg, *len; valid until the next call), 0 when more is to come, -1
+ * when the connection must close. */
+int session_receive(session *s, const void *in, size_t len, const uint8_t **msg, size_t *msg_len);
+
+/* ---------------- reply.c ---------------- */
+
+/* Any topic's message to a client. Unset fields (NULL, 0, false) are left out;
+ * a field the topic's message does not have is ignored. */
+typedef struct reply {
+    int action;
+    const char *name, *data, *correlation_id, *subscription, *path;
+    const char *requestor_name, *requestor_data;
+    char **names;
+    size_t n_names;
+    int orig;       /* originalAction; 0: none */
+    int orig_topic; /* originalTOPIC; 0: none */
+    bool is_ack, is_error, is_write_ack;
+    bool has_version;
+    int32_t version;
+} client_reply;
+
+/* The encoded frame of r on topic (owned by the caller). */
+frame *reply_frame(int topic, const client_reply *r);
+/* Encodes r and queues it for s. */
+void reply_send(session *s, int topic, const client_reply *r);
+
+/* ---------------- acks.c ---------------- */
+
+/* What clients wait for from nodes, per link. An acknowledgement (ack) is sent
+ * to its session once every operation batch it waits on has been answered by
+ * its node. An owed answer is a record request whose answer comes later as a
+ * delivery (RECORD_STATE, a write's RECORD_RESULT); when the node goes down,
+ * every requester still owed is answered with an error at once. */
+typedef struct acks acks;
+typedef struct ack ack;
+
+/* fail(ctx, o) answers the requester of an owed request o with an error and
+ * returns 1 when there was one to answer. set is borrowed. */
+acks *acks_new(sessions *set, int (*fail)(void *ctx, const op *o), void *ctx);
+void acks_free(acks *a); /* NULL is fine; pending acks are dropped */
+/* A new acknowledgement of action on topic for s, held by the caller until
+ * ack_release. correlation_id is copied (may be NULL). */
+ack *ack_new(acks *a, session *s, int topic, int action, const char *correlation_id);
+/* k also waits for batch seq of link li (nothing when already answered). */
+void ack_wait(acks *a, ack *k, int li, uint64_t seq);
+/* Drops the caller's hold: k is sent once nothing else holds it. */
+void ack_release(acks *a, ack *k);
+/* Link li's node answered batch seq (and every one before it). */
+void acks_batch_answered(acks *a, int li, uint64_t seq);
+/* o was queued for link li: remembers it when its requester waits for an answer. */
+void acks_owe(acks *a, int li, const op *o);
+/* A delivery from link li: settles the request it answers, if any. */
+void acks_settle(acks *a, int li, const op *answer);
+/* Link li's node went down: every owed requester is failed. Returns how many
+ * were answered. */
+uint64_t acks_fail_link(acks *a, int li);
+/* True when o is a request whose answer is owed (acks_owe remembers it): a
+ * batch carrying it that fails leaves it to acks_fail_link. */
+bool acks_tracks(const op *o);
+
+/* ---------------- links.c, local_link.c ---------------- */
+
+typedef struct link_set link_set;
+
+/* What the link threads hand the service thread (through link_hooks.post). */
+enum inbound_kind {
+    INBOUND_REPLY = 1,
+    INBOUND_DELIVERY = 2,
+    INBOUND_AUTH = 3,
+    INBOUND_RESYNC = 4,
+    INBOUND_FAILED = 5,   /* an op_batch the node will not answer */
+    INBOUND_NODE_DOWN = 6 /* the last connection to a node dropped */
+};
+
+/* Where the links send what they learn (the broker wires them to the topic
+ * table and its loop). ctx is passed to every hook. */
+typedef struct link_hooks {
+    /* any thread: queue item for the service thread; -1 when full (item stays the caller's) */
+    int (*post)(void *ctx, int kind, int li, uint64_t seq, void *item);
+    void (*wake)(void *ctx); /* any thread: the in-process node has deliveries */
+    void (*deliver)(void *ctx, const op *o);
+    int (*fail)(void *ctx, const op *o); /* a request its node will not answer */
+    void (*resync)(void *ctx, int li);   /* register everything for node li again */
+    void (*recover)(void *ctx, int li);  /* deliveries from li were lost */
+    void *ctx;
+} link_hooks;
+
+/* Dials every node of cfg and starts the link threads, or, with `local`,
+ * attaches to the in-process node. cfg, local, a and hooks are borrowed.
+ * Returns NULL (logged) on failure. */
+link_set *links_create(const eddy_config *cfg, uint64_t broker_id, const local_node *local, acks *a,
+                       const link_hooks *hooks);
+/* The loop runs on ctx (local batches are flushed by its timers) / is stopping. */
+void links_start(link_set *ls, struct lws_context *ctx);
+void links_stop(link_set *ls);
+/* Flushes what is queued, stops the threads, closes the sockets; NULL is fine. */
+void links_destroy(link_set *ls);
+/* Service thread: what a link thread posted (a reply, msg NULL when the
+ * request failed, or a delivery, ...). Takes ownership of msg. */
+void links_handle_inbound(link_set *ls, int kind, int li, uint64_t seq, void *msg);
+/* Takes what the in-process node has delivered (no-op without one). */
+void links_poll_local(link_set *ls);
+/* Queues o for the node that owns o->name (shard and epoch are filled in).
+ * Returns the link index and, in *seq, the batch number o travels in; -1 when
+ * the link's queue is over its bound (o is dropped and counted). */
+int links_submit(link_set *ls, op *o, uint64_t *seq);
+/* The same, routed by `route` instead of o->name (listen answers go to the
+ * owner of the subscription). */
+int links_submit_by(link_set *ls, op *o, strview route, uint64_t *seq);
+/* Queues o for node li (operations meant for every node). */
+int links_submit_to(link_set *ls, int li, op *o, uint64_t *seq);
+int links_count(const link_set *ls);
+/* The link index of the node owning name. */
+int links_owner(const link_set *ls, strview name);
+bool links_refused(const link_set *ls); /* a node refused this broker's shard map */
+bool links_ready(const link_set *ls);   /* every node delivers to this broker */
+/* Writes the links' counters (Prometheus text format) to f. */
+void links_metrics(const link_set *ls, FILE *f);
+
+/* The in-process node's link: operations gather in a batch applied by one
+ * direct call at the start of the next loop turn. */
+typedef struct local_link local_link;
+/* Attaches to ln (borrowed) as peer broker_id and gathers hello first.
+ * flush(flush_ctx) is called when the gathered batch is due; the node calls
+ * wake(wake_ctx), from its threads, when it has deliveries we did not cause.
+ * Owned by the caller. */
+local_link *local_link_open(const local_node *ln, uint64_t broker_id, const op *hello,
+                            void (*flush)(void *ctx), void *flush_ctx, void (*wake)(void *ctx), void *wake_ctx);
+/* Gathers o; returns the number of the batch it travels in. */
+uint64_t local_link_submit(local_link *l, const op *o);
+/* Applies the gathered batch as *seq; returns the node's reply (owned by the
+ * caller; NULL when out of memory). *seq is 0 when nothing was gathered. */
+nng_msg *local_link_apply(local_link *l, uint64_t *seq);
+/* The oldest delivery (owned by the caller) or NULL; then *published is how
+ * many operations the node has numbered for us. */
+nng_msg *local_link_take(local_link *l, uint64_t *published);
+void local_link_start(local_link *l, struct lws_context *ctx);
+void local_link_stop(local_link *l); /* cancels the flush timer */
+/* Applies what is gathered (answers dropped), detaches, frees. NULL is fine. */
+void local_link_close(local_link *l);
+
+/* ---------------- the topic table: topics.c ---------------- */
+
+/* What every topic module is given (borrowed; outlives the modules). */
+typedef struct edge {
+    const eddy_config *cfg;
+    uint64_t broker_id;
+    sessions *sessions;
+    link_set *links;
+    acks *acks;
+} edge;
+
+/* One topic: a row of the table, a module of its own. Hooks get the state
+ * `create` returned. Deliveries of the kinds listed reach `deliver`; requests
+ * of the kinds in `requests` that a node will not answer reach `fail`. */
+typedef struct topic_module {
+    const char *name;
+    int topic;                                 /* TOPIC__TOPIC_* */
+    const ProtobufCMessageDescriptor *message; /* the topic's client message */
+    const uint32_t *deliveries;                /* op kinds, 0-terminated */
+    const uint32_t *requests;                  /* op kinds, 0-terminated */
+    void *(*create)(const edge *e);
+    void (*destroy)(void *self);
+    void (*handle)(void *self, session *s, const ProtobufCMessage *m);
+    void (*deliver)(void *self, const op *o);
+    int (*fail)(void *self, const op *o);     /* 1: a requester was answered */
+    void (*login)(void *self, session *s);    /* may be NULL */
+    void (*session_closed)(void *self, session *s);
+    void (*resync)(void *self, int li);       /* re-register what node li holds for us */
+    void (*recover)(void *self, int li);      /* may be NULL: deliveries from li were lost */
+    void (*metrics)(void *self, FILE *f);     /* may be NULL */
+} topic_module;
+
+extern const topic_module events_module, records_module, rpc_module, presence_module;
+
+typedef struct topics topics;
+topics *topics_create(const edge *e);
+void topics_destroy(topics *t); /* NULL is fine */
+/* Decodes and handles one client message of topic for the logged-in s;
+ * false when no module has that topic. */
+bool topics_handle(topics *t, session *s, int topic, const uint8_t *inner, size_t len);
+void topics_deliver(topics *t, const op *o);
+int topics_fail(topics *t, const op *o);
+void topics_login(topics *t, session *s);
+void topics_session_closed(topics *t, session *s);
+void topics_resync(topics *t, int li);
+void topics_recover(topics *t, int li);
+void topics_metrics(topics *t, FILE *f);
+
+/* ---------------- listen.c ---------------- */
+
+/* Listening on one topic (events or records): patterns are checked here and
+ * sent to every node, remembered per session for unlisten on close and for
+ * resyncs; accept/reject go to the subscription's owner. */
+typedef struct listen_set listen_set;
+listen_set *listen_set_new(const edge *e, int topic);
+void listen_set_free(listen_set *l); /* NULL is fine */
+/* Handles LISTEN/UNLISTEN/LISTEN_ACCEPT/LISTEN_REJECT; false for other actions. */
+bool listen_handle(listen_set *l, session *s, int action, const char *pattern, const char *subscription);
+void listen_session_closed(listen_set *l, session *s);
+void listen_resync(listen_set *l, int li);
+/* An OP_LISTEN_MESSAGE; ignored unless it is about this set's topic. */
+void listen_deliver(listen_set *l, const op *o);
+
+/* ---------------- dispatch.c, auth.c, http.c ---------------- */
+
+typedef struct auth auth;
+/* cfg and set are borrowed; post hands a finished check to the service thread
+ * (any thread; -1 when full), login tells the topics a session logged in. */
+auth *auth_create(const eddy_config *cfg, sessions *set,
+                  int (*post)(void *ctx, int kind, int li, uint64_t seq, void *item),
+                  void (*login)(void *ctx, session *s), void *ctx, bool *config_error);
+void auth_destroy(auth *a); /* NULL is fine */
+/* Handles AUTH REQUEST data (may be NULL) for s. */
+void auth_request(auth *a, session *s, const char *data);
+/* Completes a check that ran on the worker (takes r). */
+struct auth_result;
+void auth_complete(auth *a, struct auth_result *r);
+/* Frees a result that will never be completed (shutdown). */
+void auth_result_free(struct auth_result *r);
+
+/* One complete client frame from s. */
+void dispatch_frame(topics *t, auth *a, session *s, const uint8_t *data, size_t len);
+/* PARSER UNKNOWN_ACTION for an action a topic does not have (logged at debug). */
+void reply_unknown_action(session *s, int topic, int action);
+
+/* An HTTP request on the websocket port: GET /health-check, GET /metrics
+ * (metrics writes the body), 404 otherwise. Returns lws's callback result. */
+int http_serve(struct lws *wsi, const char *uri, void (*metrics)(void *ctx, FILE *f), void *ctx);
+
+#endif
