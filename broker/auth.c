@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 
+#include "broker.h"
 #include "dict.h"
 #include "internal.h"
 #include "log.h"

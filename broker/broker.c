@@ -7,6 +7,7 @@
  * The loop is libuv's (epoll: a wake-up costs the same with 10 or 10,000 idle
  * connections) through lws's libuv plugin, or lws's own poll() loop when that
  * plugin cannot be loaded. Not for anything a session or a topic does. */
+#include "broker.h"
 #include "internal.h"
 
 #include <pthread.h>

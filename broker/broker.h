@@ -17,22 +17,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <nng/nng.h>
-
 #include "config.h"
+#include "local_node.h"
 
 typedef struct broker broker;
-
-/* A node in the same process (standalone), reached by direct calls on the
- * service thread instead of sockets: node_attach_local and friends in
- * node/node.h, which these wrap (the broker does not include node.h). */
-typedef struct local_node {
-    void *node;
-    void (*attach)(void *node, uint64_t peer_id, void (*wake)(void *ctx), void *ctx);
-    nng_msg *(*request)(void *node, const void *body, size_t len); /* reply owned by the caller */
-    nng_msg *(*take)(void *node, uint64_t *published);            /* owned by the caller; NULL: none */
-    void (*detach)(void *node); /* no wake-up reaches the broker after this returns */
-} local_node;
 
 /* Creates a broker for cfg (borrowed; must outlive it) connecting to every node
  * in cfg->nodes; with `local` (borrowed; NULL for none), cfg names one node and

@@ -7,17 +7,6 @@
 #include "internal.h"
 #include "log.h"
 
-static void reply_parser(session *s, int action, int topic, int orig)
-{
-    reply_send(s, TOPIC__TOPIC_PARSER, &(client_reply){.action = action, .orig_topic = topic, .orig = orig});
-}
-
-void reply_unknown_action(session *s, int topic, int action)
-{
-    log_debug("unknown-action", "session=%llu topic=%d action=%d", (unsigned long long)s->id, topic, action);
-    reply_parser(s, PARSER__ACTION__PARSER_UNKNOWN_ACTION, topic, action);
-}
-
 static void reply_connection(session *s, int action)
 {
     reply_send(s, TOPIC__TOPIC_CONNECTION, &(client_reply){.action = action});
@@ -47,7 +36,7 @@ static int delimited(const uint8_t *data, size_t len, size_t *payload_len)
 static void parse_error(session *s, const char *what, size_t len)
 {
     log_warn("bad-frame", "session=%llu problem=%s bytes=%zu", (unsigned long long)s->id, what, len);
-    reply_parser(s, PARSER__ACTION__PARSER_MESSAGE_PARSE_ERROR, 0, 0);
+    reply_parser_error(s, PARSER__ACTION__PARSER_MESSAGE_PARSE_ERROR, 0, 0);
 }
 
 static void handle_connection(session *s, const ProtobufCBinaryData *inner)
@@ -66,7 +55,7 @@ static void handle_connection(session *s, const ProtobufCBinaryData *inner)
     } else if (action == CONNECTION__ACTION__CONNECTION_PONG)
         ; /* harmless */
     else if (s->state == SESSION_OPEN)
-        reply_parser(s, PARSER__ACTION__PARSER_UNKNOWN_ACTION, TOPIC__TOPIC_CONNECTION, action);
+        reply_parser_error(s, PARSER__ACTION__PARSER_UNKNOWN_ACTION, TOPIC__TOPIC_CONNECTION, action);
     else
         reply_connection(s, CONNECTION__ACTION__CONNECTION_INVALID_MESSAGE);
     connection_message__free_unpacked(m, NULL);
@@ -111,7 +100,7 @@ void dispatch_frame(topics *t, auth *a, session *s, const uint8_t *data, size_t 
     } else if (!topics_handle(t, s, topic, inner->data, inner->len)) {
         /* AUTH after login, and topics no client uses (MONITORING, CLUSTER, ...) */
         log_debug("unknown-topic", "session=%llu topic=%d", (unsigned long long)s->id, topic);
-        reply_parser(s, PARSER__ACTION__PARSER_UNKNOWN_TOPIC, topic, 0);
+        reply_parser_error(s, PARSER__ACTION__PARSER_UNKNOWN_TOPIC, topic, 0);
     }
     message__free_unpacked(msg, NULL);
 }

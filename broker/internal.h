@@ -26,7 +26,7 @@
 
 #include <libwebsockets.h>
 
-#include "broker.h"
+#include "local_node.h"
 #include "config.h"
 #include "deepstream.pb-c.h"
 #include "frames.h"
@@ -125,6 +125,11 @@ typedef struct reply {
 frame *reply_frame(int topic, const client_reply *r);
 /* Encodes r and queues it for s. */
 void reply_send(session *s, int topic, const client_reply *r);
+/* The PARSER topic's answer (action) about a message of topic with action
+ * orig (0: none). */
+void reply_parser_error(session *s, int action, int topic, int orig);
+/* PARSER UNKNOWN_ACTION for an action a topic does not have (logged at debug). */
+void reply_unknown_action(session *s, int topic, int action);
 
 /* ---------------- acks.c ---------------- */
 
@@ -323,8 +328,6 @@ void auth_result_free(struct auth_result *r);
 
 /* One complete client frame from s. */
 void dispatch_frame(topics *t, auth *a, session *s, const uint8_t *data, size_t len);
-/* PARSER UNKNOWN_ACTION for an action a topic does not have (logged at debug). */
-void reply_unknown_action(session *s, int topic, int action);
 
 /* An HTTP request on the websocket port: GET /health-check, GET /metrics
  * (metrics writes the body), 404 otherwise. Returns lws's callback result. */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "log.h"
 
 enum field {
     F_ACTION, F_NAME, F_DATA, F_CID, F_SUBSCRIPTION, F_PATH, F_REQUESTOR_NAME, F_REQUESTOR_DATA,
@@ -125,4 +126,15 @@ void reply_send(session *s, int topic, const client_reply *r)
     frame *f = reply_frame(topic, r);
     session_send(s, f);
     frame_unref(f);
+}
+
+void reply_parser_error(session *s, int action, int topic, int orig)
+{
+    reply_send(s, TOPIC__TOPIC_PARSER, &(client_reply){.action = action, .orig_topic = topic, .orig = orig});
+}
+
+void reply_unknown_action(session *s, int topic, int action)
+{
+    log_debug("unknown-action", "session=%llu topic=%d action=%d", (unsigned long long)s->id, topic, action);
+    reply_parser_error(s, PARSER__ACTION__PARSER_UNKNOWN_ACTION, topic, action);
 }

@@ -132,8 +132,10 @@ static void auth_timer_fired(lws_sorted_usec_list_t *sul)
     if (s->state == SESSION_OPEN || s->closing)
         return;
     log_info("auth-timeout", "session=%llu", (unsigned long long)s->id);
-    reply_send(s, TOPIC__TOPIC_CONNECTION,
-               &(client_reply){.action = CONNECTION__ACTION__CONNECTION_AUTHENTICATION_TIMEOUT});
+    ConnectionMessage m = CONNECTION_MESSAGE__INIT;
+    m.has_action = 1;
+    m.action = CONNECTION__ACTION__CONNECTION_AUTHENTICATION_TIMEOUT;
+    session_send_msg(s, TOPIC__TOPIC_CONNECTION, &m.base);
     session_close_after_flush(s);
     lws_cancel_service(lws_get_context(s->wsi)); /* a timer does not wake the loop by itself */
 }

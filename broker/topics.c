@@ -58,7 +58,7 @@ bool topics_handle(topics *t, session *s, int topic, const uint8_t *inner, size_
         if (msg == NULL) {
             log_warn("bad-frame", "session=%llu problem=%s bytes=%zu", (unsigned long long)s->id,
                      table[m]->message->short_name, len);
-            reply_send(s, TOPIC__TOPIC_PARSER, &(client_reply){.action = PARSER__ACTION__PARSER_MESSAGE_PARSE_ERROR});
+            reply_parser_error(s, PARSER__ACTION__PARSER_MESSAGE_PARSE_ERROR, 0, 0);
             return true;
         }
         table[m]->handle(t->state[m], s, msg);
