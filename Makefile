@@ -16,7 +16,7 @@ SAN        ?= 0
 CC         ?= cc
 PKG_CONFIG ?= pkg-config
 PKGS       := libwebsockets msgpack libprotobuf-c jansson yaml-0.1 libsodium libpcre2-8
-LIB_PKGS   := msgpack jansson yaml-0.1
+LIB_PKGS   := msgpack jansson
 VERSION    := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
@@ -58,8 +58,8 @@ MAIN_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard cmd/*.c))
 # libeddy, the backend library: client/ and the parts of common/ it stands on
 CLIENT_SRC := $(wildcard client/*.c)
 CLIENT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLIENT_SRC))
-LIB_SRC    := $(CLIENT_SRC) $(addprefix common/,clustermap.c config.c dict.c jsonpath.c log.c mem.c \
-              mpack.c nodelink.c ops.c queue.c shardmap.c util.c yamljson.c)
+LIB_SRC    := $(CLIENT_SRC) $(addprefix common/,clustermap.c dict.c jsonpath.c log.c mem.c \
+              mpack.c nodelink.c ops.c queue.c shardmap.c util.c)
 LIB_PIC    := $(patsubst %.c,$(BUILD)/pic/%.o,$(LIB_SRC))
 SOVERSION  := 0
 EXAMPLES   := $(patsubst client/examples/%.c,$(BUILD)/examples/%,$(wildcard client/examples/*.c))

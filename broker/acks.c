@@ -54,7 +54,7 @@ struct acks {
     sessions *set;
     int (*fail)(void *ctx, const op *o);
     void *ctx;
-    link_acks links[CONFIG_MAX_NODES];
+    link_acks links[CLUSTER_MAX_NODES];
 };
 
 acks *acks_new(sessions *set, int (*fail)(void *ctx, const op *o), void *ctx)
@@ -63,7 +63,7 @@ acks *acks_new(sessions *set, int (*fail)(void *ctx, const op *o), void *ctx)
     a->set = set;
     a->fail = fail;
     a->ctx = ctx;
-    for (int i = 0; i < CONFIG_MAX_NODES; i++)
+    for (int i = 0; i < CLUSTER_MAX_NODES; i++)
         a->links[i].owed = dict_new();
     return a;
 }
@@ -74,24 +74,17 @@ static void ack_free(ack *k)
     xfree(k);
 }
 
-static int free_owed(const void *k, size_t l, void *v, void *arg)
-{
-    xfree(v);
-    return 0;
-}
-
 void acks_free(acks *a)
 {
     if (a == NULL)
         return;
-    for (int i = 0; i < CONFIG_MAX_NODES; i++) {
+    for (int i = 0; i < CLUSTER_MAX_NODES; i++) {
         link_acks *la = &a->links[i];
         for (uint32_t w = la->head; w < la->waiting.n; w++)
             if (--la->waiting.v[w].k->holds == 0)
                 ack_free(la->waiting.v[w].k);
         vec_free(&la->waiting);
-        dict_foreach(la->owed, free_owed, NULL);
-        dict_free(la->owed);
+        dict_free_with(la->owed, xfree);
     }
     xfree(a);
 }
@@ -122,7 +115,8 @@ void ack_release(acks *a, ack *k)
         return;
     session *s = sessions_get(a->set, k->session_id);
     if (s != NULL)
-        reply_send(s, k->topic, &(client_reply){.action = k->action, .correlation_id = k->correlation_id, .is_ack = true});
+        reply_send(s, k->topic,
+                   &(client_reply){.action = k->action, .correlation_id = k->correlation_id, .is_ack = true});
     ack_free(k);
 }
 

@@ -104,18 +104,13 @@ static char *json_text(json_t *v)
     return out;
 }
 
-static void free_user(user *u)
+static void free_user(void *v)
 {
+    user *u = v;
     xfree(u->hash);
     xfree(u->client_data);
     xfree(u->server_data);
     xfree(u);
-}
-
-static int free_user_cb(const void *k, size_t l, void *v, void *arg)
-{
-    free_user(v);
-    return 0;
 }
 
 static int load_users(auth *a, const char *path)
@@ -205,8 +200,7 @@ void auth_destroy(auth *a)
         pthread_join(a->worker, NULL);
     }
     queue_free(a->jobs, free_job);
-    dict_foreach(a->users, free_user_cb, NULL);
-    dict_free(a->users);
+    dict_free_with(a->users, free_user);
     xfree(a);
 }
 

@@ -30,7 +30,8 @@ typedef struct events {
 
 static void event_error(session *s, int action, const char *name, const char *cid, int orig)
 {
-    reply_send(s, TOPIC__TOPIC_EVENT, &(client_reply){.action = action, .name = name, .correlation_id = cid, .orig = orig});
+    reply_send(s, TOPIC__TOPIC_EVENT,
+               &(client_reply){.action = action, .name = name, .correlation_id = cid, .orig = orig});
 }
 
 static bool valid_name(const char *name)
@@ -43,9 +44,7 @@ static bool valid_name(const char *name)
 static void lost_interest(void *ctx, strview name, void *data)
 {
     events *ev = ctx;
-    op o = {.kind = OP_EVENT_UNINTEREST, .name = name};
-    uint64_t seq;
-    links_submit(ev->e->links, &o, &seq);
+    links_submit(ev->e->links, &(op){.kind = OP_EVENT_UNINTEREST, .name = name}, NULL);
 }
 
 static void *events_create(const edge *e)
@@ -121,16 +120,14 @@ static void handle_emit(events *ev, session *s, const EventMessage *m)
     }
     op o = {.kind = OP_EVENT_EMIT, .name = sv_of(m->name), .session = s->id, .has_data = m->data != NULL,
             .data = sv_of(m->data)};
-    uint64_t seq;
-    if (links_submit(ev->e->links, &o, &seq) < 0)
+    if (links_submit(ev->e->links, &o, NULL) < 0)
         event_error(s, EACT(MESSAGE_DENIED), m->name, NULL, EACT(EMIT));
 }
 
-static void events_handle(void *self, session *s, const ProtobufCMessage *base)
+static void events_handle(void *self, session *s, const ProtobufCMessage *base, int action)
 {
     events *ev = self;
     const EventMessage *m = (const EventMessage *)base;
-    int action = m->has_action ? m->action : 0;
     switch (action) {
     case EACT(SUBSCRIBE): handle_subscribe(ev, s, m); break;
     case EACT(UNSUBSCRIBE): handle_unsubscribe(ev, s, m); break;
@@ -148,28 +145,10 @@ static void events_session_closed(void *self, session *s)
     listen_session_closed(ev->listen, s);
 }
 
-struct resync_ctx {
-    events *ev;
-    int li;
-};
-
-static int resync_name(void *arg, strview name, subs_holder *h, uint32_t n, void *data)
-{
-    struct resync_ctx *c = arg;
-    interest *in = data;
-    if (in->link == c->li) {
-        op o = {.kind = OP_EVENT_INTEREST, .name = name};
-        uint64_t seq;
-        links_submit(c->ev->e->links, &o, &seq);
-    }
-    return 0;
-}
-
 static void events_resync(void *self, int li)
 {
     events *ev = self;
-    struct resync_ctx c = {ev, li};
-    subs_foreach(ev->subs, resync_name, &c);
+    links_resend(ev->e->links, li, ev->subs, &(op){.kind = OP_EVENT_INTEREST}, 0);
     listen_resync(ev->listen, li);
 }
 

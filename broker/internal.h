@@ -1,8 +1,9 @@
 /* internal.h - what the files of broker/ share. Modules are layered, and each
  * calls only those listed below it:
  *
- *   broker.c     the lifecycle, the lws context and loop, the inbound queue;
- *                wires the others together (the hooks below point into it)
+ *   broker.c     the lifecycle and the inbound queue; wires the others
+ *                together (the hooks below point into it)
+ *   loop.c       the lws context and its loop (libuv, else poll)
  *   http.c       GET /health-check and /metrics
  *   dispatch.c   one client frame: handshake, ping, auth, then the topic table
  *   auth.c       logins (none, file with Argon2id on a worker thread)
@@ -66,16 +67,15 @@ typedef struct session {
  * borrowed. Owned by the caller. */
 sessions *sessions_new(const eddy_config *cfg);
 void sessions_free(sessions *set); /* NULL is fine */
-/* The loop runs on ctx: end-of-turn flushes can be scheduled from now on. */
+/* The loop runs on ctx: end-of-turn flushes can be scheduled from now on, and
+ * the heartbeat sweep runs (a connection silent for twice heartbeatInterval
+ * is closed: clients PING every interval). */
 void sessions_start(sessions *set, struct lws_context *ctx);
-/* The loop is stopping: cancels the flush timer (before the context goes). */
+/* The loop is stopping: cancels the timers (before the context goes). */
 void sessions_stop(sessions *set);
 size_t sessions_count(const sessions *set);
 /* The open session with this id, or NULL. */
 session *sessions_get(const sessions *set, uint64_t id);
-/* Closes sessions silent for longer than limit_ms (at most 256 per call);
- * returns how many. */
-int sessions_sweep(sessions *set, int64_t limit_ms);
 /* End of a loop turn: writes what each session queued during it straight to
  * its socket (one send per session per turn), or asks for writable when the
  * socket is full. */
@@ -208,8 +208,8 @@ void links_handle_inbound(link_set *ls, int kind, int li, uint64_t seq, void *ms
 /* Takes what the in-process node has delivered (no-op without one). */
 void links_poll_local(link_set *ls);
 /* Queues o for the node that owns o->name (shard and epoch are filled in).
- * Returns the link index and, in *seq, the batch number o travels in; -1 when
- * the link's queue is over its bound (o is dropped and counted). */
+ * Returns the link index and, in *seq (unless NULL), the batch number o travels
+ * in; -1 when the link's queue is over its bound (o is dropped and counted). */
 int links_submit(link_set *ls, op *o, uint64_t *seq);
 /* The same, routed by `route` instead of o->name (listen answers go to the
  * owner of the subscription). */
@@ -219,6 +219,13 @@ int links_submit_to(link_set *ls, int li, op *o, uint64_t *seq);
 int links_count(const link_set *ls);
 /* The link index of the node owning name. */
 int links_owner(const link_set *ls, strview name);
+/* Sends node li again what table holds (a node came back, or lost deliveries):
+ * for every name with holders that li owns, an operation like tmpl about it;
+ * with LINKS_PER_HOLDER one per holder (a session: tmpl's session is its id);
+ * with LINKS_EVERY_NODE for every name, li owning it or not (listen patterns). */
+enum { LINKS_PER_HOLDER = 1, LINKS_EVERY_NODE = 2 };
+struct subs;
+void links_resend(link_set *ls, int li, const struct subs *table, const op *tmpl, int flags);
 bool links_refused(const link_set *ls); /* a node refused this broker's shard map */
 bool links_ready(const link_set *ls);   /* every node delivers to this broker */
 /* Writes the links' counters (Prometheus text format) to f. */
@@ -268,7 +275,7 @@ typedef struct topic_module {
     const uint32_t *requests;                  /* op kinds, 0-terminated */
     void *(*create)(const edge *e);
     void (*destroy)(void *self);
-    void (*handle)(void *self, session *s, const ProtobufCMessage *m);
+    void (*handle)(void *self, session *s, const ProtobufCMessage *m, int action); /* action 0: none */
     void (*deliver)(void *self, const op *o);
     int (*fail)(void *self, const op *o);     /* 1: a requester was answered */
     void (*login)(void *self, session *s);    /* may be NULL */
@@ -308,6 +315,36 @@ void listen_session_closed(listen_set *l, session *s);
 void listen_resync(listen_set *l, int li);
 /* An OP_LISTEN_MESSAGE; ignored unless it is about this set's topic. */
 void listen_deliver(listen_set *l, const op *o);
+
+/* ---------------- loop.c ---------------- */
+
+/* The broker's event loop (lws on libuv, else poll). Its hooks say what
+ * happens on a connection; ctx is passed to every hook. */
+typedef struct loop loop;
+typedef struct loop_hooks {
+    void (*started)(void *ctx, struct lws_context *lws); /* timers may be scheduled on lws from now */
+    void (*stopping)(void *ctx);   /* before the context goes: cancel every timer on it */
+    void (*stopped)(void *ctx);    /* the loop has stopped serving (a log line) */
+    void (*opened)(void *ctx, session *s, struct lws *wsi);
+    int (*received)(void *ctx, session *s, const void *in, size_t len); /* -1: close */
+    void (*closed)(void *ctx, session *s);
+    int (*http)(void *ctx, struct lws *wsi, const char *uri);
+    void (*woken)(void *ctx);      /* loop_wake was called (or the loop starts) */
+    void *ctx;
+} loop_hooks;
+
+/* cfg and hooks are borrowed (hooks copied). Owned by the caller. */
+loop *loop_new(const eddy_config *cfg, const loop_hooks *hooks);
+/* Listens on cfg's host and port and serves until *stop becomes non-zero.
+ * Returns 0, or -1 (logged) when it could not start. */
+int loop_run(loop *l, volatile sig_atomic_t *stop);
+/* Any thread (not a signal handler): the loop calls hooks.woken soon. */
+void loop_wake(loop *l);
+/* Closes every connection (closed hooks run) and frees the context; from
+ * then on loop_wake does nothing (other threads may still call it). NULL is fine. */
+void loop_close(loop *l);
+/* loop_close, then frees l: once no other thread can call loop_wake. NULL is fine. */
+void loop_free(loop *l);
 
 /* ---------------- dispatch.c, auth.c, http.c ---------------- */
 

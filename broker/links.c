@@ -16,12 +16,13 @@
 #include "log.h"
 #include "mem.h"
 #include "nodelink.h"
+#include "subs.h"
 #include "util.h"
 
 typedef struct node_link {
     link_set *ls;
     int index;
-    const config_node *node;
+    const cluster_node *node;
     nodelink *link;       /* NULL for the local node */
     bool epoch_refused;   /* the node runs another shard map (epoch or assignment) */
     delivery_stream stream;
@@ -36,7 +37,7 @@ struct link_set {
     local_link *local;  /* standalone: links[0] is the in-process node */
     bool flushing;      /* inside local_flush: no nested flush */
     int count;
-    node_link links[CONFIG_MAX_NODES];
+    node_link links[CLUSTER_MAX_NODES];
 };
 
 /* The link threads' handler: everything goes to the service thread. */
@@ -237,20 +238,21 @@ link_set *links_create(const eddy_config *cfg, uint64_t broker_id, const local_n
     ls->broker_id = broker_id;
     ls->acks = a;
     ls->hooks = *hooks;
+    const clustermap *m = &cfg->cluster;
     char err[256];
-    if (config_shardmap(cfg, &ls->map, err, sizeof(err)) != 0) {
+    if (clustermap_shards(m, &ls->map, err, sizeof(err)) != 0) {
         log_error("bad-shard-map", "%s", err);
         goto fail;
     }
-    if (local != NULL && cfg->node_count != 1) {
-        log_error("bad-local-node", "nodes=%d (an in-process node must be the only one)", cfg->node_count);
+    if (local != NULL && m->count != 1) {
+        log_error("bad-local-node", "nodes=%d (an in-process node must be the only one)", m->count);
         goto fail;
     }
-    for (int i = 0; i < cfg->node_count; i++) {
+    for (int i = 0; i < m->count; i++) {
         node_link *l = &ls->links[i];
         l->ls = ls;
         l->index = i;
-        l->node = &cfg->nodes[i];
+        l->node = &m->nodes[i];
         ls->count++;
         if (local != NULL) {
             /* HELLO at once: the node knows this broker from then on */
@@ -347,6 +349,9 @@ void links_destroy(link_set *ls)
 
 int links_submit_to(link_set *ls, int li, op *o, uint64_t *seq)
 {
+    uint64_t unused;
+    if (seq == NULL)
+        seq = &unused;
     node_link *l = &ls->links[li];
     o->epoch = ls->map.epoch;
     o->broker = 0; /* the batch header carries the origin */
@@ -367,6 +372,34 @@ int links_submit_by(link_set *ls, op *o, strview route, uint64_t *seq)
 int links_submit(link_set *ls, op *o, uint64_t *seq)
 {
     return links_submit_by(ls, o, o->name, seq);
+}
+
+struct resend {
+    link_set *ls;
+    int li, flags;
+    const op *tmpl;
+};
+
+static int resend_name(void *arg, strview name, subs_holder *h, uint32_t n, void *data)
+{
+    struct resend *r = arg;
+    if (n == 0 || (!(r->flags & LINKS_EVERY_NODE) && links_owner(r->ls, name) != r->li))
+        return 0;
+    op o = *r->tmpl;
+    o.name = name;
+    o.shard = shard_of(name.ptr, name.len);
+    for (uint32_t i = 0; i < ((r->flags & LINKS_PER_HOLDER) ? n : 1); i++) {
+        if (r->flags & LINKS_PER_HOLDER)
+            o.session = ((session *)h[i].ptr)->id;
+        links_submit_to(r->ls, r->li, &o, NULL);
+    }
+    return 0;
+}
+
+void links_resend(link_set *ls, int li, const subs *table, const op *tmpl, int flags)
+{
+    struct resend r = {ls, li, flags, tmpl};
+    subs_foreach(table, resend_name, &r);
 }
 
 int links_owner(const link_set *ls, strview name)

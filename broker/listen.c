@@ -46,9 +46,8 @@ void listen_set_free(listen_set *l)
 static void to_every_node(listen_set *l, uint32_t kind, uint64_t session_id, strview pat)
 {
     for (int li = 0; li < links_count(l->e->links); li++) {
-        op o = {.kind = kind, .session = session_id, .orig = (uint32_t)l->topic, .name = pat};
-        uint64_t seq;
-        links_submit_to(l->e->links, li, &o, &seq);
+        links_submit_to(l->e->links, li,
+                        &(op){.kind = kind, .session = session_id, .orig = (uint32_t)l->topic, .name = pat}, NULL);
     }
 }
 
@@ -80,8 +79,7 @@ static void on_answer(listen_set *l, session *s, int action, const char *pat, co
         return;
     op o = {.kind = OP_LISTEN_ANSWER, .session = s->id, .orig = (uint32_t)l->topic,
             .action = (uint32_t)action, .name = sv_of(pat), .ref = sv_of(sub)};
-    uint64_t seq;
-    links_submit_by(l->e->links, &o, o.ref, &seq); /* its owner runs the search */
+    links_submit_by(l->e->links, &o, o.ref, NULL); /* its owner runs the search */
 }
 
 bool listen_handle(listen_set *l, session *s, int action, const char *pat, const char *subscription)
@@ -107,27 +105,10 @@ void listen_session_closed(listen_set *l, session *s)
     subs_names_free(pats, n);
 }
 
-struct resync_ctx {
-    listen_set *l;
-    int li;
-};
-
-static int resync_pattern(void *arg, strview pat, subs_holder *h, uint32_t n, void *data)
-{
-    struct resync_ctx *c = arg;
-    for (uint32_t i = 0; i < n; i++) {
-        op o = {.kind = OP_LISTEN, .session = ((session *)h[i].ptr)->id, .orig = (uint32_t)c->l->topic,
-                .name = pat};
-        uint64_t seq;
-        links_submit_to(c->l->e->links, c->li, &o, &seq);
-    }
-    return 0;
-}
-
 void listen_resync(listen_set *l, int li)
 {
-    struct resync_ctx c = {l, li};
-    subs_foreach(l->patterns, resync_pattern, &c);
+    links_resend(l->e->links, li, l->patterns, &(op){.kind = OP_LISTEN, .orig = (uint32_t)l->topic},
+                 LINKS_PER_HOLDER | LINKS_EVERY_NODE);
 }
 
 void listen_deliver(listen_set *l, const op *o)

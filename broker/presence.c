@@ -99,17 +99,12 @@ static void *presence_create(const edge *e)
     return p;
 }
 
-static void free_query(query *q)
+static void free_query(void *v)
 {
+    query *q = v;
     json_decref(q->result);
     xfree(q->correlation_id);
     xfree(q);
-}
-
-static int free_query_cb(const void *k, size_t l, void *v, void *arg)
-{
-    free_query(v);
-    return 0;
 }
 
 static void presence_destroy(void *self)
@@ -118,8 +113,7 @@ static void presence_destroy(void *self)
     subs_free(p->logins);
     subs_free(p->watchers);
     subs_free(p->everyone);
-    dict_foreach(p->queries, free_query_cb, NULL);
-    dict_free(p->queries);
+    dict_free_with(p->queries, free_query);
     xfree(p);
 }
 
@@ -221,15 +215,15 @@ static void query_finish(presence *p, query *q)
         if (u != NULL && strcmp(u, s->user ? s->user : "") != 0) /* not the requester */
             names[kept++] = (char *)u;
     }
-    reply_send(s, TOPIC__TOPIC_PRESENCE, &(client_reply){.action = PACT(QUERY_ALL_RESPONSE), .names = names, .n_names = kept});
+    reply_send(s, TOPIC__TOPIC_PRESENCE,
+               &(client_reply){.action = PACT(QUERY_ALL_RESPONSE), .names = names, .n_names = kept});
     xfree(names);
 }
 
-static void presence_handle(void *self, session *s, const ProtobufCMessage *base)
+static void presence_handle(void *self, session *s, const ProtobufCMessage *base, int action)
 {
     presence *p = self;
     const PresenceMessage *m = (const PresenceMessage *)base;
-    int action = m->has_action ? m->action : 0;
     switch (action) {
     case PACT(SUBSCRIBE_ALL): subscribe_all(p, s); break;
     case PACT(UNSUBSCRIBE_ALL):
@@ -288,10 +282,10 @@ static void on_event(presence *p, const op *o)
 {
     char *user = xstrndup(o->name.ptr, o->name.len);
     bool join = o->action == PACT(PRESENCE_JOIN);
-    frame *all = reply_frame(TOPIC__TOPIC_PRESENCE,
-                             &(client_reply){.action = join ? PACT(PRESENCE_JOIN_ALL) : PACT(PRESENCE_LEAVE_ALL), .name = user});
-    frame *one = reply_frame(TOPIC__TOPIC_PRESENCE,
-                             &(client_reply){.action = join ? PACT(PRESENCE_JOIN) : PACT(PRESENCE_LEAVE), .name = user});
+    int to_all = join ? PACT(PRESENCE_JOIN_ALL) : PACT(PRESENCE_LEAVE_ALL);
+    int to_one = join ? PACT(PRESENCE_JOIN) : PACT(PRESENCE_LEAVE);
+    frame *all = reply_frame(TOPIC__TOPIC_PRESENCE, &(client_reply){.action = to_all, .name = user});
+    frame *one = reply_frame(TOPIC__TOPIC_PRESENCE, &(client_reply){.action = to_one, .name = user});
     uint32_t n;
     subs_holder *h = subs_holders(p->everyone, all_key, &n);
     send_except_user(h, n, all, user);
@@ -319,35 +313,13 @@ static int presence_fail(void *self, const op *o)
     return 1;
 }
 
-struct resync_ctx {
-    presence *p;
-    int li;
-    uint32_t kind;
-};
-
-static int resync_user(void *arg, strview user, subs_holder *h, uint32_t n, void *data)
-{
-    struct resync_ctx *c = arg;
-    if (links_owner(c->p->e->links, user) == c->li) {
-        op o = {.kind = c->kind, .name = user};
-        uint64_t seq;
-        links_submit(c->p->e->links, &o, &seq);
-    }
-    return 0;
-}
-
 static void presence_resync(void *self, int li)
 {
     presence *p = self;
-    struct resync_ctx c = {p, li, OP_PRESENCE_JOIN};
-    subs_foreach(p->logins, resync_user, &c);
-    c.kind = OP_PRESENCE_INTEREST;
-    subs_foreach(p->watchers, resync_user, &c);
-    if (subs_count(p->everyone) > 0) {
-        op o = {.kind = OP_PRESENCE_INTEREST, .flags = OP_FLAG_ALL};
-        uint64_t seq;
-        links_submit_to(p->e->links, li, &o, &seq);
-    }
+    links_resend(p->e->links, li, p->logins, &(op){.kind = OP_PRESENCE_JOIN}, 0);
+    links_resend(p->e->links, li, p->watchers, &(op){.kind = OP_PRESENCE_INTEREST}, 0);
+    if (subs_count(p->everyone) > 0)
+        links_submit_to(p->e->links, li, &(op){.kind = OP_PRESENCE_INTEREST, .flags = OP_FLAG_ALL}, NULL);
 }
 
 const topic_module presence_module = {

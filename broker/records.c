@@ -57,9 +57,7 @@ static void new_topic(void *ctx, strview name, void *data)
 static void lost_interest(void *ctx, strview name, void *data)
 {
     records *r = ctx;
-    op o = {.kind = OP_RECORD_UNINTEREST, .name = name};
-    uint64_t seq;
-    links_submit(r->e->links, &o, &seq);
+    links_submit(r->e->links, &(op){.kind = OP_RECORD_UNINTEREST, .name = name}, NULL);
 }
 
 static void *records_create(const edge *e)
@@ -72,8 +70,9 @@ static void *records_create(const edge *e)
     return r;
 }
 
-static void free_bulk(bulk *k)
+static void free_bulk(void *v)
 {
+    bulk *k = v;
     for (uint32_t i = 0; i < k->count; i++)
         xfree(k->names[i]);
     xfree(k->names);
@@ -82,18 +81,11 @@ static void free_bulk(bulk *k)
     xfree(k);
 }
 
-static int free_bulk_cb(const void *key, size_t len, void *v, void *arg)
-{
-    free_bulk(v);
-    return 0;
-}
-
 static void records_destroy(void *self)
 {
     records *r = self;
     subs_free(r->subs);
-    dict_foreach(r->bulks, free_bulk_cb, NULL);
-    dict_free(r->bulks);
+    dict_free_with(r->bulks, free_bulk);
     listen_set_free(r->listen);
     xfree(r);
 }
@@ -110,7 +102,8 @@ static void reply_error(session *s, int action, const char *name, const char *ci
 static void reply_ack(session *s, int action, const char *cid, char **names, size_t n_names)
 {
     reply_send(s, TOPIC__TOPIC_RECORD,
-               &(client_reply){.action = action, .correlation_id = cid, .is_ack = true, .names = names, .n_names = n_names});
+               &(client_reply){.action = action, .correlation_id = cid, .is_ack = true, .names = names,
+                               .n_names = n_names});
 }
 
 /* ---------------- client requests ---------------- */
@@ -155,8 +148,7 @@ static void handle_subscribe(records *r, session *s, const RecordMessage *m)
         subs_pin(r->subs, name); /* until the state comes back */
         op o = {.kind = OP_RECORD_SUBSCRIBE, .name = name, .session = s->id, .corr = bulk_id,
                 .action = (uint32_t)mode};
-        uint64_t seq;
-        if (links_submit(r->e->links, &o, &seq) < 0) {
+        if (links_submit(r->e->links, &o, NULL) < 0) {
             reply_error(s, ACT(MESSAGE_DENIED), names[i], m->correlationid, mode, false);
             subs_unpin(r->subs, name, true); /* the node never heard of it */
             continue;
@@ -190,8 +182,7 @@ static void submit(records *r, session *s, const RecordMessage *m, op *o)
     }
     o->name = sv_of(m->name);
     o->session = s->id;
-    uint64_t seq;
-    if (links_submit(r->e->links, o, &seq) < 0)
+    if (links_submit(r->e->links, o, NULL) < 0)
         reply_error(s, ACT(MESSAGE_DENIED), m->name, m->correlationid, m->action, write_ack);
 }
 
@@ -223,8 +214,7 @@ static void handle_notify(records *r, session *s, const RecordMessage *m)
         if (!valid_name(m->names[i]))
             continue;
         op o = {.kind = OP_RECORD_NOTIFY, .name = sv_of(m->names[i]), .session = s->id, .corr = id};
-        uint64_t seq;
-        if (links_submit(r->e->links, &o, &seq) >= 0)
+        if (links_submit(r->e->links, &o, NULL) >= 0)
             k->remaining++;
     }
     if (k->remaining == 0) {
@@ -234,11 +224,10 @@ static void handle_notify(records *r, session *s, const RecordMessage *m)
     }
 }
 
-static void records_handle(void *self, session *s, const ProtobufCMessage *base)
+static void records_handle(void *self, session *s, const ProtobufCMessage *base, int action)
 {
     records *r = self;
     const RecordMessage *m = (const RecordMessage *)base;
-    int action = m->has_action ? m->action : 0;
     switch (action) {
     case ACT(SUBSCRIBECREATEANDREAD):
     case ACT(SUBSCRIBEANDREAD):
@@ -479,40 +468,20 @@ static void on_broadcast(records *r, const op *o, const char *name, const char *
     }
 }
 
-/* Sends one operation (kind, action, corr from `tmpl`) for every record with
- * local subscribers owned by node li: re-registration and recovery alike. */
-struct topic_walk {
-    records *r;
-    int li;
-    op tmpl;
-};
-
-static int submit_for_topic(void *arg, strview name, subs_holder *h, uint32_t n, void *data)
-{
-    struct topic_walk *w = arg;
-    if (n == 0 || links_owner(w->r->e->links, name) != w->li)
-        return 0;
-    op o = w->tmpl;
-    o.name = name;
-    uint64_t seq;
-    links_submit(w->r->e->links, &o, &seq);
-    return 0;
-}
-
 static void records_resync(void *self, int li)
 {
     records *r = self;
     /* session 0: interest only, the node answers nothing */
-    struct topic_walk w = {r, li, {.kind = OP_RECORD_SUBSCRIBE, .action = ACT(SUBSCRIBEANDHEAD)}};
-    subs_foreach(r->subs, submit_for_topic, &w);
+    links_resend(r->e->links, li, r->subs, &(op){.kind = OP_RECORD_SUBSCRIBE, .action = ACT(SUBSCRIBEANDHEAD)},
+                 0);
     listen_resync(r->listen, li);
 }
 
 static void records_recover(void *self, int li)
 {
     records *r = self;
-    struct topic_walk w = {r, li, {.kind = OP_RECORD_READ, .action = ACT(READ), .corr = RECOVERY_CORR}};
-    subs_foreach(r->subs, submit_for_topic, &w);
+    links_resend(r->e->links, li, r->subs,
+                 &(op){.kind = OP_RECORD_READ, .action = ACT(READ), .corr = RECOVERY_CORR}, 0);
 }
 
 /* o (a record request) will not be answered: its node went down. Answers the

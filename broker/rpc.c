@@ -65,9 +65,7 @@ static void unprovide_one(rpc *r, session *s, strview name)
 {
     if (!subs_remove(r->provided, name, s, 0, false))
         return;
-    op o = {.kind = OP_RPC_UNPROVIDE, .name = name, .session = s->id};
-    uint64_t seq;
-    links_submit(r->e->links, &o, &seq);
+    links_submit(r->e->links, &(op){.kind = OP_RPC_UNPROVIDE, .name = name, .session = s->id}, NULL);
 }
 
 static void handle_provide(rpc *r, session *s, const RpcMessage *m)
@@ -111,17 +109,15 @@ static void forward(rpc *r, session *s, const RpcMessage *m, uint32_t kind)
         o.user = sv_of(s->user);
     if (kind == OP_RPC_REQUEST && cfg->rpc_requestor_data)
         o.meta = sv_of(s->server_data);
-    uint64_t seq;
-    if (links_submit(r->e->links, &o, &seq) < 0)
+    if (links_submit(r->e->links, &o, NULL) < 0)
         rpc_error(s, kind == OP_RPC_REQUEST ? RACT(NO_RPC_PROVIDER) : RACT(MESSAGE_DENIED), m->name,
                   m->correlationid, m->action, kind != OP_RPC_REQUEST);
 }
 
-static void rpc_handle(void *self, session *s, const ProtobufCMessage *base)
+static void rpc_handle(void *self, session *s, const ProtobufCMessage *base, int action)
 {
     rpc *r = self;
     const RpcMessage *m = (const RpcMessage *)base;
-    int action = m->has_action ? m->action : 0;
     switch (action) {
     case RACT(PROVIDE): handle_provide(r, s, m); break;
     case RACT(UNPROVIDE): handle_unprovide(r, s, m); break;
@@ -161,28 +157,10 @@ static void rpc_session_closed(void *self, session *s)
     subs_names_free(names, n);
 }
 
-struct resync_ctx {
-    rpc *r;
-    int li;
-};
-
-static int resync_name(void *arg, strview name, subs_holder *h, uint32_t n, void *data)
-{
-    struct resync_ctx *c = arg;
-    if (links_owner(c->r->e->links, name) != c->li)
-        return 0;
-    for (uint32_t i = 0; i < n; i++) {
-        op o = {.kind = OP_RPC_PROVIDE, .name = name, .session = ((session *)h[i].ptr)->id};
-        uint64_t seq;
-        links_submit(c->r->e->links, &o, &seq);
-    }
-    return 0;
-}
-
 static void rpc_resync(void *self, int li)
 {
-    struct resync_ctx c = {self, li};
-    subs_foreach(c.r->provided, resync_name, &c);
+    rpc *r = self;
+    links_resend(r->e->links, li, r->provided, &(op){.kind = OP_RPC_PROVIDE}, LINKS_PER_HOLDER);
 }
 
 static void rpc_deliver(void *self, const op *o)

@@ -25,6 +25,7 @@ struct sessions {
     session *flush_head;        /* sessions with frames queued this loop turn */
     bool flush_scheduled;
     lws_sorted_usec_list_t flush_timer;
+    lws_sorted_usec_list_t sweep_timer;
     uint8_t *send_buf;          /* gathering buffer for write_queued */
 };
 
@@ -53,14 +54,23 @@ static void flush_due(lws_sorted_usec_list_t *sul)
     sessions_flush(set);
 }
 
+static void sweep(lws_sorted_usec_list_t *sul);
+
+static void schedule_sweep(sessions *set)
+{
+    lws_sul_schedule(set->ctx, 0, &set->sweep_timer, sweep, (lws_usec_t)set->cfg->heartbeat_interval_ms * 1000 / 2);
+}
+
 void sessions_start(sessions *set, struct lws_context *ctx)
 {
     set->ctx = ctx;
+    schedule_sweep(set);
 }
 
 void sessions_stop(sessions *set)
 {
     lws_sul_cancel(&set->flush_timer);
+    lws_sul_cancel(&set->sweep_timer);
     set->flush_scheduled = false;
     set->ctx = NULL;
 }
@@ -117,13 +127,18 @@ static int find_stale(const void *k, size_t l, void *v, void *arg)
     return c->n == SWEEP_MAX;
 }
 
-int sessions_sweep(sessions *set, int64_t limit_ms)
+/* Closes connections silent for twice the heartbeat interval (clients PING
+ * every interval, so a live client is never silent that long). */
+static void sweep(lws_sorted_usec_list_t *sul)
 {
-    struct sweep_ctx c = {.now = now_ms(), .limit = limit_ms};
+    sessions *set = lws_container_of(sul, sessions, sweep_timer);
+    struct sweep_ctx c = {.now = now_ms(), .limit = 2 * set->cfg->heartbeat_interval_ms};
     dict_foreach(set->by_id, find_stale, &c);
     for (int i = 0; i < c.n; i++)
         session_kill(c.stale[i], "heartbeat-timeout");
-    return c.n;
+    schedule_sweep(set);
+    if (c.n > 0)
+        lws_cancel_service(set->ctx); /* a timer does not wake the loop by itself */
 }
 
 static void auth_timer_fired(lws_sorted_usec_list_t *sul)

@@ -17,6 +17,7 @@ static const topic_module *const table[] = {&events_module, &records_module, &rp
 
 struct topics {
     void *state[MODULES];
+    const ProtobufCFieldDescriptor *action[MODULES]; /* each message's "action" field */
     int8_t takers[OP_KIND_MAX][TAKERS]; /* delivery kind -> module indexes, -1 = none */
     int8_t sender[OP_KIND_MAX];         /* request kind -> module index, -1 = none */
 };
@@ -28,6 +29,7 @@ topics *topics_create(const edge *e)
     memset(t->sender, -1, sizeof(t->sender));
     for (int m = 0; m < MODULES; m++) {
         t->state[m] = table[m]->create(e);
+        t->action[m] = protobuf_c_message_descriptor_get_field_by_name(table[m]->message, "action");
         for (const uint32_t *k = table[m]->deliveries; *k != 0; k++)
             for (int i = 0; i < TAKERS; i++)
                 if (t->takers[*k][i] < 0) {
@@ -61,7 +63,9 @@ bool topics_handle(topics *t, session *s, int topic, const uint8_t *inner, size_
             reply_parser_error(s, PARSER__ACTION__PARSER_MESSAGE_PARSE_ERROR, 0, 0);
             return true;
         }
-        table[m]->handle(t->state[m], s, msg);
+        const ProtobufCFieldDescriptor *f = t->action[m]; /* an optional int32 in every topic */
+        bool has = f != NULL && *(const protobuf_c_boolean *)((const char *)msg + f->quantifier_offset);
+        table[m]->handle(t->state[m], s, msg, has ? *(const int32_t *)((const char *)msg + f->offset) : 0);
         protobuf_c_message_free_unpacked(msg, NULL);
         return true;
     }

@@ -37,16 +37,18 @@ static bool valid_json(const char *json)
     return json == NULL || json_check(json, strlen(json)) != JSON_KIND_INVALID;
 }
 
-void client_registration_free(registration *r)
+void client_registration_free(void *v)
 {
+    registration *r = v;
     if (r == NULL)
         return;
     xfree(r->doc);
     xfree(r);
 }
 
-void client_callback_free(callback *cb)
+void client_callback_free(void *v)
 {
+    callback *cb = v;
     if (cb == NULL)
         return;
     if (cb->call != NULL) {
@@ -472,7 +474,7 @@ static uint32_t wire_topic(eddy_topic topic)
 /* Sends kind (LISTEN or UNLISTEN) of pattern to every node and waits for each. */
 static eddy_status tell_all_nodes(eddy *e, uint32_t kind, eddy_topic topic, const char *pattern)
 {
-    uint64_t seq[CONFIG_MAX_NODES] = {0};
+    uint64_t seq[CLUSTER_MAX_NODES] = {0};
     eddy_status st = EDDY_OK;
     for (int i = 0; i < e->nlinks; i++) {
         op o = {.kind = kind, .name = sv(pattern), .orig = wire_topic(topic)};

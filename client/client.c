@@ -98,8 +98,9 @@ eddy_status client_pending_wait(eddy *e, pending *p, int64_t deadline)
     return atomic_load(&e->closing) ? EDDY_ERR_CLOSED : EDDY_ERR_TIMEOUT;
 }
 
-void client_pending_free(pending *p)
+void client_pending_free(void *v)
 {
+    pending *p = v;
     if (p == NULL)
         return;
     xfree(p->data);
@@ -339,8 +340,8 @@ static void *callback_thread(void *arg)
  * connect, or with e->lock and links_lock held). Returns 0, or -1 (logged). */
 static int open_links(eddy *e)
 {
-    for (int i = 0; i < e->cluster.node_count; i++) {
-        const config_node *n = &e->cluster.nodes[i];
+    for (int i = 0; i < e->cluster.count; i++) {
+        const cluster_node *n = &e->cluster.nodes[i];
         client_link *cl = &e->links[i];
         memset(cl, 0, sizeof(*cl));
         cl->ctx = xcalloc(1, sizeof(*cl->ctx));
@@ -391,10 +392,10 @@ static int settle_unavailable(const void *k, size_t l, void *v, void *arg)
 static void follow_map(eddy *e)
 {
     atomic_store(&e->map_stale, false); /* a refusal under the new map sets it again */
-    char *urls[CONFIG_MAX_NODES + 1];
+    char *urls[CLUSTER_MAX_NODES + 1];
     int n = 0;
     pthread_mutex_lock(&e->lock);
-    for (int i = 0; i < e->cluster.node_count; i++)
+    for (int i = 0; i < e->cluster.count; i++)
         urls[n++] = xstrdup(e->cluster.nodes[i].request);
     urls[n++] = xstrdup(e->seed);
     pthread_mutex_unlock(&e->lock);
@@ -404,33 +405,32 @@ static void follow_map(eddy *e)
             json = clustermap_fetch(urls[i], NULL, now_ms() + 1000);
         xfree(urls[i]);
     }
-    eddy_config fresh;
-    config_defaults(&fresh);
+    clustermap fresh = {0};
     shardmap map;
     char err[256];
-    if (json == NULL || clustermap_apply(&fresh, json, strlen(json), err, sizeof(err)) != 0 ||
-        config_shardmap(&fresh, &map, err, sizeof(err)) != 0) {
+    if (json == NULL || clustermap_parse(&fresh, json, strlen(json), err, sizeof(err)) != 0 ||
+        clustermap_shards(&fresh, &map, err, sizeof(err)) != 0) {
         if (json != NULL)
             log_error("bad-cluster-map", "error=%s", err);
         xfree(json);
-        config_free(&fresh);
+        clustermap_clear(&fresh);
         atomic_store(&e->map_stale, true); /* try again in a second */
         return;
     }
     xfree(json);
     if (map.epoch == e->map.epoch && shardmap_digest(&map) == shardmap_digest(&e->map)) {
-        config_free(&fresh); /* the same map: the refusal was about something else */
+        clustermap_clear(&fresh); /* the same map: the refusal was about something else */
         return;
     }
     log_warn("cluster-map-changed", "epoch=%llu->%llu nodes=%d->%d (reconnecting to every node)",
-             (unsigned long long)e->map.epoch, (unsigned long long)map.epoch, e->cluster.node_count,
-             fresh.node_count);
-    client_link old[CONFIG_MAX_NODES];
+             (unsigned long long)e->map.epoch, (unsigned long long)map.epoch, e->cluster.count,
+             fresh.count);
+    client_link old[CLUSTER_MAX_NODES];
     pthread_mutex_lock(&e->lock);
     pthread_rwlock_wrlock(&e->links_lock);
     int nold = e->nlinks;
     memcpy(old, e->links, sizeof(old));
-    eddy_config old_cluster = e->cluster;
+    clustermap old_cluster = e->cluster;
     e->cluster = fresh;
     e->map = map;
     e->gen++;
@@ -444,7 +444,7 @@ static void follow_map(eddy *e)
     pthread_cond_broadcast(&e->changed);
     pthread_mutex_unlock(&e->lock);
     close_links(old, nold); /* their handlers see an old generation and drop everything */
-    config_free(&old_cluster);
+    clustermap_clear(&old_cluster);
 }
 
 /* ---------------- connecting and closing ---------------- */
@@ -473,7 +473,6 @@ eddy_status eddy_connect(const char *node_url, const eddy_options *opts, eddy **
     e->provides = dict_new();
     e->listens = dict_new();
     e->callbacks = queue_new(EDDY_CALLBACK_QUEUE);
-    config_defaults(&e->cluster);
     int64_t deadline = client_deadline(e);
     char *json = clustermap_fetch(node_url, NULL, deadline);
     char err[256];
@@ -483,9 +482,9 @@ eddy_status eddy_connect(const char *node_url, const eddy_options *opts, eddy **
         st = EDDY_ERR_TIMEOUT;
         goto fail;
     }
-    int rc = clustermap_apply(&e->cluster, json, strlen(json), err, sizeof(err));
+    int rc = clustermap_parse(&e->cluster, json, strlen(json), err, sizeof(err));
     xfree(json);
-    if (rc != 0 || config_shardmap(&e->cluster, &e->map, err, sizeof(err)) != 0) {
+    if (rc != 0 || clustermap_shards(&e->cluster, &e->map, err, sizeof(err)) != 0) {
         log_error("bad-cluster-map", "node=%s error=%s", node_url, err);
         goto fail;
     }
@@ -521,38 +520,18 @@ fail:
     return st;
 }
 
-static int free_registration_cb(const void *k, size_t l, void *v, void *arg)
-{
-    client_registration_free(v);
-    return 0;
-}
-
-static int free_pending_cb(const void *k, size_t l, void *v, void *arg)
-{
-    client_pending_free(v);
-    return 0;
-}
-
-static void free_callback_item(void *p)
-{
-    client_callback_free(p);
-}
-
 static void free_client(eddy *e)
 {
     atomic_store(&e->closing, true);
     if (e->cb_started)
         pthread_join(e->cb_thread, NULL); /* (it may be replacing the links: let it finish) */
     close_links(e->links, e->nlinks);
-    queue_free(e->callbacks, free_callback_item);
-    dict_foreach(e->pending, free_pending_cb, NULL);
-    dict_free(e->pending);
+    queue_free(e->callbacks, client_callback_free);
+    dict_free_with(e->pending, client_pending_free);
     dict *regs[] = {e->events, e->records, e->provides, e->listens};
-    for (size_t i = 0; i < sizeof(regs) / sizeof(regs[0]); i++) {
-        dict_foreach(regs[i], free_registration_cb, NULL);
-        dict_free(regs[i]);
-    }
-    config_free(&e->cluster);
+    for (size_t i = 0; i < sizeof(regs) / sizeof(regs[0]); i++)
+        dict_free_with(regs[i], client_registration_free);
+    clustermap_clear(&e->cluster);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->changed);
     pthread_rwlock_destroy(&e->links_lock);
@@ -566,7 +545,7 @@ void eddy_close(eddy *e)
     if (e == NULL)
         return;
     /* providers and listeners go first, so their calls and names move on at once */
-    uint64_t seq[CONFIG_MAX_NODES] = {0};
+    uint64_t seq[CLUSTER_MAX_NODES] = {0};
     pthread_mutex_lock(&e->lock);
     client_withdraw_all(e, seq);
     int64_t deadline = client_deadline(e);
@@ -585,7 +564,7 @@ eddy_status eddy_cluster_status(eddy *e, char **out)
     uint64_t lost = 0;
     pthread_mutex_lock(&e->lock);
     for (int i = 0; i < e->nlinks; i++) {
-        const config_node *n = &e->cluster.nodes[i];
+        const cluster_node *n = &e->cluster.nodes[i];
         json_array_append_new(nodes, json_pack("{s:s, s:s, s:s, s:s, s:b, s:b, s:b}", "id", n->id, "request",
                                                n->request, "delivery", n->delivery, "shards",
                                                n->shards ? n->shards : "", "connected",

@@ -12,7 +12,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "clustermap.h"
 #include "dict.h"
 #include "eddy.h"
 #include "nodelink.h"
@@ -87,10 +87,10 @@ struct eddy {
      * client_submit_to reads them under links_lock alone. */
     pthread_rwlock_t links_lock;
     unsigned gen;        /* bumped whenever the links are replaced */
-    eddy_config cluster; /* the node list and epoch from the map */
+    clustermap cluster;  /* the node list and epoch from the map */
     shardmap map;
     int nlinks;
-    client_link links[CONFIG_MAX_NODES];
+    client_link links[CLUSTER_MAX_NODES];
     atomic_bool map_stale; /* a node refused our map or redirected: learn it again */
     int64_t last_map_try;
     pthread_mutex_t lock;
@@ -119,7 +119,7 @@ pending *client_pending_new(eddy *e, int li);
 /* Waits (e->lock held) for p, removes it from the table and returns its status;
  * the caller frees p (client_pending_free) after taking its data. */
 eddy_status client_pending_wait(eddy *e, pending *p, int64_t deadline);
-void client_pending_free(pending *p);
+void client_pending_free(void *p); /* a pending; NULL is fine */
 /* Settles the pending call corr (e->lock held); takes data (may be NULL). */
 void client_settle(eddy *e, uint64_t corr, eddy_status status, int64_t version, char *data);
 /* Queues a callback (e->lock held or not); drops event callbacks beyond the bound. */
@@ -138,7 +138,7 @@ void client_resync(eddy *e, int li);
 void client_withdraw_all(eddy *e, uint64_t *seq);
 /* Runs one callback on the callback thread (no lock held) and frees it. */
 void client_run_callback(eddy *e, callback *cb);
-void client_callback_free(callback *cb);
-void client_registration_free(registration *r);
+void client_callback_free(void *cb);     /* a callback; NULL is fine */
+void client_registration_free(void *r); /* a registration; NULL is fine */
 
 #endif

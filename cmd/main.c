@@ -115,16 +115,16 @@ bad:
 static int node_map(const eddy_config *cfg, shardmap *map, unsigned *self)
 {
     char err[256];
-    if (config_shardmap(cfg, map, err, sizeof(err)) != 0) {
-        fprintf(stderr, "eddy: %s\n", err);
+    if (clustermap_shards(&cfg->cluster, map, err, sizeof(err)) != 0) {
+        fprintf(stderr, "eddy: config error: cluster.nodes: %s\n", err);
         return -1;
     }
-    if (cfg->node_count == 0) {
+    if (cfg->cluster.count == 0) {
         *self = 0;
         return 0;
     }
-    for (int i = 0; i < cfg->node_count; i++)
-        if (strcmp(cfg->nodes[i].id, cfg->node_id) == 0) {
+    for (int i = 0; i < cfg->cluster.count; i++)
+        if (strcmp(cfg->cluster.nodes[i].id, cfg->node_id) == 0) {
             *self = (unsigned)i;
             return 0;
         }
@@ -141,16 +141,16 @@ static int learn_cluster(eddy_config *cfg)
         return stop_requested ? 0 : 1;
     char err[256];
     shardmap map;
-    int rc = clustermap_apply(cfg, json, strlen(json), err, sizeof(err));
+    int rc = clustermap_parse(&cfg->cluster, json, strlen(json), err, sizeof(err));
     if (rc == 0)
-        rc = config_shardmap(cfg, &map, err, sizeof(err));
+        rc = clustermap_shards(&cfg->cluster, &map, err, sizeof(err));
     xfree(json);
     if (rc != 0) {
         log_error("seed-map-refused", "seed=%s error=%s", cfg->seed, err);
         return 2;
     }
-    log_info("cluster-map-learned", "seed=%s epoch=%lld nodes=%d", cfg->seed, (long long)cfg->epoch,
-             cfg->node_count);
+    log_info("cluster-map-learned", "seed=%s epoch=%lld nodes=%d", cfg->seed, (long long)cfg->cluster.epoch,
+             cfg->cluster.count);
     return 0;
 }
 
@@ -175,7 +175,7 @@ static void local_detach(void *n)
 
 static int run_broker(eddy_config *cfg, node *local)
 {
-    if (cfg->node_count == 0 && cfg->seed[0] != '\0') {
+    if (cfg->cluster.count == 0 && cfg->seed[0] != '\0') {
         int rc = learn_cluster(cfg);
         if (rc != 0 || stop_requested)
             return rc;
@@ -232,29 +232,30 @@ static int run_role(const char *role, eddy_config *cfg)
     unsigned self;
     if (node_map(cfg, &map, &self) != 0)
         return 2;
+    bool standalone = strcmp(role, "standalone") == 0;
     const char *req = cfg->node_request[0] ? cfg->node_request : "tcp://127.0.0.1:6021";
     const char *del = cfg->node_delivery[0] ? cfg->node_delivery : "tcp://127.0.0.1:6022";
-    const char *backend_req = NULL, *backend_del = NULL;
-    char inproc_req[64], inproc_del[64], tcp_req[300], tcp_del[300];
-    if (strcmp(role, "standalone") == 0) {
-        snprintf(inproc_req, sizeof(inproc_req), "inproc://eddy-%d-request", (int)getpid());
-        snprintf(inproc_del, sizeof(inproc_del), "inproc://eddy-%d-delivery", (int)getpid());
-        req = inproc_req;
-        del = inproc_del;
+    char tcp_req[300], tcp_del[300];
+    if (standalone) {
+        /* The node's sockets are for backends only: its broker calls it directly. */
         standalone_backend_urls(cfg, tcp_req, tcp_del, sizeof(tcp_req));
-        if (strcmp(cfg->node_request, "none") != 0) {
-            backend_req = tcp_req;
-            backend_del = tcp_del;
-        }
+        bool none = strcmp(cfg->node_request, "none") == 0;
+        req = none ? NULL : tcp_req;
+        del = none ? NULL : tcp_del;
     }
-    node *n = node_start(cfg, req, del, backend_req, backend_del, &map, self);
+    node *n = node_start(cfg, req, del, &map, self);
     if (n == NULL)
         return 1;
-    if (strcmp(role, "standalone") == 0) {
+    if (standalone && req != NULL)
+        log_info("backends-listening", "request=%s delivery=%s (eddy ctl --cluster %s)", node_request_url(n),
+                 node_delivery_url(n), node_request_url(n));
+    if (standalone) {
         /* The broker reaches the in-process node by direct calls (no socket, no
-         * thread in between); it speaks the same operations as to a remote one. */
-        config_free_nodes(cfg);
-        config_add_node(cfg, cfg->node_id, node_request_url(n), node_delivery_url(n));
+         * thread in between); it speaks the same operations as to a remote one.
+         * Its one node entry names it for logs and metrics. */
+        char err[256];
+        clustermap_clear(&cfg->cluster);
+        clustermap_add(&cfg->cluster, cfg->node_id, "in-process", "in-process", NULL, err, sizeof(err));
         rc = run_broker(cfg, n);
     } else {
         while (!stop_requested)

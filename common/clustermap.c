@@ -1,5 +1,6 @@
-/* clustermap.c - the cluster map as JSON, built by nodes, fetched and applied
- * by brokers (and backends); see clustermap.h. */
+/* clustermap.c - the cluster map (see clustermap.h): its nodes, the shard map
+ * they make, and its JSON form, built by nodes and fetched by brokers and
+ * backends. */
 #include "clustermap.h"
 
 #include <stdio.h>
@@ -28,27 +29,122 @@ static char *dump(json_t *root)
     return out;
 }
 
-char *clustermap_json(const eddy_config *cfg, const shardmap *map, const char *self_id,
-                      const char *self_request, const char *self_delivery)
+void clustermap_clear(clustermap *m)
+{
+    for (int i = 0; i < m->count; i++) {
+        xfree(m->nodes[i].id);
+        xfree(m->nodes[i].request);
+        xfree(m->nodes[i].delivery);
+        xfree(m->nodes[i].shards);
+        m->nodes[i] = (cluster_node){0};
+    }
+    m->count = 0;
+}
+
+int clustermap_add(clustermap *m, const char *id, const char *request, const char *delivery, const char *shards,
+                   char *err, size_t err_len)
+{
+    if (m->count >= CLUSTER_MAX_NODES) {
+        snprintf(err, err_len, "more than %d nodes", CLUSTER_MAX_NODES);
+        return -1;
+    }
+    if (request == NULL || delivery == NULL || request[0] == '\0' || delivery[0] == '\0') {
+        snprintf(err, err_len, "%s: each node needs a request and a delivery address", id ? id : "node");
+        return -1;
+    }
+    char idbuf[32];
+    if (id == NULL) {
+        snprintf(idbuf, sizeof(idbuf), "node%d", m->count + 1);
+        id = idbuf;
+    }
+    cluster_node *n = &m->nodes[m->count++];
+    n->id = xstrdup(id);
+    n->request = xstrdup(request);
+    n->delivery = xstrdup(delivery);
+    n->shards = shards != NULL && shards[0] != '\0' ? xstrdup(shards) : NULL;
+    return 0;
+}
+
+int clustermap_add_json(clustermap *m, json_t *nodes, char *err, size_t err_len)
+{
+    if (!json_is_array(nodes)) {
+        snprintf(err, err_len, "must be a list of {id, request, delivery}");
+        return -1;
+    }
+    size_t i;
+    json_t *item;
+    json_array_foreach(nodes, i, item) {
+        const char *req = json_string_value(json_object_get(item, "request"));
+        const char *del = json_string_value(json_object_get(item, "delivery"));
+        json_t *sh = json_object_get(item, "shards");
+        if (!json_is_object(item) || req == NULL || del == NULL) {
+            snprintf(err, err_len, "every node needs string request and delivery");
+            return -1;
+        }
+        if (sh != NULL && !json_is_string(sh)) {
+            snprintf(err, err_len, "shards must be a string of ranges like \"0-1023,2048-3071\"");
+            return -1;
+        }
+        if (clustermap_add(m, json_string_value(json_object_get(item, "id")), req, del, json_string_value(sh), err,
+                           err_len) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int clustermap_shards(const clustermap *m, shardmap *map, char *err, size_t err_len)
+{
+    uint64_t epoch = (uint64_t)m->epoch;
+    if (m->count == 0)
+        return shardmap_init_even(map, 1, epoch);
+    int explicit = 0;
+    for (int i = 0; i < m->count; i++)
+        explicit += m->nodes[i].shards != NULL;
+    if (explicit == 0)
+        return shardmap_init_even(map, (unsigned)m->count, epoch);
+    shardmap_init_empty(map, (unsigned)m->count, epoch);
+    for (int i = 0; i < m->count; i++) {
+        char why[200];
+        if (m->nodes[i].shards == NULL) {
+            snprintf(err, err_len, "node '%s' lists no shards (when one node lists its shards, every node must)",
+                     m->nodes[i].id);
+            return -1;
+        }
+        if (shardmap_assign(map, (unsigned)i, m->nodes[i].shards, why, sizeof(why)) != 0) {
+            snprintf(err, err_len, "node '%s' shards: %s", m->nodes[i].id, why);
+            return -1;
+        }
+    }
+    int missing = shardmap_first_unowned(map);
+    if (missing >= 0) {
+        snprintf(err, err_len, "shard %d has no node (the shards 0-%u must each be listed once)", missing,
+                 SHARD_COUNT - 1);
+        return -1;
+    }
+    return 0;
+}
+
+char *clustermap_json(const clustermap *m, const shardmap *map, const char *self_id, const char *self_request,
+                      const char *self_delivery)
 {
     json_t *nodes = json_array();
     char ranges[16384];
-    if (cfg->node_count == 0) {
+    if (m->count == 0) {
         shardmap_format(map, 0, ranges, sizeof(ranges));
-        json_array_append_new(nodes, json_pack("{s:s, s:s, s:s, s:s}", "id", self_id, "request",
-                                               self_request, "delivery", self_delivery, "shards", ranges));
+        json_array_append_new(nodes, json_pack("{s:s, s:s, s:s, s:s}", "id", self_id, "request", self_request,
+                                               "delivery", self_delivery, "shards", ranges));
     }
-    for (int i = 0; i < cfg->node_count; i++) {
+    for (int i = 0; i < m->count; i++) {
         shardmap_format(map, (unsigned)i, ranges, sizeof(ranges));
-        json_array_append_new(nodes, json_pack("{s:s, s:s, s:s, s:s}", "id", cfg->nodes[i].id, "request",
-                                               cfg->nodes[i].request, "delivery", cfg->nodes[i].delivery,
-                                               "shards", ranges));
+        json_array_append_new(nodes, json_pack("{s:s, s:s, s:s, s:s}", "id", m->nodes[i].id, "request",
+                                               m->nodes[i].request, "delivery", m->nodes[i].delivery, "shards",
+                                               ranges));
     }
-    return dump(json_pack("{s:I, s:i, s:o}", "epoch", (json_int_t)map->epoch, "shardCount",
-                          (int)SHARD_COUNT, "nodes", nodes));
+    return dump(json_pack("{s:I, s:i, s:o}", "epoch", (json_int_t)map->epoch, "shardCount", (int)SHARD_COUNT,
+                          "nodes", nodes));
 }
 
-int clustermap_apply(eddy_config *cfg, const char *json, size_t len, char *err, size_t err_len)
+int clustermap_parse(clustermap *m, const char *json, size_t len, char *err, size_t err_len)
 {
     json_error_t jerr;
     json_t *root = json_loadb(json, len, 0, &jerr);
@@ -59,17 +155,17 @@ int clustermap_apply(eddy_config *cfg, const char *json, size_t len, char *err, 
         snprintf(err, err_len, "the cluster map is not {epoch, nodes: [...]}");
         goto out;
     }
-    if (json_array_size(nodes) == 0 || json_array_size(nodes) > CONFIG_MAX_NODES) {
+    if (json_array_size(nodes) == 0 || json_array_size(nodes) > CLUSTER_MAX_NODES) {
         snprintf(err, err_len, "the cluster map has %zu nodes (1..%d allowed)", json_array_size(nodes),
-                 CONFIG_MAX_NODES);
+                 CLUSTER_MAX_NODES);
         goto out;
     }
-    config_free_nodes(cfg);
-    if (config_apply_nodes(cfg, nodes, err, err_len) != 0) {
-        config_free_nodes(cfg);
+    clustermap_clear(m);
+    if (clustermap_add_json(m, nodes, err, err_len) != 0) {
+        clustermap_clear(m);
         goto out;
     }
-    cfg->epoch = json_integer_value(epoch);
+    m->epoch = json_integer_value(epoch);
     rc = 0;
 out:
     json_decref(root);

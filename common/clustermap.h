@@ -1,28 +1,60 @@
-/* clustermap.h - the cluster map as JSON, the form a node answers MAP_QUERY
- * with and brokers and backends learn the cluster from:
+/* clustermap.h - the cluster map: the nodes of a cluster (id, the addresses
+ * peers reach them at, the shards each owns) and its epoch. The configuration
+ * holds one (cluster.nodes, cluster.epoch), and so does every backend (learnt
+ * from a node); on the wire it is JSON, the form a node answers MAP_QUERY with:
  *
  *   {"epoch": 1, "shardCount": 4096,
  *    "nodes": [{"id": "node1", "request": "tcp://...", "delivery": "tcp://...",
  *               "shards": "0-1364"}, ...]}
  *
- * and the client side: fetching it from one node and filling a configuration. */
+ * Not the configuration: libeddy uses this without the config table or YAML. */
 #ifndef EDDY_CLUSTERMAP_H
 #define EDDY_CLUSTERMAP_H
 
-#include <stdbool.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
 #include "shardmap.h"
 
-/* The map of cfg's cluster as JSON text (owned by the caller, xfree). A lone
- * node (no cluster.nodes) describes itself with self_request/self_delivery. */
-char *clustermap_json(const eddy_config *cfg, const shardmap *map, const char *self_id,
-                      const char *self_request, const char *self_delivery);
-/* Replaces cfg's node list and epoch with the map in json. Returns 0, or -1
- * with a message in err (not JSON, missing fields, more than CONFIG_MAX_NODES). */
-int clustermap_apply(eddy_config *cfg, const char *json, size_t len, char *err, size_t err_len);
+#define CLUSTER_MAX_NODES 64
+
+typedef struct cluster_node {
+    char *id;
+    char *request;  /* nng address peers send operations to */
+    char *delivery; /* nng address the node publishes deliveries on */
+    char *shards;   /* explicit shard ranges ("0-1023,2048-3071"), or NULL: spread evenly */
+} cluster_node;
+
+/* A zeroed clustermap is empty. It owns its strings (clustermap_clear). */
+typedef struct clustermap {
+    int64_t epoch;
+    int count;
+    cluster_node nodes[CLUSTER_MAX_NODES];
+} clustermap;
+
+/* Frees the nodes' strings; the map has no nodes (its epoch stays). */
+void clustermap_clear(clustermap *m);
+/* Appends a node (strings copied; id NULL: "node<N>"; shards may be NULL).
+ * Returns 0, or -1 with the reason in err. */
+int clustermap_add(clustermap *m, const char *id, const char *request, const char *delivery, const char *shards,
+                   char *err, size_t err_len);
+/* Appends the nodes of a JSON array of {id, request, delivery[, shards]}
+ * (a jansson json_t). Returns 0, or -1 with the reason in err. */
+struct json_t;
+int clustermap_add_json(clustermap *m, struct json_t *nodes, char *err, size_t err_len);
+/* Builds the shard map m describes: explicit when the nodes list their shards
+ * (all of them must, covering every shard once), else spread evenly; no nodes
+ * (a lone node) owns everything. Returns 0, or -1 with the reason in err. */
+int clustermap_shards(const clustermap *m, shardmap *map, char *err, size_t err_len);
+
+/* The map as JSON text (owned by the caller, xfree), with map's assignment.
+ * A lone node (no nodes) describes itself with self_id/request/delivery. */
+char *clustermap_json(const clustermap *m, const shardmap *map, const char *self_id, const char *self_request,
+                      const char *self_delivery);
+/* Replaces m's nodes and epoch with the map in json. Returns 0, or -1 with a
+ * message in err (not JSON, missing fields, more than CLUSTER_MAX_NODES). */
+int clustermap_parse(clustermap *m, const char *json, size_t len, char *err, size_t err_len);
 /* Asks the node at request_url for the map (MAP_QUERY), retrying (one
  * `waiting-for-seed` line, then quiet) until it answers, *stop is set (stop
  * may be NULL) or the deadline (now_ms clock; 0 = none) passes. Returns the

@@ -107,13 +107,17 @@ static const cfg_entry table[] = {
     {"cluster.seed", "--seed", T_STR, 0, 0, "", F(seed), NULL,
      "broker: a node's request address to fetch cluster.nodes and cluster.epoch from at start-up, "
      "instead of listing them"},
-    {"cluster.epoch", "--epoch", T_INT, 1, INT64_MAX, "1", F(epoch), NULL,
+    {"cluster.epoch", "--epoch", T_INT, 1, INT64_MAX, "1", F(cluster.epoch), NULL,
      "shard map epoch; every process of a cluster must run the same one"},
     {"cluster.brokerTimeout", "--broker-timeout", T_INT, 2000, 600000, "10000",
      F(broker_timeout_ms), NULL,
      "ms without a heartbeat (brokers send one every 250 ms) after which a node drops a broker's state"},
     {"logLevel", "--log-level", T_ENUM, 0, 0, "info", F(log_level), level_choices,
      "debug, info, warn or error"},
+    {"test.faultDropBroadcasts", "--test-fault-drop-broadcasts", T_INT, 0, 1000000, "0",
+     F(fault_drop_broadcasts), NULL,
+     "tests only: a node numbers but does not send every Nth delivery batch made only of "
+     "broadcasts, as nng pub/sub drops when a queue is full (0: off)"},
 };
 #define TABLE_LEN (sizeof(table) / sizeof(table[0]))
 
@@ -128,19 +132,9 @@ static int fail(char *err, size_t err_len, const cfg_entry *e, const char *fmt, 
 static int add_node(eddy_config *cfg, const char *id, const char *request, const char *delivery,
                     const char *shards, const cfg_entry *e, char *err, size_t err_len)
 {
-    if (cfg->node_count >= CONFIG_MAX_NODES)
-        return fail(err, err_len, e, "more than %s nodes", "64");
-    if (request[0] == '\0' || delivery[0] == '\0')
-        return fail(err, err_len, e, "%s: each node needs a request and a delivery address",
-                    id ? id : "node");
-    char idbuf[32];
-    if (id == NULL) {
-        snprintf(idbuf, sizeof(idbuf), "node%d", cfg->node_count + 1);
-        id = idbuf;
-    }
-    config_add_node(cfg, id, request, delivery);
-    if (shards != NULL && shards[0] != '\0')
-        cfg->nodes[cfg->node_count - 1].shards = xstrdup(shards);
+    char why[256];
+    if (clustermap_add(&cfg->cluster, id, request, delivery, shards, why, sizeof(why)) != 0)
+        return fail(err, err_len, e, "%s", why);
     return 0;
 }
 
@@ -212,25 +206,11 @@ void config_defaults(eddy_config *cfg)
             abort(); /* a bad default is a programming error */
 }
 
-int config_apply_nodes(eddy_config *cfg, struct json_t *v, char *err, size_t err_len)
+static int apply_nodes(eddy_config *cfg, const cfg_entry *e, json_t *v, char *err, size_t err_len)
 {
-    const cfg_entry *e = find_key("cluster.nodes");
-    if (!json_is_array(v))
-        return fail(err, err_len, e, "must be a list of {id, request, delivery}%s", "");
-    size_t i;
-    json_t *item;
-    json_array_foreach(v, i, item) {
-        const char *id = json_string_value(json_object_get(item, "id"));
-        const char *req = json_string_value(json_object_get(item, "request"));
-        const char *del = json_string_value(json_object_get(item, "delivery"));
-        json_t *sh = json_object_get(item, "shards");
-        if (!json_is_object(item) || req == NULL || del == NULL)
-            return fail(err, err_len, e, "every node needs string request and delivery%s", "");
-        if (sh != NULL && !json_is_string(sh))
-            return fail(err, err_len, e, "shards must be a string of ranges like \"0-1023,2048-3071\"%s", "");
-        if (add_node(cfg, id, req, del, json_string_value(sh), e, err, err_len) != 0)
-            return -1;
-    }
+    char why[256];
+    if (clustermap_add_json(&cfg->cluster, v, why, sizeof(why)) != 0)
+        return fail(err, err_len, e, "%s", why);
     return 0;
 }
 
@@ -252,7 +232,7 @@ static int apply_json(eddy_config *cfg, json_t *obj, const char *prefix, char *e
             return -1;
         }
         if (e->type == T_NODES) {
-            if (config_apply_nodes(cfg, v, err, err_len) != 0)
+            if (apply_nodes(cfg, e, v, err, err_len) != 0)
                 return -1;
             continue;
         }
@@ -335,48 +315,22 @@ int config_validate(const eddy_config *cfg, const char *role, char *err, size_t 
                  cfg->url_path);
         return -1;
     }
-    if (strcmp(role, "broker") == 0 && cfg->node_count == 0 && cfg->seed[0] == '\0') {
+    if (strcmp(role, "broker") == 0 && cfg->cluster.count == 0 && cfg->seed[0] == '\0') {
         snprintf(err, err_len,
                  "config error: cluster.nodes (--node): a broker needs the nodes, or cluster.seed (--seed)");
         return -1;
     }
-    for (int i = 0; i < cfg->node_count; i++)
+    const clustermap *m = &cfg->cluster;
+    for (int i = 0; i < m->count; i++)
         for (int j = 0; j < i; j++)
-            if (strcmp(cfg->nodes[i].id, cfg->nodes[j].id) == 0) {
-                snprintf(err, err_len, "config error: cluster.nodes: duplicate node id '%s'",
-                         cfg->nodes[i].id);
+            if (strcmp(m->nodes[i].id, m->nodes[j].id) == 0) {
+                snprintf(err, err_len, "config error: cluster.nodes: duplicate node id '%s'", m->nodes[i].id);
                 return -1;
             }
     shardmap map;
-    return config_shardmap(cfg, &map, err, err_len);
-}
-
-int config_shardmap(const eddy_config *cfg, shardmap *map, char *err, size_t err_len)
-{
-    if (cfg->node_count == 0)
-        return shardmap_init_even(map, 1, (uint64_t)cfg->epoch);
-    int explicit = 0;
-    for (int i = 0; i < cfg->node_count; i++)
-        explicit += cfg->nodes[i].shards != NULL;
-    if (explicit == 0)
-        return shardmap_init_even(map, (unsigned)cfg->node_count, (uint64_t)cfg->epoch);
-    shardmap_init_empty(map, (unsigned)cfg->node_count, (uint64_t)cfg->epoch);
-    for (int i = 0; i < cfg->node_count; i++) {
-        char why[200];
-        if (cfg->nodes[i].shards == NULL) {
-            snprintf(err, err_len, "config error: cluster.nodes: node '%s' lists no shards (when one "
-                     "node lists its shards, every node must)", cfg->nodes[i].id);
-            return -1;
-        }
-        if (shardmap_assign(map, (unsigned)i, cfg->nodes[i].shards, why, sizeof(why)) != 0) {
-            snprintf(err, err_len, "config error: cluster.nodes: node '%s' shards: %s", cfg->nodes[i].id, why);
-            return -1;
-        }
-    }
-    int missing = shardmap_first_unowned(map);
-    if (missing >= 0) {
-        snprintf(err, err_len, "config error: cluster.nodes: shard %d has no node (the shards "
-                 "0-%u must each be listed once)", missing, SHARD_COUNT - 1);
+    char why[256];
+    if (clustermap_shards(m, &map, why, sizeof(why)) != 0) {
+        snprintf(err, err_len, "config error: cluster.nodes: %s", why);
         return -1;
     }
     return 0;
@@ -394,28 +348,6 @@ void config_print_flags(void)
     }
 }
 
-void config_free_nodes(eddy_config *cfg)
-{
-    for (int i = 0; i < cfg->node_count; i++) {
-        xfree(cfg->nodes[i].id);
-        xfree(cfg->nodes[i].request);
-        xfree(cfg->nodes[i].delivery);
-        xfree(cfg->nodes[i].shards);
-        cfg->nodes[i].shards = NULL;
-    }
-    cfg->node_count = 0;
-}
-
-void config_add_node(eddy_config *cfg, const char *id, const char *request, const char *delivery)
-{
-    if (cfg->node_count >= CONFIG_MAX_NODES)
-        return;
-    config_node *n = &cfg->nodes[cfg->node_count++];
-    n->id = xstrdup(id);
-    n->request = xstrdup(request);
-    n->delivery = xstrdup(delivery);
-}
-
 void config_free(eddy_config *cfg)
 {
     for (size_t i = 0; i < TABLE_LEN; i++)
@@ -424,5 +356,5 @@ void config_free(eddy_config *cfg)
             xfree(*s);
             *s = NULL;
         }
-    config_free_nodes(cfg);
+    clustermap_clear(&cfg->cluster);
 }

@@ -8,16 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CONFIG_MAX_NODES 64
+#include "clustermap.h"
 
 enum auth_type { AUTH_NONE = 0, AUTH_FILE = 1 };
-
-typedef struct config_node {
-    char *id;
-    char *request;  /* nng address brokers send operations to */
-    char *delivery; /* nng address the node publishes deliveries on */
-    char *shards;   /* explicit shard ranges ("0-1023,2048-3071"), or NULL: spread evenly */
-} config_node;
 
 typedef struct eddy_config {
     /* websocket edge (broker, standalone) */
@@ -51,12 +44,11 @@ typedef struct eddy_config {
     int64_t listen_rematch_interval_ms; /* 1000 or less: no rematch */
     int64_t listen_match_cooldown_ms;
     /* cluster */
-    int64_t epoch;
+    clustermap cluster; /* cluster.nodes and cluster.epoch */
     char *seed; /* a node's request address to fetch the cluster map from ("" = none) */
-    int node_count;
-    config_node nodes[CONFIG_MAX_NODES];
     /* process */
     int64_t log_level;
+    int64_t fault_drop_broadcasts; /* tests only (test.faultDropBroadcasts) */
 } eddy_config;
 
 /* Fills cfg with the defaults. */
@@ -74,20 +66,6 @@ int config_set_flag(eddy_config *cfg, const char *flag, const char *value, char 
 int config_validate(const eddy_config *cfg, const char *role, char *err, size_t err_len);
 /* Prints the flag reference (for --help). */
 void config_print_flags(void);
-/* Replaces the cluster node list (standalone points its broker at its own node). */
-void config_free_nodes(eddy_config *cfg);
-void config_add_node(eddy_config *cfg, const char *id, const char *request, const char *delivery);
-/* Appends the nodes of a JSON array of {id, request, delivery[, shards]} (the
- * YAML cluster.nodes, or a node's MAP answer). Returns 0, or -1 with a message
- * naming cluster.nodes in err. */
-struct json_t;
-int config_apply_nodes(eddy_config *cfg, struct json_t *nodes, char *err, size_t err_len);
-/* Builds the shard map cfg describes: explicit when the nodes list their
- * shards (all of them must, covering every shard once), else spread evenly; a
- * lone node (no cluster.nodes) owns everything. Returns 0, or -1 with a
- * message naming cluster.nodes in err. */
-struct shardmap;
-int config_shardmap(const eddy_config *cfg, struct shardmap *map, char *err, size_t err_len);
 /* Frees the strings cfg owns. */
 void config_free(eddy_config *cfg);
 

@@ -57,6 +57,14 @@ void dict_free(dict *d)
     xfree(d);
 }
 
+void dict_free_with(dict *d, void (*free_value)(void *value))
+{
+    for (size_t i = 0; d != NULL && d->buckets != NULL && i <= d->mask; i++)
+        for (struct entry *e = d->buckets[i]; e != NULL; e = e->next)
+            free_value(e->value);
+    dict_free(d);
+}
+
 size_t dict_size(const dict *d)
 {
     return d->count;

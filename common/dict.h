@@ -13,6 +13,8 @@ typedef struct dict dict;
 dict *dict_new(void);
 /* Frees the dict and its key copies; values are left alone. NULL is fine. */
 void dict_free(dict *d);
+/* The same, first passing every value to free_value (which owns it then). */
+void dict_free_with(dict *d, void (*free_value)(void *value));
 size_t dict_size(const dict *d);
 /* Returns the value stored under key, or NULL. */
 void *dict_get(const dict *d, const void *key, size_t len);

@@ -42,28 +42,24 @@ subs *subs_new(size_t data_size, subs_hooks hooks, void *ctx)
     return t;
 }
 
-static int free_entry(const void *k, size_t l, void *v, void *arg)
+static void free_entry(void *v)
 {
     entry *e = v;
     vec_free(&e->holders);
     xfree(e);
-    return 0;
 }
 
-static int free_held(const void *k, size_t l, void *v, void *arg)
+static void free_held(void *v)
 {
     dict_free(v);
-    return 0;
 }
 
 void subs_free(subs *t)
 {
     if (t == NULL)
         return;
-    dict_foreach(t->names, free_entry, NULL);
-    dict_free(t->names);
-    dict_foreach(t->held, free_held, NULL);
-    dict_free(t->held);
+    dict_free_with(t->names, free_entry);
+    dict_free_with(t->held, free_held);
     xfree(t);
 }
 

@@ -3,6 +3,7 @@
 #ifndef EDDY_UTIL_H
 #define EDDY_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -10,6 +11,16 @@
 
 /* Milliseconds on the monotonic clock. */
 int64_t now_ms(void);
+/* True when deadline is at or before now; otherwise *next becomes the
+ * earlier of itself and deadline (the next time to look). */
+static inline bool deadline_passed(int64_t deadline, int64_t now, int64_t *next)
+{
+    if (deadline <= now)
+        return true;
+    if (deadline < *next)
+        *next = deadline;
+    return false;
+}
 /* A random non-zero 64-bit id (getrandom). */
 uint64_t random_id(void);
 /* Writes the address a listener is really bound to (tcp port 0 resolved) into

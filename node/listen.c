@@ -17,16 +17,22 @@
  * declined is kept as unmatched: every listen.rematchInterval, those unmatched
  * for at least listen.matchCooldown are searched again, among all their
  * listeners, a bounded slice of names per executor turn.
- * Not here: the subscriptions themselves (events.c, records.c), pattern syntax
- * (pattern.c). */
+ * Not here: the subscriptions themselves (events.c and records.c, which report
+ * first and last subscribers and let this module read their tables), pattern
+ * syntax (pattern.c). */
+#include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "deepstream.pb-c.h"
+#include "dict.h"
+#include "internal.h"
 #include "log.h"
 #include "mem.h"
-#include "node.h"
 #include "pattern.h"
 #include "util.h"
+#include "vec.h"
 
 /* Offers per turn of a rematch pass: bounds the executor's work per turn. */
 #define REMATCH_SLICE 256
@@ -54,8 +60,8 @@ typedef struct candidate {
 typedef struct provided {
     bool active;
     candidate provider;
-    candidate *cands;
-    uint32_t ncand, at;
+    VEC(candidate) cands;
+    uint32_t at;
     bool searching;
     int64_t deadline;
 } provided;
@@ -65,32 +71,37 @@ typedef struct unmatched {
     int64_t since;
 } unmatched;
 
+/* Names copied out of a dict or table before it is changed. */
+typedef VEC(strview) name_list;
+
 typedef struct space {
-    int topic;    /* TOPIC__TOPIC_EVENT or TOPIC__TOPIC_RECORD */
-    listener *ls; /* in arrival order */
-    uint32_t n, cap;
+    int topic; /* TOPIC__TOPIC_EVENT or TOPIC__TOPIC_RECORD */
+    VEC(listener) ls; /* in arrival order */
     uint64_t seq, groups;
     dict *names;     /* name -> provided */
     dict *unmatched; /* name -> unmatched (only while rematch is on) */
+    struct listen_table *t;
+    /* the topic's subscriptions (listen_follow) */
+    const subs *subscribed;
+    void (*provider_changed)(void *ctx, strview name, bool has);
+    void *ctx;
 } space;
 
 /* A name a rematch pass has still to search. */
 typedef struct due {
-    char *name;
-    size_t len;
+    strview name;
     space *sp;
 } due;
 
-struct listen_table {
-    node *n;
+typedef struct listen_table {
+    node_env *env;
     const eddy_config *cfg;
     space sp[2];
     int64_t next_deadline;
     int64_t next_rematch; /* INT64_MAX: rematch off */
-    due *due;             /* the current rematch pass, worked off REMATCH_SLICE a turn */
-    size_t ndue, done;
-    uint64_t rng[4];      /* xoshiro256** state, seeded from getrandom */
-};
+    VEC(due) due;         /* the current rematch pass, worked off REMATCH_SLICE a turn */
+    uint32_t done;
+} listen_table;
 
 static space *space_of(listen_table *t, int topic)
 {
@@ -102,105 +113,99 @@ static bool rematch_on(const eddy_config *cfg)
     return cfg->listen_rematch_interval_ms > REMATCH_MIN_MS;
 }
 
-listen_table *listen_new(node *n, const eddy_config *cfg)
+static void names_add(name_list *l, const void *name, size_t len)
 {
+    vec_push(l, ((strview){xstrndup(name, len), (uint32_t)len}));
+}
+
+static void names_free(name_list *l)
+{
+    for (uint32_t i = 0; i < l->n; i++)
+        xfree((char *)l->v[i].ptr);
+    vec_free(l);
+}
+
+static void *listen_create(node_env *env)
+{
+    if (sodium_init() < 0) /* randombytes_uniform's generator */
+        abort();
     listen_table *t = xcalloc(1, sizeof(*t));
-    t->n = n;
-    t->cfg = cfg;
+    t->env = env;
+    t->cfg = env->cfg;
     t->sp[0].topic = TOPIC__TOPIC_EVENT;
     t->sp[1].topic = TOPIC__TOPIC_RECORD;
     for (int i = 0; i < 2; i++) {
+        t->sp[i].t = t;
         t->sp[i].names = dict_new();
         t->sp[i].unmatched = dict_new();
     }
     t->next_deadline = INT64_MAX;
-    t->next_rematch = rematch_on(cfg) ? now_ms() + cfg->listen_rematch_interval_ms : INT64_MAX;
-    if (cfg->listen_rematch_interval_ms > 0 && !rematch_on(cfg))
+    t->next_rematch = rematch_on(t->cfg) ? now_ms() + t->cfg->listen_rematch_interval_ms : INT64_MAX;
+    if (t->cfg->listen_rematch_interval_ms > 0 && !rematch_on(t->cfg))
         log_warn("listen-rematch-off", "rematch_interval_ms=%lld (rematching needs more than %d)",
-                 (long long)cfg->listen_rematch_interval_ms, REMATCH_MIN_MS);
-    for (int i = 0; i < 4; i++)
-        t->rng[i] = random_id(); /* non-zero, so never the all-zero state */
+                 (long long)t->cfg->listen_rematch_interval_ms, REMATCH_MIN_MS);
+    env->listen = t;
     return t;
 }
 
-/* ---- randomness for listen.shuffleProviders: xoshiro256** ---- */
+static void interest(listen_table *t, space *sp, strview name, bool added);
 
-static uint64_t rotl(uint64_t x, int k)
+/* The subscription table's hooks (ctx: the space). */
+static void first_peer(void *ctx, strview name, void *data)
 {
-    return (x << k) | (x >> (64 - k));
+    space *sp = ctx;
+    interest(sp->t, sp, name, true);
 }
 
-static uint64_t rng_next(listen_table *t)
+static void last_peer(void *ctx, strview name, void *data)
 {
-    uint64_t *s = t->rng;
-    uint64_t r = rotl(s[1] * 5, 7) * 9, x = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= x;
-    s[3] = rotl(s[3], 45);
-    return r;
+    space *sp = ctx;
+    interest(sp->t, sp, name, false);
 }
 
-/* Uniform in [0, bound), bound > 0: draws past the last whole multiple of
- * bound are redrawn, so no value is favoured. */
-static uint32_t rng_below(listen_table *t, uint32_t bound)
+subs *listen_follow(listen_table *t, int topic, void (*provider_changed)(void *ctx, strview name, bool has),
+                    void *ctx)
 {
-    uint64_t limit = UINT64_MAX - UINT64_MAX % bound, r;
-    do
-        r = rng_next(t);
-    while (r >= limit);
-    return (uint32_t)(r % bound);
+    space *sp = space_of(t, topic);
+    subs *subscribed = subs_new(0, (subs_hooks){first_peer, last_peer}, sp);
+    sp->subscribed = subscribed;
+    sp->provider_changed = provider_changed;
+    sp->ctx = ctx;
+    return subscribed;
 }
 
 static void free_cands(provided *pv)
 {
-    for (uint32_t i = 0; i < pv->ncand; i++)
-        xfree(pv->cands[i].text);
-    xfree(pv->cands);
-    pv->cands = NULL;
-    pv->ncand = pv->at = 0;
+    for (uint32_t i = 0; i < pv->cands.n; i++)
+        xfree(pv->cands.v[i].text);
+    vec_free(&pv->cands);
+    pv->at = 0;
     pv->searching = false;
 }
 
-static void free_provided(provided *pv)
+static void free_provided(void *v)
 {
+    provided *pv = v;
     free_cands(pv);
     xfree(pv->provider.text);
     xfree(pv);
 }
 
-static int free_provided_cb(const void *k, size_t l, void *v, void *arg)
+static void listen_destroy(void *self)
 {
-    free_provided(v);
-    return 0;
-}
-
-static int free_unmatched_cb(const void *k, size_t l, void *v, void *arg)
-{
-    xfree(v);
-    return 0;
-}
-
-void listen_free(listen_table *t)
-{
-    if (t == NULL)
-        return;
+    listen_table *t = self;
     for (int i = 0; i < 2; i++) {
-        for (uint32_t j = 0; j < t->sp[i].n; j++) {
-            xfree(t->sp[i].ls[j].text);
-            pattern_free(t->sp[i].ls[j].re);
+        for (uint32_t j = 0; j < t->sp[i].ls.n; j++) {
+            xfree(t->sp[i].ls.v[j].text);
+            pattern_free(t->sp[i].ls.v[j].re);
         }
-        xfree(t->sp[i].ls);
-        dict_foreach(t->sp[i].names, free_provided_cb, NULL);
-        dict_free(t->sp[i].names);
-        dict_foreach(t->sp[i].unmatched, free_unmatched_cb, NULL);
-        dict_free(t->sp[i].unmatched);
+        vec_free(&t->sp[i].ls);
+        dict_free_with(t->sp[i].names, free_provided);
+        dict_free_with(t->sp[i].unmatched, xfree);
     }
-    for (size_t i = t->done; i < t->ndue; i++)
-        xfree(t->due[i].name);
-    xfree(t->due);
+    for (uint32_t i = t->done; i < t->due.n; i++)
+        xfree((char *)t->due.v[i].name.ptr);
+    vec_free(&t->due);
     xfree(t);
 }
 
@@ -216,66 +221,75 @@ static uint32_t found_action(int topic, int which)
                       : EVENT__ACTION__EVENT_LISTEN_RESPONSE_TIMEOUT;
 }
 
-static void tell(listen_table *t, space *sp, const candidate *c, int which, const char *name, size_t len)
+static void tell(listen_table *t, space *sp, const candidate *c, int which, strview name)
 {
     op m = {.kind = OP_LISTEN_MESSAGE, .session = c->session, .action = found_action(sp->topic, which),
-            .orig = (uint32_t)sp->topic, .name = {c->text, (uint32_t)strlen(c->text)},
-            .ref = {name, (uint32_t)len}};
-    msgpack_sbuffer buf;
-    msgpack_sbuffer_init(&buf);
-    op_encode(&buf, &m);
-    node_deliver_encoded(t->n, c->p, buf.data, buf.size);
-    msgpack_sbuffer_destroy(&buf);
+            .orig = (uint32_t)sp->topic, .name = sv_of(c->text), .ref = name};
+    peer_deliver_op(t->env->peers, c->p, &m);
+}
+
+static bool same_listener(const listener *l, const candidate *c)
+{
+    return l->p == c->p && l->session == c->session && strcmp(l->text, c->text) == 0;
 }
 
 static bool listener_exists(space *sp, const candidate *c)
 {
-    for (uint32_t i = 0; i < sp->n; i++)
-        if (sp->ls[i].p == c->p && sp->ls[i].session == c->session && strcmp(sp->ls[i].text, c->text) == 0)
+    for (uint32_t i = 0; i < sp->ls.n; i++)
+        if (same_listener(&sp->ls.v[i], c))
             return true;
     return false;
 }
 
-static void provider_changed(listen_table *t, space *sp, const char *name, size_t len, bool has)
+static void provider_changed(space *sp, strview name, bool has)
 {
-    if (sp->topic == TOPIC__TOPIC_RECORD)
-        records_provider_changed(node_records(t->n), name, len, has);
+    if (sp->provider_changed != NULL)
+        sp->provider_changed(sp->ctx, name, has);
 }
 
 /* The name's search ended without a provider: a rematch may try it again. */
-static void mark_unmatched(listen_table *t, space *sp, const char *name, size_t len)
+static void mark_unmatched(listen_table *t, space *sp, strview name)
 {
     if (!rematch_on(t->cfg))
         return;
-    unmatched *u = dict_get(sp->unmatched, name, len);
+    unmatched *u = dict_get(sp->unmatched, name.ptr, name.len);
     if (u == NULL) {
         u = xcalloc(1, sizeof(*u));
-        dict_put(sp->unmatched, name, len, u);
+        dict_put(sp->unmatched, name.ptr, name.len, u);
     }
     u->since = now_ms();
 }
 
-static void forget_unmatched(space *sp, const char *name, size_t len)
+static void forget_unmatched(space *sp, strview name)
 {
-    xfree(dict_del(sp->unmatched, name, len));
+    xfree(dict_del(sp->unmatched, name.ptr, name.len));
 }
 
 /* Offers name to the current candidate still listening, or ends the search. */
-static void ask(listen_table *t, space *sp, const char *name, size_t len, provided *pv)
+static void ask(listen_table *t, space *sp, strview name, provided *pv)
 {
-    while (pv->at < pv->ncand && !listener_exists(sp, &pv->cands[pv->at]))
+    while (pv->at < pv->cands.n && !listener_exists(sp, &pv->cands.v[pv->at]))
         pv->at++;
-    if (pv->at >= pv->ncand) {
+    if (pv->at >= pv->cands.n) {
         /* nobody (else) wants it: a new listener or a rematch reopens the search */
         free_cands(pv);
-        mark_unmatched(t, sp, name, len);
+        mark_unmatched(t, sp, name);
         return;
     }
     pv->searching = true;
     pv->deadline = now_ms() + t->cfg->listen_response_timeout_ms;
     if (pv->deadline < t->next_deadline)
         t->next_deadline = pv->deadline;
-    tell(t, sp, &pv->cands[pv->at], 0, name, len);
+    tell(t, sp, &pv->cands.v[pv->at], 0, name);
+}
+
+/* Drops name's entry when it neither has a provider nor a search under way. */
+static void settle(space *sp, strview name, provided *pv)
+{
+    if (!pv->active && !pv->searching) {
+        dict_del(sp->names, name.ptr, name.len);
+        free_provided(pv);
+    }
 }
 
 static int by_pattern_then_arrival(const void *a, const void *b)
@@ -286,256 +300,215 @@ static int by_pattern_then_arrival(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-/* The listeners matching name, in the order they are to be asked (shuffled,
- * or deepstream's: patterns in the order they got their first listener, each
- * pattern's listeners in arrival order). Returns NULL when none match. */
-static candidate *candidates_for(listen_table *t, space *sp, const char *name, size_t len, uint32_t *n)
+/* Fills pv->cands with the listeners matching name, in the order they are to
+ * be asked (shuffled, or deepstream's: patterns in the order they got their
+ * first listener, each pattern's listeners in arrival order). */
+static void candidates_for(listen_table *t, space *sp, strview name, provided *pv)
 {
-    *n = 0;
-    if (sp->n == 0)
-        return NULL;
-    listener **m = xcalloc(sp->n, sizeof(*m));
-    uint32_t k = 0;
-    for (uint32_t i = 0; i < sp->n; i++)
-        if (pattern_match(sp->ls[i].re, name, len))
-            m[k++] = &sp->ls[i];
+    VEC(listener *) m = {0};
+    for (uint32_t i = 0; i < sp->ls.n; i++)
+        if (pattern_match(sp->ls.v[i].re, name.ptr, name.len))
+            vec_push(&m, &sp->ls.v[i]);
     if (t->cfg->listen_shuffle_providers) {
-        for (uint32_t i = k; i > 1; i--) { /* Fisher-Yates */
-            uint32_t j = rng_below(t, i);
-            listener *tmp = m[i - 1];
-            m[i - 1] = m[j];
-            m[j] = tmp;
+        for (uint32_t i = m.n; i > 1; i--) { /* Fisher-Yates, unbiased draws (libsodium) */
+            uint32_t j = randombytes_uniform(i);
+            listener *tmp = m.v[i - 1];
+            m.v[i - 1] = m.v[j];
+            m.v[j] = tmp;
         }
-    } else
-        qsort(m, k, sizeof(*m), by_pattern_then_arrival);
-    candidate *c = k ? xcalloc(k, sizeof(*c)) : NULL;
-    for (uint32_t i = 0; i < k; i++)
-        c[i] = (candidate){m[i]->p, m[i]->session, xstrdup(m[i]->text)};
-    xfree(m);
-    *n = k;
-    return c;
+    } else if (m.n > 1)
+        qsort(m.v, m.n, sizeof(*m.v), by_pattern_then_arrival);
+    for (uint32_t i = 0; i < m.n; i++)
+        vec_push(&pv->cands, ((candidate){m.v[i]->p, m.v[i]->session, xstrdup(m.v[i]->text)}));
+    vec_free(&m);
 }
 
 /* A new search round among every listener of name (none when it has a provider
  * or a search is under way). */
-static void start_search(listen_table *t, space *sp, const char *name, size_t len)
+static void start_search(listen_table *t, space *sp, strview name)
 {
-    provided *pv = dict_get(sp->names, name, len);
+    provided *pv = dict_get(sp->names, name.ptr, name.len);
     if (pv != NULL && (pv->active || pv->searching))
         return;
-    forget_unmatched(sp, name, len); /* a name no listener matches waits for one: on_listen */
-    uint32_t n;
-    candidate *cands = candidates_for(t, sp, name, len, &n);
-    if (n == 0)
-        return;
+    forget_unmatched(sp, name); /* a name no listener matches waits for one: on_listen */
     if (pv == NULL) {
         pv = xcalloc(1, sizeof(*pv));
-        dict_put(sp->names, name, len, pv);
+        dict_put(sp->names, name.ptr, name.len, pv);
     }
     free_cands(pv);
-    pv->cands = cands;
-    pv->ncand = n;
-    pv->at = 0;
-    ask(t, sp, name, len, pv);
-    if (!pv->active && !pv->searching) {
-        dict_del(sp->names, name, len);
-        free_provided(pv);
-    }
+    candidates_for(t, sp, name, pv);
+    if (pv->cands.n > 0)
+        ask(t, sp, name, pv);
+    settle(sp, name, pv);
 }
 
 /* A listener that arrived during pv's search is asked after the others (as in
  * deepstream, whatever the order setting). */
 static void join_search(provided *pv, const listener *l)
 {
-    for (uint32_t i = pv->at; i < pv->ncand; i++)
-        if (pv->cands[i].p == l->p && pv->cands[i].session == l->session && strcmp(pv->cands[i].text, l->text) == 0)
+    for (uint32_t i = pv->at; i < pv->cands.n; i++)
+        if (same_listener(l, &pv->cands.v[i]))
             return; /* left and came back while still queued */
-    pv->cands = xrealloc(pv->cands, (pv->ncand + 1) * sizeof(*pv->cands));
-    pv->cands[pv->ncand++] = (candidate){l->p, l->session, xstrdup(l->text)};
+    vec_push(&pv->cands, ((candidate){l->p, l->session, xstrdup(l->text)}));
 }
 
-void listen_interest(listen_table *t, int topic, const char *name, size_t len, bool added)
+/* A name got its first subscriber on this node (added) or lost its last. */
+static void interest(listen_table *t, space *sp, strview name, bool added)
 {
-    space *sp = space_of(t, topic);
     if (added) {
-        if (sp->n > 0)
-            start_search(t, sp, name, len);
+        if (sp->ls.n > 0)
+            start_search(t, sp, name);
         return;
     }
-    forget_unmatched(sp, name, len);
-    provided *pv = dict_del(sp->names, name, len);
+    forget_unmatched(sp, name);
+    provided *pv = dict_del(sp->names, name.ptr, name.len);
     if (pv == NULL)
         return;
     if (pv->active)
-        tell(t, sp, &pv->provider, 1, name, len); /* the last subscriber left */
+        tell(t, sp, &pv->provider, 1, name); /* the last subscriber left */
     free_provided(pv);
 }
 
-bool listen_has_provider(listen_table *t, int topic, const char *name, size_t len)
+void listen_clear(listen_table *t, int topic, subs *subscribed, strview name)
 {
-    provided *pv = dict_get(space_of(t, topic)->names, name, len);
+    if (subs_data(subscribed, name) == NULL)
+        return;
+    subs_clear(subscribed, name); /* quietly, then as if the last peer left */
+    interest(t, space_of(t, topic), name, false);
+}
+
+bool listen_has_provider(listen_table *t, int topic, strview name)
+{
+    provided *pv = dict_get(space_of(t, topic)->names, name.ptr, name.len);
     return pv != NULL && pv->active;
 }
 
-struct reconcile_ctx {
-    listen_table *t;
-    space *sp;
-    listener *l;
-    char **names;
-    size_t n, cap;
+struct matching {
+    const listener *l;
+    name_list names;
 };
 
-static void reconcile_name(void *arg, const char *name, size_t len)
+static int collect_matching(void *arg, strview name, subs_holder *h, uint32_t n, void *data)
 {
-    struct reconcile_ctx *c = arg;
-    if (!pattern_match(c->l->re, name, len))
-        return;
-    if (c->n == c->cap) {
-        c->cap = c->cap ? c->cap * 2 : 16;
-        c->names = xrealloc(c->names, c->cap * sizeof(char *));
-    }
-    c->names[c->n++] = xstrndup(name, len);
+    struct matching *c = arg;
+    if (pattern_match(c->l->re, name.ptr, name.len))
+        names_add(&c->names, name.ptr, name.len);
+    return 0;
 }
 
 static void on_listen(listen_table *t, space *sp, peer *p, const op *o)
 {
     uint64_t group = 0;
-    for (uint32_t i = 0; i < sp->n; i++) {
-        if (sp->ls[i].len != o->name.len || memcmp(sp->ls[i].text, o->name.ptr, o->name.len) != 0)
+    for (uint32_t i = 0; i < sp->ls.n; i++) {
+        listener *l = &sp->ls.v[i];
+        if (l->len != o->name.len || memcmp(l->text, o->name.ptr, o->name.len) != 0)
             continue;
-        if (sp->ls[i].p == p && sp->ls[i].session == o->session)
+        if (l->p == p && l->session == o->session)
             return; /* already listening */
-        group = sp->ls[i].group;
+        group = l->group;
     }
     pattern *re = pattern_compile(o->name.ptr, o->name.len);
     if (re == NULL)
         return; /* brokers validate patterns before sending them */
-    if (sp->n == sp->cap) {
-        sp->cap = sp->cap ? sp->cap * 2 : 4;
-        sp->ls = xrealloc(sp->ls, sp->cap * sizeof(*sp->ls));
-    }
-    listener *l = &sp->ls[sp->n++];
-    *l = (listener){xstrndup(o->name.ptr, o->name.len), o->name.len, re, p, o->session, ++sp->seq,
-                    group ? group : ++sp->groups};
+    vec_push(&sp->ls, ((listener){xstrndup(o->name.ptr, o->name.len), o->name.len, re, p, o->session, ++sp->seq,
+                                  group ? group : ++sp->groups}));
     /* reconcile: names subscribed here without a provider are offered again;
      * a search under way gets the new listener at its end */
-    struct reconcile_ctx c = {.t = t, .sp = sp, .l = l};
-    if (sp->topic == TOPIC__TOPIC_RECORD)
-        records_foreach_subscribed(node_records(t->n), reconcile_name, &c);
-    else
-        events_foreach_name(node_events(t->n), reconcile_name, &c);
-    for (size_t i = 0; i < c.n; i++) {
-        size_t len = strlen(c.names[i]);
-        provided *pv = dict_get(sp->names, c.names[i], len);
+    struct matching c = {.l = &sp->ls.v[sp->ls.n - 1]};
+    if (sp->subscribed != NULL)
+        subs_foreach(sp->subscribed, collect_matching, &c);
+    for (uint32_t i = 0; i < c.names.n; i++) {
+        strview name = c.names.v[i];
+        provided *pv = dict_get(sp->names, name.ptr, name.len);
         if (pv != NULL && pv->searching)
-            join_search(pv, l);
+            join_search(pv, &sp->ls.v[sp->ls.n - 1]);
         else
-            start_search(t, sp, c.names[i], len);
-        xfree(c.names[i]);
+            start_search(t, sp, name);
     }
-    xfree(c.names);
+    names_free(&c.names);
 }
 
 struct lost_ctx {
     peer *p;
     uint64_t session; /* 0: every session of p */
     const char *text; /* NULL: every pattern */
-    char **names;
-    size_t n, cap;
+    name_list names;
 };
 
-static bool lost_match(const struct lost_ctx *x, const candidate *c)
+static bool lost_match(const struct lost_ctx *x, peer *p, uint64_t session, const char *text)
 {
-    return c->p == x->p && (x->session == 0 || c->session == x->session) &&
-           (x->text == NULL || strcmp(c->text, x->text) == 0);
+    return p == x->p && (x->session == 0 || session == x->session) && (x->text == NULL || strcmp(text, x->text) == 0);
 }
 
 static int collect_lost(const void *k, size_t l, void *v, void *arg)
 {
     struct lost_ctx *x = arg;
     provided *pv = v;
-    bool hit = (pv->active && lost_match(x, &pv->provider)) ||
-               (pv->searching && pv->at < pv->ncand && lost_match(x, &pv->cands[pv->at]));
-    if (hit) {
-        if (x->n == x->cap) {
-            x->cap = x->cap ? x->cap * 2 : 16;
-            x->names = xrealloc(x->names, x->cap * sizeof(char *));
-        }
-        x->names[x->n++] = xstrndup(k, l);
-    }
+    const candidate *asked = pv->searching && pv->at < pv->cands.n ? &pv->cands.v[pv->at] : NULL;
+    if ((pv->active && lost_match(x, pv->provider.p, pv->provider.session, pv->provider.text)) ||
+        (asked != NULL && lost_match(x, asked->p, asked->session, asked->text)))
+        names_add(&x->names, k, l);
     return 0;
 }
 
 /* Removes matching listeners; names they provided (or were being asked about)
- * look for another provider. */
-static void remove_listeners(listen_table *t, space *sp, struct lost_ctx *x)
+ * look for another provider. Returns how many listeners went. */
+static size_t remove_listeners(listen_table *t, space *sp, struct lost_ctx *x)
 {
-    uint32_t kept = 0;
-    for (uint32_t i = 0; i < sp->n; i++) { /* keeps the arrival order */
-        candidate c = {sp->ls[i].p, sp->ls[i].session, sp->ls[i].text};
-        if (lost_match(x, &c)) {
-            xfree(sp->ls[i].text);
-            pattern_free(sp->ls[i].re);
+    uint32_t kept = 0, n = sp->ls.n;
+    for (uint32_t i = 0; i < n; i++) { /* keeps the arrival order */
+        listener *l = &sp->ls.v[i];
+        if (lost_match(x, l->p, l->session, l->text)) {
+            xfree(l->text);
+            pattern_free(l->re);
         } else
-            sp->ls[kept++] = sp->ls[i];
+            sp->ls.v[kept++] = *l;
     }
-    sp->n = kept;
+    sp->ls.n = kept;
     dict_foreach(sp->names, collect_lost, x);
-    for (size_t i = 0; i < x->n; i++) {
-        const char *name = x->names[i];
-        size_t len = strlen(name);
-        provided *pv = dict_get(sp->names, name, len);
+    for (uint32_t i = 0; i < x->names.n; i++) {
+        strview name = x->names.v[i];
+        provided *pv = dict_get(sp->names, name.ptr, name.len);
         if (pv->active) {
-            pv->active = false;
-            xfree(pv->provider.text);
-            pv->provider.text = NULL;
-            provider_changed(t, sp, name, len, false);
-            dict_del(sp->names, name, len);
+            dict_del(sp->names, name.ptr, name.len);
             free_provided(pv);
-            start_search(t, sp, name, len);
+            provider_changed(sp, name, false);
+            start_search(t, sp, name);
         } else {
             pv->at++;
-            ask(t, sp, name, len, pv);
-            if (!pv->searching) {
-                dict_del(sp->names, name, len);
-                free_provided(pv);
-            }
+            ask(t, sp, name, pv);
+            settle(sp, name, pv);
         }
-        xfree(x->names[i]);
     }
-    xfree(x->names);
+    names_free(&x->names);
+    return n - kept;
 }
 
 static void on_answer(listen_table *t, space *sp, peer *p, const op *o)
 {
-    const char *name = o->ref.ptr;
-    size_t len = o->ref.len;
-    provided *pv = dict_get(sp->names, name, len);
-    if (pv == NULL || !pv->searching || pv->at >= pv->ncand)
+    strview name = o->ref;
+    provided *pv = dict_get(sp->names, name.ptr, name.len);
+    if (pv == NULL || !pv->searching || pv->at >= pv->cands.n)
         return;
-    candidate *c = &pv->cands[pv->at];
-    if (c->p != p || c->session != o->session || strlen(c->text) != o->name.len ||
-        memcmp(c->text, o->name.ptr, o->name.len) != 0)
+    candidate *c = &pv->cands.v[pv->at];
+    if (c->p != p || c->session != o->session || !sv_eq(sv_of(c->text), o->name))
         return; /* not the listener we asked (late, or never asked) */
-    bool accept = o->action == EVENT__ACTION__EVENT_LISTEN_ACCEPT ||
-                  o->action == RECORD__ACTION__RECORD_LISTEN_ACCEPT;
+    bool accept = o->action == EVENT__ACTION__EVENT_LISTEN_ACCEPT || o->action == RECORD__ACTION__RECORD_LISTEN_ACCEPT;
     if (accept) {
         pv->active = true;
         pv->provider = (candidate){c->p, c->session, xstrdup(c->text)};
         free_cands(pv);
-        provider_changed(t, sp, name, len, true);
+        provider_changed(sp, name, true);
         return;
     }
     pv->at++;
-    ask(t, sp, name, len, pv);
-    if (!pv->searching && !pv->active) {
-        dict_del(sp->names, name, len);
-        free_provided(pv);
-    }
+    ask(t, sp, name, pv);
+    settle(sp, name, pv);
 }
 
-void listen_apply(listen_table *t, node_req *req, const op *o)
+static void listen_apply(void *self, node_req *req, const op *o)
 {
+    listen_table *t = self;
     space *sp = space_of(t, (int)o->orig);
     switch (o->kind) {
     case OP_LISTEN: on_listen(t, sp, req->from, o); break;
@@ -552,26 +525,15 @@ void listen_apply(listen_table *t, node_req *req, const op *o)
 
 struct timeout_ctx {
     int64_t now, next;
-    char **names;
-    size_t n, cap;
+    name_list names;
 };
 
 static int collect_timeouts(const void *k, size_t l, void *v, void *arg)
 {
     struct timeout_ctx *x = arg;
     provided *pv = v;
-    if (!pv->searching)
-        return 0;
-    if (pv->deadline > x->now) {
-        if (pv->deadline < x->next)
-            x->next = pv->deadline;
-        return 0;
-    }
-    if (x->n == x->cap) {
-        x->cap = x->cap ? x->cap * 2 : 16;
-        x->names = xrealloc(x->names, x->cap * sizeof(char *));
-    }
-    x->names[x->n++] = xstrndup(k, l);
+    if (pv->searching && deadline_passed(pv->deadline, x->now, &x->next))
+        names_add(&x->names, k, l);
     return 0;
 }
 
@@ -585,19 +547,15 @@ static void expire_offers(listen_table *t, int64_t now)
         dict_foreach(sp->names, collect_timeouts, &x);
         if (x.next < t->next_deadline)
             t->next_deadline = x.next;
-        for (size_t i = 0; i < x.n; i++) {
-            size_t len = strlen(x.names[i]);
-            provided *pv = dict_get(sp->names, x.names[i], len);
-            tell(t, sp, &pv->cands[pv->at], 2, x.names[i], len);
+        for (uint32_t i = 0; i < x.names.n; i++) {
+            strview name = x.names.v[i];
+            provided *pv = dict_get(sp->names, name.ptr, name.len);
+            tell(t, sp, &pv->cands.v[pv->at], 2, name);
             pv->at++;
-            ask(t, sp, x.names[i], len, pv);
-            if (!pv->searching && !pv->active) {
-                dict_del(sp->names, x.names[i], len);
-                free_provided(pv);
-            }
-            xfree(x.names[i]);
+            ask(t, sp, name, pv);
+            settle(sp, name, pv);
         }
-        xfree(x.names);
+        names_free(&x.names);
     }
 }
 
@@ -605,20 +563,13 @@ struct due_ctx {
     listen_table *t;
     space *sp;
     int64_t before; /* unmatched since this time or earlier: cooled down */
-    size_t cap;
 };
 
 static int collect_due(const void *k, size_t l, void *v, void *arg)
 {
     struct due_ctx *c = arg;
-    listen_table *t = c->t;
-    if (((unmatched *)v)->since > c->before)
-        return 0;
-    if (t->ndue == c->cap) {
-        c->cap = c->cap ? c->cap * 2 : 16;
-        t->due = xrealloc(t->due, c->cap * sizeof(*t->due));
-    }
-    t->due[t->ndue++] = (due){xstrndup(k, l), l, c->sp};
+    if (((unmatched *)v)->since <= c->before)
+        vec_push(&c->t->due, ((due){{xstrndup(k, l), (uint32_t)l}, c->sp}));
     return 0;
 }
 
@@ -627,7 +578,7 @@ static int collect_due(const void *k, size_t l, void *v, void *arg)
 static void rematch(listen_table *t, int64_t now)
 {
     int64_t cooldown = t->cfg->listen_match_cooldown_ms;
-    if (t->ndue == 0) {
+    if (t->due.n == 0) {
         t->next_rematch = now + t->cfg->listen_rematch_interval_ms;
         struct due_ctx c = {.t = t, .before = now - cooldown};
         for (int s = 0; s < 2; s++) {
@@ -636,35 +587,50 @@ static void rematch(listen_table *t, int64_t now)
         }
         t->done = 0;
     }
-    size_t end = t->done + REMATCH_SLICE < t->ndue ? t->done + REMATCH_SLICE : t->ndue;
+    uint32_t end = t->done + REMATCH_SLICE < t->due.n ? t->done + REMATCH_SLICE : t->due.n;
     for (; t->done < end; t->done++) {
-        due *d = &t->due[t->done];
-        unmatched *u = dict_get(d->sp->unmatched, d->name, d->len);
+        due *d = &t->due.v[t->done];
+        unmatched *u = dict_get(d->sp->unmatched, d->name.ptr, d->name.len);
         /* still unmatched, and not since a search that ended after the list was made */
         if (u != NULL && u->since <= now - cooldown)
-            start_search(t, d->sp, d->name, d->len);
-        xfree(d->name);
+            start_search(t, d->sp, d->name);
+        xfree((char *)d->name.ptr);
     }
-    if (t->done == t->ndue) {
-        xfree(t->due);
-        t->due = NULL;
-        t->ndue = t->done = 0;
+    if (t->done == t->due.n) {
+        vec_free(&t->due);
+        t->done = 0;
     }
 }
 
-void listen_timers(listen_table *t)
+static void listen_timers(void *self, int64_t now)
 {
-    int64_t now = now_ms();
+    listen_table *t = self;
     if (now >= t->next_deadline)
         expire_offers(t, now);
-    if (t->ndue > 0 || now >= t->next_rematch)
+    if (t->due.n > 0 || now >= t->next_rematch)
         rematch(t, now);
 }
 
-void listen_drop_peer(listen_table *t, peer *p)
+static size_t listen_drop_peer(void *self, peer *p)
 {
+    listen_table *t = self;
+    size_t n = 0;
     for (int s = 0; s < 2; s++) {
         struct lost_ctx x = {.p = p};
-        remove_listeners(t, &t->sp[s], &x);
+        n += remove_listeners(t, &t->sp[s], &x);
     }
+    return n;
 }
+
+const owner_module listen_owner = {
+    .name = "listen",
+    /* every node keeps every pattern; an answer goes to the subscription's owner */
+    .kinds = (const owner_kind[]){{OP_LISTEN, ROUTE_EVERY_NODE}, {OP_UNLISTEN, ROUTE_EVERY_NODE},
+                                  {OP_LISTEN_ANSWER, ROUTE_REF}, {0, 0}},
+    .create = listen_create,
+    .destroy = listen_destroy,
+    .apply = listen_apply,
+    .held = "listen_patterns",
+    .drop_peer = listen_drop_peer,
+    .timers = listen_timers,
+};

@@ -17,12 +17,24 @@
 #include <string.h>
 
 #include "deepstream.pb-c.h"
+#include "dict.h"
+#include "internal.h"
 #include "jsonpath.h"
 #include "log.h"
 #include "mem.h"
-#include "node.h"
 
 #define ACT(x) RECORD__ACTION__RECORD_##x
+
+/* Appends item to the singly linked list (head, tail) through its next field. */
+#define LIST_APPEND(head, tail, item)                                                              \
+    do {                                                                                           \
+        (item)->next = NULL;                                                                       \
+        if ((tail) != NULL)                                                                        \
+            (tail)->next = (item);                                                                 \
+        else                                                                                       \
+            (head) = (item);                                                                       \
+        (tail) = (item);                                                                           \
+    } while (0)
 
 typedef struct pending_op {
     struct pending_op *next;
@@ -39,8 +51,6 @@ typedef struct record {
     char *data;      /* NULL when it does not exist */
     size_t data_len;
     pending_op *wait_head, *wait_tail;
-    peer **peers;
-    uint32_t npeers, peers_cap;
     uint64_t last_ticket;
     struct record *lru_prev, *lru_next; /* lru_prev towards the most recent */
 } record;
@@ -53,26 +63,31 @@ typedef struct outbox_item {
     char bytes[];
 } outbox_item;
 
-struct record_table {
-    node *n;
+typedef struct record_table {
+    node_env *env;
     persist *p;
     dict *records;
+    subs *interest; /* name -> peers with subscribers (a record with interest stays cached) */
     size_t bytes, max_bytes, max_size;
     record *mru, *lru;
     uint64_t issued, committed; /* tickets */
     outbox_item *out_head, *out_tail;
     msgpack_sbuffer scratch;
-};
+} record_table;
 
-record_table *records_new(node *n, persist *p, size_t cache_bytes, size_t max_record_size)
+static void provider_changed(void *ctx, strview name, bool has);
+
+static void *records_create(node_env *env)
 {
     record_table *t = xcalloc(1, sizeof(*t));
-    t->n = n;
-    t->p = p;
+    t->env = env;
+    t->p = env->persist;
     t->records = dict_new();
-    t->max_bytes = cache_bytes;
-    t->max_size = max_record_size;
+    t->interest = listen_follow(env->listen, TOPIC__TOPIC_RECORD, provider_changed, t);
+    t->max_bytes = (size_t)env->cfg->cache_bytes;
+    t->max_size = (size_t)env->cfg->record_max_size;
     msgpack_sbuffer_init(&t->scratch);
+    env->records = t;
     return t;
 }
 
@@ -81,32 +96,25 @@ static size_t record_bytes(const record *r)
     return sizeof(*r) + r->name_len + r->data_len;
 }
 
-static void free_record(record *r)
+static void free_record(void *v)
 {
+    record *r = v;
     pending_op *w = r->wait_head;
     while (w != NULL) {
         pending_op *next = w->next;
         xfree(w);
         w = next;
     }
-    xfree(r->peers);
     xfree(r->data);
     xfree(r->name);
     xfree(r);
 }
 
-static int free_record_cb(const void *k, size_t l, void *v, void *arg)
+static void records_destroy(void *self)
 {
-    free_record(v);
-    return 0;
-}
-
-void records_free(record_table *t)
-{
-    if (t == NULL)
-        return;
-    dict_foreach(t->records, free_record_cb, NULL);
-    dict_free(t->records);
+    record_table *t = self;
+    dict_free_with(t->records, free_record);
+    subs_free(t->interest);
     while (t->out_head != NULL) {
         outbox_item *next = t->out_head->next;
         xfree(t->out_head);
@@ -114,11 +122,6 @@ void records_free(record_table *t)
     }
     msgpack_sbuffer_destroy(&t->scratch);
     xfree(t);
-}
-
-size_t records_cached(const record_table *t)
-{
-    return dict_size(t->records);
 }
 
 /* ---------------- cache bookkeeping ---------------- */
@@ -160,9 +163,15 @@ static void set_data(record_table *t, record *r, int64_t version, char *data, si
     t->bytes += record_bytes(r);
 }
 
+static strview name_of(const record *r)
+{
+    return (strview){r->name, r->name_len};
+}
+
 static bool evictable(const record_table *t, const record *r)
 {
-    return !r->loading && r->npeers == 0 && r->wait_head == NULL && r->last_ticket <= t->committed;
+    return !r->loading && r->wait_head == NULL && r->last_ticket <= t->committed &&
+           subs_data(t->interest, name_of(r)) == NULL;
 }
 
 static void evict(record_table *t)
@@ -194,7 +203,7 @@ static void flush_outbox(record_table *t)
         t->out_head = it->next;
         if (t->out_head == NULL)
             t->out_tail = NULL;
-        node_deliver_encoded(t->n, it->to, it->bytes, it->len);
+        peer_deliver(t->env->peers, it->to, it->bytes, it->len);
         xfree(it);
     }
 }
@@ -203,20 +212,15 @@ static void flush_outbox(record_table *t)
 static void send_encoded(record_table *t, peer *to, const void *bytes, size_t len)
 {
     if (t->issued <= t->committed && t->out_head == NULL) {
-        node_deliver_encoded(t->n, to, bytes, len);
+        peer_deliver(t->env->peers, to, bytes, len);
         return;
     }
     outbox_item *it = xmalloc(sizeof(*it) + len);
-    it->next = NULL;
     it->ticket = t->issued;
     it->to = to;
     it->len = len;
     memcpy(it->bytes, bytes, len);
-    if (t->out_tail)
-        t->out_tail->next = it;
-    else
-        t->out_head = it;
-    t->out_tail = it;
+    LIST_APPEND(t->out_head, t->out_tail, it);
 }
 
 static void send_op(record_table *t, peer *to, const op *o)
@@ -229,12 +233,14 @@ static void send_op(record_table *t, peer *to, const op *o)
 /* Sends o to every peer with interest in r (encoded once). */
 static void broadcast(record_table *t, record *r, const op *o)
 {
-    if (r->npeers == 0)
+    uint32_t n;
+    subs_holder *h = subs_holders(t->interest, name_of(r), &n);
+    if (n == 0)
         return;
     t->scratch.size = 0;
     op_encode(&t->scratch, o);
-    for (uint32_t i = 0; i < r->npeers; i++)
-        send_encoded(t, r->peers[i], t->scratch.data, t->scratch.size);
+    for (uint32_t i = 0; i < n; i++)
+        send_encoded(t, h[i].ptr, t->scratch.data, t->scratch.size);
 }
 
 static strview view(const char *s, size_t len)
@@ -264,41 +270,15 @@ static void result(record_table *t, peer *to, const op *o, uint32_t action, bool
 
 /* ---------------- interest ---------------- */
 
-static void add_peer(record_table *t, record *r, peer *p)
-{
-    for (uint32_t i = 0; i < r->npeers; i++)
-        if (r->peers[i] == p)
-            return;
-    if (r->npeers == r->peers_cap) {
-        r->peers_cap = r->peers_cap ? r->peers_cap * 2 : 2;
-        r->peers = xrealloc(r->peers, r->peers_cap * sizeof(*r->peers));
-    }
-    r->peers[r->npeers++] = p;
-    if (r->npeers == 1)
-        listen_interest(node_listen(t->n), TOPIC__TOPIC_RECORD, r->name, r->name_len, true);
-}
-
-static void remove_peer(record_table *t, record *r, peer *p)
-{
-    for (uint32_t i = 0; i < r->npeers; i++)
-        if (r->peers[i] == p) {
-            r->peers[i] = r->peers[--r->npeers];
-            if (r->npeers == 0)
-                listen_interest(node_listen(t->n), TOPIC__TOPIC_RECORD, r->name, r->name_len, false);
-            return;
-        }
-}
-
 /* Every subscription to r ends (the record was deleted). */
 static void clear_peers(record_table *t, record *r)
 {
-    if (r->npeers == 0)
-        return;
-    r->npeers = 0;
-    listen_interest(node_listen(t->n), TOPIC__TOPIC_RECORD, r->name, r->name_len, false);
+    listen_clear(t->env->listen, TOPIC__TOPIC_RECORD, t->interest, name_of(r));
 }
 
 /* ---------------- persistence ---------------- */
+
+static void records_on_persist_wait(record_table *t);
 
 static void persist_current(record_table *t, record *r)
 {
@@ -318,7 +298,7 @@ static void persist_current(record_table *t, record *r)
 
 static void do_subscribe(record_table *t, peer *from, record *r, const op *o)
 {
-    add_peer(t, r, from);
+    subs_add(t->interest, name_of(r), from, 0);
     if (o->session == 0)
         return; /* a broker registering its interest again (it resyncs): nothing to answer */
     bool head = o->action == ACT(SUBSCRIBEANDHEAD);
@@ -328,7 +308,7 @@ static void do_subscribe(record_table *t, peer *from, record *r, const op *o)
     }
     op st = {.kind = OP_RECORD_STATE, .name = o->name, .session = o->session, .corr = o->corr,
              .orig = o->action, .has_version = true, .version = r->version};
-    if (listen_has_provider(node_listen(t->n), TOPIC__TOPIC_RECORD, r->name, r->name_len))
+    if (listen_has_provider(t->env->listen, TOPIC__TOPIC_RECORD, name_of(r)))
         st.flags |= OP_FLAG_PROVIDER;
     if (!head) {
         st.has_data = true;
@@ -475,7 +455,7 @@ static void apply_ready(record_table *t, peer *from, record *r, const op *o)
     lru_touch(t, r);
     switch (o->kind) {
     case OP_RECORD_SUBSCRIBE: do_subscribe(t, from, r, o); break;
-    case OP_RECORD_UNINTEREST: remove_peer(t, r, from); break;
+    case OP_RECORD_UNINTEREST: subs_remove(t->interest, name_of(r), from, 0, false); break;
     case OP_RECORD_READ: do_read(t, from, r, o); break;
     case OP_RECORD_WRITE: do_write(t, from, r, o); break;
     case OP_RECORD_DELETE: do_delete(t, from, r, o); break;
@@ -489,7 +469,6 @@ static void wait_on(record *r, peer *from, const op *o)
 {
     size_t extra = o->name.len + o->data.len + o->path.len + o->ref.len;
     pending_op *w = xmalloc(sizeof(*w) + extra);
-    w->next = NULL;
     w->from = from;
     w->o = *o;
     char *p = w->bytes;
@@ -505,15 +484,12 @@ static void wait_on(record *r, peer *from, const op *o)
     COPY(path);
     COPY(ref);
 #undef COPY
-    if (r->wait_tail)
-        r->wait_tail->next = w;
-    else
-        r->wait_head = w;
-    r->wait_tail = w;
+    LIST_APPEND(r->wait_head, r->wait_tail, w);
 }
 
-void records_apply(record_table *t, node_req *req, const op *o)
+static void records_apply(void *self, node_req *req, const op *o)
 {
+    record_table *t = self;
     if (o->name.len == 0) {
         op e = {.kind = OP_ERROR, .error = OP_ERR_BAD_FIELD, .corr = o->corr};
         op_batch_add(req->reply, &e);
@@ -581,7 +557,7 @@ void records_on_persist(record_table *t, persist_done *d)
 }
 
 /* Waits for one completion (used only when the storage queue is full). */
-void records_on_persist_wait(record_table *t)
+static void records_on_persist_wait(record_table *t)
 {
     persist_done *d;
     while ((d = persist_poll(t->p)) == NULL)
@@ -590,54 +566,31 @@ void records_on_persist_wait(record_table *t)
     persist_done_free(d);
 }
 
-void records_sweep(record_table *t)
+/* Evicts cold records while the cache is over its bound. */
+static void records_timers(void *self, int64_t now)
 {
+    record_table *t = self;
     if (t->bytes > t->max_bytes)
         evict(t);
 }
 
-struct drop_ctx {
-    record_table *t;
-    peer *p;
-};
-
-struct each_ctx {
-    void (*fn)(void *arg, const char *name, size_t len);
-    void *arg;
-};
-
-static int each_subscribed(const void *k, size_t l, void *v, void *arg)
+/* listen.c: the record's subscribers hear it has (or lost) an active provider. */
+static void provider_changed(void *ctx, strview name, bool has)
 {
-    struct each_ctx *c = arg;
-    record *r = v;
-    if (r->npeers > 0)
-        c->fn(c->arg, r->name, r->name_len);
-    return 0;
-}
-
-void records_foreach_subscribed(record_table *t, void (*fn)(void *arg, const char *name, size_t len),
-                                void *arg)
-{
-    struct each_ctx c = {fn, arg};
-    dict_foreach(t->records, each_subscribed, &c);
-}
-
-void records_provider_changed(record_table *t, const char *name, size_t len, bool has)
-{
-    record *r = dict_get(t->records, name, len);
-    if (r == NULL || r->npeers == 0)
+    record_table *t = ctx;
+    record *r = dict_get(t->records, name.ptr, name.len);
+    if (r == NULL)
         return;
-    op o = {.kind = OP_RECORD_PROVIDER, .name = {name, (uint32_t)len}, .flags = has ? OP_FLAG_PROVIDER : 0};
+    op o = {.kind = OP_RECORD_PROVIDER, .name = name, .flags = has ? OP_FLAG_PROVIDER : 0};
     broadcast(t, r, &o);
 }
 
-static int drop_peer_cb(const void *k, size_t l, void *v, void *arg)
+/* Drops the operations p left waiting on r while it loads. */
+static int drop_waiting(const void *k, size_t l, void *v, void *p)
 {
-    struct drop_ctx *c = arg;
     record *r = v;
-    remove_peer(c->t, r, c->p);
     for (pending_op **pp = &r->wait_head; *pp != NULL;) {
-        if ((*pp)->from == c->p) {
+        if ((*pp)->from == p) {
             pending_op *w = *pp;
             *pp = w->next;
             xfree(w);
@@ -650,10 +603,12 @@ static int drop_peer_cb(const void *k, size_t l, void *v, void *arg)
     return 0;
 }
 
-void records_drop_peer(record_table *t, peer *p)
+/* Forgets p's interest and queued work (p is going away). */
+static size_t records_drop_peer(void *self, peer *p)
 {
-    struct drop_ctx c = {t, p};
-    dict_foreach(t->records, drop_peer_cb, &c);
+    record_table *t = self;
+    size_t names = subs_remove_holder(t->interest, p);
+    dict_foreach(t->records, drop_waiting, p);
     outbox_item **pp = &t->out_head;
     t->out_tail = NULL;
     while (*pp != NULL) {
@@ -666,4 +621,18 @@ void records_drop_peer(record_table *t, peer *p)
             pp = &(*pp)->next;
         }
     }
+    return names;
 }
+
+const owner_module records_owner = {
+    .name = "records",
+    .kinds = (const owner_kind[]){{OP_RECORD_SUBSCRIBE, ROUTE_NAME}, {OP_RECORD_UNINTEREST, ROUTE_NAME},
+                                  {OP_RECORD_READ, ROUTE_NAME}, {OP_RECORD_WRITE, ROUTE_NAME},
+                                  {OP_RECORD_DELETE, ROUTE_NAME}, {OP_RECORD_NOTIFY, ROUTE_NAME}, {0, 0}},
+    .create = records_create,
+    .destroy = records_destroy,
+    .apply = records_apply,
+    .held = "record_names",
+    .drop_peer = records_drop_peer,
+    .timers = records_timers,
+};

@@ -36,6 +36,28 @@ uint64_t bench_due(const bench *b, int rate)
     return (uint64_t)((double)(now_ns() - b->start_ns) / 1e9 * rate);
 }
 
+void bench_send_due(bench *b, int rate, const uint64_t *sent, conn **conns, int n, void (*send)(conn *c))
+{
+    if (!b->running || rate <= 0)
+        return;
+    uint64_t due = bench_due(b, rate);
+    int guard = 0;
+    while (*sent < due && guard++ < 100000)
+        for (int i = 0; i < n && *sent < due; i++)
+            if (conns[i]->state == CONN_READY)
+                send(conns[i]);
+}
+
+void bench_emit(conn *c, char *name, char *data)
+{
+    EventMessage m = EVENT_MESSAGE__INIT;
+    m.has_action = 1;
+    m.action = EVENT__ACTION__EVENT_EMIT;
+    m.name = name;
+    m.data = data;
+    conn_send(c, TOPIC__TOPIC_EVENT, &m.base);
+}
+
 static bench *the_bench; /* for the tick, whose callback only gets the sul */
 
 /* ---------------- frames ---------------- */

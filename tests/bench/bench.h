@@ -96,6 +96,11 @@ extern volatile sig_atomic_t bench_interrupted; /* SIGINT */
 int64_t now_ns(void); /* CLOCK_MONOTONIC */
 /* Open loop: how many sends are due by now since the measured phase began, at rate per second. */
 uint64_t bench_due(const bench *b, int rate);
+/* Open loop: sends (send(c), which counts in *sent) from the ready ones of
+ * conns[0..n) in turn until *sent is what is due at rate per second. */
+void bench_send_due(bench *b, int rate, const uint64_t *sent, conn **conns, int n, void (*send)(conn *c));
+/* Queues an EVENT EMIT of name with data (JSON text) on c. */
+void bench_emit(conn *c, char *name, char *data);
 
 /* Creates the lws context (sized by the process's open files limit at this
  * moment) and starts the millisecond tick. Returns 0, or -1 after a message. */

@@ -120,12 +120,7 @@ static bool on_writable(conn *c)
     int k = N.emitted++;
     event_name(name, sizeof(name), k);
     snprintf(data, sizeof(data), "{\"k\":%d,\"ns\":%" PRId64 "}", k, now_ns());
-    EventMessage m = EVENT_MESSAGE__INIT;
-    m.has_action = 1;
-    m.action = EVENT__ACTION__EVENT_EMIT;
-    m.name = name;
-    m.data = data;
-    conn_send(c, TOPIC__TOPIC_EVENT, &m.base);
+    bench_emit(c, name, data);
     return N.emitted < opt.names;
 }
 

@@ -64,12 +64,7 @@ static void emit_one(conn *c)
     data[n++] = '"';
     data[n++] = '}';
     data[n] = '\0';
-    EventMessage m = EVENT_MESSAGE__INIT;
-    m.has_action = 1;
-    m.action = EVENT__ACTION__EVENT_EMIT;
-    m.name = name;
-    m.data = data;
-    conn_send(c, TOPIC__TOPIC_EVENT, &m.base);
+    bench_emit(c, name, data);
     E.sent_per[c->index][t]++;
     E.emitted++;
 }
@@ -153,14 +148,7 @@ static bool on_writable(conn *c)
 /* The open loop: the publishers emit what is due by now. */
 static void on_tick(bench *b)
 {
-    if (!b->running || opt.rate <= 0)
-        return;
-    uint64_t due = bench_due(b, opt.rate);
-    int guard = 0;
-    while (E.emitted < due && guard++ < 100000)
-        for (int i = 0; i < opt.publishers && E.emitted < due; i++)
-            if (E.pubs[i]->state == CONN_READY)
-                emit_one(E.pubs[i]);
+    bench_send_due(b, opt.rate, &E.emitted, E.pubs, opt.publishers, emit_one);
 }
 
 static const bench_hooks hooks = {logged_in, TOPIC__TOPIC_EVENT, &event_message__descriptor, on_message, on_writable,

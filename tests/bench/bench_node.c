@@ -61,7 +61,7 @@ int main(int argc, char **argv)
     }
     shardmap map;
     shardmap_init_even(&map, 1, 1);
-    node *n = node_start(&cfg, "inproc://bench-req", "inproc://bench-del", NULL, NULL, &map, 0);
+    node *n = node_start(&cfg, "inproc://bench-req", "inproc://bench-del", &map, 0);
     if (n == NULL)
         return 1;
 

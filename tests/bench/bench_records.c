@@ -285,14 +285,7 @@ static bool on_writable(conn *c)
 /* The open loop: the writers send what is due by now. */
 static void on_tick(bench *b)
 {
-    if (!b->running || opt.rate <= 0)
-        return;
-    uint64_t due = bench_due(b, opt.rate);
-    int guard = 0;
-    while (R.writes < due && guard++ < 100000)
-        for (int i = 0; i < opt.writers && R.writes < due; i++)
-            if (R.writers[i]->state == CONN_READY)
-                write_one(R.writers[i]);
+    bench_send_due(b, opt.rate, &R.writes, R.writers, opt.writers, write_one);
 }
 
 static bool reads_done(bench *b)

@@ -7,12 +7,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startServer, runEddy, sleep, until, MODE } from './lib/server.mjs'
 import { connect, newClient, closeAll, Raw, TOPIC, CONN, AUTH } from './lib/client.mjs'
+import { serverPerSuite } from './lib/suite.mjs'
 
 describe(`auth none (${MODE})`, () => {
-  let server
-  before(async () => { server = await startServer() })
-  after(async () => { await server.stop() })
-  afterEach(closeAll)
+  const server = serverPerSuite()
 
   test('login with a username and with no data both resolve with null clientData', async () => {
     const a = await connect(server.url, { username: 'alice' })
@@ -117,12 +115,7 @@ describe(`auth file (${MODE})`, () => {
 })
 
 describe(`timeouts (${MODE})`, () => {
-  let server
-  before(async () => {
-    server = await startServer({ extra: ['--unauthenticated-timeout', '500', '--heartbeat-interval', '400'] })
-  })
-  after(async () => { await server.stop() })
-  afterEach(closeAll)
+  const server = serverPerSuite({ extra: ['--unauthenticated-timeout', '500', '--heartbeat-interval', '400'] })
 
   test('a connection that does not log in gets AUTHENTICATION_TIMEOUT and is closed', async () => {
     const raw = await Raw.open(server.url)

@@ -1,9 +1,9 @@
 // gaps.test.mjs - lost deliveries are detected and recovered.
 //
 // nng pub/sub drops a node's delivery batch silently when a broker's queue is
-// full. The node here runs with EDDY_FAULT_DROP_BROADCASTS=2: every second
-// delivery batch made only of broadcasts (event deliveries, record updates) is
-// numbered but never sent. The broker must notice every gap, also one at the
+// full. The node here runs with test.faultDropBroadcasts 2 (in the environment:
+// EDDY_TEST_FAULT_DROP_BROADCASTS=2): every second delivery batch made only of
+// broadcasts (event deliveries, record updates) is numbered but never sent. The broker must notice every gap, also one at the
 // very end of a burst that no later batch reveals, bring record subscribers
 // up to date by re-reading the record, and count what was lost in /metrics.
 import { test, describe, before, after } from 'node:test'
@@ -20,7 +20,7 @@ async function metrics (port) {
 
 describe('delivery gaps', { skip: MODE === 'haproxy' && 'needs the node environment of one process' }, () => {
   let server
-  before(async () => { server = await startServer({ nodeEnv: { EDDY_FAULT_DROP_BROADCASTS: '2' } }) })
+  before(async () => { server = await startServer({ nodeEnv: { EDDY_TEST_FAULT_DROP_BROADCASTS: '2' } }) })
   after(async () => { await closeAll(); await server.stop() })
 
   test('every record update reaches the subscriber although half of the batches are lost', async () => {

@@ -13,6 +13,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { startServer, sleep, until, MODE, Proc, assertNoSanitizerReport } from './lib/server.mjs'
 import { connect, closeAll, Raw, TOPIC, EVENT } from './lib/client.mjs'
+import { serverPerSuite } from './lib/suite.mjs'
 
 const SETTLE = 400
 
@@ -37,10 +38,7 @@ const offersOf = (log, name) => log.filter(([, n]) => n === name).map(([who]) =>
 const rounds = (seq, order) => seq.every((who, i) => who === order[i % order.length])
 
 describe(`listening (${MODE})`, () => {
-  let server
-  before(async () => { server = await startServer({ nodeExtra: ['--listen-response-timeout', '300'] }) })
-  after(async () => { await server.stop() })
-  afterEach(closeAll)
+  const server = serverPerSuite({ nodeExtra: ['--listen-response-timeout', '300'] })
 
   test('an event provider hears of the first subscriber and of the last one leaving', async () => {
     const p = await connect(server.url)
@@ -193,10 +191,7 @@ const ORDERED = ['--listen-response-timeout', '300', '--listen-shuffle-providers
   '--listen-rematch-interval', '1200', '--listen-match-cooldown', '0']
 
 describe(`listening in registration order, with rematch (${MODE})`, () => {
-  let server
-  before(async () => { server = await startServer({ nodeExtra: ORDERED }) })
-  after(async () => { await server.stop() })
-  afterEach(closeAll)
+  const server = serverPerSuite({ nodeExtra: ORDERED })
 
   test('shuffleProviders false: every name is offered to the listeners in the order they registered', { timeout: 30000 }, async () => {
     const clients = await Promise.all([1, 2, 3].map(() => connect(server.url)))
@@ -296,10 +291,7 @@ const COOLING = ['--listen-response-timeout', '3000', '--listen-shuffle-provider
   '--listen-rematch-interval', '1100', '--listen-match-cooldown', String(COOLDOWN)]
 
 describe(`listen.matchCooldown (${MODE})`, () => {
-  let server
-  before(async () => { server = await startServer({ nodeExtra: COOLING }) })
-  after(async () => { await server.stop() })
-  afterEach(closeAll)
+  const server = serverPerSuite({ nodeExtra: COOLING })
 
   test('a declined name is not offered again within the cooldown, and is after it', { timeout: 30000 }, async () => {
     const a = await connect(server.url)
@@ -335,12 +327,7 @@ describe(`listen.matchCooldown (${MODE})`, () => {
 })
 
 describe(`listen.rematchInterval of a second or less (${MODE})`, () => {
-  let server
-  before(async () => {
-    server = await startServer({ nodeExtra: ['--listen-rematch-interval', '1000', '--listen-match-cooldown', '0'] })
-  })
-  after(async () => { await server.stop() })
-  afterEach(closeAll)
+  const server = serverPerSuite({ nodeExtra: ['--listen-rematch-interval', '1000', '--listen-match-cooldown', '0'] })
 
   test('turns rematching off, as in deepstream, and says so at start-up', { timeout: 30000 }, async () => {
     assert.match(server.stderr(), /listen-rematch-off rematch_interval_ms=1000/)

@@ -7,16 +7,14 @@ import assert from 'node:assert/strict'
 import { startServer, sleep, until, MODE } from './lib/server.mjs'
 import { connect, closeAll, Raw, TOPIC } from './lib/client.mjs'
 import { createRequire } from 'node:module'
+import { serverPerSuite } from './lib/suite.mjs'
 
 const pb = createRequire(import.meta.url)('@deepstream/protobuf/dist/generated/protobuf.js')
 const P = Object.fromEntries(Object.entries(pb.PRESENCE_ACTION).map(([k, v]) => [k.replace(/^PRESENCE_/, ''), v]))
 const SETTLE = 400
 
 describe(`presence (${MODE})`, () => {
-  let server
-  before(async () => { server = await startServer() })
-  after(async () => { await server.stop() })
-  afterEach(closeAll)
+  const server = serverPerSuite()
 
   test('join and leave once per user, to everyone-watchers and user-watchers, not to the user', async () => {
     const watcher = await connect(server.url, { username: 'watcher' })

@@ -6,14 +6,12 @@ import { test, describe, before, after, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
 import { startServer, sleep, until, MODE } from './lib/server.mjs'
 import { connect, closeAll, Raw, TOPIC, EVENT } from './lib/client.mjs'
+import { serverPerSuite } from './lib/suite.mjs'
 
 const SETTLE = 400 // the client batches subscriptions for 100 ms; the ack follows the node's
 
 describe(`events (${MODE})`, () => {
-  let server
-  before(async () => { server = await startServer() })
-  after(async () => { await server.stop() })
-  afterEach(closeAll)
+  const server = serverPerSuite()
 
   test('every subscriber on every connection gets each payload type, in order', async () => {
     const subs = await Promise.all([1, 2, 3].map(i => connect(server.url, { username: `s${i}` })))

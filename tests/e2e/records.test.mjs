@@ -7,12 +7,10 @@ import { test, describe, before, after, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
 import { startServer, sleep, until, MODE } from './lib/server.mjs'
 import { connect, closeAll, Raw, TOPIC, RECORD } from './lib/client.mjs'
+import { serverPerSuite } from './lib/suite.mjs'
 
 describe(`records (${MODE})`, () => {
-  let server
-  before(async () => { server = await startServer({ nodeExtra: ['--record-max-size', '65536'] }) })
-  after(async () => { await server.stop() })
-  afterEach(closeAll)
+  const server = serverPerSuite({ nodeExtra: ['--record-max-size', '65536'] })
 
   test('a new record starts at version 0 with {}; every write adds one', async () => {
     const a = await connect(server.url)
@@ -304,10 +302,7 @@ describe(`records, raw protocol (${MODE})`, () => {
 })
 
 describe(`records with no cache (${MODE})`, () => {
-  let server
-  before(async () => { server = await startServer({ nodeExtra: ['--cache-size', '0', '--log-level', 'debug'] }) })
-  after(async () => { await server.stop() })
-  afterEach(closeAll)
+  const server = serverPerSuite({ nodeExtra: ['--cache-size', '0', '--log-level', 'debug'] })
 
   test('records without subscribers leave memory and come back from RocksDB intact', async () => {
     const a = await connect(server.url)

@@ -10,18 +10,14 @@ import { join } from 'node:path'
 import { startServer, runEddy, sleep, until, MODE } from './lib/server.mjs'
 import { connect, closeAll, Raw, TOPIC } from './lib/client.mjs'
 import { createRequire } from 'node:module'
+import { serverPerSuite } from './lib/suite.mjs'
 
 const pb = createRequire(import.meta.url)('@deepstream/protobuf/dist/generated/protobuf.js')
 const RPC = Object.fromEntries(Object.entries(pb.RPC_ACTION).map(([k, v]) => [k.replace('RPC_', ''), v]))
 const SETTLE = 400
 
 describe(`rpc (${MODE})`, () => {
-  let server
-  before(async () => {
-    server = await startServer({ nodeExtra: ['--rpc-ack-timeout', '500', '--rpc-response-timeout', '1000'] })
-  })
-  after(async () => { await server.stop() })
-  afterEach(closeAll)
+  const server = serverPerSuite({ nodeExtra: ['--rpc-ack-timeout', '500', '--rpc-response-timeout', '1000'] })
 
   test('request and response with data of every JSON type', async () => {
     const p = await connect(server.url)

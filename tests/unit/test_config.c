@@ -27,11 +27,18 @@ static const char *write_yaml(const char *text)
     return path;
 }
 
+/* A configuration with every default. */
+static eddy_config defaults(void)
+{
+    eddy_config c;
+    config_defaults(&c);
+    return c;
+}
+
 static void test_defaults(void **state)
 {
     (void)state;
-    eddy_config c;
-    config_defaults(&c);
+    eddy_config c = defaults();
     assert_int_equal(c.port, 6020);
     assert_string_equal(c.url_path, "/deepstream");
     assert_string_equal(c.data_dir, "./data");
@@ -39,7 +46,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.auth_type, AUTH_NONE);
     assert_int_equal(c.max_auth_attempts, 3);
     assert_int_equal(c.heartbeat_interval_ms, 30000);
-    assert_int_equal(c.node_count, 0);
+    assert_int_equal(c.cluster.count, 0);
     assert_int_equal(config_validate(&c, "standalone", err, sizeof(err)), 0);
     config_free(&c);
 }
@@ -47,8 +54,7 @@ static void test_defaults(void **state)
 static void test_flags(void **state)
 {
     (void)state;
-    eddy_config c;
-    config_defaults(&c);
+    eddy_config c = defaults();
     assert_int_equal(config_set_flag(&c, "--port", "0", err, sizeof(err)), 0);
     assert_int_equal(c.port, 0);
     assert_int_equal(config_set_flag(&c, "--port", "70000", err, sizeof(err)), -1);
@@ -73,9 +79,9 @@ static void test_flags(void **state)
     assert_non_null(strstr(err, "cluster.nodes"));
     assert_int_equal(config_set_flag(&c, "--node", "tcp://a:1", err, sizeof(err)), -1);
     assert_int_equal(config_set_flag(&c, "--node", "tcp://a:1,tcp://a:2", err, sizeof(err)), 0);
-    assert_int_equal(c.node_count, 1);
-    assert_string_equal(c.nodes[0].request, "tcp://a:1");
-    assert_string_equal(c.nodes[0].delivery, "tcp://a:2");
+    assert_int_equal(c.cluster.count, 1);
+    assert_string_equal(c.cluster.nodes[0].request, "tcp://a:1");
+    assert_string_equal(c.cluster.nodes[0].delivery, "tcp://a:2");
     assert_int_equal(config_validate(&c, "broker", err, sizeof(err)), 0);
     assert_int_equal(config_set_flag(&c, "--path", "deepstream", err, sizeof(err)), 0);
     assert_int_equal(config_validate(&c, "broker", err, sizeof(err)), -1);
@@ -86,8 +92,7 @@ static void test_flags(void **state)
 static void test_yaml(void **state)
 {
     (void)state;
-    eddy_config c;
-    config_defaults(&c);
+    eddy_config c = defaults();
     const char *p = write_yaml("port: 7000\n"
                                "urlPath: /ds\n"
                                "logLevel: warn\n"
@@ -103,17 +108,16 @@ static void test_yaml(void **state)
     assert_int_equal(c.auth_type, AUTH_FILE);
     assert_string_equal(c.users_file, "users.yml");
     assert_int_equal(c.max_auth_attempts, 5);
-    assert_int_equal(c.epoch, 4);
-    assert_int_equal(c.node_count, 2);
-    assert_string_equal(c.nodes[1].id, "b");
-    assert_string_equal(c.nodes[1].delivery, "tcp://h:4");
+    assert_int_equal(c.cluster.epoch, 4);
+    assert_int_equal(c.cluster.count, 2);
+    assert_string_equal(c.cluster.nodes[1].id, "b");
+    assert_string_equal(c.cluster.nodes[1].delivery, "tcp://h:4");
     config_free(&c);
 }
 
 static void expect_yaml_error(const char *text, const char *key)
 {
-    eddy_config c;
-    config_defaults(&c);
+    eddy_config c = defaults();
     const char *p = write_yaml(text);
     assert_int_equal(config_load_file(&c, p, err, sizeof(err)), -1);
     unlink(p);
@@ -134,8 +138,7 @@ static void test_yaml_errors(void **state)
     expect_yaml_error("cluster:\n  nodes:\n    - {id: a}\n", "cluster.nodes");
     expect_yaml_error("port: 1\n  bad indent: [\n", "--config");
     expect_yaml_error("- just\n- a list\n", "--config");
-    eddy_config c;
-    config_defaults(&c);
+    eddy_config c = defaults();
     assert_int_equal(config_load_file(&c, "/nonexistent/eddy.yml", err, sizeof(err)), -1);
     assert_non_null(strstr(err, "/nonexistent/eddy.yml"));
     config_free(&c);
@@ -144,8 +147,7 @@ static void test_yaml_errors(void **state)
 /* Explicit shard maps: every node lists its shards, every shard once. */
 static void expect_map(const char *yaml, const char *error_part)
 {
-    eddy_config c;
-    config_defaults(&c);
+    eddy_config c = defaults();
     const char *p = write_yaml(yaml);
     int rc = config_load_file(&c, p, err, sizeof(err));
     unlink(p);
@@ -180,12 +182,11 @@ static void test_shard_map(void **state)
     expect_map(TWO_NODES(", shards: ''", ", shards: '0-4095'"), "lists no shards");
 
     /* the flag form: REQUEST,DELIVERY,RANGES... */
-    eddy_config c;
-    config_defaults(&c);
+    eddy_config c = defaults();
     assert_int_equal(config_set_flag(&c, "--node", "tcp://h:1,tcp://h:2,0-9,20-4095", err, sizeof(err)), 0);
     assert_int_equal(config_set_flag(&c, "--node", "tcp://h:3,tcp://h:4,10-19", err, sizeof(err)), 0);
-    assert_string_equal(c.nodes[0].delivery, "tcp://h:2");
-    assert_string_equal(c.nodes[0].shards, "0-9,20-4095");
+    assert_string_equal(c.cluster.nodes[0].delivery, "tcp://h:2");
+    assert_string_equal(c.cluster.nodes[0].shards, "0-9,20-4095");
     assert_int_equal(config_validate(&c, "broker", err, sizeof(err)), 0);
     config_free(&c);
 
@@ -201,8 +202,7 @@ static void test_shard_map(void **state)
 static void test_env(void **state)
 {
     (void)state;
-    eddy_config c;
-    config_defaults(&c);
+    eddy_config c = defaults();
     setenv("EDDY_PORT", "6100", 1);
     setenv("EDDY_AUTH_MAX_AUTH_ATTEMPTS", "7", 1);
     assert_int_equal(config_load_env(&c, err, sizeof(err)), 0);
@@ -219,38 +219,42 @@ static void test_env(void **state)
 
 /* The listen options: deepstream's defaults (listen.shuffleProviders true,
  * rematchInterval 30000, matchCooldown 10000), bounds, and all three loaders. */
+/* flag=value is taken and sets *field to want. */
+static void flag_ok(eddy_config *c, const char *flag, const char *value, const int64_t *field, int64_t want)
+{
+    assert_int_equal(config_set_flag(c, flag, value, err, sizeof(err)), 0);
+    assert_int_equal(*field, want);
+}
+
+/* flag=value is refused with an error naming key. */
+static void flag_refused(eddy_config *c, const char *flag, const char *value, const char *key)
+{
+    assert_int_equal(config_set_flag(c, flag, value, err, sizeof(err)), -1);
+    if (strstr(err, key) == NULL)
+        fail_msg("error '%s' does not name '%s'", err, key);
+}
+
 static void test_listen_options(void **state)
 {
     (void)state;
-    eddy_config c;
-    config_defaults(&c);
+    eddy_config c = defaults();
     assert_int_equal(c.listen_response_timeout_ms, 500);
     assert_int_equal(c.listen_shuffle_providers, 1);
     assert_int_equal(c.listen_rematch_interval_ms, 30000);
     assert_int_equal(c.listen_match_cooldown_ms, 10000);
 
-    assert_int_equal(config_set_flag(&c, "--listen-shuffle-providers", "false", err, sizeof(err)), 0);
-    assert_int_equal(c.listen_shuffle_providers, 0);
-    assert_int_equal(config_set_flag(&c, "--listen-shuffle-providers", "true", err, sizeof(err)), 0);
-    assert_int_equal(c.listen_shuffle_providers, 1);
-    assert_int_equal(config_set_flag(&c, "--listen-shuffle-providers", "yes", err, sizeof(err)), -1);
-    assert_non_null(strstr(err, "listen.shuffleProviders"));
-
-    assert_int_equal(config_set_flag(&c, "--listen-rematch-interval", "0", err, sizeof(err)), 0);
-    assert_int_equal(c.listen_rematch_interval_ms, 0);
-    assert_int_equal(config_set_flag(&c, "--listen-rematch-interval", "86400000", err, sizeof(err)), 0);
-    assert_int_equal(c.listen_rematch_interval_ms, 86400000);
-    assert_int_equal(config_set_flag(&c, "--listen-rematch-interval", "86400001", err, sizeof(err)), -1);
-    assert_non_null(strstr(err, "listen.rematchInterval"));
-    assert_int_equal(config_set_flag(&c, "--listen-rematch-interval", "-1", err, sizeof(err)), -1);
+    flag_ok(&c, "--listen-shuffle-providers", "false", &c.listen_shuffle_providers, 0);
+    flag_ok(&c, "--listen-shuffle-providers", "true", &c.listen_shuffle_providers, 1);
+    flag_refused(&c, "--listen-shuffle-providers", "yes", "listen.shuffleProviders");
+    flag_ok(&c, "--listen-rematch-interval", "0", &c.listen_rematch_interval_ms, 0);
+    flag_ok(&c, "--listen-rematch-interval", "86400000", &c.listen_rematch_interval_ms, 86400000);
+    flag_refused(&c, "--listen-rematch-interval", "86400001", "listen.rematchInterval");
+    flag_refused(&c, "--listen-rematch-interval", "-1", "listen.rematchInterval");
     assert_int_equal(c.listen_rematch_interval_ms, 86400000); /* a refused value changes nothing */
-
-    assert_int_equal(config_set_flag(&c, "--listen-match-cooldown", "0", err, sizeof(err)), 0);
-    assert_int_equal(c.listen_match_cooldown_ms, 0);
-    assert_int_equal(config_set_flag(&c, "--listen-match-cooldown", "-5", err, sizeof(err)), -1);
-    assert_non_null(strstr(err, "listen.matchCooldown"));
-    assert_int_equal(config_set_flag(&c, "--listen-match-cooldown", "86400001", err, sizeof(err)), -1);
-    assert_int_equal(config_set_flag(&c, "--listen-match-cooldown", "1s", err, sizeof(err)), -1);
+    flag_ok(&c, "--listen-match-cooldown", "0", &c.listen_match_cooldown_ms, 0);
+    flag_refused(&c, "--listen-match-cooldown", "-5", "listen.matchCooldown");
+    flag_refused(&c, "--listen-match-cooldown", "86400001", "listen.matchCooldown");
+    flag_refused(&c, "--listen-match-cooldown", "1s", "listen.matchCooldown");
     config_free(&c);
 
     /* YAML: a real boolean or its string, integers */

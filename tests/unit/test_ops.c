@@ -130,13 +130,19 @@ static void test_lying_headers(void **state)
     assert_int_equal(mp_skip(&r), -1);
 }
 
+/* An empty buffer and a packer writing into it. */
+static void start_packing(msgpack_sbuffer *buf, msgpack_packer *pk)
+{
+    msgpack_sbuffer_init(buf);
+    msgpack_packer_init(pk, buf, msgpack_sbuffer_write);
+}
+
 static void test_wrong_types_and_limits(void **state)
 {
     (void)state;
     msgpack_sbuffer buf;
-    msgpack_sbuffer_init(&buf);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    start_packing(&buf, &pk);
     /* kind as a string */
     msgpack_pack_map(&pk, 1);
     msgpack_pack_uint8(&pk, 0);
@@ -193,9 +199,8 @@ static void test_ints(void **state)
 {
     (void)state;
     msgpack_sbuffer buf;
-    msgpack_sbuffer_init(&buf);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    start_packing(&buf, &pk);
     const int64_t vals[] = {0, 1, -1, -32, -33, 127, 128, -128, -129, 65535, -32769, INT32_MIN,
                             INT64_MAX, INT64_MIN};
     for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++)

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -37,22 +38,32 @@ static void on_last(void *ctx, strview name, void *d)
     snprintf(c->last_name, sizeof(c->last_name), "%.*s", (int)name.len, name.ptr);
 }
 
-static subs *table(counts *c)
+/* Each test gets a fresh table t whose hooks count into *c. */
+static counts hook_counts, *c = &hook_counts;
+static subs *t;
+
+static int setup(void **state)
 {
     memset(c, 0, sizeof(*c));
-    return subs_new(sizeof(data), (subs_hooks){on_first, on_last}, c);
+    t = subs_new(sizeof(data), (subs_hooks){on_first, on_last}, c);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    subs_free(t);
+    t = NULL;
+    return 0;
 }
 
 static void test_first_and_last(void **state)
 {
     (void)state;
-    counts c;
-    subs *t = table(&c);
     int a, b;
     assert_true(subs_add(t, sv_of("x"), &a, 0));
     assert_false(subs_add(t, sv_of("x"), &a, 0)); /* already holds it */
     assert_true(subs_add(t, sv_of("x"), &b, 0));
-    assert_int_equal(c.first, 1);
+    assert_int_equal(c->first, 1);
     ((data *)subs_data(t, sv_of("x")))->value = 7;
     uint32_t n;
     subs_holder *h = subs_holders(t, sv_of("x"), &n);
@@ -62,50 +73,44 @@ static void test_first_and_last(void **state)
     assert_true(subs_remove(t, sv_of("x"), &a, 0, false));
     assert_false(subs_remove(t, sv_of("x"), &a, 0, false));
     assert_false(subs_holds(t, sv_of("x"), &a, 0));
-    assert_int_equal(c.last, 0);
+    assert_int_equal(c->last, 0);
     assert_int_equal(((data *)subs_data(t, sv_of("x")))->value, 7); /* kept while held */
     assert_true(subs_remove(t, sv_of("x"), &b, 0, false));
-    assert_int_equal(c.last, 1);
-    assert_string_equal(c.last_name, "x");
+    assert_int_equal(c->last, 1);
+    assert_string_equal(c->last_name, "x");
     assert_null(subs_data(t, sv_of("x")));
     assert_null(subs_holders(t, sv_of("x"), &n));
     assert_int_equal(n, 0);
     assert_int_equal(subs_count(t), 0);
-    subs_free(t);
 }
 
 static void test_pins_and_quiet(void **state)
 {
     (void)state;
-    counts c;
-    subs *t = table(&c);
     int a;
     data *d = subs_pin(t, sv_of("r"));
     d->value = 3;
-    assert_int_equal(c.first, 1);
+    assert_int_equal(c->first, 1);
     assert_true(subs_add(t, sv_of("r"), &a, 0));
     subs_unpin(t, sv_of("r"), false);
-    assert_int_equal(c.last, 0); /* still held */
+    assert_int_equal(c->last, 0); /* still held */
     assert_int_equal(((data *)subs_data(t, sv_of("r")))->value, 3);
     assert_true(subs_remove(t, sv_of("r"), &a, 0, true)); /* quiet: no hook */
-    assert_int_equal(c.last, 0);
+    assert_int_equal(c->last, 0);
     assert_null(subs_data(t, sv_of("r")));
     subs_pin(t, sv_of("s"));
     subs_pin(t, sv_of("s"));
     subs_unpin(t, sv_of("s"), false);
     assert_non_null(subs_data(t, sv_of("s")));
     subs_unpin(t, sv_of("s"), false);
-    assert_int_equal(c.last, 1);
+    assert_int_equal(c->last, 1);
     subs_unpin(t, sv_of("s"), false); /* nothing left: a no-op */
-    assert_int_equal(c.last, 1);
-    subs_free(t);
+    assert_int_equal(c->last, 1);
 }
 
 static void test_tags(void **state)
 {
     (void)state;
-    counts c;
-    subs *t = table(&c);
     int peer;
     assert_true(subs_add(t, sv_of("rpc"), &peer, 1));
     assert_true(subs_add(t, sv_of("rpc"), &peer, 2));
@@ -116,11 +121,10 @@ static void test_tags(void **state)
     assert_true(subs_remove(t, sv_of("rpc"), &peer, 1, false));
     assert_true(subs_holds(t, sv_of("rpc"), &peer, 2));
     assert_int_equal(subs_held(t, &peer), 1);
-    assert_int_equal(c.last, 0);
+    assert_int_equal(c->last, 0);
     assert_true(subs_remove(t, sv_of("rpc"), &peer, 2, false));
     assert_int_equal(subs_held(t, &peer), 0);
-    assert_int_equal(c.last, 1);
-    subs_free(t);
+    assert_int_equal(c->last, 1);
 }
 
 static int count_names(void *arg, strview name)
@@ -138,8 +142,6 @@ static int sum_holders(void *arg, strview name, subs_holder *h, uint32_t n, void
 static void test_remove_holder(void **state)
 {
     (void)state;
-    counts c;
-    subs *t = table(&c);
     int a, b;
     char name[32];
     for (int i = 0; i < 100; i++) {
@@ -156,14 +158,13 @@ static void test_remove_holder(void **state)
     subs_foreach(t, sum_holders, &total);
     assert_int_equal(total, 151);
     assert_int_equal(subs_remove_holder(t, &a), 101);
-    assert_int_equal(c.last, 51); /* the odd names and the NUL one had only a */
+    assert_int_equal(c->last, 51); /* the odd names and the NUL one had only a */
     assert_int_equal(subs_count(t), 50);
     assert_int_equal(subs_held(t, &a), 0);
     assert_int_equal(subs_remove_holder(t, &a), 0);
     subs_clear(t, sv_of("n0")); /* quiet */
-    assert_int_equal(c.last, 51);
+    assert_int_equal(c->last, 51);
     assert_int_equal(subs_held(t, &b), 49);
-    subs_free(t);
 }
 
 static void test_vec(void **state)
@@ -186,10 +187,10 @@ static void test_vec(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_first_and_last),
-        cmocka_unit_test(test_pins_and_quiet),
-        cmocka_unit_test(test_tags),
-        cmocka_unit_test(test_remove_holder),
+        cmocka_unit_test_setup_teardown(test_first_and_last, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pins_and_quiet, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tags, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_remove_holder, setup, teardown),
         cmocka_unit_test(test_vec),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,149 @@
+/* internal.h - what the files of node/ share. Modules are layered, and each
+ * calls only those listed below it:
+ *
+ *   local.c      the in-process broker's entry points (node.h)
+ *   node.c       sockets, the executor, batches; the owner table: each
+ *                operation goes to the module whose row lists its kind, after
+ *                the row's shard check
+ *   events.c records.c rpc.c presence.c   one owner module each
+ *   listen.c     listening, for the events and records modules
+ *   peers.c      the brokers and backends a node serves, and their deliveries
+ *   storage.c persist.c   RocksDB and the storage thread
+ *
+ * All of it runs under the node's lock (node.c) unless a prototype says otherwise. */
+#ifndef EDDY_NODE_INTERNAL_H
+#define EDDY_NODE_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <nng/nng.h>
+
+#include "config.h"
+#include "node.h"
+#include "ops.h"
+#include "persist.h"
+#include "subs.h"
+
+/* ---------------- peers.c ---------------- */
+
+/* What the node knows of one broker (or backend) that talks to it. */
+typedef struct peer {
+    uint64_t id;
+    int64_t last_seen_ms;
+    uint64_t delivery_seq; /* numbers every delivery batch sent to this peer */
+    op_batch out;          /* deliveries gathered during the current request */
+    bool dirty;            /* out holds something to publish */
+    struct peer *next_dirty;
+    bool leaving;          /* said BYE: dropped once its batch is done */
+} peer;
+
+typedef struct peers peers;
+
+/* The peer table of the node numbered self (cfg borrowed). Owned by the caller. */
+peers *peers_new(const eddy_config *cfg, unsigned self);
+void peers_free(peers *ps); /* frees every peer and what the outbox holds; NULL is fine */
+/* Remote peers' deliveries are published on pub from now on. */
+void peers_set_socket(peers *ps, nng_socket pub);
+peer *peers_find(const peers *ps, uint64_t id);
+/* The peer with this id, created (and logged) when new. */
+peer *peers_join(peers *ps, uint64_t id);
+/* Forgets p and frees it (its modules have let go of it). */
+void peers_forget(peers *ps, peer *p);
+/* Up to max peers silent for longer than cluster.brokerTimeout (never the local one). */
+int peers_expired(peers *ps, peer **out, int max);
+/* Queues an encoded delivery for p (published when the request is done). */
+void peer_deliver(peers *ps, peer *p, const void *bytes, size_t len);
+/* Encodes o once and queues it for p. */
+void peer_deliver_op(peers *ps, peer *p, const op *o);
+/* Publishes every peer's gathered deliveries as one batch each. */
+void peers_publish(peers *ps);
+/* The local peer (standalone's broker): deliveries go to a bounded outbox. */
+void peers_attach_local(peers *ps, uint64_t id, void (*wake)(void *ctx), void *ctx);
+void peers_detach_local(peers *ps); /* no wake after this returns; any thread */
+void peers_wake_local(peers *ps);   /* any thread; a no-op when detached */
+/* While busy the local peer is inside a request and takes its outbox itself: no wake. */
+void peers_local_busy(peers *ps, bool busy);
+/* The oldest batch of the outbox (owned by the caller), or NULL. */
+nng_msg *peers_take_local(peers *ps);
+/* Operations numbered for the local peer so far. */
+uint64_t peers_local_published(const peers *ps);
+
+/* ---------------- the owner table: node.c ---------------- */
+
+/* One request batch being applied: who sent it, and the reply. */
+typedef struct node_req {
+    peer *from;
+    op_batch *reply; /* operations answered to the requester */
+} node_req;
+
+struct listen_table;
+struct record_table;
+
+/* What the owner modules are given when they are created. A module may fill
+ * in its own field for the ones created after it: rows are created from the
+ * last to the first (listen.c, last, is there for events.c and records.c). */
+typedef struct node_env {
+    const eddy_config *cfg;
+    peers *peers;
+    persist *persist;
+    struct listen_table *listen;  /* set by listen.c: events and records report to it */
+    struct record_table *records; /* set by records.c: node.c hands it storage completions */
+} node_env;
+
+/* How node.c checks that an operation is this node's to apply. */
+enum owner_route {
+    ROUTE_NAME = 0,      /* the owner of o->name */
+    ROUTE_REF,           /* the owner of o->ref (a listen answer: the subscription's owner) */
+    ROUTE_EVERY_NODE,    /* every node (listen patterns) */
+    ROUTE_NAME_UNLESS_ALL, /* the owner of o->name, or every node with OP_FLAG_ALL (presence) */
+};
+
+typedef struct owner_kind {
+    uint32_t kind;
+    uint32_t route; /* enum owner_route */
+} owner_kind;
+
+/* One topic on the owning node: a row of the table, a module of its own. */
+typedef struct owner_module {
+    const char *name;
+    const owner_kind *kinds; /* the operations it applies; kind 0 ends the list */
+    void *(*create)(node_env *env);
+    void (*destroy)(void *self);
+    void (*apply)(void *self, node_req *req, const op *o);
+    const char *held;                         /* what drop_peer counts, for the log ("event_names") */
+    size_t (*drop_peer)(void *self, peer *p); /* p is going away: forget all it holds; returns how many */
+    void (*timers)(void *self, int64_t now);  /* every executor turn; may be NULL */
+} owner_module;
+
+extern const owner_module listen_owner, events_owner, records_owner, rpc_owner, presence_owner;
+
+/* node.c, for local.c: the node's lock, and the steps the executor takes. */
+void node_lock(node *n);
+void node_unlock(node *n);
+/* Applies one request batch (lock held); returns the reply (owned by the caller). */
+nng_msg *node_apply_batch(node *n, const void *body, size_t len);
+/* Hands waiting storage completions to the records (lock held); with publish,
+ * what they release goes out now, else with the next batch's deliveries. */
+void node_settle(node *n, bool publish);
+peers *node_peers(node *n);
+persist *node_persist(node *n);
+
+/* ---------------- records.c (beyond its row) ---------------- */
+
+/* Takes a storage completion (d stays the caller's). */
+void records_on_persist(struct record_table *t, persist_done *d);
+
+/* ---------------- listen.c (beyond its row) ---------------- */
+
+/* A new subscription table (name -> interested peers; owned by the caller)
+ * for topic, which listening follows: a name's first peer starts the search
+ * for a provider, its last peer ends it. provider_changed(ctx, name, has) is
+ * called when a name gets or loses its active provider (may be NULL). */
+subs *listen_follow(struct listen_table *t, int topic, void (*provider_changed)(void *ctx, strview name, bool has),
+                    void *ctx);
+/* Every subscription to name ends at once (a deleted record): as its last peer leaving. */
+void listen_clear(struct listen_table *t, int topic, subs *subscribed, strview name);
+bool listen_has_provider(struct listen_table *t, int topic, strview name);
+
+#endif

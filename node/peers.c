@@ -1,0 +1,261 @@
+/* peers.c - the brokers and backends a node serves: the peer table (a peer
+ * joins with HELLO, is forgotten on BYE, when silent for longer than
+ * cluster.brokerTimeout, or when it cannot be kept), and its deliveries: what
+ * the operations of one request cause for a peer is gathered, then published
+ * as one numbered batch per peer, on the PUB socket or, for the in-process
+ * broker (standalone), into a bounded outbox it takes them from.
+ *
+ * The batch number counts operations: it is the number of operations
+ * published to the peer so far, this batch included, so a gap tells the peer
+ * how many were lost. Not for what a peer subscribes to: the owner modules
+ * keep that. */
+#include <pthread.h>
+#include <string.h>
+
+#include "dict.h"
+#include "internal.h"
+#include "log.h"
+#include "mem.h"
+#include "queue.h"
+#include "util.h"
+
+#define LOCAL_OUTBOX_LEN 8192 /* delivery batches the local peer has not taken yet */
+
+struct peers {
+    const eddy_config *cfg;
+    unsigned self;
+    dict *by_id;  /* id (8 bytes) -> peer */
+    peer *dirty;  /* peers with gathered deliveries */
+    bool has_pub;
+    nng_socket pub;
+    msgpack_sbuffer scratch; /* peer_deliver_op's encoding */
+    /* the in-process peer (standalone); local_id 0 = none */
+    uint64_t local_id;
+    queue *outbox;             /* its delivery batches, in order (nng_msg) */
+    pthread_mutex_t wake_lock; /* guards wake against peers_detach_local */
+    void (*wake)(void *ctx);   /* told when the outbox gets what it did not ask for; NULL once detached */
+    void *wake_ctx;
+    bool local_busy;           /* the local peer is in a request: it takes its deliveries itself */
+    uint64_t outbox_dropped;
+    /* test.faultDropBroadcasts: every Nth delivery batch made only of broadcasts
+     * is numbered but not sent, as nng pub/sub does when a queue is full */
+    unsigned fault_every, fault_count;
+};
+
+peers *peers_new(const eddy_config *cfg, unsigned self)
+{
+    peers *ps = xcalloc(1, sizeof(*ps));
+    ps->cfg = cfg;
+    ps->self = self;
+    ps->by_id = dict_new();
+    ps->outbox = queue_new(LOCAL_OUTBOX_LEN);
+    msgpack_sbuffer_init(&ps->scratch);
+    pthread_mutex_init(&ps->wake_lock, NULL);
+    ps->fault_every = (unsigned)cfg->fault_drop_broadcasts;
+    if (ps->fault_every > 0)
+        log_warn("fault-injection", "test.faultDropBroadcasts=%u: every %uth broadcast-only delivery "
+                 "batch is dropped (tests only)", ps->fault_every, ps->fault_every);
+    return ps;
+}
+
+static void peer_free(void *v)
+{
+    peer *p = v;
+    op_batch_destroy(&p->out);
+    xfree(p);
+}
+
+static void free_msg(void *msg)
+{
+    nng_msg_free(msg);
+}
+
+void peers_free(peers *ps)
+{
+    if (ps == NULL)
+        return;
+    dict_free_with(ps->by_id, peer_free);
+    queue_free(ps->outbox, free_msg);
+    msgpack_sbuffer_destroy(&ps->scratch);
+    pthread_mutex_destroy(&ps->wake_lock);
+    xfree(ps);
+}
+
+void peers_set_socket(peers *ps, nng_socket pub)
+{
+    ps->pub = pub;
+    ps->has_pub = true;
+}
+
+peer *peers_find(const peers *ps, uint64_t id)
+{
+    return dict_get(ps->by_id, &id, sizeof(id));
+}
+
+peer *peers_join(peers *ps, uint64_t id)
+{
+    peer *p = peers_find(ps, id);
+    if (p != NULL)
+        return p;
+    p = xcalloc(1, sizeof(*p));
+    p->id = id;
+    op_batch_init(&p->out);
+    dict_put(ps->by_id, &id, sizeof(id), p);
+    log_info("peer-joined", "peer=%016llx", (unsigned long long)id);
+    return p;
+}
+
+void peers_forget(peers *ps, peer *p)
+{
+    if (p->dirty) /* what it was sent in this request goes nowhere */
+        for (peer **pp = &ps->dirty; *pp != NULL; pp = &(*pp)->next_dirty)
+            if (*pp == p) {
+                *pp = p->next_dirty;
+                break;
+            }
+    dict_del(ps->by_id, &p->id, sizeof(p->id));
+    peer_free(p);
+}
+
+struct expiry {
+    const peers *ps;
+    int64_t now;
+    peer **out;
+    int n, max;
+};
+
+static int find_expired(const void *k, size_t l, void *v, void *arg)
+{
+    struct expiry *x = arg;
+    peer *p = v;
+    if (p->id != x->ps->local_id && x->now - p->last_seen_ms > x->ps->cfg->broker_timeout_ms)
+        x->out[x->n++] = p;
+    return x->n == x->max;
+}
+
+int peers_expired(peers *ps, peer **out, int max)
+{
+    struct expiry x = {ps, now_ms(), out, 0, max};
+    dict_foreach(ps->by_id, find_expired, &x);
+    return x.n;
+}
+
+void peer_deliver(peers *ps, peer *p, const void *bytes, size_t len)
+{
+    op_batch_add_encoded(&p->out, bytes, len);
+    if (!p->dirty) {
+        p->dirty = true;
+        p->next_dirty = ps->dirty;
+        ps->dirty = p;
+    }
+}
+
+void peer_deliver_op(peers *ps, peer *p, const op *o)
+{
+    ps->scratch.size = 0;
+    op_encode(&ps->scratch, o);
+    peer_deliver(ps, p, ps->scratch.data, ps->scratch.size);
+}
+
+void peers_wake_local(peers *ps)
+{
+    pthread_mutex_lock(&ps->wake_lock);
+    if (ps->wake != NULL)
+        ps->wake(ps->wake_ctx);
+    pthread_mutex_unlock(&ps->wake_lock);
+}
+
+/* True when the fault injector drops this batch (only batches made of event and
+ * record broadcasts: a lost answer would hang its requester, which is not what
+ * the recovery under test is about). */
+static bool fault_drops(peers *ps, const op_batch *b)
+{
+    if (ps->fault_every == 0)
+        return false;
+    mp_reader r;
+    mp_reader_init(&r, b->buf.data, b->buf.size);
+    for (uint32_t i = 0; i < b->count; i++) {
+        op o;
+        if (op_decode(&r, &o) != 0 || (o.kind != OP_EVENT_DELIVERY && o.kind != OP_RECORD_UPDATE))
+            return false;
+    }
+    return ++ps->fault_count % ps->fault_every == 0;
+}
+
+/* Hands msg (owned) to the local peer's outbox. A full outbox drops it, as a
+ * full SUB queue would: the numbering shows the gap to the broker, which
+ * recovers. */
+static void to_outbox(peers *ps, nng_msg *msg)
+{
+    bool was_empty = queue_len(ps->outbox) == 0;
+    if (queue_push(ps->outbox, msg, 0) != 0) {
+        nng_msg_free(msg);
+        if (ps->outbox_dropped++ % 1000 == 0)
+            log_warn("local-outbox-full", "dropped_total=%llu (the broker is behind)",
+                     (unsigned long long)ps->outbox_dropped);
+        return;
+    }
+    if (was_empty && !ps->local_busy)
+        peers_wake_local(ps);
+}
+
+void peers_publish(peers *ps)
+{
+    for (peer *p = ps->dirty; p != NULL; p = p->next_dirty) {
+        uint8_t hdr[8 + OP_BATCH_HEADER_MAX];
+        put_be64(hdr, p->id);
+        p->delivery_seq += p->out.count;
+        size_t h = 8 + op_batch_header(hdr + 8, ps->self, p->delivery_seq, p->out.count);
+        bool local = p->id == ps->local_id;
+        nng_msg *msg;
+        if (fault_drops(ps, &p->out)) {
+            log_warn("fault-dropped-delivery", "peer=%016llx seq=%llu ops=%u", (unsigned long long)p->id,
+                     (unsigned long long)p->delivery_seq, p->out.count);
+            if (local && !ps->local_busy)
+                peers_wake_local(ps); /* as a full outbox's drop: the broker looks, and sees the gap */
+        } else if (nng_msg_alloc(&msg, h + p->out.buf.size) == 0) {
+            memcpy(nng_msg_body(msg), hdr, h);
+            if (p->out.buf.size > 0)
+                memcpy((uint8_t *)nng_msg_body(msg) + h, p->out.buf.data, p->out.buf.size);
+            if (local)
+                to_outbox(ps, msg);
+            else if (!ps->has_pub || nng_sendmsg(ps->pub, msg, 0) != 0)
+                nng_msg_free(msg);
+        }
+        op_batch_reset(&p->out);
+        p->dirty = false;
+    }
+    ps->dirty = NULL;
+}
+
+void peers_attach_local(peers *ps, uint64_t id, void (*wake)(void *ctx), void *ctx)
+{
+    ps->local_id = id;
+    pthread_mutex_lock(&ps->wake_lock);
+    ps->wake = wake;
+    ps->wake_ctx = ctx;
+    pthread_mutex_unlock(&ps->wake_lock);
+}
+
+void peers_detach_local(peers *ps)
+{
+    pthread_mutex_lock(&ps->wake_lock); /* waits out a wake in progress */
+    ps->wake = NULL;
+    pthread_mutex_unlock(&ps->wake_lock);
+}
+
+void peers_local_busy(peers *ps, bool busy)
+{
+    ps->local_busy = busy;
+}
+
+nng_msg *peers_take_local(peers *ps)
+{
+    return queue_pop(ps->outbox, 0);
+}
+
+uint64_t peers_local_published(const peers *ps)
+{
+    const peer *p = peers_find(ps, ps->local_id);
+    return p != NULL ? p->delivery_seq : 0;
+}
