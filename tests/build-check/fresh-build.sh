@@ -93,9 +93,11 @@ else
   grep -q "^apt-get install" "$tmp/apt.log" 2>/dev/null && ok "make deps ran apt-get install" || fail "make deps did not install"
   needed=$(readelf -d "$b/libeddy.so" | grep NEEDED)
   unlinked=""
-  for l in libjansson libyaml libnng; do [[ $needed == *"$l"* ]] || unlinked+=" $l"; done
-  [[ -z $unlinked ]] && ok "libeddy.so links jansson, yaml, nng" || fail "libeddy.so does not link$unlinked"
-  grep -q '^Libs.private:.*-ljansson.*-lyaml' "$b/eddy.pc" && ok "eddy.pc lists the packages" \
+  for l in libjansson libnng; do [[ $needed == *"$l"* ]] || unlinked+=" $l"; done
+  [[ -z $unlinked ]] && ok "libeddy.so links jansson, nng" || fail "libeddy.so does not link$unlinked"
+  [[ $needed != *libyaml* ]] && ok "libeddy.so does not link libyaml (the config loader is not in it)" \
+    || fail "libeddy.so links libyaml"
+  grep -q '^Libs.private:.*-lmsgpackc.*-ljansson' "$b/eddy.pc" && ok "eddy.pc lists the packages" \
     || fail "eddy.pc: $(grep Libs.private "$b/eddy.pc")"
   [[ -x $b/examples/price_feed ]] && ok "the example is linked" || fail "no examples/price_feed"
   [[ $("$b/eddy" --version 2>&1) == eddy* ]] && ok "eddy runs" || fail "eddy --version: $("$b/eddy" --version 2>&1)"
