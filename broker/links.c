@@ -62,39 +62,34 @@ static void delivery_lost(node_link *l, uint64_t lost, const char *where)
     l->ls->hooks.recover(l->ls->hooks.ctx, l->index);
 }
 
+/* One operation of a node's reply (op_batch_each). */
+static int on_answer(void *arg, const op *o)
+{
+    node_link *l = arg;
+    if (o->kind == OP_ERROR && o->error == OP_ERR_WRONG_EPOCH) {
+        if (!l->epoch_refused)
+            log_error("epoch-mismatch", "node=%s node_epoch=%llu our_epoch=%llu (not serving: every process "
+                      "of a cluster must run the same shard map)", l->node->id, (unsigned long long)o->epoch,
+                      (unsigned long long)l->ls->map.epoch);
+        l->epoch_refused = true;
+    } else if (o->kind == OP_HEARTBEAT && o->has_version && o->version >= 0) {
+        uint64_t lost = stream_heartbeat(&l->stream, (uint64_t)o->version);
+        if (lost > 0)
+            delivery_lost(l, lost, "tail");
+    } else if (o->kind == OP_ERROR)
+        log_warn("node-error", "node=%s error=%u name=%.*s epoch=%llu", l->node->id, o->error, (int)o->name.len,
+                 o->name.ptr, (unsigned long long)o->epoch);
+    return 0;
+}
+
 static void handle_reply(node_link *l, uint64_t seq, nng_msg *msg)
 {
-    link_set *ls = l->ls;
     if (msg != NULL) {
-        mp_reader r;
-        uint64_t origin, rseq;
-        uint32_t count;
-        if (op_batch_open(&r, nng_msg_body(msg), nng_msg_len(msg), &origin, &rseq, &count) != 0)
+        if (op_batch_each(nng_msg_body(msg), nng_msg_len(msg), on_answer, l) != 0)
             log_warn("malformed-reply", "node=%s bytes=%zu", l->node->id, nng_msg_len(msg));
-        else
-            for (uint32_t i = 0; i < count; i++) {
-                op o;
-                if (op_decode(&r, &o) != 0) {
-                    log_warn("malformed-reply", "node=%s index=%u", l->node->id, i);
-                    break;
-                }
-                if (o.kind == OP_ERROR && o.error == OP_ERR_WRONG_EPOCH) {
-                    if (!l->epoch_refused)
-                        log_error("epoch-mismatch", "node=%s node_epoch=%llu our_epoch=%llu (not serving: "
-                                  "every process of a cluster must run the same shard map)",
-                                  l->node->id, (unsigned long long)o.epoch, (unsigned long long)ls->map.epoch);
-                    l->epoch_refused = true;
-                } else if (o.kind == OP_HEARTBEAT && o.has_version && o.version >= 0) {
-                    uint64_t lost = stream_heartbeat(&l->stream, (uint64_t)o.version);
-                    if (lost > 0)
-                        delivery_lost(l, lost, "tail");
-                } else if (o.kind == OP_ERROR)
-                    log_warn("node-error", "node=%s error=%u name=%.*s epoch=%llu", l->node->id,
-                             o.error, (int)o.name.len, o.name.ptr, (unsigned long long)o.epoch);
-            }
         nng_msg_free(msg);
     }
-    acks_batch_answered(ls->acks, l->index, seq);
+    acks_batch_answered(l->ls->acks, l->index, seq);
 }
 
 static void handle_delivery(node_link *l, nng_msg *msg)

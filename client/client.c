@@ -173,39 +173,46 @@ int client_submit(eddy *e, op *o, strview route, uint64_t *seq)
 
 /* ---------------- the link handler (link threads) ---------------- */
 
+struct reply_ctx {
+    eddy *e;
+    int li;
+};
+
+/* One operation of a node's reply (op_batch_each). */
+static int on_answer(void *arg, const op *o)
+{
+    eddy *e = ((struct reply_ctx *)arg)->e;
+    int li = ((struct reply_ctx *)arg)->li;
+    client_link *cl = &e->links[li];
+    if (o->kind == OP_ERROR && o->error == OP_ERR_WRONG_EPOCH) {
+        if (!cl->refused)
+            log_warn("epoch-mismatch", "node=%s node_epoch=%llu our_epoch=%llu (the cluster "
+                     "runs another map: learning it)", e->cluster.nodes[li].id,
+                     (unsigned long long)o->epoch, (unsigned long long)e->map.epoch);
+        cl->refused = true;
+        atomic_store(&e->map_stale, true);
+    } else if (o->kind == OP_ERROR && o->error == OP_ERR_WRONG_SHARD) {
+        /* a redirect: the node's map is newer; this call fails, the next
+         * ones go where the new map says */
+        log_warn("wrong-shard", "node=%s name=%.*s node_epoch=%llu", e->cluster.nodes[li].id,
+                 (int)o->name.len, o->name.ptr, (unsigned long long)o->epoch);
+        client_settle(e, o->corr, EDDY_ERR_UNAVAILABLE, -1, NULL);
+        atomic_store(&e->map_stale, true);
+    } else if (o->kind == OP_HEARTBEAT && o->has_version && o->version >= 0) {
+        uint64_t lost = stream_heartbeat(&cl->stream, (uint64_t)o->version);
+        if (lost > 0) {
+            log_error("delivery-gap", "node=%s at=tail lost_ops=%" PRIu64, e->cluster.nodes[li].id, lost);
+            client_resync(e, li); /* re-reads the records it watches there */
+        }
+    }
+    return 0;
+}
+
 static void on_reply(eddy *e, int li, uint64_t seq, nng_msg *msg)
 {
     client_link *cl = &e->links[li];
-    mp_reader r;
-    uint64_t origin, rseq;
-    uint32_t count;
-    if (op_batch_open(&r, nng_msg_body(msg), nng_msg_len(msg), &origin, &rseq, &count) == 0)
-        for (uint32_t i = 0; i < count; i++) {
-            op o;
-            if (op_decode(&r, &o) != 0)
-                break;
-            if (o.kind == OP_ERROR && o.error == OP_ERR_WRONG_EPOCH) {
-                if (!cl->refused)
-                    log_warn("epoch-mismatch", "node=%s node_epoch=%llu our_epoch=%llu (the cluster "
-                             "runs another map: learning it)", e->cluster.nodes[li].id,
-                             (unsigned long long)o.epoch, (unsigned long long)e->map.epoch);
-                cl->refused = true;
-                atomic_store(&e->map_stale, true);
-            } else if (o.kind == OP_ERROR && o.error == OP_ERR_WRONG_SHARD) {
-                /* a redirect: the node's map is newer; this call fails, the next
-                 * ones go where the new map says */
-                log_warn("wrong-shard", "node=%s name=%.*s node_epoch=%llu", e->cluster.nodes[li].id,
-                         (int)o.name.len, o.name.ptr, (unsigned long long)o.epoch);
-                client_settle(e, o.corr, EDDY_ERR_UNAVAILABLE, -1, NULL);
-                atomic_store(&e->map_stale, true);
-            } else if (o.kind == OP_HEARTBEAT && o.has_version && o.version >= 0) {
-                uint64_t lost = stream_heartbeat(&cl->stream, (uint64_t)o.version);
-                if (lost > 0) {
-                    log_error("delivery-gap", "node=%s at=tail lost_ops=%" PRIu64, e->cluster.nodes[li].id, lost);
-                    client_resync(e, li); /* re-reads the records it watches there */
-                }
-            }
-        }
+    struct reply_ctx c = {e, li};
+    (void)op_batch_each(nng_msg_body(msg), nng_msg_len(msg), on_answer, &c);
     if (seq > cl->answered_seq)
         cl->answered_seq = seq;
     pthread_cond_broadcast(&e->changed);

@@ -172,6 +172,15 @@ out:
     return rc;
 }
 
+/* op_batch_each: keeps the first MAP's JSON in *arg (a char **). */
+static int take_map(void *arg, const op *o)
+{
+    if (o->kind != OP_MAP || !o->has_data)
+        return 0;
+    *(char **)arg = xstrndup(o->data.ptr, o->data.len);
+    return 1;
+}
+
 /* One MAP_QUERY round trip on sock. Returns the JSON (owned) or NULL. */
 static char *ask(nng_socket sock)
 {
@@ -194,19 +203,7 @@ static char *ask(nng_socket sock)
     op_batch_destroy(&b);
     if (reply == NULL)
         return NULL;
-    mp_reader r;
-    uint64_t origin, seq;
-    uint32_t count;
-    if (op_batch_open(&r, nng_msg_body(reply), nng_msg_len(reply), &origin, &seq, &count) == 0)
-        for (uint32_t i = 0; i < count; i++) {
-            op o;
-            if (op_decode(&r, &o) != 0)
-                break;
-            if (o.kind == OP_MAP && o.has_data) {
-                json = xstrndup(o.data.ptr, o.data.len);
-                break;
-            }
-        }
+    (void)op_batch_each(nng_msg_body(reply), nng_msg_len(reply), take_map, &json);
     nng_msg_free(reply);
     return json;
 }

@@ -270,3 +270,20 @@ const char *op_kind_name(uint32_t kind)
     };
     return kind < OP_KIND_MAX && names[kind] != NULL ? names[kind] : "UNKNOWN";
 }
+
+int op_batch_each(const void *data, size_t len, int (*fn)(void *arg, const op *o), void *arg)
+{
+    mp_reader r;
+    uint64_t origin, seq;
+    uint32_t count;
+    if (op_batch_open(&r, data, len, &origin, &seq, &count) != 0)
+        return -1;
+    for (uint32_t i = 0; i < count; i++) {
+        op o;
+        if (op_decode(&r, &o) != 0)
+            return -1;
+        if (fn(arg, &o) != 0)
+            break;
+    }
+    return 0;
+}

@@ -125,6 +125,10 @@ size_t op_batch_header(uint8_t out[OP_BATCH_HEADER_MAX], uint64_t origin, uint64
  * Returns 0, or -1 when malformed. */
 int op_batch_open(mp_reader *r, const void *data, size_t len, uint64_t *origin, uint64_t *seq,
                   uint32_t *count);
+/* Calls fn(arg, o) for each operation of the batch in data (header first; o
+ * points into data), until fn returns non-zero. Returns 0, or -1 when the
+ * header or an operation is malformed (the operations before it were passed). */
+int op_batch_each(const void *data, size_t len, int (*fn)(void *arg, const op *o), void *arg);
 /* Decodes the next operation; unknown keys are skipped. Returns 0, or -1 when
  * malformed (truncated, wrong types, name over OP_NAME_MAX, kind 0). */
 int op_decode(mp_reader *r, op *out);

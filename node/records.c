@@ -73,6 +73,7 @@ typedef struct record_table {
     uint64_t issued, committed; /* tickets */
     outbox_item *out_head, *out_tail;
     msgpack_sbuffer scratch;
+    int64_t last_evict_ms;
 } record_table;
 
 static void provider_changed(void *ctx, strview name, bool has);
@@ -566,12 +567,15 @@ static void records_on_persist_wait(record_table *t)
     persist_done_free(d);
 }
 
-/* Evicts cold records while the cache is over its bound. */
+/* Evicts cold records while the cache is over its bound (at most every
+ * 500 ms: a walk can pass many records that must stay). */
 static void records_timers(void *self, int64_t now)
 {
     record_table *t = self;
-    if (t->bytes > t->max_bytes)
-        evict(t);
+    if (t->bytes <= t->max_bytes || now - t->last_evict_ms < 500)
+        return;
+    t->last_evict_ms = now;
+    evict(t);
 }
 
 /* listen.c: the record's subscribers hear it has (or lost) an active provider. */

@@ -79,6 +79,36 @@ static void test_round_trip(void **state)
 }
 
 /* Every strict prefix of a valid batch must be rejected somewhere, never read past the end. */
+static int count_kinds(void *arg, const op *o)
+{
+    uint32_t *seen = arg;
+    seen[0]++;
+    seen[1] += o->kind;
+    return seen[0] == seen[2]; /* stop after seen[2] operations (0: never) */
+}
+
+/* op_batch_each passes every operation in order, stops when asked, and says
+ * when the batch is malformed (after passing what came before). */
+static void test_batch_each(void **state)
+{
+    (void)state;
+    op in[3] = {{.kind = OP_EVENT_EMIT, .name = {"a", 1}}, {.kind = OP_HEARTBEAT}, {.kind = OP_BYE}};
+    msgpack_sbuffer buf;
+    encode_batch(&buf, in, 3, 9, 1);
+    uint32_t seen[3] = {0, 0, 0};
+    assert_int_equal(op_batch_each(buf.data, buf.size, count_kinds, seen), 0);
+    assert_int_equal(seen[0], 3);
+    assert_int_equal(seen[1], OP_EVENT_EMIT + OP_HEARTBEAT + OP_BYE);
+    uint32_t first[3] = {0, 0, 1};
+    assert_int_equal(op_batch_each(buf.data, buf.size, count_kinds, first), 0);
+    assert_int_equal(first[0], 1);
+    uint32_t cut[3] = {0, 0, 0};
+    assert_int_equal(op_batch_each(buf.data, buf.size - 1, count_kinds, cut), -1); /* the last one is cut */
+    assert_int_equal(cut[0], 2);
+    assert_int_equal(op_batch_each(buf.data, 2, count_kinds, cut), -1); /* no header */
+    msgpack_sbuffer_destroy(&buf);
+}
+
 static void test_truncation(void **state)
 {
     (void)state;
@@ -246,7 +276,7 @@ static void test_random_bytes(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),   cmocka_unit_test(test_truncation),
+        cmocka_unit_test(test_round_trip),   cmocka_unit_test(test_batch_each),   cmocka_unit_test(test_truncation),
         cmocka_unit_test(test_lying_headers), cmocka_unit_test(test_wrong_types_and_limits),
         cmocka_unit_test(test_ints),         cmocka_unit_test(test_random_bytes),
     };
