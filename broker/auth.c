@@ -248,6 +248,11 @@ void auth_request(auth *a, session *s, const char *data)
     json_t *jname = json_object_get(params, "username");
     const char *username = json_string_value(jname);
     if (a->cfg->auth_type == AUTH_NONE) {
+        if (username != NULL && strlen(username) > MAX_CREDENTIAL) {
+            login_failed(a, s, "{\"error\":\"username longer than 1024 bytes\"}", NULL);
+            json_decref(params);
+            return;
+        }
         char idbuf[64];
         const char *id = username;
         if (id == NULL && json_is_integer(jname)) {

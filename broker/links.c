@@ -129,8 +129,11 @@ static void handle_delivery(node_link *l, nng_msg *msg)
     }
     for (uint32_t i = 0; i < count; i++) {
         op o;
-        if (op_decode(&r, &o) != 0) {
+        int rc = op_decode(&r, &o);
+        if (rc != 0) {
             log_warn("malformed-delivery", "node=%s index=%u", l->node->id, i);
+            if (rc == OP_DECODE_SKIPPED)
+                continue;
             break;
         }
         acks_settle(ls->acks, l->index, &o);
@@ -148,9 +151,10 @@ static void fail_batch(node_link *l, uint64_t seq, op_batch *batch)
     uint32_t answered = 0;
     for (uint32_t i = 0; i < batch->count; i++) {
         op o;
-        if (op_decode(&r, &o) != 0)
+        int rc = op_decode(&r, &o);
+        if (rc == -1)
             break;
-        if (!acks_tracks(&o)) /* owed answers fail when the node is down (acks_fail_link) */
+        if (rc == 0 && !acks_tracks(&o)) /* owed answers fail when the node is down (acks_fail_link) */
             answered += (uint32_t)ls->hooks.fail(ls->hooks.ctx, &o);
     }
     log_warn("node-batch-failed", "node=%s seq=%llu ops=%u requesters_answered=%u (with errors; "
@@ -165,9 +169,18 @@ void links_handle_inbound(link_set *ls, int kind, int li, uint64_t seq, void *ms
 {
     node_link *l = &ls->links[li];
     switch (kind) {
-    case INBOUND_FAILED:
+    case INBOUND_FAILED: {
         fail_batch(l, seq, msg);
+        /* A node that leaves a batch unanswered (it is gone, or stopped, or
+         * stuck) is treated as gone: what it owes is answered with errors now
+         * rather than whenever (if ever) it resumes. */
+        uint64_t n = acks_fail_link(ls->acks, li);
+        if (n > 0)
+            log_warn("node-unanswering-answered", "node=%s requesters=%llu (answered MESSAGE_DENIED: the node did "
+                     "not answer within cluster.requestTimeout; their writes may or may not be applied)",
+                     l->node->id, (unsigned long long)n);
         break;
+    }
     case INBOUND_NODE_DOWN: {
         uint64_t n = acks_fail_link(ls->acks, li);
         stream_forget_mark(&l->stream);
@@ -259,7 +272,8 @@ link_set *links_create(const eddy_config *cfg, uint64_t broker_id, const local_n
         nodelink_config c = {.index = i, .id = l->node->id, .request_url = l->node->request,
                              .delivery_url = l->node->delivery, .peer_id = broker_id,
                              .epoch = ls->map.epoch, .map_digest = shardmap_digest(&ls->map),
-                             .handler = link_event, .ctx = ls};
+                             .reply_timeout_ms = (int)cfg->request_timeout_ms, .handler = link_event,
+                             .ctx = ls};
         if ((l->link = nodelink_open(&c)) == NULL)
             goto fail;
     }
@@ -347,6 +361,12 @@ int links_submit_to(link_set *ls, int li, op *o, uint64_t *seq)
     uint64_t unused;
     if (seq == NULL)
         seq = &unused;
+    if (!op_fits(o)) { /* the modules check their fields first; this is the last guard */
+        log_warn("operation-refused", "kind=%s session=%llu name_bytes=%u ref_bytes=%u path_bytes=%u "
+                 "user_bytes=%u (over the operation limits: never sent)", op_kind_name(o->kind),
+                 (unsigned long long)o->session, o->name.len, o->ref.len, o->path.len, o->user.len);
+        return -1;
+    }
     node_link *l = &ls->links[li];
     o->epoch = ls->map.epoch;
     o->broker = 0; /* the batch header carries the origin */

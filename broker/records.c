@@ -196,7 +196,7 @@ static void handle_write(records *r, session *s, const RecordMessage *m)
     op o = {.kind = OP_RECORD_WRITE, .action = (uint32_t)m->action, .has_version = m->has_version,
             .version = m->version, .has_data = m->data != NULL, .data = sv_of(m->data),
             .path = sv_of(m->path), .flags = write_ack ? OP_FLAG_WRITE_ACK : 0};
-    if (o.path.len > OP_NAME_MAX) {
+    if (o.path.len > OP_NAME_MAX || (write_ack && sv_of(m->correlationid).len > OP_NAME_MAX)) {
         reply_error(s, ACT(INVALID_MESSAGE_DATA), m->name, m->correlationid, m->action, write_ack);
         return;
     }

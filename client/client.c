@@ -238,9 +238,11 @@ static void on_delivery(eddy *e, int li, nng_msg *msg)
     }
     for (uint32_t i = 0; i < count; i++) {
         op o;
-        if (op_decode(&r, &o) != 0)
+        int rc = op_decode(&r, &o);
+        if (rc == -1)
             break;
-        client_on_delivery(e, li, &o);
+        if (rc == 0)
+            client_on_delivery(e, li, &o);
     }
 }
 
@@ -251,8 +253,11 @@ static void on_failed(eddy *e, int li, uint64_t seq, op_batch *batch)
     mp_reader_init(&r, batch->buf.data, batch->buf.size);
     for (uint32_t i = 0; i < batch->count; i++) {
         op o;
-        if (op_decode(&r, &o) != 0)
+        int rc = op_decode(&r, &o);
+        if (rc == -1)
             break;
+        if (rc != 0)
+            continue;
         /* an RPC's corr travels as its correlation id text */
         uint64_t corr = o.kind == OP_RPC_REQUEST ? client_call_corr(o.ref) : o.corr;
         client_settle(e, corr, EDDY_ERR_UNAVAILABLE, -1, NULL);

@@ -109,6 +109,9 @@ static const cfg_entry table[] = {
      "instead of listing them"},
     {"cluster.epoch", "--epoch", T_INT, 1, INT64_MAX, "1", F(cluster.epoch), NULL,
      "shard map epoch; every process of a cluster must run the same one"},
+    {"cluster.requestTimeout", "--request-timeout", T_INT, 500, 600000, "10000", F(request_timeout_ms), NULL,
+     "ms a broker waits for a node to answer a batch; then its requesters get MESSAGE_DENIED and whatever "
+     "the node still owes is answered with errors (a stopped node is treated as a dead one)"},
     {"cluster.brokerTimeout", "--broker-timeout", T_INT, 2000, 600000, "10000",
      F(broker_timeout_ms), NULL,
      "ms without a heartbeat (brokers send one every 250 ms) after which a node drops a broker's state"},

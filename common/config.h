@@ -33,6 +33,7 @@ typedef struct eddy_config {
     char *node_request;
     char *node_delivery;
     int64_t broker_timeout_ms;
+    int64_t request_timeout_ms; /* cluster.requestTimeout */
     /* rpc */
     int64_t rpc_ack_timeout_ms;
     int64_t rpc_response_timeout_ms;

@@ -68,7 +68,8 @@ static nng_msg *roundtrip(nodelink *l, uint64_t seq, const op_batch *b)
         if (b->buf.size > 0)
             memcpy((uint8_t *)nng_msg_body(msg) + h, b->buf.data, b->buf.size);
         /* a HELLO is cheap to repeat: a short wait, so a stuck one cannot hold the link */
-        nng_aio_set_timeout(l->aio, seq == 0 ? HELLO_TIMEOUT_MS : REPLY_TIMEOUT_MS);
+        nng_aio_set_timeout(l->aio, seq == 0 ? HELLO_TIMEOUT_MS
+                                    : l->c.reply_timeout_ms > 0 ? l->c.reply_timeout_ms : REPLY_TIMEOUT_MS);
         nng_aio_set_msg(l->aio, msg);
         nng_send_aio(l->req, l->aio);
         nng_aio_wait(l->aio);
@@ -114,9 +115,10 @@ static bool refused_as_unknown(nng_msg *reply)
         return false;
     for (uint32_t i = 0; i < count; i++) {
         op o;
-        if (op_decode(&r, &o) != 0)
+        int rc = op_decode(&r, &o);
+        if (rc == -1)
             return false;
-        if (o.kind == OP_ERROR && o.error == OP_ERR_UNKNOWN_PEER)
+        if (rc == 0 && o.kind == OP_ERROR && o.error == OP_ERR_UNKNOWN_PEER)
             return true;
     }
     return false;

@@ -49,6 +49,7 @@ typedef struct nodelink_config {
     uint64_t peer_id;        /* our random id: batch origin and delivery topic */
     uint64_t epoch;          /* sent in HELLO */
     uint64_t map_digest;     /* sent in HELLO (shardmap_digest) */
+    int reply_timeout_ms;    /* a batch unanswered this long fails (NODELINK_FAILED); 0: 10000 */
     nodelink_handler *handler;
     void *ctx;
 } nodelink_config;

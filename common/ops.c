@@ -118,14 +118,32 @@ void op_encode(msgpack_sbuffer *buf, const op *o)
     }
 }
 
+/* Each operation of a batch travels as a msgpack bin32 holding its map, so a
+ * reader can step over one it cannot decode and go on with the next. */
+#define FRAME_HEADER 5
+
+static void put_frame_len(char *p, size_t len)
+{
+    p[0] = (char)0xc6;
+    for (int i = 0; i < 4; i++)
+        p[1 + i] = (char)(uint8_t)(len >> (24 - 8 * i));
+}
+
 void op_batch_add(op_batch *b, const op *o)
 {
-    op_encode(&b->buf, o);
+    static const char placeholder[FRAME_HEADER] = {0};
+    size_t at = b->buf.size;
+    msgpack_sbuffer_write(&b->buf, placeholder, FRAME_HEADER);
+    op_encode(&b->buf, o); /* in place: no copy of the operation */
+    put_frame_len(b->buf.data + at, b->buf.size - at - FRAME_HEADER);
     b->count++;
 }
 
 void op_batch_add_encoded(op_batch *b, const void *bytes, size_t len)
 {
+    char hdr[FRAME_HEADER];
+    put_frame_len(hdr, len);
+    msgpack_sbuffer_write(&b->buf, hdr, FRAME_HEADER);
     msgpack_sbuffer_write(&b->buf, bytes, len);
     b->count++;
 }
@@ -181,10 +199,10 @@ static int read_view(mp_reader *r, strview *out)
     return mp_read_bytes(r, &out->ptr, &out->len);
 }
 
-int op_decode(mp_reader *r, op *out)
+/* Decodes one operation's map from r (the whole of it, or fails). */
+static int decode_map(mp_reader *r, op *out)
 {
     uint32_t n;
-    memset(out, 0, sizeof(*out));
     if (mp_read_map(r, &n) != 0)
         return -1;
     for (uint32_t i = 0; i < n; i++) {
@@ -221,9 +239,26 @@ int op_decode(mp_reader *r, op *out)
         if (rc != 0)
             return -1;
     }
-    if (out->kind == 0 || out->name.len > OP_NAME_MAX || out->path.len > OP_NAME_MAX ||
-        out->ref.len > OP_NAME_MAX || out->user.len > OP_NAME_MAX)
-        return -1;
+    return mp_remaining(r) == 0 ? 0 : -1; /* nothing may trail the map in its frame */
+}
+
+bool op_fits(const op *o)
+{
+    return o->kind != 0 && o->name.len <= OP_NAME_MAX && o->path.len <= OP_NAME_MAX &&
+           o->ref.len <= OP_NAME_MAX && o->user.len <= OP_NAME_MAX;
+}
+
+int op_decode(mp_reader *r, op *out)
+{
+    memset(out, 0, sizeof(*out));
+    const char *frame;
+    uint32_t len;
+    if (mp_read_bytes(r, &frame, &len) != 0)
+        return -1; /* the batch itself is broken: what follows cannot be found */
+    mp_reader sub;
+    mp_reader_init(&sub, frame, len);
+    if (decode_map(&sub, out) != 0 || !op_fits(out))
+        return OP_DECODE_SKIPPED; /* this one only: r is at the next operation */
     return 0;
 }
 
@@ -278,12 +313,18 @@ int op_batch_each(const void *data, size_t len, int (*fn)(void *arg, const op *o
     uint32_t count;
     if (op_batch_open(&r, data, len, &origin, &seq, &count) != 0)
         return -1;
+    int rc = 0;
     for (uint32_t i = 0; i < count; i++) {
         op o;
-        if (op_decode(&r, &o) != 0)
+        int d = op_decode(&r, &o);
+        if (d == -1)
             return -1;
+        if (d != 0) {
+            rc = -1; /* skipped; the others still count */
+            continue;
+        }
         if (fn(arg, &o) != 0)
             break;
     }
-    return 0;
+    return rc;
 }

@@ -18,7 +18,7 @@
 #include "mpack.h"
 #include "strview.h"
 
-#define OPS_FORMAT 1
+#define OPS_FORMAT 2 /* 2: each operation framed as a bin (one bad operation fails alone) */
 #define OP_NAME_MAX 4096u    /* bytes in a name; longer names are refused at the edge */
 #define OP_BATCH_HEADER_MAX 25u
 
@@ -101,7 +101,7 @@ typedef struct op {
 #define OP_FLAG_ONLINE 8u    /* presence state: the user is online */
 #define OP_FLAG_PROVIDER 16u /* record state: a listener provides the record */
 
-/* A batch under construction. Owns its buffer. */
+/* A batch under construction (its operations, each framed). Owns its buffer. */
 typedef struct op_batch {
     msgpack_sbuffer buf;
     uint32_t count;
@@ -112,9 +112,9 @@ void op_batch_reset(op_batch *b);
 void op_batch_destroy(op_batch *b);
 /* Encodes o (borrowed) at the end of the batch. */
 void op_batch_add(op_batch *b, const op *o);
-/* Appends an operation already encoded by op_encode (bytes borrowed). */
+/* Appends an operation already encoded by op_encode (bytes borrowed, framed here). */
 void op_batch_add_encoded(op_batch *b, const void *bytes, size_t len);
-/* Encodes one operation into buf (appends). */
+/* Encodes one operation into buf (appends; unframed: for op_batch_add_encoded). */
 void op_encode(msgpack_sbuffer *buf, const op *o);
 /* Writes the batch header [format, origin, seq, array(count)] into out and
  * returns its length (at most OP_BATCH_HEADER_MAX). The ops follow it. */
@@ -127,11 +127,17 @@ int op_batch_open(mp_reader *r, const void *data, size_t len, uint64_t *origin, 
                   uint32_t *count);
 /* Calls fn(arg, o) for each operation of the batch in data (header first; o
  * points into data), until fn returns non-zero. Returns 0, or -1 when the
- * header or an operation is malformed (the operations before it were passed). */
+ * header or an operation is malformed (the readable operations were passed). */
 int op_batch_each(const void *data, size_t len, int (*fn)(void *arg, const op *o), void *arg);
-/* Decodes the next operation; unknown keys are skipped. Returns 0, or -1 when
- * malformed (truncated, wrong types, name over OP_NAME_MAX, kind 0). */
+/* Decodes the next operation; unknown keys are skipped. Returns 0;
+ * OP_DECODE_SKIPPED when this operation is malformed (wrong types, a field over
+ * its limit, kind 0: out holds what could be read, r is at the next one); or
+ * -1 when the batch itself is broken (truncated: nothing after can be found). */
+#define OP_DECODE_SKIPPED (-2)
 int op_decode(mp_reader *r, op *out);
+/* True when every field of o is within its limit (op_decode would take it):
+ * kind set, name, path, ref and user at most OP_NAME_MAX bytes. */
+bool op_fits(const op *o);
 
 const char *op_kind_name(uint32_t kind);
 

@@ -222,12 +222,18 @@ nng_msg *node_apply_batch(node *n, const void *body, size_t len)
             req.from->last_seen_ms = now_ms();
         for (uint32_t i = 0; i < count; i++) {
             op o;
-            if (op_decode(&r, &o) != 0) {
+            int rc = op_decode(&r, &o);
+            if (rc != 0) {
                 n->malformed++;
-                log_warn("malformed-operation", "peer=%016llx index=%u", (unsigned long long)origin, i);
-                op e = {.kind = OP_ERROR, .error = OP_ERR_MALFORMED};
+                log_warn("malformed-operation", "peer=%016llx index=%u kind=%u (%s)", (unsigned long long)origin, i,
+                         o.kind, rc == OP_DECODE_SKIPPED ? "refused alone" : "the rest of the batch is lost");
+                /* what could be read of it names its requester */
+                op e = {.kind = OP_ERROR, .error = OP_ERR_MALFORMED, .corr = o.corr, .session = o.session,
+                        .orig = o.kind};
                 op_batch_add(&n->reply, &e);
-                break; /* the rest of the batch cannot be located reliably */
+                if (rc == OP_DECODE_SKIPPED)
+                    continue;
+                break; /* a broken frame: the rest of the batch cannot be located */
             }
             apply(n, &req, &o);
         }

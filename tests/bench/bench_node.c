@@ -133,9 +133,10 @@ int main(int argc, char **argv)
             if (op_batch_open(&r, (uint8_t *)nng_msg_body(d) + 8, nng_msg_len(d) - 8, &origin, &dseq, &count) == 0)
                 for (uint32_t i = 0; i < count; i++) {
                     op o;
-                    if (op_decode(&r, &o) != 0)
+                    int rc = op_decode(&r, &o);
+                    if (rc == -1)
                         break;
-                    if (o.kind == OP_RECORD_RESULT && o.action == 14 /* WRITE_ACKNOWLEDGEMENT */) {
+                    if (rc == 0 && o.kind == OP_RECORD_RESULT && o.action == 14 /* WRITE_ACKNOWLEDGEMENT */) {
                         long id = strtol(o.ref.ptr, NULL, 10);
                         lat[acked++] = t - sent_at[id];
                     } else if (o.kind == OP_RECORD_RESULT)

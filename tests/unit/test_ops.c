@@ -167,6 +167,21 @@ static void start_packing(msgpack_sbuffer *buf, msgpack_packer *pk)
     msgpack_packer_init(pk, buf, msgpack_sbuffer_write);
 }
 
+/* Decodes the raw operation map in buf as the one operation of a frame. */
+static int decode_raw(const msgpack_sbuffer *buf, op *o)
+{
+    op_batch b;
+    op_batch_init(&b);
+    op_batch_add_encoded(&b, buf->data, buf->size);
+    mp_reader r;
+    mp_reader_init(&r, b.buf.data, b.buf.size);
+    int rc = op_decode(&r, o);
+    if (rc != -1)
+        assert_int_equal(mp_remaining(&r), 0); /* the reader is past the frame either way */
+    op_batch_destroy(&b);
+    return rc;
+}
+
 static void test_wrong_types_and_limits(void **state)
 {
     (void)state;
@@ -177,15 +192,12 @@ static void test_wrong_types_and_limits(void **state)
     msgpack_pack_map(&pk, 1);
     msgpack_pack_uint8(&pk, 0);
     msgpack_pack_str_with_body(&pk, "x", 1);
-    mp_reader r;
     op o;
-    mp_reader_init(&r, buf.data, buf.size);
-    assert_int_equal(op_decode(&r, &o), -1);
+    assert_int_equal(decode_raw(&buf, &o), OP_DECODE_SKIPPED);
     /* no kind at all */
     buf.size = 0;
     msgpack_pack_map(&pk, 0);
-    mp_reader_init(&r, buf.data, buf.size);
-    assert_int_equal(op_decode(&r, &o), -1);
+    assert_int_equal(decode_raw(&buf, &o), OP_DECODE_SKIPPED);
     /* a name over OP_NAME_MAX */
     buf.size = 0;
     char *big = calloc(1, OP_NAME_MAX + 1);
@@ -195,8 +207,7 @@ static void test_wrong_types_and_limits(void **state)
     msgpack_pack_uint8(&pk, OP_EVENT_EMIT);
     msgpack_pack_uint8(&pk, 1);
     msgpack_pack_str_with_body(&pk, big, OP_NAME_MAX + 1);
-    mp_reader_init(&r, buf.data, buf.size);
-    assert_int_equal(op_decode(&r, &o), -1);
+    assert_int_equal(decode_raw(&buf, &o), OP_DECODE_SKIPPED);
     free(big);
     /* unknown keys of any type are skipped */
     buf.size = 0;
@@ -211,18 +222,50 @@ static void test_wrong_types_and_limits(void **state)
     msgpack_pack_map(&pk, 1);
     msgpack_pack_true(&pk);
     msgpack_pack_int64(&pk, -5);
-    mp_reader_init(&r, buf.data, buf.size);
-    assert_int_equal(op_decode(&r, &o), 0);
+    assert_int_equal(decode_raw(&buf, &o), 0);
     assert_int_equal(o.kind, OP_HEARTBEAT);
-    assert_int_equal(mp_remaining(&r), 0);
     /* a batch of an unknown format version */
     uint8_t hdr[OP_BATCH_HEADER_MAX];
     size_t h = op_batch_header(hdr, 1, 1, 0);
     hdr[1] = 9;
     uint64_t origin, seq;
     uint32_t count;
+    mp_reader r;
     assert_int_equal(op_batch_open(&r, hdr, h, &origin, &seq, &count), -1);
     msgpack_sbuffer_destroy(&buf);
+}
+
+/* One operation over its limits between two good ones: the reader skips
+ * exactly it (the issue's reproducer: a 4097-byte correlation id next to
+ * other clients' operations in one batch). */
+static void test_bad_operation_fails_alone(void **state)
+{
+    (void)state;
+    char *big = calloc(1, OP_NAME_MAX + 1);
+    memset(big, 'c', OP_NAME_MAX + 1);
+    op in[3] = {
+        {.kind = OP_EVENT_INTEREST, .name = {"a", 1}},
+        {.kind = OP_RECORD_WRITE, .name = {"r", 1}, .session = 7, .ref = {big, OP_NAME_MAX + 1}},
+        {.kind = OP_EVENT_EMIT, .name = {"b", 1}},
+    };
+    assert_false(op_fits(&in[1]));
+    msgpack_sbuffer buf;
+    encode_batch(&buf, in, 3, 1, 1);
+    mp_reader r;
+    uint64_t origin, seq;
+    uint32_t count;
+    assert_int_equal(op_batch_open(&r, buf.data, buf.size, &origin, &seq, &count), 0);
+    op o;
+    assert_int_equal(op_decode(&r, &o), 0);
+    assert_int_equal(o.kind, OP_EVENT_INTEREST);
+    assert_int_equal(op_decode(&r, &o), OP_DECODE_SKIPPED);
+    assert_int_equal(o.kind, OP_RECORD_WRITE); /* what could be read, for the error answer */
+    assert_int_equal(o.session, 7);
+    assert_int_equal(op_decode(&r, &o), 0);
+    assert_int_equal(o.kind, OP_EVENT_EMIT);
+    assert_int_equal(mp_remaining(&r), 0);
+    msgpack_sbuffer_destroy(&buf);
+    free(big);
 }
 
 static void test_ints(void **state)
@@ -250,27 +293,58 @@ static void test_random_bytes(void **state)
 {
     (void)state;
     srand(12345);
+    int decoded = 0;
+    op valid[3] = {{.kind = OP_EVENT_EMIT, .name = {"chat/1", 6}, .has_data = true, .data = {"[1]", 3}},
+                   {.kind = OP_RECORD_WRITE, .name = {"r", 1}, .corr = 5, .ref = {"12", 2}, .session = 9},
+                   {.kind = OP_HEARTBEAT, .has_version = true, .version = 3}};
+    msgpack_sbuffer good;
+    encode_batch(&good, valid, 3, 1, 1);
     for (int iter = 0; iter < 20000; iter++) {
-        size_t len = (size_t)(rand() % 64);
+        size_t len = iter % 3 == 2 ? good.size : (size_t)(rand() % 64);
         uint8_t *data = malloc(len + 1);
         for (size_t i = 0; i < len; i++)
             data[i] = (uint8_t)rand();
-        if (len > 0 && iter % 2 == 0)
+        if (len > 0 && iter % 3 == 0)
             data[0] = 0x94; /* look like a batch */
+        if (iter % 3 == 2) { /* a valid batch with a few bytes changed */
+            memcpy(data, good.data, len);
+            for (int k = rand() % 3; k >= 0; k--)
+                data[rand() % len] = (uint8_t)rand();
+        }
         mp_reader r;
         uint64_t origin, seq;
         uint32_t count;
         if (op_batch_open(&r, data, len, &origin, &seq, &count) == 0)
             for (uint32_t i = 0; i < count; i++) {
                 op o;
-                if (op_decode(&r, &o) != 0)
+                size_t before = mp_remaining(&r);
+                int rc = op_decode(&r, &o);
+                if (rc == -1)
                     break;
+                /* a decoded or skipped operation consumed its frame, inside the buffer */
+                assert_true(mp_remaining(&r) < before);
+                if (rc == 0) { /* and what decodes re-encodes to the same operation */
+                    op_batch again;
+                    op_batch_init(&again);
+                    op_batch_add(&again, &o);
+                    mp_reader r2;
+                    mp_reader_init(&r2, again.buf.data, again.buf.size);
+                    op o2;
+                    assert_int_equal(op_decode(&r2, &o2), 0);
+                    assert_int_equal(o2.kind, o.kind);
+                    assert_int_equal(o2.name.len, o.name.len);
+                    assert_true(o2.corr == o.corr && o2.session == o.session);
+                    op_batch_destroy(&again);
+                    decoded++;
+                }
             }
         mp_reader_init(&r, data, len);
         while (mp_remaining(&r) > 0 && mp_skip(&r) == 0)
             ;
         free(data);
     }
+    msgpack_sbuffer_destroy(&good);
+    assert_true(decoded > 1000); /* the changed valid batches mostly still decode, op by op */
 }
 
 int main(void)
@@ -279,6 +353,7 @@ int main(void)
         cmocka_unit_test(test_round_trip),   cmocka_unit_test(test_batch_each),   cmocka_unit_test(test_truncation),
         cmocka_unit_test(test_lying_headers), cmocka_unit_test(test_wrong_types_and_limits),
         cmocka_unit_test(test_ints),         cmocka_unit_test(test_random_bytes),
+        cmocka_unit_test(test_bad_operation_fails_alone),
     };
     return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
 }
