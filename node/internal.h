@@ -45,6 +45,8 @@ peers *peers_new(const eddy_config *cfg, unsigned self);
 void peers_free(peers *ps); /* frees every peer and what the outbox holds; NULL is fine */
 /* Remote peers' deliveries are published on pub from now on. */
 void peers_set_socket(peers *ps, nng_socket pub);
+/* Without a socket, remote peers' delivery batches go to tap (node_tap_deliveries). */
+void peers_set_tap(peers *ps, void (*tap)(void *ctx, nng_msg *msg), void *ctx);
 peer *peers_find(const peers *ps, uint64_t id);
 /* The peer with this id, created (and logged) when new. */
 peer *peers_join(peers *ps, uint64_t id);

@@ -52,3 +52,10 @@ nng_msg *node_local_take(node *n, uint64_t *published)
     node_unlock(n);
     return msg;
 }
+
+void node_tap_deliveries(node *n, void (*tap)(void *ctx, nng_msg *msg), void *ctx)
+{
+    node_lock(n);
+    peers_set_tap(node_peers(n), tap, ctx);
+    node_unlock(n);
+}

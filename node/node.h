@@ -56,4 +56,13 @@ nng_msg *node_local_request(node *n, const void *body, size_t len);
  * local peer so far: any it has not received were dropped. */
 nng_msg *node_local_take(node *n, uint64_t *published);
 
+/* ---- an embedding that plays every peer itself (the engine tests) ---- */
+
+/* On a node started without sockets, the deliveries for peers other than the
+ * local one are handed to tap(ctx, msg) (msg owned by tap: the 8-byte
+ * big-endian peer id, then the delivery batch) instead of being dropped. It is
+ * called under the node's lock, by whichever thread applies the request, a
+ * storage completion or a timer; set it before the first request. */
+void node_tap_deliveries(node *n, void (*tap)(void *ctx, nng_msg *msg), void *ctx);
+
 #endif

@@ -28,6 +28,8 @@ struct peers {
     peer *dirty;  /* peers with gathered deliveries */
     bool has_pub;
     nng_socket pub;
+    void (*tap)(void *ctx, nng_msg *msg); /* without pub: where remote peers' batches go */
+    void *tap_ctx;
     msgpack_sbuffer scratch; /* peer_deliver_op's encoding */
     /* the in-process peer (standalone); local_id 0 = none */
     uint64_t local_id;
@@ -85,6 +87,12 @@ void peers_set_socket(peers *ps, nng_socket pub)
 {
     ps->pub = pub;
     ps->has_pub = true;
+}
+
+void peers_set_tap(peers *ps, void (*tap)(void *ctx, nng_msg *msg), void *ctx)
+{
+    ps->tap = tap;
+    ps->tap_ctx = ctx;
 }
 
 peer *peers_find(const peers *ps, uint64_t id)
@@ -219,7 +227,12 @@ void peers_publish(peers *ps)
                 memcpy((uint8_t *)nng_msg_body(msg) + h, p->out.buf.data, p->out.buf.size);
             if (local)
                 to_outbox(ps, msg);
-            else if (!ps->has_pub || nng_sendmsg(ps->pub, msg, 0) != 0)
+            else if (ps->has_pub) {
+                if (nng_sendmsg(ps->pub, msg, 0) != 0)
+                    nng_msg_free(msg);
+            } else if (ps->tap != NULL)
+                ps->tap(ps->tap_ctx, msg);
+            else
                 nng_msg_free(msg);
         }
         op_batch_reset(&p->out);

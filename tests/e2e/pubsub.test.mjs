@@ -114,14 +114,32 @@ describe(`events (${MODE})`, () => {
     const leaving = await connect(server.url)
     const staying = await connect(server.url)
     const pub = await connect(server.url)
+    const provider = await connect(server.url)
     const got = []
-    leaving.event.subscribe('leave/1', () => {})
+    const gotLeaving = []
+    const log = []
+    // the server's side of "stops receiving": the leaving client's subscriptions
+    // end with it, which a listener sees as the name losing its last subscriber
+    provider.event.listen('leave/.*', (name, res) => {
+      log.push(`start ${name}`)
+      res.accept()
+      res.onStop(() => log.push(`stop ${name}`))
+    })
+    leaving.event.subscribe('leave/1', d => gotLeaving.push(d))
+    leaving.event.subscribe('leave/solo', d => gotLeaving.push(d))
     staying.event.subscribe('leave/1', d => got.push(d))
-    await sleep(SETTLE)
+    await until(() => log.includes('start leave/solo') && log.includes('start leave/1'), 'both names provided')
+    await sleep(SETTLE) // the staying client's subscription is acknowledged too
+    pub.event.emit('leave/1', 'before')
+    await until(() => got.length === 1 && gotLeaving.length === 1, 'both get the event before leaving')
     leaving.close()
-    await sleep(100)
+    await until(() => log.includes('stop leave/solo'), 'its only subscription ends with the connection')
     for (let i = 0; i < 10; i++) pub.event.emit('leave/1', i)
-    await until(() => got.length === 10, 'staying client gets all')
+    pub.event.emit('leave/solo', 'nobody')
+    await until(() => got.length === 11, 'staying client gets all')
+    await sleep(100)
+    assert.deepEqual(gotLeaving, ['before'])
+    assert.ok(!log.includes('stop leave/1'), 'leave/1 keeps its other subscriber')
   })
 
   test('an event with no subscribers goes nowhere and breaks nothing', async () => {
