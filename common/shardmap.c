@@ -11,7 +11,7 @@
 
 uint32_t shard_of(const char *name, size_t len)
 {
-    const char *open = memchr(name, '{', len);
+    const char *open = len > 0 ? memchr(name, '{', len) : NULL; /* no name: NULL, 0 */
     if (open != NULL) {
         size_t rest = len - (size_t)(open - name) - 1;
         const char *close = memchr(open + 1, '}', rest);

@@ -579,7 +579,7 @@ static void test_rpc_balance_and_reroute(void **state)
     /* round robin: four calls, two to each provider, each answered */
     int to_b = 0, to_c = 0;
     for (int i = 0; i < 4; i++) {
-        char cid[8];
+        char cid[16];
         snprintf(cid, sizeof(cid), "c%d", i);
         send1(A, call_op(cid));
         uint64_t who;
