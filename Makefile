@@ -7,6 +7,9 @@
 #                 two-process and 3 nodes + 2 brokers behind haproxy; cluster failures; backend
 #                 library and eddy ctl; deploy/ checks)
 #   make asan     the same suites against an ASan+UBSan build in build-asan/
+#   make tsan     unit, end-to-end standalone and backend suites under ThreadSanitizer (build-tsan/)
+#   make fuzz     the libFuzzer targets of tests/fuzz/, FUZZ_SECONDS (60) each (build-fuzz/);
+#                 make fuzz-short: 30 s each, as CI runs them
 #   make deps     only install the missing Debian packages (as root, or with sudo)
 #   make install  eddy, libeddy (static, shared), eddy.h and eddy.pc under PREFIX (/usr/local)
 #   make clean
@@ -22,12 +25,25 @@ VERSION    := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
                -DEDDY_VERSION='"$(VERSION)"' -DPCRE2_CODE_UNIT_WIDTH=8 -I$(BUILD)/gen -Icommon -Ibroker -Inode \
                -Iclient
+# SAN=1: ASan+UBSan (make asan); SAN=thread: ThreadSanitizer (make tsan); SAN=fuzz:
+# ASan+UBSan with libFuzzer's coverage instrumentation, for clang (make fuzz).
+# LIB_SAN goes into eddy.pc's Libs: a program linking the instrumented libeddy.a needs the runtime.
 ifeq ($(SAN),1)
 CFLAGS_OPT  := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 LDFLAGS_SAN := -fsanitize=address,undefined
+LIB_SAN     :=
+else ifeq ($(SAN),thread)
+CFLAGS_OPT  := -O1 -fno-omit-frame-pointer -fsanitize=thread
+LDFLAGS_SAN := -fsanitize=thread
+LIB_SAN     := -fsanitize=thread
+else ifeq ($(SAN),fuzz)
+CFLAGS_OPT  := -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+LDFLAGS_SAN := -fsanitize=address,undefined
+LIB_SAN     :=
 else
 CFLAGS_OPT  := -O2
 LDFLAGS_SAN :=
+LIB_SAN     :=
 endif
 
 # Build flags live in files under $(BUILD)/flags, written at recipe time (never
@@ -67,7 +83,7 @@ PREFIX     ?= /usr/local
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: install backend-test build-check all run test asan unit e2e e2e-standalone e2e-cluster e2e-haproxy cluster-test deps npm-deps clean help bench FORCE
+.PHONY: install backend-test build-check all run test asan tsan fuzz fuzz-build fuzz-short unit e2e e2e-standalone e2e-cluster e2e-haproxy cluster-test deps npm-deps clean help bench FORCE
 
 all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/libeddy.so $(BUILD)/eddy.pc $(EXAMPLES) $(BUILD)/eddy-bench
 
@@ -98,7 +114,7 @@ $(FLAGS) &: FORCE | $(filter deps,$(MAKECMDGOALS))
 	put cflags $(call sq,$(strip $(CFLAGS_BASE) $(CFLAGS_OPT))) "$$pc_cflags" $(call sq,$(strip $(CFLAGS))); \
 	put ldflags $(call sq,$(strip $(LDFLAGS_SAN) $(LDFLAGS))); \
 	put ldlibs "$$pc_libs" $(call sq,$(strip -lnng -lrocksdb -lpthread -lm $(LDLIBS))); \
-	put liblibs -lnng "$$pc_liblibs" -lpthread; \
+	put liblibs -lnng "$$pc_liblibs" -lpthread $(LIB_SAN); \
 	put opt $(call sq,$(strip $(CFLAGS_OPT))); \
 	put pc $(call sq,$(PREFIX) $(VERSION))
 
@@ -241,6 +257,62 @@ asan: deps
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  $(MAKE) BUILD=build-asan SAN=1 unit e2e cluster-test backend-test
 
+# ThreadSanitizer: everything built with -fsanitize=thread (gcc) in build-tsan/,
+# then the unit tests, the standalone end-to-end suite and the backend suite.
+# Reports go to files (TSAN_OPTIONS log_path) as well as failing the process
+# (exitcode 66: the suites check every server's exit code); any report file
+# left at the end fails the target, even from a process a test killed.
+# tests/tsan.supp suppresses only races inside the libraries that are not
+# instrumented (RocksDB, nng), and says what else each entry could hide.
+TSAN_BUILD   := build-tsan
+TSAN_REPORTS  = $(abspath $(TSAN_BUILD))/tsan-reports
+TSAN_ENV      = TSAN_OPTIONS='exitcode=66 second_deadlock_stack=1 history_size=4 log_path=$(TSAN_REPORTS)/report suppressions=$(abspath tests/tsan.supp)'
+tsan: deps
+	$(MAKE) BUILD=$(TSAN_BUILD) SAN=thread all $(patsubst tests/unit/%.c,$(TSAN_BUILD)/tests/%,$(UNIT_SRC))
+	@rm -rf $(TSAN_REPORTS); mkdir -p $(TSAN_REPORTS)
+	@rc=0; \
+	$(TSAN_ENV) $(MAKE) BUILD=$(TSAN_BUILD) SAN=thread unit || rc=1; \
+	$(TSAN_ENV) EDDY_BIN=$(TSAN_BUILD)/eddy EDDY_MODE=standalone $(E2E) || rc=1; \
+	$(TSAN_ENV) $(MAKE) BUILD=$(TSAN_BUILD) SAN=thread backend-test || rc=1; \
+	if ls $(TSAN_REPORTS)/report.* >/dev/null 2>&1; then \
+	  cat $(TSAN_REPORTS)/report.*; \
+	  echo "tsan: $$(cat $(TSAN_REPORTS)/report.* | grep -c '^WARNING: ThreadSanitizer') report(s) in $(TSAN_REPORTS)" >&2; rc=1; \
+	fi; \
+	[ $$rc = 0 ] && echo "tsan: no report" || { echo "tsan: FAILED" >&2; exit 1; }
+
+# Fuzzing: the libFuzzer targets of tests/fuzz/ (see its README), built with
+# clang's ASan+UBSan into build-fuzz/, each run for FUZZ_SECONDS from its seed
+# corpus (tests/fuzz/corpus/<target>/; what it finds stays in build-fuzz/).
+# A crash, leak, timeout or sanitizer report fails the run and leaves its
+# reproducer in build-fuzz/artifacts/<target>/. FUZZ_JOBS of them run at once
+# (1; each gets FUZZ_SECONDS all the same). fuzz-short is CI's: 30 s each, 2 at once.
+FUZZ_CC      ?= clang-14
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS    ?= 1
+FUZZ_BUILD   := build-fuzz
+FUZZ_TARGETS := fuzz_frame fuzz_ops fuzz_json fuzz_config
+# fuzz_frame counts the node's storage work through these (tests/fuzz/fuzz_frame.c)
+FUZZ_WRAP    := -Wl,--wrap=persist_load,--wrap=persist_write,--wrap=persist_poll
+
+# fuzz_frame links no libwebsockets: tests/fuzz/fake_lws.c stands in for it
+$(BUILD)/fuzz_frame: tests/fuzz/fuzz_frame.c tests/fuzz/fake_lws.c tests/fuzz/fake_lws.h $(BUILD)/libeddycore.a \
+                     $(CORE_LINK)
+	$(CC) $(EDDY_CFLAGS) -Itests/fuzz -fsanitize=fuzzer $(EDDY_LDFLAGS) $(FUZZ_WRAP) -o $@ \
+	  tests/fuzz/fuzz_frame.c tests/fuzz/fake_lws.c $(BUILD)/libeddycore.a $(filter-out -lwebsockets,$(EDDY_LDLIBS))
+
+$(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libeddycore.a $(CORE_LINK)
+	$(CC) $(EDDY_CFLAGS) -fsanitize=fuzzer $(EDDY_LDFLAGS) -o $@ $< $(BUILD)/libeddycore.a \
+	  $(filter-out -lwebsockets,$(EDDY_LDLIBS))
+
+fuzz-build: deps
+	$(MAKE) BUILD=$(FUZZ_BUILD) SAN=fuzz CC=$(FUZZ_CC) $(addprefix $(FUZZ_BUILD)/,$(FUZZ_TARGETS))
+
+fuzz: fuzz-build
+	FUZZ_JOBS=$(FUZZ_JOBS) bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-short:
+	$(MAKE) fuzz FUZZ_SECONDS=30 FUZZ_JOBS=2
+
 # Benchmarks (figures, not pass/fail): every eddy-bench scenario against
 # @deepstream/server 7.0.2, eddy standalone and a 3-node/2-broker cluster, side
 # by side (results also in $(BUILD)/bench-results.jsonl); node-side record
@@ -252,7 +324,7 @@ bench: all $(BUILD)/bench_node $(BUILD)/bench_backend npm-deps
 	node tests/bench/cluster-brokers.mjs $(BUILD)/eddy
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-tsan build-fuzz
 
 help:
-	@sed -n '1,12p' Makefile
+	@sed -n '1,15p' Makefile

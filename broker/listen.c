@@ -1,10 +1,13 @@
 /* listen.c - the broker's side of listening, for one topic (events or
  * records; each of those modules owns a set): patterns are checked here
- * (INVALID_LISTEN_REGEX) and sent to every node, remembered per session so a
- * disconnect unlistens them and a node that comes back hears them again;
- * accept/reject answers go to the node owning the subscription; the nodes'
+ * (INVALID_LISTEN_REGEX; a new one beyond listen.maxPatternsPerConnection of
+ * the session's gets MESSAGE_DENIED, deepstream's answer to a LISTEN it
+ * refuses) and sent to every node, remembered per session so a disconnect
+ * unlistens them and a node that comes back hears them again; accept/reject
+ * answers go to the node owning the subscription; the nodes'
  * FOUND/REMOVED/RESPONSE_TIMEOUT messages reach the listening session.
- * (Record subscribers hear SUBSCRIPTION_HAS_PROVIDER from records.c.) */
+ * (Record subscribers hear SUBSCRIPTION_HAS_PROVIDER from records.c.) Not
+ * here: matching patterns (the nodes do, node/listen.c). */
 #include <string.h>
 
 #include "internal.h"
@@ -16,8 +19,9 @@
 struct listen_set {
     const edge *e;
     int topic;
-    int listen, unlisten, accept, reject, invalid; /* the topic's action numbers */
+    int listen, unlisten, accept, reject, invalid, denied; /* the topic's action numbers */
     subs *patterns; /* pattern -> listening sessions */
+    uint64_t over_cap; /* LISTENs refused for listen.maxPatternsPerConnection */
 };
 
 listen_set *listen_set_new(const edge *e, int topic)
@@ -31,6 +35,7 @@ listen_set *listen_set_new(const edge *e, int topic)
     l->accept = rec ? RECORD__ACTION__RECORD_LISTEN_ACCEPT : EVENT__ACTION__EVENT_LISTEN_ACCEPT;
     l->reject = rec ? RECORD__ACTION__RECORD_LISTEN_REJECT : EVENT__ACTION__EVENT_LISTEN_REJECT;
     l->invalid = rec ? RECORD__ACTION__RECORD_INVALID_LISTEN_REGEX : EVENT__ACTION__EVENT_INVALID_LISTEN_REGEX;
+    l->denied = rec ? RECORD__ACTION__RECORD_MESSAGE_DENIED : EVENT__ACTION__EVENT_MESSAGE_DENIED;
     l->patterns = subs_new(0, (subs_hooks){0}, NULL);
     return l;
 }
@@ -53,13 +58,21 @@ static void to_every_node(listen_set *l, uint32_t kind, uint64_t session_id, str
 
 static void on_listen(listen_set *l, session *s, const char *pat)
 {
-    pattern *re = pat ? pattern_compile(pat, strlen(pat)) : NULL;
-    if (re == NULL) {
+    if (pat == NULL || !pattern_valid(pat, strlen(pat))) {
         log_info("listen-invalid-pat", "session=%llu pat=%s", (unsigned long long)s->id, pat ? pat : "");
         reply_send(s, l->topic, &(client_reply){.action = l->invalid, .name = pat, .is_error = true});
         return;
     }
-    pattern_free(re);
+    if (!subs_holds(l->patterns, sv_of(pat), s, 0) &&
+        subs_held(l->patterns, s) >= (size_t)l->e->cfg->listen_max_patterns) {
+        if (l->over_cap++ % 1000 == 0) /* the first, then every 1000th */
+            log_warn("listen-too-many-patterns", "session=%llu topic=%d max=%lld refused_total=%llu "
+                     "(answered MESSAGE_DENIED: listen.maxPatternsPerConnection)", (unsigned long long)s->id,
+                     l->topic, (long long)l->e->cfg->listen_max_patterns, (unsigned long long)l->over_cap);
+        reply_send(s, l->topic, &(client_reply){.action = l->denied, .name = pat, .orig = l->listen,
+                                                .is_error = true});
+        return;
+    }
     if (subs_add(l->patterns, sv_of(pat), s, 0))
         to_every_node(l, OP_LISTEN, s->id, sv_of(pat));
     reply_send(s, l->topic, &(client_reply){.action = l->listen, .name = pat, .is_ack = true});

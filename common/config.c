@@ -100,6 +100,10 @@ static const cfg_entry table[] = {
     {"listen.matchCooldown", "--listen-match-cooldown", T_INT, 0, 86400000, "10000",
      F(listen_match_cooldown_ms), NULL,
      "ms after a name's listeners all declined before a rematch may offer it again"},
+    {"listen.maxPatternsPerConnection", "--listen-max-patterns", T_INT, 1, 1000000, "100",
+     F(listen_max_patterns), NULL,
+     "listen patterns one connection may hold, for events and for records each; a LISTEN beyond "
+     "them is answered MESSAGE_DENIED"},
     {"cluster.nodes", "--node", T_NODES, 0, 0, NULL, 0, NULL,
      "the cluster's nodes: YAML list of {id, request, delivery[, shards]}; flag "
      "REQUEST,DELIVERY[,SHARDS] (repeatable). shards: ranges like \"0-1023,2048-3071\" of 0-4095; "
@@ -115,6 +119,9 @@ static const cfg_entry table[] = {
     {"cluster.brokerTimeout", "--broker-timeout", T_INT, 2000, 600000, "10000",
      F(broker_timeout_ms), NULL,
      "ms without a heartbeat (brokers send one every 250 ms) after which a node drops a broker's state"},
+    {"cluster.maxPeers", "--max-peers", T_INT, 1, 1000000, "1024", F(max_peers), NULL,
+     "brokers and backends one node serves at once; a HELLO from a new one beyond them is refused "
+     "(log line peer-refused) until silent ones expire"},
     {"logLevel", "--log-level", T_ENUM, 0, 0, "info", F(log_level), level_choices,
      "debug, info, warn or error"},
     {"test.faultDropBroadcasts", "--test-fault-drop-broadcasts", T_INT, 0, 1000000, "0",

@@ -44,9 +44,11 @@ typedef struct eddy_config {
     int64_t listen_shuffle_providers;   /* 0 registration order, 1 random */
     int64_t listen_rematch_interval_ms; /* 1000 or less: no rematch */
     int64_t listen_match_cooldown_ms;
+    int64_t listen_max_patterns; /* per connection and topic (listen.maxPatternsPerConnection) */
     /* cluster */
     clustermap cluster; /* cluster.nodes and cluster.epoch */
     char *seed; /* a node's request address to fetch the cluster map from ("" = none) */
+    int64_t max_peers; /* brokers and backends a node serves at once (cluster.maxPeers) */
     /* process */
     int64_t log_level;
     int64_t fault_drop_broadcasts; /* tests only (test.faultDropBroadcasts) */

@@ -1,11 +1,28 @@
-/* yamljson.c - YAML document -> jansson tree (see yamljson.h). */
+/* yamljson.c - YAML document -> jansson tree (see yamljson.h). libyaml loads
+ * an alias as a second reference to its anchor's node; the walk below is
+ * what copies it, so that is where an alias's size is counted and bounded.
+ * Not for what the tree means: config.c, broker/auth.c. */
 #include "yamljson.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
+
+#include "mem.h"
+
+/* One walk of a document. */
+typedef struct walk {
+    yaml_document_t *doc;
+    bool *seen;          /* per node (index - 1): walked once already */
+    size_t in_alias;     /* > 0 while copying a node a second time */
+    size_t alias_values; /* values copied that way so far */
+    size_t alias_bytes;  /* and the bytes of their scalars */
+    char *err;
+    size_t err_len;
+} walk;
 
 static json_t *scalar_to_json(const yaml_node_t *node)
 {
@@ -30,13 +47,43 @@ static json_t *scalar_to_json(const yaml_node_t *node)
     return json_stringn(s, len);
 }
 
-static json_t *node_to_json(yaml_document_t *doc, yaml_node_t *node, int depth, char *err,
-                            size_t err_len)
+static json_t *node_to_json(walk *w, yaml_node_t *node, int depth);
+
+/* Copies node; a node walked before is an alias (or a cycle) being expanded. */
+static json_t *value_of(walk *w, yaml_node_t *node, int depth)
 {
-    if (depth > 64) {
-        snprintf(err, err_len, "nesting deeper than 64 levels");
+    if (node == NULL) {
+        snprintf(w->err, w->err_len, "unsupported YAML node");
         return NULL;
     }
+    if (depth > YAML_MAX_DEPTH) {
+        snprintf(w->err, w->err_len, "line %zu: nesting deeper than %d levels", node->start_mark.line + 1,
+                 YAML_MAX_DEPTH);
+        return NULL;
+    }
+    size_t i = (size_t)(node - w->doc->nodes.start);
+    bool again = w->seen[i];
+    w->seen[i] = true;
+    w->in_alias += again;
+    if (w->in_alias > 0) {
+        w->alias_values++;
+        if (node->type == YAML_SCALAR_NODE)
+            w->alias_bytes += node->data.scalar.length;
+    }
+    json_t *v = NULL;
+    if (w->alias_values > YAML_MAX_ALIAS_VALUES || w->alias_bytes > YAML_MAX_ALIAS_BYTES)
+        snprintf(w->err, w->err_len, "aliases expand to more than %d values or %d bytes in all, the last "
+                 "of the anchor at line %zu (refused: an alias bomb?)", YAML_MAX_ALIAS_VALUES,
+                 YAML_MAX_ALIAS_BYTES, node->start_mark.line + 1);
+    else
+        v = node_to_json(w, node, depth);
+    w->in_alias -= again;
+    return v;
+}
+
+static json_t *node_to_json(walk *w, yaml_node_t *node, int depth)
+{
+    yaml_document_t *doc = w->doc;
     switch (node->type) {
     case YAML_SCALAR_NODE:
         return scalar_to_json(node);
@@ -44,7 +91,7 @@ static json_t *node_to_json(yaml_document_t *doc, yaml_node_t *node, int depth, 
         json_t *arr = json_array();
         for (yaml_node_item_t *it = node->data.sequence.items.start;
              it < node->data.sequence.items.top; it++) {
-            json_t *v = node_to_json(doc, yaml_document_get_node(doc, *it), depth + 1, err, err_len);
+            json_t *v = value_of(w, yaml_document_get_node(doc, *it), depth + 1);
             if (v == NULL) {
                 json_decref(arr);
                 return NULL;
@@ -59,13 +106,12 @@ static json_t *node_to_json(yaml_document_t *doc, yaml_node_t *node, int depth, 
              p++) {
             yaml_node_t *k = yaml_document_get_node(doc, p->key);
             if (k == NULL || k->type != YAML_SCALAR_NODE) {
-                snprintf(err, err_len, "line %zu: mapping keys must be plain strings",
+                snprintf(w->err, w->err_len, "line %zu: mapping keys must be plain strings",
                          k ? k->start_mark.line + 1 : 0);
                 json_decref(obj);
                 return NULL;
             }
-            json_t *v = node_to_json(doc, yaml_document_get_node(doc, p->value), depth + 1, err,
-                                     err_len);
+            json_t *v = value_of(w, yaml_document_get_node(doc, p->value), depth + 1);
             if (v == NULL) {
                 json_decref(obj);
                 return NULL;
@@ -75,7 +121,7 @@ static json_t *node_to_json(yaml_document_t *doc, yaml_node_t *node, int depth, 
         return obj;
     }
     default:
-        snprintf(err, err_len, "unsupported YAML node");
+        snprintf(w->err, w->err_len, "unsupported YAML node");
         return NULL;
     }
 }
@@ -98,7 +144,16 @@ json_t *yaml_load_file(const char *path, char *err, size_t err_len)
         goto done;
     }
     yaml_node_t *root = yaml_document_get_root_node(&doc);
-    out = root == NULL ? json_object() : node_to_json(&doc, root, 0, err, err_len);
+    if (root == NULL)
+        out = json_object();
+    else {
+        char why[256];
+        walk w = {.doc = &doc, .seen = xcalloc((size_t)(doc.nodes.top - doc.nodes.start), sizeof(bool)),
+                  .err = why, .err_len = sizeof(why)};
+        if ((out = value_of(&w, root, 0)) == NULL)
+            snprintf(err, err_len, "%s: %s", path, why);
+        xfree(w.seen);
+    }
     yaml_document_delete(&doc);
 done:
     yaml_parser_delete(&parser);

@@ -6,10 +6,14 @@
 #
 # node and npm: Debian 12's nodejs (18.x) and npm run every test suite. A node
 # and npm from elsewhere (nodesource, nvm) found on PATH are used instead.
+# clang-14 and libclang-rt-14-dev (libFuzzer, ASan, UBSan runtimes) build the
+# fuzzers (make fuzz); gcc's ThreadSanitizer runtime (libtsan2) comes with
+# build-essential (make tsan).
 set -euo pipefail
 pkgs=(build-essential pkg-config libnng-dev libmsgpack-dev libwebsockets-dev libwebsockets-evlib-uv librocksdb-dev
       libprotobuf-c-dev protobuf-c-compiler libjansson-dev libyaml-dev libsodium-dev libcmocka-dev
       libpcre2-dev haproxy curl python3-yaml
+      clang-14 libclang-rt-14-dev
       nodejs npm)
 missing=()
 for p in "${pkgs[@]}"; do

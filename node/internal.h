@@ -48,12 +48,17 @@ void peers_set_socket(peers *ps, nng_socket pub);
 /* Without a socket, remote peers' delivery batches go to tap (node_tap_deliveries). */
 void peers_set_tap(peers *ps, void (*tap)(void *ctx, nng_msg *msg), void *ctx);
 peer *peers_find(const peers *ps, uint64_t id);
-/* The peer with this id, created (and logged) when new. */
+size_t peers_count(const peers *ps);
+/* True when id may join: it is known, the local peer, or the table is under
+ * cluster.maxPeers; otherwise counts the refusal and logs it (peer-refused,
+ * at most once a second, with the total). */
+bool peers_admit(peers *ps, uint64_t id);
+/* The peer with this id, created (and logged) when new (peers_admit first). */
 peer *peers_join(peers *ps, uint64_t id);
 /* Forgets p and frees it (its modules have let go of it). */
 void peers_forget(peers *ps, peer *p);
 /* Up to max peers silent for longer than cluster.brokerTimeout (never the local one). */
-int peers_expired(peers *ps, peer **out, int max);
+size_t peers_expired(peers *ps, peer **out, size_t max);
 /* Queues an encoded delivery for p (published when the request is done). */
 void peer_deliver(peers *ps, peer *p, const void *bytes, size_t len);
 /* Encodes o once and queues it for p. */

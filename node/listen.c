@@ -17,11 +17,23 @@
  * declined is kept as unmatched: every listen.rematchInterval, those unmatched
  * for at least listen.matchCooldown are searched again, among all their
  * listeners, a bounded slice of names per executor turn.
+ *
+ * Patterns come from clients, and matching is the work they can make
+ * expensive: each match is bounded (pattern.c), and the matching itself has a
+ * budget of MATCH_BUDGET_NS per executor turn. Within it, a search (a name
+ * against every listener) and a reconcile (a new listener against every
+ * subscribed name) run at once, as deepstream does; beyond it, they wait in
+ * two queues (searches, reconciles) worked off, in turn, by the next turns,
+ * from where they stopped (listeners in arrival order, names from a copy).
+ * While anything waits, new work queues behind it. A name being matched is
+ * neither searching nor provided; a listener arriving meanwhile is reached by
+ * the matching, which goes on to the end of the listeners.
  * Not here: the subscriptions themselves (events.c and records.c, which report
  * first and last subscribers and let this module read their tables), pattern
- * syntax (pattern.c). */
+ * syntax and limits (pattern.c). */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -40,23 +52,36 @@
 /* Rematch is off at an interval of a second or less, as in deepstream. */
 #define REMATCH_MIN_MS 1000
 
+/* Pattern matching per executor turn (and the batches applied since the last
+ * one): about 2 ms, so that hostile patterns (each match up to about 0.05 ms)
+ * or very many listeners and names cannot hold the node for longer. */
+#define MATCH_BUDGET_NS 2000000
+
+/* At most one listen-matching-behind line per this many ms. */
+#define BEHIND_LOG_MS 10000
+
 typedef struct listener {
     char *text;
     uint32_t len;
     pattern *re;
     peer *p;
     uint64_t session;
-    uint64_t seq;   /* arrival order */
-    uint64_t group; /* arrival order of the pattern's first listener still here */
+    uint64_t seq;     /* arrival order */
+    uint64_t group;   /* arrival order of the pattern's first listener still here */
+    bool reconciling; /* its reconcile waits in the queue */
 } listener;
 
 typedef struct candidate {
     peer *p;
     uint64_t session;
     char *text;
+    uint64_t seq, group; /* the listener's, for deepstream's order */
 } candidate;
 
-/* A name with an active provider or a search in progress. */
+struct space;
+
+/* A name with an active provider, a search in progress, or its listeners
+ * being matched for a search. */
 typedef struct provided {
     bool active;
     candidate provider;
@@ -64,6 +89,13 @@ typedef struct provided {
     uint32_t at;
     bool searching;
     int64_t deadline;
+    bool matching;   /* cands are being gathered: listeners after `cursor` still to match */
+    uint64_t cursor; /* the last listener (seq) matched for this name's search */
+    /* while matching waits in the queue: */
+    struct space *sp;
+    char *name;
+    uint32_t name_len;
+    struct provided *next_match, *prev_match;
 } provided;
 
 /* A subscribed name whose last search ended without a provider. */
@@ -93,6 +125,15 @@ typedef struct due {
     space *sp;
 } due;
 
+/* A new listener to offer the names subscribed without a provider. */
+typedef struct reconcile {
+    space *sp;
+    uint64_t seq;    /* the listener */
+    bool walked;     /* the subscribed names were walked once: the rest are copied */
+    name_list rest;  /* names still to match */
+    uint32_t next;   /* in rest */
+} reconcile;
+
 typedef struct listen_table {
     node_env *env;
     const eddy_config *cfg;
@@ -101,6 +142,12 @@ typedef struct listen_table {
     int64_t next_rematch; /* INT64_MAX: rematch off */
     VEC(due) due;         /* the current rematch pass, worked off REMATCH_SLICE a turn */
     uint32_t done;
+    /* matching: this turn's budget, and the work waiting for the next turns */
+    int64_t spent_ns;
+    provided *match_head, *match_tail; /* searches, oldest first */
+    VEC(reconcile) jobs;               /* reconciles, oldest at jobs_head */
+    uint32_t jobs_head;
+    int64_t behind_logged_ms;
 } listen_table;
 
 static space *space_of(listen_table *t, int topic)
@@ -123,6 +170,61 @@ static void names_free(name_list *l)
     for (uint32_t i = 0; i < l->n; i++)
         xfree((char *)l->v[i].ptr);
     vec_free(l);
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static bool budget_left(const listen_table *t)
+{
+    return t->spent_ns < MATCH_BUDGET_NS;
+}
+
+/* Matches l against name, its time counted against the turn's budget; false
+ * (and nothing done) when the budget is spent. */
+static bool match(listen_table *t, listener *l, strview name, bool *hit)
+{
+    if (!budget_left(t))
+        return false;
+    int64_t start = now_ns();
+    *hit = pattern_match(l->re, name.ptr, name.len);
+    t->spent_ns += now_ns() - start;
+    return true;
+}
+
+static bool work_waits(const listen_table *t)
+{
+    return t->match_head != NULL || t->jobs_head < t->jobs.n;
+}
+
+/* The index of the first listener that arrived after seq (listeners are kept
+ * in arrival order). */
+static uint32_t first_after(const space *sp, uint64_t seq)
+{
+    uint32_t lo = 0, hi = sp->ls.n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (sp->ls.v[mid].seq <= seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static listener *listener_by_seq(space *sp, uint64_t seq)
+{
+    uint32_t i = first_after(sp, seq - 1);
+    return i < sp->ls.n && sp->ls.v[i].seq == seq ? &sp->ls.v[i] : NULL;
+}
+
+static candidate candidate_of(const listener *l)
+{
+    return (candidate){l->p, l->session, xstrdup(l->text), l->seq, l->group};
 }
 
 static void *listen_create(node_env *env)
@@ -188,7 +290,13 @@ static void free_provided(void *v)
     provided *pv = v;
     free_cands(pv);
     xfree(pv->provider.text);
+    xfree(pv->name);
     xfree(pv);
+}
+
+static void free_reconcile(reconcile *j)
+{
+    names_free(&j->rest);
 }
 
 static void listen_destroy(void *self)
@@ -200,12 +308,15 @@ static void listen_destroy(void *self)
             pattern_free(t->sp[i].ls.v[j].re);
         }
         vec_free(&t->sp[i].ls);
-        dict_free_with(t->sp[i].names, free_provided);
+        dict_free_with(t->sp[i].names, free_provided); /* the waiting searches too */
         dict_free_with(t->sp[i].unmatched, xfree);
     }
     for (uint32_t i = t->done; i < t->due.n; i++)
         xfree((char *)t->due.v[i].name.ptr);
     vec_free(&t->due);
+    for (uint32_t i = t->jobs_head; i < t->jobs.n; i++)
+        free_reconcile(&t->jobs.v[i]);
+    vec_free(&t->jobs);
     xfree(t);
 }
 
@@ -286,7 +397,7 @@ static void ask(listen_table *t, space *sp, strview name, provided *pv)
 /* Drops name's entry when it neither has a provider nor a search under way. */
 static void settle(space *sp, strview name, provided *pv)
 {
-    if (!pv->active && !pv->searching) {
+    if (!pv->active && !pv->searching && !pv->matching) {
         dict_del(sp->names, name.ptr, name.len);
         free_provided(pv);
     }
@@ -294,41 +405,95 @@ static void settle(space *sp, strview name, provided *pv)
 
 static int by_pattern_then_arrival(const void *a, const void *b)
 {
-    const listener *x = *(listener *const *)a, *y = *(listener *const *)b;
+    const candidate *x = a, *y = b;
     if (x->group != y->group)
         return x->group < y->group ? -1 : 1;
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-/* Fills pv->cands with the listeners matching name, in the order they are to
- * be asked (shuffled, or deepstream's: patterns in the order they got their
- * first listener, each pattern's listeners in arrival order). */
-static void candidates_for(listen_table *t, space *sp, strview name, provided *pv)
+/* Puts pv->cands in the order they are to be asked: shuffled, or deepstream's
+ * (patterns in the order they got their first listener, each pattern's
+ * listeners in arrival order). */
+static void order_candidates(listen_table *t, provided *pv)
 {
-    VEC(listener *) m = {0};
-    for (uint32_t i = 0; i < sp->ls.n; i++)
-        if (pattern_match(sp->ls.v[i].re, name.ptr, name.len))
-            vec_push(&m, &sp->ls.v[i]);
+    candidate *c = pv->cands.v;
     if (t->cfg->listen_shuffle_providers) {
-        for (uint32_t i = m.n; i > 1; i--) { /* Fisher-Yates, unbiased draws (libsodium) */
+        for (uint32_t i = pv->cands.n; i > 1; i--) { /* Fisher-Yates, unbiased draws (libsodium) */
             uint32_t j = randombytes_uniform(i);
-            listener *tmp = m.v[i - 1];
-            m.v[i - 1] = m.v[j];
-            m.v[j] = tmp;
+            candidate tmp = c[i - 1];
+            c[i - 1] = c[j];
+            c[j] = tmp;
         }
-    } else if (m.n > 1)
-        qsort(m.v, m.n, sizeof(*m.v), by_pattern_then_arrival);
-    for (uint32_t i = 0; i < m.n; i++)
-        vec_push(&pv->cands, ((candidate){m.v[i]->p, m.v[i]->session, xstrdup(m.v[i]->text)}));
-    vec_free(&m);
+    } else if (pv->cands.n > 1)
+        qsort(c, pv->cands.n, sizeof(*c), by_pattern_then_arrival);
+}
+
+/* Matches name against the listeners after pv->cursor, gathering those that
+ * match in pv->cands; true when every listener is done, false when the
+ * turn's budget ran out first. */
+static bool match_listeners(listen_table *t, space *sp, strview name, provided *pv)
+{
+    for (uint32_t i = first_after(sp, pv->cursor); i < sp->ls.n; i++) {
+        listener *l = &sp->ls.v[i];
+        bool hit;
+        if (!match(t, l, name, &hit))
+            return false;
+        pv->cursor = l->seq;
+        if (hit)
+            vec_push(&pv->cands, candidate_of(l));
+    }
+    return true;
+}
+
+/* The matching for name's search is done: the search begins (pv may be gone
+ * when this returns). */
+static void begin_search(listen_table *t, space *sp, strview name, provided *pv)
+{
+    pv->matching = false;
+    order_candidates(t, pv);
+    if (pv->cands.n > 0)
+        ask(t, sp, name, pv);
+    settle(sp, name, pv);
+}
+
+static void queue_search(listen_table *t, space *sp, strview name, provided *pv)
+{
+    pv->sp = sp;
+    pv->name = xstrndup(name.ptr, name.len);
+    pv->name_len = name.len;
+    pv->next_match = NULL;
+    pv->prev_match = t->match_tail;
+    if (t->match_tail != NULL)
+        t->match_tail->next_match = pv;
+    else
+        t->match_head = pv;
+    t->match_tail = pv;
+}
+
+/* Takes pv out of the search queue; its name copy is returned (owned by the caller). */
+static char *unqueue_search(listen_table *t, provided *pv)
+{
+    if (pv->prev_match != NULL)
+        pv->prev_match->next_match = pv->next_match;
+    else
+        t->match_head = pv->next_match;
+    if (pv->next_match != NULL)
+        pv->next_match->prev_match = pv->prev_match;
+    else
+        t->match_tail = pv->prev_match;
+    pv->next_match = pv->prev_match = NULL;
+    char *name = pv->name;
+    pv->name = NULL;
+    return name;
 }
 
 /* A new search round among every listener of name (none when it has a provider
- * or a search is under way). */
+ * or a search is under way). The matching runs now, or waits in the queue
+ * when other matching waits or the budget runs out. */
 static void start_search(listen_table *t, space *sp, strview name)
 {
     provided *pv = dict_get(sp->names, name.ptr, name.len);
-    if (pv != NULL && (pv->active || pv->searching))
+    if (pv != NULL && (pv->active || pv->searching || pv->matching))
         return;
     forget_unmatched(sp, name); /* a name no listener matches waits for one: on_listen */
     if (pv == NULL) {
@@ -336,10 +501,12 @@ static void start_search(listen_table *t, space *sp, strview name)
         dict_put(sp->names, name.ptr, name.len, pv);
     }
     free_cands(pv);
-    candidates_for(t, sp, name, pv);
-    if (pv->cands.n > 0)
-        ask(t, sp, name, pv);
-    settle(sp, name, pv);
+    pv->matching = true;
+    pv->cursor = 0;
+    if (!work_waits(t) && match_listeners(t, sp, name, pv))
+        begin_search(t, sp, name, pv);
+    else
+        queue_search(t, sp, name, pv);
 }
 
 /* A listener that arrived during pv's search is asked after the others (as in
@@ -349,7 +516,7 @@ static void join_search(provided *pv, const listener *l)
     for (uint32_t i = pv->at; i < pv->cands.n; i++)
         if (same_listener(l, &pv->cands.v[i]))
             return; /* left and came back while still queued */
-    vec_push(&pv->cands, ((candidate){l->p, l->session, xstrdup(l->text)}));
+    vec_push(&pv->cands, candidate_of(l));
 }
 
 /* A name got its first subscriber on this node (added) or lost its last. */
@@ -364,6 +531,8 @@ static void interest(listen_table *t, space *sp, strview name, bool added)
     provided *pv = dict_del(sp->names, name.ptr, name.len);
     if (pv == NULL)
         return;
+    if (pv->matching && pv->name != NULL)
+        xfree(unqueue_search(t, pv));
     if (pv->active)
         tell(t, sp, &pv->provider, 1, name); /* the last subscriber left */
     free_provided(pv);
@@ -383,17 +552,69 @@ bool listen_has_provider(listen_table *t, int topic, strview name)
     return pv != NULL && pv->active;
 }
 
-struct matching {
-    const listener *l;
-    name_list names;
+/* The new listener l found name subscribed: offered it, unless a search
+ * already has it or another provider is active. */
+static void reconcile_name(listen_table *t, space *sp, uint64_t seq, strview name)
+{
+    provided *pv = dict_get(sp->names, name.ptr, name.len);
+    if (pv != NULL && pv->matching)
+        return; /* the matching reaches l: it goes on to the last listener */
+    if (pv != NULL && pv->searching) {
+        listener *l = listener_by_seq(sp, seq);
+        if (l != NULL && pv->cursor < seq) /* not matched by this search yet */
+            join_search(pv, l);
+        return;
+    }
+    start_search(t, sp, name);
+}
+
+struct walk {
+    listen_table *t;
+    listener *l;
+    name_list hits, rest;
 };
 
-static int collect_matching(void *arg, strview name, subs_holder *h, uint32_t n, void *data)
+static int walk_name(void *arg, strview name, subs_holder *h, uint32_t n, void *data)
 {
-    struct matching *c = arg;
-    if (pattern_match(c->l->re, name.ptr, name.len))
-        names_add(&c->names, name.ptr, name.len);
+    struct walk *w = arg;
+    bool hit;
+    if (w->rest.n > 0 || !match(w->t, w->l, name, &hit))
+        names_add(&w->rest, name.ptr, name.len); /* out of budget: for the next turns */
+    else if (hit)
+        names_add(&w->hits, name.ptr, name.len);
     return 0;
+}
+
+/* Works on the reconcile j as long as the budget lasts; true when it is done. */
+static bool reconcile_step(listen_table *t, reconcile *j)
+{
+    space *sp = j->sp;
+    listener *l = listener_by_seq(sp, j->seq);
+    if (l == NULL)
+        return true; /* it left */
+    name_list hits = {0};
+    if (!j->walked) {
+        struct walk w = {.t = t, .l = l};
+        if (sp->subscribed != NULL)
+            subs_foreach(sp->subscribed, walk_name, &w);
+        j->walked = true;
+        j->rest = w.rest;
+        hits = w.hits;
+    } else
+        for (; j->next < j->rest.n; j->next++) {
+            strview name = j->rest.v[j->next];
+            bool hit;
+            if (subs_data(sp->subscribed, name) == NULL)
+                continue; /* no subscriber any more */
+            if (!match(t, l, name, &hit))
+                break;
+            if (hit)
+                names_add(&hits, name.ptr, name.len);
+        }
+    for (uint32_t i = 0; i < hits.n; i++)
+        reconcile_name(t, sp, j->seq, hits.v[i]);
+    names_free(&hits);
+    return j->next >= j->rest.n;
 }
 
 static void on_listen(listen_table *t, space *sp, peer *p, const op *o)
@@ -411,21 +632,79 @@ static void on_listen(listen_table *t, space *sp, peer *p, const op *o)
     if (re == NULL)
         return; /* brokers validate patterns before sending them */
     vec_push(&sp->ls, ((listener){xstrndup(o->name.ptr, o->name.len), o->name.len, re, p, o->session, ++sp->seq,
-                                  group ? group : ++sp->groups}));
+                                  group ? group : ++sp->groups, false}));
     /* reconcile: names subscribed here without a provider are offered again;
      * a search under way gets the new listener at its end */
-    struct matching c = {.l = &sp->ls.v[sp->ls.n - 1]};
-    if (sp->subscribed != NULL)
-        subs_foreach(sp->subscribed, collect_matching, &c);
-    for (uint32_t i = 0; i < c.names.n; i++) {
-        strview name = c.names.v[i];
-        provided *pv = dict_get(sp->names, name.ptr, name.len);
-        if (pv != NULL && pv->searching)
-            join_search(pv, &sp->ls.v[sp->ls.n - 1]);
-        else
-            start_search(t, sp, name);
+    if (sp->subscribed == NULL || subs_count(sp->subscribed) == 0)
+        return;
+    reconcile j = {.sp = sp, .seq = sp->seq};
+    if (!work_waits(t) && reconcile_step(t, &j)) {
+        free_reconcile(&j);
+        return;
     }
-    names_free(&c.names);
+    listener_by_seq(sp, j.seq)->reconciling = true;
+    vec_push(&t->jobs, j);
+}
+
+/* Drops the queued reconciles of listeners of sp that are gone. */
+static void drop_reconciles(listen_table *t, space *sp)
+{
+    uint32_t kept = t->jobs_head;
+    for (uint32_t i = t->jobs_head; i < t->jobs.n; i++) {
+        reconcile *j = &t->jobs.v[i];
+        if (j->sp == sp && listener_by_seq(sp, j->seq) == NULL)
+            free_reconcile(j);
+        else
+            t->jobs.v[kept++] = *j;
+    }
+    t->jobs.n = kept;
+}
+
+/* Works off waiting matching, searches and reconciles in turn, while the
+ * budget lasts. */
+static void run_waiting(listen_table *t)
+{
+    bool moved = true;
+    while (moved && work_waits(t) && budget_left(t)) {
+        moved = false;
+        provided *pv = t->match_head;
+        if (pv != NULL && match_listeners(t, pv->sp, (strview){pv->name, pv->name_len}, pv)) {
+            space *sp = pv->sp;
+            uint32_t len = pv->name_len;
+            char *name = unqueue_search(t, pv);
+            begin_search(t, sp, (strview){name, len}, pv);
+            xfree(name);
+            moved = true;
+        }
+        if (t->jobs_head < t->jobs.n && budget_left(t)) {
+            reconcile *j = &t->jobs.v[t->jobs_head];
+            if (reconcile_step(t, j)) { /* (reconcile_step queues searches, never reconciles) */
+                listener *l = listener_by_seq(j->sp, j->seq);
+                if (l != NULL)
+                    l->reconciling = false;
+                free_reconcile(j);
+                t->jobs_head++;
+                moved = true;
+            }
+        }
+    }
+    if (t->jobs_head == t->jobs.n) {
+        t->jobs.n = t->jobs_head = 0;
+    } else if (t->jobs_head >= 64 && t->jobs_head * 2 >= t->jobs.n) {
+        memmove(t->jobs.v, t->jobs.v + t->jobs_head, (t->jobs.n - t->jobs_head) * sizeof(*t->jobs.v));
+        t->jobs.n -= t->jobs_head;
+        t->jobs_head = 0;
+    }
+    int64_t now = now_ms();
+    if (work_waits(t) && now - t->behind_logged_ms >= BEHIND_LOG_MS) {
+        uint32_t searches = 0;
+        for (provided *q = t->match_head; q != NULL; q = q->next_match)
+            searches++;
+        log_warn("listen-matching-behind", "searches=%u reconciles=%u (pattern matching is over its %d ms "
+                 "per turn: the rest waits for the next turns)", searches, t->jobs.n - t->jobs_head,
+                 MATCH_BUDGET_NS / 1000000);
+        t->behind_logged_ms = now;
+    }
 }
 
 struct lost_ctx {
@@ -456,15 +735,21 @@ static int collect_lost(const void *k, size_t l, void *v, void *arg)
 static size_t remove_listeners(listen_table *t, space *sp, struct lost_ctx *x)
 {
     uint32_t kept = 0, n = sp->ls.n;
+    bool reconciling = false;
     for (uint32_t i = 0; i < n; i++) { /* keeps the arrival order */
         listener *l = &sp->ls.v[i];
         if (lost_match(x, l->p, l->session, l->text)) {
+            reconciling |= l->reconciling;
             xfree(l->text);
             pattern_free(l->re);
         } else
             sp->ls.v[kept++] = *l;
     }
     sp->ls.n = kept;
+    if (kept == n)
+        return 0; /* none went: none provided a name or was being asked */
+    if (reconciling)
+        drop_reconciles(t, sp);
     dict_foreach(sp->names, collect_lost, x);
     for (uint32_t i = 0; i < x->names.n; i++) {
         strview name = x->names.v[i];
@@ -496,7 +781,7 @@ static void on_answer(listen_table *t, space *sp, peer *p, const op *o)
     bool accept = o->action == EVENT__ACTION__EVENT_LISTEN_ACCEPT || o->action == RECORD__ACTION__RECORD_LISTEN_ACCEPT;
     if (accept) {
         pv->active = true;
-        pv->provider = (candidate){c->p, c->session, xstrdup(c->text)};
+        pv->provider = (candidate){c->p, c->session, xstrdup(c->text), c->seq, c->group};
         free_cands(pv);
         provider_changed(sp, name, true);
         return;
@@ -521,6 +806,7 @@ static void listen_apply(void *self, node_req *req, const op *o)
     }
     case OP_LISTEN_ANSWER: on_answer(t, sp, req->from, o); break;
     }
+    run_waiting(t);
 }
 
 struct timeout_ctx {
@@ -605,8 +891,10 @@ static void rematch(listen_table *t, int64_t now)
 static void listen_timers(void *self, int64_t now)
 {
     listen_table *t = self;
+    t->spent_ns = 0; /* a new turn: a new budget */
     if (now >= t->next_deadline)
         expire_offers(t, now);
+    run_waiting(t); /* before the rematch adds to it */
     if (t->due.n > 0 || now >= t->next_rematch)
         rematch(t, now);
 }

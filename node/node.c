@@ -7,7 +7,11 @@
  * owner module whose row lists its kind, once the row's route says the shard
  * is this node's (else the requester gets WRONG_SHARD). Peers that stop
  * sending (no batch, no heartbeat) for cluster.brokerTimeout are dropped with
- * all their state in every module.
+ * all their state in every module: an eighth of the table (at least
+ * EXPIRE_MIN) per turn, every 500 ms, or on the next turn while more may be
+ * waiting. A HELLO from a new peer when the table holds cluster.maxPeers is
+ * refused with UNKNOWN_PEER (the peer keeps saying HELLO, as after a node
+ * restart, and gets in once silent peers have expired).
  *
  * In standalone the broker in the same process applies its batches through
  * local.c, under the same lock. */
@@ -33,7 +37,8 @@
 static const owner_module *const table[] = {&events_owner, &records_owner, &rpc_owner, &presence_owner,
                                             &listen_owner};
 #define ROWS ((int)(sizeof(table) / sizeof(table[0])))
-#define EXPIRE_MAX 64 /* peers dropped per sweep */
+#define EXPIRE_MIN 64 /* peers a sweep may drop, at least (else an eighth of the table) */
+#define BUSY_TURN_MS 1 /* a turn whose timers ran this long is followed by the next at once */
 
 typedef struct route {
     int8_t row;     /* -1: no module applies this kind */
@@ -58,6 +63,8 @@ struct node {
     route routes[OP_KIND_MAX];
     op_batch reply; /* the reply being built (one batch at a time, under the lock) */
     int64_t last_sweep_ms;
+    bool sweep_again; /* the last sweep stopped at its bound */
+    bool busy;        /* the last turn's timers worked for BUSY_TURN_MS or more */
     uint64_t malformed; /* batches rejected as malformed */
 };
 
@@ -192,7 +199,20 @@ static uint32_t admitted(node *n, const mp_reader *r, uint64_t origin, uint64_t 
         answer_map(n, &n->reply);
         return 0;
     }
-    if (kind != 0 && kind != OP_HELLO) {
+    if (kind == 0) { /* not even its first operation decodes: no peer for that */
+        n->malformed++;
+        log_warn("malformed-operation", "peer=%016llx index=0 (unknown peer)", (unsigned long long)origin);
+        op e = {.kind = OP_ERROR, .error = OP_ERR_MALFORMED};
+        op_batch_add(&n->reply, &e);
+        return 0;
+    }
+    if (kind == OP_HELLO && !peers_admit(n->env.peers, origin)) {
+        /* the table is full (logged): the peer says HELLO again later */
+        op e = {.kind = OP_ERROR, .error = OP_ERR_UNKNOWN_PEER};
+        op_batch_add(&n->reply, &e);
+        return 0;
+    }
+    if (kind != OP_HELLO) {
         /* the peer says HELLO, re-registers, and sends this again */
         log_warn("peer-unknown", "peer=%016llx seq=%llu (refused until it says HELLO again)",
                  (unsigned long long)origin, (unsigned long long)seq);
@@ -263,26 +283,38 @@ void node_settle(node *n, bool publish)
         peers_publish(n->env.peers);
 }
 
-/* Drops peers that have been silent longer than the broker timeout. */
+/* Drops peers that have been silent longer than the broker timeout: at most
+ * an eighth of the table (EXPIRE_MIN at least) per sweep, so that a turn
+ * stays short and a full table still drains within a few turns. */
 static void sweep_peers(node *n)
 {
-    peer *expired[EXPIRE_MAX];
-    int count = peers_expired(n->env.peers, expired, EXPIRE_MAX);
+    size_t max = peers_count(n->env.peers) / 8;
+    if (max < EXPIRE_MIN)
+        max = EXPIRE_MIN;
+    peer **expired = xmalloc(max * sizeof(*expired));
+    size_t count = peers_expired(n->env.peers, expired, max);
     int64_t now = now_ms();
-    for (int i = 0; i < count; i++)
+    for (size_t i = 0; i < count; i++)
         drop_peer(n, expired[i], "peer-expired", now - expired[i]->last_seen_ms);
+    xfree(expired);
+    n->sweep_again = count == max; /* more may wait: the next turn looks again */
 }
 
 /* One executor turn's own work: the modules' timers, what they cause, and
- * every 500 ms the expiry of silent peers. */
+ * every 500 ms (or at once after a sweep that stopped at its bound) the
+ * expiry of silent peers. A module's timers may stop at a budget of their
+ * own with work left (listen.c's pattern matching): a turn whose timers ran
+ * for BUSY_TURN_MS or more marks the node busy, and the executor then comes
+ * back after a millisecond instead of at its 100 ms poll. */
 static void turn(node *n)
 {
     int64_t now = now_ms();
     for (int m = 0; m < ROWS; m++)
         if (table[m]->timers != NULL)
             table[m]->timers(n->state[m], now);
+    n->busy = now_ms() - now >= BUSY_TURN_MS;
     peers_publish(n->env.peers);
-    if (now - n->last_sweep_ms >= 500) {
+    if (n->sweep_again || now - n->last_sweep_ms >= 500) {
         n->last_sweep_ms = now;
         sweep_peers(n);
     }
@@ -296,7 +328,8 @@ static void *executor(void *arg)
         nng_socket_get_int(n->rep, NNG_OPT_RECVFD, &rfd);
     struct pollfd fds[2] = {{.fd = persist_fd(n->env.persist), .events = POLLIN}, {.fd = rfd, .events = POLLIN}};
     while (!atomic_load(&n->stop)) {
-        poll(fds, n->sockets ? 2 : 1, 100);
+        /* busy: another turn soon, the lock released meanwhile (standalone's broker takes it) */
+        poll(fds, n->sockets ? 2 : 1, n->busy || n->sweep_again ? 1 : 100);
         node_lock(n);
         node_settle(n, false);
         nng_msg *msg;

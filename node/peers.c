@@ -1,6 +1,8 @@
 /* peers.c - the brokers and backends a node serves: the peer table (a peer
  * joins with HELLO, is forgotten on BYE, when silent for longer than
- * cluster.brokerTimeout, or when it cannot be kept), and its deliveries: what
+ * cluster.brokerTimeout, or when it cannot be kept; it holds at most
+ * cluster.maxPeers: a new peer beyond them is refused, counted and logged,
+ * peer-refused, at most once a second), and its deliveries: what
  * the operations of one request cause for a peer is gathered, then published
  * as one numbered batch per peer, on the PUB socket or, for the in-process
  * broker (standalone), into a bounded outbox it takes them from.
@@ -39,6 +41,9 @@ struct peers {
     void *wake_ctx;
     bool local_busy;           /* the local peer is in a request: it takes its deliveries itself */
     uint64_t outbox_dropped;
+    uint64_t refused;        /* HELLOs refused: the table was full */
+    uint64_t refused_logged; /* refused at the last peer-refused line */
+    int64_t refused_log_ms;
     /* test.faultDropBroadcasts: every Nth delivery batch made only of broadcasts
      * is numbered but not sent, as nng pub/sub does when a queue is full */
     unsigned fault_every, fault_count;
@@ -100,6 +105,28 @@ peer *peers_find(const peers *ps, uint64_t id)
     return dict_get(ps->by_id, &id, sizeof(id));
 }
 
+size_t peers_count(const peers *ps)
+{
+    return dict_size(ps->by_id);
+}
+
+bool peers_admit(peers *ps, uint64_t id)
+{
+    if (id == ps->local_id || peers_count(ps) < (size_t)ps->cfg->max_peers || peers_find(ps, id) != NULL)
+        return true;
+    ps->refused++;
+    int64_t now = now_ms();
+    if (ps->refused_logged == 0 || now - ps->refused_log_ms >= 1000) {
+        log_warn("peer-refused", "peer=%016llx peers=%zu max=%lld refused=%llu refused_total=%llu (the peer "
+                 "table is full, cluster.maxPeers: new peers are refused until silent ones expire)",
+                 (unsigned long long)id, peers_count(ps), (long long)ps->cfg->max_peers,
+                 (unsigned long long)(ps->refused - ps->refused_logged), (unsigned long long)ps->refused);
+        ps->refused_logged = ps->refused;
+        ps->refused_log_ms = now;
+    }
+    return false;
+}
+
 peer *peers_join(peers *ps, uint64_t id)
 {
     peer *p = peers_find(ps, id);
@@ -129,7 +156,7 @@ struct expiry {
     const peers *ps;
     int64_t now;
     peer **out;
-    int n, max;
+    size_t n, max;
 };
 
 static int find_expired(const void *k, size_t l, void *v, void *arg)
@@ -141,7 +168,7 @@ static int find_expired(const void *k, size_t l, void *v, void *arg)
     return x->n == x->max;
 }
 
-int peers_expired(peers *ps, peer **out, int max)
+size_t peers_expired(peers *ps, peer **out, size_t max)
 {
     struct expiry x = {ps, now_ms(), out, 0, max};
     dict_foreach(ps->by_id, find_expired, &x);

@@ -384,17 +384,21 @@ static void do_write(record_table *t, peer *from, record *r, const op *o)
         new_len = o->data.len;
         new_data = xstrndup(o->data.ptr, new_len);
     } else {
-        if (!erase && json_check(o->data.ptr, o->data.len) == JSON_KIND_INVALID) {
-            write_error(t, from, o, ACT(INVALID_MESSAGE_DATA), "value is not valid JSON");
+        if (memchr(o->path.ptr, '\0', o->path.len) != NULL) { /* would cut the path short */
+            write_error(t, from, o, ACT(INVALID_MESSAGE_DATA), "path contains NUL");
             return;
         }
         char path[OP_NAME_MAX + 1];
         memcpy(path, o->path.ptr, o->path.len);
         path[o->path.len] = '\0';
+        /* The patch checks the value and refuses a result over record.maxSize
+         * before building it: its cost is bounded by the limit, not the path. */
         const char *why;
-        if (jsonpath_apply(doc, doc_len, path, erase ? NULL : o->data.ptr, erase ? 0 : o->data.len,
-                           &new_data, &new_len, &why) != 0) {
-            write_error(t, from, o, ACT(INVALID_MESSAGE_DATA), why);
+        int rc = jsonpath_apply_max(doc, doc_len, path, erase ? NULL : o->data.ptr,
+                                    erase ? 0 : o->data.len, t->max_size, &new_data, &new_len, &why);
+        if (rc != 0) {
+            write_error(t, from, o,
+                        rc == JSONPATH_TOO_LARGE ? ACT(RECORD_UPDATE_ERROR) : ACT(INVALID_MESSAGE_DATA), why);
             return;
         }
     }

@@ -288,13 +288,64 @@ static void test_listen_options(void **state)
     config_free(&c);
 }
 
+/* The bounds of issue 13: listen.maxPatternsPerConnection, cluster.maxPeers. */
+static void test_hostile_bounds(void **state)
+{
+    (void)state;
+    eddy_config c = defaults();
+    assert_int_equal(c.listen_max_patterns, 100);
+    assert_int_equal(c.max_peers, 1024);
+    assert_int_equal(config_set_flag(&c, "--listen-max-patterns", "3", err, sizeof(err)), 0);
+    assert_int_equal(c.listen_max_patterns, 3);
+    assert_int_equal(config_set_flag(&c, "--max-peers", "16", err, sizeof(err)), 0);
+    assert_int_equal(c.max_peers, 16);
+    flag_refused(&c, "--listen-max-patterns", "0", "listen.maxPatternsPerConnection");
+    flag_refused(&c, "--listen-max-patterns", "1000001", "listen.maxPatternsPerConnection");
+    flag_refused(&c, "--max-peers", "0", "cluster.maxPeers");
+    flag_refused(&c, "--max-peers", "many", "cluster.maxPeers");
+    config_free(&c);
+
+    config_defaults(&c);
+    const char *p = write_yaml("listen:\n  maxPatternsPerConnection: 7\ncluster:\n  maxPeers: 64\n");
+    assert_int_equal(config_load_file(&c, p, err, sizeof(err)), 0);
+    unlink(p);
+    assert_int_equal(c.listen_max_patterns, 7);
+    assert_int_equal(c.max_peers, 64);
+    config_free(&c);
+    expect_yaml_error("cluster:\n  maxPeers: -1\n", "cluster.maxPeers");
+
+    config_defaults(&c);
+    setenv("EDDY_LISTEN_MAX_PATTERNS_PER_CONNECTION", "9", 1);
+    setenv("EDDY_CLUSTER_MAX_PEERS", "32", 1);
+    assert_int_equal(config_load_env(&c, err, sizeof(err)), 0);
+    assert_int_equal(c.listen_max_patterns, 9);
+    assert_int_equal(c.max_peers, 32);
+    unsetenv("EDDY_LISTEN_MAX_PATTERNS_PER_CONNECTION");
+    unsetenv("EDDY_CLUSTER_MAX_PEERS");
+    config_free(&c);
+
+    /* a YAML alias bomb as --config is refused, naming the file (test_yaml has the loader's side) */
+    config_defaults(&c);
+    p = write_yaml("a: &a [x, x, x, x, x, x, x, x, x]\n"
+                   "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                   "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+                   "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+                   "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+                   "f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n");
+    assert_int_equal(config_load_file(&c, p, err, sizeof(err)), -1);
+    if (strstr(err, p) == NULL || strstr(err, "alias") == NULL)
+        fail_msg("error '%s' does not name the file and the aliases", err);
+    unlink(p);
+    config_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults), cmocka_unit_test(test_flags),
         cmocka_unit_test(test_yaml),     cmocka_unit_test(test_yaml_errors),
         cmocka_unit_test(test_env),      cmocka_unit_test(test_shard_map),
-        cmocka_unit_test(test_listen_options),
+        cmocka_unit_test(test_listen_options), cmocka_unit_test(test_hostile_bounds),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
