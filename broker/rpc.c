@@ -98,7 +98,8 @@ static void handle_unprovide(rpc *r, session *s, const RpcMessage *m)
 
 static void forward(rpc *r, session *s, const RpcMessage *m, uint32_t kind)
 {
-    if (!valid_name(m->name) || m->correlationid == NULL || strlen(m->correlationid) > OP_NAME_MAX) {
+    if (!valid_name(m->name) || m->correlationid == NULL || m->correlationid[0] == '\0' ||
+        strlen(m->correlationid) > OP_NAME_MAX) {
         rpc_error(s, RACT(INVALID_MESSAGE_DATA), m->name, m->correlationid, m->action, true);
         return;
     }

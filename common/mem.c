@@ -56,7 +56,8 @@ void *xrealloc(void *ptr, size_t size)
 char *xstrndup(const char *s, size_t len)
 {
     char *p = xmalloc(len + 1);
-    memcpy(p, s, len);
+    if (len > 0) /* s may be NULL when len is 0 */
+        memcpy(p, s, len);
     p[len] = '\0';
     return p;
 }

@@ -6,11 +6,12 @@
 // operation is answered and delivered, the hostile client gets the protocol's
 // error for its own write and the ack for its subscription, and the server's
 // round trip stays short. Also the write with isWriteAck and no correlationId
-// that crashed the sanitizer build, and a username over the limit.
+// that crashed the sanitizer build, an RPC request with an empty correlationId
+// (undefined behaviour found by fuzz_frame), and a username over the limit.
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { sleep, until, MODE } from './lib/server.mjs'
-import { connect, Raw, TOPIC, CONN, EVENT, RECORD, AUTH } from './lib/client.mjs'
+import { connect, Raw, TOPIC, CONN, EVENT, RECORD, AUTH, RPC } from './lib/client.mjs'
 import { serverPerSuite } from './lib/suite.mjs'
 
 // Round trip of one event between two honest clients, in ms.
@@ -82,6 +83,17 @@ describe(`hostile operations in a batch (${MODE})`, () => {
     const r = a.record.getRecord('ub/1')
     await r.whenReady()
     assert.equal(r.version, 1)
+    raw.close()
+  })
+
+  test('an RPC request with an empty correlationId gets INVALID_MESSAGE_DATA; the server carries on', { timeout: 30000 }, async () => {
+    const raw = await (await Raw.open(server.url)).login()
+    raw.send(TOPIC.RPC, { action: RPC.REQUEST, name: 'nobody/provides', correlationId: '', data: '1' })
+    const no = await raw.next(m => m.topic === TOPIC.RPC)
+    assert.equal(no.action, RPC.INVALID_MESSAGE_DATA)
+    const a = await connect(server.url)
+    const b = await connect(server.url)
+    assert.ok(await roundTrip(a, b, 'hostile/rt/3') < 100)
     raw.close()
   })
 

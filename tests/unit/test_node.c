@@ -469,7 +469,7 @@ static void test_path_patches(void **state)
     send1(A, write_op("rec/p", RACT(PATCH), 4, "a.d", "{nope", "p5"));
     assert_int_equal(next_to(A, OP_RECORD_RESULT).action, RACT(INVALID_MESSAGE_DATA));
     /* a patch that would grow the record past record.maxSize */
-    send1(A, write_op("rec/p", RACT(PATCH), 4, "big[9999999]", "1", "p7"));
+    send1(A, write_op("rec/p", RACT(PATCH), 4, "big[100000][100000][100000]", "1", "p7"));
     assert_int_equal(next_to(A, OP_RECORD_RESULT).action, RACT(RECORD_UPDATE_ERROR));
     assert_int_equal(read_back(A, "rec/p").version, 3);
 }

@@ -15,6 +15,7 @@ export const CONN = strip(pb.CONNECTION_ACTION, 'CONNECTION_')
 export const AUTH = strip(pb.AUTH_ACTION, 'AUTH_')
 export const EVENT = strip(pb.EVENT_ACTION, 'EVENT_')
 export const RECORD = strip(pb.RECORD_ACTION, 'RECORD_')
+export const RPC = strip(pb.RPC_ACTION, 'RPC_')
 
 // Clients opened by a test; closeAll() in teardown.
 const open = new Set()

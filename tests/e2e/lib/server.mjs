@@ -15,7 +15,7 @@ import assert from 'node:assert/strict'
 export const BIN = resolve(process.env.EDDY_BIN || 'build/eddy')
 export const MODE = process.env.EDDY_MODE || 'standalone'
 const START_TIMEOUT = 20000
-const SANITIZER = /ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|SUMMARY: UndefinedBehaviorSanitizer/
+const SANITIZER = /ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|SUMMARY: UndefinedBehaviorSanitizer|WARNING: ThreadSanitizer/
 
 // Every process a test file started; killed if the runner ends the file early
 // (a timeout), so no server outlives its test.
