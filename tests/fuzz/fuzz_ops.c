@@ -3,13 +3,14 @@
  * backends, and a broker from nodes. Not for what the operations mean.
  *
  * The input is read twice: as a batch (op_batch_open, then op_decode for each
- * operation it announces, as node.c and links.c read them) and as bare
- * operations back to back. Every operation that decodes must survive a round
- * trip: op_encode, then op_decode of that encoding gives the same fields,
- * consumes it exactly, and encodes to the same bytes again. A batch rebuilt
- * from what decoded (op_batch_header + the encodings) must decode to as many
- * operations through op_batch_each, which must also agree with the manual
- * walk about whether the input batch is well formed. */
+ * operation it announces, as node.c and links.c read them: an operation that
+ * is refused alone is stepped over, a broken frame ends the walk) and as
+ * framed operations back to back. Every operation that decodes must survive a
+ * round trip: framed by op_batch_add, op_decode gives the same fields,
+ * consumes the frame exactly, and encodes to the same bytes again. A batch
+ * rebuilt from what decoded (op_batch_header + the encodings) must decode to
+ * as many operations through op_batch_each, which must also agree with the
+ * manual walk about which operations decode and whether all of them did. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,24 +67,28 @@ static void same_op(const op *a, const op *b)
 /* Round trip of one decoded operation; appends its encoding to batch. */
 static void round_trip(const op *o, op_batch *batch)
 {
-    msgpack_sbuffer first, second;
-    msgpack_sbuffer_init(&first);
-    msgpack_sbuffer_init(&second);
-    op_encode(&first, o);
+    op_batch framed;
+    op_batch_init(&framed);
+    op_batch_add(&framed, o);
     mp_reader r;
     op again;
-    mp_reader_init(&r, first.data, first.size);
+    mp_reader_init(&r, framed.buf.data, framed.buf.size);
     if (op_decode(&r, &again) != 0)
         fail("an operation that decoded does not decode once re-encoded");
     if (mp_remaining(&r) != 0)
         fail("re-decoding left bytes of the encoding unread");
     same_op(o, &again);
+    msgpack_sbuffer first, second;
+    msgpack_sbuffer_init(&first);
+    msgpack_sbuffer_init(&second);
+    op_encode(&first, o);
     op_encode(&second, &again);
     if (second.size != first.size || memcmp(first.data, second.data, first.size) != 0)
         fail("encoding the re-decoded operation gives other bytes");
     op_batch_add_encoded(batch, first.data, first.size);
     msgpack_sbuffer_destroy(&first);
     msgpack_sbuffer_destroy(&second);
+    op_batch_destroy(&framed);
 }
 
 static int count_op(void *arg, const op *o)
@@ -106,17 +111,23 @@ static void as_batch(const uint8_t *data, size_t size)
     }
     op_batch batch;
     op_batch_init(&batch);
-    uint32_t decoded = 0;
     int rc = 0;
-    for (; decoded < count; decoded++) {
+    for (uint32_t i = 0; i < count; i++) {
         op o;
-        if (op_decode(&r, &o) != 0) {
+        int d = op_decode(&r, &o);
+        if (d == -1) { /* a broken frame: nothing after it can be found */
             rc = -1;
             break;
         }
+        if (d != 0) { /* refused alone: the walk goes on at the next frame */
+            if (d != OP_DECODE_SKIPPED)
+                fail("op_decode returned neither 0, OP_DECODE_SKIPPED nor -1");
+            rc = -1;
+            continue;
+        }
         round_trip(&o, &batch);
     }
-    if (rc != each_rc || (rc == 0 && each != count))
+    if (rc != each_rc || each != batch.count)
         fail("op_batch_each and the operation-by-operation walk disagree");
     /* the operations that decoded, as one batch again */
     uint8_t hdr[OP_BATCH_HEADER_MAX];
@@ -144,8 +155,10 @@ static void as_operations(const uint8_t *data, size_t size)
     op_batch batch;
     op_batch_init(&batch);
     op o;
-    while (mp_remaining(&r) > 0 && op_decode(&r, &o) == 0)
-        round_trip(&o, &batch);
+    int d;
+    while (mp_remaining(&r) > 0 && (d = op_decode(&r, &o)) != -1)
+        if (d == 0)
+            round_trip(&o, &batch);
     op_batch_destroy(&batch);
 }
 
