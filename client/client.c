@@ -18,6 +18,7 @@
 #include "util.h"
 
 #define DEFAULT_TIMEOUT_MS 5000
+#define STATS_TIMEOUT_MS 1000 /* eddy_cluster_status: per node, for its counters */
 
 const char *eddy_strerror(eddy_status s)
 {
@@ -574,6 +575,8 @@ eddy_status eddy_cluster_status(eddy *e, char **out)
         return EDDY_ERR_INVALID;
     json_t *nodes = json_array();
     uint64_t lost = 0;
+    char *urls[CLUSTER_MAX_NODES];
+    int count = 0;
     pthread_mutex_lock(&e->lock);
     for (int i = 0; i < e->nlinks; i++) {
         const cluster_node *n = &e->cluster.nodes[i];
@@ -583,9 +586,18 @@ eddy_status eddy_cluster_status(eddy *e, char **out)
                                                nodelink_connected(e->links[i].link), "delivering",
                                                nodelink_delivering(e->links[i].link), "refused",
                                                e->links[i].refused));
+        urls[count++] = xstrdup(n->request);
         lost += e->links[i].stream.lost;
     }
     pthread_mutex_unlock(&e->lock);
+    /* each node's own counters, asked outside the lock (null: it did not answer) */
+    for (int i = 0; i < count; i++) {
+        char *stats = clustermap_node_stats(urls[i], STATS_TIMEOUT_MS);
+        json_t *parsed = stats ? json_loads(stats, 0, NULL) : NULL;
+        json_object_set_new(json_array_get(nodes, (size_t)i), "stats", parsed ? parsed : json_null());
+        xfree(stats);
+        xfree(urls[i]);
+    }
     json_t *root = json_pack("{s:I, s:o, s:I, s:I}", "epoch", (json_int_t)e->map.epoch, "nodes", nodes,
                              "lostDeliveries", (json_int_t)lost, "droppedCallbacks",
                              (json_int_t)atomic_load(&e->dropped_callbacks));

@@ -83,7 +83,9 @@ EDDY_API void eddy_free(void *p);
 
 /* The cluster as this client sees it, as JSON text (the caller's; eddy_free):
  * {"epoch":N,"nodes":[{"id","request","delivery","shards","connected":bool,
- *  "delivering":bool}],"lostDeliveries":N} */
+ *  "delivering":bool,"refused":bool,"stats":{"peers","maxPeers","peersRefused",
+ *  "malformedBatches"} or null when the node did not answer within 1 s}],
+ *  "lostDeliveries":N,"droppedCallbacks":N}. Blocks up to 1 s per node. */
 EDDY_API eddy_status eddy_cluster_status(eddy *e, char **json);
 
 /* ---- events ---- */

@@ -172,26 +172,33 @@ out:
     return rc;
 }
 
-/* op_batch_each: keeps the first MAP's JSON in *arg (a char **). */
-static int take_map(void *arg, const op *o)
+/* What ask() wants from a reply: the data of the first operation of a kind. */
+typedef struct answer_want {
+    uint32_t kind;
+    char *data; /* owned */
+} answer_want;
+
+/* op_batch_each: keeps the first wanted answer's data in arg (an answer_want). */
+static int take_answer(void *arg, const op *o)
 {
-    if (o->kind != OP_MAP || !o->has_data)
+    answer_want *w = arg;
+    if (o->kind != w->kind || !o->has_data)
         return 0;
-    *(char **)arg = xstrndup(o->data.ptr, o->data.len);
+    w->data = xstrndup(o->data.ptr, o->data.len);
     return 1;
 }
 
-/* One MAP_QUERY round trip on sock. Returns the JSON (owned) or NULL. */
-static char *ask(nng_socket sock)
+/* One round trip on sock of a question a node answers without a HELLO
+ * (MAP_QUERY, NODE_STATS). Returns the answer's data (owned) or NULL. */
+static char *ask(nng_socket sock, uint32_t question, uint32_t answer)
 {
     op_batch b;
     op_batch_init(&b);
-    op q = {.kind = OP_MAP_QUERY};
+    op q = {.kind = question};
     op_batch_add(&b, &q);
     uint8_t hdr[OP_BATCH_HEADER_MAX];
     size_t h = op_batch_header(hdr, random_id(), 0, b.count);
     nng_msg *msg, *reply = NULL;
-    char *json = NULL;
     if (nng_msg_alloc(&msg, h + b.buf.size) == 0) {
         memcpy(nng_msg_body(msg), hdr, h);
         memcpy((uint8_t *)nng_msg_body(msg) + h, b.buf.data, b.buf.size);
@@ -203,9 +210,10 @@ static char *ask(nng_socket sock)
     op_batch_destroy(&b);
     if (reply == NULL)
         return NULL;
-    (void)op_batch_each(nng_msg_body(reply), nng_msg_len(reply), take_map, &json);
+    answer_want want = {.kind = answer};
+    (void)op_batch_each(nng_msg_body(reply), nng_msg_len(reply), take_answer, &want);
     nng_msg_free(reply);
-    return json;
+    return want.data;
 }
 
 char *clustermap_fetch(const char *request_url, volatile sig_atomic_t *stop, int64_t deadline)
@@ -232,7 +240,7 @@ char *clustermap_fetch(const char *request_url, volatile sig_atomic_t *stop, int
     char *json = NULL;
     bool said = false;
     while (json == NULL && (stop == NULL || !*stop) && (deadline == 0 || now_ms() < deadline)) {
-        json = ask(sock);
+        json = ask(sock, OP_MAP_QUERY, OP_MAP);
         if (json == NULL && (deadline == 0 || now_ms() + 200 < deadline)) {
             if (!said)
                 log_warn("waiting-for-seed", "seed=%s (asking again)", request_url);
@@ -241,5 +249,20 @@ char *clustermap_fetch(const char *request_url, volatile sig_atomic_t *stop, int
         }
     }
     nng_close_bounded(sock, "seed", 2000);
+    return json;
+}
+
+char *clustermap_node_stats(const char *request_url, int timeout_ms)
+{
+    nng_socket sock;
+    if (nng_req0_open(&sock) != 0)
+        return NULL;
+    nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, timeout_ms);
+    nng_socket_set_ms(sock, NNG_OPT_SENDTIMEO, timeout_ms);
+    nng_socket_set_size(sock, NNG_OPT_RECVMAXSZ, MAP_MAX_BYTES);
+    char *json = NULL;
+    if (nng_dial(sock, request_url, NULL, NNG_FLAG_NONBLOCK) == 0)
+        json = ask(sock, OP_NODE_STATS, OP_NODE_STATS);
+    nng_close_bounded(sock, "node-stats", 2000);
     return json;
 }

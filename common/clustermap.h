@@ -60,5 +60,9 @@ int clustermap_parse(clustermap *m, const char *json, size_t len, char *err, siz
  * may be NULL) or the deadline (now_ms clock; 0 = none) passes. Returns the
  * JSON text (owned by the caller, xfree) or NULL. */
 char *clustermap_fetch(const char *request_url, volatile sig_atomic_t *stop, int64_t deadline);
+/* One NODE_STATS round trip to the node at request_url (its counters as a JSON
+ * object, proto/operations.md), waiting at most timeout_ms. Returns the JSON
+ * (owned by the caller, xfree) or NULL when the node did not answer. */
+char *clustermap_node_stats(const char *request_url, int timeout_ms);
 
 #endif

@@ -302,6 +302,7 @@ const char *op_kind_name(uint32_t kind)
         [OP_MAP_QUERY] = "MAP_QUERY",
         [OP_MAP] = "MAP",
         [OP_BYE] = "BYE",
+        [OP_NODE_STATS] = "NODE_STATS",
     };
     return kind < OP_KIND_MAX && names[kind] != NULL ? names[kind] : "UNKNOWN";
 }

@@ -60,6 +60,7 @@ enum op_kind {
     OP_MAP_QUERY = 35,       /* anyone -> any node: the cluster map, no HELLO needed */
     OP_MAP = 36,             /* node -> asker (in the reply): <epoch>, <data> = the map as JSON */
     OP_BYE = 37,             /* peer -> node: a clean shutdown; forget everything of mine now */
+    OP_NODE_STATS = 38,      /* anyone -> any node, no HELLO needed; answered in kind, <data> = its counters (JSON) */
     OP_KIND_MAX
 };
 

@@ -49,6 +49,7 @@ void peers_set_socket(peers *ps, nng_socket pub);
 void peers_set_tap(peers *ps, void (*tap)(void *ctx, nng_msg *msg), void *ctx);
 peer *peers_find(const peers *ps, uint64_t id);
 size_t peers_count(const peers *ps);
+uint64_t peers_refused(const peers *ps); /* HELLOs peers_admit refused since start */
 /* True when id may join: it is known, the local peer, or the table is under
  * cluster.maxPeers; otherwise counts the refusal and logs it (peer-refused,
  * at most once a second, with the total). */

@@ -3,7 +3,7 @@
  * The executor receives one batch at a time on the REP socket, applies every
  * operation in order, publishes the deliveries gathered for each peer as one
  * batch per peer (peers.c), then replies. An operation about peers themselves
- * (HELLO, BYE, HEARTBEAT, MAP_QUERY) is answered here; any other goes to the
+ * (HELLO, BYE, HEARTBEAT, MAP_QUERY, NODE_STATS) is answered here; any other goes to the
  * owner module whose row lists its kind, once the row's route says the shard
  * is this node's (else the requester gets WRONG_SHARD). Peers that stop
  * sending (no batch, no heartbeat) for cluster.brokerTimeout are dropped with
@@ -113,6 +113,24 @@ static bool routed_here(node *n, node_req *req, const op *o, uint8_t how)
     }
 }
 
+static void answer_map(node *n, op_batch *reply)
+{
+    op m = {.kind = OP_MAP, .epoch = n->map.epoch, .has_data = true,
+            .data = {n->map_json, (uint32_t)strlen(n->map_json)}};
+    op_batch_add(reply, &m);
+}
+
+/* NODE_STATS: the counters an operator watches (eddy ctl status). */
+static void answer_stats(node *n, op_batch *reply)
+{
+    char json[256];
+    int len = snprintf(json, sizeof(json), "{\"peers\":%zu,\"maxPeers\":%lld,\"peersRefused\":%llu,"
+                       "\"malformedBatches\":%llu}", peers_count(n->env.peers), (long long)n->cfg->max_peers,
+                       (unsigned long long)peers_refused(n->env.peers), (unsigned long long)n->malformed);
+    op m = {.kind = OP_NODE_STATS, .has_data = true, .data = {json, (uint32_t)len}};
+    op_batch_add(reply, &m);
+}
+
 /* HELLO: a peer (re)introduces itself; refused when it runs another shard map. */
 static void hello(node *n, node_req *req, const op *o)
 {
@@ -136,6 +154,12 @@ static void apply(node *n, node_req *req, const op *o)
     switch (o->kind) {
     case OP_HELLO:
         hello(n, req, o);
+        return;
+    case OP_MAP_QUERY: /* from a peer too, though it has no need to be one */
+        answer_map(n, req->reply);
+        return;
+    case OP_NODE_STATS:
+        answer_stats(n, req->reply);
         return;
     case OP_BYE:
         req->from->leaving = true; /* dropped after this batch (handle_batch) */
@@ -178,13 +202,6 @@ static void drop_peer(node *n, peer *p, const char *event, int64_t silent_ms)
     peers_forget(n->env.peers, p);
 }
 
-static void answer_map(node *n, op_batch *reply)
-{
-    op m = {.kind = OP_MAP, .epoch = n->map.epoch, .has_data = true,
-            .data = {n->map_json, (uint32_t)strlen(n->map_json)}};
-    op_batch_add(reply, &m);
-}
-
 /* How many operations of the batch to apply: none when the sender must say
  * HELLO first (a peer this node dropped, or never saw: it restarted) or only
  * asks for the map (it does not become a peer). */
@@ -197,6 +214,10 @@ static uint32_t admitted(node *n, const mp_reader *r, uint64_t origin, uint64_t 
     uint32_t kind = op_decode(&first, &o0) == 0 ? o0.kind : 0;
     if (kind == OP_MAP_QUERY) {
         answer_map(n, &n->reply);
+        return 0;
+    }
+    if (kind == OP_NODE_STATS) {
+        answer_stats(n, &n->reply);
         return 0;
     }
     if (kind == 0) { /* not even its first operation decodes: no peer for that */

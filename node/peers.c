@@ -110,6 +110,11 @@ size_t peers_count(const peers *ps)
     return dict_size(ps->by_id);
 }
 
+uint64_t peers_refused(const peers *ps)
+{
+    return ps->refused;
+}
+
 bool peers_admit(peers *ps, uint64_t id)
 {
     if (id == ps->local_id || peers_count(ps) < (size_t)ps->cfg->max_peers || peers_find(ps, id) != NULL)

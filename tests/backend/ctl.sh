@@ -31,6 +31,13 @@ wait_for() {
 
 key="ctl/$$"
 expect 0 '*' -- ctl status
+# every node answers with its counters (the peer table and its bound)
+status=$(ctl status)
+if [[ $status != *'"stats":{"peers":'*'"maxPeers":1024,"peersRefused":0,'* || $status == *'"stats":null'* ]]; then
+  echo "not ok: ctl status has no counters from every node: $status"; failures=$((failures + 1))
+else
+  echo "ok: ctl status shows each node's counters"
+fi
 expect 2 '*' -- ctl
 expect 2 '*' -- ctl frobnicate x
 expect 2 '*' -- ctl set "$key" '{not json'

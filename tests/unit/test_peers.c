@@ -20,6 +20,7 @@
 #include <nng/protocol/pubsub0/sub.h>
 #include <nng/protocol/reqrep0/req.h>
 
+#include "clustermap.h"
 #include "config.h"
 #include "mem.h"
 #include "node.h"
@@ -236,6 +237,13 @@ static void test_flood_is_refused(void **state)
     delivered_hello(&r);
     /* a map query from anyone is still answered (it does not make a peer) */
     assert_int_equal(send_op(&r, 99999, OP_MAP_QUERY, &error), OP_MAP);
+    /* and so are the node's counters (eddy ctl status): the table, its bound, the refusals */
+    char *stats = clustermap_node_stats(node_request_url(r.n), 5000);
+    assert_non_null(stats);
+    char want[128];
+    snprintf(want, sizeof(want), "{\"peers\":%d,\"maxPeers\":%d,\"peersRefused\":%d,", MAX_PEERS, MAX_PEERS, FLOOD);
+    assert_true(strncmp(stats, want, strlen(want)) == 0);
+    xfree(stats);
     /* an operation from an unknown peer other than HELLO: UNKNOWN_PEER, as before */
     assert_int_equal(send_op(&r, 99999, OP_HEARTBEAT, &error), OP_ERROR);
     assert_int_equal(error, OP_ERR_UNKNOWN_PEER);
