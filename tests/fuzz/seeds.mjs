@@ -140,6 +140,26 @@ put('fuzz_frame', 'repro-rpc-empty-correlation-id', input(F.LOGIN, [
 put('fuzz_frame', 'repro-hex-frame', input(F.LOGIN, [
   step(S.RAW | S.TURN, Buffer.from('1d10051a19081012027b7d320475622f31580168ffffffffffffffffff01', 'hex'))
 ]))
+// Reproducer (#13 finding 2): a backtracking listen pattern over subscribed
+// names that almost match it (PCRE2's default limits let it run for seconds).
+put('fuzz_frame', 'repro-listen-backtracking', input(F.LOGIN, [
+  step(0, envelope(4, { action: E.EVENT_SUBSCRIBE, names: ['a'.repeat(40) + '!', 'a'.repeat(30) + '!'], correlationId: '1' })),
+  step(S.TURN, envelope(4, { action: E.EVENT_LISTEN, name: '^(a+)+$', correlationId: '2' }))
+]))
+// Reproducer (#13 finding 3): one small CREATEANDPATCH whose path builds
+// arrays far larger than record.maxSize.
+put('fuzz_frame', 'repro-path-amplification', input(F.LOGIN, [
+  step(S.TURN, envelope(5, { action: R.RECORD_CREATEANDPATCH, name: 'rec/bomb', path: 'a' + '[100000]'.repeat(255),
+    data: '1', version: -1 }))
+]))
+// Reproducer (#13 finding 4): a number JSON.stringify writes (2**64), then a
+// path patch of the same record, which the old path engine could not parse.
+put('fuzz_frame', 'repro-big-integer-then-patch', input(F.LOGIN, [
+  step(S.TURN, envelope(5, { action: R.RECORD_CREATEANDUPDATE, name: 'rec/big', data: '{"id":18446744073709551616}',
+    version: -1, isWriteAck: true, correlationId: '1' })),
+  step(S.TURN, envelope(5, { action: R.RECORD_PATCH, name: 'rec/big', path: 'name', data: '"x"', version: 2,
+    isWriteAck: true, correlationId: '2' }))
+]))
 // Fragments, a text frame, an unknown topic, the unauthenticated-client timer.
 put('fuzz_frame', 'fragments-and-timers', input(F.SECOND | F.TIMERS, [
   step(S.FRAGMENTS | S.TURN, envelope(2, { action: pb.CONNECTION_ACTION.CONNECTION_CHALLENGE, url: 'ws://x/deepstream' })),
