@@ -29,6 +29,7 @@ typedef struct cfg_entry {
 } cfg_entry;
 
 static const char *const auth_choices[] = {"none", "file", NULL};
+static const char *const permission_choices[] = {"none", "config", NULL};
 static const char *const sync_choices[] = {"always", "batch", "never", NULL};
 static const char *const balance_choices[] = {"roundrobin", "leastinflight", NULL};
 static const char *const bool_choices[] = {"false", "true", NULL};
@@ -59,6 +60,16 @@ static const cfg_entry table[] = {
     {"auth.unauthenticatedClientTimeout", "--unauthenticated-timeout", T_INT, 100, 86400000,
      "180000", F(unauthenticated_timeout_ms), NULL,
      "ms a connection may stay without a successful login"},
+    {"permission.type", "--permission", T_ENUM, 0, 0, "none", F(permission_type), permission_choices,
+     "none: every operation is allowed; config: deepstream's Valve rules from permission.options.permissions"},
+    {"permission.options.permissions", "--permissions", T_STR, 0, 0, "", F(permissions_file), NULL,
+     "permissions YAML file (deepstream's permissions.yml format) for permission.type config"},
+    {"permission.options.maxRuleIterations", "--max-rule-iterations", T_INT, 1, 100, "3",
+     F(max_rule_iterations), NULL,
+     "records one rule check may read through cross-references (_('name')); one more denies"},
+    {"permission.options.cacheEvacuationInterval", "--permission-cache-evacuation-interval", T_INT, 0,
+     86400000, "60000", F(permission_cache_evacuation_ms), NULL,
+     "ms (deepstream's rule cache; accepted for its config files: eddy compiles rules once at load)"},
     {"data", "--data", T_STR, 1, 0, "./data", F(data_dir), NULL, "node data folder (RocksDB)"},
     {"storage.sync", "--sync", T_ENUM, 0, 0, "batch", F(sync_mode), sync_choices,
      "always: fsync every write; batch: one fsync per group of writes; never: WAL without fsync"},
@@ -318,6 +329,11 @@ int config_validate(const eddy_config *cfg, const char *role, char *err, size_t 
     bool edge = strcmp(role, "node") != 0;
     if (edge && cfg->auth_type == AUTH_FILE && cfg->users_file[0] == '\0') {
         snprintf(err, err_len, "config error: auth.users (--users): required when auth.type is file");
+        return -1;
+    }
+    if (cfg->permission_type == PERMISSION_CONFIG && cfg->permissions_file[0] == '\0') {
+        snprintf(err, err_len, "config error: permission.options.permissions (--permissions): required when "
+                 "permission.type is config");
         return -1;
     }
     if (edge && cfg->url_path[0] != '/') {

@@ -11,6 +11,7 @@
 #include "clustermap.h"
 
 enum auth_type { AUTH_NONE = 0, AUTH_FILE = 1 };
+enum permission_type { PERMISSION_NONE = 0, PERMISSION_CONFIG = 1 };
 
 typedef struct eddy_config {
     /* websocket edge (broker, standalone) */
@@ -24,6 +25,11 @@ typedef struct eddy_config {
     char *users_file;
     int64_t max_auth_attempts;
     int64_t unauthenticated_timeout_ms;
+    /* permissions (broker, node, standalone) */
+    int64_t permission_type; /* enum permission_type */
+    char *permissions_file;  /* permission.options.permissions */
+    int64_t max_rule_iterations;
+    int64_t permission_cache_evacuation_ms;
     /* node */
     char *data_dir;
     int64_t sync_mode;     /* enum sync_mode (node/persist.h) */
