@@ -83,6 +83,9 @@ PREFIX     ?= /usr/local
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
+# A recipe that fails leaves no half-written target behind (a failed link would look up to date).
+.DELETE_ON_ERROR:
+
 .PHONY: install backend-test build-check all run test asan tsan fuzz fuzz-build fuzz-short unit e2e e2e-standalone e2e-cluster e2e-haproxy cluster-test deps npm-deps clean help bench FORCE
 
 all: $(BUILD)/eddy $(BUILD)/libeddy.a $(BUILD)/libeddy.so $(BUILD)/eddy.pc $(EXAMPLES) $(BUILD)/eddy-bench

@@ -109,6 +109,14 @@ void ack_wait(acks *a, ack *k, int li, uint64_t seq)
     vec_push(&la->waiting, ((waiter){seq, k}));
 }
 
+void ack_discard(acks *a, ack *k)
+{
+    (void)a;
+    if (--k->holds > 0) /* it waits on batches already: it goes out when they are answered */
+        return;
+    ack_free(k);
+}
+
 void ack_release(acks *a, ack *k)
 {
     if (--k->holds > 0)

@@ -36,6 +36,10 @@ struct broker {
     auth *auth;
     queue *inbound;
     uint64_t inbound_dropped;
+    permit *permit;
+    volatile sig_atomic_t *reload; /* broker_watch_reload; NULL: none */
+    void (*reload_also)(void *ctx);
+    void *reload_ctx;
 };
 
 /* Wakes the service loop; safe from any thread (not from a signal handler:
@@ -97,6 +101,7 @@ static void write_metrics(void *ctx, FILE *f)
             (unsigned long long)b->inbound_dropped);
     topics_metrics(b->topics, f);
     links_metrics(b->links, f);
+    permit_metrics(b->permit, f);
 }
 
 static void drain_inbound(broker *b)
@@ -164,6 +169,29 @@ static int http(void *ctx, struct lws *wsi, const char *uri)
     return http_serve(wsi, uri, write_metrics, ctx);
 }
 
+void broker_watch_reload(broker *b, volatile sig_atomic_t *flag, void (*also)(void *ctx), void *ctx)
+{
+    b->reload = flag;
+    b->reload_also = also;
+    b->reload_ctx = ctx;
+}
+
+/* Every 200 ms: a reload asked for by SIGHUP. */
+static void tick(void *ctx)
+{
+    broker *b = ctx;
+    if (b->reload == NULL || !*b->reload)
+        return;
+    *b->reload = 0;
+    char err[512];
+    if (permit_reload(b->permit, err, sizeof(err)) == 0)
+        log_info("permissions-reloaded", "file=%s", b->cfg->permissions_file);
+    else
+        log_error("permissions-reload-failed", "%s (the rules in force stay)", err);
+    if (b->reload_also != NULL)
+        b->reload_also(b->reload_ctx);
+}
+
 static void woken(void *ctx)
 {
     broker *b = ctx;
@@ -176,7 +204,7 @@ broker *broker_create(const eddy_config *cfg, const local_node *local, bool *con
     broker *b = xcalloc(1, sizeof(*b));
     b->cfg = cfg;
     loop_hooks serving = {.started = started, .stopping = stopping, .stopped = stopped, .opened = opened,
-                             .received = received, .closed = closed, .http = http, .woken = woken, .ctx = b};
+                             .received = received, .closed = closed, .http = http, .woken = woken, .tick = tick, .ctx = b};
     b->loop = loop_new(cfg, &serving);
     b->inbound = queue_new(INBOUND_QUEUE_LEN);
     b->sessions = sessions_new(cfg);
@@ -184,10 +212,16 @@ broker *broker_create(const eddy_config *cfg, const local_node *local, bool *con
     b->auth = auth_create(cfg, b->sessions, post, login, b, config_error);
     if (b->auth == NULL)
         goto fail;
+    char err[512];
+    if ((b->permit = permit_new(cfg, err, sizeof(err))) == NULL) {
+        log_error("config-error", "%s", err);
+        *config_error = true;
+        goto fail;
+    }
     uint64_t id = random_id();
     link_hooks hooks = {.post = post, .wake = wake, .deliver = deliver, .fail = fail, .resync = resync,
                         .recover = recover, .ctx = b};
-    b->edge = (edge){.cfg = cfg, .broker_id = id, .sessions = b->sessions, .acks = b->acks};
+    b->edge = (edge){.cfg = cfg, .broker_id = id, .sessions = b->sessions, .acks = b->acks, .permit = b->permit};
     b->topics = topics_create(&b->edge); /* before the links: a local node answers their HELLO at once */
     b->links = links_create(cfg, id, local, b->acks, &hooks);
     if (b->links == NULL)
@@ -245,5 +279,6 @@ void broker_destroy(broker *b)
     topics_destroy(b->topics);
     acks_free(b->acks);
     sessions_free(b->sessions);
+    permit_free(b->permit);
     xfree(b);
 }

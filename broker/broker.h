@@ -31,6 +31,11 @@ broker *broker_create(const eddy_config *cfg, const local_node *local, bool *con
 /* Waits until every node link delivers, starts listening, and serves until
  * *stop becomes non-zero. Returns 0, or -1 when it could not start. */
 int broker_run(broker *b, volatile sig_atomic_t *stop);
+/* While serving, a non-zero *flag (set by a SIGHUP handler) is noticed
+ * within 200 ms on the service thread: the flag is cleared, the permission
+ * rules are compiled again (a file that fails leaves the old ones, logged),
+ * then also(ctx) runs (may be NULL: standalone reloads its node there). */
+void broker_watch_reload(broker *b, volatile sig_atomic_t *flag, void (*also)(void *ctx), void *ctx);
 /* Closes every connection, quiesces the links, frees b. NULL is fine. */
 void broker_destroy(broker *b);
 

@@ -64,12 +64,18 @@ static void events_destroy(void *self)
     xfree(ev);
 }
 
-static void subscribe_one(events *ev, session *s, const char *name, ack *k, const char *cid)
+/* Returns false when the name was denied (its MESSAGE_DENIED is sent). */
+static bool subscribe_one(events *ev, session *s, const char *name, ack *k, const char *cid)
 {
+    enum permit_answer a = permit_check(ev->e->permit, s, PERM_EVENT, PERM_SUBSCRIBE, name, NULL);
+    if (a != PERMIT_ALLOW) {
+        event_error(s, permit_refusal(TOPIC__TOPIC_EVENT, a), name, cid, EACT(SUBSCRIBE));
+        return false;
+    }
     strview n = sv_of(name);
     if (subs_holds(ev->subs, n, s, 0)) {
         event_error(s, EACT(MULTIPLE_SUBSCRIPTIONS), name, NULL, EACT(SUBSCRIBE));
-        return;
+        return true;
     }
     interest *in = subs_data(ev->subs, n);
     if (in == NULL) { /* the first local subscriber: tell the owner */
@@ -78,7 +84,7 @@ static void subscribe_one(events *ev, session *s, const char *name, ack *k, cons
         int li = links_submit(ev->e->links, &o, &seq);
         if (li < 0) {
             event_error(s, EACT(MESSAGE_DENIED), name, cid, EACT(SUBSCRIBE));
-            return;
+            return true;
         }
         subs_add(ev->subs, n, s, 0);
         in = subs_data(ev->subs, n);
@@ -86,20 +92,29 @@ static void subscribe_one(events *ev, session *s, const char *name, ack *k, cons
     } else
         subs_add(ev->subs, n, s, 0);
     ack_wait(ev->e->acks, k, in->link, in->seq);
+    return true;
 }
 
+/* As deepstream: a name permissions deny gets MESSAGE_DENIED and is left out;
+ * when every name was denied there is no acknowledgement. */
 static void handle_subscribe(events *ev, session *s, const EventMessage *m)
 {
     ack *k = ack_new(ev->e->acks, s, TOPIC__TOPIC_EVENT, EACT(SUBSCRIBE), m->correlationid);
+    size_t denied = 0, asked = m->n_names;
     for (size_t i = 0; i < m->n_names; i++) {
         if (valid_name(m->names[i]))
-            subscribe_one(ev, s, m->names[i], k, m->correlationid);
+            denied += !subscribe_one(ev, s, m->names[i], k, m->correlationid);
         else
             event_error(s, EACT(INVALID_MESSAGE_DATA), m->names[i], m->correlationid, EACT(SUBSCRIBE));
     }
-    if (m->n_names == 0 && valid_name(m->name))
-        subscribe_one(ev, s, m->name, k, m->correlationid);
-    ack_release(ev->e->acks, k);
+    if (m->n_names == 0 && valid_name(m->name)) {
+        asked = 1;
+        denied += !subscribe_one(ev, s, m->name, k, m->correlationid);
+    }
+    if (asked > 0 && denied == asked)
+        ack_discard(ev->e->acks, k);
+    else
+        ack_release(ev->e->acks, k);
 }
 
 static void handle_unsubscribe(events *ev, session *s, const EventMessage *m)
@@ -116,6 +131,11 @@ static void handle_emit(events *ev, session *s, const EventMessage *m)
 {
     if (!valid_name(m->name)) {
         event_error(s, EACT(INVALID_MESSAGE_DATA), m->name, NULL, EACT(EMIT));
+        return;
+    }
+    enum permit_answer a = permit_check(ev->e->permit, s, PERM_EVENT, PERM_PUBLISH, m->name, m->data);
+    if (a != PERMIT_ALLOW) {
+        event_error(s, permit_refusal(TOPIC__TOPIC_EVENT, a), m->name, NULL, EACT(EMIT));
         return;
     }
     op o = {.kind = OP_EVENT_EMIT, .name = sv_of(m->name), .session = s->id, .has_data = m->data != NULL,

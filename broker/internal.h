@@ -7,6 +7,7 @@
  *   http.c       GET /health-check and /metrics
  *   dispatch.c   one client frame: handshake, ping, auth, then the topic table
  *   auth.c       logins (none, file with Argon2id on a worker thread)
+ *   permit.c     permissions: the check of one client operation at the door
  *   topics.c     the topic table: every topic module's row, and the fan-outs
  *                that walk it (client messages, deliveries, fails, resyncs)
  *   events.c records.c rpc.c presence.c   one topic module each
@@ -152,6 +153,9 @@ ack *ack_new(acks *a, session *s, int topic, int action, const char *correlation
 void ack_wait(acks *a, ack *k, int li, uint64_t seq);
 /* Drops the caller's hold: k is sent once nothing else holds it. */
 void ack_release(acks *a, ack *k);
+/* Drops the caller's hold of a k that waits on nothing, which is never sent
+ * (a bulk message whose every name was denied gets no acknowledgement). */
+void ack_discard(acks *a, ack *k);
 /* Link li's node answered batch seq (and every one before it). */
 void acks_batch_answered(acks *a, int li, uint64_t seq);
 /* o was queued for link li: remembers it when its requester waits for an answer. */
@@ -256,12 +260,15 @@ void local_link_close(local_link *l);
 /* ---------------- the topic table: topics.c ---------------- */
 
 /* What every topic module is given (borrowed; outlives the modules). */
+typedef struct permit permit;
+
 typedef struct edge {
     const eddy_config *cfg;
     uint64_t broker_id;
     sessions *sessions;
     link_set *links;
     acks *acks;
+    permit *permit;
 } edge;
 
 /* One topic: a row of the table, a module of its own. Hooks get the state
@@ -330,6 +337,7 @@ typedef struct loop_hooks {
     void (*closed)(void *ctx, session *s);
     int (*http)(void *ctx, struct lws *wsi, const char *uri);
     void (*woken)(void *ctx);      /* loop_wake was called (or the loop starts) */
+    void (*tick)(void *ctx);       /* every 200 ms while serving (may be NULL) */
     void *ctx;
 } loop_hooks;
 
@@ -345,6 +353,41 @@ void loop_wake(loop *l);
 void loop_close(loop *l);
 /* loop_close, then frees l: once no other thread can call loop_wake. NULL is fine. */
 void loop_free(loop *l);
+
+/* ---------------- permit.c ---------------- */
+
+#include "permissions.h"
+
+#define AUTH_OPEN_USER "open" /* auth none's user without a username: user.isAuthenticated false */
+
+enum permit_answer {
+    PERMIT_ALLOW,  /* go on */
+    PERMIT_DENY,    /* answer MESSAGE_DENIED; nothing changes */
+    PERMIT_ERROR,   /* the rule failed: answer MESSAGE_PERMISSION_ERROR; nothing changes */
+    PERMIT_AT_NODE  /* a record rule that reads the record (or another one): the owning node decides */
+};
+
+/* The permissions of cfg (borrowed): none, or permission.options.permissions
+ * compiled. Returns NULL with one line in err when the file does not compile.
+ * Owned by the caller (permit_free). */
+permit *permit_new(const eddy_config *cfg, char *err, size_t err_len);
+void permit_free(permit *p); /* NULL is fine */
+/* Compiles the file again and swaps it in; on failure (-1, err) the old rules stay. */
+int permit_reload(permit *p, char *err, size_t err_len);
+/* False with permission.type none (nothing is checked). */
+bool permit_active(const permit *p);
+/* The user s is logged in as, for a check (pointers into s). */
+void permit_user(const session *s, perm_user *u);
+/* Checks one operation of s on name (data: the message's JSON text, may be NULL). */
+enum permit_answer permit_check(permit *p, const session *s, enum perm_section section, enum perm_action action,
+                                const char *name, const char *data);
+void permit_metrics(const permit *p, FILE *f);
+/* The action that answers a refusal (PERMIT_DENY or PERMIT_ERROR) on topic:
+ * MESSAGE_DENIED or MESSAGE_PERMISSION_ERROR. */
+int permit_refusal(int topic, enum permit_answer a);
+/* Marks o for the owner's check (PERMIT_AT_NODE): OP_FLAG_CHECK and s's user
+ * in o->user and o->meta (pointers into s). */
+void permit_to_owner(const session *s, op *o);
 
 /* ---------------- dispatch.c, auth.c, http.c ---------------- */
 

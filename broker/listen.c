@@ -63,6 +63,13 @@ static void on_listen(listen_set *l, session *s, const char *pat)
         reply_send(s, l->topic, &(client_reply){.action = l->invalid, .name = pat, .is_error = true});
         return;
     }
+    enum perm_section section = l->topic == TOPIC__TOPIC_RECORD ? PERM_RECORD : PERM_EVENT;
+    enum permit_answer a = permit_check(l->e->permit, s, section, PERM_LISTEN, pat, NULL);
+    if (a != PERMIT_ALLOW) { /* (a record rule reading the record has none here: denied) */
+        reply_send(s, l->topic, &(client_reply){.action = permit_refusal(l->topic, a == PERMIT_ERROR ? a : PERMIT_DENY),
+                                                .name = pat, .orig = l->listen, .is_error = true});
+        return;
+    }
     if (!subs_holds(l->patterns, sv_of(pat), s, 0) &&
         subs_held(l->patterns, s) >= (size_t)l->e->cfg->listen_max_patterns) {
         if (l->over_cap++ % 1000 == 0) /* the first, then every 1000th */

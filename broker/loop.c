@@ -72,12 +72,15 @@ static void stop_uv_loop(loop *l)
     lws_context_destroy(l->ctx);
 }
 
-/* Lets the loop notice a stop request within 200 ms. Signal handlers only set
+/* Lets the loop notice a stop request within 200 ms, and runs the tick hook
+ * (a reload request is noticed there). Signal handlers only set
  * the flag. poll(): lws_service returns after every timer callback and
  * loop_run sees the flag; libuv: this callback stops the loop. */
 static void tick(lws_sorted_usec_list_t *sul)
 {
     loop *l = lws_container_of(sul, loop, tick_timer);
+    if (!*l->stop && l->hooks.tick != NULL)
+        l->hooks.tick(l->hooks.ctx);
     if (!*l->stop)
         lws_sul_schedule(l->ctx, 0, &l->tick_timer, tick, 200 * 1000);
     else if (l->uv)

@@ -133,8 +133,21 @@ static void presence_session_closed(void *self, session *s)
 
 static const strview all_key = {"", 0};
 
+/* presence `allow` for user (NULL: everyone, deepstream's name-less check);
+ * a denial is answered (MESSAGE_DENIED) and false returned. */
+static bool allowed(presence *p, session *s, const char *user, const char *cid, int orig)
+{
+    enum permit_answer a = permit_check(p->e->permit, s, PERM_PRESENCE, PERM_ALLOW, user, NULL);
+    if (a == PERMIT_ALLOW)
+        return true;
+    presence_error(s, permit_refusal(TOPIC__TOPIC_PRESENCE, a), user, cid, orig, true);
+    return false;
+}
+
 static void subscribe_all(presence *p, session *s)
 {
+    if (!allowed(p, s, NULL, NULL, PACT(SUBSCRIBE_ALL)))
+        return;
     if (subs_holds(p->everyone, all_key, s, 0)) {
         presence_error(s, PACT(MULTIPLE_SUBSCRIPTIONS), EVERYONE, NULL, PACT(SUBSCRIBE_ALL), false);
         ack_now(s, PACT(SUBSCRIBE_ALL), NULL);
@@ -150,10 +163,15 @@ static void subscribe_all(presence *p, session *s)
 static void subscribe(presence *p, session *s, const PresenceMessage *m)
 {
     ack *k = ack_new(p->e->acks, s, TOPIC__TOPIC_PRESENCE, PACT(SUBSCRIBE), m->correlationid);
+    size_t denied = 0;
     for (size_t i = 0; i < m->n_names; i++) {
         strview user = sv_of(m->names[i]);
         if (user.len == 0 || user.len > OP_NAME_MAX) {
             presence_error(s, PACT(INVALID_PRESENCE_USERS), m->names[i], m->correlationid, PACT(SUBSCRIBE), true);
+            continue;
+        }
+        if (!allowed(p, s, m->names[i], m->correlationid, PACT(SUBSCRIBE))) {
+            denied++;
             continue;
         }
         if (subs_holds(p->watchers, user, s, 0)) {
@@ -164,13 +182,28 @@ static void subscribe(presence *p, session *s, const PresenceMessage *m)
             tell_nodes(p, OP_PRESENCE_INTEREST, user, 0, 0, k);
         subs_add(p->watchers, user, s, 0);
     }
-    ack_release(p->e->acks, k);
+    if (m->n_names > 0 && denied == m->n_names) /* as deepstream: every name denied, no acknowledgement */
+        ack_discard(p->e->acks, k);
+    else
+        ack_release(p->e->acks, k);
 }
 
 static void on_state(presence *p, const op *o);
 
 static void query_start(presence *p, session *s, const PresenceMessage *m, bool all)
 {
+    if (all && !allowed(p, s, NULL, NULL, PACT(QUERY_ALL)))
+        return;
+    size_t denied = 0;
+    for (size_t i = 0; !all && i < m->n_names; i++)
+        if (sv_of(m->names[i]).len > 0 && sv_of(m->names[i]).len <= OP_NAME_MAX &&
+            permit_check(p->e->permit, s, PERM_PRESENCE, PERM_ALLOW, m->names[i], NULL) != PERMIT_ALLOW)
+            denied++;
+    if (denied > 0 && denied == m->n_names) { /* as deepstream: no answer beyond the denials */
+        for (size_t i = 0; i < m->n_names; i++)
+            presence_error(s, PACT(MESSAGE_DENIED), m->names[i], m->correlationid, PACT(QUERY), true);
+        return;
+    }
     uint64_t id = ++p->next_query;
     query *q = xcalloc(1, sizeof(*q));
     q->session_id = s->id;
@@ -187,6 +220,8 @@ static void query_start(presence *p, session *s, const PresenceMessage *m, bool 
     for (size_t i = 0; i < m->n_names; i++) {
         strview user = sv_of(m->names[i]);
         if (user.len == 0 || user.len > OP_NAME_MAX)
+            continue;
+        if (denied > 0 && !allowed(p, s, m->names[i], m->correlationid, PACT(QUERY)))
             continue;
         json_object_set_new(q->result, m->names[i], json_false());
         q->remaining++;

@@ -127,6 +127,28 @@ static bulk *bulk_new(records *r, session *s, int action, const char *cid, size_
     return k;
 }
 
+/* The permissions of one subscribe for name: false when the broker denies it
+ * (MESSAGE_DENIED sent); otherwise o carries what the owner checks. */
+static bool subscribe_permitted(records *r, session *s, int mode, const char *name, const char *cid, op *o)
+{
+    permit *p = r->e->permit;
+    if (!permit_active(p))
+        return true;
+    enum permit_answer read = permit_check(p, s, PERM_RECORD, PERM_READ, name, NULL);
+    if (read == PERMIT_DENY || read == PERMIT_ERROR) {
+        reply_error(s, permit_refusal(TOPIC__TOPIC_RECORD, read), name, cid, mode, false);
+        return false;
+    }
+    if (read == PERMIT_AT_NODE)
+        permit_to_owner(s, o);
+    /* creating a missing record needs `create` too (the owner knows whether it is missing) */
+    if (mode == ACT(SUBSCRIBECREATEANDREAD) && permit_check(p, s, PERM_RECORD, PERM_CREATE, name, NULL) != PERMIT_ALLOW)
+        o->flags |= OP_FLAG_NO_CREATE;
+    if (o->flags != 0) /* the owner may refuse: its answer names the correlation id */
+        o->ref = sv_of(cid);
+    return true;
+}
+
 static void handle_subscribe(records *r, session *s, const RecordMessage *m)
 {
     int mode = m->action;
@@ -135,6 +157,7 @@ static void handle_subscribe(records *r, session *s, const RecordMessage *m)
     size_t n = m->n_names ? m->n_names : (m->name ? 1 : 0);
     uint64_t bulk_id = 0;
     bulk *k = NULL;
+    size_t denied = 0;
     if (mode == ACT(SUBSCRIBEANDHEAD))
         k = bulk_new(r, s, mode, m->correlationid, n, &bulk_id);
     else
@@ -145,9 +168,13 @@ static void handle_subscribe(records *r, session *s, const RecordMessage *m)
             continue;
         }
         strview name = sv_of(names[i]);
-        subs_pin(r->subs, name); /* until the state comes back */
         op o = {.kind = OP_RECORD_SUBSCRIBE, .name = name, .session = s->id, .corr = bulk_id,
                 .action = (uint32_t)mode};
+        if (!subscribe_permitted(r, s, mode, names[i], m->correlationid, &o)) {
+            denied++;
+            continue;
+        }
+        subs_pin(r->subs, name); /* until the state comes back */
         if (links_submit(r->e->links, &o, NULL) < 0) {
             reply_error(s, ACT(MESSAGE_DENIED), names[i], m->correlationid, mode, false);
             subs_unpin(r->subs, name, true); /* the node never heard of it */
@@ -157,7 +184,8 @@ static void handle_subscribe(records *r, session *s, const RecordMessage *m)
             k->remaining++;
     }
     if (k != NULL && k->remaining == 0) { /* nothing valid: answer the ack alone */
-        reply_ack(s, mode, k->correlation_id, NULL, 0);
+        if (denied < n) /* as deepstream: every name denied, no answer */
+            reply_ack(s, mode, k->correlation_id, NULL, 0);
         dict_del(r->bulks, &bulk_id, sizeof(bulk_id));
         free_bulk(k);
     }
@@ -172,14 +200,32 @@ static void handle_unsubscribe(records *r, session *s, const RecordMessage *m)
     reply_ack(s, ACT(UNSUBSCRIBE), m->correlationid, NULL, 0);
 }
 
-/* Sends one operation about m->name for s; answers MESSAGE_DENIED when refused. */
-static void submit(records *r, session *s, const RecordMessage *m, op *o)
+/* The permission for action on m->name: false when the broker denies it
+ * (MESSAGE_DENIED sent); otherwise o carries what the owner checks. */
+static bool permitted(records *r, session *s, const RecordMessage *m, enum perm_action action, op *o)
+{
+    enum permit_answer a = permit_check(r->e->permit, s, PERM_RECORD, action, m->name, m->data);
+    if (a == PERMIT_DENY || a == PERMIT_ERROR) {
+        reply_error(s, permit_refusal(TOPIC__TOPIC_RECORD, a), m->name, m->correlationid, m->action,
+                    m->has_iswriteack && m->iswriteack);
+        return false;
+    }
+    if (a == PERMIT_AT_NODE)
+        permit_to_owner(s, o);
+    return true;
+}
+
+/* Sends one operation about m->name for s after its permission (action);
+ * answers MESSAGE_DENIED when refused. */
+static void submit(records *r, session *s, const RecordMessage *m, enum perm_action action, op *o)
 {
     bool write_ack = m->has_iswriteack && m->iswriteack;
     if (!valid_name(m->name)) {
         reply_error(s, ACT(INVALID_MESSAGE_DATA), m->name, m->correlationid, m->action, write_ack);
         return;
     }
+    if (!permitted(r, s, m, action, o))
+        return;
     o->name = sv_of(m->name);
     o->session = s->id;
     if (links_submit(r->e->links, o, NULL) < 0)
@@ -202,14 +248,28 @@ static void handle_write(records *r, session *s, const RecordMessage *m)
     }
     if (write_ack)
         o.ref = sv_of(m->correlationid);
-    submit(r, s, m, &o);
+    /* as deepstream: CREATEANDUPDATE/CREATEANDPATCH need `create` and `write`, an ERASE `delete` */
+    bool creates = m->action == ACT(CREATEANDUPDATE) || m->action == ACT(CREATEANDPATCH);
+    if (creates && valid_name(m->name) && !permitted(r, s, m, PERM_CREATE, &o))
+        return;
+    submit(r, s, m, m->action == ACT(ERASE) ? PERM_DELETE : PERM_WRITE, &o);
 }
 
 static void handle_notify(records *r, session *s, const RecordMessage *m)
 {
     uint64_t id;
     bulk *k = bulk_new(r, s, ACT(NOTIFY), m->correlationid, m->n_names, &id);
+    size_t denied = 0;
     for (size_t i = 0; i < m->n_names; i++) {
+        enum permit_answer a = valid_name(m->names[i])
+                                   ? permit_check(r->e->permit, s, PERM_RECORD, PERM_NOTIFY, m->names[i], NULL)
+                                   : PERMIT_ALLOW;
+        if (a != PERMIT_ALLOW) { /* (notify reads no record: AT_NODE only for a cross-reference, denied) */
+            reply_error(s, permit_refusal(TOPIC__TOPIC_RECORD, a == PERMIT_ERROR ? a : PERMIT_DENY), m->names[i],
+                        m->correlationid, ACT(NOTIFY), false);
+            denied++;
+            continue;
+        }
         k->names[k->count++] = xstrdup(m->names[i]);
         if (!valid_name(m->names[i]))
             continue;
@@ -218,7 +278,8 @@ static void handle_notify(records *r, session *s, const RecordMessage *m)
             k->remaining++;
     }
     if (k->remaining == 0) {
-        reply_ack(s, ACT(NOTIFY), k->correlation_id, k->names, k->count);
+        if (denied == 0 || denied < m->n_names) /* as deepstream: every name denied, no ack */
+            reply_ack(s, ACT(NOTIFY), k->correlation_id, k->names, k->count);
         dict_del(r->bulks, &id, sizeof(id));
         free_bulk(k);
     }
@@ -240,7 +301,7 @@ static void records_handle(void *self, session *s, const ProtobufCMessage *base,
     case ACT(READ):
     case ACT(HEAD): {
         op o = {.kind = OP_RECORD_READ, .action = (uint32_t)action};
-        submit(r, s, m, &o);
+        submit(r, s, m, PERM_READ, &o);
         break;
     }
     case ACT(UPDATE):
@@ -252,7 +313,7 @@ static void records_handle(void *self, session *s, const ProtobufCMessage *base,
         break;
     case ACT(DELETE): {
         op o = {.kind = OP_RECORD_DELETE};
-        submit(r, s, m, &o);
+        submit(r, s, m, PERM_DELETE, &o);
         break;
     }
     case ACT(NOTIFY):
@@ -307,13 +368,14 @@ static void finish_head_bulk(records *r, bulk *k)
     xfree(ptrs);
 }
 
-/* One more answer for bulk id; completes it when it was the last. */
+/* One more answer for bulk id (name NULL: denied, left out); completes it
+ * when it was the last. */
 static void bulk_step(records *r, uint64_t id, const char *name, int64_t version)
 {
     bulk *k = dict_get(r->bulks, &id, sizeof(id));
     if (k == NULL)
         return;
-    if (k->action == ACT(SUBSCRIBEANDHEAD)) {
+    if (k->action == ACT(SUBSCRIBEANDHEAD) && name != NULL) {
         k->names[k->count] = xstrdup(name);
         k->versions[k->count] = version;
         k->count++;
@@ -373,6 +435,18 @@ static void on_state(records *r, const op *o, const char *name, const char *data
     session *s = sessions_get(r->e->sessions, o->session);
     int orig = (int)o->orig;
     bool subscribe = is_subscribe(orig);
+    if (o->flags & OP_FLAG_ERROR) { /* the owner refused it (permissions): no subscription */
+        if (subscribe)
+            subs_unpin(r->subs, o->name, false);
+        if (s != NULL) {
+            char *cid = o->ref.len ? xstrndup(o->ref.ptr, o->ref.len) : NULL;
+            reply_error(s, (int)o->action, name, cid, orig, false);
+            xfree(cid);
+        }
+        if (orig == ACT(SUBSCRIBEANDHEAD))
+            bulk_step(r, o->corr, NULL, -1);
+        return;
+    }
     if (subscribe) {
         rtopic *t = subs_data(r->subs, o->name);
         if (t == NULL) /* not pinned (a duplicate answer): as if it were */

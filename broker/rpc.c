@@ -44,21 +44,28 @@ static void rpc_destroy(void *self)
     xfree(r);
 }
 
-static void provide_one(rpc *r, session *s, const char *name, ack *k, const char *cid)
+/* Returns false when the name was denied (its MESSAGE_DENIED is sent). */
+static bool provide_one(rpc *r, session *s, const char *name, ack *k, const char *cid)
 {
     if (subs_holds(r->provided, sv_of(name), s, 0)) {
         rpc_error(s, RACT(MULTIPLE_PROVIDERS), name, NULL, RACT(PROVIDE), false);
-        return;
+        return true;
+    }
+    enum permit_answer a = permit_check(r->e->permit, s, PERM_RPC, PERM_PROVIDE, name, NULL);
+    if (a != PERMIT_ALLOW) {
+        rpc_error(s, permit_refusal(TOPIC__TOPIC_RPC, a), name, cid, RACT(PROVIDE), true);
+        return false;
     }
     op o = {.kind = OP_RPC_PROVIDE, .name = sv_of(name), .session = s->id};
     uint64_t seq;
     int li = links_submit(r->e->links, &o, &seq);
     if (li < 0) {
         rpc_error(s, RACT(MESSAGE_DENIED), name, cid, RACT(PROVIDE), true);
-        return;
+        return true;
     }
     subs_add(r->provided, sv_of(name), s, 0);
     ack_wait(r->e->acks, k, li, seq); /* acknowledged once the owner has registered it */
+    return true;
 }
 
 static void unprovide_one(rpc *r, session *s, strview name)
@@ -71,15 +78,21 @@ static void unprovide_one(rpc *r, session *s, strview name)
 static void handle_provide(rpc *r, session *s, const RpcMessage *m)
 {
     ack *k = ack_new(r->e->acks, s, TOPIC__TOPIC_RPC, RACT(PROVIDE), m->correlationid);
+    size_t denied = 0, asked = m->n_names;
     for (size_t i = 0; i < m->n_names; i++) {
         if (valid_name(m->names[i]))
-            provide_one(r, s, m->names[i], k, m->correlationid);
+            denied += !provide_one(r, s, m->names[i], k, m->correlationid);
         else
             rpc_error(s, RACT(INVALID_MESSAGE_DATA), m->names[i], m->correlationid, RACT(PROVIDE), true);
     }
-    if (m->n_names == 0 && valid_name(m->name))
-        provide_one(r, s, m->name, k, m->correlationid);
-    ack_release(r->e->acks, k);
+    if (m->n_names == 0 && valid_name(m->name)) {
+        asked = 1;
+        denied += !provide_one(r, s, m->name, k, m->correlationid);
+    }
+    if (asked > 0 && denied == asked) /* as deepstream: every name denied, no acknowledgement */
+        ack_discard(r->e->acks, k);
+    else
+        ack_release(r->e->acks, k);
 }
 
 static void handle_unprovide(rpc *r, session *s, const RpcMessage *m)
@@ -101,6 +114,12 @@ static void forward(rpc *r, session *s, const RpcMessage *m, uint32_t kind)
     if (!valid_name(m->name) || m->correlationid == NULL || m->correlationid[0] == '\0' ||
         strlen(m->correlationid) > OP_NAME_MAX) {
         rpc_error(s, RACT(INVALID_MESSAGE_DATA), m->name, m->correlationid, m->action, true);
+        return;
+    }
+    enum permit_answer a = kind == OP_RPC_REQUEST ? permit_check(r->e->permit, s, PERM_RPC, PERM_REQUEST, m->name, m->data)
+                                                  : PERMIT_ALLOW;
+    if (a != PERMIT_ALLOW) {
+        rpc_error(s, permit_refusal(TOPIC__TOPIC_RPC, a), m->name, m->correlationid, m->action, true);
         return;
     }
     const eddy_config *cfg = r->e->cfg;

@@ -20,14 +20,18 @@
 #include "log.h"
 #include "mem.h"
 #include "node.h"
+#include "permissions.h"
 #include "shardmap.h"
 
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t reload_requested; /* SIGHUP: the permission rules again */
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    stop_requested = 1;
+    if (sig == SIGHUP)
+        reload_requested = 1;
+    else
+        stop_requested = 1;
 }
 
 static void usage(FILE *out)
@@ -103,6 +107,12 @@ static int load_config(eddy_config *cfg, const char *role, int argc, char **argv
     }
     if (config_validate(cfg, role, err, sizeof(err)) != 0)
         goto bad;
+    if (cfg->permission_type == PERMISSION_CONFIG) { /* a rule that does not compile stops start-up */
+        permissions *rules = permissions_load(cfg->permissions_file, (int)cfg->max_rule_iterations, err, sizeof(err));
+        if (rules == NULL)
+            goto bad;
+        permissions_free(rules);
+    }
     log_threshold = (enum log_level)cfg->log_level;
     return 0;
 bad:
@@ -173,6 +183,12 @@ static void local_detach(void *n)
     node_detach_local(n);
 }
 
+/* Standalone: the broker's reload (SIGHUP) reloads its node too. */
+static void reload_node(void *n)
+{
+    node_reload(n);
+}
+
 static int run_broker(eddy_config *cfg, node *local)
 {
     if (cfg->cluster.count == 0 && cfg->seed[0] != '\0') {
@@ -186,6 +202,7 @@ static int run_broker(eddy_config *cfg, node *local)
     broker *b = broker_create(cfg, local != NULL ? &ln : NULL, &config_error);
     if (b == NULL)
         return config_error ? 2 : 1;
+    broker_watch_reload(b, &reload_requested, local != NULL ? reload_node : NULL, local);
     int rc = broker_run(b, &stop_requested) == 0 ? 0 : 1;
     broker_destroy(b);
     return rc;
@@ -258,8 +275,13 @@ static int run_role(const char *role, eddy_config *cfg)
         clustermap_add(&cfg->cluster, cfg->node_id, "in-process", "in-process", NULL, err, sizeof(err));
         rc = run_broker(cfg, n);
     } else {
-        while (!stop_requested)
+        while (!stop_requested) {
             usleep(100 * 1000);
+            if (reload_requested) {
+                reload_requested = 0;
+                node_reload(n);
+            }
+        }
     }
     node_stop(n);
     return rc;
@@ -286,6 +308,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (argc >= 2 && strcmp(argv[1], "ctl") == 0)
         return cmd_ctl(argc, argv, &stop_requested);
+    sigaction(SIGHUP, &sa, NULL); /* servers: reload the permission rules */
     const char *role = "standalone";
     int first = 1;
     if (argc >= 2 && argv[1][0] != '-') {

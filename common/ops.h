@@ -92,8 +92,8 @@ typedef struct op {
     strview path;     /* record path; empty = none */
     strview ref;      /* the client's correlation id, echoed verbatim */
     uint32_t orig;    /* RESULT/STATE: the client action this answers */
-    strview user;     /* RPC: requestorName */
-    strview meta;     /* RPC: requestorData (JSON text) */
+    strview user;     /* RPC: requestorName; OP_FLAG_CHECK: the requester's user id */
+    strview meta;     /* RPC: requestorData (JSON text); OP_FLAG_CHECK: the requester's serverData */
 } op;
 
 #define OP_FLAG_WRITE_ACK 1u /* the writer asked for an acknowledgement */
@@ -101,6 +101,11 @@ typedef struct op {
 #define OP_FLAG_ALL 4u       /* presence: about every user (sent to every node) */
 #define OP_FLAG_ONLINE 8u    /* presence state: the user is online */
 #define OP_FLAG_PROVIDER 16u /* record state: a listener provides the record */
+/* Permissions the owner applies (the rule reads the record): user and meta
+ * carry the requester's user id and serverData for the rule. */
+#define OP_FLAG_CHECK 32u
+#define OP_FLAG_AUTHENTICATED 64u /* with OP_FLAG_CHECK: user.isAuthenticated */
+#define OP_FLAG_NO_CREATE 128u    /* SUBSCRIBECREATEANDREAD: creating is denied; a missing record is refused */
 
 /* A batch under construction (its operations, each framed). Owns its buffer. */
 typedef struct op_batch {

@@ -1,4 +1,4 @@
-/* util.h - small helpers shared by every role: monotonic time, random ids,
+/* util.h - small helpers shared by every role: monotonic and wall time, random ids,
  * nng address formatting and a close that cannot hang shutdown. */
 #ifndef EDDY_UTIL_H
 #define EDDY_UTIL_H
@@ -11,6 +11,8 @@
 
 /* Milliseconds on the monotonic clock. */
 int64_t now_ms(void);
+/* Milliseconds since the Unix epoch (the wall clock: a rule's `now`). */
+int64_t wall_ms(void);
 /* True when deadline is at or before now; otherwise *next becomes the
  * earlier of itself and deadline (the next time to look). */
 static inline bool deadline_passed(int64_t deadline, int64_t now, int64_t *next)

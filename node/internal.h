@@ -7,6 +7,7 @@
  *                the row's shard check
  *   events.c records.c rpc.c presence.c   one owner module each
  *   listen.c     listening, for the events and records modules
+ *   guard.c      permissions the owner applies (rules that read the record)
  *   peers.c      the brokers and backends a node serves, and their deliveries
  *   storage.c persist.c   RocksDB and the storage thread
  *
@@ -22,6 +23,7 @@
 #include "config.h"
 #include "node.h"
 #include "ops.h"
+#include "permissions.h"
 #include "persist.h"
 #include "subs.h"
 
@@ -97,6 +99,7 @@ typedef struct node_env {
     persist *persist;
     struct listen_table *listen;  /* set by listen.c: events and records report to it */
     struct record_table *records; /* set by records.c: node.c hands it storage completions */
+    permissions *rules;           /* NULL: permission.type none (node.c's; node_reload swaps it) */
 } node_env;
 
 /* How node.c checks that an operation is this node's to apply. */
@@ -136,6 +139,17 @@ nng_msg *node_apply_batch(node *n, const void *body, size_t len);
 void node_settle(node *n, bool publish);
 peers *node_peers(node *n);
 persist *node_persist(node *n);
+
+/* ---------------- guard.c ---------------- */
+
+/* Checks o (a record operation marked OP_FLAG_CHECK; otherwise allowed) for
+ * action with the record's JSON before (old; ptr NULL: it does not exist) and
+ * after (data; ptr NULL: none). read(ctx, name, &len, &held) gives a record
+ * this node holds for a cross-reference (NULL with held: it does not exist).
+ * Returns 0 when allowed, else the action that answers the refusal
+ * (MESSAGE_DENIED or MESSAGE_PERMISSION_ERROR). */
+uint32_t guard_check(const node_env *env, const op *o, enum perm_action action, strview data, strview old,
+                     const char *(*read)(void *ctx, strview name, size_t *len, bool *held), void *ctx);
 
 /* ---------------- records.c (beyond its row) ---------------- */
 

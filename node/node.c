@@ -413,10 +413,29 @@ static void free_node(node *n)
             table[m]->destroy(n->state[m]);
     persist_stop(n->env.persist);
     peers_free(n->env.peers);
+    permissions_free(n->env.rules);
     op_batch_destroy(&n->reply);
     pthread_mutex_destroy(&n->lock);
     xfree(n->map_json);
     xfree(n);
+}
+
+void node_reload(node *n)
+{
+    if (n->cfg->permission_type != PERMISSION_CONFIG)
+        return;
+    char err[512];
+    permissions *fresh = permissions_load(n->cfg->permissions_file, (int)n->cfg->max_rule_iterations, err, sizeof(err));
+    if (fresh == NULL) {
+        log_error("permissions-reload-failed", "%s (the rules in force stay)", err);
+        return;
+    }
+    node_lock(n);
+    permissions *old = n->env.rules;
+    n->env.rules = fresh;
+    node_unlock(n);
+    permissions_free(old);
+    log_info("permissions-reloaded", "file=%s (node)", n->cfg->permissions_file);
 }
 
 node *node_start(const eddy_config *cfg, const char *request_url, const char *delivery_url, const shardmap *map,
@@ -436,6 +455,12 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
         goto fail;
     }
     char err[512];
+    if (cfg->permission_type == PERMISSION_CONFIG &&
+        (n->env.rules = permissions_load(cfg->permissions_file, (int)cfg->max_rule_iterations, err, sizeof(err))) ==
+            NULL) {
+        log_error("config-error", "%s", err);
+        goto fail;
+    }
     n->env.persist = persist_start(cfg->data_dir, (enum sync_mode)cfg->sync_mode, 65536, err, sizeof(err));
     if (n->env.persist == NULL) {
         log_error("storage-open-failed", "path=%s error=%s", cfg->data_dir, err);

@@ -26,7 +26,7 @@ typedef struct node node;
  * peers on request_url (REP) and delivery_url (PUB); both NULL: no sockets at
  * all (standalone whose broker is in-process and takes no backends). cfg is
  * borrowed and must outlive the node. Returns NULL (logged) when storage or a
- * socket cannot be opened. */
+ * socket cannot be opened, or the permissions file does not compile. */
 node *node_start(const eddy_config *cfg, const char *request_url, const char *delivery_url, const shardmap *map,
                  unsigned self_index);
 /* The addresses the node is really bound to (tcp port 0 resolved); "" without sockets. */
@@ -34,6 +34,9 @@ const char *node_request_url(const node *n);
 const char *node_delivery_url(const node *n);
 /* Stops the executor, then closes the sockets (bounded). Frees n; NULL is fine. */
 void node_stop(node *n);
+/* Compiles the permission rules again (SIGHUP) and swaps them in between two
+ * batches; a file that fails leaves the old ones (logged). Any thread. */
+void node_reload(node *n);
 
 /* ---- standalone: the broker in the same process (the local peer), local.c ---- */
 

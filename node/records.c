@@ -297,8 +297,48 @@ static void persist_current(record_table *t, record *r)
 
 /* ---------------- operations on a loaded record ---------------- */
 
+/* guard_check's reader: a record this node holds in memory. */
+static const char *held_record(void *ctx, strview name, size_t *len, bool *held)
+{
+    record_table *t = ctx;
+    record *x = dict_get(t->records, name.ptr, name.len);
+    *held = x != NULL && !x->loading;
+    *len = *held && x->data != NULL ? x->data_len : 0;
+    return *held ? x->data : NULL;
+}
+
+static strview data_of(const record *r)
+{
+    return r->version >= 0 && r->data != NULL ? view(r->data, r->data_len) : (strview){NULL, 0};
+}
+
+/* The permission of action for o on r (data: the record after a write);
+ * 0 when allowed, else the refusal's action. */
+static uint32_t guard(record_table *t, const record *r, const op *o, enum perm_action action, strview data)
+{
+    return guard_check(t->env, o, action, data, data_of(r), held_record, t);
+}
+
+/* A read or subscribe the rules refuse: its requester gets the refusal as a state. */
+static void refuse_state(record_table *t, peer *from, const op *o, uint32_t refusal)
+{
+    op st = {.kind = OP_RECORD_STATE, .name = o->name, .session = o->session, .corr = o->corr, .orig = o->action,
+             .ref = o->ref, .action = refusal, .flags = OP_FLAG_ERROR};
+    send_op(t, from, &st);
+}
+
 static void do_subscribe(record_table *t, peer *from, record *r, const op *o)
 {
+    uint32_t refusal = 0;
+    if (o->session != 0 && r->version < 0 && o->action == ACT(SUBSCRIBECREATEANDREAD) &&
+        (o->flags & OP_FLAG_NO_CREATE))
+        refusal = ACT(MESSAGE_DENIED); /* the broker's `create` rule said no */
+    else if (o->session != 0)
+        refusal = guard(t, r, o, PERM_READ, (strview){NULL, 0});
+    if (refusal != 0) {
+        refuse_state(t, from, o, refusal);
+        return;
+    }
     subs_add(t->interest, name_of(r), from, 0);
     if (o->session == 0)
         return; /* a broker registering its interest again (it resyncs): nothing to answer */
@@ -320,6 +360,11 @@ static void do_subscribe(record_table *t, peer *from, record *r, const op *o)
 
 static void do_read(record_table *t, peer *from, record *r, const op *o)
 {
+    uint32_t refusal = guard(t, r, o, PERM_READ, (strview){NULL, 0});
+    if (refusal != 0) {
+        refuse_state(t, from, o, refusal);
+        return;
+    }
     op st = {.kind = OP_RECORD_STATE, .name = o->name, .session = o->session, .corr = o->corr,
              .orig = o->action, .has_version = true, .version = r->version};
     if (o->action == ACT(READ) && r->data != NULL) {
@@ -407,6 +452,16 @@ static void do_write(record_table *t, peer *from, record *r, const op *o)
         write_error(t, from, o, ACT(RECORD_UPDATE_ERROR), "record.maxSize exceeded");
         return;
     }
+    /* as deepstream: a create-and-write needs `create` too, an ERASE `delete`;
+     * `data` is the record as this write leaves it */
+    uint32_t refusal = creates ? guard(t, r, o, PERM_CREATE, (strview){NULL, 0}) : 0;
+    if (refusal == 0)
+        refusal = guard(t, r, o, a == ACT(ERASE) ? PERM_DELETE : PERM_WRITE, view(new_data, new_len));
+    if (refusal != 0) {
+        xfree(new_data);
+        write_error(t, from, o, refusal, "permission");
+        return;
+    }
     set_data(t, r, next, new_data, new_len);
     persist_current(t, r);
     /* Everyone else hears the change as deepstream words it: an ERASE travels
@@ -430,6 +485,11 @@ static void do_write(record_table *t, peer *from, record *r, const op *o)
 
 static void do_delete(record_table *t, peer *from, record *r, const op *o)
 {
+    uint32_t refusal = guard(t, r, o, PERM_DELETE, (strview){NULL, 0});
+    if (refusal != 0) {
+        write_error(t, from, o, refusal, "permission");
+        return;
+    }
     if (r->version >= 0) {
         set_data(t, r, -1, NULL, 0);
         persist_current(t, r);
@@ -472,7 +532,7 @@ static void apply_ready(record_table *t, peer *from, record *r, const op *o)
 
 static void wait_on(record *r, peer *from, const op *o)
 {
-    size_t extra = o->name.len + o->data.len + o->path.len + o->ref.len;
+    size_t extra = o->name.len + o->data.len + o->path.len + o->ref.len + o->user.len + o->meta.len;
     pending_op *w = xmalloc(sizeof(*w) + extra);
     w->from = from;
     w->o = *o;
@@ -488,6 +548,8 @@ static void wait_on(record *r, peer *from, const op *o)
     COPY(data);
     COPY(path);
     COPY(ref);
+    COPY(user);
+    COPY(meta);
 #undef COPY
     LIST_APPEND(r->wait_head, r->wait_tail, w);
 }
