@@ -5,7 +5,7 @@
  * A loaded permissions set is immutable: threads may check against it at the
  * same time, and a reload builds a new one and swaps it in. Nothing here does
  * I/O after load: a rule that reads another record (`_('name')`) answers
- * PERM_NEED_RECORD, the caller fetches that record, adds it to a
+ * PERM_VERDICT_NEED_RECORD, the caller fetches that record, adds it to a
  * perm_records and asks again. */
 #ifndef EDDY_PERMISSIONS_H
 #define EDDY_PERMISSIONS_H
@@ -82,13 +82,20 @@ perm_records *perm_records_new(void);
 void perm_records_put(perm_records *r, const char *name, size_t name_len, const char *json, size_t json_len);
 void perm_records_free(perm_records *r); /* NULL is fine */
 
-enum perm_verdict { PERM_DENY = 0, PERM_ALLOW = 1, PERM_NEED_RECORD = 2 };
+enum perm_verdict {
+    PERM_VERDICT_DENY = 0,        /* MESSAGE_DENIED (no rule applies, or it is falsy) */
+    PERM_VERDICT_ALLOW = 1,
+    PERM_VERDICT_NEED_RECORD = 2, /* fetch `need` and ask again */
+    PERM_VERDICT_ERROR = 3        /* MESSAGE_PERMISSION_ERROR: the rule failed (deepstream: it threw,
+                                   * or needed more than max_rule_iterations records) */
+};
 
-/* Checks req. PERM_NEED_RECORD: the rule reads a record records lacks; its
- * name is copied to need (NUL-terminated, truncated to need_len); the caller
- * fetches it, puts it and calls again. After max_rule_iterations fetches the
- * answer is PERM_DENY. records may be NULL (none read yet). On PERM_DENY, why
- * (may be NULL) says which rule and why, for the log. */
+/* Checks req. PERM_VERDICT_NEED_RECORD: the rule reads a record records
+ * lacks; its name is copied to need (NUL-terminated, truncated to need_len);
+ * the caller fetches it, puts it and calls again. Needing more than
+ * max_rule_iterations records is PERM_VERDICT_ERROR. records may be NULL
+ * (none read yet). On DENY or ERROR, why (may be NULL) says which rule and
+ * why, for the log. */
 enum perm_verdict permissions_check(const permissions *p, const perm_request *req, const perm_records *records,
                                     char *need, size_t need_len, char *why, size_t why_len);
 
