@@ -685,6 +685,14 @@ static bool refuse_keyword(parser *p, const char *w, size_t len, size_t pos)
     return true;
 }
 
+/* The keywords deepstream's rule-parser refuses by name, whatever precedes them. */
+static bool refuse_keyword_early(parser *p, const char *w, size_t len, size_t pos)
+{
+    if (word_is(w, len, "new") || word_is(w, len, "function") || word_is(w, len, "class"))
+        return refuse_keyword(p, w, len, pos);
+    return false;
+}
+
 static node *parse_identifier(parser *p)
 {
     const char *w = p->str;
@@ -1132,8 +1140,19 @@ rule *rule_compile(const char *text, size_t len, const rule_scope *scope, char *
     r->nvars = scope != NULL ? scope->nvars : 0;
     parser p = {.r = r, .scope = scope, .s = r->text, .len = len, .nodes_cap = cap, .lists_cap = cap,
                 .strs_cap = len + 2, .err = err, .err_len = err_len};
-    next(&p);
-    node *root = parse_cond(&p);
+    /* a first pass of the lexer alone: what deepstream refuses before
+     * anything else (new, user functions) and every lexical error come
+     * first, whatever the grammar would say earlier in the text */
+    for (next(&p); p.tok != TK_EOF; next(&p))
+        if (p.tok == TK_IDENT && refuse_keyword_early(&p, p.str, p.str_len, p.start))
+            break;
+    if (!p.failed) {
+        p.pos = 0;
+        p.strs_used = 0;
+        p.prev_operand = false;
+        next(&p);
+    }
+    node *root = p.failed ? NULL : parse_cond(&p);
     if (root != NULL && p.tok != TK_EOF)
         unexpected(&p);
     if (p.failed || root == NULL) {

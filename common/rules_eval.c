@@ -986,10 +986,9 @@ static int ev_call(ctx *c, const node *n, value *out)
         return string_method(c, n, &recv, args, n->n, out);
     if ((recv.t == V_JARR || recv.t == V_ARR) && (n->method == M_INCLUDES || n->method == M_INDEX_OF))
         return array_method(c, n, &recv, args, n->n, out);
-    return fail(c, n, ST_ERR, "TypeError: %s is not a function (called on %s %s)", mname,
-                recv.t == V_JARR || recv.t == V_ARR ? "an" : "a",
-                recv.t == V_JARR || recv.t == V_ARR ? "array" : recv.t == V_NUM ? "number"
-                : recv.t == V_BOOL ? "boolean" : "object");
+    const char *what = recv.t == V_JARR || recv.t == V_ARR ? "an array" : recv.t == V_NUM ? "a number"
+                       : recv.t == V_BOOL ? "a boolean" : recv.t == V_REGEX ? "a regular expression" : "an object";
+    return fail(c, n, ST_ERR, "TypeError: %s is not a function (called on %s)", mname, what);
 }
 
 static int ev_binary(ctx *c, const node *n, value *out)
