@@ -311,6 +311,8 @@ double js_string_to_number(const char *s, size_t len)
         neg = s[0] == '-';
         i = 1;
     }
+    if (i == len) /* a sign alone */
+        return NAN;
     if (len - i == 8 && memcmp(s + i, "Infinity", 8) == 0)
         return neg ? -INFINITY : INFINITY;
     if (decimal_span(s + i, len - i) != len - i)

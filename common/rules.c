@@ -53,7 +53,8 @@ typedef struct parser {
     size_t nodes_used, nodes_cap;
     size_t lists_used, lists_cap;
     size_t strs_used, strs_cap;
-    int nesting; /* parser recursion */
+    size_t ops_used, ops_cap;
+    int nesting; /* expression levels open: parentheses, brackets, calls, unary operators, ?: */
     /* the first error */
     bool failed;
     char *err;
@@ -685,11 +686,20 @@ static bool refuse_keyword(parser *p, const char *w, size_t len, size_t pos)
     return true;
 }
 
-/* The keywords deepstream's rule-parser refuses by name, whatever precedes them. */
-static bool refuse_keyword_early(parser *p, const char *w, size_t len, size_t pos)
+static int method_of(const char *w, size_t len);
+
+/* What deepstream's rule-parser refuses before it compiles a rule, in the
+ * order it checks: the new keyword, user functions, then any call of a
+ * function that is not _ or a supported string method (wherever it is,
+ * `process.exit()` included). true when the word was refused. */
+static bool refuse_early(parser *p, const char *w, size_t len, size_t pos)
 {
     if (word_is(w, len, "new") || word_is(w, len, "function") || word_is(w, len, "class"))
         return refuse_keyword(p, w, len, pos);
+    if (next_char_is(p, '(') && !word_is(w, len, "_") && method_of(w, len) < 0) {
+        fail_at(p, pos, "function %.*s is not supported", (int)len, w);
+        return true;
+    }
     return false;
 }
 
@@ -707,9 +717,13 @@ static node *parse_identifier(parser *p)
             fail_at(p, pos, "_ must be called: _('record name')");
             return NULL;
         }
+        if (!enter(p))
+            return NULL;
         next(p);
         node *n = mk(p, N_XREF, pos, NULL, NULL, NULL);
-        if (n == NULL || !parse_list(p, n, OP_RPAREN, false))
+        bool ok = n != NULL && parse_list(p, n, OP_RPAREN, false);
+        p->nesting--;
+        if (!ok)
             return NULL;
         p->r->reads |= RULE_READS_RECORDS;
         return n;
@@ -957,11 +971,15 @@ static node *parse_postfix(parser *p)
 
 static node *parse_unary(parser *p)
 {
-    if (!enter(p))
-        return NULL;
     size_t pos = p->start;
     node *n;
-    if (is_op(p, OP_NOT) || is_op(p, OP_MINUS) || is_op(p, OP_PLUS)) {
+    bool unary = is_op(p, OP_NOT) || is_op(p, OP_MINUS) || is_op(p, OP_PLUS) ||
+                 (p->tok == TK_IDENT && word_is(p->str, p->str_len, "typeof"));
+    if (!unary)
+        return parse_postfix(p);
+    if (!enter(p))
+        return NULL;
+    if (p->tok == TK_OP) {
         enum op op = p->op;
         next(p);
         node *a = parse_unary(p);
@@ -973,19 +991,16 @@ static node *parse_unary(parser *p)
             n = a;
         } else
             n = mk(p, op == OP_NOT ? N_NOT : op == OP_MINUS ? N_NEG : N_POS, pos, a, NULL, NULL);
-    } else if (p->tok == TK_IDENT && word_is(p->str, p->str_len, "typeof")) {
+    } else { /* typeof */
         next(p);
         node *a = parse_unary(p);
         n = a == NULL ? NULL : mk(p, N_TYPEOF, pos, a, NULL, NULL);
-    } else
-        n = parse_postfix(p);
+    }
     p->nesting--;
     return n;
 }
 
-/* One level of left-associative binary operators: ops[i] makes kinds[i]. */
-static node *parse_binary_level(parser *p, int level);
-
+/* The levels of left-associative binary operators, loosest first. */
 static const struct level {
     int count;
     enum op ops[4];
@@ -999,11 +1014,55 @@ static const struct level {
 };
 #define LEVELS ((int)(sizeof(levels) / sizeof(levels[0])))
 
+/* A run of operators of one level, built into one N_CHAIN (a left fold); a
+ * single operand stays itself. */
+typedef struct chain {
+    node **items;
+    chain_op *ops;
+    size_t n, cap;
+} chain;
+
+static void chain_add(chain *ch, node *item, enum node_kind kind, size_t pos)
+{
+    if (ch->n == ch->cap) {
+        ch->cap = ch->cap ? ch->cap * 2 : 8;
+        ch->items = xrealloc(ch->items, ch->cap * sizeof(*ch->items));
+        ch->ops = xrealloc(ch->ops, ch->cap * sizeof(*ch->ops));
+    }
+    if (ch->n > 0)
+        ch->ops[ch->n - 1] = (chain_op){.pos = (uint32_t)pos, .kind = (uint8_t)kind};
+    ch->items[ch->n++] = item;
+}
+
+static node *chain_end(parser *p, chain *ch)
+{
+    node *out = NULL;
+    if (!p->failed && ch->n == 1)
+        out = ch->items[0];
+    else if (!p->failed && ch->n > 1) {
+        if (p->ops_used + ch->n - 1 > p->ops_cap)
+            fail_at(p, ch->ops[0].pos, "rule too large (more than %d expression nodes)", RULES_MAX_NODES);
+        else if ((out = mk(p, N_CHAIN, ch->ops[0].pos, NULL, NULL, NULL)) != NULL) {
+            out->u.ops = p->r->ops + p->ops_used;
+            memcpy(out->u.ops, ch->ops, (ch->n - 1) * sizeof(chain_op));
+            p->ops_used += ch->n - 1;
+            if (!set_list(p, out, ch->items, ch->n))
+                out = NULL;
+        }
+    }
+    xfree(ch->items);
+    xfree(ch->ops);
+    return p->failed ? NULL : out;
+}
+
 static node *parse_binary_level(parser *p, int level)
 {
     if (level == LEVELS)
         return parse_unary(p);
+    chain ch = {0};
     node *left = parse_binary_level(p, level + 1);
+    if (left != NULL)
+        chain_add(&ch, left, N_AND, 0);
     while (left != NULL && p->tok == TK_OP) {
         const struct level *l = &levels[level];
         int i = 0;
@@ -1015,59 +1074,59 @@ static node *parse_binary_level(parser *p, int level)
         next(p);
         node *right = parse_binary_level(p, level + 1);
         if (right == NULL)
-            return NULL;
-        left = mk(p, l->kinds[i], pos, left, right, NULL);
+            break;
+        chain_add(&ch, right, l->kinds[i], pos);
     }
-    return p->failed ? NULL : left;
+    return chain_end(p, &ch);
+}
+
+static bool unparenthesized_and(const node *n)
+{
+    return n->kind == N_CHAIN && !n->paren && n->u.ops[0].kind == N_AND;
 }
 
 /* || and ??, which JavaScript does not let mix (nor ?? with an unparenthesized &&). */
 static node *parse_or(parser *p)
 {
+    chain ch = {0};
     node *left = parse_binary_level(p, 0);
-    int seen = 0; /* OP_OR or OP_NULLISH once either appeared */
+    if (left != NULL)
+        chain_add(&ch, left, N_OR, 0);
+    int seen = -1; /* the first of OP_OR, OP_NULLISH */
     while (left != NULL && (is_op(p, OP_OR) || is_op(p, OP_NULLISH))) {
         enum op op = p->op;
         size_t pos = p->start;
-        if (seen != 0 && (enum op)seen != op) {
+        if ((seen >= 0 && (enum op)seen != op) || (op == OP_NULLISH && unparenthesized_and(ch.items[ch.n - 1]))) {
             fail_at(p, pos, "?? cannot be mixed with || or && without parentheses");
-            return NULL;
+            break;
         }
         seen = (int)op;
-        if (op == OP_NULLISH && left->kind == N_AND && !left->paren) {
-            fail_at(p, pos, "?? cannot be mixed with || or && without parentheses");
-            return NULL;
-        }
         next(p);
         node *right = parse_binary_level(p, 0);
         if (right == NULL)
-            return NULL;
-        if (op == OP_NULLISH && right->kind == N_AND && !right->paren) {
+            break;
+        if (op == OP_NULLISH && unparenthesized_and(right)) {
             fail_at(p, pos, "?? cannot be mixed with || or && without parentheses");
-            return NULL;
+            break;
         }
-        left = mk(p, op == OP_OR ? N_OR : N_NULLISH, pos, left, right, NULL);
+        chain_add(&ch, right, op == OP_OR ? N_OR : N_NULLISH, pos);
     }
-    return p->failed ? NULL : left;
+    return chain_end(p, &ch);
 }
 
 static node *parse_cond(parser *p)
 {
-    if (!enter(p))
-        return NULL;
     node *n = parse_or(p);
     if (n != NULL && is_op(p, OP_QUESTION)) {
         size_t pos = p->start;
+        if (!enter(p))
+            return NULL;
         next(p);
         node *then = parse_cond(p);
-        if (then == NULL || !expect(p, OP_COLON)) {
-            p->nesting--;
-            return NULL;
-        }
-        node *els = parse_cond(p);
+        node *els = then != NULL && expect(p, OP_COLON) ? parse_cond(p) : NULL;
         n = els == NULL ? NULL : mk(p, N_COND, pos, n, then, els);
+        p->nesting--;
     }
-    p->nesting--;
     return p->failed ? NULL : n;
 }
 
@@ -1090,6 +1149,7 @@ void rule_free(rule *r)
     xfree(r->nodes);
     xfree(r->lists);
     xfree(r->strs);
+    xfree(r->ops);
     xfree(r->text);
     xfree(r);
 }
@@ -1137,14 +1197,15 @@ rule *rule_compile(const char *text, size_t len, const rule_scope *scope, char *
     r->nodes = xmalloc(cap * sizeof(node));
     r->lists = xmalloc(cap * sizeof(node *));
     r->strs = xmalloc(len + 2);
+    r->ops = xmalloc(cap * sizeof(chain_op));
     r->nvars = scope != NULL ? scope->nvars : 0;
     parser p = {.r = r, .scope = scope, .s = r->text, .len = len, .nodes_cap = cap, .lists_cap = cap,
-                .strs_cap = len + 2, .err = err, .err_len = err_len};
+                .strs_cap = len + 2, .ops_cap = cap, .err = err, .err_len = err_len};
     /* a first pass of the lexer alone: what deepstream refuses before
      * anything else (new, user functions) and every lexical error come
      * first, whatever the grammar would say earlier in the text */
     for (next(&p); p.tok != TK_EOF; next(&p))
-        if (p.tok == TK_IDENT && refuse_keyword_early(&p, p.str, p.str_len, p.start))
+        if (p.tok == TK_IDENT && refuse_early(&p, p.str, p.str_len, p.start))
             break;
     if (!p.failed) {
         p.pos = 0;

@@ -257,7 +257,7 @@ typedef struct ctx {
     /* the first error of this run */
     bool err_set;
     char err[256];
-    char first[1536]; /* the scratch's first block */
+    _Alignas(16) char first[1536]; /* the scratch's first block */
 } ctx;
 
 static int fail(ctx *c, const node *n, int st, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -951,16 +951,14 @@ static int array_method(ctx *c, const node *n, const value *recv, const value *a
 
 static int ev(ctx *c, const node *n, value *out);
 
+static int ev_raw(ctx *c, const node *n, value *out);
+
 /* The object of a member, index or call: an optional chain's short cut
- * passes through unless the object was parenthesized. */
+ * passes through to the end of the chain, unless the object was
+ * parenthesized (which ends a chain). */
 static int ev_object(ctx *c, const node *n, value *out)
 {
-    int st = ev(c, n, out);
-    if (st == ST_SHORT && n->paren) {
-        *out = UNDEF;
-        return ST_OK;
-    }
-    return st;
+    return n->paren ? ev(c, n, out) : ev_raw(c, n, out);
 }
 
 static int ev_call(ctx *c, const node *n, value *out)
@@ -991,22 +989,22 @@ static int ev_call(ctx *c, const node *n, value *out)
     return fail(c, n, ST_ERR, "TypeError: %s is not a function (called on %s)", mname, what);
 }
 
-static int ev_binary(ctx *c, const node *n, value *out)
+/* a <kind> b for the binary operators that evaluate both sides; n (for the
+ * column) is a node standing where the operator is written. */
+static int apply_binary(ctx *c, const node *n, int kind, const value *pa_in, const value *pb_in, value *out)
 {
-    value a, b;
+    value a = *pa_in, b = *pb_in;
     int st;
-    if ((st = ev(c, n->a, &a)) != ST_OK || (st = ev(c, n->b, &b)) != ST_OK)
-        return st;
     bool r;
     double x, y;
-    switch (n->kind) {
+    switch (kind) {
     case N_SEQ: *out = vbool(strict_equal(&a, &b)); return ST_OK;
     case N_SNE: *out = vbool(!strict_equal(&a, &b)); return ST_OK;
     case N_EQ:
     case N_NE:
         if ((st = loose_equal(c, n, &a, &b, &r, 0)) != ST_OK)
             return st;
-        *out = vbool(n->kind == N_EQ ? r : !r);
+        *out = vbool(kind == N_EQ ? r : !r);
         return ST_OK;
     case N_LT: st = less_than(c, n, &a, &b, false, &r); break;
     case N_GT: st = less_than(c, n, &b, &a, false, &r); break;
@@ -1041,11 +1039,34 @@ static int ev_binary(ctx *c, const node *n, value *out)
     default: /* - * / % */
         if ((st = to_number(c, n, &a, &x)) != ST_OK || (st = to_number(c, n, &b, &y)) != ST_OK)
             return st;
-        *out = vnum(n->kind == N_SUB ? x - y : n->kind == N_MUL ? x * y : n->kind == N_DIV ? x / y : fmod(x, y));
+        *out = vnum(kind == N_SUB ? x - y : kind == N_MUL ? x * y : kind == N_DIV ? x / y : fmod(x, y));
         return ST_OK;
     }
     if (st == ST_OK)
         *out = vbool(r);
+    return st;
+}
+
+/* x0 op1 x1 op2 x2 ...: folded from the left; && || ?? stop early. */
+static int ev_chain(ctx *c, const node *n, value *out)
+{
+    value acc, b;
+    int st = ev(c, n->list[0], &acc);
+    for (uint32_t i = 1; i < n->n && st == ST_OK; i++) {
+        const chain_op *op = &n->u.ops[i - 1];
+        if (op->kind == N_AND || op->kind == N_OR || op->kind == N_NULLISH) {
+            if (op->kind == N_AND ? !truthy(&acc) : op->kind == N_OR ? truthy(&acc) : !nullish(&acc))
+                break;
+            st = ev(c, n->list[i], &acc);
+            continue;
+        }
+        if ((st = ev(c, n->list[i], &b)) != ST_OK)
+            break;
+        node at = {.pos = op->pos}; /* the operator's column, for a failure */
+        st = apply_binary(c, &at, op->kind, &acc, &b, &acc);
+    }
+    if (st == ST_OK)
+        *out = acc;
     return st;
 }
 
@@ -1143,16 +1164,20 @@ static int ev_raw(ctx *c, const node *n, value *out)
         if ((st = ev(c, n->a, &a)) != ST_OK)
             return st;
         return ev(c, truthy(&a) ? n->b : n->c, out);
-    default:
-        return ev_binary(c, n, out);
+    case N_CHAIN:
+        return ev_chain(c, n, out);
+    default: /* a lone binary operator (not made by the parser, which chains them) */
+        if ((st = ev(c, n->a, &a)) != ST_OK || (st = ev(c, n->b, &b)) != ST_OK)
+            return st;
+        return apply_binary(c, n, n->kind, &a, &b, out);
     }
 }
 
-/* An expression's value; an optional chain that short-cut ends here as undefined. */
+/* An expression's value; an optional chain that short-cut ends here, as undefined. */
 static int ev(ctx *c, const node *n, value *out)
 {
     int st = ev_raw(c, n, out);
-    if (st == ST_SHORT && (n->paren || (n->kind != N_MEMBER && n->kind != N_INDEX && n->kind != N_CALL))) {
+    if (st == ST_SHORT) {
         *out = UNDEF;
         return ST_OK;
     }

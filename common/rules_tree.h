@@ -24,8 +24,17 @@ enum node_kind {
     /* binary */
     N_ADD, N_SUB, N_MUL, N_DIV, N_MOD,
     N_LT, N_LE, N_GT, N_GE, N_EQ, N_NE, N_SEQ, N_SNE,
-    N_AND, N_OR, N_NULLISH, N_COND
+    N_AND, N_OR, N_NULLISH, N_COND,
+    /* a run of operators of one precedence level (a + b - c, a || b || c),
+     * folded from the left: as deep as one operator, however long */
+    N_CHAIN
 };
+
+/* One operator of an N_CHAIN: the kind (N_ADD ... N_NULLISH) and where it is written. */
+typedef struct chain_op {
+    uint32_t pos;
+    uint8_t kind;
+} chain_op;
 
 /* The string methods a rule may call (deepstream's rule-parser list, less `_`). */
 enum method { M_STARTS_WITH, M_ENDS_WITH, M_INCLUDES, M_INDEX_OF, M_MATCH, M_TO_UPPER, M_TO_LOWER, M_TRIM, M_COUNT };
@@ -49,16 +58,17 @@ struct node {
     uint8_t optional; /* `?.` before this member, index or method call */
     uint8_t method;   /* N_CALL: enum method */
     uint32_t pos;     /* byte offset in the rule's text, for columns */
-    uint32_t n;       /* N_STR, N_MEMBER: bytes; N_VAR: variable index; N_ARRAY, N_CALL, N_XREF: list length */
+    uint32_t n;       /* N_STR, N_MEMBER: bytes; N_VAR: variable index; N_ARRAY, N_CALL, N_XREF, N_CHAIN: list length */
     uint16_t depth;   /* 1 + the deepest child */
     union {
         double num;      /* N_NUM */
         bool b;          /* N_BOOL */
         const char *str; /* N_STR, N_MEMBER (the member's name) */
         rules_rx *rx;    /* N_REGEX; N_CALL to match() with a literal string: that string compiled */
+        chain_op *ops;   /* N_CHAIN: n - 1 operators between the n operands of list */
     } u;
     node *a, *b, *c; /* operands; N_MEMBER, N_INDEX, N_CALL: a is the object, N_INDEX: b the index */
-    node **list;     /* N_ARRAY elements, N_CALL and N_XREF arguments */
+    node **list;     /* N_ARRAY elements, N_CALL and N_XREF arguments, N_CHAIN operands */
 };
 
 struct rule {
@@ -67,6 +77,7 @@ struct rule {
     node *root;
     node *nodes; /* every node, one block */
     node **lists;
+    chain_op *ops; /* every N_CHAIN's operators, one block */
     char *strs; /* decoded string literals and regex sources */
     rules_rx **rxs;
     size_t nrx, rx_cap;
