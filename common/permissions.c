@@ -90,11 +90,18 @@ typedef struct entry {
     size_t order;              /* in the section's key order */
 } entry;
 
+/* A pattern that defines an action, with the byte a matching name must
+ * start with (-1: any), so most patterns are passed over without a call. */
+typedef struct cand {
+    const entry *e;
+    int first;
+} cand;
+
 struct permissions {
     entry *entries[PERM_SECTIONS];
     size_t nentries[PERM_SECTIONS];
     /* per section and action: the patterns that define it, most specific first */
-    const entry **cands[PERM_SECTIONS][PERM_ACTIONS];
+    cand *cands[PERM_SECTIONS][PERM_ACTIONS];
     size_t ncands[PERM_SECTIONS][PERM_ACTIONS];
     int max_iterations;
 };
@@ -244,7 +251,7 @@ static key *keys_of(json_t *obj, size_t *count)
 
 static int specificity(const void *a, const void *b)
 {
-    const entry *x = *(const entry *const *)a, *y = *(const entry *const *)b;
+    const entry *x = ((const cand *)a)->e, *y = ((const cand *)b)->e;
     size_t lx = permpath_length(x->path), ly = permpath_length(y->path);
     if (lx != ly)
         return lx > ly ? -1 : 1;
@@ -393,11 +400,12 @@ static permissions *build(json_t *root, const char *source, int max_rule_iterati
                 n += p->entries[s][i].rules[a] != NULL;
             if (n == 0)
                 continue;
-            p->cands[s][a] = xmalloc(n * sizeof(entry *));
+            p->cands[s][a] = xmalloc(n * sizeof(cand));
             for (size_t i = 0; i < p->nentries[s]; i++)
                 if (p->entries[s][i].rules[a] != NULL)
-                    p->cands[s][a][p->ncands[s][a]++] = &p->entries[s][i];
-            qsort(p->cands[s][a], n, sizeof(entry *), specificity);
+                    p->cands[s][a][p->ncands[s][a]++] =
+                        (cand){.e = &p->entries[s][i], .first = permpath_first_byte(p->entries[s][i].path)};
+            qsort(p->cands[s][a], n, sizeof(cand), specificity);
         }
     }
     ok = true;
@@ -443,8 +451,12 @@ static int find_rule(const permissions *p, enum perm_section s, enum perm_action
 {
     if (action_of(s, a) == NULL)
         return 0;
+    int first = len > 0 ? (unsigned char)name[0] : -2;
     for (size_t i = 0; i < p->ncands[s][a]; i++) {
-        const entry *e = p->cands[s][a][i];
+        const cand *c = &p->cands[s][a][i];
+        if (c->first >= 0 && c->first != first)
+            continue;
+        const entry *e = c->e;
         int m = permpath_match(e->path, name, len, vars);
         if (m != 0) {
             *out = e;

@@ -196,6 +196,13 @@ size_t permpath_length(const permpath *p)
     return p->units;
 }
 
+int permpath_first_byte(const permpath *p)
+{
+    if (p->re != NULL || p->ntoks == 0 || p->toks[0].kind != T_TEXT)
+        return -1;
+    return (unsigned char)p->text[p->toks[0].off];
+}
+
 /* JavaScript's line terminators, which `.` does not match: \n \r U+2028 U+2029. */
 static size_t line_break(const char *s, size_t len, size_t i)
 {

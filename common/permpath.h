@@ -44,6 +44,11 @@ size_t permpath_nvars(const permpath *p);
 const char *permpath_text(const permpath *p);
 size_t permpath_length(const permpath *p);
 
+/* The byte every matching name starts with, or -1 when there is none (the
+ * pattern starts with `*`, `.`, a variable or regex syntax): a filter a
+ * caller can apply before permpath_match. */
+int permpath_first_byte(const permpath *p);
+
 /* Matches name (len bytes) whole. On a match the variables' values go to
  * vars (permpath_nvars entries, slices of name; p NULL where a variable
  * took no part). Returns 1 on a match, 0 when none, -1 when the match was
