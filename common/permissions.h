@@ -91,7 +91,8 @@ enum perm_verdict {
 };
 
 /* Checks req. PERM_VERDICT_NEED_RECORD: the rule reads a record records
- * lacks; its name is copied to need (NUL-terminated, truncated to need_len);
+ * lacks; its name is copied to need (NUL-terminated; a name that does not
+ * fit need_len whole or holds a NUL byte is PERM_VERDICT_ERROR instead);
  * the caller fetches it, puts it and calls again. A rule that needs more
  * than max_rule_iterations runs is PERM_VERDICT_ERROR (deepstream's count:
  * a run reads every record loaded so far and may ask for several at once;

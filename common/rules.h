@@ -120,8 +120,10 @@ enum rule_outcome {
  * asks for records it has not read, reads them and runs it again, at most
  * in->max_iterations runs (reading `oldData` costs the first run, as in
  * deepstream); beyond that RULE_ERROR. RULE_NEED_RECORD copies the name of
- * the record to fetch to need (NUL-terminated, cut to need_len). why (may
- * be NULL) gets the reason of a RULE_ERROR. */
+ * the record to fetch to need (NUL-terminated); a name that would not fit
+ * need_len whole, or that holds a NUL byte, is RULE_ERROR instead (nobody
+ * could fetch it by that text). why (may be NULL) gets the reason of a
+ * RULE_ERROR. */
 enum rule_outcome rule_eval(const rule *r, const rule_input *in, char *need, size_t need_len, char *why,
                             size_t why_len);
 

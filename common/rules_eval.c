@@ -1280,7 +1280,15 @@ enum rule_outcome rule_eval_show(const rule *r, const rule_input *in, char *need
                 push(&c.known, &c.nknown, &c.known_cap, *p);
             }
             if (i < c.npending) {
-                copy_out(need, need_len, c.pending[i].name, c.pending[i].len);
+                const xrec *p = &c.pending[i];
+                if (need != NULL && need_len > 0 && (p->len >= need_len || memchr(p->name, '\0', p->len) != NULL)) {
+                    /* a name the caller could not fetch by what need holds */
+                    snprintf(c.err, sizeof(c.err), "cannot fetch a record whose name %s",
+                             p->len >= need_len ? "is longer than the caller's buffer" : "holds a NUL byte");
+                    outcome = RULE_ERROR;
+                    break;
+                }
+                copy_out(need, need_len, p->name, p->len);
                 outcome = RULE_NEED_RECORD;
                 break;
             }
