@@ -107,6 +107,20 @@ static bool ident_part(char c)
     return ident_start(c) || (c >= '0' && c <= '9');
 }
 
+/* True when byte i of s starts a character that may not follow an
+ * identifier or a number directly: an identifier part, a backslash, or a
+ * non-ASCII character other than JavaScript white space. */
+static bool glued(const char *s, size_t len, size_t i)
+{
+    if (i >= len)
+        return false;
+    unsigned char c = (unsigned char)s[i];
+    if (c < 0x80)
+        return ident_part((char)c) || c == '\\';
+    size_t sz;
+    return !js_is_space(js_utf8_decode(s + i, len - i, &sz));
+}
+
 static bool word_is(const char *w, size_t len, const char *lit)
 {
     return strlen(lit) == len && memcmp(w, lit, len) == 0;
@@ -356,7 +370,7 @@ static void lex_number(parser *p)
             xfree(copy);
     }
 done:
-    if (i < p->len && (ident_part(s[i]) || (unsigned char)s[i] >= 0x80)) {
+    if (glued(s, p->len, i)) {
         fail_at(p, i, "identifier directly after a number");
         return;
     }
@@ -461,7 +475,7 @@ static void next(parser *p)
         size_t b = p->pos;
         while (p->pos < p->len && ident_part(s[p->pos]))
             p->pos++;
-        if (p->pos < p->len && (s[p->pos] == '\\' || (unsigned char)s[p->pos] >= 0x80)) {
+        if (glued(s, p->len, p->pos)) {
             fail_at(p, p->pos, "identifiers must be ASCII letters, digits, _ and $");
             p->tok = TK_EOF;
             return;

@@ -510,7 +510,8 @@ static int loose_equal(ctx *c, const node *n, const value *a, const value *b, bo
     return loose_equal(c, n, &x, &y, out, depth + 1);
 }
 
-/* a < b (or b < a when swap), JavaScript's IsLessThan; undefined (NaN) is false. */
+/* a < b (a <= b with or_equal), JavaScript's IsLessThan; an undefined
+ * answer (NaN) is false either way. */
 static int less_than(ctx *c, const node *n, const value *a, const value *b, bool or_equal, bool *out)
 {
     value x, y;

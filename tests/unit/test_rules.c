@@ -157,6 +157,8 @@ static void test_literals_and_numbers(void **state)
         {"undefined", "undefined:undefined"}, {"[]", "object:"}, {"[1, 'a', [2, 3]]", "object:1,a,2,3"},
         {"[1, 2, ]", "object:1,2"}, {"/a+b/gi", "object:/a+b/gi"},
         {"1 /* comment */ + // to the end\n 2", "number:3"},
+        {"1\xc2\xa0+\xe2\x80\xa8" "2\xe3\x80\x80", "number:3"}, /* U+00A0, U+2028, U+3000 are white space */
+        {"$userId\xc2\xa0=== 'alice'", "boolean:true"},
     };
     CHECK(p);
 }
