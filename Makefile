@@ -198,6 +198,10 @@ $(BUILD)/eddy-bench: tests/bench/eddy_bench.c tests/bench/bench.c tests/bench/be
 $(BUILD)/bench_node: tests/bench/bench_node.c $(BUILD)/libeddycore.a $(CORE_LINK)
 	$(CC) $(EDDY_CFLAGS) $(EDDY_LDFLAGS) -o $@ $< $(BUILD)/libeddycore.a $(EDDY_LDLIBS)
 
+# what one permission check costs (ns per check for a few rules)
+$(BUILD)/bench_rules: tests/bench/bench_rules.c $(BUILD)/libeddycore.a $(CORE_LINK)
+	$(CC) $(EDDY_CFLAGS) $(EDDY_LDFLAGS) -o $@ $< $(BUILD)/libeddycore.a $(EDDY_LDLIBS)
+
 -include $(shell find $(BUILD)/obj $(BUILD)/pic -name '*.d' 2>/dev/null)
 
 # Dependencies: Debian packages (apt-get as root, with sudo otherwise, or the
@@ -293,7 +297,7 @@ FUZZ_CC      ?= clang-14
 FUZZ_SECONDS ?= 60
 FUZZ_JOBS    ?= 1
 FUZZ_BUILD   := build-fuzz
-FUZZ_TARGETS := fuzz_frame fuzz_ops fuzz_json fuzz_config
+FUZZ_TARGETS := fuzz_frame fuzz_ops fuzz_json fuzz_config fuzz_rules
 # fuzz_frame counts the node's storage work through these (tests/fuzz/fuzz_frame.c)
 FUZZ_WRAP    := -Wl,--wrap=persist_load,--wrap=persist_write,--wrap=persist_poll
 
@@ -319,10 +323,11 @@ fuzz-short:
 # Benchmarks (figures, not pass/fail): every eddy-bench scenario against
 # @deepstream/server 7.0.2, eddy standalone and a 3-node/2-broker cluster, side
 # by side (results also in $(BUILD)/bench-results.jsonl); node-side record
-# apply+persist; backend round trips; a cluster with 1 and 2 brokers.
-bench: all $(BUILD)/bench_node $(BUILD)/bench_backend npm-deps
+# apply+persist; permission checks; backend round trips; a cluster with 1 and 2 brokers.
+bench: all $(BUILD)/bench_node $(BUILD)/bench_rules $(BUILD)/bench_backend npm-deps
 	bash tests/bench/side-by-side.sh $(BUILD)
 	$(BUILD)/bench_node 200000 100 1000 batch 1000
+	$(BUILD)/bench_rules
 	bash tests/bench/backend.sh $(BUILD)
 	node tests/bench/cluster-brokers.mjs $(BUILD)/eddy
 

@@ -91,11 +91,15 @@ enum perm_verdict {
 };
 
 /* Checks req. PERM_VERDICT_NEED_RECORD: the rule reads a record records
- * lacks; its name is copied to need (NUL-terminated, truncated to need_len);
- * the caller fetches it, puts it and calls again. Needing more than
- * max_rule_iterations records is PERM_VERDICT_ERROR. records may be NULL
- * (none read yet). On DENY or ERROR, why (may be NULL) says which rule and
- * why, for the log. */
+ * lacks; its name is copied to need (NUL-terminated; a name that does not
+ * fit need_len whole or holds a NUL byte is PERM_VERDICT_ERROR instead);
+ * the caller fetches it, puts it and calls again. A rule that needs more
+ * than max_rule_iterations runs is PERM_VERDICT_ERROR (deepstream's count:
+ * a run reads every record loaded so far and may ask for several at once;
+ * reading oldData costs the first run; each call replays the runs, so the
+ * verdict does not depend on the order the caller fetched in). records may
+ * be NULL (none read yet). On DENY or ERROR, why (may be NULL) says which
+ * rule and why, for the log. */
 enum perm_verdict permissions_check(const permissions *p, const perm_request *req, const perm_records *records,
                                     char *need, size_t need_len, char *why, size_t why_len);
 

@@ -126,22 +126,15 @@ static json_t *node_to_json(walk *w, yaml_node_t *node, int depth)
     }
 }
 
-json_t *yaml_load_file(const char *path, char *err, size_t err_len)
+/* Loads the parser's one document; source names it in err. */
+static json_t *load(yaml_parser_t *parser, const char *source, char *err, size_t err_len)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        snprintf(err, err_len, "cannot open %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    yaml_parser_t parser;
     yaml_document_t doc;
     json_t *out = NULL;
-    yaml_parser_initialize(&parser);
-    yaml_parser_set_input_file(&parser, f);
-    if (!yaml_parser_load(&parser, &doc)) {
-        snprintf(err, err_len, "%s: line %zu: %s", path, parser.problem_mark.line + 1,
-                 parser.problem ? parser.problem : "invalid YAML");
-        goto done;
+    if (!yaml_parser_load(parser, &doc)) {
+        snprintf(err, err_len, "%s: line %zu: %s", source, parser->problem_mark.line + 1,
+                 parser->problem ? parser->problem : "invalid YAML");
+        return NULL;
     }
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (root == NULL)
@@ -151,12 +144,35 @@ json_t *yaml_load_file(const char *path, char *err, size_t err_len)
         walk w = {.doc = &doc, .seen = xcalloc((size_t)(doc.nodes.top - doc.nodes.start), sizeof(bool)),
                   .err = why, .err_len = sizeof(why)};
         if ((out = value_of(&w, root, 0)) == NULL)
-            snprintf(err, err_len, "%s: %s", path, why);
+            snprintf(err, err_len, "%s: %s", source, why);
         xfree(w.seen);
     }
     yaml_document_delete(&doc);
-done:
+    return out;
+}
+
+json_t *yaml_load_file(const char *path, char *err, size_t err_len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(err, err_len, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    yaml_parser_t parser;
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_file(&parser, f);
+    json_t *out = load(&parser, path, err, err_len);
     yaml_parser_delete(&parser);
     fclose(f);
+    return out;
+}
+
+json_t *yaml_load_text(const char *text, size_t len, const char *source, char *err, size_t err_len)
+{
+    yaml_parser_t parser;
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)(len ? text : ""), len);
+    json_t *out = load(&parser, source, err, err_len);
+    yaml_parser_delete(&parser);
     return out;
 }

@@ -20,5 +20,8 @@
 /* Returns a new reference owned by the caller, or NULL with a one-line reason
  * naming the file in err (err_len bytes). An empty file yields an empty object. */
 json_t *yaml_load_file(const char *path, char *err, size_t err_len);
+/* The same from YAML text (len bytes, borrowed for the call); source names
+ * it in err. Returns a new reference owned by the caller, or NULL. */
+json_t *yaml_load_text(const char *text, size_t len, const char *source, char *err, size_t err_len);
 
 #endif

@@ -2,7 +2,7 @@
 // again only to change them). fuzz_frame's seeds are the client side of the
 // protocol captures in ../shared/protocol/captures/ (when that folder is
 // there), in fuzz_frame's input format, plus the reproducers of past bugs;
-// fuzz_json's and fuzz_config's are written out here; fuzz_ops's are batches
+// fuzz_json's, fuzz_config's and fuzz_rules's are written out here; fuzz_ops's are batches
 // fuzz_frame passes between broker and node while it runs its own seeds
 // (needs build-fuzz/fuzz_frame: make fuzz-build first).
 //
@@ -221,6 +221,82 @@ rpc: *d
 auth: { type: file, users: "users.yml" }
 `)
 put('fuzz_config', 'bad.yml', 'port: [1, 2\nhost: "unterminated\n')
+
+// ---------------- fuzz_rules: mode byte, then parts separated by \0 ----------------
+// mode & 3: 0 a rule (rule, data, oldData, name), 1 a permissions file (yaml,
+// name, data), 2 a pattern (pattern, name); see fuzz_rules.c for the other bits.
+const rules = (mode, ...parts) => Buffer.concat([Buffer.from([mode]), Buffer.from(parts.join('\0'))])
+const doc = '{"count":5,"s":"h\\u00e9llo","arr":[1,"a",null,[2,3]],"address":{"city":"Berlin"},"owner":"u"}'
+const old = '{"count":4,"owner":"u","value":1}'
+put('fuzz_rules', 'rule-owner', rules(0, 'user.id === $a && user.isAuthenticated', doc, old, 'u/x'))
+put('fuzz_rules', 'rule-data', rules(0, 'data.count > oldData.count && data.arr.includes("a") && data.arr[3][1] === 3', doc, old, 'counter/c'))
+put('fuzz_rules', 'rule-strings', rules(0, "$a.toLowerCase().startsWith('ber') || data.s.toUpperCase().indexOf('É') > -1 " +
+  "|| data.s.trim().endsWith('o', 5) || name.includes('/')", doc, old, 'Berlin/x'))
+put('fuzz_rules', 'rule-match', rules(0, "data.s.match(/(h)(.)l+o/i)[2] === 'é' && 'a1b2'.match(/\\d/g).length == '2' " +
+  "&& name.match('^[a-z]+/')", doc, old, 'abc/d'))
+put('fuzz_rules', 'rule-xref', rules(0, "_('item/' + $b).n > 0 && _(_('a/' + $a).ref) !== null", doc, old, 'x/y'))
+put('fuzz_rules', 'rule-xref-deep', rules(24, "_(_(_(_(_('a')+'b')+'c')+'d')+'e')", doc, old, 'n'))
+put('fuzz_rules', 'rule-mixed', rules(0, "oldData.owner === user.id && _('room/' + $a).a.b.includes(1) ? typeof now === 'number' : " +
+  "(data?.x?.y ?? [1, 'two', null]) + '' == '1,two,'", doc, old, 'r/1'))
+put('fuzz_rules', 'rule-numbers', rules(0, "0.1 + 0.2 !== 0.3 && 1e21 + '' === '1e+21' && -7 % 2 === -1 && +'0x1F' === 31 " +
+  "&& 017 === 15 && 1/0 > -1/0 && NaN !== NaN && [] == 0 && null >= 0 && !(undefined >= 0)", '', '', ''))
+put('fuzz_rules', 'rule-user-data', rules(32, "user.data.role === 'admin' && user.data.tags.indexOf('a', -1) === 0", '', '', ''))
+put('fuzz_rules', 'rule-escapes', rules(0, "'\\u{1F600}'.length === 2 && '\\uD83D\\uDE00'[1] === '\\uDE00' && '\\x41\\101' === 'AA' " +
+  "/* comment */ && '\\u00c9COLE'.toLowerCase() === 'école' // end", '', '', ''))
+put('fuzz_rules', 'rule-refused', rules(4, 'data.x = new Function("return 1"); process.exit()', '', '', ''))
+put('fuzz_rules', 'rule-deep', rules(0, '('.repeat(100) + '1' + ')'.repeat(100), '', '', ''))
+put('fuzz_rules', 'rule-long-or', rules(0, Array(300).fill("user.id === 'x'").join(' || '), '', '', ''))
+put('fuzz_rules', 'rule-bad-data', rules(0, 'data.a === 1', '{"a":', '[', 'x'))
+put('fuzz_rules', 'perms-default', rules(1, `presence:
+  "*":
+    allow: true
+record:
+  "*":
+    create: true
+    write: true
+    read: true
+    delete: true
+    listen: true
+    notify: true
+event:
+  "*":
+    publish: true
+    subscribe: true
+    listen: true
+rpc:
+  "*":
+    provide: true
+    request: true
+`, 'any/name', ''))
+put('fuzz_rules', 'perms-app', rules(5, `presence: {"*": {allow: "user.isAuthenticated"}}
+record:
+  "*": {create: true, write: true, read: true, delete: false, listen: true}
+  user-profile/$userId: {write: "user.id === $userId", delete: "user.id === $userId"}
+  user-profile/$userId/private: {read: "user.id === $userId"}
+  counter/$name: {write: "data.count > oldData.count"}
+  purchase/$itemId: {create: "_('item/' + $itemId).stock > 0"}
+  com.example/*: {read: "name.length < 100"}
+  item/(a|b)/$id: {read: "$id === 'a'"}
+event:
+  "*": {publish: true, subscribe: true}
+  place/$city: {publish: "$city.toLowerCase() === data.address.city.toLowerCase()"}
+rpc:
+  "*": {provide: "user.data.role === 'backend'", request: true}
+  trade/book: {request: "user.data.role === 'fx-trader' && data.assetClass === 'fx'"}
+`, 'purchase/42', doc))
+put('fuzz_rules', 'perms-errors', rules(1, `presence: {"*": {allow: true}}
+record: {"*": {read: "data.x"}, "a$$b": {write: 1}}
+event: {"*": {publish: true}}
+rpc: {}
+bogus: {}
+`, 'x', ''))
+put('fuzz_rules', 'path-vars', rules(2, 'user/$a/*/$b.x', 'user/alice/x/y/z.x'))
+put('fuzz_rules', 'path-greedy', rules(2, '$a*$b', 'xyz/\u00e9t\u00e9'))
+put('fuzz_rules', 'path-dots', rules(2, 'a.b*c..', 'a\u00e9b\nc12'))
+put('fuzz_rules', 'path-backtrack', rules(2, '*a*a*a*a*a*b', 'a'.repeat(200)))
+put('fuzz_rules', 'path-regex', rules(3, 'v+/(x|y)?/$id', 'vv//9'))
+// an overlong UTF-8 form in the pattern: PCRE2 refuses it, so the harness must not compare
+put('fuzz_rules', 'path-overlong', Buffer.from([2, ...Buffer.from('$a*$b'), 0xc1, 0xa9, 0, ...Buffer.from('xyz/t')]))
 
 // ---------------- fuzz_ops: batches fuzz_frame passes while running its seeds ----------------
 const frameBin = join(root, 'build-fuzz', 'fuzz_frame')
