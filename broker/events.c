@@ -30,8 +30,9 @@ typedef struct events {
 
 static void event_error(session *s, int action, const char *name, const char *cid, int orig)
 {
-    reply_send(s, TOPIC__TOPIC_EVENT,
-               &(client_reply){.action = action, .name = name, .correlation_id = cid, .orig = orig});
+    bool refusal = action == EACT(MESSAGE_DENIED) || action == EACT(MESSAGE_PERMISSION_ERROR);
+    reply_send(s, TOPIC__TOPIC_EVENT, &(client_reply){.action = action, .name = name, .correlation_id = cid,
+                                                      .orig = orig, .is_error = refusal});
 }
 
 static bool valid_name(const char *name)

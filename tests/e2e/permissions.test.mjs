@@ -1,0 +1,261 @@
+// permissions.test.mjs - deepstream's Valve permissions (permission.type
+// config) with the official client: every action allowed and denied for
+// records, events, RPC, presence and listening, $variables, data/oldData rules
+// applied by the owning node, user.data from file auth's serverData, bulk
+// messages with some names denied (as deepstream answers them), reload on
+// SIGHUP while clients stay connected, and a rule that does not compile
+// stopping start-up with the file, section, pattern and column.
+import { test, describe, before, after, afterEach } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { startServer, runEddy, sleep, until, MODE } from './lib/server.mjs'
+import { connect, closeAll, Raw, TOPIC, EVENT, RECORD, RPC } from './lib/client.mjs'
+
+const rules = (moreEvents = '') => `
+presence:
+  "*":
+    allow: true
+  "hidden-user":
+    allow: false
+record:
+  "*":
+    create: true
+    write: true
+    read: true
+    delete: true
+    listen: true
+    notify: true
+  "ro/*":
+    write: false
+    delete: false
+  "hidden/*":
+    read: false
+  "nocreate/*":
+    create: false
+  "profile/$userId":
+    write: "user.id === $userId"
+    delete: "user.id === $userId"
+  "counter/*":
+    write: "oldData === null || data.n > oldData.n"
+  "admin/*":
+    write: "user.data.role === 'admin'"
+  "secret-listen/*":
+    listen: false
+event:
+  "*":
+    publish: true
+    subscribe: true
+    listen: true
+  "secret/*":
+    publish: false
+    subscribe: false
+    listen: false
+  "chat/$room":
+    publish: "data.room === $room && user.isAuthenticated"
+${moreEvents}rpc:
+  "*":
+    provide: true
+    request: true
+  "forbidden":
+    provide: false
+    request: false
+  "double":
+    request: "data < 100"
+`
+const RULES = rules()
+
+// The error events a client reports, as [event, topic] pairs.
+function errorsOf (client) {
+  const seen = []
+  client.on('error', (msg, event, topic) => seen.push([event, topic]))
+  return seen
+}
+
+describe(`permissions (${MODE})`, () => {
+  let dir, server
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'eddy-perm-'))
+    writeFileSync(join(dir, 'permissions.yml'), RULES)
+    const hash = runEddy(['hash', 'pw'])
+    assert.equal(hash.code, 0)
+    writeFileSync(join(dir, 'users.yml'),
+      `ada:\n  password: "${hash.stdout.trim()}"\n  serverData: { role: admin }\n` +
+      `bob:\n  password: "${hash.stdout.trim()}"\n  serverData: { role: user }\n`)
+    const perm = ['--permission', 'config', '--permissions', join(dir, 'permissions.yml')]
+    server = await startServer({ extra: [...perm, '--auth', 'file', '--users', join(dir, 'users.yml')], nodeExtra: perm })
+  })
+  after(async () => {
+    if (server) await server.stop()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  afterEach(closeAll)
+  const login = user => connect(server.url, { username: user, password: 'pw' })
+
+  test('events: subscribe, emit and listen denied on secret/*, allowed elsewhere; data and $room rules', async () => {
+    const a = await login('ada')
+    const b = await login('bob')
+    const errors = errorsOf(a)
+    const got = []
+    b.event.subscribe('secret/x', d => got.push(['secret', d]))
+    b.event.subscribe('open/x', d => got.push(['open', d]))
+    b.event.subscribe('chat/lobby', d => got.push(['chat', d]))
+    await sleep(300)
+    a.event.emit('secret/x', 1)
+    a.event.emit('open/x', 2)
+    a.event.emit('chat/lobby', { room: 'kitchen' }) // data.room must equal $room
+    a.event.emit('chat/lobby', { room: 'lobby' })
+    a.event.listen('secret/.*', () => {})
+    await until(() => got.length === 2 && errors.length >= 3, 'allowed events and the denials')
+    assert.deepEqual(got, [['open', 2], ['chat', { room: 'lobby' }]])
+    assert.deepEqual(errors.map(e => e[0]), ['MESSAGE_DENIED', 'MESSAGE_DENIED', 'MESSAGE_DENIED'])
+  })
+
+  test('a bulk subscribe: each denied name answered MESSAGE_DENIED, the rest subscribed and acknowledged', async () => {
+    const raw = await (await Raw.open(server.url)).login({ username: 'bob', password: 'pw' })
+    raw.send(TOPIC.EVENT, { action: EVENT.SUBSCRIBE, names: ['bulk/1', 'secret/1', 'bulk/2'], correlationId: '7' })
+    const denied = await raw.next(m => m.topic === TOPIC.EVENT && m.action === EVENT.MESSAGE_DENIED)
+    assert.equal(denied.name, 'secret/1')
+    assert.equal(denied.correlationId, '7')
+    assert.equal(denied.originalAction, EVENT.SUBSCRIBE)
+    assert.equal(denied.isError, true)
+    const ack = await raw.next(m => m.topic === TOPIC.EVENT && m.isAck)
+    assert.equal(ack.correlationId, '7')
+    // every name denied: the denials and no acknowledgement (as deepstream)
+    raw.send(TOPIC.EVENT, { action: EVENT.SUBSCRIBE, names: ['secret/2', 'secret/3'], correlationId: '8' })
+    await raw.next(m => m.action === EVENT.MESSAGE_DENIED && m.name === 'secret/2')
+    await raw.next(m => m.action === EVENT.MESSAGE_DENIED && m.name === 'secret/3')
+    await sleep(300)
+    assert.equal(raw.messages.filter(m => m.isAck && m.correlationId === '8').length, 0)
+    raw.close()
+  })
+
+  test('rpc: provide and request denied on forbidden; a data rule on request', async () => {
+    const a = await login('ada')
+    const b = await login('bob')
+    const errors = errorsOf(a)
+    a.rpc.provide('forbidden', (d, res) => res.send('no'))
+    a.rpc.provide('double', (d, res) => res.send(d * 2))
+    await sleep(300)
+    await assert.rejects(b.rpc.make('forbidden', 1), err => err === 'MESSAGE_DENIED' || err?.message === 'MESSAGE_DENIED')
+    assert.equal(await b.rpc.make('double', 21), 42)
+    await assert.rejects(b.rpc.make('double', 1000), err => err === 'MESSAGE_DENIED' || err?.message === 'MESSAGE_DENIED')
+    await until(() => errors.some(e => e[0] === 'MESSAGE_DENIED'), 'provide denied')
+  })
+
+  test('records: read-only, hidden and no-create names; $userId; the error events the client reports', async () => {
+    const a = await login('ada')
+    const errors = errorsOf(a)
+    // ro/*: created and read, never written or deleted
+    const ro = a.record.getRecord('ro/1')
+    await ro.whenReady()
+    await assert.rejects(ro.setWithAck({ x: 1 }), err => err === 'MESSAGE_DENIED' || err?.message === 'MESSAGE_DENIED')
+    await assert.rejects(a.record.setDataWithAck('ro/2', { z: 1 }), err => String(err).includes('MESSAGE_DENIED'))
+    const b = await login('bob') // (a's own copy keeps what it tried to set: the client does not roll back)
+    assert.deepEqual(await b.record.snapshot('ro/1'), {})
+    // hidden/*: not even a snapshot
+    await assert.rejects(a.record.snapshot('hidden/1'), err => String(err).includes('MESSAGE_DENIED'))
+    // nocreate/*: a missing record is not created by getRecord
+    a.record.getRecord('nocreate/1')
+    await until(() => errors.some(e => e[0] === 'MESSAGE_DENIED' && e[1] === 'RECORD'), 'nocreate denied')
+    assert.equal(await b.record.head('nocreate/1'), -1, 'nothing was created') // (a's record never becomes ready)
+    // profile/$userId: ada writes her own profile, not bob's
+    await a.record.setDataWithAck('profile/ada', { name: 'Ada' })
+    await assert.rejects(a.record.setDataWithAck('profile/bob', { name: 'Mallory' }), err => String(err).includes('MESSAGE_DENIED'))
+    assert.equal(await b.record.head('profile/bob'), -1)
+  })
+
+  test('data/oldData rules run at the owning node against the record as the write leaves it', async () => {
+    const a = await login('ada')
+    const b = await login('bob')
+    await a.record.setDataWithAck('counter/1', { n: 1 })
+    await a.record.setDataWithAck('counter/1', { n: 2 })
+    await assert.rejects(a.record.setDataWithAck('counter/1', { n: 2 }), err => String(err).includes('MESSAGE_DENIED'))
+    await assert.rejects(a.record.setDataWithAck('counter/1', 'n', 0), err => String(err).includes('MESSAGE_DENIED'))
+    await a.record.setDataWithAck('counter/1', 'n', 5) // a path patch: data is the whole record after it
+    assert.deepEqual(await b.record.snapshot('counter/1'), { n: 5 })
+    // user.data: file auth's serverData
+    await a.record.setDataWithAck('admin/config', { on: true })
+    await assert.rejects(b.record.setDataWithAck('admin/config', { on: false }), err => String(err).includes('MESSAGE_DENIED'))
+    assert.deepEqual(await b.record.snapshot('admin/config'), { on: true })
+  })
+
+  test('racing writers cannot slip a write past a data/oldData rule', async () => {
+    const a = await login('ada')
+    const b = await login('bob')
+    await a.record.setDataWithAck('counter/race', { n: 0 })
+    // 40 writes of n = 1..20 from two clients at once: each applied write must grow n
+    const writes = []
+    for (let n = 1; n <= 20; n++) {
+      writes.push(a.record.setDataWithAck('counter/race', { n }).then(() => n, () => null))
+      writes.push(b.record.setDataWithAck('counter/race', { n }).then(() => n, () => null))
+    }
+    const applied = (await Promise.all(writes)).filter(n => n !== null)
+    const rec = b.record.getRecord('counter/race')
+    await rec.whenReady()
+    assert.equal(rec.get().n, 20)
+    assert.equal(new Set(applied).size, applied.length, `no value was written twice: ${applied}`)
+  })
+
+  test('presence: allow false for one user; listen denied for records', async () => {
+    const a = await login('ada')
+    const errors = errorsOf(a)
+    await assert.rejects(a.presence.getAll(['hidden-user']), err => String(err).includes('MESSAGE_DENIED'))
+    assert.deepEqual(await a.presence.getAll(['nobody-here']), { 'nobody-here': false })
+    a.record.listen('secret-listen/.*', () => {})
+    await until(() => errors.some(e => e[0] === 'MESSAGE_DENIED'), 'record listen denied')
+  })
+
+  test('SIGHUP reloads the rules without dropping a connection; a broken file leaves them in force', async () => {
+    if (MODE === 'haproxy') return // cluster.sh owns those processes
+    const a = await login('ada')
+    const b = await login('bob')
+    const got = []
+    b.event.subscribe('later/x', d => got.push(d))
+    await sleep(300)
+    a.event.emit('later/x', 1)
+    await until(() => got.length === 1, 'allowed before the reload')
+    writeFileSync(join(dir, 'permissions.yml'), rules('  "later/*":\n    publish: false\n'))
+    for (const p of Object.values(server.procs)) p.child.kill('SIGHUP')
+    await until(() => (server.stderr().match(/permissions-reloaded/g) || []).length >= Object.keys(server.procs).length,
+      'every process reloaded')
+    const errors = errorsOf(a)
+    a.event.emit('later/x', 2)
+    await until(() => errors.length === 1, 'denied after the reload')
+    // a file that does not compile: logged, the rules stay
+    writeFileSync(join(dir, 'permissions.yml'), rules('  "later/*":\n    publish: "user.id ==="\n'))
+    for (const p of Object.values(server.procs)) p.child.kill('SIGHUP')
+    await until(() => /permissions-reload-failed/.test(server.stderr()), 'reload failure logged')
+    a.event.emit('later/x', 3)
+    await until(() => errors.length === 2, 'still denied')
+    assert.deepEqual(got, [1], 'the connection stayed and saw only what was allowed')
+    writeFileSync(join(dir, 'permissions.yml'), RULES)
+  })
+})
+
+describe(`permissions at start-up (${MODE})`, () => {
+  test('a rule that does not compile stops start-up with one line naming file, section, pattern and column', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eddy-perm-bad-'))
+    try {
+      const file = join(dir, 'permissions.yml')
+      writeFileSync(file, rules().replace('  "ro/*":', '  "a/$id":\n    write: "user.id === $id &&"\n  "ro/*":'))
+      const r = runEddy(['standalone', '--port', '0', '--host', '127.0.0.1', '--data', join(dir, 'data'),
+        '--permission', 'config', '--permissions', file])
+      assert.equal(r.code, 2, r.stderr)
+      const lines = r.stderr.trim().split('\n')
+      assert.equal(lines.length, 1, r.stderr)
+      assert.match(lines[0], /permissions\.yml/)
+      assert.match(lines[0], /record/)
+      assert.match(lines[0], /a\/\$id/)
+      assert.match(lines[0], /write/)
+      assert.match(lines[0], /column \d+/)
+      // permission.type config without a file
+      const r2 = runEddy(['standalone', '--port', '0', '--data', join(dir, 'data'), '--permission', 'config'])
+      assert.equal(r2.code, 2)
+      assert.match(r2.stderr, /permission\.options\.permissions/)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
