@@ -448,7 +448,7 @@ fail:
 /* promoteToHeader: the named authData fields that are truthy scalars, as headers. */
 static struct curl_slist *headers_for(const http_auth *h, const auth_login *l)
 {
-    struct curl_slist *list = curl_slist_append(NULL, "Content-Type: application/json");
+    struct curl_slist *list = curl_slist_append(NULL, "Content-Type: application/json; charset=utf-8");
     list = curl_slist_append(list, "Accept: application/json");
     list = curl_slist_append(list, "Expect:"); /* no 100-continue round trip */
     for (int i = 0; i < h->c->promote.count; i++) {
