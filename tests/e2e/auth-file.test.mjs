@@ -181,8 +181,8 @@ describe(`login storm: 200 clients at once with Argon2id file auth (${MODE})`, (
     const again = await storm()
     assert.doesNotMatch(server.stderr(), /auth-timeout/)
     console.log(`# ${CLIENTS} logins: first ${first} ms, again (cached) ${again} ms`)
-    assert.ok(again < first, `cached logins (${again} ms) were not faster than the first (${first} ms)`)
-    if (MODE !== 'haproxy') {
+    if (MODE !== 'haproxy') { // behind haproxy, two brokers each keep a cache and the proxy's cost dominates
+      assert.ok(again < first, `cached logins (${again} ms) were not faster than the first (${first} ms)`)
       const res = await fetch(`http://127.0.0.1:${server.port}/metrics`)
       const hits = Number((await res.text()).match(/^eddy_auth_cache_hits_total (\d+)/m)[1])
       assert.ok(hits >= CLIENTS, `cache hits ${hits}`)
