@@ -18,7 +18,7 @@ BUILD      ?= build
 SAN        ?= 0
 CC         ?= cc
 PKG_CONFIG ?= pkg-config
-PKGS       := libwebsockets msgpack libprotobuf-c jansson yaml-0.1 libsodium libpcre2-8
+PKGS       := libwebsockets msgpack libprotobuf-c jansson yaml-0.1 libsodium libpcre2-8 libcurl libjwt libcrypto
 LIB_PKGS   := msgpack jansson
 VERSION    := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 
@@ -323,13 +323,16 @@ fuzz-short:
 # Benchmarks (figures, not pass/fail): every eddy-bench scenario against
 # @deepstream/server 7.0.2, eddy standalone and a 3-node/2-broker cluster, side
 # by side (results also in $(BUILD)/bench-results.jsonl); node-side record
-# apply+persist; permission checks; backend round trips; a cluster with 1 and 2 brokers.
+# apply+persist; permission checks; backend round trips; a cluster with 1 and 2
+# brokers; login storms (1000 clients at once, then reconnecting) per auth type,
+# beside deepstream.
 bench: all $(BUILD)/bench_node $(BUILD)/bench_rules $(BUILD)/bench_backend npm-deps
 	bash tests/bench/side-by-side.sh $(BUILD)
 	$(BUILD)/bench_node 200000 100 1000 batch 1000
 	$(BUILD)/bench_rules
 	bash tests/bench/backend.sh $(BUILD)
 	node tests/bench/cluster-brokers.mjs $(BUILD)/eddy
+	node tests/bench/logins.mjs $(BUILD)
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz

@@ -1,6 +1,6 @@
 /* broker.c - the broker's lifecycle: creates the parts of internal.h and
  * wires them together (the loop's, links', acks' and auth's hooks point
- * here), keeps the inbound queue that link and auth threads post to, waits for
+ * here), keeps the inbound queue that link threads post to, waits for
  * the nodes, runs the loop, and stops. Not for anything a session or a topic
  * does, nor the loop's mechanics (loop.c). */
 #include "broker.h"
@@ -49,7 +49,7 @@ static void wake(void *ctx)
     loop_wake(((broker *)ctx)->loop);
 }
 
-/* Hands an item to the service thread (link and auth threads); -1 when full. */
+/* Hands an item to the service thread (link threads); -1 when full. */
 static int post(void *ctx, int kind, int li, uint64_t seq, void *item)
 {
     broker *b = ctx;
@@ -99,6 +99,7 @@ static void write_metrics(void *ctx, FILE *f)
     fprintf(f, "# TYPE eddy_sessions gauge\neddy_sessions %zu\n", sessions_count(b->sessions));
     fprintf(f, "# TYPE eddy_inbound_dropped_total counter\neddy_inbound_dropped_total %llu\n",
             (unsigned long long)b->inbound_dropped);
+    auth_metrics(b->auth, f);
     topics_metrics(b->topics, f);
     links_metrics(b->links, f);
     permit_metrics(b->permit, f);
@@ -108,13 +109,11 @@ static void drain_inbound(broker *b)
 {
     inbound *in;
     while ((in = queue_pop(b->inbound, 0)) != NULL) {
-        if (in->kind == INBOUND_AUTH)
-            auth_complete(b->auth, in->item);
-        else
-            links_handle_inbound(b->links, in->kind, in->link, in->seq, in->item);
+        links_handle_inbound(b->links, in->kind, in->link, in->seq, in->item);
         xfree(in);
     }
     links_poll_local(b->links);
+    auth_drain(b->auth);
 }
 
 /* ---- the loop's hooks ---- */
@@ -140,7 +139,10 @@ static void stopped(void *ctx)
 
 static void opened(void *ctx, session *s, struct lws *wsi)
 {
-    session_open(((broker *)ctx)->sessions, s, wsi);
+    broker *b = ctx;
+    session_open(b->sessions, s, wsi);
+    if (auth_wants_connection_data(b->auth))
+        s->conn_data = loop_handshake_data(wsi);
     log_debug("session-open", "session=%llu", (unsigned long long)s->id);
 }
 
@@ -209,7 +211,8 @@ broker *broker_create(const eddy_config *cfg, const local_node *local, bool *con
     b->inbound = queue_new(INBOUND_QUEUE_LEN);
     b->sessions = sessions_new(cfg);
     b->acks = acks_new(b->sessions, fail, b);
-    b->auth = auth_create(cfg, b->sessions, post, login, b, config_error);
+    auth_hooks ah = {.wake = wake, .login = login, .ctx = b};
+    b->auth = auth_create(cfg, b->sessions, &ah, config_error);
     if (b->auth == NULL)
         goto fail;
     char err[512];
@@ -257,9 +260,7 @@ int broker_run(broker *b, volatile sig_atomic_t *stop)
 static void free_inbound(void *p)
 {
     inbound *in = p;
-    if (in->kind == INBOUND_AUTH)
-        auth_result_free(in->item);
-    else if (in->kind == INBOUND_FAILED) {
+    if (in->kind == INBOUND_FAILED) {
         op_batch_destroy(in->item);
         xfree(in->item);
     } else if (in->item != NULL)
@@ -273,7 +274,7 @@ void broker_destroy(broker *b)
         return;
     loop_close(b->loop);     /* closes every session: their topics let go */
     links_destroy(b->links); /* flushes the uninterest messages those closes queued; joins the link threads */
-    auth_destroy(b->auth);   /* joins the worker: nothing wakes the loop after this */
+    auth_destroy(b->auth);   /* joins its threads: nothing wakes the loop after this */
     loop_free(b->loop);
     queue_free(b->inbound, free_inbound);
     topics_destroy(b->topics);

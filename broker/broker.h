@@ -8,7 +8,8 @@
  * Threads: one libwebsockets service thread owns every session, topic and
  * frame. Per node, a request thread (REQ: one batch in flight) and a delivery
  * thread (SUB) hand results to the service thread through one bounded inbound
- * queue and a wake-up. File auth runs Argon2id on a worker thread. */
+ * queue and a wake-up. Password and token checks run on a pool of auth
+ * workers, webhooks on one thread of their own (libcurl's multi interface). */
 #ifndef EDDY_BROKER_H
 #define EDDY_BROKER_H
 
@@ -39,8 +40,9 @@ void broker_watch_reload(broker *b, volatile sig_atomic_t *flag, void (*also)(vo
 /* Closes every connection, quiesces the links, frees b. NULL is fine. */
 void broker_destroy(broker *b);
 
-/* Hashes password with Argon2id (the parameters `eddy hash` and the users file
- * use) into out (at least 128 bytes). Returns 0, or -1 when out of memory. */
-int auth_hash_password(const char *password, char *out, size_t out_len);
+/* Hashes password with Argon2id at a cost of ops passes over mem_kib KiB (the
+ * file strategy's argon2OpsLimit, argon2MemLimit) into out (at least 128
+ * bytes), as `eddy hash` does. Returns 0, or -1 when out of memory. */
+int auth_hash_password(const char *password, int64_t ops, int64_t mem_kib, char *out, size_t out_len);
 
 #endif

@@ -6,7 +6,9 @@
  *   loop.c       the lws context and its loop (libuv, else poll)
  *   http.c       GET /health-check and /metrics
  *   dispatch.c   one client frame: handshake, ping, auth, then the topic table
- *   auth.c       logins (none, file with Argon2id on a worker thread)
+ *   auth.c       logins: the auth list run in order, the checking pool, the
+ *                cache (auth_cache.c); a strategy per module (auth_none.c,
+ *                auth_file.c, auth_http.c, auth_jwt.c)
  *   permit.c     permissions: the check of one client operation at the door
  *   topics.c     the topic table: every topic module's row, and the fan-outs
  *                that walk it (client messages, deliveries, fails, resyncs)
@@ -48,8 +50,9 @@ typedef struct session {
     struct lws *wsi;       /* NULL once closed */
     enum session_state state;
     bool closing;          /* close once the out queue is flushed */
-    bool auth_pending;     /* an auth check is on the worker */
+    bool auth_pending;     /* a login is being checked (auth.c) */
     int auth_attempts;
+    char *conn_data;       /* until login: deepstream's connectionData (JSON text) when a strategy uses it */
     char *user;            /* user id after login */
     char *server_data;     /* JSON text of the user's serverData (file auth), or NULL */
     int64_t last_rx_ms;
@@ -87,6 +90,9 @@ void session_open(sessions *set, session *s, struct lws *wsi);
 /* The connection closed: forgets s and frees what it holds (its topics have
  * already let go of it). */
 void session_closed(session *s);
+/* Credentials arrived (waiting true): the unauthenticated timer stops while
+ * they are checked; they were refused (false): it runs again in full. */
+void session_auth_wait(session *s, bool waiting);
 /* Logs s in as user (copied); server_data (JSON text, copied) may be NULL. */
 void session_login(session *s, const char *user, const char *server_data);
 /* Queues f (a new reference is taken) for s; a session over its outbound bound
@@ -177,7 +183,6 @@ typedef struct link_set link_set;
 enum inbound_kind {
     INBOUND_REPLY = 1,
     INBOUND_DELIVERY = 2,
-    INBOUND_AUTH = 3,
     INBOUND_RESYNC = 4,
     INBOUND_FAILED = 5,   /* an op_batch the node will not answer */
     INBOUND_NODE_DOWN = 6 /* the last connection to a node dropped */
@@ -392,19 +397,109 @@ void permit_to_owner(const session *s, op *o);
 /* ---------------- dispatch.c, auth.c, http.c ---------------- */
 
 typedef struct auth auth;
-/* cfg and set are borrowed; post hands a finished check to the service thread
- * (any thread; -1 when full), login tells the topics a session logged in. */
-auth *auth_create(const eddy_config *cfg, sessions *set,
-                  int (*post)(void *ctx, int kind, int li, uint64_t seq, void *item),
-                  void (*login)(void *ctx, session *s), void *ctx, bool *config_error);
-void auth_destroy(auth *a); /* NULL is fine */
+/* What auth tells the broker. ctx is passed to both. */
+typedef struct auth_hooks {
+    void (*wake)(void *ctx);              /* any thread: checks finished; call auth_drain */
+    void (*login)(void *ctx, session *s); /* a session logged in (the topics hear of it) */
+    void *ctx;
+} auth_hooks;
+/* Makes every strategy of cfg's auth list (cfg and set borrowed, hooks
+ * copied). NULL (logged) on failure; *config_error when the configuration is
+ * at fault (a users file, a key file, an unknown digest). */
+auth *auth_create(const eddy_config *cfg, sessions *set, const auth_hooks *hooks, bool *config_error);
+/* Stops the checking threads; logins still being checked are dropped. NULL is fine. */
+void auth_destroy(auth *a);
 /* Handles AUTH REQUEST data (may be NULL) for s. */
 void auth_request(auth *a, session *s, const char *data);
-/* Completes a check that ran on the worker (takes r). */
-struct auth_result;
-void auth_complete(auth *a, struct auth_result *r);
-/* Frees a result that will never be completed (shutdown). */
-void auth_result_free(struct auth_result *r);
+/* Answers the logins whose checks finished on other threads. */
+void auth_drain(auth *a);
+/* True when a strategy sends deepstream's connectionData (an http webhook):
+ * then sessions keep their handshake in conn_data until login. */
+bool auth_wants_connection_data(const auth *a);
+/* Writes auth's counters (Prometheus text format) to f. */
+void auth_metrics(auth *a, FILE *f);
+
+/* ---- the strategies (one module each) and what they share with auth.c ---- */
+
+/* A strategy's answer to a login: not its user (the next strategy is asked;
+ * when none is left the login fails), yes, or no. */
+enum auth_verdict { AUTH_PASS = 0, AUTH_ACCEPT = 1, AUTH_REJECT = 2 };
+
+/* Strings are xmalloc'd and owned by the outcome (auth_outcome_clear). */
+typedef struct auth_outcome {
+    enum auth_verdict verdict;
+    char *user_id;       /* ACCEPT */
+    char *client_data;   /* JSON text or NULL: AUTH_SUCCESSFUL's / AUTH_UNSUCCESSFUL's data */
+    char *server_data;   /* ACCEPT: JSON text or NULL */
+    const char *reason;  /* static: why, for the log line */
+    int64_t cache_until; /* ACCEPT: wall-clock ms up to which the cache may answer it again (0: never) */
+} auth_outcome;
+
+/* One login being checked: handed from thread to thread, one at a time.
+ * Strategies read the public part; auth.c owns it. */
+struct json_t;
+typedef struct auth_login {
+    uint64_t session_id;
+    struct json_t *data;  /* authData: a JSON object */
+    char *data_text;      /* authData as the client sent it */
+    char *conn_data;      /* connectionData JSON text ("{}" when not kept) */
+    /* auth.c's */
+    struct auth *owner;
+    int next;             /* the strategy asked now */
+    auth_outcome out;
+    struct auth_login *next_done;
+} auth_login;
+
+/* A row of the strategy table. */
+enum auth_run {
+    AUTH_RUN_INLINE, /* check on the service thread: costs nothing */
+    AUTH_RUN_POOL,   /* check on a worker of the pool: CPU-bound (a hash, a signature) */
+    AUTH_RUN_ASYNC   /* start, and answer later from the strategy's own thread (I/O) */
+};
+typedef struct auth_strategy_ops {
+    const char *type;
+    enum auth_run run;
+    bool wants_connection_data;
+    /* Strategy `index` of cfg's list (cfg borrowed: outlives it); NULL with
+     * a message in err when its configuration is unusable. */
+    void *(*create)(const eddy_config *cfg, int index, char *err, size_t err_len);
+    void (*destroy)(void *self); /* NULL is fine; an ASYNC one drops its logins with auth_login_drop */
+    /* INLINE, POOL: answers l in *out (zeroed). Any worker at once: thread-safe. */
+    void (*check)(void *self, const auth_login *l, auth_outcome *out);
+    /* ASYNC (any thread): takes l; answers it once, later, with auth_step_done. */
+    void (*start)(void *self, auth_login *l);
+    /* May be NULL: the credential a cached answer is keyed by, written to buf
+     * (at most cap bytes); returns its length, 0 when l has none. */
+    size_t (*credential)(void *self, const auth_login *l, uint8_t *buf, size_t cap);
+    void (*metrics)(void *self, FILE *f); /* may be NULL */
+} auth_strategy_ops;
+
+extern const auth_strategy_ops auth_none_ops, auth_file_ops, auth_http_ops, auth_jwt_ops;
+
+/* An ASYNC strategy answers l with out (any thread; out's strings are taken). */
+void auth_step_done(auth_login *l, auth_outcome *out);
+/* An ASYNC strategy that stops drops a login it never answered. */
+void auth_login_drop(auth_login *l);
+/* Frees out's strings and zeroes it. NULL is fine. */
+void auth_outcome_clear(auth_outcome *out);
+/* A refused login: with report, AUTH_REJECT with {"error": error} as data
+ * (none when error is NULL); else AUTH_PASS (the next strategy is asked). */
+void auth_refuse(auth_outcome *out, bool report, const char *error, const char *reason);
+/* JSON text of v (xmalloc'd), or NULL for NULL. */
+char *auth_json_text(const struct json_t *v);
+
+/* auth_cache.c: answers of recent successful logins, keyed by a MAC (keyed
+ * BLAKE2b under a secret drawn at start) of the strategy and the credential:
+ * no password or token is kept, and a leaked users file still costs the full
+ * hash per guess. Bounded (the oldest goes first) and expiring. Thread-safe. */
+typedef struct auth_cache auth_cache;
+auth_cache *auth_cache_new(int64_t ttl_ms, size_t max_entries); /* NULL when ttl_ms is 0 */
+void auth_cache_free(auth_cache *c); /* NULL is fine */
+/* On a hit fills *out (copies) and returns true. */
+bool auth_cache_get(auth_cache *c, int strategy, const uint8_t *cred, size_t len, auth_outcome *out);
+/* Remembers o (an ACCEPT, copied) until min(now + ttl, o->cache_until). */
+void auth_cache_put(auth_cache *c, int strategy, const uint8_t *cred, size_t len, const auth_outcome *o);
+void auth_cache_metrics(auth_cache *c, FILE *f);
 
 /* One complete client frame from s. */
 void dispatch_frame(topics *t, auth *a, session *s, const uint8_t *data, size_t len);
@@ -412,5 +507,9 @@ void dispatch_frame(topics *t, auth *a, session *s, const uint8_t *data, size_t 
 /* An HTTP request on the websocket port: GET /health-check, GET /metrics
  * (metrics writes the body), 404 otherwise. Returns lws's callback result. */
 int http_serve(struct lws *wsi, const char *uri, void (*metrics)(void *ctx, FILE *f), void *ctx);
+/* deepstream's connectionData of a new websocket connection: {remoteAddress
+ * (X-Forwarded-For, else the peer), headers (those lws parses), referer}, as
+ * JSON text (xmalloc'd). */
+char *loop_handshake_data(struct lws *wsi);
 
 #endif

@@ -263,8 +263,12 @@ int loop_run(loop *l, volatile sig_atomic_t *stop)
     pthread_mutex_unlock(&l->ctx_lock);
     l->hooks.started(l->hooks.ctx, l->ctx);
     lws_sul_schedule(l->ctx, 0, &l->tick_timer, tick, 200 * 1000);
+    char auth_list[64] = "";
+    for (int i = 0; i < cfg->auth_count; i++)
+        snprintf(auth_list + strlen(auth_list), sizeof(auth_list) - strlen(auth_list), "%s%s", i ? "," : "",
+                 config_auth_type_name(cfg->auth[i].type));
     log_info("broker-listening", "port=%d host=%s path=%s auth=%s loop=%s", lws_get_vhost_listen_port(vh), cfg->host,
-             cfg->url_path, cfg->auth_type == AUTH_FILE ? "file" : "none", l->uv ? "libuv" : "poll");
+             cfg->url_path, auth_list, l->uv ? "libuv" : "poll");
     l->hooks.woken(l->hooks.ctx); /* what arrived before the loop ran */
     if (l->uv) {
         lws_service(l->ctx, 0); /* until stop_uv_loop has closed everything */

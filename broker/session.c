@@ -144,7 +144,7 @@ static void sweep(lws_sorted_usec_list_t *sul)
 static void auth_timer_fired(lws_sorted_usec_list_t *sul)
 {
     session *s = lws_container_of(sul, session, auth_timer);
-    if (s->state == SESSION_OPEN || s->closing)
+    if (s->state == SESSION_OPEN || s->closing || s->auth_pending)
         return;
     log_info("auth-timeout", "session=%llu", (unsigned long long)s->id);
     ConnectionMessage m = CONNECTION_MESSAGE__INIT;
@@ -155,6 +155,12 @@ static void auth_timer_fired(lws_sorted_usec_list_t *sul)
     lws_cancel_service(lws_get_context(s->wsi)); /* a timer does not wake the loop by itself */
 }
 
+static void schedule_auth_timer(session *s)
+{
+    lws_sul_schedule(lws_get_context(s->wsi), 0, &s->auth_timer, auth_timer_fired,
+                     (lws_usec_t)s->set->cfg->unauthenticated_timeout_ms * 1000);
+}
+
 void session_open(sessions *set, session *s, struct lws *wsi)
 {
     memset(s, 0, sizeof(*s));
@@ -163,8 +169,21 @@ void session_open(sessions *set, session *s, struct lws *wsi)
     s->id = random_id();
     s->last_rx_ms = now_ms();
     dict_put(set->by_id, &s->id, sizeof(s->id), s);
-    lws_sul_schedule(lws_get_context(wsi), 0, &s->auth_timer, auth_timer_fired,
-                     (lws_usec_t)set->cfg->unauthenticated_timeout_ms * 1000);
+    schedule_auth_timer(s);
+}
+
+/* auth.unauthenticatedClientTimeout bounds how long a client takes to send
+ * credentials, not how long checking them takes (a login storm queues checks
+ * behind each other): the timer stops while they are checked, and a client
+ * whose credentials were refused gets the full time again to send others. */
+void session_auth_wait(session *s, bool waiting)
+{
+    if (s->wsi == NULL || s->state == SESSION_OPEN)
+        return;
+    if (waiting)
+        lws_sul_cancel(&s->auth_timer);
+    else if (!s->closing)
+        schedule_auth_timer(s);
 }
 
 /* Drops every queued frame. */
@@ -188,10 +207,12 @@ void session_closed(session *s)
     xfree(s->rx);
     xfree(s->user);
     xfree(s->server_data);
+    xfree(s->conn_data);
     s->out = NULL;
     s->rx = NULL;
     s->user = NULL;
     s->server_data = NULL;
+    s->conn_data = NULL;
     s->wsi = NULL;
 }
 
@@ -202,6 +223,8 @@ void session_login(session *s, const char *user, const char *server_data)
     s->user = xstrdup(user);
     xfree(s->server_data);
     s->server_data = server_data ? xstrdup(server_data) : NULL;
+    xfree(s->conn_data); /* only logins use it */
+    s->conn_data = NULL;
     lws_sul_cancel(&s->auth_timer);
 }
 

@@ -42,7 +42,8 @@ static void usage(FILE *out)
             "  eddy standalone [options]   broker and node in one process (default)\n"
             "  eddy broker [options]       websocket edge; needs --node REQ,DELIV\n"
             "  eddy node [options]         shard owner; listens on --request and --delivery\n"
-            "  eddy hash PASSWORD          print an Argon2id hash for the users file\n"
+            "  eddy hash [--config FILE] [--auth-argon2-ops-limit N] [--auth-argon2-mem-limit KIB] PASSWORD\n"
+            "                              print an Argon2id hash for the users file\n"
             "  eddy ctl COMMAND ...        the cluster from a shell (eddy ctl --help)\n"
             "  eddy --version | --help\n\n"
             "options (YAML keys in brackets; EDDY_<KEY> environment variables also work):\n"
@@ -52,14 +53,41 @@ static void usage(FILE *out)
         config_print_flags();
 }
 
+/* eddy hash [--config FILE] [--auth-argon2-ops-limit N] [--auth-argon2-mem-limit KIB] PASSWORD:
+ * an Argon2id hash at the cost of the first file strategy of the configuration
+ * (its argon2OpsLimit and argon2MemLimit; defaults 2 and 65536 KiB). */
 static int cmd_hash(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: eddy hash PASSWORD\n");
+    if (argc < 3 || argc % 2 == 0) {
+        fprintf(stderr, "usage: eddy hash [--config FILE] [--auth-argon2-ops-limit N] [--auth-argon2-mem-limit KIB] "
+                        "PASSWORD\n");
         return 2;
     }
+    eddy_config cfg;
+    char err[512];
+    int rc = 0;
+    config_defaults(&cfg);
+    for (int i = 2; i + 1 < argc && rc == 0; i += 2) {
+        if (strcmp(argv[i], "--config") == 0)
+            rc = config_load_file(&cfg, argv[i + 1], err, sizeof(err));
+        else if ((rc = config_set_flag(&cfg, argv[i], argv[i + 1], err, sizeof(err))) == -2)
+            snprintf(err, sizeof(err), "unknown option %s", argv[i]);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "eddy: %s\n", err);
+        config_free(&cfg);
+        return 2;
+    }
+    const auth_strategy_config *a = &cfg.auth[0];
+    for (int i = 0; i < cfg.auth_count; i++)
+        if (cfg.auth[i].type == AUTH_FILE) {
+            a = &cfg.auth[i];
+            break;
+        }
     char out[256];
-    if (auth_hash_password(argv[2], out, sizeof(out)) != 0) {
+    rc = auth_hash_password(argv[argc - 1], a->argon2_ops, a->argon2_mem_kib, out, sizeof(out));
+    config_free(&cfg);
+    if (rc != 0) {
         fprintf(stderr, "eddy: hashing failed (out of memory?)\n");
         return 1;
     }

@@ -9,26 +9,38 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "mem.h"
 #include "shardmap.h"
 #include "yamljson.h"
 
-enum cfg_type { T_INT, T_STR, T_ENUM, T_NODES };
+/* T_PATH: a file path; in a YAML file fileLoad(P) and file(P) are P resolved
+ * against the file's folder. T_CODES: status codes (YAML list, or "200,201").
+ * T_NAMES: names (YAML list, or "a,b"). T_AUTHLIST: the auth list. */
+enum cfg_type { T_INT, T_STR, T_ENUM, T_NODES, T_PATH, T_CODES, T_NAMES, T_AUTHLIST };
+
+/* cfg_entry.types: 0 for a key of eddy_config; else a strategy option (its
+ * field is in auth_strategy_config), one bit per auth type that takes it. */
+#define TY(t) (1u << (t))
+#define TY_ALL (TY(AUTH_NONE) | TY(AUTH_FILE) | TY(AUTH_HTTP) | TY(AUTH_JWT))
+#define O_FALSE_EMPTY 1u /* T_STR: YAML false means "" (deepstream's hash: false) */
 
 typedef struct cfg_entry {
     const char *key;  /* dotted YAML key */
-    const char *flag; /* command-line flag */
+    const char *flag; /* command-line flag (NULL: none) */
     enum cfg_type type;
-    int64_t min, max; /* T_INT bounds; T_STR: min 1 = must not be empty */
+    int64_t min, max; /* T_INT and T_CODES bounds; T_STR/T_PATH: min 1 = must not be empty */
     const char *def;
     size_t offset;
     const char *const *choices; /* T_ENUM: index = stored value */
     const char *doc;
+    unsigned types; /* 0: eddy_config; else auth_strategy_config, for these types */
+    unsigned opts;  /* O_* */
 } cfg_entry;
 
-static const char *const auth_choices[] = {"none", "file", NULL};
+static const char *const auth_choices[] = {"none", "file", "http", "jwt", NULL};
 static const char *const permission_choices[] = {"none", "config", NULL};
 static const char *const sync_choices[] = {"always", "batch", "never", NULL};
 static const char *const balance_choices[] = {"roundrobin", "leastinflight", NULL};
@@ -36,6 +48,10 @@ static const char *const bool_choices[] = {"false", "true", NULL};
 static const char *const level_choices[] = {"debug", "info", "warn", "error", NULL};
 
 #define F(field) offsetof(eddy_config, field)
+#define A(field) offsetof(auth_strategy_config, field)
+/* rows of eddy_config's keys leave out the trailing types and opts (0) */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 static const cfg_entry table[] = {
     {"host", "--host", T_STR, 1, 0, "0.0.0.0", F(host), NULL,
      "address the websocket listener binds to"},
@@ -51,19 +67,90 @@ static const cfg_entry table[] = {
     {"maxOutboundBytes", "--max-outbound-bytes", T_INT, 65536, 1 << 30, "16777216",
      F(max_outbound_bytes), NULL,
      "bytes queued to one slow client before it is disconnected as a slow consumer"},
-    {"auth.type", "--auth", T_ENUM, 0, 0, "none", F(auth_type), auth_choices,
-     "none: every login succeeds; file: users and Argon2id hashes from auth.users"},
-    {"auth.users", "--users", T_STR, 0, 0, "", F(users_file), NULL,
-     "users YAML file for auth.type file (see README)"},
+    {"auth", NULL, T_AUTHLIST, 0, 0, NULL, 0, NULL,
+     "deepstream's list of strategies tried in order: [{type: none|file|http|jwt, options: {...}}]"},
+    {"auth.type", "--auth", T_ENUM, 0, 0, "none", A(type), auth_choices,
+     "none: every login succeeds; file: a users file; http: a webhook; jwt: a signed token "
+     "(a flag or variable makes the list this one strategy)", TY_ALL},
+    {"auth.users", "--users", T_PATH, 0, 0, "", A(users_file), NULL,
+     "users YAML file for auth.type file (auth.options.users)", TY(AUTH_FILE)},
+    {"auth.options.users", NULL, T_PATH, 0, 0, "", A(users_file), NULL,
+     "users YAML file: fileLoad(users.yml) is relative to the config file", TY(AUTH_FILE)},
+    {"auth.options.hash", "--auth-hash", T_STR, 0, 0, "", A(hash), NULL,
+     "PBKDF2 digest of deepstream hashes in the users file (md5, sha256, ...); false or empty: "
+     "Argon2id hashes only", TY(AUTH_FILE), O_FALSE_EMPTY},
+    {"auth.options.iterations", "--auth-iterations", T_INT, 1, 10000000, "100", A(iterations), NULL,
+     "PBKDF2 iterations of deepstream hashes", TY(AUTH_FILE)},
+    {"auth.options.keyLength", "--auth-key-length", T_INT, 1, 1024, "32", A(key_length), NULL,
+     "PBKDF2 key length in bytes of deepstream hashes", TY(AUTH_FILE)},
+    {"auth.options.argon2OpsLimit", "--auth-argon2-ops-limit", T_INT, 1, 100, "2", A(argon2_ops), NULL,
+     "Argon2id passes of the hashes eddy hash makes (and of the check an unknown user costs)", TY(AUTH_FILE)},
+    {"auth.options.argon2MemLimit", "--auth-argon2-mem-limit", T_INT, 8, 4194304, "65536", A(argon2_mem_kib),
+     NULL, "Argon2id memory in KiB of the hashes eddy hash makes", TY(AUTH_FILE)},
+    {"auth.options.reportInvalidParameters", "--auth-report-invalid-parameters", T_ENUM, 0, 0, "true",
+     A(report_invalid), bool_choices,
+     "a refused login is answered (true) or left to the next strategy (false); default true for a list "
+     "of one, false for a longer one", TY(AUTH_FILE) | TY(AUTH_HTTP) | TY(AUTH_JWT)},
+    {"auth.options.endpointUrl", "--auth-endpoint-url", T_STR, 0, 0, "", A(endpoint_url), NULL,
+     "http: the webhook every login is POSTed to", TY(AUTH_HTTP)},
+    {"auth.options.permittedStatusCodes", "--auth-permitted-status-codes", T_CODES, 100, 599, "200",
+     A(permitted), NULL, "http: statuses that log the user in", TY(AUTH_HTTP)},
+    {"auth.options.requestTimeout", "--auth-request-timeout", T_INT, 1, 600000, "2000",
+     A(request_timeout_ms), NULL, "http: ms one request may take", TY(AUTH_HTTP)},
+    {"auth.options.retryStatusCodes", "--auth-retry-status-codes", T_CODES, 100, 599, "",
+     A(retry_codes), NULL, "http: statuses that are retried (failed requests are too)", TY(AUTH_HTTP)},
+    {"auth.options.retryAttempts", "--auth-retry-attempts", T_INT, 0, 100, "0", A(retry_attempts), NULL,
+     "http: retries after the first request", TY(AUTH_HTTP)},
+    {"auth.options.retryInterval", "--auth-retry-interval", T_INT, 0, 600000, "1000",
+     A(retry_interval_ms), NULL, "http: ms between retries", TY(AUTH_HTTP)},
+    {"auth.options.promoteToHeader", "--auth-promote-to-header", T_NAMES, 0, 0, "", A(promote), NULL,
+     "http: authData fields also sent as request headers", TY(AUTH_HTTP)},
+    {"auth.options.maxConcurrentRequests", "--auth-max-concurrent-requests", T_INT, 1, 10000, "64",
+     A(max_concurrent), NULL, "http: requests in flight at once (eddy)", TY(AUTH_HTTP)},
+    {"auth.options.maxQueuedRequests", "--auth-max-queued-requests", T_INT, 1, 1000000, "1024",
+     A(max_queued), NULL,
+     "http: logins waiting for or in a request (eddy); beyond, a login is refused at once", TY(AUTH_HTTP)},
+    {"auth.options.maxResponseSize", "--auth-max-response-size", T_INT, 256, 16 << 20, "65536",
+     A(max_response), NULL, "http: largest webhook answer in bytes (eddy); a larger one fails the login",
+     TY(AUTH_HTTP)},
+    {"auth.options.secret", "--auth-secret", T_STR, 0, 0, "", A(secret), NULL,
+     "jwt: the HMAC secret (HS256, HS384, HS512)", TY(AUTH_JWT)},
+    {"auth.options.publicKey", "--auth-public-key", T_PATH, 0, 0, "", A(public_key_file), NULL,
+     "jwt: PEM public key file (RS256/384/512, ES256/384/512)", TY(AUTH_JWT)},
+    {"auth.options.algorithm", "--auth-algorithm", T_STR, 0, 0, "", A(algorithm), NULL,
+     "jwt: the one algorithm tokens must use; default HS256 with a secret, RS256 with a public key",
+     TY(AUTH_JWT)},
+    {"auth.options.issuer", "--auth-issuer", T_STR, 0, 0, "", A(issuer), NULL,
+     "jwt: required iss claim (empty: not checked)", TY(AUTH_JWT)},
+    {"auth.options.audience", "--auth-audience", T_STR, 0, 0, "", A(audience), NULL,
+     "jwt: required aud claim, or member of it (empty: not checked)", TY(AUTH_JWT)},
+    {"auth.options.userIdClaim", "--auth-user-id-claim", T_STR, 1, 0, "sub", A(user_id_claim), NULL,
+     "jwt: the claim holding the user id", TY(AUTH_JWT)},
+    {"auth.options.clientDataClaim", "--auth-client-data-claim", T_STR, 0, 0, "clientData",
+     A(client_data_claim), NULL, "jwt: the claim sent to the client as login data (empty: none)", TY(AUTH_JWT)},
+    {"auth.options.serverDataClaim", "--auth-server-data-claim", T_STR, 0, 0, "serverData",
+     A(server_data_claim), NULL, "jwt: the claim kept as the user's serverData (empty: none)", TY(AUTH_JWT)},
+    {"auth.options.clockTolerance", "--auth-clock-tolerance", T_INT, 0, 86400, "0", A(clock_tolerance_s), NULL,
+     "jwt: seconds of leeway on exp and nbf", TY(AUTH_JWT)},
     {"auth.maxAuthAttempts", "--max-auth-attempts", T_INT, 1, 1000, "3", F(max_auth_attempts),
      NULL, "failed logins before TOO_MANY_AUTH_ATTEMPTS and a close"},
     {"auth.unauthenticatedClientTimeout", "--unauthenticated-timeout", T_INT, 100, 86400000,
      "180000", F(unauthenticated_timeout_ms), NULL,
-     "ms a connection may stay without a successful login"},
+     "ms a connection may stay without sending credentials (time spent checking them does not count)"},
+    {"auth.cacheTtl", "--auth-cache-ttl", T_INT, 0, 86400000, "60000", F(auth_cache_ttl_ms), NULL,
+     "ms a successful file or jwt login is remembered, so the same credentials log in again without "
+     "the check (0: no cache)"},
+    {"auth.cacheSize", "--auth-cache-size", T_INT, 1, 10000000, "10000", F(auth_cache_size), NULL,
+     "logins the cache holds; the oldest goes first"},
+    {"auth.workers", "--auth-workers", T_INT, 0, 256, "0", F(auth_workers), NULL,
+     "threads checking passwords and tokens (0: one per core)"},
+    {"auth.maxPendingLogins", "--auth-max-pending", T_INT, 1, 1000000, "4096", F(auth_max_pending), NULL,
+     "logins being checked at once; beyond, a login is refused at once (AUTH_UNSUCCESSFUL, server busy)"},
     {"permission.type", "--permission", T_ENUM, 0, 0, "none", F(permission_type), permission_choices,
      "none: every operation is allowed; config: deepstream's Valve rules from permission.options.permissions"},
-    {"permission.options.permissions", "--permissions", T_STR, 0, 0, "", F(permissions_file), NULL,
-     "permissions YAML file (deepstream's permissions.yml format) for permission.type config"},
+    {"permission.options.permissions", "--permissions", T_PATH, 0, 0, "", F(permissions_file), NULL,
+     "permissions YAML file (deepstream's permissions.yml format) for permission.type config; "
+     "fileLoad(permissions.yml) is relative to the config file"},
     {"permission.options.maxRuleIterations", "--max-rule-iterations", T_INT, 1, 100, "3",
      F(max_rule_iterations), NULL,
      "records one rule check may read through cross-references (_('name')); one more denies"},
@@ -140,30 +227,96 @@ static const cfg_entry table[] = {
      "tests only: a node numbers but does not send every Nth delivery batch made only of "
      "broadcasts, as nng pub/sub drops when a queue is full (0: off)"},
 };
+#pragma GCC diagnostic pop
 #define TABLE_LEN (sizeof(table) / sizeof(table[0]))
 
-static int fail(char *err, size_t err_len, const cfg_entry *e, const char *fmt, const char *value)
+
+/* Where a value comes from and how to name it in a message. */
+typedef struct setting {
+    eddy_config *cfg;
+    int strategy;         /* the auth strategy a strategy option sets */
+    const char *name;     /* the key as written (auth[1].options.hash); NULL: the row's key and flag */
+    const char *base_dir; /* a YAML file's folder: fileLoad() resolves against it; NULL: as given */
+    bool from_file;
+    char *err;
+    size_t err_len;
+} setting;
+
+static int fail(const setting *st, const cfg_entry *e, const char *fmt, const char *value)
 {
     char why[256];
     snprintf(why, sizeof(why), fmt, value);
-    snprintf(err, err_len, "config error: %s (%s): %s", e->key, e->flag, why);
+    if (st->name != NULL)
+        snprintf(st->err, st->err_len, "config error: %s: %s", st->name, why);
+    else if (e->flag != NULL)
+        snprintf(st->err, st->err_len, "config error: %s (%s): %s", e->key, e->flag, why);
+    else
+        snprintf(st->err, st->err_len, "config error: %s: %s", e->key, why);
     return -1;
 }
 
+static void *field_of(eddy_config *cfg, const cfg_entry *e, int strategy)
+{
+    return e->types == 0 ? (char *)cfg + e->offset : (char *)&cfg->auth[strategy] + e->offset;
+}
+
+/* The bit of a strategy option row in auth_strategy_config.given. */
+static uint64_t given_bit(const cfg_entry *e)
+{
+    unsigned n = 0;
+    for (const cfg_entry *r = table; r < e; r++)
+        n += r->types != 0;
+    return (uint64_t)1 << n;
+}
+
 static int add_node(eddy_config *cfg, const char *id, const char *request, const char *delivery,
-                    const char *shards, const cfg_entry *e, char *err, size_t err_len)
+                    const char *shards, const setting *st, const cfg_entry *e)
 {
     char why[256];
     if (clustermap_add(&cfg->cluster, id, request, delivery, shards, why, sizeof(why)) != 0)
-        return fail(err, err_len, e, "%s", why);
+        return fail(st, e, "%s", why);
     return 0;
 }
 
-/* Sets one entry from its text form (flags, environment, defaults, YAML scalars). */
-static int set_text(eddy_config *cfg, const cfg_entry *e, const char *value, char *err,
-                    size_t err_len)
+/* "fileLoad(P)" or "file(P)": P (borrowed from value, length in *len); else NULL. */
+static const char *file_syntax(const char *value, size_t *len)
 {
-    void *field = (char *)cfg + e->offset;
+    size_t n = strlen(value);
+    for (const char *fn = "fileLoad("; fn != NULL; fn = fn[4] == 'L' ? "file(" : NULL) {
+        size_t fl = strlen(fn);
+        if (n > fl && strncmp(value, fn, fl) == 0 && value[n - 1] == ')') {
+            *len = n - fl - 1;
+            return value + fl;
+        }
+    }
+    return NULL;
+}
+
+static bool header_name_ok(const char *s)
+{
+    if (s[0] == '\0')
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && strchr("!#$%&'*+-.^_`|~", *s) == NULL)
+            return false;
+    return true;
+}
+
+static void free_names(config_names *n)
+{
+    for (int i = 0; i < n->count; i++)
+        xfree(n->v[i]);
+    n->count = 0;
+}
+
+/* Sets one entry from its text form (flags, environment, defaults, YAML scalars). */
+static int set_text(const setting *st, const cfg_entry *e, const char *value)
+{
+    void *field = field_of(st->cfg, e, st->strategy);
+    size_t plen;
+    const char *inner = file_syntax(value, &plen);
+    if (inner != NULL && e->type != T_PATH)
+        return fail(st, e, "fileLoad() and file() are for file paths; this value is not one (got '%s')", value);
     switch (e->type) {
     case T_INT: {
         char *end;
@@ -173,14 +326,32 @@ static int set_text(eddy_config *cfg, const cfg_entry *e, const char *value, cha
             char want[128];
             snprintf(want, sizeof(want), "must be an integer from %lld to %lld (got '%%s')",
                      (long long)e->min, (long long)e->max);
-            return fail(err, err_len, e, want, value);
+            return fail(st, e, want, value);
         }
         *(int64_t *)field = v;
         return 0;
     }
+    case T_PATH:
+        if (inner != NULL) {
+            char *p = xstrndup(inner, plen);
+            char *full = NULL;
+            if (p[0] != '/' && st->base_dir != NULL) {
+                full = xmalloc(strlen(st->base_dir) + plen + 2);
+                sprintf(full, "%s/%s", st->base_dir, p);
+            }
+            char **s = field;
+            xfree(*s);
+            *s = full != NULL ? full : xstrdup(p);
+            xfree(p);
+            if (e->min > 0 && (*s)[0] == '\0')
+                return fail(st, e, "must not be empty%s", "");
+            return 0;
+        }
+        /* a plain path is taken as given */
+        __attribute__((fallthrough));
     case T_STR: {
         if (e->min > 0 && value[0] == '\0')
-            return fail(err, err_len, e, "must not be empty%s", "");
+            return fail(st, e, "must not be empty%s", "");
         char **s = field;
         xfree(*s);
         *s = xstrdup(value);
@@ -192,20 +363,63 @@ static int set_text(eddy_config *cfg, const cfg_entry *e, const char *value, cha
                 *(int64_t *)field = i;
                 return 0;
             }
-        return fail(err, err_len, e, "unknown value '%s'", value);
+        return fail(st, e, "unknown value '%s'", value);
+    case T_CODES: {
+        config_codes c = {0};
+        for (const char *p = value; *p != '\0';) {
+            char *end;
+            errno = 0;
+            long long v = strtoll(p, &end, 10);
+            if (end == p || errno != 0 || v < e->min || v > e->max || (*end != ',' && *end != '\0'))
+                return fail(st, e, "must be HTTP status codes from 100 to 599, comma-separated (got '%s')", value);
+            if (c.count == AUTH_MAX_CODES)
+                return fail(st, e, "at most 16 codes (got '%s')", value);
+            c.v[c.count++] = v;
+            p = *end == ',' ? end + 1 : end;
+        }
+        *(config_codes *)field = c;
+        return 0;
+    }
+    case T_NAMES: {
+        config_names n = {0};
+        int rc = 0;
+        for (const char *p = value; *p != '\0' && rc == 0;) {
+            const char *comma = strchr(p, ',');
+            size_t len = comma ? (size_t)(comma - p) : strlen(p);
+            char *name = xstrndup(p, len);
+            if (!header_name_ok(name))
+                rc = fail(st, e, "'%s' is not a valid HTTP header name", name);
+            else if (n.count == AUTH_MAX_NAMES)
+                rc = fail(st, e, "at most 16 names (got '%s')", value);
+            if (rc == 0)
+                n.v[n.count++] = name;
+            else
+                xfree(name);
+            p = comma ? comma + 1 : p + len;
+        }
+        if (rc != 0) {
+            free_names(&n);
+            return -1;
+        }
+        free_names(field);
+        *(config_names *)field = n;
+        return 0;
+    }
     case T_NODES: {
         /* REQUEST,DELIVERY[,SHARDS...] */
         const char *comma = strchr(value, ',');
         if (comma == NULL)
-            return fail(err, err_len, e, "expected REQUEST,DELIVERY[,SHARD-RANGES] (got '%s')", value);
+            return fail(st, e, "expected REQUEST,DELIVERY[,SHARD-RANGES] (got '%s')", value);
         const char *comma2 = strchr(comma + 1, ',');
         char *req = xstrndup(value, (size_t)(comma - value));
         char *del = comma2 ? xstrndup(comma + 1, (size_t)(comma2 - comma - 1)) : xstrdup(comma + 1);
-        int rc = add_node(cfg, NULL, req, del, comma2 ? comma2 + 1 : NULL, e, err, err_len);
+        int rc = add_node(st->cfg, NULL, req, del, comma2 ? comma2 + 1 : NULL, st, e);
         xfree(req);
         xfree(del);
         return rc;
     }
+    case T_AUTHLIST:
+        return fail(st, e, "a YAML list of strategies ({type, options}) (got '%s')", value);
     }
     return -1;
 }
@@ -218,24 +432,213 @@ static const cfg_entry *find_key(const char *key)
     return NULL;
 }
 
+static void free_strategy(auth_strategy_config *a)
+{
+    for (size_t i = 0; i < TABLE_LEN; i++) {
+        const cfg_entry *e = &table[i];
+        if (e->types == 0)
+            continue;
+        void *field = (char *)a + e->offset;
+        if (e->type == T_STR || e->type == T_PATH) {
+            xfree(*(char **)field);
+            *(char **)field = NULL;
+        } else if (e->type == T_NAMES)
+            free_names(field);
+    }
+    memset(a, 0, sizeof(*a));
+}
+
+/* Strategy i gets every option's default. */
+static void reset_strategy(eddy_config *cfg, int i)
+{
+    char err[256];
+    setting st = {.cfg = cfg, .strategy = i, .err = err, .err_len = sizeof(err)};
+    free_strategy(&cfg->auth[i]);
+    for (size_t r = 0; r < TABLE_LEN; r++)
+        if (table[r].types != 0 && table[r].def != NULL && set_text(&st, &table[r], table[r].def) != 0)
+            abort(); /* a bad default is a programming error */
+}
+
+/* Sets the auth list to its first strategy alone. */
+static void truncate_auth(eddy_config *cfg)
+{
+    for (int i = 1; i < cfg->auth_count; i++)
+        free_strategy(&cfg->auth[i]);
+    cfg->auth_count = 1;
+    cfg->auth_listed = false;
+}
+
+/* A key's value from a flag or the environment, or a YAML scalar. */
+static int set_value(const setting *st, const cfg_entry *e, const char *value)
+{
+    if (e->types == 0)
+        return set_text(st, e, value);
+    auth_strategy_config *a = &st->cfg->auth[st->strategy];
+    if (!st->from_file && e->offset == A(type)) {
+        /* --auth / EDDY_AUTH_TYPE: the list becomes this one strategy; what
+         * the first strategy was given for another type is dropped */
+        int64_t old = a->type;
+        if (set_text(st, e, value) != 0)
+            return -1;
+        int64_t type = a->type;
+        truncate_auth(st->cfg);
+        if (type != old) {
+            auth_strategy_config keep = *a;
+            memset(a, 0, sizeof(*a));
+            reset_strategy(st->cfg, 0);
+            for (size_t r = 0; r < TABLE_LEN; r++) {
+                const cfg_entry *o = &table[r];
+                if (o->types == 0 || !(keep.given & given_bit(o)) || !(o->types & TY(type)) || o->offset == A(type))
+                    continue;
+                /* move the option's value over */
+                size_t size = o->type == T_CODES ? sizeof(config_codes) : o->type == T_NAMES ? sizeof(config_names)
+                              : (o->type == T_STR || o->type == T_PATH) ? sizeof(char *) : sizeof(int64_t);
+                void *to = (char *)a + o->offset, *from = (char *)&keep + o->offset;
+                if (o->type == T_STR || o->type == T_PATH)
+                    xfree(*(char **)to);
+                else if (o->type == T_NAMES)
+                    free_names(to);
+                memcpy(to, from, size);
+                memset(from, 0, size);
+                a->given |= given_bit(o);
+            }
+            free_strategy(&keep);
+            a->type = type;
+        }
+        a->given |= given_bit(e);
+        return 0;
+    }
+    if (set_text(st, e, value) != 0)
+        return -1;
+    a->given |= given_bit(e);
+    return 0;
+}
+
 void config_defaults(eddy_config *cfg)
 {
     char err[256];
     memset(cfg, 0, sizeof(*cfg));
+    setting st = {.cfg = cfg, .err = err, .err_len = sizeof(err)};
     for (size_t i = 0; i < TABLE_LEN; i++)
-        if (table[i].def != NULL && set_text(cfg, &table[i], table[i].def, err, sizeof(err)) != 0)
+        if (table[i].types == 0 && table[i].def != NULL && set_text(&st, &table[i], table[i].def) != 0)
             abort(); /* a bad default is a programming error */
+    cfg->auth_count = 1;
+    reset_strategy(cfg, 0);
 }
 
-static int apply_nodes(eddy_config *cfg, const cfg_entry *e, json_t *v, char *err, size_t err_len)
+static int apply_nodes(const setting *st, const cfg_entry *e, json_t *v)
 {
     char why[256];
-    if (clustermap_add_json(&cfg->cluster, v, why, sizeof(why)) != 0)
-        return fail(err, err_len, e, "%s", why);
+    if (clustermap_add_json(&st->cfg->cluster, v, why, sizeof(why)) != 0)
+        return fail(st, e, "%s", why);
     return 0;
 }
 
-static int apply_json(eddy_config *cfg, json_t *obj, const char *prefix, char *err, size_t err_len)
+/* A YAML list for T_CODES / T_NAMES: joined into the flag form. */
+static int apply_list(const setting *st, const cfg_entry *e, json_t *v)
+{
+    char text[1024] = "";
+    size_t used = 0, i;
+    json_t *item;
+    json_array_foreach(v, i, item) {
+        char one[256];
+        if (e->type == T_CODES && json_is_integer(item))
+            snprintf(one, sizeof(one), "%lld", (long long)json_integer_value(item));
+        else if (e->type == T_NAMES && json_is_string(item) && strchr(json_string_value(item), ',') == NULL &&
+                 strlen(json_string_value(item)) < sizeof(one))
+            snprintf(one, sizeof(one), "%s", json_string_value(item));
+        else
+            return fail(st, e, "%s", e->type == T_CODES ? "want a list of HTTP status codes" : "want a list of names");
+        if (used + strlen(one) + 2 > sizeof(text))
+            return fail(st, e, "%s", "too long a list");
+        used += (size_t)snprintf(text + used, sizeof(text) - used, "%s%s", i ? "," : "", one);
+    }
+    return set_value(st, e, text);
+}
+
+/* One YAML value for row e. */
+static int apply_value(const setting *st, const cfg_entry *e, json_t *v)
+{
+    if (e->type == T_NODES)
+        return apply_nodes(st, e, v);
+    if ((e->type == T_CODES || e->type == T_NAMES) && json_is_array(v))
+        return apply_list(st, e, v);
+    char text[64];
+    const char *s;
+    if (json_is_string(v))
+        s = json_string_value(v);
+    else if (json_is_boolean(v) && e->choices == bool_choices)
+        s = json_is_true(v) ? "true" : "false";
+    else if (json_is_false(v) && (e->opts & O_FALSE_EMPTY))
+        s = "";
+    else if (json_is_integer(v) && (e->type == T_INT || e->type == T_CODES)) {
+        snprintf(text, sizeof(text), "%lld", (long long)json_integer_value(v));
+        s = text;
+    } else if (e->type == T_PATH && json_is_object(v))
+        return fail(st, e, "%s", "eddy reads this from a file: give its path, or fileLoad(FILE)");
+    else
+        return fail(st, e, "wrong type%s", e->type == T_INT ? " (want an integer)"
+                                           : e->type == T_CODES ? " (want a list of status codes)"
+                                           : e->type == T_NAMES ? " (want a list of names)"
+                                                                : " (want a string)");
+    return set_value(st, e, s);
+}
+
+/* deepstream's auth list: [{type, options: {...}}, ...], tried in order. */
+static int apply_auth_list(setting *st, const cfg_entry *e, json_t *list)
+{
+    eddy_config *cfg = st->cfg;
+    size_t n = json_array_size(list);
+    if (n == 0 || n > AUTH_MAX_STRATEGIES)
+        return fail(st, e, "want a list of 1 to 8 strategies ({type, options}), got %s",
+                    n == 0 ? "none" : "more");
+    truncate_auth(cfg);
+    for (size_t i = 0; i < n; i++) {
+        json_t *item = json_array_get(list, i);
+        char name[256];
+        snprintf(name, sizeof(name), "auth[%zu]", i);
+        if (!json_is_object(item))
+            return fail(&(setting){.name = name, .err = st->err, .err_len = st->err_len}, e, "%s",
+                        "want a mapping: {type, options}");
+        reset_strategy(cfg, (int)i);
+        cfg->auth_count = (int)i + 1;
+        setting one = *st;
+        one.strategy = (int)i;
+        one.name = name;
+        json_t *type = json_object_get(item, "type");
+        snprintf(name, sizeof(name), "auth[%zu].type", i);
+        if (type == NULL)
+            return fail(&one, e, "%s", "missing (none, file, http or jwt)");
+        if (apply_value(&one, find_key("auth.type"), type) != 0)
+            return -1;
+        const char *k;
+        json_t *v;
+        json_object_foreach(item, k, v) {
+            if (strcmp(k, "type") == 0)
+                continue;
+            if (strcmp(k, "options") != 0 || !(json_is_object(v) || json_is_null(v))) {
+                snprintf(name, sizeof(name), "auth[%zu].%s", i, k);
+                return fail(&one, e, "%s", strcmp(k, "options") == 0 ? "want a mapping" : "unknown key");
+            }
+            const char *ok;
+            json_t *ov;
+            json_object_foreach(v, ok, ov) {
+                char key[256];
+                snprintf(key, sizeof(key), "auth.options.%s", ok);
+                snprintf(name, sizeof(name), "auth[%zu].options.%s", i, ok);
+                const cfg_entry *o = find_key(key);
+                if (o == NULL || o->types == 0)
+                    return fail(&one, e, "%s", "unknown key");
+                if (apply_value(&one, o, ov) != 0)
+                    return -1;
+            }
+        }
+    }
+    cfg->auth_listed = true;
+    return 0;
+}
+
+static int apply_json(setting *st, json_t *obj, const char *prefix)
 {
     const char *k;
     json_t *v;
@@ -243,33 +646,27 @@ static int apply_json(eddy_config *cfg, json_t *obj, const char *prefix, char *e
         char key[256];
         snprintf(key, sizeof(key), "%s%s%s", prefix, prefix[0] ? "." : "", k);
         const cfg_entry *e = find_key(key);
-        if (e == NULL && json_is_object(v)) {
-            if (apply_json(cfg, v, key, err, err_len) != 0)
+        if ((e == NULL || e->type == T_AUTHLIST) && json_is_object(v)) {
+            if (apply_json(st, v, key) != 0)
                 return -1;
             continue;
         }
         if (e == NULL) {
-            snprintf(err, err_len, "config error: %s: unknown key", key);
+            snprintf(st->err, st->err_len, "config error: %s: unknown key", key);
             return -1;
         }
-        if (e->type == T_NODES) {
-            if (apply_nodes(cfg, e, v, err, err_len) != 0)
+        if (e->type == T_AUTHLIST && json_is_array(v)) {
+            if (apply_auth_list(st, e, v) != 0)
                 return -1;
             continue;
         }
-        char text[64];
-        const char *s;
-        if (json_is_string(v))
-            s = json_string_value(v);
-        else if (json_is_boolean(v) && e->choices == bool_choices)
-            s = json_is_true(v) ? "true" : "false";
-        else if (json_is_integer(v) && e->type == T_INT) {
-            snprintf(text, sizeof(text), "%lld", (long long)json_integer_value(v));
-            s = text;
-        } else
-            return fail(err, err_len, e, "wrong type%s", e->type == T_INT ? " (want an integer)"
-                                                                       : " (want a string)");
-        if (set_text(cfg, e, s, err, err_len) != 0)
+        if (e->types != 0 && st->cfg->auth_listed) {
+            snprintf(st->err, st->err_len, "config error: %s: auth is a list here: give the option in the "
+                     "list's entry (auth[N].options)", key);
+            return -1;
+        }
+        st->strategy = 0;
+        if (apply_value(st, e, v) != 0)
             return -1;
     }
     return 0;
@@ -283,19 +680,37 @@ int config_load_file(eddy_config *cfg, const char *path, char *err, size_t err_l
         snprintf(err, err_len, "config error: --config: %s", why);
         return -1;
     }
+    /* the folder fileLoad() paths are relative to, made absolute */
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    size_t dlen = slash ? (size_t)(slash - path) : 0;
+    if (slash == path)
+        snprintf(dir, sizeof(dir), "/");
+    else if (path[0] == '/')
+        snprintf(dir, sizeof(dir), "%.*s", (int)dlen, path);
+    else {
+        char cwd[2048];
+        if (getcwd(cwd, sizeof(cwd)) == NULL)
+            snprintf(cwd, sizeof(cwd), ".");
+        snprintf(dir, sizeof(dir), "%s%s%.*s", cwd, dlen ? "/" : "", (int)dlen, path);
+    }
+    setting st = {.cfg = cfg, .base_dir = dir, .from_file = true, .err = err, .err_len = err_len};
     int rc;
     if (!json_is_object(root)) {
         snprintf(err, err_len, "config error: --config: %s: the top level must be a mapping", path);
         rc = -1;
     } else
-        rc = apply_json(cfg, root, "", err, err_len);
+        rc = apply_json(&st, root, "");
     json_decref(root);
     return rc;
 }
 
 int config_load_env(eddy_config *cfg, char *err, size_t err_len)
 {
+    setting st = {.cfg = cfg, .err = err, .err_len = err_len};
     for (size_t i = 0; i < TABLE_LEN; i++) {
+        if (table[i].type == T_AUTHLIST)
+            continue;
         char name[128] = "EDDY_";
         size_t n = 5;
         for (const char *p = table[i].key; *p && n < sizeof(name) - 1; p++) {
@@ -309,7 +724,7 @@ int config_load_env(eddy_config *cfg, char *err, size_t err_len)
         }
         name[n] = '\0';
         const char *v = getenv(name);
-        if (v != NULL && set_text(cfg, &table[i], v, err, err_len) != 0)
+        if (v != NULL && set_value(&st, &table[i], v) != 0)
             return -1;
     }
     return 0;
@@ -318,19 +733,104 @@ int config_load_env(eddy_config *cfg, char *err, size_t err_len)
 int config_set_flag(eddy_config *cfg, const char *flag, const char *value, char *err,
                     size_t err_len)
 {
+    setting st = {.cfg = cfg, .err = err, .err_len = err_len};
     for (size_t i = 0; i < TABLE_LEN; i++)
-        if (strcmp(table[i].flag, flag) == 0)
-            return set_text(cfg, &table[i], value, err, err_len);
+        if (table[i].flag != NULL && strcmp(table[i].flag, flag) == 0)
+            return set_value(&st, &table[i], value);
     return -2;
+}
+
+const char *config_auth_type_name(int64_t type)
+{
+    return type >= 0 && type < (int64_t)(sizeof(auth_choices) / sizeof(auth_choices[0])) - 1
+               ? auth_choices[type] : "?";
+}
+
+bool config_auth_report_invalid(const eddy_config *cfg, int i)
+{
+    const auth_strategy_config *a = &cfg->auth[i];
+    if (a->given & given_bit(find_key("auth.options.reportInvalidParameters")))
+        return a->report_invalid != 0;
+    return cfg->auth_count == 1;
+}
+
+/* The name of strategy i's option row e in a message. */
+static void option_name(const eddy_config *cfg, int i, const cfg_entry *e, char *buf, size_t len)
+{
+    const char *opt = strncmp(e->key, "auth.options.", 13) == 0 ? e->key + 13
+                      : strcmp(e->key, "auth.users") == 0 ? "users" : NULL;
+    if (cfg->auth_listed)
+    {
+        if (opt != NULL)
+            snprintf(buf, len, "auth[%d].options.%s", i, opt);
+        else
+            snprintf(buf, len, "auth[%d].type", i);
+    }
+    else if (e->flag != NULL)
+        snprintf(buf, len, "%s (%s)", e->key, e->flag);
+    else
+        snprintf(buf, len, "%s", e->key);
+}
+
+void config_auth_option_name(const eddy_config *cfg, int i, const char *option, char *buf, size_t len)
+{
+    char key[128];
+    snprintf(key, sizeof(key), "auth.options.%s", option);
+    const cfg_entry *e = find_key(!cfg->auth_listed && strcmp(option, "users") == 0 ? "auth.users" : key);
+    if (e == NULL)
+    {
+        if (cfg->auth_listed)
+            snprintf(buf, len, "auth[%d].options.%s", i, option);
+        else
+            snprintf(buf, len, "auth.options.%s", option);
+    }
+    else
+        option_name(cfg, i, e, buf, len);
+}
+
+static int validate_auth(const eddy_config *cfg, char *err, size_t err_len)
+{
+    for (int i = 0; i < cfg->auth_count; i++) {
+        const auth_strategy_config *a = &cfg->auth[i];
+        const char *type = config_auth_type_name(a->type);
+        char name[300];
+        for (size_t r = 0; r < TABLE_LEN; r++) {
+            const cfg_entry *e = &table[r];
+            if (e->types != 0 && (a->given & given_bit(e)) && !(e->types & TY(a->type))) {
+                option_name(cfg, i, e, name, sizeof(name));
+                snprintf(err, err_len, "config error: %s: not an option of auth type %s", name, type);
+                return -1;
+            }
+        }
+        const char *missing = NULL, *why = NULL;
+        if (a->type == AUTH_FILE && a->users_file[0] == '\0')
+            missing = cfg->auth_listed ? "auth.options.users" : "auth.users", why = "file";
+        else if (a->type == AUTH_HTTP && a->endpoint_url[0] == '\0')
+            missing = "auth.options.endpointUrl", why = "http";
+        else if (a->type == AUTH_JWT && (a->secret[0] == '\0') == (a->public_key_file[0] == '\0')) {
+            option_name(cfg, i, find_key("auth.options.secret"), name, sizeof(name));
+            snprintf(err, err_len, "config error: %s: auth type jwt needs a secret or a publicKey (one of them)", name);
+            return -1;
+        }
+        if (missing != NULL) {
+            option_name(cfg, i, find_key(missing), name, sizeof(name));
+            snprintf(err, err_len, "config error: %s: required when auth.type is %s", name, why);
+            return -1;
+        }
+        if (a->type == AUTH_HTTP && cfg->auth[i].permitted.count == 0) {
+            option_name(cfg, i, find_key("auth.options.permittedStatusCodes"), name, sizeof(name));
+            snprintf(err, err_len, "config error: %s: needs at least one status code", name);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 int config_validate(const eddy_config *cfg, const char *role, char *err, size_t err_len)
 {
     bool edge = strcmp(role, "node") != 0;
-    if (edge && cfg->auth_type == AUTH_FILE && cfg->users_file[0] == '\0') {
-        snprintf(err, err_len, "config error: auth.users (--users): required when auth.type is file");
+    if (edge && validate_auth(cfg, err, err_len) != 0)
         return -1;
-    }
     if (cfg->permission_type == PERMISSION_CONFIG && cfg->permissions_file[0] == '\0') {
         snprintf(err, err_len, "config error: permission.options.permissions (--permissions): required when "
                  "permission.type is config");
@@ -366,10 +866,13 @@ void config_print_flags(void)
 {
     for (size_t i = 0; i < TABLE_LEN; i++) {
         const cfg_entry *e = &table[i];
+        if (e->flag == NULL)
+            continue;
         char left[64];
         snprintf(left, sizeof(left), "%s %s", e->flag,
-                 e->type == T_INT ? "N" : e->type == T_NODES ? "REQ,DELIV" : "VALUE");
-        printf("  %-30s %s [%s%s%s]\n", left, e->doc, e->key, e->def ? ", default " : "",
+                 e->type == T_INT ? "N" : e->type == T_NODES ? "REQ,DELIV" : e->type == T_PATH ? "FILE"
+                 : e->type == T_CODES ? "CODE,..." : e->type == T_NAMES ? "NAME,..." : "VALUE");
+        printf("  %-30s %s [%s%s%s]\n", left, e->doc, e->key, e->def && e->def[0] ? ", default " : "",
                e->def ? e->def : "");
     }
 }
@@ -377,10 +880,13 @@ void config_print_flags(void)
 void config_free(eddy_config *cfg)
 {
     for (size_t i = 0; i < TABLE_LEN; i++)
-        if (table[i].type == T_STR) {
+        if (table[i].types == 0 && (table[i].type == T_STR || table[i].type == T_PATH)) {
             char **s = (char **)((char *)cfg + table[i].offset);
             xfree(*s);
             *s = NULL;
         }
+    for (int i = 0; i < AUTH_MAX_STRATEGIES; i++)
+        free_strategy(&cfg->auth[i]);
+    cfg->auth_count = 0;
     clustermap_clear(&cfg->cluster);
 }

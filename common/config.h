@@ -5,13 +5,55 @@
 #ifndef EDDY_CONFIG_H
 #define EDDY_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "clustermap.h"
 
-enum auth_type { AUTH_NONE = 0, AUTH_FILE = 1 };
+enum auth_type { AUTH_NONE = 0, AUTH_FILE = 1, AUTH_HTTP = 2, AUTH_JWT = 3 };
 enum permission_type { PERMISSION_NONE = 0, PERMISSION_CONFIG = 1 };
+
+#define AUTH_MAX_STRATEGIES 8
+#define AUTH_MAX_CODES 16   /* status codes in one list option */
+#define AUTH_MAX_NAMES 16   /* names in one list option (promoteToHeader) */
+
+typedef struct config_codes {
+    int count;
+    int64_t v[AUTH_MAX_CODES];
+} config_codes;
+
+typedef struct config_names {
+    int count;
+    char *v[AUTH_MAX_NAMES]; /* owned */
+} config_names;
+
+/* One entry of the auth list (deepstream's `auth: [{type, options}]`), tried
+ * in order. Every option field exists for every type; config_validate refuses
+ * an option given for a type that does not take it. */
+typedef struct auth_strategy_config {
+    int64_t type;           /* enum auth_type */
+    uint64_t given;         /* bit i: the i-th strategy option row was set */
+    int64_t report_invalid; /* reportInvalidParameters as given (see config_auth_report_invalid) */
+    /* file */
+    char *users_file;       /* users: a path (fileLoad(...) resolved) */
+    char *hash;             /* PBKDF2 digest of deepstream hashes ("" = none) */
+    int64_t iterations, key_length;
+    int64_t argon2_ops, argon2_mem_kib; /* cost of the hashes eddy makes (eddy hash, unknown users) */
+    /* http */
+    char *endpoint_url;
+    config_codes permitted, retry_codes;
+    int64_t request_timeout_ms, retry_attempts, retry_interval_ms;
+    config_names promote;
+    int64_t max_concurrent, max_queued, max_response;
+    /* jwt */
+    char *secret;
+    char *public_key_file;
+    char *algorithm;        /* "" = HS256 with a secret, RS256 with a public key */
+    char *issuer, *audience;
+    char *user_id_claim, *client_data_claim, *server_data_claim;
+    int64_t clock_tolerance_s;
+} auth_strategy_config;
 
 typedef struct eddy_config {
     /* websocket edge (broker, standalone) */
@@ -21,10 +63,15 @@ typedef struct eddy_config {
     int64_t max_message_size;
     int64_t heartbeat_interval_ms;
     int64_t max_outbound_bytes;
-    int64_t auth_type;
-    char *users_file;
+    auth_strategy_config auth[AUTH_MAX_STRATEGIES]; /* the auth list, tried in order */
+    int auth_count;                                  /* at least 1 */
+    bool auth_listed;                                /* the YAML gave deepstream's list form */
     int64_t max_auth_attempts;
     int64_t unauthenticated_timeout_ms;
+    int64_t auth_cache_ttl_ms;    /* auth.cacheTtl; 0 = no cache */
+    int64_t auth_cache_size;      /* auth.cacheSize: answers kept */
+    int64_t auth_workers;         /* auth.workers; 0 = one per core */
+    int64_t auth_max_pending;     /* auth.maxPendingLogins */
     /* permissions (broker, node, standalone) */
     int64_t permission_type; /* enum permission_type */
     char *permissions_file;  /* permission.options.permissions */
@@ -62,7 +109,9 @@ typedef struct eddy_config {
 
 /* Fills cfg with the defaults. */
 void config_defaults(eddy_config *cfg);
-/* Applies a YAML file. Returns 0, or -1 with a message in err. */
+/* Applies a YAML file. Values written fileLoad(PATH) or file(PATH) (deepstream's
+ * syntax) of file-path keys are PATH resolved against the file's folder.
+ * Returns 0, or -1 with a message in err. */
 int config_load_file(eddy_config *cfg, const char *path, char *err, size_t err_len);
 /* Applies EDDY_* environment variables (EDDY_PORT, EDDY_AUTH_TYPE, ...). */
 int config_load_env(eddy_config *cfg, char *err, size_t err_len);
@@ -75,6 +124,15 @@ int config_set_flag(eddy_config *cfg, const char *flag, const char *value, char 
 int config_validate(const eddy_config *cfg, const char *role, char *err, size_t err_len);
 /* Prints the flag reference (for --help). */
 void config_print_flags(void);
+/* Whether strategy i answers a login it refuses (reportInvalidParameters) or
+ * passes it to the next strategy: as given, else true for a list of one and
+ * false for a longer one (deepstream's rule). */
+bool config_auth_report_invalid(const eddy_config *cfg, int i);
+/* How messages name option (e.g. "users") of strategy i: "auth[1].options.users"
+ * in the list form, "auth.users (--users)" in the flat one. */
+void config_auth_option_name(const eddy_config *cfg, int i, const char *option, char *buf, size_t len);
+/* The name of an auth type ("none", "file", "http", "jwt"). */
+const char *config_auth_type_name(int64_t type);
 /* Frees the strings cfg owns. */
 void config_free(eddy_config *cfg);
 

@@ -8,7 +8,8 @@
 #   1. plain `make` before the install fails, says what is missing and to run
 #      `make deps`, and links nothing (no build with empty package flags);
 #   2. `make -j2 deps all`, one make that installs and then builds (what `make
-#      run` did): libeddy.so, eddy.pc, the example and eddy carry the packages;
+#      run` did): libeddy.so, eddy.pc, the example and eddy carry the packages
+#      (eddy also libcurl, libjwt and libcrypto, for the http and jwt logins);
 #   3. when pkg-config's --libs change, everything linked with them is rebuilt
 #      (libeddy.so, eddy.pc, the example, eddy), objects are not;
 #   4. when its --cflags change, every object is rebuilt;
@@ -77,7 +78,8 @@ echo "# 1. make before the packages are installed"
 : >"$tmp/make.log"
 if m -j2 all; then
   fail "make succeeded without the packages"
-elif ! grep -q "make deps" "$tmp/make.log" || ! grep -q "jansson" "$tmp/make.log"; then
+elif ! grep -q "make deps" "$tmp/make.log" || ! grep -q "jansson" "$tmp/make.log" ||
+     ! grep -q "libcurl" "$tmp/make.log" || ! grep -q "libjwt" "$tmp/make.log" || ! grep -q "libcrypto" "$tmp/make.log"; then
   log_tail; fail "make failed without naming the missing packages and 'make deps'"
 else
   ok "make refuses to build without the packages, names them and says to run make deps"
@@ -100,6 +102,13 @@ else
   grep -q '^Libs.private:.*-lmsgpackc.*-ljansson' "$b/eddy.pc" && ok "eddy.pc lists the packages" \
     || fail "eddy.pc: $(grep Libs.private "$b/eddy.pc")"
   [[ -x $b/examples/price_feed ]] && ok "the example is linked" || fail "no examples/price_feed"
+  eddy_needed=$(readelf -d "$b/eddy" | grep NEEDED)
+  unlinked=""
+  for l in libcurl libjwt libcrypto libsodium; do [[ $eddy_needed == *"$l"* ]] || unlinked+=" $l"; done
+  [[ -z $unlinked ]] && ok "eddy links libcurl, libjwt, libcrypto, libsodium (logins)" || fail "eddy does not link$unlinked"
+  grep -q "libcurl4-openssl-dev" deploy/install-deps.sh && grep -q "libjwt-dev" deploy/install-deps.sh &&
+    grep -q "libssl-dev" deploy/install-deps.sh && ok "install-deps.sh installs their -dev packages" ||
+    fail "install-deps.sh lacks libcurl4-openssl-dev, libjwt-dev or libssl-dev"
   [[ $("$b/eddy" --version 2>&1) == eddy* ]] && ok "eddy runs" || fail "eddy --version: $("$b/eddy" --version 2>&1)"
 fi
 

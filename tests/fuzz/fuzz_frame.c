@@ -230,7 +230,7 @@ static void node_detach(void *n)
 
 static int post(void *ctx, int kind, int li, uint64_t seq, void *item)
 {
-    return -1; /* only link threads (remote nodes) and the file-auth worker post: neither runs here */
+    return -1; /* only link threads (remote nodes) post: none runs here */
 }
 
 static void deliver(void *ctx, const op *o)
@@ -430,7 +430,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     bool config_error = false;
     set = sessions_new(&cfg);
     ak = acks_new(set, fail, NULL);
-    au = auth_create(&cfg, set, post, login, NULL, &config_error);
+    auth_hooks ah = {.wake = wake, .login = login, .ctx = NULL};
+    au = auth_create(&cfg, set, &ah, &config_error);
     uint64_t id = random_id();
     link_hooks hooks = {.post = post, .wake = wake, .deliver = deliver, .fail = fail, .resync = resync,
                         .recover = recover, .ctx = NULL};

@@ -43,7 +43,8 @@ static void test_defaults(void **state)
     assert_string_equal(c.url_path, "/deepstream");
     assert_string_equal(c.data_dir, "./data");
     assert_int_equal(c.max_message_size, 1048576);
-    assert_int_equal(c.auth_type, AUTH_NONE);
+    assert_int_equal(c.auth_count, 1);
+    assert_int_equal(c.auth[0].type, AUTH_NONE);
     assert_int_equal(c.max_auth_attempts, 3);
     assert_int_equal(c.heartbeat_interval_ms, 30000);
     assert_int_equal(c.cluster.count, 0);
@@ -65,7 +66,7 @@ static void test_flags(void **state)
     assert_int_equal(config_set_flag(&c, "--log-level", "loud", err, sizeof(err)), -1);
     assert_non_null(strstr(err, "logLevel"));
     assert_int_equal(config_set_flag(&c, "--auth", "file", err, sizeof(err)), 0);
-    assert_int_equal(c.auth_type, AUTH_FILE);
+    assert_int_equal(c.auth[0].type, AUTH_FILE);
     assert_int_equal(config_set_flag(&c, "--no-such-flag", "1", err, sizeof(err)), -2);
     assert_int_equal(config_set_flag(&c, "--host", "", err, sizeof(err)), -1);
     assert_non_null(strstr(err, "host"));
@@ -105,8 +106,8 @@ static void test_yaml(void **state)
     assert_int_equal(c.port, 7000);
     assert_string_equal(c.url_path, "/ds");
     assert_int_equal(c.log_level, 2);
-    assert_int_equal(c.auth_type, AUTH_FILE);
-    assert_string_equal(c.users_file, "users.yml");
+    assert_int_equal(c.auth[0].type, AUTH_FILE);
+    assert_string_equal(c.auth[0].users_file, "users.yml");
     assert_int_equal(c.max_auth_attempts, 5);
     assert_int_equal(c.cluster.epoch, 4);
     assert_int_equal(c.cluster.count, 2);
@@ -339,6 +340,225 @@ static void test_hostile_bounds(void **state)
     config_free(&c);
 }
 
+
+/* ---- the auth list (deepstream's form), fileLoad(), and the auth options ---- */
+
+/* A folder with a config file of text; the config is loaded into *c. */
+static char tmpdir_path[64];
+static int load_in_dir(eddy_config *c, const char *name, const char *text)
+{
+    strcpy(tmpdir_path, "/tmp/eddy-test-conf-XXXXXX");
+    assert_non_null(mkdtemp(tmpdir_path));
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", tmpdir_path, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    config_defaults(c);
+    int rc = config_load_file(c, path, err, sizeof(err));
+    unlink(path);
+    rmdir(tmpdir_path);
+    return rc;
+}
+
+static void expect_path(const char *got, const char *dir, const char *rest)
+{
+    char want[512];
+    snprintf(want, sizeof(want), "%s/%s", dir, rest);
+    assert_string_equal(got, want);
+}
+
+static void test_auth_list(void **state)
+{
+    (void)state;
+    eddy_config c;
+    /* deepstream's own blocks, copied unchanged (conf/config.yml's comments' values) */
+    int rc = load_in_dir(&c, "config.yml",
+        "auth:\n"
+        "  - type: http\n"
+        "    options:\n"
+        "      endpointUrl: https://someurl.com/validateLogin\n"
+        "      permittedStatusCodes: [ 200 ]\n"
+        "      requestTimeout: 2000\n"
+        "      promoteToHeader:\n"
+        "        - token\n"
+        "      retryStatusCodes: [ 404, 504 ]\n"
+        "      retryAttempts: 3\n"
+        "      retryInterval: 5000\n"
+        "  - type: file\n"
+        "    options:\n"
+        "      users: fileLoad(users.yml)\n"
+        "      hash: 'md5'\n"
+        "      iterations: 100\n"
+        "      keyLength: 32\n"
+        "      reportInvalidParameters: true\n"
+        "  - type: jwt\n"
+        "    options: {secret: s3cret, audience: eddy, issuer: me, userIdClaim: uid, clockTolerance: 5}\n"
+        "  - type: none\n"
+        "auth.maxAuthAttempts: 5\n"
+        "permission:\n  type: config\n  options:\n    permissions: fileLoad(permissions.yml)\n");
+    if (rc != 0)
+        fail_msg("%s", err);
+    assert_int_equal(c.auth_count, 4);
+    assert_true(c.auth_listed);
+    assert_int_equal(c.max_auth_attempts, 5);
+    const auth_strategy_config *h = &c.auth[0], *f = &c.auth[1], *j = &c.auth[2];
+    assert_int_equal(h->type, AUTH_HTTP);
+    assert_string_equal(h->endpoint_url, "https://someurl.com/validateLogin");
+    assert_int_equal(h->permitted.count, 1);
+    assert_int_equal(h->permitted.v[0], 200);
+    assert_int_equal(h->retry_codes.count, 2);
+    assert_int_equal(h->retry_codes.v[1], 504);
+    assert_int_equal(h->request_timeout_ms, 2000);
+    assert_int_equal(h->retry_attempts, 3);
+    assert_int_equal(h->retry_interval_ms, 5000);
+    assert_int_equal(h->promote.count, 1);
+    assert_string_equal(h->promote.v[0], "token");
+    assert_int_equal(f->type, AUTH_FILE);
+    expect_path(f->users_file, tmpdir_path, "users.yml"); /* relative to the config file */
+    expect_path(c.permissions_file, tmpdir_path, "permissions.yml");
+    assert_string_equal(f->hash, "md5");
+    assert_int_equal(f->iterations, 100);
+    assert_int_equal(f->key_length, 32);
+    assert_int_equal(j->type, AUTH_JWT);
+    assert_string_equal(j->secret, "s3cret");
+    assert_string_equal(j->audience, "eddy");
+    assert_string_equal(j->user_id_claim, "uid");
+    assert_string_equal(j->client_data_claim, "clientData"); /* a default */
+    assert_int_equal(j->clock_tolerance_s, 5);
+    assert_int_equal(c.auth[3].type, AUTH_NONE);
+    /* reportInvalidParameters: false in a list unless given (deepstream) */
+    assert_false(config_auth_report_invalid(&c, 0));
+    assert_true(config_auth_report_invalid(&c, 1));
+    assert_int_equal(config_validate(&c, "standalone", err, sizeof(err)), 0);
+    /* a flag makes the list one strategy again */
+    assert_int_equal(config_set_flag(&c, "--auth", "none", err, sizeof(err)), 0);
+    assert_int_equal(c.auth_count, 1);
+    assert_int_equal(c.auth[0].type, AUTH_NONE);
+    assert_int_equal(config_validate(&c, "standalone", err, sizeof(err)), 0);
+    config_free(&c);
+
+    /* one strategy: reportInvalidParameters defaults to true; file(), absolute paths */
+    rc = load_in_dir(&c, "c.yml", "auth:\n  - type: file\n    options:\n      users: file(./u.yml)\n"
+                                  "permission:\n  options:\n    permissions: fileLoad(/etc/p.yml)\n");
+    assert_int_equal(rc, 0);
+    expect_path(c.auth[0].users_file, tmpdir_path, "./u.yml");
+    assert_string_equal(c.permissions_file, "/etc/p.yml");
+    assert_true(config_auth_report_invalid(&c, 0));
+    config_free(&c);
+
+    /* deepstream's hash: false; the flat form with options (deepstream 3/4) */
+    rc = load_in_dir(&c, "c.yml", "auth:\n  type: file\n  options:\n    users: fileLoad(u.yml)\n    hash: false\n");
+    if (rc != 0)
+        fail_msg("%s", err);
+    assert_false(c.auth_listed);
+    assert_string_equal(c.auth[0].hash, "");
+    expect_path(c.auth[0].users_file, tmpdir_path, "u.yml");
+    config_free(&c);
+
+    /* a plain relative path stays as given (relative to the working folder) */
+    rc = load_in_dir(&c, "c.yml", "auth:\n  type: file\n  users: users.yml\n");
+    assert_int_equal(rc, 0);
+    assert_string_equal(c.auth[0].users_file, "users.yml");
+    config_free(&c);
+}
+
+/* Every key eddy does not take is refused with its full name. */
+static void expect_auth_error(const char *yaml, const char *part)
+{
+    eddy_config c;
+    int rc = load_in_dir(&c, "c.yml", yaml);
+    if (rc == 0)
+        rc = config_validate(&c, "standalone", err, sizeof(err));
+    if (rc == 0)
+        fail_msg("accepted: %s", yaml);
+    if (strstr(err, part) == NULL)
+        fail_msg("error '%s' does not say '%s'", err, part);
+    config_free(&c);
+}
+
+static void test_auth_refusals(void **state)
+{
+    (void)state;
+    expect_auth_error("auth:\n  - type: none\n  - type: file\n    options:\n      users: u.yml\n"
+                      "      reportInvalidParamters: true\n", "auth[1].options.reportInvalidParamters: unknown key");
+    expect_auth_error("auth:\n  - type: none\n    name: my-plugin\n", "auth[0].name: unknown key");
+    expect_auth_error("auth:\n  - type: none\n    path: ./plugin\n", "auth[0].path: unknown key");
+    expect_auth_error("auth:\n  - type: ldap\n", "auth[0].type");
+    expect_auth_error("auth:\n  - options: {}\n", "auth[0].type: missing");
+    expect_auth_error("auth:\n  - none\n", "auth[0]");
+    expect_auth_error("auth: []\n", "auth");
+    expect_auth_error("auth:\n  - type: file\n    options:\n      users: u.yml\n      endpointUrl: http://x/\n",
+                      "auth[0].options.endpointUrl: not an option of auth type file");
+    expect_auth_error("auth:\n  - type: none\n  - type: file\n", "auth[1].options.users: required");
+    expect_auth_error("auth:\n  - type: http\n", "auth[0].options.endpointUrl: required");
+    expect_auth_error("auth:\n  - type: jwt\n", "auth[0].options.secret");
+    expect_auth_error("auth:\n  - type: jwt\n    options: {secret: a, publicKey: k.pem}\n", "one of them");
+    expect_auth_error("auth:\n  - type: http\n    options:\n      endpointUrl: http://x/\n      "
+                      "permittedStatusCodes: [200, 999]\n", "auth[0].options.permittedStatusCodes");
+    expect_auth_error("auth:\n  - type: http\n    options:\n      endpointUrl: http://x/\n      "
+                      "promoteToHeader: ['a b']\n", "auth[0].options.promoteToHeader");
+    expect_auth_error("auth:\n  - type: file\n    options:\n      users: {alice: {password: x}}\n",
+                      "auth[0].options.users");
+    expect_auth_error("auth:\n  type: file\n  options:\n    users: u.yml\n    tipe: x\n", "auth.options.tipe: unknown key");
+    expect_auth_error("auth:\n  type: none\n  options:\n    users: u.yml\n",
+                      "auth.options.users: not an option of auth type none");
+    expect_auth_error("auth:\n  type: http\n", "auth.options.endpointUrl (--auth-endpoint-url): required");
+    expect_auth_error("port: fileLoad(port.txt)\n", "port");
+    expect_auth_error("auth:\n  - type: none\nauth.type: file\n", "auth.type");
+}
+
+static void test_auth_flags(void **state)
+{
+    (void)state;
+    eddy_config c = defaults();
+    assert_int_equal(config_set_flag(&c, "--auth-endpoint-url", "http://127.0.0.1:1/auth", err, sizeof(err)), 0);
+    assert_int_equal(config_set_flag(&c, "--auth", "http", err, sizeof(err)), 0); /* keeps what http takes */
+    assert_string_equal(c.auth[0].endpoint_url, "http://127.0.0.1:1/auth");
+    assert_int_equal(config_set_flag(&c, "--auth-permitted-status-codes", "200,204", err, sizeof(err)), 0);
+    assert_int_equal(c.auth[0].permitted.count, 2);
+    assert_int_equal(c.auth[0].permitted.v[1], 204);
+    flag_refused(&c, "--auth-retry-status-codes", "600", "auth.options.retryStatusCodes");
+    flag_refused(&c, "--auth-retry-status-codes", "500,,", "auth.options.retryStatusCodes");
+    flag_refused(&c, "--auth-promote-to-header", "token,bad name", "auth.options.promoteToHeader");
+    flag_refused(&c, "--auth-request-timeout", "0", "auth.options.requestTimeout");
+    flag_refused(&c, "--auth-cache-ttl", "-1", "auth.cacheTtl");
+    assert_int_equal(config_set_flag(&c, "--auth-promote-to-header", "token,x-api-key", err, sizeof(err)), 0);
+    assert_int_equal(c.auth[0].promote.count, 2);
+    assert_int_equal(config_validate(&c, "standalone", err, sizeof(err)), 0);
+    /* an option of another type is refused at validation, naming the flag */
+    assert_int_equal(config_set_flag(&c, "--auth-secret", "s", err, sizeof(err)), 0);
+    assert_int_equal(config_validate(&c, "standalone", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "auth.options.secret (--auth-secret): not an option of auth type http"));
+    /* switching type drops what the new one does not take */
+    assert_int_equal(config_set_flag(&c, "--auth", "jwt", err, sizeof(err)), 0);
+    assert_string_equal(c.auth[0].secret, "s");
+    assert_string_equal(c.auth[0].endpoint_url, "");
+    assert_int_equal(config_validate(&c, "standalone", err, sizeof(err)), 0);
+    /* a node needs no auth */
+    assert_int_equal(config_set_flag(&c, "--auth", "file", err, sizeof(err)), 0);
+    assert_int_equal(config_validate(&c, "node", err, sizeof(err)), 0);
+    /* fileLoad() from a flag: relative to the working folder */
+    assert_int_equal(config_set_flag(&c, "--users", "fileLoad(conf/users.yml)", err, sizeof(err)), 0);
+    assert_string_equal(c.auth[0].users_file, "conf/users.yml");
+    config_free(&c);
+
+    /* the environment */
+    config_defaults(&c);
+    setenv("EDDY_AUTH_TYPE", "http", 1);
+    setenv("EDDY_AUTH_OPTIONS_ENDPOINT_URL", "http://h/a", 1);
+    setenv("EDDY_AUTH_CACHE_TTL", "0", 1);
+    assert_int_equal(config_load_env(&c, err, sizeof(err)), 0);
+    assert_int_equal(c.auth[0].type, AUTH_HTTP);
+    assert_string_equal(c.auth[0].endpoint_url, "http://h/a");
+    assert_int_equal(c.auth_cache_ttl_ms, 0);
+    unsetenv("EDDY_AUTH_TYPE");
+    unsetenv("EDDY_AUTH_OPTIONS_ENDPOINT_URL");
+    unsetenv("EDDY_AUTH_CACHE_TTL");
+    config_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -346,6 +566,8 @@ int main(void)
         cmocka_unit_test(test_yaml),     cmocka_unit_test(test_yaml_errors),
         cmocka_unit_test(test_env),      cmocka_unit_test(test_shard_map),
         cmocka_unit_test(test_listen_options), cmocka_unit_test(test_hostile_bounds),
+        cmocka_unit_test(test_auth_list), cmocka_unit_test(test_auth_refusals),
+        cmocka_unit_test(test_auth_flags),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
