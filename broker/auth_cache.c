@@ -40,13 +40,6 @@ struct auth_cache {
     uint64_t evicted, expired;
 };
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 auth_cache *auth_cache_new(int64_t ttl_ms, size_t max_entries)
 {
     if (ttl_ms <= 0 || max_entries == 0 || sodium_init() < 0)
