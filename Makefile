@@ -259,10 +259,13 @@ test: deps
 	$(MAKE) backend-test
 	EDDY_BIN=$(BUILD)/eddy bash deploy/check.sh
 
+# ASan+UBSan: every suite but the end-to-end one through haproxy, whose
+# brokers and nodes run the code cluster mode and cluster-test already run
+# under the sanitizers (it adds only the load balancer in front): CI time.
 asan: deps
 	$(MAKE) BUILD=build-asan SAN=1 all
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-	  $(MAKE) BUILD=build-asan SAN=1 unit e2e cluster-test backend-test
+	  $(MAKE) BUILD=build-asan SAN=1 unit e2e-standalone e2e-cluster cluster-test backend-test
 
 # ThreadSanitizer: everything built with -fsanitize=thread (gcc) in build-tsan/,
 # then the unit tests, the standalone end-to-end suite and the backend suite.
