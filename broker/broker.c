@@ -88,6 +88,12 @@ static void recover(void *ctx, int li)
     topics_recover(((broker *)ctx)->topics, li);
 }
 
+/* gate.c: the records s's waiting message reads are read. */
+static void resume_session(void *ctx, session *s)
+{
+    topics_resume(((broker *)ctx)->topics, s);
+}
+
 static void login(void *ctx, session *s)
 {
     topics_login(((broker *)ctx)->topics, s);
@@ -225,6 +231,8 @@ broker *broker_create(const eddy_config *cfg, const local_node *local, bool *con
     link_hooks hooks = {.post = post, .wake = wake, .deliver = deliver, .fail = fail, .resync = resync,
                         .recover = recover, .ctx = b};
     b->edge = (edge){.cfg = cfg, .broker_id = id, .sessions = b->sessions, .acks = b->acks, .permit = b->permit};
+    b->edge.resume = resume_session;
+    b->edge.resume_ctx = b;
     b->topics = topics_create(&b->edge); /* before the links: a local node answers their HELLO at once */
     b->links = links_create(cfg, id, local, b->acks, &hooks);
     if (b->links == NULL)

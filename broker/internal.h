@@ -10,6 +10,7 @@
  *                cache (auth_cache.c); a strategy per module (auth_none.c,
  *                auth_file.c, auth_http.c, auth_jwt.c)
  *   permit.c     permissions: the check of one client operation at the door
+ *   gate.c       messages whose rules read other records wait for those reads
  *   topics.c     the topic table: every topic module's row, and the fan-outs
  *                that walk it (client messages, deliveries, fails, resyncs)
  *   events.c records.c rpc.c presence.c   one topic module each
@@ -44,6 +45,8 @@ typedef struct sessions sessions;
 enum session_state { SESSION_AWAITING_CHALLENGE = 0, SESSION_AWAITING_AUTH, SESSION_OPEN };
 
 /* One websocket client. The memory is lws's per-connection user data. */
+typedef struct gate_state gate_state;
+
 typedef struct session {
     uint64_t id;
     sessions *set;
@@ -63,6 +66,7 @@ typedef struct session {
     frame **out;
     size_t out_head, out_len, out_cap, out_bytes;
     lws_sorted_usec_list_t auth_timer;
+    gate_state *gate;      /* gate.c: messages waiting on records their rules read; NULL: none */
     bool flush_due;        /* on the set's flush list (frames queued this loop turn) */
     struct session *next_flush;
 } session;
@@ -274,6 +278,8 @@ typedef struct edge {
     link_set *links;
     acks *acks;
     permit *permit;
+    void (*resume)(void *ctx, session *s); /* gate.c: s's waiting messages may go on (topics_resume) */
+    void *resume_ctx;
 } edge;
 
 /* One topic: a row of the table, a module of its own. Hooks get the state
@@ -309,6 +315,8 @@ void topics_deliver(topics *t, const op *o);
 int topics_fail(topics *t, const op *o);
 void topics_login(topics *t, session *s);
 void topics_session_closed(topics *t, session *s);
+/* s's messages that waited on records for their rules go on (gate.c). */
+void topics_resume(topics *t, session *s);
 void topics_resync(topics *t, int li);
 void topics_recover(topics *t, int li);
 void topics_metrics(topics *t, FILE *f);
@@ -390,9 +398,42 @@ void permit_metrics(const permit *p, FILE *f);
 /* The action that answers a refusal (PERMIT_DENY or PERMIT_ERROR) on topic:
  * MESSAGE_DENIED or MESSAGE_PERMISSION_ERROR. */
 int permit_refusal(int topic, enum permit_answer a);
-/* Marks o for the owner's check (PERMIT_AT_NODE): OP_FLAG_CHECK and s's user
- * in o->user and o->meta (pointers into s). */
-void permit_to_owner(const session *s, op *o);
+/* Marks o for the owner's check (PERMIT_AT_NODE): OP_FLAG_CHECK, s's user in
+ * o->user and o->meta, the records read for it in o->refs (pointers into s,
+ * valid while the message is handled). */
+void permit_to_owner(session *s, op *o);
+
+/* The rules in force (NULL with permission.type none). */
+const permissions *permit_rules(const permit *p);
+
+/* ---------------- gate.c ---------------- */
+
+/* The corr of the record reads gate.c makes for rules (their answers go back to it). */
+#define GATE_CORR (UINT64_MAX - 1)
+
+/* True while s has messages waiting (a new one must wait behind them). */
+bool gate_busy(const session *s);
+/* Queues a message of s behind those waiting (bytes copied). */
+void gate_queue(session *s, int topic, const uint8_t *bytes, size_t len);
+/* Before msg (topic's message, bytes as received) reaches its module: reads
+ * the records its rules read that are not read yet. True when it may go on
+ * now; false when it waits (bytes copied) until they are read. */
+bool gate_admit(const edge *e, session *s, int topic, const ProtobufCMessage *msg, int action, const uint8_t *bytes,
+                size_t len);
+/* The records read for the message being handled (NULL: none); *failed when
+ * a read failed (its rules that read records fail). */
+const perm_records *gate_read(const session *s, bool *failed);
+/* Those records as a JSON object for the owning node (valid until gate_done), or NULL. */
+const char *gate_refs(session *s);
+/* The message has been handled: what was read for it is forgotten. */
+void gate_done(session *s);
+/* A read for s's waiting message came back (json NULL: no such record; ok
+ * false: it failed). True when it was the last: resume s (edge.resume). */
+bool gate_fetched(session *s, strview name, const char *json, size_t json_len, bool ok);
+/* The message at the head of s's queue, once nothing is being read (bytes
+ * owned by the caller, xfree); false when none may go on. */
+bool gate_next(session *s, int *topic, uint8_t **bytes, size_t *len);
+void gate_session_closed(session *s); /* frees what s holds here */
 
 /* ---------------- dispatch.c, auth.c, http.c ---------------- */
 

@@ -6,7 +6,8 @@
  * writer (PERMIT_AT_NODE). With permission.type none everything is allowed and
  * no rule is looked at.
  *
- * The rules are replaced whole by permit_reload (SIGHUP); a file that fails to
+ * A rule that reads other records finds them read by gate.c, which holds the
+ * message until they are. The rules are replaced whole by permit_reload (SIGHUP); a file that fails to
  * compile leaves the old ones in force. Service thread only. */
 #include <string.h>
 
@@ -64,6 +65,11 @@ bool permit_active(const permit *p)
     return p->rules != NULL;
 }
 
+const permissions *permit_rules(const permit *p)
+{
+    return p->rules;
+}
+
 void permit_user(const session *s, perm_user *u)
 {
     *u = (perm_user){0};
@@ -78,13 +84,14 @@ void permit_user(const session *s, perm_user *u)
     }
 }
 
-void permit_to_owner(const session *s, op *o)
+void permit_to_owner(session *s, op *o)
 {
     perm_user u;
     permit_user(s, &u);
     o->flags |= OP_FLAG_CHECK | (u.authenticated ? OP_FLAG_AUTHENTICATED : 0);
     o->user = (strview){u.id, u.id_len};
     o->meta = (strview){u.data, u.data_len};
+    o->refs = sv_of(gate_refs(s)); /* the records its rule read here, if any */
 }
 
 enum permit_answer permit_check(permit *p, const session *s, enum perm_section section, enum perm_action action,
@@ -96,13 +103,21 @@ enum permit_answer permit_check(permit *p, const session *s, enum perm_section s
     unsigned needs = permissions_needs(p->rules, section, action, name != NULL ? name : "", name_len);
     if (section == PERM_RECORD && (needs & (PERM_NEEDS_DATA | PERM_NEEDS_OLD_DATA)))
         return PERMIT_AT_NODE;
+    bool read_failed;
+    const perm_records *read = gate_read(s, &read_failed);
+    if ((needs & PERM_NEEDS_RECORDS) && read_failed) {
+        p->errors++;
+        log_warn("permission-error", "session=%llu name=%s (a record its rule reads could not be read: "
+                 "answered MESSAGE_PERMISSION_ERROR)", (unsigned long long)s->id, name ? name : "");
+        return PERMIT_ERROR;
+    }
     perm_user u;
     permit_user(s, &u);
     perm_request req = {.section = section, .action = action, .name = name != NULL ? name : "",
                         .name_len = name_len, .user = &u, .data = data, .data_len = data ? strlen(data) : 0,
                         .now_ms = wall_ms()};
     char need[OP_NAME_MAX + 1], why[256] = "";
-    enum perm_verdict v = permissions_check(p->rules, &req, NULL, need, sizeof(need), why, sizeof(why));
+    enum perm_verdict v = permissions_check(p->rules, &req, read, need, sizeof(need), why, sizeof(why));
     if (v == PERM_VERDICT_ALLOW)
         return PERMIT_ALLOW;
     if (v == PERM_VERDICT_NEED_RECORD && section == PERM_RECORD) /* the owner reads it */
@@ -116,7 +131,7 @@ enum permit_answer permit_check(permit *p, const session *s, enum perm_section s
     p->errors++;
     log_warn("permission-error", "session=%llu user=%s name=%s %s (answered MESSAGE_PERMISSION_ERROR)",
              (unsigned long long)s->id, s->user ? s->user : "", name ? name : "",
-             v == PERM_VERDICT_NEED_RECORD ? "cross-reference outside records" : why);
+             v == PERM_VERDICT_NEED_RECORD ? "it reads a record the gate did not read" : why);
     return PERMIT_ERROR;
 }
 

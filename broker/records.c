@@ -432,6 +432,14 @@ static void on_state(records *r, const op *o, const char *name, const char *data
         on_recovered(r, o, name, data);
         return;
     }
+    if (o->corr == GATE_CORR) { /* a record a permission rule reads (gate.c) */
+        session *g = sessions_get(r->e->sessions, o->session);
+        bool exists = o->version >= 0 && data != NULL;
+        if (g != NULL && gate_fetched(g, o->name, exists ? data : NULL, exists ? strlen(data) : 0,
+                                      !(o->flags & OP_FLAG_ERROR)))
+            r->e->resume(r->e->resume_ctx, g);
+        return;
+    }
     session *s = sessions_get(r->e->sessions, o->session);
     int orig = (int)o->orig;
     bool subscribe = is_subscribe(orig);
@@ -566,6 +574,13 @@ static int records_fail(void *self, const op *o)
     char *name = xstrndup(o->name.ptr, o->name.len);
     int orig = (int)o->action;
     int answered = 0;
+    if (o->kind == OP_RECORD_READ && o->corr == GATE_CORR) { /* its rules fail (fail closed) */
+        session *g = sessions_get(r->e->sessions, o->session);
+        if (g != NULL && gate_fetched(g, o->name, NULL, 0, false))
+            r->e->resume(r->e->resume_ctx, g);
+        xfree(name);
+        return g != NULL;
+    }
     if (o->kind == OP_RECORD_NOTIFY) {
         bulk_step(r, o->corr, name, 0);
         answered = 1;

@@ -16,6 +16,7 @@ static const topic_module *const table[] = {&events_module, &records_module, &rp
 #define TAKERS 2 /* modules that may take one delivery kind (listen messages: events and records) */
 
 struct topics {
+    const edge *e;
     void *state[MODULES];
     const ProtobufCFieldDescriptor *action[MODULES]; /* each message's "action" field */
     int8_t takers[OP_KIND_MAX][TAKERS]; /* delivery kind -> module indexes, -1 = none */
@@ -25,6 +26,7 @@ struct topics {
 topics *topics_create(const edge *e)
 {
     topics *t = xcalloc(1, sizeof(*t));
+    t->e = e;
     memset(t->takers, -1, sizeof(t->takers));
     memset(t->sender, -1, sizeof(t->sender));
     for (int m = 0; m < MODULES; m++) {
@@ -51,25 +53,56 @@ void topics_destroy(topics *t)
     xfree(t);
 }
 
+static int module_of(int topic)
+{
+    for (int m = 0; m < MODULES; m++)
+        if (table[m]->topic == topic)
+            return m;
+    return -1;
+}
+
+/* Decodes a message for module m and hands it over once the records its
+ * permission rules read are read (gate.c; else it waits there). */
+static void handle_now(topics *t, session *s, int m, const uint8_t *inner, size_t len)
+{
+    ProtobufCMessage *msg = protobuf_c_message_unpack(table[m]->message, NULL, len, inner);
+    if (msg == NULL) {
+        log_warn("bad-frame", "session=%llu problem=%s bytes=%zu", (unsigned long long)s->id,
+                 table[m]->message->short_name, len);
+        reply_parser_error(s, PARSER__ACTION__PARSER_MESSAGE_PARSE_ERROR, 0, 0);
+        return;
+    }
+    const ProtobufCFieldDescriptor *f = t->action[m]; /* an optional int32 in every topic */
+    bool has = f != NULL && *(const protobuf_c_boolean *)((const char *)msg + f->quantifier_offset);
+    int action = has ? *(const int32_t *)((const char *)msg + f->offset) : 0;
+    if (gate_admit(t->e, s, table[m]->topic, msg, action, inner, len)) {
+        table[m]->handle(t->state[m], s, msg, action);
+        gate_done(s);
+    }
+    protobuf_c_message_free_unpacked(msg, NULL);
+}
+
 bool topics_handle(topics *t, session *s, int topic, const uint8_t *inner, size_t len)
 {
-    for (int m = 0; m < MODULES; m++) {
-        if (table[m]->topic != topic)
-            continue;
-        ProtobufCMessage *msg = protobuf_c_message_unpack(table[m]->message, NULL, len, inner);
-        if (msg == NULL) {
-            log_warn("bad-frame", "session=%llu problem=%s bytes=%zu", (unsigned long long)s->id,
-                     table[m]->message->short_name, len);
-            reply_parser_error(s, PARSER__ACTION__PARSER_MESSAGE_PARSE_ERROR, 0, 0);
-            return true;
-        }
-        const ProtobufCFieldDescriptor *f = t->action[m]; /* an optional int32 in every topic */
-        bool has = f != NULL && *(const protobuf_c_boolean *)((const char *)msg + f->quantifier_offset);
-        table[m]->handle(t->state[m], s, msg, has ? *(const int32_t *)((const char *)msg + f->offset) : 0);
-        protobuf_c_message_free_unpacked(msg, NULL);
-        return true;
+    int m = module_of(topic);
+    if (m < 0)
+        return false;
+    if (gate_busy(s)) /* in order: behind the messages waiting on records */
+        gate_queue(s, topic, inner, len);
+    else
+        handle_now(t, s, m, inner, len);
+    return true;
+}
+
+void topics_resume(topics *t, session *s)
+{
+    int topic;
+    uint8_t *bytes;
+    size_t len;
+    while (!s->closing && gate_next(s, &topic, &bytes, &len)) {
+        handle_now(t, s, module_of(topic), bytes, len);
+        xfree(bytes);
     }
-    return false;
 }
 
 void topics_deliver(topics *t, const op *o)
@@ -99,6 +132,7 @@ void topics_session_closed(topics *t, session *s)
 {
     for (int m = 0; m < MODULES; m++)
         table[m]->session_closed(t->state[m], s);
+    gate_session_closed(s);
 }
 
 void topics_resync(topics *t, int li)

@@ -21,6 +21,7 @@ enum op_key {
     KEY_ORIG = 14,
     KEY_USER = 15,
     KEY_META = 16,
+    KEY_REFS = 17,
 };
 
 void op_batch_init(op_batch *b)
@@ -48,7 +49,8 @@ void op_encode(msgpack_sbuffer *buf, const op *o)
     size_t n = 1 + (o->name.len > 0) + (o->shard != 0) + (o->epoch != 0) + (o->corr != 0) +
                (o->broker != 0) + (o->session != 0) + o->has_data + (o->error != 0) +
                o->has_version + (o->action != 0) + (o->flags != 0) + (o->path.len > 0) +
-               (o->ref.len > 0) + (o->orig != 0) + (o->user.len > 0) + (o->meta.len > 0);
+               (o->ref.len > 0) + (o->orig != 0) + (o->user.len > 0) + (o->meta.len > 0) +
+               (o->refs.len > 0);
     msgpack_pack_map(&pk, n);
     msgpack_pack_uint8(&pk, KEY_KIND);
     msgpack_pack_uint32(&pk, o->kind);
@@ -115,6 +117,10 @@ void op_encode(msgpack_sbuffer *buf, const op *o)
     if (o->meta.len > 0) {
         msgpack_pack_uint8(&pk, KEY_META);
         msgpack_pack_str_with_body(&pk, o->meta.ptr, o->meta.len);
+    }
+    if (o->refs.len > 0) {
+        msgpack_pack_uint8(&pk, KEY_REFS);
+        msgpack_pack_str_with_body(&pk, o->refs.ptr, o->refs.len);
     }
 }
 
@@ -234,6 +240,7 @@ static int decode_map(mp_reader *r, op *out)
         case KEY_ORIG: rc = read_u32(r, &out->orig); break;
         case KEY_USER: rc = read_view(r, &out->user); break;
         case KEY_META: rc = read_view(r, &out->meta); break;
+        case KEY_REFS: rc = read_view(r, &out->refs); break;
         default: rc = mp_skip(r); break; /* newer peers may add fields */
         }
         if (rc != 0)

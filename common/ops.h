@@ -94,6 +94,7 @@ typedef struct op {
     uint32_t orig;    /* RESULT/STATE: the client action this answers */
     strview user;     /* RPC: requestorName; OP_FLAG_CHECK: the requester's user id */
     strview meta;     /* RPC: requestorData (JSON text); OP_FLAG_CHECK: the requester's serverData */
+    strview refs;     /* OP_FLAG_CHECK: records the rule reads, read by the broker (JSON object name -> data|null) */
 } op;
 
 #define OP_FLAG_WRITE_ACK 1u /* the writer asked for an acknowledgement */

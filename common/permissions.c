@@ -104,6 +104,7 @@ struct permissions {
     cand *cands[PERM_SECTIONS][PERM_ACTIONS];
     size_t ncands[PERM_SECTIONS][PERM_ACTIONS];
     int max_iterations;
+    unsigned reads; /* PERM_NEEDS_* of every rule together */
 };
 
 void permissions_free(permissions *p)
@@ -406,6 +407,8 @@ static permissions *build(json_t *root, const char *source, int max_rule_iterati
                     p->cands[s][a][p->ncands[s][a]++] =
                         (cand){.e = &p->entries[s][i], .first = permpath_first_byte(p->entries[s][i].path)};
             qsort(p->cands[s][a], n, sizeof(cand), specificity);
+            for (size_t i = 0; i < n; i++)
+                p->reads |= rule_reads(p->cands[s][a][i].e->rules[a]);
         }
     }
     ok = true;
@@ -476,6 +479,11 @@ unsigned permissions_needs(const permissions *p, enum perm_section section, enum
     return rule_reads(e->rules[action]); /* RULE_READS_* are PERM_NEEDS_* */
 }
 
+unsigned permissions_reads(const permissions *p)
+{
+    return p->reads;
+}
+
 typedef struct perm_record {
     char *name;
     size_t name_len;
@@ -521,6 +529,58 @@ void perm_records_free(perm_records *r)
     }
     xfree(r->v);
     xfree(r);
+}
+
+const char *perm_records_get(const perm_records *r, const char *name, size_t name_len, size_t *json_len, bool *known)
+{
+    *known = false;
+    *json_len = 0;
+    for (size_t i = 0; r != NULL && i < r->n; i++)
+        if (r->v[i].name_len == name_len && memcmp(r->v[i].name, name, name_len) == 0) {
+            *known = true;
+            *json_len = r->v[i].json_len;
+            return r->v[i].json;
+        }
+    return NULL;
+}
+
+char *perm_records_json(const perm_records *r)
+{
+    json_t *obj = json_object();
+    for (size_t i = 0; r != NULL && i < r->n; i++) {
+        json_t *v = r->v[i].json != NULL ? json_loadb(r->v[i].json, r->v[i].json_len, JSON_DECODE_ANY, NULL) : json_null();
+        char *name = xstrndup(r->v[i].name, r->v[i].name_len);
+        json_object_set_new(obj, name, v != NULL ? v : json_null());
+        xfree(name);
+    }
+    char *text = json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(obj);
+    char *out = xstrdup(text != NULL ? text : "{}");
+    free(text); /* jansson's malloc */
+    return out;
+}
+
+perm_records *perm_records_from_json(const char *json, size_t len)
+{
+    json_t *obj = json_loadb(json, len, 0, NULL);
+    if (!json_is_object(obj)) {
+        json_decref(obj);
+        return NULL;
+    }
+    perm_records *r = perm_records_new();
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v) {
+        if (json_is_null(v)) {
+            perm_records_put(r, k, strlen(k), NULL, 0);
+            continue;
+        }
+        char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        perm_records_put(r, k, strlen(k), text, text != NULL ? strlen(text) : 0);
+        free(text);
+    }
+    json_decref(obj);
+    return r;
 }
 
 static int record_lookup(void *ctx, const char *name, size_t len, const char **json, size_t *json_len)

@@ -75,12 +75,24 @@ typedef struct perm_request {
     int64_t now_ms; /* `now` */
 } perm_request;
 
+/* The PERM_NEEDS_* bits of every rule of p together (0 for PERM_NEEDS_RECORDS:
+ * no rule reads another record, nothing need be fetched for any check). */
+unsigned permissions_reads(const permissions *p);
+
 /* Records a check has read so far (cross-references), filled by the caller. */
 typedef struct perm_records perm_records;
 perm_records *perm_records_new(void);
 /* Adds name's JSON (copied); json NULL: the record does not exist. */
 void perm_records_put(perm_records *r, const char *name, size_t name_len, const char *json, size_t json_len);
 void perm_records_free(perm_records *r); /* NULL is fine */
+/* name's JSON in r (NULL: it does not exist, or *known false: not in r). */
+const char *perm_records_get(const perm_records *r, const char *name, size_t name_len, size_t *json_len, bool *known);
+/* r as a JSON object, name -> the record's data or null when it does not
+ * exist (r NULL: "{}"). Owned by the caller (xfree). */
+char *perm_records_json(const perm_records *r);
+/* The records of such an object (owned by the caller), or NULL when json is
+ * not one. */
+perm_records *perm_records_from_json(const char *json, size_t len);
 
 enum perm_verdict {
     PERM_VERDICT_DENY = 0,        /* MESSAGE_DENIED (no rule applies, or it is falsy) */

@@ -4,8 +4,11 @@
  * so no other write can slip between the check and the change it allows.
  * The requester's user travels in the operation (user, meta,
  * OP_FLAG_AUTHENTICATED). A cross-reference (`_('name')`) is read from the
- * records this node holds in memory; one it does not hold fails the rule
- * (MESSAGE_PERMISSION_ERROR: fail closed). */
+ * records the broker read for the rule (refs: it evaluated the rule on the
+ * record as it read it, to learn which), else from the records this node
+ * holds in memory; one neither has fails the rule (MESSAGE_PERMISSION_ERROR:
+ * fail closed; the record changed between the broker's read and the write
+ * in a way that makes the rule read another one). */
 #include <string.h>
 
 #include "deepstream.pb-c.h"
@@ -27,7 +30,8 @@ uint32_t guard_check(const node_env *env, const op *o, enum perm_action action, 
     perm_request req = {.section = PERM_RECORD, .action = action, .name = o->name.ptr, .name_len = o->name.len,
                         .user = &u, .data = data.ptr, .data_len = data.len, .old_data = old.ptr,
                         .old_data_len = old.len, .now_ms = wall_ms()};
-    perm_records *read_so_far = NULL;
+    /* the records the broker read for this rule first, then those this node holds */
+    perm_records *read_so_far = o->refs.len > 0 ? perm_records_from_json(o->refs.ptr, o->refs.len) : NULL;
     char need[OP_NAME_MAX + 1], why[256] = "";
     enum perm_verdict v;
     while ((v = permissions_check(rules, &req, read_so_far, need, sizeof(need), why, sizeof(why))) ==

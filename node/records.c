@@ -532,7 +532,7 @@ static void apply_ready(record_table *t, peer *from, record *r, const op *o)
 
 static void wait_on(record *r, peer *from, const op *o)
 {
-    size_t extra = o->name.len + o->data.len + o->path.len + o->ref.len + o->user.len + o->meta.len;
+    size_t extra = o->name.len + o->data.len + o->path.len + o->ref.len + o->user.len + o->meta.len + o->refs.len;
     pending_op *w = xmalloc(sizeof(*w) + extra);
     w->from = from;
     w->o = *o;
@@ -550,6 +550,7 @@ static void wait_on(record *r, peer *from, const op *o)
     COPY(ref);
     COPY(user);
     COPY(meta);
+    COPY(refs);
 #undef COPY
     LIST_APPEND(r->wait_head, r->wait_tail, w);
 }

@@ -43,6 +43,8 @@ record:
     write: "user.data.role === 'admin'"
   "secret-listen/*":
     listen: false
+  "order/$id":
+    write: "data.qty <= _('stock/' + $id).left"
 event:
   "*":
     publish: true
@@ -54,6 +56,14 @@ event:
     listen: false
   "chat/$room":
     publish: "data.room === $room && user.isAuthenticated"
+  "gated/*":
+    publish: "_('gate/config').open === true"
+  "three/*":
+    publish: "_('x/1').v + _('x/2').v + _('x/3').v > 0"
+  "two/*":
+    publish: "_('x/1').v + _('x/2').v > 0"
+  "mixed/*":
+    publish: "data.gated !== true || _('gate/config').open === true"
 ${moreEvents}rpc:
   "*":
     provide: true
@@ -196,6 +206,51 @@ describe(`permissions (${MODE})`, () => {
     await rec.whenReady()
     assert.equal(rec.get().n, 20)
     assert.equal(new Set(applied).size, applied.length, `no value was written twice: ${applied}`)
+  })
+
+  test('cross-references: rules read other records through their owning nodes, at the broker and at the owner', async () => {
+    const a = await login('ada')
+    const b = await login('bob')
+    const errors = errorsOf(a)
+    const got = []
+    b.event.subscribe('gated/x', d => got.push(d))
+    b.event.subscribe('two/x', d => got.push(['two', d]))
+    await sleep(300)
+    await a.record.setDataWithAck('gate/config', { open: false })
+    a.event.emit('gated/x', 1)
+    await until(() => errors.length === 1, 'denied while the gate is closed')
+    await a.record.setDataWithAck('gate/config', { open: true })
+    a.event.emit('gated/x', 2) // the rule reads the record as it is now
+    // records on any node: ids spread over every node of a cluster
+    const ids = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']
+    for (const id of ids) await a.record.setDataWithAck(`stock/${id}`, { left: 5 })
+    for (const id of ids) {
+      await a.record.setDataWithAck(`order/${id}`, { qty: 5 })
+      await assert.rejects(a.record.setDataWithAck(`order/${id}`, { qty: 6 }), err => String(err).includes('MESSAGE_DENIED'))
+      await a.record.setDataWithAck(`order/${id}`, 'qty', 1) // data: the record as the patch leaves it
+    }
+    // maxRuleIterations (3): a rule that needs a fourth run fails with MESSAGE_PERMISSION_ERROR
+    for (const n of [1, 2, 3]) await a.record.setDataWithAck(`x/${n}`, { v: n })
+    a.event.emit('two/x', 3)
+    a.event.emit('three/x', 4)
+    await until(() => got.length === 2 && errors.length === 2, 'the two-record rule passes, the three-record one fails')
+    assert.deepEqual(got, [2, ['two', 3]])
+    assert.equal(errors[1][0], 'UNSOLICITED_MESSAGE') // how the client reports EVENT MESSAGE_PERMISSION_ERROR
+    if (MODE !== 'haproxy') {
+      const metrics = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text()
+      assert.match(metrics, /eddy_permission_errors_total [1-9]/)
+    }
+    // a message waiting on records keeps its place: what follows it comes after
+    // (one name, so one owner: its subscriber sees the order they were sent in)
+    const order = []
+    b.event.subscribe('mixed/x', d => order.push(d.n))
+    await sleep(300)
+    for (let i = 0; i < 5; i++) {
+      a.event.emit('mixed/x', { gated: true, n: `g${i}` }) // reads gate/config first
+      a.event.emit('mixed/x', { n: `p${i}` })             // reads nothing
+    }
+    await until(() => order.length === 10, 'all ten')
+    assert.deepEqual(order, ['g0', 'p0', 'g1', 'p1', 'g2', 'p2', 'g3', 'p3', 'g4', 'p4'])
   })
 
   test('presence: allow false for one user; listen denied for records', async () => {

@@ -62,6 +62,7 @@ static void same_op(const op *a, const op *b)
     same_view(a->ref, b->ref, "ref");
     same_view(a->user, b->user, "user");
     same_view(a->meta, b->meta, "meta");
+    same_view(a->refs, b->refs, "refs");
 }
 
 /* Round trip of one decoded operation; appends its encoding to batch. */
