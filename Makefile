@@ -333,6 +333,7 @@ bench: all $(BUILD)/bench_node $(BUILD)/bench_rules $(BUILD)/bench_backend npm-d
 	bash tests/bench/side-by-side.sh $(BUILD)
 	$(BUILD)/bench_node 200000 100 1000 batch 1000
 	$(BUILD)/bench_rules
+	bash tests/bench/permissions.sh $(BUILD)
 	bash tests/bench/backend.sh $(BUILD)
 	node tests/bench/cluster-brokers.mjs $(BUILD)/eddy
 	node tests/bench/logins.mjs $(BUILD)

@@ -118,7 +118,10 @@ static void on_connection(conn *c, const ProtobufCBinaryData *inner)
         AuthMessage a = AUTH_MESSAGE__INIT;
         a.has_action = 1;
         a.action = AUTH__ACTION__AUTH_REQUEST;
-        a.data = "{}";
+        char login[300] = "{}";
+        if (c->b->user != NULL)
+            snprintf(login, sizeof(login), "{\"username\":\"%s\"}", c->b->user);
+        a.data = login;
         conn_send(c, TOPIC__TOPIC_AUTH, &a.base);
         c->state = CONN_AUTHENTICATING;
     } else if (m->action == CONNECTION__ACTION__CONNECTION_REJECT) {

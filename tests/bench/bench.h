@@ -67,6 +67,7 @@ struct bench {
     const bench_hooks *hooks;
     /* common options */
     const char *url, *label, *json_path;
+    const char *user; /* --user: log in as this username (NULL: "{}", deepstream's anonymous login) */
     /* --url may list several servers (a cluster's brokers), comma-separated:
      * connection i goes to server i % nservers */
 #define BENCH_MAX_SERVERS 16

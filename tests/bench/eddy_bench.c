@@ -35,6 +35,7 @@ static const bench_opt common_opts[] = {
     {"--pid", OPT_STRING, &the_bench_options.pid_list, 0, 0, "the server's pid (several, comma-separated: summed): its CPU and memory are reported"},
     {"--label", OPT_STRING, &the_bench_options.label, 0, 0, "the server's name in the results"},
     {"--json", OPT_STRING, &the_bench_options.json_path, 0, 0, "append one JSON line with the results"},
+    {"--user", OPT_STRING, &the_bench_options.user, 0, 0, "log every connection in as this username (permission rules on user.id)"},
 };
 
 static void print_opt(const bench_opt *o)
