@@ -68,8 +68,14 @@ static int post(void *ctx, int kind, int li, uint64_t seq, void *item)
 }
 
 /* The links' and acks' view of the topic table. */
+static void reload_permissions(broker *b);
+
 static void deliver(void *ctx, const op *o)
 {
+    if (o->kind == OP_RELOAD) { /* eddy ctl reload, through a node */
+        reload_permissions(ctx);
+        return;
+    }
     topics_deliver(((broker *)ctx)->topics, o);
 }
 
@@ -184,6 +190,17 @@ void broker_watch_reload(broker *b, volatile sig_atomic_t *flag, void (*also)(vo
     b->reload_ctx = ctx;
 }
 
+static void reload_permissions(broker *b)
+{
+    char err[512];
+    if (b->cfg->permission_type != PERMISSION_CONFIG)
+        return;
+    if (permit_reload(b->permit, err, sizeof(err)) == 0)
+        log_info("permissions-reloaded", "file=%s", b->cfg->permissions_file);
+    else
+        log_error("permissions-reload-failed", "%s (the rules in force stay)", err);
+}
+
 /* Every 200 ms: a reload asked for by SIGHUP. */
 static void tick(void *ctx)
 {
@@ -191,11 +208,7 @@ static void tick(void *ctx)
     if (b->reload == NULL || !*b->reload)
         return;
     *b->reload = 0;
-    char err[512];
-    if (permit_reload(b->permit, err, sizeof(err)) == 0)
-        log_info("permissions-reloaded", "file=%s", b->cfg->permissions_file);
-    else
-        log_error("permissions-reload-failed", "%s (the rules in force stay)", err);
+    reload_permissions(b);
     if (b->reload_also != NULL)
         b->reload_also(b->reload_ctx);
 }

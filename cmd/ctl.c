@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "clustermap.h"
 #include "eddy.h"
 #include "jsonpath.h"
 #include "log.h"
@@ -37,12 +38,40 @@ static void ctl_usage(FILE *out)
             "  delete NAME                      delete a record\n"
             "  call NAME [JSON]                 make an RPC; print its result\n"
             "  provide NAME -- COMMAND [ARG..]  answer each call with COMMAND's output (request on stdin)\n"
-            "  status                           the cluster map and each node's health\n\n"
+            "  status                           the cluster map and each node's health\n"
+            "  reload                           every node and broker reads its permission rules again\n\n"
             "  --cluster ADDR  any node's request address (default " DEFAULT_CLUSTER ";\n"
             "                  a standalone server prints its address in backends-listening)\n"
             "  --timeout MS    per call (default 5000)\n\n"
             "exit codes: 0 ok, 1 failure (unavailable, timeout), 2 usage, 3 not found,\n"
             "            4 version conflict, 5 RPC without provider or answered with an error\n");
+}
+
+/* eddy ctl reload: each node reads its permission rules again and has every
+ * broker it serves do so (RELOAD). Prints a line per node; exit 1 when one
+ * did not answer or its file failed to compile (its log says why). */
+static int reload_all(eddy *e)
+{
+    char *status;
+    if (eddy_cluster_status(e, &status) != EDDY_OK)
+        return 1;
+    json_t *root = json_loads(status, 0, NULL);
+    eddy_free(status);
+    int rc = 0;
+    size_t i;
+    json_t *n;
+    json_array_foreach(json_object_get(root, "nodes"), i, n) {
+        const char *id = json_string_value(json_object_get(n, "id"));
+        const char *url = json_string_value(json_object_get(n, "request"));
+        char *answer = url != NULL ? clustermap_node_reload(url, 5000) : NULL;
+        bool ok = answer != NULL && strstr(answer, "\"reloaded\":true") != NULL;
+        printf("%s %s: %s\n", id ? id : "?", url ? url : "?",
+               answer == NULL ? "no answer" : ok ? "reloaded" : "failed (its log says why; the rules in force stay)");
+        rc |= !ok;
+        xfree(answer);
+    }
+    json_decref(root);
+    return rc;
 }
 
 static int exit_code(eddy_status st)
@@ -307,6 +336,8 @@ static int run(eddy *e, int argc, char **argv)
         eddy_free(json);
         return rc;
     }
+    if (strcmp(cmd, "reload") == 0 && argc == 1)
+        return reload_all(e);
     ctl_usage(stderr);
     return 2;
 }

@@ -266,3 +266,17 @@ char *clustermap_node_stats(const char *request_url, int timeout_ms)
     nng_close_bounded(sock, "node-stats", 2000);
     return json;
 }
+
+char *clustermap_node_reload(const char *request_url, int timeout_ms)
+{
+    nng_socket sock;
+    if (nng_req0_open(&sock) != 0)
+        return NULL;
+    nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, timeout_ms);
+    nng_socket_set_ms(sock, NNG_OPT_SENDTIMEO, timeout_ms);
+    char *json = NULL;
+    if (nng_dial(sock, request_url, NULL, NNG_FLAG_NONBLOCK) == 0)
+        json = ask(sock, OP_RELOAD, OP_RELOAD);
+    nng_close_bounded(sock, "node-reload", 2000);
+    return json;
+}

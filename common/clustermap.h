@@ -64,5 +64,9 @@ char *clustermap_fetch(const char *request_url, volatile sig_atomic_t *stop, int
  * object, proto/operations.md), waiting at most timeout_ms. Returns the JSON
  * (owned by the caller, xfree) or NULL when the node did not answer. */
 char *clustermap_node_stats(const char *request_url, int timeout_ms);
+/* One RELOAD round trip: the node at request_url reads its permission rules
+ * again and has every broker it serves do the same. Returns its answer
+ * ({"reloaded":bool}, owned by the caller, xfree) or NULL (no answer). */
+char *clustermap_node_reload(const char *request_url, int timeout_ms);
 
 #endif

@@ -310,6 +310,7 @@ const char *op_kind_name(uint32_t kind)
         [OP_MAP] = "MAP",
         [OP_BYE] = "BYE",
         [OP_NODE_STATS] = "NODE_STATS",
+        [OP_RELOAD] = "RELOAD",
     };
     return kind < OP_KIND_MAX && names[kind] != NULL ? names[kind] : "UNKNOWN";
 }

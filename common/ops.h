@@ -61,6 +61,8 @@ enum op_kind {
     OP_MAP = 36,             /* node -> asker (in the reply): <epoch>, <data> = the map as JSON */
     OP_BYE = 37,             /* peer -> node: a clean shutdown; forget everything of mine now */
     OP_NODE_STATS = 38,      /* anyone -> any node, no HELLO needed; answered in kind, <data> = its counters (JSON) */
+    OP_RELOAD = 39,          /* anyone -> node, no HELLO needed: read the permission rules again; the node delivers it
+                              * to every peer (brokers reload theirs) and answers RELOAD, <data> {"reloaded":bool} */
     OP_KIND_MAX
 };
 

@@ -66,6 +66,8 @@ size_t peers_expired(peers *ps, peer **out, size_t max);
 void peer_deliver(peers *ps, peer *p, const void *bytes, size_t len);
 /* Encodes o once and queues it for p. */
 void peer_deliver_op(peers *ps, peer *p, const op *o);
+/* Queues o for every peer. */
+void peers_deliver_all(peers *ps, const op *o);
 /* Publishes every peer's gathered deliveries as one batch each. */
 void peers_publish(peers *ps);
 /* The local peer (standalone's broker): deliveries go to a bounded outbox. */

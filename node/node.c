@@ -131,6 +131,20 @@ static void answer_stats(node *n, op_batch *reply)
     op_batch_add(reply, &m);
 }
 
+static bool reload_rules(node *n, bool locked);
+
+/* RELOAD (eddy ctl reload): this node's rules, then every broker's it serves
+ * (they get RELOAD as a delivery). Answered with {"reloaded":bool}. */
+static void reload_everywhere(node *n, op_batch *reply)
+{
+    bool ok = reload_rules(n, true);
+    const char *text = ok ? "{\"reloaded\":true}" : "{\"reloaded\":false}";
+    op back = {.kind = OP_RELOAD, .has_data = true, .data = {text, (uint32_t)strlen(text)}};
+    op_batch_add(reply, &back);
+    op all = {.kind = OP_RELOAD};
+    peers_deliver_all(n->env.peers, &all);
+}
+
 /* HELLO: a peer (re)introduces itself; refused when it runs another shard map. */
 static void hello(node *n, node_req *req, const op *o)
 {
@@ -160,6 +174,9 @@ static void apply(node *n, node_req *req, const op *o)
         return;
     case OP_NODE_STATS:
         answer_stats(n, req->reply);
+        return;
+    case OP_RELOAD:
+        reload_everywhere(n, req->reply);
         return;
     case OP_BYE:
         req->from->leaving = true; /* dropped after this batch (handle_batch) */
@@ -218,6 +235,10 @@ static uint32_t admitted(node *n, const mp_reader *r, uint64_t origin, uint64_t 
     }
     if (kind == OP_NODE_STATS) {
         answer_stats(n, &n->reply);
+        return 0;
+    }
+    if (kind == OP_RELOAD) {
+        reload_everywhere(n, &n->reply);
         return 0;
     }
     if (kind == 0) { /* not even its first operation decodes: no peer for that */
@@ -420,22 +441,31 @@ static void free_node(node *n)
     xfree(n);
 }
 
-void node_reload(node *n)
+/* Compiles the rules again and swaps them in (lock held when locked). */
+static bool reload_rules(node *n, bool locked)
 {
     if (n->cfg->permission_type != PERMISSION_CONFIG)
-        return;
+        return true;
     char err[512];
     permissions *fresh = permissions_load(n->cfg->permissions_file, (int)n->cfg->max_rule_iterations, err, sizeof(err));
     if (fresh == NULL) {
         log_error("permissions-reload-failed", "%s (the rules in force stay)", err);
-        return;
+        return false;
     }
-    node_lock(n);
+    if (!locked)
+        node_lock(n);
     permissions *old = n->env.rules;
     n->env.rules = fresh;
-    node_unlock(n);
+    if (!locked)
+        node_unlock(n);
     permissions_free(old);
     log_info("permissions-reloaded", "file=%s (node)", n->cfg->permissions_file);
+    return true;
+}
+
+void node_reload(node *n)
+{
+    (void)reload_rules(n, false);
 }
 
 node *node_start(const eddy_config *cfg, const char *request_url, const char *delivery_url, const shardmap *map,

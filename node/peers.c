@@ -197,6 +197,26 @@ void peer_deliver_op(peers *ps, peer *p, const op *o)
     peer_deliver(ps, p, ps->scratch.data, ps->scratch.size);
 }
 
+typedef struct deliver_all_arg {
+    peers *ps;
+    const op *o;
+} deliver_all_arg;
+
+static int deliver_one(const void *k, size_t l, void *v, void *arg)
+{
+    (void)k;
+    (void)l;
+    deliver_all_arg *a = arg;
+    peer_deliver_op(a->ps, v, a->o);
+    return 0;
+}
+
+void peers_deliver_all(peers *ps, const op *o)
+{
+    deliver_all_arg a = {ps, o};
+    dict_foreach(ps->by_id, deliver_one, &a);
+}
+
 void peers_wake_local(peers *ps)
 {
     pthread_mutex_lock(&ps->wake_lock);

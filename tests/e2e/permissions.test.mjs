@@ -289,6 +289,40 @@ describe(`permissions (${MODE})`, () => {
   })
 })
 
+describe(`eddy ctl reload (${MODE})`, () => {
+  test('reloads the rules of every node and every broker it serves', async () => {
+    if (MODE === 'haproxy') return // cluster.sh owns those processes; SIGHUP and ctl are tested in the other modes
+    const dir = mkdtempSync(join(tmpdir(), 'eddy-perm-ctl-'))
+    const file = join(dir, 'permissions.yml')
+    writeFileSync(file, rules())
+    const perm = ['--permission', 'config', '--permissions', file]
+    const server = await startServer({ extra: perm, nodeExtra: perm })
+    try {
+      const request = server.stderr().match(/(?:node|backends)-listening request=(\S+)/)[1]
+      const a = await connect(server.url, { username: 'ada' })
+      const errors = errorsOf(a)
+      writeFileSync(file, rules('  "ctl/*":\n    publish: false\n'))
+      const r = runEddy(['ctl', '--cluster', request, 'reload'])
+      assert.equal(r.code, 0, r.stderr)
+      assert.match(r.stdout, /: reloaded/)
+      await until(() => (server.stderr().match(/permissions-reloaded/g) || []).length >= 2, 'node and broker reloaded')
+      a.event.emit('ctl/x', 1)
+      await until(() => errors.length === 1, 'denied after eddy ctl reload')
+      // a file that does not compile: exit 1, the rules stay
+      writeFileSync(file, rules('  "ctl/*":\n    publish: "(("\n'))
+      const bad = runEddy(['ctl', '--cluster', request, 'reload'])
+      assert.equal(bad.code, 1)
+      assert.match(bad.stdout, /failed/)
+      a.event.emit('ctl/x', 2)
+      await until(() => errors.length === 2, 'still denied')
+      await closeAll()
+    } finally {
+      await server.stop()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
+
 describe(`permissions at start-up (${MODE})`, () => {
   test('a rule that does not compile stops start-up with one line naming file, section, pattern and column', () => {
     const dir = mkdtempSync(join(tmpdir(), 'eddy-perm-bad-'))
