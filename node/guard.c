@@ -40,7 +40,7 @@ uint32_t guard_check(const node_env *env, const op *o, enum perm_action action, 
         bool held = false;
         const char *json = read(ctx, (strview){need, (uint32_t)strlen(need)}, &len, &held);
         if (!held) {
-            snprintf(why, sizeof(why), "cross-reference to '%s', which this node does not hold in memory", need);
+            snprintf(why, sizeof(why), "cross-reference to '%.160s', which this node does not hold in memory", need);
             v = PERM_VERDICT_ERROR;
             break;
         }
