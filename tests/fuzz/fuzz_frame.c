@@ -64,6 +64,7 @@ static auth *au;
 static topics *tp;
 static link_set *ls;
 static edge eg;
+static permit *pm;
 static char data_dir[256];
 static conn *conns[2];
 
@@ -233,6 +234,27 @@ static int post(void *ctx, int kind, int li, uint64_t seq, void *item)
     return -1; /* only link threads (remote nodes) post: none runs here */
 }
 
+/* gate.c: a message waited for the records its rules read (broker.c's hook). */
+static void resume(void *ctx, session *s)
+{
+    (void)ctx;
+    topics_resume(tp, s);
+}
+
+/* The rules every input runs under: everything allowed but a few prefixes,
+ * whose rules deny, read the record, or read other records through the gate. */
+static const char rules_yml[] =
+    "presence:\n  \"*\":\n    allow: true\n  hidden:\n    allow: false\n"
+    "record:\n  \"*\":\n    create: true\n    write: true\n    read: true\n    delete: true\n"
+    "    listen: true\n    notify: true\n"
+    "  \"ro/*\":\n    write: false\n    delete: false\n"
+    "  \"x/$id\":\n    write: \"oldData === null || data.n > oldData.n\"\n"
+    "  \"ref/$id\":\n    read: \"_('gate/' + $id) !== null\"\n    write: \"data.q <= _('stock/' + $id).left\"\n"
+    "event:\n  \"*\":\n    publish: true\n    subscribe: true\n    listen: true\n"
+    "  \"secret/*\":\n    publish: false\n    subscribe: false\n"
+    "  \"gated/*\":\n    publish: \"_('gate/config').open === true\"\n"
+    "rpc:\n  \"*\":\n    provide: true\n    request: true\n  \"no\":\n    request: \"data < 3\"\n";
+
 static void deliver(void *ctx, const op *o)
 {
     topics_deliver(tp, o);
@@ -387,6 +409,7 @@ static void teardown(void)
     links_destroy(ls);
     auth_destroy(au);
     topics_destroy(tp);
+    permit_free(pm);
     acks_free(ak);
     sessions_free(set);
     node_stop(nd);
@@ -406,8 +429,16 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         exit(1);
     }
     config_defaults(&cfg);
-    char err[256];
-    if (config_set_flag(&cfg, "--data", data_dir, err, sizeof(err)) != 0 ||
+    char err[512], rules_path[300];
+    snprintf(rules_path, sizeof(rules_path), "%s/permissions.yml", data_dir);
+    FILE *rf = fopen(rules_path, "w");
+    if (rf == NULL || fputs(rules_yml, rf) < 0 || fclose(rf) != 0) {
+        perror("fuzz_frame: permissions.yml");
+        exit(1);
+    }
+    if (config_set_flag(&cfg, "--permission", "config", err, sizeof(err)) != 0 ||
+        config_set_flag(&cfg, "--permissions", rules_path, err, sizeof(err)) != 0 ||
+        config_set_flag(&cfg, "--data", data_dir, err, sizeof(err)) != 0 ||
         config_set_flag(&cfg, "--sync", "never", err, sizeof(err)) != 0 ||
         config_set_flag(&cfg, "--max-message-size", "65536", err, sizeof(err)) != 0 ||
         config_set_flag(&cfg, "--rpc-requestor-name", "true", err, sizeof(err)) != 0) {
@@ -435,10 +466,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     uint64_t id = random_id();
     link_hooks hooks = {.post = post, .wake = wake, .deliver = deliver, .fail = fail, .resync = resync,
                         .recover = recover, .ctx = NULL};
-    eg = (edge){.cfg = &cfg, .broker_id = id, .sessions = set, .acks = ak};
+    pm = permit_new(&cfg, err, sizeof(err)); /* the rules above, as broker_create makes them */
+    eg = (edge){.cfg = &cfg, .broker_id = id, .sessions = set, .acks = ak, .permit = pm, .resume = resume};
     tp = topics_create(&eg);
     ls = links_create(&cfg, id, &ln, ak, &hooks);
-    if (au == NULL || ls == NULL) {
+    if (au == NULL || ls == NULL || pm == NULL) {
         fprintf(stderr, "fuzz_frame: broker set-up failed\n");
         exit(1);
     }

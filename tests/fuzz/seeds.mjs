@@ -160,6 +160,23 @@ put('fuzz_frame', 'repro-big-integer-then-patch', input(F.LOGIN, [
   step(S.TURN, envelope(5, { action: R.RECORD_PATCH, name: 'rec/big', path: 'name', data: '"x"', version: 2,
     isWriteAck: true, correlationId: '2' }))
 ]))
+// Permissions (fuzz_frame's rules): denied names, a rule on the record as the
+// write leaves it, rules that read other records through the gate (the
+// messages behind them wait), and a bulk subscribe with a denied name.
+put('fuzz_frame', 'permissions', input(F.LOGIN, [
+  step(S.TURN, envelope(5, { action: R.RECORD_CREATEANDUPDATE, name: 'gate/config', data: '{"open":true}', version: -1,
+    isWriteAck: true, correlationId: '1' })),
+  step(0, envelope(4, { action: E.EVENT_EMIT, name: 'gated/x', data: '1' })),
+  step(0, envelope(4, { action: E.EVENT_EMIT, name: 'secret/x', data: '2' })),
+  step(S.TURN, envelope(4, { action: E.EVENT_SUBSCRIBE, names: ['open/1', 'secret/1'], correlationId: '2' })),
+  step(S.TURN, envelope(5, { action: R.RECORD_CREATEANDUPDATE, name: 'x/1', data: '{"n":2}', version: -1 })),
+  step(S.TURN, envelope(5, { action: R.RECORD_UPDATE, name: 'x/1', data: '{"n":1}', version: -1, isWriteAck: true,
+    correlationId: '3' })),
+  step(S.TURN, envelope(5, { action: R.RECORD_CREATEANDUPDATE, name: 'stock/1', data: '{"left":3}', version: -1 })),
+  step(0, envelope(5, { action: R.RECORD_CREATEANDPATCH, name: 'ref/1', path: 'q', data: '2', version: -1 })),
+  step(S.TURN, envelope(5, { action: R.RECORD_READ, name: 'ref/1' })),
+  step(S.TURN, envelope(5, { action: R.RECORD_UPDATE, name: 'ro/1', data: '{}', version: -1 }))
+]))
 // Fragments, a text frame, an unknown topic, the unauthenticated-client timer.
 put('fuzz_frame', 'fragments-and-timers', input(F.SECOND | F.TIMERS, [
   step(S.FRAGMENTS | S.TURN, envelope(2, { action: pb.CONNECTION_ACTION.CONNECTION_CHALLENGE, url: 'ws://x/deepstream' })),
