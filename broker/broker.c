@@ -37,6 +37,7 @@ struct broker {
     queue *inbound;
     uint64_t inbound_dropped;
     permit *permit;
+    limits *limits; /* what one connection may do */
     volatile sig_atomic_t *reload; /* broker_watch_reload; NULL: none */
     void (*reload_also)(void *ctx);
     void *reload_ctx;
@@ -90,7 +91,8 @@ static void recover(void *ctx, int li)
 
 static void login(void *ctx, session *s)
 {
-    topics_login(((broker *)ctx)->topics, s);
+    broker *b = ctx;
+    topics_login(b->topics, s);
 }
 
 static void write_metrics(void *ctx, FILE *f)
@@ -103,6 +105,7 @@ static void write_metrics(void *ctx, FILE *f)
     topics_metrics(b->topics, f);
     links_metrics(b->links, f);
     permit_metrics(b->permit, f);
+    limits_metrics(b->limits, f);
 }
 
 static void drain_inbound(broker *b)
@@ -154,15 +157,16 @@ static int received(void *ctx, session *s, const void *in, size_t len)
     const uint8_t *msg;
     size_t msg_len;
     int rc = session_receive(s, in, len, &msg, &msg_len);
-    if (rc > 0)
+    if (rc > 0 && limits_message(b->limits, s, msg, msg_len))
         dispatch_frame(b->topics, b->auth, s, msg, msg_len);
     return rc < 0 ? -1 : 0;
 }
 
 static void closed(void *ctx, session *s)
 {
+    broker *b = ctx;
     log_debug("session-closed", "session=%llu", (unsigned long long)s->id);
-    topics_session_closed(((broker *)ctx)->topics, s);
+    topics_session_closed(b->topics, s);
     session_closed(s);
 }
 
@@ -205,11 +209,13 @@ broker *broker_create(const eddy_config *cfg, const local_node *local, bool *con
 {
     broker *b = xcalloc(1, sizeof(*b));
     b->cfg = cfg;
-    loop_hooks serving = {.started = started, .stopping = stopping, .stopped = stopped, .opened = opened,
-                             .received = received, .closed = closed, .http = http, .woken = woken, .tick = tick, .ctx = b};
+    loop_hooks serving = {.started = started, .stopping = stopping, .stopped = stopped,
+                          .opened = opened, .received = received, .closed = closed, .http = http, .woken = woken,
+                          .tick = tick, .ctx = b};
     b->loop = loop_new(cfg, &serving);
     b->inbound = queue_new(INBOUND_QUEUE_LEN);
     b->sessions = sessions_new(cfg);
+    b->limits = limits_new(cfg);
     b->acks = acks_new(b->sessions, fail, b);
     auth_hooks ah = {.wake = wake, .login = login, .ctx = b};
     b->auth = auth_create(cfg, b->sessions, &ah, config_error);
@@ -224,7 +230,8 @@ broker *broker_create(const eddy_config *cfg, const local_node *local, bool *con
     uint64_t id = random_id();
     link_hooks hooks = {.post = post, .wake = wake, .deliver = deliver, .fail = fail, .resync = resync,
                         .recover = recover, .ctx = b};
-    b->edge = (edge){.cfg = cfg, .broker_id = id, .sessions = b->sessions, .acks = b->acks, .permit = b->permit};
+    b->edge = (edge){.cfg = cfg, .broker_id = id, .sessions = b->sessions, .acks = b->acks, .permit = b->permit,
+                     .limits = b->limits};
     b->topics = topics_create(&b->edge); /* before the links: a local node answers their HELLO at once */
     b->links = links_create(cfg, id, local, b->acks, &hooks);
     if (b->links == NULL)
@@ -281,5 +288,6 @@ void broker_destroy(broker *b)
     acks_free(b->acks);
     sessions_free(b->sessions);
     permit_free(b->permit);
+    limits_free(b->limits);
     xfree(b);
 }

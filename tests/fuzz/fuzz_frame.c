@@ -1,5 +1,8 @@
 /* fuzz_frame.c - libFuzzer target for the client frame dispatcher
  * (dispatch_frame, broker/dispatch.c) with everything behind it real: the
+ * per-connection limits in front of it (limits.c: the message rate is 1 a
+ * second over a burst of 256, so a long input is refused and closed for it;
+ * 64 names per topic), the
  * sessions, acks, auth, the topic table and its modules, the links, and an
  * in-process node (node_start with no sockets, RocksDB in a temporary folder)
  * reached through local_link exactly as `eddy standalone` does. Only
@@ -64,6 +67,7 @@ static auth *au;
 static topics *tp;
 static link_set *ls;
 static edge eg;
+static limits *lm;
 static char data_dir[256];
 static conn *conns[2];
 
@@ -284,7 +288,7 @@ static bool receive(int i, const uint8_t *p, size_t len, bool first, bool final,
     const uint8_t *msg;
     size_t msg_len;
     int rc = session_receive(&c->s, p, len, &msg, &msg_len);
-    if (rc > 0)
+    if (rc > 0 && limits_message(lm, &c->s, msg, msg_len)) /* broker.c's received hook */
         dispatch_frame(tp, au, &c->s, msg, msg_len);
     if (rc < 0) { /* lws closes the connection when the callback says so */
         conn_close(i);
@@ -387,6 +391,7 @@ static void teardown(void)
     links_destroy(ls);
     auth_destroy(au);
     topics_destroy(tp);
+    limits_free(lm);
     acks_free(ak);
     sessions_free(set);
     node_stop(nd);
@@ -410,7 +415,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (config_set_flag(&cfg, "--data", data_dir, err, sizeof(err)) != 0 ||
         config_set_flag(&cfg, "--sync", "never", err, sizeof(err)) != 0 ||
         config_set_flag(&cfg, "--max-message-size", "65536", err, sizeof(err)) != 0 ||
-        config_set_flag(&cfg, "--rpc-requestor-name", "true", err, sizeof(err)) != 0) {
+        config_set_flag(&cfg, "--rpc-requestor-name", "true", err, sizeof(err)) != 0 ||
+        /* a long input goes over the message rate: the refusals (limits.c) are fuzzed too */
+        config_set_flag(&cfg, "--message-rate", "1", err, sizeof(err)) != 0 ||
+        config_set_flag(&cfg, "--message-burst", "256", err, sizeof(err)) != 0 ||
+        config_set_flag(&cfg, "--max-refused-messages", "64", err, sizeof(err)) != 0 ||
+        config_set_flag(&cfg, "--max-subscriptions", "64", err, sizeof(err)) != 0) {
         fprintf(stderr, "fuzz_frame: %s\n", err);
         exit(1);
     }
@@ -435,7 +445,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     uint64_t id = random_id();
     link_hooks hooks = {.post = post, .wake = wake, .deliver = deliver, .fail = fail, .resync = resync,
                         .recover = recover, .ctx = NULL};
-    eg = (edge){.cfg = &cfg, .broker_id = id, .sessions = set, .acks = ak};
+    lm = limits_new(&cfg);
+    eg = (edge){.cfg = &cfg, .broker_id = id, .sessions = set, .acks = ak, .limits = lm};
     tp = topics_create(&eg);
     ls = links_create(&cfg, id, &ln, ak, &hooks);
     if (au == NULL || ls == NULL) {
