@@ -38,6 +38,7 @@ struct broker {
     uint64_t inbound_dropped;
     permit *permit;
     limits *limits; /* what one connection may do */
+    admit *admit;   /* which connections are let in */
     volatile sig_atomic_t *reload; /* broker_watch_reload; NULL: none */
     void (*reload_also)(void *ctx);
     void *reload_ctx;
@@ -92,6 +93,7 @@ static void recover(void *ctx, int li)
 static void login(void *ctx, session *s)
 {
     broker *b = ctx;
+    admit_logged_in(b->admit, s);
     topics_login(b->topics, s);
 }
 
@@ -106,6 +108,7 @@ static void write_metrics(void *ctx, FILE *f)
     links_metrics(b->links, f);
     permit_metrics(b->permit, f);
     limits_metrics(b->limits, f);
+    admit_metrics(b->admit, f);
 }
 
 static void drain_inbound(broker *b)
@@ -126,6 +129,7 @@ static void started(void *ctx, struct lws_context *lws)
     broker *b = ctx;
     sessions_start(b->sessions, lws);
     links_start(b->links, lws);
+    admit_start(b->admit);
 }
 
 static void stopping(void *ctx)
@@ -140,6 +144,11 @@ static void stopped(void *ctx)
     log_info("broker-stopping", "sessions=%zu", sessions_count(((broker *)ctx)->sessions));
 }
 
+static int admit_socket(void *ctx, int fd)
+{
+    return admit_peer(((broker *)ctx)->admit, fd) ? 0 : -1;
+}
+
 static void opened(void *ctx, session *s, struct lws *wsi)
 {
     broker *b = ctx;
@@ -147,6 +156,7 @@ static void opened(void *ctx, session *s, struct lws *wsi)
     if (auth_wants_connection_data(b->auth))
         s->conn_data = loop_handshake_data(wsi);
     log_debug("session-open", "session=%llu", (unsigned long long)s->id);
+    admit_opened(b->admit, s);
 }
 
 static int received(void *ctx, session *s, const void *in, size_t len)
@@ -167,6 +177,7 @@ static void closed(void *ctx, session *s)
     broker *b = ctx;
     log_debug("session-closed", "session=%llu", (unsigned long long)s->id);
     topics_session_closed(b->topics, s);
+    admit_closed(b->admit, s);
     session_closed(s);
 }
 
@@ -209,13 +220,14 @@ broker *broker_create(const eddy_config *cfg, const local_node *local, bool *con
 {
     broker *b = xcalloc(1, sizeof(*b));
     b->cfg = cfg;
-    loop_hooks serving = {.started = started, .stopping = stopping, .stopped = stopped,
+    loop_hooks serving = {.started = started, .stopping = stopping, .stopped = stopped, .admit = admit_socket,
                           .opened = opened, .received = received, .closed = closed, .http = http, .woken = woken,
                           .tick = tick, .ctx = b};
     b->loop = loop_new(cfg, &serving);
     b->inbound = queue_new(INBOUND_QUEUE_LEN);
     b->sessions = sessions_new(cfg);
     b->limits = limits_new(cfg);
+    b->admit = admit_new(cfg);
     b->acks = acks_new(b->sessions, fail, b);
     auth_hooks ah = {.wake = wake, .login = login, .ctx = b};
     b->auth = auth_create(cfg, b->sessions, &ah, config_error);
@@ -289,5 +301,6 @@ void broker_destroy(broker *b)
     sessions_free(b->sessions);
     permit_free(b->permit);
     limits_free(b->limits);
+    admit_free(b->admit);
     xfree(b);
 }

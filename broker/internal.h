@@ -17,6 +17,8 @@
  *   links.c      the links to nodes (local_link.c: the in-process node)
  *   acks.c       what clients wait for: acknowledgements and owed answers
  *   reply.c      one builder for every topic's message to a client
+ *   admit.c      which connections are let in: per address, and a bound on
+ *                those not logged in (the oldest makes way)
  *   limits.c     what one connection may do: its message rate, its
  *                subscriptions per topic
  *   session.c    one websocket client, and the set of them
@@ -75,6 +77,10 @@ typedef struct session {
     uint32_t refused;
     int64_t ping_credit_ms;   /* when a PING last passed with the bucket empty */
     uint32_t subs_in_flight;  /* record subscribes sent, not yet answered (records.c) */
+    /* admit.c: the list of connections not logged in (oldest first), the peer's address */
+    struct session *pre_prev, *pre_next;
+    bool pre_listed;
+    uint8_t peer[16], peer_len;
     const char *close_reason; /* static text for close_code */
 } session;
 
@@ -361,6 +367,9 @@ typedef struct loop_hooks {
     void (*started)(void *ctx, struct lws_context *lws); /* timers may be scheduled on lws from now */
     void (*stopping)(void *ctx);   /* before the context goes: cancel every timer on it */
     void (*stopped)(void *ctx);    /* the loop has stopped serving (a log line) */
+    /* a websocket handshake on socket fd, before it is answered: -1 refuses
+     * it (closed at once). May be NULL. */
+    int (*admit)(void *ctx, int fd);
     void (*opened)(void *ctx, session *s, struct lws *wsi);
     int (*received)(void *ctx, session *s, const void *in, size_t len); /* -1: close */
     void (*closed)(void *ctx, session *s);
@@ -383,7 +392,7 @@ void loop_close(loop *l);
 /* loop_close, then frees l: once no other thread can call loop_wake. NULL is fine. */
 void loop_free(loop *l);
 
-/* ---------------- limits.c ---------------- */
+/* ---------------- limits.c, admit.c ---------------- */
 
 /* What one connection may do (cfg's limits.*), and the counters of what was
  * refused. cfg is borrowed. Owned by the caller. */
@@ -401,6 +410,27 @@ bool limits_message(limits *l, session *s, const uint8_t *msg, size_t len);
 bool limits_subscribe(limits *l, const session *s, int topic, size_t held);
 /* Writes the counters (Prometheus text format) to f. */
 void limits_metrics(const limits *l, FILE *f);
+
+/* Which connections are let in: at most limits.maxConnectionsPerIp per peer
+ * address, and at most limits.maxUnauthenticatedConnections not logged in (at
+ * most half the open-file limit). cfg is borrowed. Owned by the caller. */
+typedef struct admit admit;
+admit *admit_new(const eddy_config *cfg);
+void admit_free(admit *a); /* NULL is fine */
+/* The loop runs: reads the open-file limit (raised by then) and logs the limits. */
+void admit_start(admit *a);
+/* A websocket handshake on socket fd: false when its address holds its share
+ * already (counted and logged; the loop closes it). Plain HTTP (/metrics,
+ * /health-check) is never refused. */
+bool admit_peer(admit *a, int fd);
+/* s was established: counted under its address and among those not logged
+ * in; beyond the bound, the one that has waited longest without a login being
+ * checked is closed to make room (s itself when every other one is being checked). */
+void admit_opened(admit *a, session *s);
+/* s logged in / closed (before session_closed). */
+void admit_logged_in(admit *a, session *s);
+void admit_closed(admit *a, session *s);
+void admit_metrics(const admit *a, FILE *f);
 
 /* ---------------- permit.c ---------------- */
 
