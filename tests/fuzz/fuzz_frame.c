@@ -68,6 +68,7 @@ static topics *tp;
 static link_set *ls;
 static edge eg;
 static limits *lm;
+static permit *pm;
 static char data_dir[256];
 static conn *conns[2];
 
@@ -392,6 +393,7 @@ static void teardown(void)
     auth_destroy(au);
     topics_destroy(tp);
     limits_free(lm);
+    permit_free(pm);
     acks_free(ak);
     sessions_free(set);
     node_stop(nd);
@@ -446,10 +448,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     link_hooks hooks = {.post = post, .wake = wake, .deliver = deliver, .fail = fail, .resync = resync,
                         .recover = recover, .ctx = NULL};
     lm = limits_new(&cfg);
-    eg = (edge){.cfg = &cfg, .broker_id = id, .sessions = set, .acks = ak, .limits = lm};
+    pm = permit_new(&cfg, err, sizeof(err)); /* permission.type none: every operation allowed */
+    eg = (edge){.cfg = &cfg, .broker_id = id, .sessions = set, .acks = ak, .permit = pm, .limits = lm};
     tp = topics_create(&eg);
     ls = links_create(&cfg, id, &ln, ak, &hooks);
-    if (au == NULL || ls == NULL) {
+    if (au == NULL || ls == NULL || pm == NULL) {
         fprintf(stderr, "fuzz_frame: broker set-up failed\n");
         exit(1);
     }
