@@ -30,7 +30,7 @@
 #include "mem.h"
 #include "util.h"
 
-#define EVICT_SCAN 64      /* connections looked at for one to close (a login being checked is passed over) */
+#define EVICT_SCAN 64 /* connections looked at for one to close, beyond those whose login is being checked */
 #define LOG_PERIOD_MS 1000 /* one line a second at most per kind */
 
 struct admit {
@@ -167,12 +167,15 @@ static void pre_remove(admit *a, session *s)
 }
 
 /* newcomer s made the list one too long: closes the oldest connection that
- * is not having its login checked, or s when none is found near the front. */
+ * is not having its login checked, or s when there is none. At most
+ * auth.maxPendingLogins logins are checked at once, so the walk passes over
+ * at most that many (and those closing, which it drops from the list). */
 static void make_room(admit *a, session *s)
 {
     session *v = a->pre_head;
     session *victim = NULL;
-    for (int scanned = 0; v != NULL && scanned < EVICT_SCAN && a->pre_count > a->max_pre; scanned++) {
+    int64_t scan = a->cfg->auth_max_pending + EVICT_SCAN;
+    for (int64_t scanned = 0; v != NULL && scanned < scan && a->pre_count > a->max_pre; scanned++) {
         session *next = v->pre_next;
         if (v->closing) /* on its way out already: it no longer counts */
             pre_remove(a, v);

@@ -211,7 +211,7 @@ static const cfg_entry table[] = {
      "messages refused for limits.messageRate within 10 s after which the connection is closed "
      "(close code 1008; 0: never closed for it)"},
     {"limits.maxConnectionsPerIp", "--max-connections-per-ip", T_INT, 0, 10000000, "0", F(max_per_ip), NULL,
-     "connections one IP address (the socket's peer) may hold; one more is refused at accept "
+     "websocket connections one IP address (the socket's peer) may hold; one more is refused at the handshake "
      "(0: unlimited; behind a load balancer every client has its address)"},
     {"limits.maxUnauthenticatedConnections", "--max-unauthenticated", T_INT, 0, 10000000, "10000",
      F(max_unauthenticated), NULL,
