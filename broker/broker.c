@@ -37,6 +37,8 @@ struct broker {
     queue *inbound;
     uint64_t inbound_dropped;
     permit *permit;
+    limits *limits; /* what one connection may do */
+    admit *admit;   /* which connections are let in */
     volatile sig_atomic_t *reload; /* broker_watch_reload; NULL: none */
     void (*reload_also)(void *ctx);
     void *reload_ctx;
@@ -102,7 +104,9 @@ static void resume_session(void *ctx, session *s)
 
 static void login(void *ctx, session *s)
 {
-    topics_login(((broker *)ctx)->topics, s);
+    broker *b = ctx;
+    admit_logged_in(b->admit, s);
+    topics_login(b->topics, s);
 }
 
 static void write_metrics(void *ctx, FILE *f)
@@ -115,6 +119,8 @@ static void write_metrics(void *ctx, FILE *f)
     topics_metrics(b->topics, f);
     links_metrics(b->links, f);
     permit_metrics(b->permit, f);
+    limits_metrics(b->limits, f);
+    admit_metrics(b->admit, f);
 }
 
 static void drain_inbound(broker *b)
@@ -135,6 +141,7 @@ static void started(void *ctx, struct lws_context *lws)
     broker *b = ctx;
     sessions_start(b->sessions, lws);
     links_start(b->links, lws);
+    admit_start(b->admit);
 }
 
 static void stopping(void *ctx)
@@ -149,6 +156,11 @@ static void stopped(void *ctx)
     log_info("broker-stopping", "sessions=%zu", sessions_count(((broker *)ctx)->sessions));
 }
 
+static int admit_socket(void *ctx, int fd)
+{
+    return admit_peer(((broker *)ctx)->admit, fd) ? 0 : -1;
+}
+
 static void opened(void *ctx, session *s, struct lws *wsi)
 {
     broker *b = ctx;
@@ -156,6 +168,7 @@ static void opened(void *ctx, session *s, struct lws *wsi)
     if (auth_wants_connection_data(b->auth))
         s->conn_data = loop_handshake_data(wsi);
     log_debug("session-open", "session=%llu", (unsigned long long)s->id);
+    admit_opened(b->admit, s);
 }
 
 static int received(void *ctx, session *s, const void *in, size_t len)
@@ -166,15 +179,17 @@ static int received(void *ctx, session *s, const void *in, size_t len)
     const uint8_t *msg;
     size_t msg_len;
     int rc = session_receive(s, in, len, &msg, &msg_len);
-    if (rc > 0)
+    if (rc > 0 && limits_message(b->limits, s, msg, msg_len))
         dispatch_frame(b->topics, b->auth, s, msg, msg_len);
     return rc < 0 ? -1 : 0;
 }
 
 static void closed(void *ctx, session *s)
 {
+    broker *b = ctx;
     log_debug("session-closed", "session=%llu", (unsigned long long)s->id);
-    topics_session_closed(((broker *)ctx)->topics, s);
+    topics_session_closed(b->topics, s);
+    admit_closed(b->admit, s);
     session_closed(s);
 }
 
@@ -224,11 +239,14 @@ broker *broker_create(const eddy_config *cfg, const local_node *local, bool *con
 {
     broker *b = xcalloc(1, sizeof(*b));
     b->cfg = cfg;
-    loop_hooks serving = {.started = started, .stopping = stopping, .stopped = stopped, .opened = opened,
-                             .received = received, .closed = closed, .http = http, .woken = woken, .tick = tick, .ctx = b};
+    loop_hooks serving = {.started = started, .stopping = stopping, .stopped = stopped, .admit = admit_socket,
+                          .opened = opened, .received = received, .closed = closed, .http = http, .woken = woken,
+                          .tick = tick, .ctx = b};
     b->loop = loop_new(cfg, &serving);
     b->inbound = queue_new(INBOUND_QUEUE_LEN);
     b->sessions = sessions_new(cfg);
+    b->limits = limits_new(cfg);
+    b->admit = admit_new(cfg);
     b->acks = acks_new(b->sessions, fail, b);
     auth_hooks ah = {.wake = wake, .login = login, .ctx = b};
     b->auth = auth_create(cfg, b->sessions, &ah, config_error);
@@ -243,7 +261,8 @@ broker *broker_create(const eddy_config *cfg, const local_node *local, bool *con
     uint64_t id = random_id();
     link_hooks hooks = {.post = post, .wake = wake, .deliver = deliver, .fail = fail, .resync = resync,
                         .recover = recover, .ctx = b};
-    b->edge = (edge){.cfg = cfg, .broker_id = id, .sessions = b->sessions, .acks = b->acks, .permit = b->permit};
+    b->edge = (edge){.cfg = cfg, .broker_id = id, .sessions = b->sessions, .acks = b->acks, .permit = b->permit,
+                     .limits = b->limits};
     b->edge.resume = resume_session;
     b->edge.resume_ctx = b;
     b->topics = topics_create(&b->edge); /* before the links: a local node answers their HELLO at once */
@@ -302,5 +321,7 @@ void broker_destroy(broker *b)
     acks_free(b->acks);
     sessions_free(b->sessions);
     permit_free(b->permit);
+    limits_free(b->limits);
+    admit_free(b->admit);
     xfree(b);
 }

@@ -78,6 +78,10 @@ static bool subscribe_one(events *ev, session *s, const char *name, ack *k, cons
         event_error(s, EACT(MULTIPLE_SUBSCRIPTIONS), name, NULL, EACT(SUBSCRIBE));
         return true;
     }
+    if (!limits_subscribe(ev->e->limits, s, TOPIC__TOPIC_EVENT, subs_held(ev->subs, s))) {
+        event_error(s, EACT(MESSAGE_DENIED), name, cid, EACT(SUBSCRIBE));
+        return false;
+    }
     interest *in = subs_data(ev->subs, n);
     if (in == NULL) { /* the first local subscriber: tell the owner */
         op o = {.kind = OP_EVENT_INTEREST, .name = n};

@@ -58,3 +58,14 @@ frame *frame_encode(int topic, const ProtobufCMessage *inner)
     protobuf_c_message_pack(inner, p);
     return f;
 }
+
+Message *frame_unpack(const uint8_t *data, size_t len)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < len && i < 5; i++) {
+        v |= (uint64_t)(data[i] & 0x7f) << (7 * i);
+        if ((data[i] & 0x80) == 0)
+            return v == len - i - 1 ? message__unpack(NULL, (size_t)v, data + i + 1) : NULL;
+    }
+    return NULL;
+}

@@ -26,5 +26,8 @@ static inline uint8_t *frame_payload(frame *f) { return f->bytes + LWS_PRE; }
 /* Encodes one deepstream message (topic + inner message) as a delimited frame
  * (owned by the caller). */
 frame *frame_encode(int topic, const ProtobufCMessage *inner);
+/* Decodes one client frame (varint length, then exactly one Message); NULL
+ * when it is not one. Owned by the caller (message__free_unpacked). */
+Message *frame_unpack(const uint8_t *data, size_t len);
 
 #endif

@@ -18,6 +18,10 @@
  *   links.c      the links to nodes (local_link.c: the in-process node)
  *   acks.c       what clients wait for: acknowledgements and owed answers
  *   reply.c      one builder for every topic's message to a client
+ *   admit.c      which connections are let in: per address, and a bound on
+ *                those not logged in (the oldest makes way)
+ *   limits.c     what one connection may do: its message rate, its
+ *                subscriptions per topic
  *   session.c    one websocket client, and the set of them
  *   frames.c     refcounted encoded frames
  *
@@ -31,6 +35,7 @@
 
 #include <libwebsockets.h>
 
+#include "bucket.h"
 #include "local_node.h"
 #include "config.h"
 #include "deepstream.pb-c.h"
@@ -53,6 +58,7 @@ typedef struct session {
     struct lws *wsi;       /* NULL once closed */
     enum session_state state;
     bool closing;          /* close once the out queue is flushed */
+    int close_code;        /* the close frame's status then (0: none; session_close_with; < 0 once sent) */
     bool auth_pending;     /* a login is being checked (auth.c) */
     int auth_attempts;
     char *conn_data;       /* until login: deepstream's connectionData (JSON text) when a strategy uses it */
@@ -69,6 +75,17 @@ typedef struct session {
     gate_state *gate;      /* gate.c: messages waiting on records their rules read; NULL: none */
     bool flush_due;        /* on the set's flush list (frames queued this loop turn) */
     struct session *next_flush;
+    /* limits.c: the message rate, and refusals counted in windows of 10 s */
+    bucket rx_rate;
+    int64_t refused_since;
+    uint32_t refused;
+    int64_t ping_credit_ms;   /* when a PING last passed with the bucket empty */
+    uint32_t subs_in_flight;  /* record subscribes sent, not yet answered (records.c) */
+    /* admit.c: the list of connections not logged in (oldest first), the peer's address */
+    struct session *pre_prev, *pre_next;
+    bool pre_listed;
+    uint8_t peer[16], peer_len;
+    const char *close_reason; /* static text for close_code */
 } session;
 
 /* The open sessions of a broker, by id, and the end-of-turn flush. cfg is
@@ -106,8 +123,13 @@ void session_send(session *s, frame *f);
 void session_send_msg(session *s, int topic, const ProtobufCMessage *inner);
 /* Marks s to close after its queued frames are written. */
 void session_close_after_flush(session *s);
+/* The same, the close frame saying code (an LWS_CLOSE_STATUS_*) and reason
+ * (static text). */
+void session_close_with(session *s, int code, const char *reason);
 /* Closes s now (from outside its callback); reason is logged. */
 void session_kill(session *s, const char *reason);
+/* session_kill without the line: for closes a caller logs itself, rate-limited. */
+void session_abort(session *s);
 /* The socket is writable; returns -1 when the connection must close. */
 int session_writeable(session *s);
 /* Feeds one received websocket fragment. Returns 1 when a whole message is
@@ -141,6 +163,12 @@ void reply_send(session *s, int topic, const client_reply *r);
 void reply_parser_error(session *s, int action, int topic, int orig);
 /* PARSER UNKNOWN_ACTION for an action a topic does not have (logged at debug). */
 void reply_unknown_action(session *s, int topic, int action);
+/* Answers a message of topic (inner: its packed inner message) that was not
+ * processed with the topic's MESSAGE_DENIED, isError, its correlationId and
+ * isWriteAck, and its action as originalAction: one per name of a bulk
+ * message, else one with its name. Nothing for topics without MESSAGE_DENIED
+ * (CONNECTION, AUTH, PARSER) or an undecodable message. Returns how many. */
+size_t reply_denied(session *s, int topic, const uint8_t *inner, size_t len);
 
 /* ---------------- acks.c ---------------- */
 
@@ -270,6 +298,7 @@ void local_link_close(local_link *l);
 
 /* What every topic module is given (borrowed; outlives the modules). */
 typedef struct permit permit;
+typedef struct limits limits;
 
 typedef struct edge {
     const eddy_config *cfg;
@@ -280,6 +309,7 @@ typedef struct edge {
     permit *permit;
     void (*resume)(void *ctx, session *s); /* gate.c: s's waiting messages may go on (topics_resume) */
     void *resume_ctx;
+    limits *limits;
 } edge;
 
 /* One topic: a row of the table, a module of its own. Hooks get the state
@@ -345,6 +375,9 @@ typedef struct loop_hooks {
     void (*started)(void *ctx, struct lws_context *lws); /* timers may be scheduled on lws from now */
     void (*stopping)(void *ctx);   /* before the context goes: cancel every timer on it */
     void (*stopped)(void *ctx);    /* the loop has stopped serving (a log line) */
+    /* a websocket handshake on socket fd, before it is answered: -1 refuses
+     * it (closed at once). May be NULL. */
+    int (*admit)(void *ctx, int fd);
     void (*opened)(void *ctx, session *s, struct lws *wsi);
     int (*received)(void *ctx, session *s, const void *in, size_t len); /* -1: close */
     void (*closed)(void *ctx, session *s);
@@ -366,6 +399,46 @@ void loop_wake(loop *l);
 void loop_close(loop *l);
 /* loop_close, then frees l: once no other thread can call loop_wake. NULL is fine. */
 void loop_free(loop *l);
+
+/* ---------------- limits.c, admit.c ---------------- */
+
+/* What one connection may do (cfg's limits.*), and the counters of what was
+ * refused. cfg is borrowed. Owned by the caller. */
+limits *limits_new(const eddy_config *cfg);
+void limits_free(limits *l); /* NULL is fine */
+/* One whole message from s (s->last_rx_ms is the time it arrived): true when
+ * it is to be processed. Otherwise s is over limits.messageRate: the message
+ * has been answered (its topic's MESSAGE_DENIED, or AUTH_UNSUCCESSFUL for a
+ * login) and counted, and s closed when it keeps at it (limits.maxRefusedMessages).
+ * A CONNECTION message (a PING) still passes once a second. */
+bool limits_message(limits *l, session *s, const uint8_t *msg, size_t len);
+/* s holds `held` names of topic: true when it may take a new one; otherwise
+ * it is counted and logged, and the caller answers MESSAGE_DENIED for the
+ * name and changes nothing (limits.maxSubscriptionsPerConnection). */
+bool limits_subscribe(limits *l, const session *s, int topic, size_t held);
+/* Writes the counters (Prometheus text format) to f. */
+void limits_metrics(const limits *l, FILE *f);
+
+/* Which connections are let in: at most limits.maxConnectionsPerIp per peer
+ * address, and at most limits.maxUnauthenticatedConnections not logged in (at
+ * most half the open-file limit). cfg is borrowed. Owned by the caller. */
+typedef struct admit admit;
+admit *admit_new(const eddy_config *cfg);
+void admit_free(admit *a); /* NULL is fine */
+/* The loop runs: reads the open-file limit (raised by then) and logs the limits. */
+void admit_start(admit *a);
+/* A websocket handshake on socket fd: false when its address holds its share
+ * already (counted and logged; the loop closes it). Plain HTTP (/metrics,
+ * /health-check) is never refused. */
+bool admit_peer(admit *a, int fd);
+/* s was established: counted under its address and among those not logged
+ * in; beyond the bound, the one that has waited longest without a login being
+ * checked is closed to make room (s itself when every other one is being checked). */
+void admit_opened(admit *a, session *s);
+/* s logged in / closed (before session_closed). */
+void admit_logged_in(admit *a, session *s);
+void admit_closed(admit *a, session *s);
+void admit_metrics(const admit *a, FILE *f);
 
 /* ---------------- permit.c ---------------- */
 

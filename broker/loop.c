@@ -113,7 +113,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             log_debug("upgrade-refused", "reason=path");
             return 1;
         }
-        return 0;
+        return h->admit != NULL && h->admit(h->ctx, lws_get_socket_fd(wsi)) != 0;
     case LWS_CALLBACK_ESTABLISHED:
         h->opened(h->ctx, s, wsi);
         return 0;

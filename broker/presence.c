@@ -178,6 +178,11 @@ static void subscribe(presence *p, session *s, const PresenceMessage *m)
             presence_error(s, PACT(MULTIPLE_SUBSCRIPTIONS), m->names[i], NULL, PACT(SUBSCRIBE), false);
             continue;
         }
+        if (!limits_subscribe(p->e->limits, s, TOPIC__TOPIC_PRESENCE, subs_held(p->watchers, s))) {
+            presence_error(s, PACT(MESSAGE_DENIED), m->names[i], m->correlationid, PACT(SUBSCRIBE), true);
+            denied++;
+            continue;
+        }
         if (subs_data(p->watchers, user) == NULL)
             tell_nodes(p, OP_PRESENCE_INTEREST, user, 0, 0, k);
         subs_add(p->watchers, user, s, 0);

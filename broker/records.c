@@ -174,12 +174,19 @@ static void handle_subscribe(records *r, session *s, const RecordMessage *m)
             denied++;
             continue;
         }
+        if (!subs_holds(r->subs, name, s, 0) && /* limits.maxSubscriptionsPerConnection: held and asked for */
+            !limits_subscribe(r->e->limits, s, TOPIC__TOPIC_RECORD, subs_held(r->subs, s) + s->subs_in_flight)) {
+            reply_error(s, ACT(MESSAGE_DENIED), names[i], m->correlationid, mode, false);
+            denied++;
+            continue;
+        }
         subs_pin(r->subs, name); /* until the state comes back */
         if (links_submit(r->e->links, &o, NULL) < 0) {
             reply_error(s, ACT(MESSAGE_DENIED), names[i], m->correlationid, mode, false);
             subs_unpin(r->subs, name, true); /* the node never heard of it */
             continue;
         }
+        s->subs_in_flight++;
         if (k != NULL)
             k->remaining++;
     }
@@ -443,6 +450,8 @@ static void on_state(records *r, const op *o, const char *name, const char *data
     session *s = sessions_get(r->e->sessions, o->session);
     int orig = (int)o->orig;
     bool subscribe = is_subscribe(orig);
+    if (subscribe && s != NULL && s->subs_in_flight > 0)
+        s->subs_in_flight--;
     if (o->flags & OP_FLAG_ERROR) { /* the owner refused it (permissions): no subscription */
         if (subscribe)
             subs_unpin(r->subs, o->name, false);
@@ -591,6 +600,8 @@ static int records_fail(void *self, const op *o)
         if (s != NULL) {
             reply_error(s, ACT(MESSAGE_DENIED), name, NULL, orig, false);
             answered = 1;
+            if (s->subs_in_flight > 0)
+                s->subs_in_flight--;
         }
         subs_unpin(r->subs, o->name, true);
     } else if (o->kind == OP_RECORD_READ || (o->kind == OP_RECORD_WRITE && (o->flags & OP_FLAG_WRITE_ACK))) {

@@ -138,3 +138,66 @@ void reply_unknown_action(session *s, int topic, int action)
     log_debug("unknown-action", "session=%llu topic=%d action=%d", (unsigned long long)s->id, topic, action);
     reply_parser_error(s, PARSER__ACTION__PARSER_UNKNOWN_ACTION, topic, action);
 }
+
+/* ---------------- denials of messages not processed ---------------- */
+
+/* Each topic's MESSAGE_DENIED (0: the topic has none). */
+static int denied_action(int topic)
+{
+    switch (topic) {
+    case TOPIC__TOPIC_EVENT: return EVENT__ACTION__EVENT_MESSAGE_DENIED;
+    case TOPIC__TOPIC_RECORD: return RECORD__ACTION__RECORD_MESSAGE_DENIED;
+    case TOPIC__TOPIC_RPC: return RPC__ACTION__RPC_MESSAGE_DENIED;
+    case TOPIC__TOPIC_PRESENCE: return PRESENCE__ACTION__PRESENCE_MESSAGE_DENIED;
+    default: return 0;
+    }
+}
+
+static int32_t get_int(const void *msg, const ProtobufCFieldDescriptor *f)
+{
+    if (f == NULL || (f->quantifier_offset != 0 && !*(const protobuf_c_boolean *)at((void *)msg, f->quantifier_offset)))
+        return 0;
+    return *(const int32_t *)at((void *)msg, f->offset);
+}
+
+static bool get_bool(const void *msg, const ProtobufCFieldDescriptor *f)
+{
+    if (f == NULL || (f->quantifier_offset != 0 && !*(const protobuf_c_boolean *)at((void *)msg, f->quantifier_offset)))
+        return false;
+    return *(const protobuf_c_boolean *)at((void *)msg, f->offset) != 0;
+}
+
+static const char *get_string(const void *msg, const ProtobufCFieldDescriptor *f)
+{
+    return f != NULL ? *(const char *const *)at((void *)msg, f->offset) : NULL;
+}
+
+size_t reply_denied(session *s, int topic, const uint8_t *inner, size_t len)
+{
+    int denied = denied_action(topic);
+    if (denied == 0)
+        return 0;
+    pthread_once(&layouts_once, init_layouts);
+    const layout *l = &layouts[topic];
+    ProtobufCMessage *m = protobuf_c_message_unpack(l->d, NULL, len, inner);
+    if (m == NULL)
+        return 0;
+    client_reply r = {.action = denied, .orig = get_int(m, l->f[F_ACTION]), .is_error = true,
+                      .correlation_id = get_string(m, l->f[F_CID]),
+                      .is_write_ack = get_bool(m, l->f[F_IS_WRITE_ACK])};
+    size_t n = 0;
+    const ProtobufCFieldDescriptor *names = l->f[F_NAMES];
+    if (names != NULL)
+        n = *(const size_t *)at(m, names->quantifier_offset);
+    for (size_t i = 0; i < n; i++) {
+        r.name = (*(char ***)at(m, names->offset))[i];
+        reply_send(s, topic, &r);
+    }
+    if (n == 0) { /* one name, or none (a presence SUBSCRIBE_ALL, QUERY_ALL) */
+        r.name = get_string(m, l->f[F_NAME]);
+        reply_send(s, topic, &r);
+        n = 1;
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+    return n;
+}

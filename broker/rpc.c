@@ -56,6 +56,10 @@ static bool provide_one(rpc *r, session *s, const char *name, ack *k, const char
         rpc_error(s, permit_refusal(TOPIC__TOPIC_RPC, a), name, cid, RACT(PROVIDE), true);
         return false;
     }
+    if (!limits_subscribe(r->e->limits, s, TOPIC__TOPIC_RPC, subs_held(r->provided, s))) {
+        rpc_error(s, RACT(MESSAGE_DENIED), name, cid, RACT(PROVIDE), true);
+        return false;
+    }
     op o = {.kind = OP_RPC_PROVIDE, .name = sv_of(name), .session = s->id};
     uint64_t seq;
     int li = links_submit(r->e->links, &o, &seq);

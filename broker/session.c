@@ -270,12 +270,28 @@ void session_close_after_flush(session *s)
     lws_callback_on_writable(s->wsi);
 }
 
+void session_close_with(session *s, int code, const char *reason)
+{
+    if (s->wsi == NULL)
+        return;
+    s->close_code = code;
+    s->close_reason = reason;
+    session_close_after_flush(s);
+}
+
 void session_kill(session *s, const char *reason)
 {
     if (s->wsi == NULL)
         return;
     log_warn("session-closed", "session=%llu reason=%s queued_bytes=%zu",
              (unsigned long long)s->id, reason, s->out_bytes);
+    session_abort(s);
+}
+
+void session_abort(session *s)
+{
+    if (s->wsi == NULL)
+        return;
     s->closing = true;
     drop_queued(s); /* nothing more will be written */
     lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
@@ -346,10 +362,39 @@ static int write_queued(session *s)
     return 0;
 }
 
+/* The end of a session closed with a status (session_close_with), once its
+ * queue is written: a close frame, and the connection stays until the client
+ * answers with its own (lws then closes it) or for CLOSE_LINGER_S, its input
+ * read and ignored meanwhile. Closing at once instead (returning -1: lws
+ * sends its close frame and shuts the socket) resets a client that is still
+ * sending, and its system drops what it has not read yet: the frames just
+ * written, the close frame. close_code < 0: the frame is written. */
+#define CLOSE_LINGER_S 2
+static int close_frame(session *s)
+{
+    if (s->close_code < 0)
+        return 0;
+    uint8_t *buf = s->set->send_buf + LWS_PRE;
+    size_t n = strlen(s->close_reason) < 123 ? strlen(s->close_reason) : 123;
+    buf[0] = 0x88; /* final, close (RFC 6455 5.5.1), unmasked */
+    buf[1] = (uint8_t)(2 + n);
+    buf[2] = (uint8_t)(s->close_code >> 8);
+    buf[3] = (uint8_t)s->close_code;
+    memcpy(buf + 4, s->close_reason, n);
+    s->close_code = -1;
+    if (lws_write(s->wsi, buf, 4 + n, LWS_WRITE_RAW) < 0)
+        return -1;
+    lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, CLOSE_LINGER_S);
+    return 0;
+}
+
 int session_writeable(session *s)
 {
-    if (s->out_len == 0)
+    if (s->out_len == 0) {
+        if (s->closing && s->close_code != 0)
+            return close_frame(s);
         return s->closing ? -1 : 0;
+    }
     if (write_queued(s) != 0)
         return -1;
     if (s->out_len > 0 || s->closing)

@@ -202,6 +202,25 @@ static const cfg_entry table[] = {
      F(listen_max_patterns), NULL,
      "listen patterns one connection may hold, for events and for records each; a LISTEN beyond "
      "them is answered MESSAGE_DENIED"},
+    {"limits.messageRate", "--message-rate", T_INT, 0, 10000000, "10000", F(message_rate), NULL,
+     "messages a second one connection may send (a token bucket; PING always passes); a message over "
+     "it is not processed and gets its topic's MESSAGE_DENIED (0: unlimited)"},
+    {"limits.messageBurst", "--message-burst", T_INT, 1, 10000000, "20000", F(message_burst), NULL,
+     "messages one connection may send at once above limits.messageRate (the bucket's size)"},
+    {"limits.maxRefusedMessages", "--max-refused-messages", T_INT, 0, 10000000, "1000", F(max_refused), NULL,
+     "messages refused for limits.messageRate within 10 s after which the connection is closed "
+     "(close code 1008; 0: never closed for it)"},
+    {"limits.maxConnectionsPerIp", "--max-connections-per-ip", T_INT, 0, 10000000, "0", F(max_per_ip), NULL,
+     "websocket connections one IP address (the socket's peer) may hold; one more is refused at the handshake "
+     "(0: unlimited; behind a load balancer every client has its address)"},
+    {"limits.maxUnauthenticatedConnections", "--max-unauthenticated", T_INT, 0, 10000000, "10000",
+     F(max_unauthenticated), NULL,
+     "connections not logged in at once (at most half the open-file limit); a new one beyond closes "
+     "the one that has waited longest without a login being checked (0: unlimited)"},
+    {"limits.maxSubscriptionsPerConnection", "--max-subscriptions", T_INT, 0, 100000000, "10000",
+     F(max_subscriptions), NULL,
+     "names one connection may hold per topic (records, events, presence users, RPC provides); a "
+     "subscribe beyond gets MESSAGE_DENIED for that name (0: unlimited)"},
     {"cluster.nodes", "--node", T_NODES, 0, 0, NULL, 0, NULL,
      "the cluster's nodes: YAML list of {id, request, delivery[, shards]}; flag "
      "REQUEST,DELIVERY[,SHARDS] (repeatable). shards: ranges like \"0-1023,2048-3071\" of 0-4095; "

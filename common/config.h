@@ -98,6 +98,13 @@ typedef struct eddy_config {
     int64_t listen_rematch_interval_ms; /* 1000 or less: no rematch */
     int64_t listen_match_cooldown_ms;
     int64_t listen_max_patterns; /* per connection and topic (listen.maxPatternsPerConnection) */
+    /* limits for untrusted clients (broker, standalone); 0 turns each off */
+    int64_t message_rate;        /* limits.messageRate: messages a second per connection */
+    int64_t message_burst;       /* limits.messageBurst: messages one connection may send at once */
+    int64_t max_refused;         /* limits.maxRefusedMessages: refused within 10 s before a close */
+    int64_t max_per_ip;          /* limits.maxConnectionsPerIp */
+    int64_t max_unauthenticated; /* limits.maxUnauthenticatedConnections: not logged in, at once */
+    int64_t max_subscriptions;   /* limits.maxSubscriptionsPerConnection: per topic */
     /* cluster */
     clustermap cluster; /* cluster.nodes and cluster.epoch */
     char *seed; /* a node's request address to fetch the cluster map from ("" = none) */

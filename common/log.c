@@ -47,3 +47,15 @@ void log_emit(enum log_level level, const char *event, const char *fmt, ...)
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
 }
+
+bool log_every_due(log_every *e, int64_t now_ms, int64_t period_ms, uint64_t *held)
+{
+    if (e->last_ms != 0 && now_ms - e->last_ms < period_ms) {
+        e->held++;
+        return false;
+    }
+    *held = e->held;
+    e->held = 0;
+    e->last_ms = now_ms > 0 ? now_ms : 1;
+    return true;
+}

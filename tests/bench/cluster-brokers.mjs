@@ -109,7 +109,8 @@ async function mainThread () {
   const results = {}
   for (const brokers of [1, 2]) {
     const dir = mkdtempSync(join(tmpdir(), 'eddy-bench-cluster-'))
-    execFileSync('bash', [sh, 'up', '--dir', dir, '--nodes', '3', '--brokers', String(brokers), '--bin', bin],
+    // (limits.messageRate off: a load generator's connection sends more than a client may by default)
+    execFileSync('bash', [sh, 'up', '--dir', dir, '--nodes', '3', '--brokers', String(brokers), '--bin', bin, '--', '--message-rate', '0'],
       { stdio: 'ignore', timeout: 60000 })
     try {
       const urls = readFileSync(join(dir, 'brokers'), 'utf8').trim().split('\n')

@@ -131,9 +131,11 @@ int lws_callback_on_writable(struct lws *wsi)
 
 void lws_set_timeout(struct lws *wsi, enum pending_timeout reason, int secs)
 {
-    if (secs == LWS_TO_KILL_ASYNC || secs == LWS_TO_KILL_SYNC)
+    /* a kill, or a user timeout (session.c's wait after a close frame): carried out at once */
+    if (secs == LWS_TO_KILL_ASYNC || secs == LWS_TO_KILL_SYNC || (reason == PENDING_TIMEOUT_USER_OK && secs > 0))
         ((fake_wsi *)wsi)->kill = true;
 }
+
 
 void lws_close_reason(struct lws *wsi, enum lws_close_status status, unsigned char *buf, size_t len)
 {
@@ -211,6 +213,13 @@ int lws_write(struct lws *wsi, unsigned char *buf, size_t len, enum lws_write_pr
     }
     if (wp != LWS_WRITE_RAW)
         finding("lws_write with an unexpected protocol", buf, len);
+    /* session.c's close frame: 0x88, the length, a status and a short reason */
+    if (len >= 1 && buf[0] == 0x88) {
+        if (len < 4 || len > 127 || buf[1] != len - 2)
+            finding("raw write: a close frame that is not a status and a reason of at most 123 bytes", buf, len);
+        ((fake_wsi *)wsi)->close_status = buf[2] << 8 | buf[3];
+        return (int)len;
+    }
     /* gathered websocket frames (session.c's ws_header): 0x82, then the length */
     size_t off = 0;
     while (off < len) {

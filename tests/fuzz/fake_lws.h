@@ -21,7 +21,7 @@ typedef struct fake_wsi {
     bool binary;
     bool writable;      /* lws_callback_on_writable was asked */
     bool kill;          /* lws_set_timeout(..., LWS_TO_KILL_ASYNC) */
-    int close_status;   /* lws_close_reason, 0: none */
+    int close_status;   /* lws_close_reason or a close frame written, 0: none */
 } fake_wsi;
 
 /* The fake context every connection belongs to. */

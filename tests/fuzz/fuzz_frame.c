@@ -1,5 +1,8 @@
 /* fuzz_frame.c - libFuzzer target for the client frame dispatcher
  * (dispatch_frame, broker/dispatch.c) with everything behind it real: the
+ * per-connection limits in front of it (limits.c: the message rate is 1 a
+ * second over a burst of 256, so a long input is refused and closed for it;
+ * 64 names per topic), the
  * sessions, acks, auth, the topic table and its modules, the links, and an
  * in-process node (node_start with no sockets, RocksDB in a temporary folder)
  * reached through local_link exactly as `eddy standalone` does. Only
@@ -64,6 +67,7 @@ static auth *au;
 static topics *tp;
 static link_set *ls;
 static edge eg;
+static limits *lm;
 static permit *pm;
 static char data_dir[256];
 static conn *conns[2];
@@ -306,7 +310,7 @@ static bool receive(int i, const uint8_t *p, size_t len, bool first, bool final,
     const uint8_t *msg;
     size_t msg_len;
     int rc = session_receive(&c->s, p, len, &msg, &msg_len);
-    if (rc > 0)
+    if (rc > 0 && limits_message(lm, &c->s, msg, msg_len)) /* broker.c's received hook */
         dispatch_frame(tp, au, &c->s, msg, msg_len);
     if (rc < 0) { /* lws closes the connection when the callback says so */
         conn_close(i);
@@ -409,6 +413,7 @@ static void teardown(void)
     links_destroy(ls);
     auth_destroy(au);
     topics_destroy(tp);
+    limits_free(lm);
     permit_free(pm);
     acks_free(ak);
     sessions_free(set);
@@ -441,7 +446,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         config_set_flag(&cfg, "--data", data_dir, err, sizeof(err)) != 0 ||
         config_set_flag(&cfg, "--sync", "never", err, sizeof(err)) != 0 ||
         config_set_flag(&cfg, "--max-message-size", "65536", err, sizeof(err)) != 0 ||
-        config_set_flag(&cfg, "--rpc-requestor-name", "true", err, sizeof(err)) != 0) {
+        config_set_flag(&cfg, "--rpc-requestor-name", "true", err, sizeof(err)) != 0 ||
+        /* a long input goes over the message rate: the refusals (limits.c) are fuzzed too */
+        config_set_flag(&cfg, "--message-rate", "1", err, sizeof(err)) != 0 ||
+        config_set_flag(&cfg, "--message-burst", "256", err, sizeof(err)) != 0 ||
+        config_set_flag(&cfg, "--max-refused-messages", "64", err, sizeof(err)) != 0 ||
+        config_set_flag(&cfg, "--max-subscriptions", "64", err, sizeof(err)) != 0) {
         fprintf(stderr, "fuzz_frame: %s\n", err);
         exit(1);
     }
@@ -466,8 +476,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     uint64_t id = random_id();
     link_hooks hooks = {.post = post, .wake = wake, .deliver = deliver, .fail = fail, .resync = resync,
                         .recover = recover, .ctx = NULL};
+    lm = limits_new(&cfg);
     pm = permit_new(&cfg, err, sizeof(err)); /* the rules above, as broker_create makes them */
-    eg = (edge){.cfg = &cfg, .broker_id = id, .sessions = set, .acks = ak, .permit = pm, .resume = resume};
+    eg = (edge){.cfg = &cfg, .broker_id = id, .sessions = set, .acks = ak, .permit = pm, .limits = lm,
+                .resume = resume};
     tp = topics_create(&eg);
     ls = links_create(&cfg, id, &ln, ak, &hooks);
     if (au == NULL || ls == NULL || pm == NULL) {

@@ -124,6 +124,22 @@ put('fuzz_frame', 'repro-long-correlation-id', input(F.LOGIN, [
     correlationId: 'c'.repeat(4097) })),
   step(S.TURN, envelope(4, { action: E.EVENT_SUBSCRIBE, names: ['ev/after'], correlationId: '1' }))
 ]))
+// The limits (fuzz_frame runs a message rate of 1 a second over a burst of
+// 256, 64 names per topic, a close after 64 refusals): subscribes of 70 names
+// on every topic, then more messages than the burst in one turn, RPC requests
+// with correlation ids among them, a PING over the rate, and the close.
+const names = (p, n) => Array.from({ length: n }, (_, i) => `${p}${i}`)
+put('fuzz_frame', 'limits-over-rate', input(F.LOGIN, [
+  step(0, envelope(5, { action: R.RECORD_SUBSCRIBECREATEANDREAD, names: names('r', 70), correlationId: '1' })),
+  step(0, envelope(4, { action: E.EVENT_SUBSCRIBE, names: names('e', 70), correlationId: '2' })),
+  step(0, envelope(6, { action: pb.RPC_ACTION.RPC_PROVIDE, names: names('p', 70), correlationId: '3' })),
+  step(S.TURN, envelope(7, { action: pb.PRESENCE_ACTION.PRESENCE_SUBSCRIBE, names: names('u', 70), correlationId: '4' })),
+  ...Array.from({ length: 260 }, () => step(0, envelope(4, { action: E.EVENT_EMIT, name: 'e' }))),
+  ...Array.from({ length: 20 }, (_, i) => step(0, envelope(6, { action: pb.RPC_ACTION.RPC_REQUEST, name: `p${i}`, correlationId: `c${i}`, data: '1' }))),
+  step(0, envelope(2, { action: pb.CONNECTION_ACTION.CONNECTION_PING })),
+  ...Array.from({ length: 50 }, () => step(0, envelope(5, { action: R.RECORD_UPDATE, name: 'r1', data: '{}', version: -1, isWriteAck: true, correlationId: 'w' }))),
+  step(S.TURN, envelope(4, { action: E.EVENT_EMIT, name: 'last' }))
+]))
 // Reproducer: a login (auth none) as a user whose name is longer than an
 // operation's name may be (OP_NAME_MAX): the presence JOIN cannot be decoded.
 put('fuzz_frame', 'repro-long-username', input(0, [

@@ -289,6 +289,61 @@ static void test_listen_options(void **state)
     config_free(&c);
 }
 
+/* The limits for untrusted clients (issue 14): limits.*, their flags, YAML
+ * keys and environment variables, 0 for "off" where it means that. */
+static void test_client_limits(void **state)
+{
+    (void)state;
+    eddy_config c = defaults();
+    assert_int_equal(c.message_rate, 10000);
+    assert_int_equal(c.message_burst, 20000);
+    assert_int_equal(c.max_refused, 1000);
+    assert_int_equal(c.max_per_ip, 0);
+    assert_int_equal(c.max_unauthenticated, 10000);
+    assert_int_equal(c.max_subscriptions, 10000);
+    assert_int_equal(c.unauthenticated_timeout_ms, 180000); /* deepstream's, kept */
+
+    flag_ok(&c, "--message-rate", "0", &c.message_rate, 0);
+    flag_ok(&c, "--message-rate", "10000000", &c.message_rate, 10000000);
+    flag_refused(&c, "--message-rate", "10000001", "limits.messageRate");
+    flag_refused(&c, "--message-rate", "-1", "limits.messageRate");
+    flag_ok(&c, "--message-burst", "1", &c.message_burst, 1);
+    flag_refused(&c, "--message-burst", "0", "limits.messageBurst");
+    flag_ok(&c, "--max-refused-messages", "0", &c.max_refused, 0);
+    flag_ok(&c, "--max-connections-per-ip", "5", &c.max_per_ip, 5);
+    flag_refused(&c, "--max-connections-per-ip", "five", "limits.maxConnectionsPerIp");
+    flag_ok(&c, "--max-unauthenticated", "0", &c.max_unauthenticated, 0);
+    flag_ok(&c, "--max-subscriptions", "100000000", &c.max_subscriptions, 100000000);
+    flag_refused(&c, "--max-subscriptions", "100000001", "limits.maxSubscriptionsPerConnection");
+    config_free(&c);
+
+    config_defaults(&c);
+    const char *p = write_yaml("limits:\n  messageRate: 50\n  messageBurst: 60\n  maxRefusedMessages: 7\n"
+                               "  maxConnectionsPerIp: 100\n  maxUnauthenticatedConnections: 200\n"
+                               "  maxSubscriptionsPerConnection: 300\n");
+    assert_int_equal(config_load_file(&c, p, err, sizeof(err)), 0);
+    unlink(p);
+    assert_int_equal(c.message_rate, 50);
+    assert_int_equal(c.message_burst, 60);
+    assert_int_equal(c.max_refused, 7);
+    assert_int_equal(c.max_per_ip, 100);
+    assert_int_equal(c.max_unauthenticated, 200);
+    assert_int_equal(c.max_subscriptions, 300);
+    config_free(&c);
+    expect_yaml_error("limits:\n  messageRate: fast\n", "limits.messageRate");
+    expect_yaml_error("limits:\n  maxConnectionsPerIP: 3\n", "limits.maxConnectionsPerIP");
+
+    config_defaults(&c);
+    setenv("EDDY_LIMITS_MESSAGE_RATE", "123", 1);
+    setenv("EDDY_LIMITS_MAX_UNAUTHENTICATED_CONNECTIONS", "45", 1);
+    assert_int_equal(config_load_env(&c, err, sizeof(err)), 0);
+    assert_int_equal(c.message_rate, 123);
+    assert_int_equal(c.max_unauthenticated, 45);
+    unsetenv("EDDY_LIMITS_MESSAGE_RATE");
+    unsetenv("EDDY_LIMITS_MAX_UNAUTHENTICATED_CONNECTIONS");
+    config_free(&c);
+}
+
 /* The bounds of issue 13: listen.maxPatternsPerConnection, cluster.maxPeers. */
 static void test_hostile_bounds(void **state)
 {
@@ -567,7 +622,7 @@ int main(void)
         cmocka_unit_test(test_env),      cmocka_unit_test(test_shard_map),
         cmocka_unit_test(test_listen_options), cmocka_unit_test(test_hostile_bounds),
         cmocka_unit_test(test_auth_list), cmocka_unit_test(test_auth_refusals),
-        cmocka_unit_test(test_auth_flags),
+        cmocka_unit_test(test_auth_flags), cmocka_unit_test(test_client_limits),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

@@ -16,6 +16,7 @@ export const AUTH = strip(pb.AUTH_ACTION, 'AUTH_')
 export const EVENT = strip(pb.EVENT_ACTION, 'EVENT_')
 export const RECORD = strip(pb.RECORD_ACTION, 'RECORD_')
 export const RPC = strip(pb.RPC_ACTION, 'RPC_')
+export const PRESENCE = strip(pb.PRESENCE_ACTION, 'PRESENCE_')
 
 // Clients opened by a test; closeAll() in teardown.
 const open = new Set()

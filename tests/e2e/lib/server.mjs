@@ -23,11 +23,15 @@ const running = new Set()
 process.on('exit', () => { for (const p of running) try { p.child.kill('SIGKILL') } catch {} })
 
 export class Proc {
-  constructor (name, args, env = {}) {
+  // fileLimit: the process's open-file limit (soft and hard), set by a shell that then execs eddy.
+  constructor (name, args, env = {}, { fileLimit = 0 } = {}) {
     this.name = name
     this.args = args
     this.stderr = ''
-    this.child = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } })
+    const [cmd, argv] = fileLimit > 0
+      ? ['/bin/sh', ['-c', `ulimit -n ${Number(fileLimit)} && exec "$0" "$@"`, BIN, ...args]]
+      : [BIN, args]
+    this.child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } })
     running.add(this)
     this.exited = new Promise(resolve => this.child.on('exit', (code, signal) => { running.delete(this); resolve({ code, signal }) }))
     this.child.stderr.on('data', d => { this.stderr += d.toString() })
@@ -65,7 +69,9 @@ export function assertNoSanitizerReport (text, who) {
 // nodeExtra: arguments for the node process in cluster mode. dataDir and wsPort
 // reuse a previous server's data folder and websocket port (restart tests).
 // nodeEnv: environment variables for the process that runs the node role.
-export async function startServer ({ extra = [], nodeExtra = [], dataDir = null, wsPort = 0, nodeEnv = {} } = {}) {
+// edgeFileLimit: the open-file limit of the process clients talk to (standalone
+// or broker; not in haproxy mode, where cluster.sh starts the processes).
+export async function startServer ({ extra = [], nodeExtra = [], dataDir = null, wsPort = 0, nodeEnv = {}, edgeFileLimit = 0 } = {}) {
   if (MODE === 'haproxy') return startCluster({ extra, nodeExtra })
   const ownDir = dataDir === null
   if (ownDir) dataDir = mkdtempSync(join(tmpdir(), 'eddy-e2e-'))
@@ -77,11 +83,13 @@ export async function startServer ({ extra = [], nodeExtra = [], dataDir = null,
         '--data', dataDir, ...nodeExtra], nodeEnv)
       procs.push(node)
       const m = await node.waitFor(/node-listening request=(\S+) delivery=(\S+)/)
-      const broker = new Proc('broker', ['broker', '--host', '127.0.0.1', '--port', String(wsPort), '--node', `${m[1]},${m[2]}`, ...extra])
+      const broker = new Proc('broker', ['broker', '--host', '127.0.0.1', '--port', String(wsPort), '--node', `${m[1]},${m[2]}`, ...extra],
+        {}, { fileLimit: edgeFileLimit })
       procs.push(broker)
       port = Number((await broker.waitFor(/broker-listening port=(\d+)/))[1])
     } else {
-      const sa = new Proc('standalone', ['standalone', '--host', '127.0.0.1', '--port', String(wsPort), '--data', dataDir, ...extra, ...nodeExtra], nodeEnv)
+      const sa = new Proc('standalone', ['standalone', '--host', '127.0.0.1', '--port', String(wsPort), '--data', dataDir, ...extra, ...nodeExtra],
+        nodeEnv, { fileLimit: edgeFileLimit })
       procs.push(sa)
       port = Number((await sa.waitFor(/broker-listening port=(\d+)/))[1])
     }
@@ -107,7 +115,7 @@ export async function startServer ({ extra = [], nodeExtra = [], dataDir = null,
     },
     // After kill(): the same data folder and websocket port, new processes.
     async restart (opts = {}) {
-      return startServer({ extra, nodeExtra, nodeEnv, ...opts, dataDir, wsPort: port })
+      return startServer({ extra, nodeExtra, nodeEnv, edgeFileLimit, ...opts, dataDir, wsPort: port })
     },
     // Stops broker first, then node; asserts exit code 0 and no sanitizer report.
     async stop () {
