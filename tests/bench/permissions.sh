@@ -58,7 +58,7 @@ run() { # RULES SCENARIO USER [eddy-bench options]
   local perm=()
   [[ $rules != off ]] && perm=(--permission config --permissions "$tmp/$rules.yml")
   rm -rf "$tmp/data"
-  "$build/eddy" standalone --host 127.0.0.1 --port 0 --data "$tmp/data" --request none "${perm[@]}" \
+  "$build/eddy" standalone --host 127.0.0.1 --port 0 --data "$tmp/data" --request none --message-rate 0 "${perm[@]}" \
     2>"$tmp/server.log" &
   pid=$!
   local port=""
