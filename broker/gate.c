@@ -161,7 +161,8 @@ static void look(const edge *e, session *s, enum perm_section section, enum perm
     if (!(needs & PERM_NEEDS_RECORDS))
         return;
     gate_state *g = s->gate;
-    perm_request req = {.section = section, .action = action, .name = n, .name_len = nlen, .now_ms = wall_ms()};
+    perm_request req = {.section = section, .action = action, .name = n, .name_len = nlen, .now_ms = wall_ms(),
+                        .message_action = s->message_action};
     perm_user u;
     permit_user(s, &u);
     req.user = &u;

@@ -73,6 +73,7 @@ typedef struct session {
     size_t out_head, out_len, out_cap, out_bytes;
     lws_sorted_usec_list_t auth_timer;
     gate_state *gate;      /* gate.c: messages waiting on records their rules read; NULL: none */
+    int32_t message_action; /* the action of the client message being handled (a rule's `action`) */
     bool flush_due;        /* on the set's flush list (frames queued this loop turn) */
     struct session *next_flush;
     /* limits.c: the message rate, and refusals counted in windows of 10 s */

@@ -115,7 +115,7 @@ enum permit_answer permit_check(permit *p, const session *s, enum perm_section s
     permit_user(s, &u);
     perm_request req = {.section = section, .action = action, .name = name != NULL ? name : "",
                         .name_len = name_len, .user = &u, .data = data, .data_len = data ? strlen(data) : 0,
-                        .now_ms = wall_ms()};
+                        .now_ms = wall_ms(), .message_action = s->message_action};
     char need[OP_NAME_MAX + 1], why[256] = "";
     enum perm_verdict v = permissions_check(p->rules, &req, read, need, sizeof(need), why, sizeof(why));
     if (v == PERM_VERDICT_ALLOW)

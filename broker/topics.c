@@ -75,6 +75,7 @@ static void handle_now(topics *t, session *s, int m, const uint8_t *inner, size_
     const ProtobufCFieldDescriptor *f = t->action[m]; /* an optional int32 in every topic */
     bool has = f != NULL && *(const protobuf_c_boolean *)((const char *)msg + f->quantifier_offset);
     int action = has ? *(const int32_t *)((const char *)msg + f->offset) : 0;
+    s->message_action = action;
     if (gate_admit(t->e, s, table[m]->topic, msg, action, inner, len)) {
         table[m]->handle(t->state[m], s, msg, action);
         gate_done(s);

@@ -479,6 +479,28 @@ unsigned permissions_needs(const permissions *p, enum perm_section section, enum
     return rule_reads(e->rules[action]); /* RULE_READS_* are PERM_NEEDS_* */
 }
 
+/* deepstream's action numbers (RECORD_ACTION) for the checks it derives */
+enum { DS_READ = 3, DS_DELETE = 9, DS_CREATE = 15, DS_CREATEANDUPDATE = 16, DS_CREATEANDPATCH = 17, DS_UPDATE = 18,
+       DS_PATCH = 19, DS_SUBSCRIBEANDREAD = 22, DS_SUBSCRIBECREATEANDREAD = 23 };
+
+int perm_wire_action(enum perm_section section, enum perm_action action, int message_action)
+{
+    if (section != PERM_RECORD)
+        return message_action;
+    switch (action) {
+    case PERM_CREATE: return DS_CREATE; /* record-handler's permissionAction(CREATE) */
+    case PERM_READ: /* readAndSubscribe checks READ */
+        return message_action == DS_SUBSCRIBEANDREAD || message_action == DS_SUBSCRIBECREATEANDREAD ? DS_READ
+                                                                                                   : message_action;
+    case PERM_WRITE: /* createAndUpdate checks the write as an UPDATE or PATCH */
+        return message_action == DS_CREATEANDUPDATE ? DS_UPDATE
+               : message_action == DS_CREATEANDPATCH ? DS_PATCH
+                                                     : message_action;
+    case PERM_DELETE: return message_action > 0 ? message_action : DS_DELETE;
+    default: return message_action;
+    }
+}
+
 unsigned permissions_reads(const permissions *p)
 {
     return p->reads;
@@ -649,6 +671,7 @@ enum perm_verdict permissions_check(const permissions *p, const perm_request *re
         .data = req->data, .data_len = req->data_len,
         .old_data = req->old_data, .old_data_len = req->old_data_len,
         .now_ms = req->now_ms,
+        .action = perm_wire_action(req->section, req->action, req->message_action),
         .record = record_lookup, .record_ctx = (void *)records,
         .max_iterations = p->max_iterations,
     };

@@ -73,7 +73,14 @@ typedef struct perm_request {
     const char *old_data; /* JSON text: the record before the write; NULL when it does not exist */
     size_t old_data_len;
     int64_t now_ms; /* `now` */
+    int message_action; /* the client message's action number (deepstream's `action`, see
+                         * perm_wire_action); 0: none (`action` is null) */
 } perm_request;
+
+/* deepstream's `action` for a check of (section, action) made for a message
+ * of message_action: what it derives (record create checks CREATE, a
+ * subscribe's read READ, a create-and-write's write UPDATE or PATCH). */
+int perm_wire_action(enum perm_section section, enum perm_action action, int message_action);
 
 /* The PERM_NEEDS_* bits of every rule of p together (0 for PERM_NEEDS_RECORDS:
  * no rule reads another record, nothing need be fetched for any check). */

@@ -784,7 +784,7 @@ static node *parse_identifier(parser *p)
         if ((n = mk(p, N_VAR, pos, NULL, NULL, NULL)) != NULL)
             n->n = (uint32_t)found;
     } else if (word_is(w, len, "action"))
-        fail_at(p, pos, "action (deepstream's message action number) is not supported");
+        n = mk(p, N_ACTION, pos, NULL, NULL, NULL);
     else if (word_is(w, len, "typeof"))
         fail_at(p, pos, "unexpected typeof"); /* cannot happen: parse_unary takes it */
     else

@@ -104,6 +104,7 @@ typedef struct rule_input {
     const char *old_data; /* `oldData`, JSON; NULL: null (no such record) */
     size_t old_data_len;
     int64_t now_ms;          /* `now` */
+    int32_t action;          /* `action`: deepstream's action number of the checked message; <= 0: null */
     rule_record_fn record;   /* NULL: no record is at hand (every `_()` needs a fetch) */
     void *record_ctx;
     int max_iterations;      /* deepstream's maxRuleIterations (< 1: 1) */

@@ -1106,6 +1106,7 @@ static int ev_raw(ctx *c, const node *n, value *out)
     case N_OLD_DATA: return doc_value(c, n, n->kind, out);
     case N_NOW: *out = vnum((double)in->now_ms); return ST_OK;
     case N_NAME: *out = vstr(in->name != NULL ? in->name : "", in->name != NULL ? in->name_len : 0); return ST_OK;
+    case N_ACTION: *out = in->action > 0 ? vnum((double)in->action) : (value){.t = V_NULL}; return ST_OK;
     case N_VAR:
         *out = n->n < in->nvars && in->vars[n->n].p != NULL ? vstr(in->vars[n->n].p, in->vars[n->n].len) : UNDEF;
         return ST_OK;

@@ -16,7 +16,7 @@ enum node_kind {
     /* literals */
     N_NUM, N_STR, N_BOOL, N_NULL, N_UNDEF, N_REGEX, N_ARRAY,
     /* what a rule reads */
-    N_USER, N_USER_ID, N_USER_AUTH, N_USER_DATA, N_DATA, N_OLD_DATA, N_NOW, N_NAME, N_VAR,
+    N_USER, N_USER_ID, N_USER_AUTH, N_USER_DATA, N_DATA, N_OLD_DATA, N_NOW, N_NAME, N_ACTION, N_VAR,
     /* access and calls */
     N_MEMBER, N_INDEX, N_CALL, N_XREF,
     /* unary */

@@ -29,7 +29,7 @@ uint32_t guard_check(const node_env *env, const op *o, enum perm_action action, 
                    .data = o->meta.len ? o->meta.ptr : NULL, .data_len = o->meta.len};
     perm_request req = {.section = PERM_RECORD, .action = action, .name = o->name.ptr, .name_len = o->name.len,
                         .user = &u, .data = data.ptr, .data_len = data.len, .old_data = old.ptr,
-                        .old_data_len = old.len, .now_ms = wall_ms()};
+                        .old_data_len = old.len, .now_ms = wall_ms(), .message_action = (int)o->action};
     /* the records the broker read for this rule first, then those this node holds */
     perm_records *read_so_far = o->refs.len > 0 ? perm_records_from_json(o->refs.ptr, o->refs.len) : NULL;
     char need[OP_NAME_MAX + 1], why[256] = "";

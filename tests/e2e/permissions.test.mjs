@@ -45,6 +45,8 @@ record:
     listen: false
   "order/$id":
     write: "data.qty <= _('stock/' + $id).left"
+  "act/*":
+    read: "action !== 5"
 event:
   "*":
     publish: true
@@ -251,6 +253,14 @@ describe(`permissions (${MODE})`, () => {
     }
     await until(() => order.length === 10, 'all ten')
     assert.deepEqual(order, ['g0', 'p0', 'g1', 'p1', 'g2', 'p2', 'g3', 'p3', 'g4', 'p4'])
+  })
+
+  test("a rule on deepstream's action number: read allowed, but not by HEAD", async () => {
+    const a = await login('ada')
+    await a.record.setDataWithAck('act/1', { v: 1 })
+    const b = await login('bob')
+    assert.deepEqual(await b.record.snapshot('act/1'), { v: 1 })
+    await assert.rejects(b.record.head('act/1'), err => String(err).includes('MESSAGE_DENIED'))
   })
 
   test('presence: allow false for one user; listen denied for records', async () => {

@@ -605,9 +605,38 @@ static void test_threads(void **state)
     permissions_free(p);
 }
 
+/* deepstream's `action` for the checks it derives from a message */
+static void test_wire_action(void **state)
+{
+    (void)state;
+    assert_int_equal(perm_wire_action(PERM_EVENT, PERM_PUBLISH, 2), 2);
+    assert_int_equal(perm_wire_action(PERM_RECORD, PERM_CREATE, 16), 15);     /* CREATEANDUPDATE: CREATE */
+    assert_int_equal(perm_wire_action(PERM_RECORD, PERM_WRITE, 16), 18);      /* ... then UPDATE */
+    assert_int_equal(perm_wire_action(PERM_RECORD, PERM_WRITE, 17), 19);      /* CREATEANDPATCH: PATCH */
+    assert_int_equal(perm_wire_action(PERM_RECORD, PERM_READ, 23), 3);        /* SUBSCRIBECREATEANDREAD: READ */
+    assert_int_equal(perm_wire_action(PERM_RECORD, PERM_READ, 21), 21);       /* SUBSCRIBEANDHEAD as sent */
+    assert_int_equal(perm_wire_action(PERM_RECORD, PERM_READ, 5), 5);         /* HEAD */
+    assert_int_equal(perm_wire_action(PERM_RECORD, PERM_DELETE, 0), 9);       /* a delete operation: DELETE */
+    /* a rule on `action`: read allowed, but not by HEAD */
+    static const char yml[] = "presence:\n  \"*\":\n    allow: true\nrecord:\n  \"*\":\n    read: \"action !== 5\"\n"
+                              "event:\n  \"*\":\n    publish: true\nrpc:\n  \"*\":\n    request: true\n";
+    char err[256];
+    permissions *p = permissions_parse(yml, strlen(yml), "t.yml", 3, err, sizeof(err));
+    assert_non_null(p);
+    perm_user u = {.id = "a", .id_len = 1, .authenticated = true};
+    perm_request req = {.section = PERM_RECORD, .action = PERM_READ, .name = "r", .name_len = 1, .user = &u,
+                        .message_action = 3};
+    char wanted[64];
+    assert_int_equal(permissions_check(p, &req, NULL, wanted, sizeof(wanted), NULL, 0), PERM_VERDICT_ALLOW);
+    req.message_action = 5;
+    assert_int_equal(permissions_check(p, &req, NULL, wanted, sizeof(wanted), NULL, 0), PERM_VERDICT_DENY);
+    permissions_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_wire_action),
         cmocka_unit_test(test_deepstream_default),
         cmocka_unit_test(test_app_file),
         cmocka_unit_test(test_cross_references),

@@ -66,7 +66,7 @@ static rule_input default_input(store *s)
         .user_id = "alice", .user_id_len = 5, .authenticated = true,
         .user_data = "{\"role\":\"admin\",\"tags\":[\"a\",\"b\"]}",
         .data = default_data, .old_data = "{\"count\":4,\"owner\":\"alice\"}",
-        .now_ms = 1700000000000, .max_iterations = 3,
+        .now_ms = 1700000000000, .action = 18, .max_iterations = 3,
         .record = store_get, .record_ctx = s,
     };
     in.user_data_len = strlen(in.user_data);
@@ -267,7 +267,8 @@ static void test_variables(void **state)
         {"oldData.owner === user.id", "boolean:true"}, {"now", "number:1700000000000"},
         {"now > 1600000000000", "boolean:true"}, {"name", "string:user/alice"}, {"name === 'user/' + $userId", "boolean:true"},
         {"$userId", "string:alice"}, {"$x", "undefined:undefined"}, {"$x === undefined", "boolean:true"},
-        {"$userId.toUpperCase()", "string:ALICE"},
+        {"$userId.toUpperCase()", "string:ALICE"}, {"action", "number:18"}, {"action === 18", "boolean:true"},
+        {"action !== 5 && user.isAuthenticated", "boolean:true"},
     };
     CHECK(p);
     /* unset inputs: no data (event without payload), no record, no serverData, not logged in */
@@ -621,7 +622,6 @@ static void test_compile_errors(void **state)
         {"a.b.c", 1, "unknown identifier a"},
         {"Math.max(1, 2)", 6, "function max is not supported"},
         {"Math.PI", 1, "unknown identifier Math"},
-        {"action === 3", 1, "action (deepstream's message action number) is not supported"},
         {"this.x", 1, "this is not allowed in a rule"},
         {"void 0", 1, "void is not allowed in a rule"},
         {"delete data.x", 1, "delete is not allowed in a rule"},
