@@ -7,7 +7,7 @@
 // stopping start-up with the file, section, pattern and column.
 import { test, describe, before, after, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, writeFileSync, rmSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startServer, runEddy, sleep, until, MODE } from './lib/server.mjs'
@@ -73,6 +73,8 @@ ${moreEvents}rpc:
   "forbidden":
     provide: false
     request: false
+  "guarded":
+    request: "_('gate/rpc').open === true"
   "double":
     request: "data < 100"
 `
@@ -296,6 +298,46 @@ describe(`permissions (${MODE})`, () => {
     await until(() => errors.length === 2, 'still denied')
     assert.deepEqual(got, [1], 'the connection stayed and saw only what was allowed')
     writeFileSync(join(dir, 'permissions.yml'), RULES)
+  })
+})
+
+describe(`a cross-reference that cannot be read (${MODE})`, { skip: MODE !== 'cluster' && 'two-process mode only' }, () => {
+  test('fails the rule (MESSAGE_PERMISSION_ERROR) within the request timeout: fail closed', { timeout: 60000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eddy-perm-closed-'))
+    const file = join(dir, 'permissions.yml')
+    writeFileSync(file, rules())
+    const perm = ['--permission', 'config', '--permissions', file]
+    const server = await startServer({ extra: [...perm, '--request-timeout', '2000'], nodeExtra: perm })
+    const node = server.procs.node.child
+    try {
+      const a = await connect(server.url, { username: 'ada' })
+      const b = await connect(server.url, { username: 'bob' })
+      const calls = []
+      a.rpc.provide('guarded', (d, res) => { calls.push(d); res.send('ok') })
+      await a.record.setDataWithAck('gate/rpc', { open: true })
+      await sleep(300)
+      assert.equal(await b.rpc.make('guarded', 1), 'ok')
+      process.kill(node.pid, 'SIGSTOP') // the record's owner stops answering
+      await until(() => /^T/.test(readFileSync(`/proc/${node.pid}/stat`, 'utf8').split(') ')[1]), 'the node stopped')
+      let outcome
+      try {
+        const started = Date.now()
+        outcome = await Promise.race([
+          b.rpc.make('guarded', 2).then(() => 'allowed', err => `rejected: ${err}`),
+          sleep(8000).then(() => 'hung')
+        ])
+        assert.ok(Date.now() - started < 6000, 'answered within the request timeout')
+      } finally {
+        process.kill(node.pid, 'SIGCONT')
+      }
+      assert.equal(outcome, 'rejected: MESSAGE_PERMISSION_ERROR')
+      await sleep(500)
+      assert.deepEqual(calls, [1], 'the call the rule could not check never reached the provider')
+      await closeAll()
+    } finally {
+      await server.stop()
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
 
