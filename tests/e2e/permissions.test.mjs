@@ -7,7 +7,7 @@
 // stopping start-up with the file, section, pattern and column.
 import { test, describe, before, after, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, writeFileSync, rmSync, readFileSync } from 'node:fs'
+import { mkdtempSync, writeFileSync, rmSync, readFileSync, readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startServer, runEddy, sleep, until, MODE } from './lib/server.mjs'
@@ -318,7 +318,9 @@ describe(`a cross-reference that cannot be read (${MODE})`, { skip: MODE !== 'cl
       await sleep(300)
       assert.equal(await b.rpc.make('guarded', 1), 'ok')
       process.kill(node.pid, 'SIGSTOP') // the record's owner stops answering
-      await until(() => /^T/.test(readFileSync(`/proc/${node.pid}/stat`, 'utf8').split(') ')[1]), 'the node stopped')
+      // every thread of it stopped (a thread busy on a core finishes its slice first)
+      await until(() => readdirSync(`/proc/${node.pid}/task`).every(t =>
+        /^T/.test(readFileSync(`/proc/${node.pid}/task/${t}/stat`, 'utf8').split(') ')[1])), 'the node stopped')
       let outcome
       try {
         const started = Date.now()
