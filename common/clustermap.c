@@ -252,7 +252,8 @@ char *clustermap_fetch(const char *request_url, volatile sig_atomic_t *stop, int
     return json;
 }
 
-char *clustermap_node_stats(const char *request_url, int timeout_ms)
+/* One question a node answers without a HELLO, on a socket of its own. */
+static char *ask_once(const char *request_url, uint32_t question, int timeout_ms, const char *what)
 {
     nng_socket sock;
     if (nng_req0_open(&sock) != 0)
@@ -262,21 +263,17 @@ char *clustermap_node_stats(const char *request_url, int timeout_ms)
     nng_socket_set_size(sock, NNG_OPT_RECVMAXSZ, MAP_MAX_BYTES);
     char *json = NULL;
     if (nng_dial(sock, request_url, NULL, NNG_FLAG_NONBLOCK) == 0)
-        json = ask(sock, OP_NODE_STATS, OP_NODE_STATS);
-    nng_close_bounded(sock, "node-stats", 2000);
+        json = ask(sock, question, question);
+    nng_close_bounded(sock, what, 2000);
     return json;
+}
+
+char *clustermap_node_stats(const char *request_url, int timeout_ms)
+{
+    return ask_once(request_url, OP_NODE_STATS, timeout_ms, "node-stats");
 }
 
 char *clustermap_node_reload(const char *request_url, int timeout_ms)
 {
-    nng_socket sock;
-    if (nng_req0_open(&sock) != 0)
-        return NULL;
-    nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, timeout_ms);
-    nng_socket_set_ms(sock, NNG_OPT_SENDTIMEO, timeout_ms);
-    char *json = NULL;
-    if (nng_dial(sock, request_url, NULL, NNG_FLAG_NONBLOCK) == 0)
-        json = ask(sock, OP_RELOAD, OP_RELOAD);
-    nng_close_bounded(sock, "node-reload", 2000);
-    return json;
+    return ask_once(request_url, OP_RELOAD, timeout_ms, "node-reload");
 }
