@@ -71,6 +71,8 @@ struct auth {
 
 enum where { ON_SERVICE, ON_WORKER, ON_OTHER };
 
+const char AUTH_REASON_BUSY[] = "server busy";
+
 static void advance(auth *a, auth_login *l, enum where where);
 
 void auth_outcome_clear(auth_outcome *out)
@@ -80,6 +82,7 @@ void auth_outcome_clear(auth_outcome *out)
     xfree(out->user_id);
     xfree(out->client_data);
     xfree(out->server_data);
+    xfree(out->token);
     memset(out, 0, sizeof(*out));
 }
 
@@ -267,6 +270,10 @@ static void login_ok(auth *a, session *s, const char *user_id, const char *clien
 static void login_failed(auth *a, session *s, const char *data, const char *user, const char *reason)
 {
     atomic_fetch_add(&a->refused, 1);
+    if (s->sink != NULL) {
+        s->sink->checked(s, &(auth_outcome){.verdict = AUTH_REJECT, .client_data = (char *)data, .reason = reason});
+        return;
+    }
     s->auth_attempts++;
     send_auth(s, AUTH__ACTION__AUTH_AUTH_UNSUCCESSFUL, data);
     log_info("login-failed", "session=%llu user=%s attempt=%d reason=\"%s\"", (unsigned long long)s->id,
@@ -289,7 +296,10 @@ static void complete(auth *a, auth_login *l)
             auth_outcome_clear(o);
             auth_refuse(o, true, "user id longer than 1024 bytes", "user id too long");
         }
-        if (o->verdict == AUTH_ACCEPT)
+        if (s->sink != NULL) { /* an HTTP request: it answers its client itself */
+            atomic_fetch_add(o->verdict == AUTH_ACCEPT ? &a->accepted : &a->refused, 1);
+            s->sink->checked(s, o);
+        } else if (o->verdict == AUTH_ACCEPT)
             login_ok(a, s, o->user_id, o->client_data ? o->client_data : "null", o->server_data);
         else
             login_failed(a, s, o->client_data, user, o->reason);
@@ -324,6 +334,11 @@ void auth_request(auth *a, session *s, const char *data)
             log_warn("auth-busy", "session=%llu pending=%lld refused_total=%llu", (unsigned long long)s->id,
                      (long long)a->cfg->auth_max_pending, n + 1);
         /* not the client's fault: not counted as an attempt */
+        if (s->sink != NULL) {
+            json_decref(params);
+            s->sink->checked(s, &(auth_outcome){.verdict = AUTH_REJECT, .reason = AUTH_REASON_BUSY});
+            return;
+        }
         send_auth(s, AUTH__ACTION__AUTH_AUTH_UNSUCCESSFUL,
                   "{\"error\":\"server busy: too many logins being checked, try again\"}");
         json_decref(params);

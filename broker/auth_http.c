@@ -258,6 +258,9 @@ static void answered(http_auth *h, http_req *r, long status)
         out.user_id = xstrdup(uid != NULL && uid[0] != '\0' ? uid : "OPEN");
         out.client_data = auth_json_text(json_object_get(body, "clientData"));
         out.server_data = auth_json_text(json_object_get(body, "serverData"));
+        const char *token = json_string_value(json_object_get(body, "token")); /* the HTTP API's authPath answers it */
+        if (token != NULL && token[0] != '\0' && strlen(token) <= 8192)
+            out.token = xstrdup(token);
     } else {
         out.verdict = AUTH_ACCEPT;
         out.reason = "webhook";
@@ -512,7 +515,7 @@ static void http_start(void *self, auth_login *l)
     curl_multi_wakeup(h->multi);
 }
 
-static void http_metrics(void *self, FILE *f)
+static void webhook_metrics(void *self, FILE *f)
 {
     http_auth *h = self;
     fprintf(f, "# TYPE eddy_auth_http_requests_total counter\neddy_auth_http_requests_total %llu\n",
@@ -534,5 +537,5 @@ const auth_strategy_ops auth_http_ops = {
     .create = http_create,
     .destroy = http_destroy,
     .start = http_start,
-    .metrics = http_metrics,
+    .metrics = webhook_metrics,
 };

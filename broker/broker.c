@@ -39,6 +39,8 @@ struct broker {
     permit *permit;
     limits *limits; /* what one connection may do */
     admit *admit;   /* which connections are let in */
+    api *api;       /* deepstream's HTTP API */
+    http_front *http;
     volatile sig_atomic_t *reload; /* broker_watch_reload; NULL: none */
     void (*reload_also)(void *ctx);
     void *reload_ctx;
@@ -100,6 +102,8 @@ static void recover(void *ctx, int li)
 static void resume_session(void *ctx, session *s)
 {
     topics_resume(((broker *)ctx)->topics, s);
+    if (s->sink != NULL && s->sink->resumed != NULL)
+        s->sink->resumed(s);
 }
 
 static void login(void *ctx, session *s)
@@ -116,6 +120,8 @@ static void write_metrics(void *ctx, FILE *f)
     fprintf(f, "# TYPE eddy_inbound_dropped_total counter\neddy_inbound_dropped_total %llu\n",
             (unsigned long long)b->inbound_dropped);
     auth_metrics(b->auth, f);
+    http_metrics(b->http, f);
+    api_metrics(b->api, f);
     topics_metrics(b->topics, f);
     links_metrics(b->links, f);
     permit_metrics(b->permit, f);
@@ -142,6 +148,7 @@ static void started(void *ctx, struct lws_context *lws)
     sessions_start(b->sessions, lws);
     links_start(b->links, lws);
     admit_start(b->admit);
+    api_start(b->api, lws);
 }
 
 static void stopping(void *ctx)
@@ -149,6 +156,7 @@ static void stopping(void *ctx)
     broker *b = ctx;
     sessions_stop(b->sessions);
     links_stop(b->links);
+    api_stop(b->api);
 }
 
 static void stopped(void *ctx)
@@ -193,9 +201,9 @@ static void closed(void *ctx, session *s)
     session_closed(s);
 }
 
-static int http(void *ctx, struct lws *wsi, const char *uri)
+static int http(void *ctx, struct lws *wsi, int reason, void *in, size_t len)
 {
-    return http_serve(wsi, uri, write_metrics, ctx);
+    return http_event(((broker *)ctx)->http, wsi, reason, in, len);
 }
 
 void broker_watch_reload(broker *b, volatile sig_atomic_t *flag, void (*also)(void *ctx), void *ctx)
@@ -270,6 +278,8 @@ broker *broker_create(const eddy_config *cfg, const local_node *local, bool *con
     if (b->links == NULL)
         goto fail;
     b->edge.links = b->links;
+    b->api = api_new(cfg, b->sessions, b->topics, b->auth);
+    b->http = http_front_new(cfg, b->api, write_metrics, b);
     return b;
 fail:
     broker_destroy(b);
@@ -317,6 +327,8 @@ void broker_destroy(broker *b)
     auth_destroy(b->auth);   /* joins its threads: nothing wakes the loop after this */
     loop_free(b->loop);
     queue_free(b->inbound, free_inbound);
+    http_front_free(b->http);
+    api_free(b->api);
     topics_destroy(b->topics);
     acks_free(b->acks);
     sessions_free(b->sessions);

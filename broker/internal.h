@@ -4,7 +4,10 @@
  *   broker.c     the lifecycle and the inbound queue; wires the others
  *                together (the hooks below point into it)
  *   loop.c       the lws context and its loop (libuv, else poll)
- *   http.c       GET /health-check and /metrics
+ *   http.c       plain HTTP: health checks, /metrics, CORS, and the HTTP API's
+ *                requests handed to api.c
+ *   api.c        deepstream's HTTP API: a request runs as a session without a
+ *                websocket; jif.c its operations' format, token.c its tokens
  *   dispatch.c   one client frame: handshake, ping, auth, then the topic table
  *   auth.c       logins: the auth list run in order, the checking pool, the
  *                cache (auth_cache.c); a strategy per module (auth_none.c,
@@ -51,6 +54,7 @@ enum session_state { SESSION_AWAITING_CHALLENGE = 0, SESSION_AWAITING_AUTH, SESS
 
 /* One websocket client. The memory is lws's per-connection user data. */
 typedef struct gate_state gate_state;
+typedef struct session_sink session_sink;
 
 typedef struct session {
     uint64_t id;
@@ -87,7 +91,20 @@ typedef struct session {
     bool pre_listed;
     uint8_t peer[16], peer_len;
     const char *close_reason; /* static text for close_code */
+    /* not a websocket: an HTTP API request (api.c) whose operations run as a session's */
+    const session_sink *sink;
+    void *sink_ctx;
 } session;
+
+/* Where a session without a websocket (sink non-NULL) hears what a websocket
+ * client would: every message meant for it, its login's answer, and that
+ * its messages waiting on records (gate.c) went on. */
+struct auth_outcome;
+struct session_sink {
+    void (*frame)(session *s, frame *f); /* f is borrowed */
+    void (*checked)(session *s, const struct auth_outcome *o); /* auth_request's answer */
+    void (*resumed)(session *s);
+};
 
 /* The open sessions of a broker, by id, and the end-of-turn flush. cfg is
  * borrowed. Owned by the caller. */
@@ -109,6 +126,9 @@ void sessions_flush(sessions *set);
 
 /* A connection was established: s (lws's memory) becomes a session of set. */
 void session_open(sessions *set, session *s, struct lws *wsi);
+/* s (the caller's memory) becomes a session of set without a websocket:
+ * what it is sent goes to sink (ctx in s->sink_ctx). No timers run for it. */
+void session_open_sink(sessions *set, session *s, const session_sink *sink, void *ctx);
 /* The connection closed: forgets s and frees what it holds (its topics have
  * already let go of it). */
 void session_closed(session *s);
@@ -382,7 +402,8 @@ typedef struct loop_hooks {
     void (*opened)(void *ctx, session *s, struct lws *wsi);
     int (*received)(void *ctx, session *s, const void *in, size_t len); /* -1: close */
     void (*closed)(void *ctx, session *s);
-    int (*http)(void *ctx, struct lws *wsi, const char *uri);
+    /* plain HTTP: lws's HTTP callbacks (reason: LWS_CALLBACK_HTTP, ...) */
+    int (*http)(void *ctx, struct lws *wsi, int reason, void *in, size_t len);
     void (*woken)(void *ctx);      /* loop_wake was called (or the loop starts) */
     void (*tick)(void *ctx);       /* every 200 ms while serving (may be NULL) */
     void *ctx;
@@ -509,6 +530,34 @@ bool gate_fetched(session *s, strview name, const char *json, size_t json_len, b
 bool gate_next(session *s, int *topic, uint8_t **bytes, size_t *len);
 void gate_session_closed(session *s); /* frees what s holds here */
 
+/* ---------------- jif.c ---------------- */
+
+/* What an HTTP API operation is, by the answer it waits for. */
+enum jif_kind { JIF_EMIT, JIF_RPC, JIF_READ, JIF_HEAD, JIF_WRITE, JIF_DELETE, JIF_NOTIFY, JIF_PRESENCE };
+
+/* One operation of deepstream's JSON Interchange Format, parsed: the client
+ * message a websocket client would send for it. */
+typedef struct jif_op {
+    enum jif_kind kind;
+    int topic;        /* TOPIC__TOPIC_* */
+    uint8_t *msg;     /* the packed inner message (owned; jif_op_clear) */
+    size_t msg_len;
+} jif_op;
+
+struct json_t;
+/* Checks item (operation number index of a request) against deepstream's
+ * schema and builds its message. Returns 0, or -1 with the reason in err
+ * ("property 'eventName' is required for topic 'event'"). */
+int jif_parse(struct json_t *item, uint32_t index, jif_op *jo, char *err, size_t err_len);
+void jif_op_clear(jif_op *jo); /* NULL is fine */
+/* A client message (topic, packed inner) sent to the session running op:
+ * 1 when it answers op, with *result its result as JSON text (xmalloc'd);
+ * 0 when op still waits (an RPC's ACCEPT, an ack) or it is not about op. */
+int jif_answer(const jif_op *jo, int topic, const uint8_t *inner, size_t len, char **result);
+/* SUCCESS, FAILURE or PARTIAL_SUCCESS for n results (NULL ones failed). */
+const char *jif_outcome(char *const *results, size_t n);
+extern const char JIF_SUCCESS[], JIF_EMIT_DENIED[], JIF_TIMEOUT[];
+
 /* ---------------- dispatch.c, auth.c, http.c ---------------- */
 
 typedef struct auth auth;
@@ -546,9 +595,12 @@ typedef struct auth_outcome {
     char *user_id;       /* ACCEPT */
     char *client_data;   /* JSON text or NULL: AUTH_SUCCESSFUL's / AUTH_UNSUCCESSFUL's data */
     char *server_data;   /* ACCEPT: JSON text or NULL */
-    const char *reason;  /* static: why, for the log line */
+    char *token;         /* ACCEPT, a webhook's: the token the HTTP API's authPath answers, or NULL */
+    const char *reason;  /* static: why, for the log line (AUTH_REASON_BUSY: refused unchecked) */
     int64_t cache_until; /* ACCEPT: wall-clock ms up to which the cache may answer it again (0: never) */
 } auth_outcome;
+
+extern const char AUTH_REASON_BUSY[]; /* too many logins being checked: not the client's fault */
 
 /* One login being checked: handed from thread to thread, one at a time.
  * Strategies read the public part; auth.c owns it. */
@@ -619,9 +671,59 @@ void auth_cache_metrics(auth_cache *c, FILE *f);
 /* One complete client frame from s. */
 void dispatch_frame(topics *t, auth *a, session *s, const uint8_t *data, size_t len);
 
-/* An HTTP request on the websocket port: GET /health-check, GET /metrics
- * (metrics writes the body), 404 otherwise. Returns lws's callback result. */
-int http_serve(struct lws *wsi, const char *uri, void (*metrics)(void *ctx, FILE *f), void *ctx);
+/* ---------------- http.c ---------------- */
+
+/* Plain HTTP on the websocket port: health checks, /metrics, deepstream's
+ * HTTP API (handed to api.c), CORS. cfg and a are borrowed; metrics writes
+ * /metrics's body. Owned by the caller. */
+typedef struct http_front http_front;
+typedef struct http_conn http_conn; /* one request waiting for its answer */
+typedef struct api api;
+typedef struct api_request api_request;
+http_front *http_front_new(const eddy_config *cfg, api *a, void (*metrics)(void *ctx, FILE *f), void *ctx);
+void http_front_free(http_front *h); /* NULL is fine */
+/* lws's HTTP callbacks (HTTP, HTTP_BODY, HTTP_BODY_COMPLETION,
+ * HTTP_WRITEABLE, CLOSED_HTTP) for wsi. Returns the callback's result. */
+int http_event(http_front *h, struct lws *wsi, int reason, void *in, size_t len);
+/* Answers c's request (body copied; retry_after: a Retry-After header or
+ * NULL); written when the socket is writable. NULL c is fine. */
+void http_answer(http_conn *c, int status, const char *type, const char *body, size_t len, const char *retry_after);
+/* The same with deepstream's plain-text error body. */
+void http_answer_text(http_conn *c, int status, const char *text, const char *retry_after);
+void http_metrics(const http_front *h, FILE *f);
+
+/* ---------------- api.c, token.c ---------------- */
+
+/* deepstream's HTTP API. cfg, set, t, au are borrowed. Owned by the caller. */
+api *api_new(const eddy_config *cfg, sessions *set, topics *t, auth *au);
+void api_free(api *a); /* NULL is fine; after every request has ended (loop_close) */
+void api_start(api *a, struct lws_context *ctx);
+void api_stop(api *a);
+/* A POST to postPath (auth_only false) or authPath, its body read whole
+ * (borrowed). Answers c through http_answer, now or later. Returns the
+ * request while its answer is still to come (c tells api_gone when the
+ * client leaves first), else NULL. */
+api_request *api_post(api *a, http_conn *c, struct lws *wsi, bool auth_only, const char *body, size_t len);
+/* r's client is gone: r ends (what it already sent stays sent). */
+void api_gone(api_request *r);
+void api_metrics(const api *a, FILE *f);
+
+/* The tokens authPath hands out (token.c): HMAC-signed, not stored. */
+typedef struct token_key token_key;
+enum { TOKEN_OK = 0, TOKEN_INVALID = -1, TOKEN_EXPIRED = -2 };
+/* The key of secret (a random one when secret is empty). Owned by the caller. */
+token_key *token_key_new(const char *secret);
+void token_key_free(token_key *k); /* NULL is fine */
+/* True when token has the form token.c makes (then only token_verify decides). */
+bool token_is_ours(const char *token);
+/* A token for user (server_data, client_data: JSON text or NULL) valid until
+ * expires_ms (Unix ms). xmalloc'd; NULL when out of memory. */
+char *token_mint(const token_key *k, const char *user, const char *server_data, const char *client_data,
+                 int64_t expires_ms);
+/* TOKEN_OK with *user and *server_data (xmalloc'd; server_data may be
+ * NULL), TOKEN_EXPIRED or TOKEN_INVALID. */
+int token_verify(const token_key *k, const char *token, int64_t now_wall_ms, char **user, char **server_data);
+
 /* deepstream's connectionData of a new websocket connection: {remoteAddress
  * (X-Forwarded-For, else the peer), headers (those lws parses), referer}, as
  * JSON text (xmalloc'd). */

@@ -107,7 +107,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     bool established = s != NULL && s->set != NULL;
     switch (reason) {
     case LWS_CALLBACK_HTTP:
-        return h->http(h->ctx, wsi, (const char *)in);
+    case LWS_CALLBACK_HTTP_BODY:
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+    case LWS_CALLBACK_CLOSED_HTTP:
+        return h->http(h->ctx, wsi, (int)reason, in, len);
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         if (!path_matches(wsi, l->cfg->url_path)) {
             log_debug("upgrade-refused", "reason=path");

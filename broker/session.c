@@ -172,6 +172,18 @@ void session_open(sessions *set, session *s, struct lws *wsi)
     schedule_auth_timer(s);
 }
 
+void session_open_sink(sessions *set, session *s, const session_sink *sink, void *ctx)
+{
+    memset(s, 0, sizeof(*s));
+    s->set = set;
+    s->id = random_id();
+    s->last_rx_ms = now_ms();
+    s->state = SESSION_AWAITING_AUTH;
+    s->sink = sink;
+    s->sink_ctx = ctx;
+    dict_put(set->by_id, &s->id, sizeof(s->id), s);
+}
+
 /* auth.unauthenticatedClientTimeout bounds how long a client takes to send
  * credentials, not how long checking them takes (a login storm queues checks
  * behind each other): the timer stops while they are checked, and a client
@@ -230,6 +242,11 @@ void session_login(session *s, const char *user, const char *server_data)
 
 void session_send(session *s, frame *f)
 {
+    if (s->sink != NULL) {
+        if (!s->closing)
+            s->sink->frame(s, f);
+        return;
+    }
     if (s->wsi == NULL || s->closing)
         return;
     if (s->out_bytes + f->len > (size_t)s->set->cfg->max_outbound_bytes) {

@@ -26,6 +26,7 @@ enum cfg_type { T_INT, T_STR, T_ENUM, T_NODES, T_PATH, T_CODES, T_NAMES, T_AUTHL
 #define TY(t) (1u << (t))
 #define TY_ALL (TY(AUTH_NONE) | TY(AUTH_FILE) | TY(AUTH_HTTP) | TY(AUTH_JWT))
 #define O_FALSE_EMPTY 1u /* T_STR: YAML false means "" (deepstream's hash: false) */
+#define O_ANY_NAME 2u    /* T_NAMES: any text without a comma (origins), not only header names */
 
 typedef struct cfg_entry {
     const char *key;  /* dotted YAML key */
@@ -221,6 +222,43 @@ static const cfg_entry table[] = {
      F(max_subscriptions), NULL,
      "names one connection may hold per topic (records, events, presence users, RPC provides); a "
      "subscribe beyond gets MESSAGE_DENIED for that name (0: unlimited)"},
+    {"http.enabled", "--http", T_ENUM, 0, 0, "true", F(http_enabled), bool_choices,
+     "serve deepstream's HTTP API (POST postPath, authPath) on the websocket port; a config file whose "
+     "connectionEndpoints has no `- type: http` entry turns it off"},
+    {"http.postPath", "--http-post-path", T_STR, 1, 0, "/api", F(http_post_path), NULL,
+     "URL path of POST requests ({token|authData, body: [operation, ...]})"},
+    {"http.getPath", "--http-get-path", T_STR, 1, 0, "/api", F(http_get_path), NULL,
+     "URL path of GET requests (answered 400 as deepstream does: reads are POSTed)"},
+    {"http.authPath", "--http-auth-path", T_STR, 1, 0, "/api/auth", F(http_auth_path), NULL,
+     "URL path that logs in with authData and answers a token for later requests"},
+    {"http.enableAuthEndpoint", "--http-enable-auth-endpoint", T_ENUM, 0, 0, "true",
+     F(http_enable_auth_endpoint), bool_choices, "serve authPath"},
+    {"http.allowAuthData", "--http-allow-auth-data", T_ENUM, 0, 0, "true", F(http_allow_auth_data),
+     bool_choices, "requests may carry authData (else only a token, or none with auth type none)"},
+    {"http.logInvalidAuthData", "--http-log-invalid-auth-data", T_ENUM, 0, 0, "false",
+     F(http_log_invalid_auth_data), bool_choices, "log the authData of refused HTTP logins (it may hold passwords)"},
+    {"http.requestTimeout", "--http-request-timeout", T_INT, 1, 3600000, "20000", F(http_request_timeout_ms),
+     NULL, "ms a request waits for its answers; operations still unanswered then fail (errorEvent "
+     "HTTP_REQUEST_TIMEOUT)"},
+    {"http.allowAllOrigins", "--http-allow-all-origins", T_ENUM, 0, 0, "true", F(http_allow_all_origins),
+     bool_choices, "CORS: any origin (Access-Control-Allow-Origin: *); false: only http.origins"},
+    {"http.origins", "--http-origins", T_NAMES, 0, 0, "", F(http_origins), NULL,
+     "CORS: the origins allowed when allowAllOrigins is false (e.g. https://example.com)", 0, O_ANY_NAME},
+    {"http.maxMessageSize", "--http-max-message-size", T_INT, 64, 64 << 20, "1048576", F(http_max_message_size),
+     NULL, "largest request body in bytes; a larger one is answered 400 unread"},
+    {"http.healthCheckPath", "--health-check-path", T_STR, 1, 0, "/health-check", F(http_health_check_path), NULL,
+     "URL path answered 200 while the broker serves (GET)"},
+    {"http.hostUrl", "--http-host-url", T_STR, 0, 0, "", F(http_host_url), NULL,
+     "with allowAllOrigins false: the Host header every request must carry (empty: any)"},
+    {"http.maxOperations", "--http-max-operations", T_INT, 1, 1000000, "1000", F(http_max_operations), NULL,
+     "operations one request may hold; more is answered 400 (eddy)"},
+    {"http.maxRequestsInFlight", "--http-max-in-flight", T_INT, 1, 10000000, "1024", F(http_max_in_flight), NULL,
+     "requests one broker answers at once; one more is answered 503 with Retry-After (eddy)"},
+    {"http.tokenSecret", "--http-token-secret", T_STR, 0, 0, "", F(http_token_secret), NULL,
+     "key of the tokens authPath hands out (at least 32 characters; the same on every broker of a "
+     "cluster); empty: a random key per process, so a token works on that broker until it restarts"},
+    {"http.tokenTtl", "--http-token-ttl", T_INT, 1000, 31536000000LL, "3600000", F(http_token_ttl_ms), NULL,
+     "ms a token from authPath stays valid"},
     {"cluster.nodes", "--node", T_NODES, 0, 0, NULL, 0, NULL,
      "the cluster's nodes: YAML list of {id, request, delivery[, shards]}; flag "
      "REQUEST,DELIVERY[,SHARDS] (repeatable). shards: ranges like \"0-1023,2048-3071\" of 0-4095; "
@@ -406,8 +444,9 @@ static int set_text(const setting *st, const cfg_entry *e, const char *value)
             const char *comma = strchr(p, ',');
             size_t len = comma ? (size_t)(comma - p) : strlen(p);
             char *name = xstrndup(p, len);
-            if (!header_name_ok(name))
-                rc = fail(st, e, "'%s' is not a valid HTTP header name", name);
+            if ((e->opts & O_ANY_NAME) ? name[0] == '\0' : !header_name_ok(name))
+                rc = fail(st, e, (e->opts & O_ANY_NAME) ? "empty name in '%s'" : "'%s' is not a valid HTTP header name",
+                          (e->opts & O_ANY_NAME) ? value : name);
             else if (n.count == AUTH_MAX_NAMES)
                 rc = fail(st, e, "at most 16 names (got '%s')", value);
             if (rc == 0)
@@ -845,6 +884,29 @@ static int validate_auth(const eddy_config *cfg, char *err, size_t err_len)
     return 0;
 }
 
+static int validate_http(const eddy_config *cfg, char *err, size_t err_len)
+{
+    const struct {
+        const char *key, *value;
+    } paths[] = {{"http.postPath", cfg->http_post_path}, {"http.getPath", cfg->http_get_path},
+                 {"http.authPath", cfg->http_auth_path}, {"http.healthCheckPath", cfg->http_health_check_path}};
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+        if (paths[i].value[0] != '/') {
+            snprintf(err, err_len, "config error: %s: must start with '/' (got '%s')", paths[i].key, paths[i].value);
+            return -1;
+        }
+    if (cfg->http_enabled && !cfg->http_allow_all_origins && cfg->http_origins.count == 0) {
+        snprintf(err, err_len, "config error: http.origins: allowAllOrigins is false but no origins are given");
+        return -1;
+    }
+    if (cfg->http_token_secret[0] != '\0' && strlen(cfg->http_token_secret) < 32) {
+        snprintf(err, err_len, "config error: http.tokenSecret (--http-token-secret): at least 32 characters "
+                 "(got %zu)", strlen(cfg->http_token_secret));
+        return -1;
+    }
+    return 0;
+}
+
 int config_validate(const eddy_config *cfg, const char *role, char *err, size_t err_len)
 {
     bool edge = strcmp(role, "node") != 0;
@@ -860,6 +922,8 @@ int config_validate(const eddy_config *cfg, const char *role, char *err, size_t 
                  cfg->url_path);
         return -1;
     }
+    if (edge && validate_http(cfg, err, err_len) != 0)
+        return -1;
     if (strcmp(role, "broker") == 0 && cfg->cluster.count == 0 && cfg->seed[0] == '\0') {
         snprintf(err, err_len,
                  "config error: cluster.nodes (--node): a broker needs the nodes, or cluster.seed (--seed)");
@@ -903,7 +967,8 @@ void config_free(eddy_config *cfg)
             char **s = (char **)((char *)cfg + table[i].offset);
             xfree(*s);
             *s = NULL;
-        }
+        } else if (table[i].types == 0 && table[i].type == T_NAMES)
+            free_names((config_names *)((char *)cfg + table[i].offset));
     for (int i = 0; i < AUTH_MAX_STRATEGIES; i++)
         free_strategy(&cfg->auth[i]);
     cfg->auth_count = 0;

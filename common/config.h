@@ -105,6 +105,23 @@ typedef struct eddy_config {
     int64_t max_per_ip;          /* limits.maxConnectionsPerIp */
     int64_t max_unauthenticated; /* limits.maxUnauthenticatedConnections: not logged in, at once */
     int64_t max_subscriptions;   /* limits.maxSubscriptionsPerConnection: per topic */
+    /* the HTTP API on the websocket port (deepstream's connectionEndpoints `- type: http`
+     * and httpServer options; broker, standalone) */
+    int64_t http_enabled;               /* bool: POST/GET postPath, getPath and authPath are served */
+    char *http_post_path, *http_get_path, *http_auth_path;
+    int64_t http_enable_auth_endpoint;  /* bool */
+    int64_t http_allow_auth_data;       /* bool: requests may log in with authData */
+    int64_t http_log_invalid_auth_data; /* bool */
+    int64_t http_request_timeout_ms;
+    int64_t http_allow_all_origins;     /* bool: CORS for any origin; else only http_origins */
+    config_names http_origins;
+    int64_t http_max_message_size;      /* bytes of one request body */
+    char *http_health_check_path;
+    char *http_host_url;                /* "" or the Host header every request must carry (CORS) */
+    int64_t http_max_operations;        /* operations in one request */
+    int64_t http_max_in_flight;         /* requests being answered at once per broker */
+    char *http_token_secret;            /* "" = a random key per process */
+    int64_t http_token_ttl_ms;
     /* cluster */
     clustermap cluster; /* cluster.nodes and cluster.epoch */
     char *seed; /* a node's request address to fetch the cluster map from ("" = none) */

@@ -1,0 +1,516 @@
+/* api.c - deepstream's HTTP API: a POST to postPath ({token | authData,
+ * body: [operation, ...]}) or to authPath (authData; answers a token).
+ *
+ * A request runs as a session without a websocket (session_open_sink): it
+ * logs in through the auth list as a websocket client would (or with a token
+ * of token.c), and each operation goes through the topic table as the client
+ * message deepstream's JIF stands for (jif.c), so permissions, the gate for
+ * rules that read records, acknowledged writes and RPC routing are the
+ * websocket's own. What the session is sent becomes the operation's result.
+ *
+ * Operations run one after the other: the next starts once the previous one
+ * is answered (an emit once it passed its permissions), so a read after a
+ * write in one request sees it. The request answers when the last operation
+ * has, or at requestTimeout with what is still unanswered failed. Bounded:
+ * body size (http.c), operations per request, requests in flight per broker,
+ * bytes of results per request (the operations left then do not run).
+ *
+ * Everything here runs on the service thread; nothing waits. Not for HTTP
+ * itself (http.c) nor the operations' format (jif.c). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "internal.h"
+#include "log.h"
+#include "mem.h"
+#include "util.h"
+
+#define MAX_RESULT_BYTES (64u << 20) /* results of one request; the operations after are not run */
+
+struct api {
+    const eddy_config *cfg;
+    sessions *set;
+    topics *topics;
+    auth *auth;
+    token_key *key;
+    struct lws_context *ctx;
+    api_request *ready;        /* requests whose operation was answered: go on at the next turn */
+    bool ready_scheduled;
+    lws_sorted_usec_list_t ready_timer;
+    uint32_t in_flight;
+    api_request *all;          /* every request being answered */
+    /* counters */
+    uint64_t outcomes[3];      /* SUCCESS, PARTIAL_SUCCESS, FAILURE */
+    uint64_t refused_busy, refused_auth, bad_requests, timeouts, tokens_minted, tokens_refused;
+    uint64_t ops_ok[JIF_PRESENCE + 1], ops_failed[JIF_PRESENCE + 1];
+};
+
+struct api_request {
+    session s;               /* the request's session (s.sink_ctx is the request) */
+    api *a;
+    http_conn *conn;         /* NULL once answered or gone */
+    bool auth_only;          /* authPath: the answer is a token */
+    bool logged_in;
+    char *client_data;       /* authPath: the login's clientData (JSON text) */
+    char *token;             /* authPath: a webhook's token */
+    jif_op *ops;
+    char **results;
+    uint32_t n_ops, next, current;
+    size_t result_bytes;
+    bool waiting;            /* ops[current] waits for its answer */
+    bool running;            /* run() is on the stack */
+    bool queued;             /* on the ready list */
+    api_request *next_ready;
+    api_request *all_prev, *all_next; /* every request of the api */
+    lws_sorted_usec_list_t deadline;
+};
+
+static const char *const kind_names[JIF_PRESENCE + 1] = {"emit", "rpc", "read", "head", "write", "delete",
+                                                           "notify", "presence"};
+
+/* ---------------- the end of a request ---------------- */
+
+static void unqueue(api_request *r)
+{
+    if (!r->queued)
+        return;
+    for (api_request **pp = &r->a->ready; *pp != NULL; pp = &(*pp)->next_ready)
+        if (*pp == r) {
+            *pp = r->next_ready;
+            break;
+        }
+    r->queued = false;
+}
+
+/* Frees r and its session (its topics let go of it first). */
+static void request_free(api_request *r)
+{
+    api *a = r->a;
+    lws_sul_cancel(&r->deadline);
+    unqueue(r);
+    if (r->all_prev != NULL)
+        r->all_prev->all_next = r->all_next;
+    else
+        a->all = r->all_next;
+    if (r->all_next != NULL)
+        r->all_next->all_prev = r->all_prev;
+    topics_session_closed(a->topics, &r->s);
+    session_closed(&r->s);
+    for (uint32_t i = 0; i < r->n_ops; i++) {
+        jif_op_clear(&r->ops[i]);
+        xfree(r->results[i]);
+    }
+    xfree(r->ops);
+    xfree(r->results);
+    xfree(r->client_data);
+    xfree(r->token);
+    a->in_flight--;
+    xfree(r);
+}
+
+/* Answers the client with text (status 4xx/5xx) and ends r. */
+static void fail_request(api_request *r, int status, const char *text, const char *retry_after)
+{
+    http_answer_text(r->conn, status, text, retry_after);
+    r->conn = NULL;
+    request_free(r);
+}
+
+/* Every operation has its result: {"result": ..., "body": [...]}. */
+static void respond(api_request *r)
+{
+    api *a = r->a;
+    const char *outcome = jif_outcome(r->results, r->n_ops);
+    a->outcomes[outcome[0] == 'S' ? 0 : outcome[0] == 'P' ? 1 : 2]++;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    fprintf(f, "{\"result\":\"%s\",\"body\":[", outcome);
+    for (uint32_t i = 0; i < r->n_ops; i++) {
+        fputs(i ? "," : "", f);
+        fputs(r->results[i], f);
+    }
+    fputs("]}\r\n\r\n", f); /* as deepstream ends its answers */
+    fclose(f);
+    http_answer(r->conn, 200, "application/json; charset=utf-8", text, len, NULL);
+    free(text); /* open_memstream's buffer comes from malloc */
+    r->conn = NULL;
+    request_free(r);
+}
+
+/* ---------------- running the operations ---------------- */
+
+static void finish_op(api_request *r, char *result)
+{
+    uint32_t i = r->current;
+    r->results[i] = result;
+    r->result_bytes += strlen(result);
+    r->waiting = false;
+    bool ok = strncmp(result, JIF_SUCCESS, strlen(JIF_SUCCESS) - 1) == 0;
+    (ok ? r->a->ops_ok : r->a->ops_failed)[r->ops[i].kind]++;
+}
+
+static void run(api_request *r);
+
+static void ready_due(lws_sorted_usec_list_t *sul)
+{
+    api *a = lws_container_of(sul, api, ready_timer);
+    a->ready_scheduled = false;
+    api_request *list = a->ready;
+    a->ready = NULL;
+    while (list != NULL) {
+        api_request *r = list;
+        list = r->next_ready;
+        r->queued = false;
+        run(r);
+    }
+}
+
+/* r goes on at the start of the next loop turn (not inside the module that answered it). */
+static void go_on_later(api_request *r)
+{
+    api *a = r->a;
+    if (r->queued || r->running)
+        return;
+    r->queued = true;
+    r->next_ready = a->ready;
+    a->ready = r;
+    if (!a->ready_scheduled && a->ctx != NULL) {
+        a->ready_scheduled = true;
+        lws_sul_schedule(a->ctx, 0, &a->ready_timer, ready_due, 0);
+    }
+}
+
+/* Starts operations until one waits for its answer; answers the client once all have theirs. */
+static void run(api_request *r)
+{
+    if (r->running || !r->logged_in)
+        return;
+    r->running = true;
+    while (!r->waiting && r->next < r->n_ops) {
+        uint32_t i = r->current = r->next++;
+        if (r->result_bytes > MAX_RESULT_BYTES) {
+            r->waiting = true;
+            finish_op(r, xstrdup("{\"success\":false,\"errorTopic\":\"connection\",\"errorEvent\":\"RESULT_TOO_LARGE\","
+                                 "\"error\":\"Not run: the results before it exceed 64 MiB.\"}"));
+            continue;
+        }
+        jif_op *o = &r->ops[i];
+        r->waiting = true;
+        topics_handle(r->a->topics, &r->s, o->topic, o->msg, o->msg_len);
+        /* an emit is done once it passed its permissions, unless it waits on records they read */
+        if (r->waiting && o->kind == JIF_EMIT && !gate_busy(&r->s))
+            finish_op(r, xstrdup(JIF_SUCCESS));
+    }
+    r->running = false;
+    if (!r->waiting && r->next == r->n_ops)
+        respond(r);
+}
+
+/* ---------------- the session's hooks ---------------- */
+
+static void sink_frame(session *s, frame *f)
+{
+    api_request *r = s->sink_ctx;
+    if (!r->waiting || !r->logged_in)
+        return;
+    Message *m = frame_unpack(frame_payload(f), f->len);
+    if (m == NULL)
+        return;
+    char *result;
+    if (m->has_topic && m->has_message &&
+        jif_answer(&r->ops[r->current], m->topic, m->message.data, m->message.len, &result)) {
+        finish_op(r, result);
+        go_on_later(r);
+    }
+    message__free_unpacked(m, NULL);
+}
+
+static void sink_resumed(session *s)
+{
+    api_request *r = s->sink_ctx;
+    if (r->waiting && r->ops[r->current].kind == JIF_EMIT && !gate_busy(s)) {
+        finish_op(r, xstrdup(JIF_SUCCESS));
+        go_on_later(r);
+    }
+}
+
+/* authPath's answer: {"token": ..., "clientData": ...}. */
+static void answer_token(api_request *r)
+{
+    api *a = r->a;
+    char *token = r->token;
+    if (token == NULL) {
+        token = token_mint(a->key, r->s.user, r->s.server_data, r->client_data, wall_ms() + a->cfg->http_token_ttl_ms);
+        a->tokens_minted++;
+    } else
+        r->token = NULL;
+    json_t *body = json_pack("{s:s}", "token", token ? token : "");
+    json_t *cd = r->client_data ? json_loads(r->client_data, JSON_DECODE_ANY, NULL) : NULL;
+    if (cd != NULL)
+        json_object_set_new(body, "clientData", cd);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    xfree(token);
+    size_t len = text ? strlen(text) : 0;
+    http_answer(r->conn, 200, "application/json; charset=utf-8", text ? text : "", len, NULL);
+    free(text);
+    r->conn = NULL;
+    request_free(r);
+}
+
+static void sink_checked(session *s, const auth_outcome *o)
+{
+    api_request *r = s->sink_ctx;
+    api *a = r->a;
+    if (o->verdict != AUTH_ACCEPT) {
+        if (o->reason == AUTH_REASON_BUSY) {
+            a->refused_busy++;
+            fail_request(r, 503, "Server busy: too many logins being checked, try again.", "1");
+            return;
+        }
+        a->refused_auth++;
+        log_info("http-login-failed", "reason=\"%s\"", o->reason ? o->reason : "refused");
+        fail_request(r, 401, r->auth_only ? "Invalid authentication data." : "Unsuccessful authentication attempt.",
+                     NULL);
+        return;
+    }
+    session_login(s, o->user_id, o->server_data);
+    r->logged_in = true;
+    if (r->auth_only) {
+        r->client_data = o->client_data ? xstrdup(o->client_data) : NULL;
+        r->token = o->token ? xstrdup(o->token) : NULL;
+        answer_token(r); /* frees r: nothing may touch it after */
+        return;
+    }
+    go_on_later(r);
+}
+
+static const session_sink api_sink = {.frame = sink_frame, .checked = sink_checked, .resumed = sink_resumed};
+
+/* ---------------- a new request ---------------- */
+
+static void request_expired(lws_sorted_usec_list_t *sul)
+{
+    api_request *r = lws_container_of(sul, api_request, deadline);
+    api *a = r->a;
+    a->timeouts++;
+    if (!r->logged_in) {
+        log_warn("http-request-timeout", "phase=login timeout_ms=%lld", (long long)a->cfg->http_request_timeout_ms);
+        fail_request(r, 401, "Unsuccessful authentication attempt: the login was not checked in time.", NULL);
+        return;
+    }
+    uint32_t unanswered = 0;
+    for (uint32_t i = 0; i < r->n_ops; i++)
+        if (r->results[i] == NULL) {
+            r->results[i] = xstrdup(JIF_TIMEOUT);
+            a->ops_failed[r->ops[i].kind]++;
+            unanswered++;
+        }
+    log_warn("http-request-timeout", "operations=%u unanswered=%u timeout_ms=%lld", r->n_ops, unanswered,
+             (long long)a->cfg->http_request_timeout_ms);
+    respond(r);
+    lws_cancel_service(a->ctx); /* a timer does not wake the loop by itself */
+}
+
+/* The parts of a POST to postPath deepstream checks before its operations;
+ * on failure the 400's text is in why. */
+static bool check_request(const eddy_config *cfg, json_t *msg, char *why, size_t len)
+{
+    json_t *body = json_is_object(msg) ? json_object_get(msg, "body") : NULL;
+    if (!json_is_array(body) || json_array_size(body) == 0) {
+        snprintf(why, len, "Invalid message: the \"body\" parameter must %s",
+                 body != NULL ? "be a non-empty array of Objects." : "exist.");
+        return false;
+    }
+    if (json_array_size(body) > (size_t)cfg->http_max_operations) {
+        snprintf(why, len, "Invalid message: the \"body\" parameter holds %zu operations; at most %lld are allowed "
+                 "(http.maxOperations).", json_array_size(body), (long long)cfg->http_max_operations);
+        return false;
+    }
+    json_t *auth_data = json_object_get(msg, "authData"), *token = json_object_get(msg, "token");
+    if (auth_data != NULL) {
+        if (!cfg->http_allow_auth_data) {
+            snprintf(why, len, "Authentication using authData is disabled. Try using a token instead.");
+            return false;
+        }
+        if (!json_is_object(auth_data)) {
+            snprintf(why, len, "Invalid message: the \"authData\" parameter must be an object");
+            return false;
+        }
+    } else if (token != NULL && (!json_is_string(token) || json_string_length(token) == 0)) {
+        snprintf(why, len, "Invalid message: the \"token\" parameter must be a non-empty string");
+        return false;
+    }
+    return true;
+}
+
+api_request *api_post(api *a, http_conn *c, struct lws *wsi, bool auth_only, const char *body, size_t len)
+{
+    const eddy_config *cfg = a->cfg;
+    char why[1024];
+    json_error_t jerr;
+    json_t *msg = json_loadb(body, len, 0, &jerr);
+    if (msg == NULL) {
+        a->bad_requests++;
+        snprintf(why, sizeof(why), "Failed to parse body of request: %s", jerr.text);
+        http_answer_text(c, 400, why, NULL);
+        return NULL;
+    }
+    if (auth_only ? !json_is_object(msg) : !check_request(cfg, msg, why, sizeof(why))) {
+        if (auth_only)
+            snprintf(why, sizeof(why), "Invalid message: the authentication data must be an object");
+        a->bad_requests++;
+        http_answer_text(c, 400, why, NULL);
+        json_decref(msg);
+        return NULL;
+    }
+    json_t *items = auth_only ? NULL : json_object_get(msg, "body");
+    uint32_t n = (uint32_t)json_array_size(items);
+    jif_op *ops = xcalloc(n ? n : 1, sizeof(*ops));
+    for (uint32_t i = 0; i < n; i++) {
+        char reason[512];
+        if (jif_parse(json_array_get(items, i), i, &ops[i], reason, sizeof(reason)) != 0) {
+            snprintf(why, sizeof(why), "Failed to parse JIF object at index %u. Reason: %s", i, reason);
+            for (uint32_t j = 0; j < i; j++)
+                jif_op_clear(&ops[j]);
+            xfree(ops);
+            a->bad_requests++;
+            http_answer_text(c, 400, why, NULL);
+            json_decref(msg);
+            return NULL;
+        }
+    }
+    if (a->in_flight >= (uint32_t)cfg->http_max_in_flight) {
+        for (uint32_t j = 0; j < n; j++)
+            jif_op_clear(&ops[j]);
+        xfree(ops);
+        json_decref(msg);
+        if (a->refused_busy++ % 1000 == 0)
+            log_warn("http-busy", "in_flight=%u refused_total=%llu", a->in_flight,
+                     (unsigned long long)a->refused_busy);
+        http_answer_text(c, 503, "Server busy: too many HTTP requests in flight (http.maxRequestsInFlight), try again.",
+                         "1");
+        return NULL;
+    }
+    api_request *r = xcalloc(1, sizeof(*r));
+    r->a = a;
+    r->conn = c;
+    r->auth_only = auth_only;
+    r->ops = ops;
+    r->n_ops = n;
+    r->results = xcalloc(n ? n : 1, sizeof(char *));
+    a->in_flight++;
+    r->all_next = a->all;
+    if (a->all != NULL)
+        a->all->all_prev = r;
+    a->all = r;
+    session_open_sink(a->set, &r->s, &api_sink, r);
+    lws_sul_schedule(a->ctx, 0, &r->deadline, request_expired, (lws_usec_t)cfg->http_request_timeout_ms * 1000);
+
+    /* who: an eddy token, else the auth list with authData or {token} (deepstream's way) */
+    json_t *auth_data = auth_only ? msg : json_object_get(msg, "authData");
+    const char *token = auth_only ? NULL : json_string_value(json_object_get(msg, "token"));
+    if (auth_data == NULL && token != NULL && token_is_ours(token)) {
+        char *user, *server_data;
+        int rc = token_verify(a->key, token, wall_ms(), &user, &server_data);
+        json_decref(msg);
+        if (rc != TOKEN_OK) {
+            a->tokens_refused++;
+            fail_request(r, 401, rc == TOKEN_EXPIRED ? "Unsuccessful authentication attempt: the token has expired."
+                                                     : "Unsuccessful authentication attempt.", NULL);
+            return NULL;
+        }
+        session_login(&r->s, user, server_data);
+        r->logged_in = true;
+        xfree(user);
+        xfree(server_data);
+        uint64_t id = r->s.id;
+        run(r); /* may answer and free r */
+        return sessions_get(a->set, id) != NULL ? r : NULL;
+    }
+    json_t *login = auth_data != NULL ? json_incref(auth_data) : token != NULL ? json_pack("{s:s}", "token", token)
+                                                                              : json_object();
+    json_decref(msg);
+    char *text = json_dumps(login, JSON_COMPACT);
+    json_decref(login);
+    if (auth_wants_connection_data(a->auth))
+        r->s.conn_data = loop_handshake_data(wsi);
+    uint64_t id = r->s.id;
+    auth_request(a->auth, &r->s, text ? text : "{}"); /* may answer at once (auth none), and free r */
+    free(text);
+    return sessions_get(a->set, id) != NULL ? r : NULL;
+}
+
+void api_gone(api_request *r)
+{
+    r->conn = NULL;
+    request_free(r);
+}
+
+/* ---------------- lifecycle ---------------- */
+
+api *api_new(const eddy_config *cfg, sessions *set, topics *t, auth *au)
+{
+    api *a = xcalloc(1, sizeof(*a));
+    a->cfg = cfg;
+    a->set = set;
+    a->topics = t;
+    a->auth = au;
+    a->key = token_key_new(cfg->http_token_secret);
+    return a;
+}
+
+void api_free(api *a)
+{
+    if (a == NULL)
+        return;
+    token_key_free(a->key);
+    xfree(a);
+}
+
+void api_start(api *a, struct lws_context *ctx)
+{
+    a->ctx = ctx;
+    if (a->cfg->http_enabled)
+        log_info("http-api", "post=%s auth=%s tokens=%s max_operations=%lld max_in_flight=%lld",
+                 a->cfg->http_post_path, a->cfg->http_enable_auth_endpoint ? a->cfg->http_auth_path : "off",
+                 a->cfg->http_token_secret[0] ? "shared-secret" : "this-process-only",
+                 (long long)a->cfg->http_max_operations, (long long)a->cfg->http_max_in_flight);
+}
+
+void api_stop(api *a)
+{
+    for (api_request *r = a->all; r != NULL; r = r->all_next) /* their connections close after the timer lists go */
+        lws_sul_cancel(&r->deadline);
+    lws_sul_cancel(&a->ready_timer);
+    a->ready_scheduled = false;
+    a->ctx = NULL;
+}
+
+void api_metrics(const api *a, FILE *f)
+{
+    static const char *const outcome[3] = {"SUCCESS", "PARTIAL_SUCCESS", "FAILURE"};
+    fprintf(f, "# TYPE eddy_http_api_requests_total counter\n");
+    for (int i = 0; i < 3; i++)
+        fprintf(f, "eddy_http_api_requests_total{result=\"%s\"} %llu\n", outcome[i], (unsigned long long)a->outcomes[i]);
+    fprintf(f, "eddy_http_api_requests_total{result=\"bad_request\"} %llu\n", (unsigned long long)a->bad_requests);
+    fprintf(f, "eddy_http_api_requests_total{result=\"unauthenticated\"} %llu\n", (unsigned long long)a->refused_auth);
+    fprintf(f, "eddy_http_api_requests_total{result=\"busy\"} %llu\n", (unsigned long long)a->refused_busy);
+    fprintf(f, "# TYPE eddy_http_api_operations_total counter\n");
+    for (int k = 0; k <= JIF_PRESENCE; k++) {
+        fprintf(f, "eddy_http_api_operations_total{operation=\"%s\",success=\"true\"} %llu\n", kind_names[k],
+                (unsigned long long)a->ops_ok[k]);
+        fprintf(f, "eddy_http_api_operations_total{operation=\"%s\",success=\"false\"} %llu\n", kind_names[k],
+                (unsigned long long)a->ops_failed[k]);
+    }
+    fprintf(f, "# TYPE eddy_http_api_timeouts_total counter\neddy_http_api_timeouts_total %llu\n",
+            (unsigned long long)a->timeouts);
+    fprintf(f, "# TYPE eddy_http_api_in_flight gauge\neddy_http_api_in_flight %u\n", a->in_flight);
+    fprintf(f, "# TYPE eddy_http_api_tokens_total counter\n");
+    fprintf(f, "eddy_http_api_tokens_total{event=\"minted\"} %llu\n", (unsigned long long)a->tokens_minted);
+    fprintf(f, "eddy_http_api_tokens_total{event=\"refused\"} %llu\n", (unsigned long long)a->tokens_refused);
+}
