@@ -539,6 +539,7 @@ enum jif_kind { JIF_EMIT, JIF_RPC, JIF_READ, JIF_HEAD, JIF_WRITE, JIF_DELETE, JI
  * message a websocket client would send for it. */
 typedef struct jif_op {
     enum jif_kind kind;
+    uint32_t index;   /* its place in the request: its correlationId */
     int topic;        /* TOPIC__TOPIC_* */
     uint8_t *msg;     /* the packed inner message (owned; jif_op_clear) */
     size_t msg_len;

@@ -159,6 +159,7 @@ static void build(const shape *sh, json_t *item, uint32_t index, jif_op *jo)
     json_t *name = json_object_get(item, sh->fields[0].key), *data = json_object_get(item, "data");
     char *data_text = data != NULL ? text_of(data) : NULL;
     jo->kind = sh->kind;
+    jo->index = index;
     switch (sh->kind) {
     case JIF_EMIT: {
         EventMessage m = EVENT_MESSAGE__INIT;
@@ -308,6 +309,7 @@ typedef struct view {
     size_t n_names;
     bool has_version;
     int32_t version;
+    const char *cid; /* correlationId, or NULL */
 } view;
 
 static ProtobufCMessage *unpack_view(int topic, const uint8_t *inner, size_t len, view *v)
@@ -320,7 +322,7 @@ static ProtobufCMessage *unpack_view(int topic, const uint8_t *inner, size_t len
         if (m == NULL)
             return NULL;
         *v = (view){topic, m->action, m->originalaction, m->iserror, m->isack, m->name, m->data, m->names,
-                    m->n_names, m->has_version, m->version};
+                    m->n_names, m->has_version, m->version, m->correlationid};
         return &m->base;
     }
     case TOPIC__TOPIC_RPC: {
@@ -328,7 +330,7 @@ static ProtobufCMessage *unpack_view(int topic, const uint8_t *inner, size_t len
         if (m == NULL)
             return NULL;
         *v = (view){topic, m->action, m->originalaction, m->iserror, m->isack, m->name, m->data, m->names,
-                    m->n_names, false, 0};
+                    m->n_names, false, 0, m->correlationid};
         return &m->base;
     }
     case TOPIC__TOPIC_EVENT: {
@@ -336,7 +338,7 @@ static ProtobufCMessage *unpack_view(int topic, const uint8_t *inner, size_t len
         if (m == NULL)
             return NULL;
         *v = (view){topic, m->action, m->originalaction, m->iserror, m->isack, m->name, m->data, m->names,
-                    m->n_names, false, 0};
+                    m->n_names, false, 0, m->correlationid};
         return &m->base;
     }
     case TOPIC__TOPIC_PRESENCE: {
@@ -344,7 +346,7 @@ static ProtobufCMessage *unpack_view(int topic, const uint8_t *inner, size_t len
         if (m == NULL)
             return NULL;
         *v = (view){topic, m->action, m->originalaction, m->iserror, m->isack, m->name, m->data, m->names,
-                    m->n_names, false, 0};
+                    m->n_names, false, 0, m->correlationid};
         return &m->base;
     }
     case TOPIC__TOPIC_PARSER: {
@@ -499,6 +501,12 @@ int jif_answer(const jif_op *jo, int topic, const uint8_t *inner, size_t len, ch
     ProtobufCMessage *m = unpack_view(topic, inner, len, &v);
     if (m == NULL)
         return 0;
+    char cid[16];
+    snprintf(cid, sizeof(cid), "%u", jo->index);
+    if (v.cid != NULL && v.cid[0] != '\0' && strcmp(v.cid, cid) != 0) { /* about another operation */
+        protobuf_c_message_free_unpacked(m, NULL);
+        return 0;
+    }
     char *text = NULL;
     if (v.is_error || v.action >= 100 || topic == TOPIC__TOPIC_PARSER) {
         int row = topic_row(topic);

@@ -514,7 +514,8 @@ static void on_result(records *r, const op *o, const char *name, const char *dat
                         .is_write_ack = (o->flags & OP_FLAG_WRITE_ACK) != 0,
                         .is_error = (o->flags & OP_FLAG_ERROR) != 0,
                         .orig = acknowledged || o->action == ACT(DELETE_SUCCESS) ? 0 : (int)o->orig,
-                        .has_version = o->has_version && !acknowledged, /* deepstream's ack has none */
+                        /* deepstream's ack has none; the HTTP API tells the version written */
+                        .has_version = o->has_version && (!acknowledged || s->sink != NULL),
                         .version = (int32_t)o->version, .data = data});
     xfree(cid);
 }
