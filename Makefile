@@ -300,7 +300,7 @@ FUZZ_CC      ?= clang-14
 FUZZ_SECONDS ?= 60
 FUZZ_JOBS    ?= 1
 FUZZ_BUILD   := build-fuzz
-FUZZ_TARGETS := fuzz_frame fuzz_ops fuzz_json fuzz_config fuzz_rules
+FUZZ_TARGETS := fuzz_frame fuzz_ops fuzz_json fuzz_config fuzz_rules fuzz_jif
 # fuzz_frame counts the node's storage work through these (tests/fuzz/fuzz_frame.c)
 FUZZ_WRAP    := -Wl,--wrap=persist_load,--wrap=persist_write,--wrap=persist_poll
 
