@@ -12,7 +12,7 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { startServer, runEddy, sleep, until, MODE } from './lib/server.mjs'
+import { startServer, runEddy, sleep, until, MODE, Proc } from './lib/server.mjs'
 import { connect, closeAll } from './lib/client.mjs'
 import { serverPerSuite } from './lib/suite.mjs'
 
@@ -156,6 +156,24 @@ describe(`HTTP API: every operation (${MODE})`, () => {
         { success: false, errorTopic: 'rpc', errorEvent: 100, error: 'No provider was available to handle the RPC "http/nobody".' }
       ]
     })
+  })
+
+  test('backends: an RPC answered by `eddy ctl provide`, records shared with `eddy ctl`', { skip: MODE === 'haproxy' && 'the backend address is cluster.sh\'s' }, async () => {
+    const cluster = server.stderr().match(/(?:backends|node)-listening request=(\S+)/)[1]
+    const provider = new Proc('provider', ['ctl', '--cluster', cluster, 'provide', 'http/upper', '--', 'tr', 'a-z', 'A-Z'])
+    try {
+      const call = () => api(server, [{ topic: 'rpc', action: 'make', rpcName: 'http/upper', data: 'shout' }])
+      const r = await until(async () => { const x = await call(); return x.json.result === 'SUCCESS' && x }, 'the backend provider', 10000)
+      assert.deepEqual(r.json.body, [{ success: true, data: 'SHOUT' }])
+    } finally {
+      await provider.stop()
+    }
+    const name = unique('http/ctl')
+    assert.equal(runEddy(['ctl', '--cluster', cluster, 'set', name, '{"from":"ctl"}']).code, 0)
+    const got = await api(server, [read(name), write(name, { from: 'http' }, { version: 2 })])
+    assert.deepEqual(got.json.body, [{ success: true, version: 1, data: { from: 'ctl' } }, { success: true, version: 2 }])
+    const ctl = runEddy(['ctl', '--cluster', cluster, 'get', name])
+    assert.deepEqual(JSON.parse(ctl.stdout), { from: 'http' })
   })
 
   test('presence: the users logged in over websockets, all or by name', async () => {
