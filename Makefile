@@ -325,12 +325,14 @@ fuzz-short:
 
 # Benchmarks (figures, not pass/fail): every eddy-bench scenario against
 # @deepstream/server 7.0.2, eddy standalone and a 3-node/2-broker cluster, side
-# by side (results also in $(BUILD)/bench-results.jsonl); node-side record
+# by side (results also in $(BUILD)/bench-results.jsonl); the HTTP API (POST
+# /api, one emit and 100 emits a request) beside deepstream; node-side record
 # apply+persist; permission checks; backend round trips; a cluster with 1 and 2
 # brokers; login storms (1000 clients at once, then reconnecting) per auth type,
 # beside deepstream.
 bench: all $(BUILD)/bench_node $(BUILD)/bench_rules $(BUILD)/bench_backend npm-deps
 	bash tests/bench/side-by-side.sh $(BUILD)
+	bash tests/bench/http-api.sh $(BUILD)
 	$(BUILD)/bench_node 200000 100 1000 batch 1000
 	$(BUILD)/bench_rules
 	bash tests/bench/permissions.sh $(BUILD)

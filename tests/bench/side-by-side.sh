@@ -18,7 +18,6 @@ cd "$(dirname "$0")/../.."
 build=${1:-build}; secs=${2:-5}
 conns=${BENCH_CONNECTIONS:-10000}
 out=$build/bench-results.jsonl
-scratch=$build/deepstream-scratch
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
@@ -30,22 +29,8 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)" # every connection is a file descriptor, in the bench and in the server
 
-# deepstream 7.0.2 from npm; its optional uWebSockets.js points outside the
-# registry, so it is overridden with an empty package (DEPENDENCIES.md)
-if [[ ! -d $scratch/node_modules/@deepstream/server ]]; then
-  mkdir -p "$scratch/stub-uws"
-  echo '{"name":"uWebSockets.js","version":"0.0.0"}' >"$scratch/stub-uws/package.json"
-  echo '{"name":"ds-scratch","private":true,"dependencies":{"@deepstream/server":"7.0.2"},"overrides":{"uWebSockets.js":"file:./stub-uws"}}' >"$scratch/package.json"
-  (cd "$scratch" && npm install --no-audit --no-fund >/dev/null)
-fi
-rm -rf "$scratch/conf" && cp -r "$scratch/node_modules/@deepstream/server/conf" "$scratch/conf"
-# its shipped config logs at debug level unless the logger is told otherwise: unfair to it
-python3 - "$scratch/conf/config.yml" <<'PY'
-import sys
-p = sys.argv[1]; s = open(p).read()
-s = s.replace("  options:\n    colors: true", "  options:\n    colors: false\n    logLevel: INFO", 1)
-open(p, 'w').write(s)
-PY
+source tests/bench/deepstream-scratch.sh
+scratch=$(deepstream_scratch "$build")
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 listener_pid() { ss -ltnp 2>/dev/null | grep ":$1 " | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1; }
 
