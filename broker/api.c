@@ -23,12 +23,62 @@
 
 #include <jansson.h>
 
+#include "broker.h"
 #include "internal.h"
 #include "log.h"
 #include "mem.h"
 #include "util.h"
 
 #define MAX_RESULT_BYTES (64u << 20) /* results of one request; the operations after are not run */
+#define BODY_ARENA (512u << 10)      /* bytes of jansson nodes of one body parsed without malloc */
+
+/* ---------------- the body's arena ----------------
+ * Parsing a request body makes a jansson node, key and string per field
+ * (a dozen allocations per operation), all freed a moment later: on the
+ * service thread, while api_post reads a body, jansson allocates from a
+ * bump arena instead, reset once the body is freed. Every other thread, and
+ * this one at any other time, gets malloc; free() takes back what is not the
+ * arena's. jansson's allocator is process-wide: set once (api_new). */
+static __thread struct {
+    char *base;
+    size_t used;
+    bool on;
+} arena;
+
+static void *arena_malloc(size_t n)
+{
+    if (arena.on) {
+        n = (n + 15) & ~(size_t)15;
+        if (arena.used + n <= BODY_ARENA) {
+            void *p = arena.base + arena.used;
+            arena.used += n;
+            return p;
+        }
+    }
+    return malloc(n);
+}
+
+static void arena_free(void *p)
+{
+    if (arena.base != NULL && (char *)p >= arena.base && (char *)p < arena.base + BODY_ARENA)
+        return; /* taken back all at once by arena_end */
+    free(p);
+}
+
+static void arena_begin(void)
+{
+    if (arena.base == NULL)
+        arena.base = xmalloc(BODY_ARENA);
+    arena.used = 0;
+    arena.on = true;
+}
+
+/* No jansson value from the arena may be alive after this. */
+static void arena_end(void)
+{
+    arena.on = false;
+    arena.used = 0;
+}
 
 struct api {
     const eddy_config *cfg;
@@ -101,7 +151,8 @@ static void request_free(api_request *r)
     session_closed(&r->s);
     for (uint32_t i = 0; i < r->n_ops; i++) {
         jif_op_clear(&r->ops[i]);
-        xfree(r->results[i]);
+        if (r->results[i] != JIF_SUCCESS) /* the static one is shared */
+            xfree(r->results[i]);
     }
     xfree(r->ops);
     xfree(r->results);
@@ -149,7 +200,7 @@ static void finish_op(api_request *r, char *result)
     r->results[i] = result;
     r->result_bytes += strlen(result);
     r->waiting = false;
-    bool ok = strncmp(result, JIF_SUCCESS, strlen(JIF_SUCCESS) - 1) == 0;
+    bool ok = result == JIF_SUCCESS || strncmp(result, JIF_SUCCESS, strlen(JIF_SUCCESS) - 1) == 0;
     (ok ? r->a->ops_ok : r->a->ops_failed)[r->ops[i].kind]++;
 }
 
@@ -203,7 +254,7 @@ static void run(api_request *r)
         topics_handle(r->a->topics, &r->s, o->topic, o->msg, o->msg_len);
         /* an emit is done once it passed its permissions, unless it waits on records they read */
         if (r->waiting && o->kind == JIF_EMIT && !gate_busy(&r->s))
-            finish_op(r, xstrdup(JIF_SUCCESS));
+            finish_op(r, (char *)JIF_SUCCESS);
     }
     r->running = false;
     if (!r->waiting && r->next == r->n_ops)
@@ -233,7 +284,7 @@ static void sink_resumed(session *s)
 {
     api_request *r = s->sink_ctx;
     if (r->waiting && r->ops[r->current].kind == JIF_EMIT && !gate_busy(s)) {
-        finish_op(r, xstrdup(JIF_SUCCESS));
+        finish_op(r, (char *)JIF_SUCCESS);
         go_on_later(r);
     }
 }
@@ -348,47 +399,93 @@ static bool check_request(const eddy_config *cfg, json_t *msg, char *why, size_t
     return true;
 }
 
+/* JSON text of v (xmalloc'd; not json_dumps, whose buffer would come from the arena). */
+static char *dump(const json_t *v)
+{
+    size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT);
+    char *text = xmalloc(n + 1);
+    n = json_dumpb(v, text, n, JSON_COMPACT);
+    text[n] = '\0';
+    return text;
+}
+
+/* A body read and checked: its operations, and who sends them. */
+typedef struct parsed {
+    jif_op *ops;
+    uint32_t n;
+    char *token;     /* an eddy token (token.c), or NULL */
+    char *login;     /* else the auth list's authData as JSON text */
+} parsed;
+
+static void parsed_clear(parsed *p)
+{
+    for (uint32_t i = 0; i < p->n; i++)
+        jif_op_clear(&p->ops[i]);
+    xfree(p->ops);
+    xfree(p->token);
+    xfree(p->login);
+    memset(p, 0, sizeof(*p));
+}
+
+/* Reads the body (jansson on the arena: nothing of it outlives this call).
+ * Returns 0, or -1 with the 400's text in why. */
+static int parse_body(api *a, bool auth_only, const char *body, size_t len, parsed *p, char *why, size_t why_len)
+{
+    memset(p, 0, sizeof(*p));
+    json_error_t jerr;
+    arena_begin();
+    json_t *msg = json_loadb(body, len, 0, &jerr);
+    int rc = -1;
+    if (msg == NULL)
+        snprintf(why, why_len, "Failed to parse body of request: %s", jerr.text);
+    else if (auth_only && !json_is_object(msg))
+        snprintf(why, why_len, "Invalid message: the authentication data must be an object");
+    else if (!auth_only && !check_request(a->cfg, msg, why, why_len))
+        ;
+    else {
+        json_t *items = auth_only ? NULL : json_object_get(msg, "body");
+        p->n = (uint32_t)json_array_size(items);
+        p->ops = xcalloc(p->n ? p->n : 1, sizeof(*p->ops));
+        rc = 0;
+        for (uint32_t i = 0; i < p->n && rc == 0; i++) {
+            char reason[512];
+            if (jif_parse(json_array_get(items, i), i, &p->ops[i], reason, sizeof(reason)) != 0) {
+                snprintf(why, why_len, "Failed to parse JIF object at index %u. Reason: %s", i, reason);
+                rc = -1;
+            }
+        }
+        json_t *auth_data = auth_only ? msg : json_object_get(msg, "authData");
+        const char *token = auth_only ? NULL : json_string_value(json_object_get(msg, "token"));
+        if (rc == 0 && auth_data == NULL && token != NULL && token_is_ours(token))
+            p->token = xstrdup(token);
+        else if (rc == 0 && auth_data != NULL)
+            p->login = dump(auth_data);
+        else if (rc == 0 && token != NULL) { /* deepstream's way: {token} to the auth list */
+            json_t *t = json_pack("{s:s}", "token", token);
+            p->login = dump(t);
+            json_decref(t);
+        } else if (rc == 0)
+            p->login = xstrdup("{}");
+    }
+    json_decref(msg);
+    arena_end();
+    if (rc != 0)
+        parsed_clear(p);
+    return rc;
+}
+
 api_request *api_post(api *a, http_conn *c, struct lws *wsi, bool auth_only, const char *body, size_t len)
 {
     const eddy_config *cfg = a->cfg;
     char why[1024];
-    json_error_t jerr;
-    json_t *msg = json_loadb(body, len, 0, &jerr);
-    if (msg == NULL) {
-        a->bad_requests++;
-        snprintf(why, sizeof(why), "Failed to parse body of request: %s", jerr.text);
-        http_answer_text(c, 400, why, NULL);
-        return NULL;
-    }
-    if (auth_only ? !json_is_object(msg) : !check_request(cfg, msg, why, sizeof(why))) {
-        if (auth_only)
-            snprintf(why, sizeof(why), "Invalid message: the authentication data must be an object");
+    parsed p;
+    if (parse_body(a, auth_only, body, len, &p, why, sizeof(why)) != 0) {
         a->bad_requests++;
         http_answer_text(c, 400, why, NULL);
-        json_decref(msg);
         return NULL;
-    }
-    json_t *items = auth_only ? NULL : json_object_get(msg, "body");
-    uint32_t n = (uint32_t)json_array_size(items);
-    jif_op *ops = xcalloc(n ? n : 1, sizeof(*ops));
-    for (uint32_t i = 0; i < n; i++) {
-        char reason[512];
-        if (jif_parse(json_array_get(items, i), i, &ops[i], reason, sizeof(reason)) != 0) {
-            snprintf(why, sizeof(why), "Failed to parse JIF object at index %u. Reason: %s", i, reason);
-            for (uint32_t j = 0; j < i; j++)
-                jif_op_clear(&ops[j]);
-            xfree(ops);
-            a->bad_requests++;
-            http_answer_text(c, 400, why, NULL);
-            json_decref(msg);
-            return NULL;
-        }
     }
     if (a->in_flight >= (uint32_t)cfg->http_max_in_flight) {
-        for (uint32_t j = 0; j < n; j++)
-            jif_op_clear(&ops[j]);
-        xfree(ops);
-        json_decref(msg);
+        parsed_clear(&p);
         if (a->refused_busy++ % 1000 == 0)
             log_warn("http-busy", "in_flight=%u refused_total=%llu", a->in_flight,
                      (unsigned long long)a->refused_busy);
@@ -400,9 +497,11 @@ api_request *api_post(api *a, http_conn *c, struct lws *wsi, bool auth_only, con
     r->a = a;
     r->conn = c;
     r->auth_only = auth_only;
-    r->ops = ops;
-    r->n_ops = n;
-    r->results = xcalloc(n ? n : 1, sizeof(char *));
+    r->ops = p.ops;
+    r->n_ops = p.n;
+    r->results = xcalloc(p.n ? p.n : 1, sizeof(char *));
+    p.ops = NULL;
+    p.n = 0;
     a->in_flight++;
     r->all_next = a->all;
     if (a->all != NULL)
@@ -410,14 +509,11 @@ api_request *api_post(api *a, http_conn *c, struct lws *wsi, bool auth_only, con
     a->all = r;
     session_open_sink(a->set, &r->s, &api_sink, r);
     lws_sul_schedule(a->ctx, 0, &r->deadline, request_expired, (lws_usec_t)cfg->http_request_timeout_ms * 1000);
-
-    /* who: an eddy token, else the auth list with authData or {token} (deepstream's way) */
-    json_t *auth_data = auth_only ? msg : json_object_get(msg, "authData");
-    const char *token = auth_only ? NULL : json_string_value(json_object_get(msg, "token"));
-    if (auth_data == NULL && token != NULL && token_is_ours(token)) {
+    uint64_t id = r->s.id;
+    if (p.token != NULL) { /* an eddy token: no auth list */
         char *user, *server_data;
-        int rc = token_verify(a->key, token, wall_ms(), &user, &server_data);
-        json_decref(msg);
+        int rc = token_verify(a->key, p.token, wall_ms(), &user, &server_data);
+        parsed_clear(&p);
         if (rc != TOKEN_OK) {
             a->tokens_refused++;
             fail_request(r, 401, rc == TOKEN_EXPIRED ? "Unsuccessful authentication attempt: the token has expired."
@@ -428,20 +524,13 @@ api_request *api_post(api *a, http_conn *c, struct lws *wsi, bool auth_only, con
         r->logged_in = true;
         xfree(user);
         xfree(server_data);
-        uint64_t id = r->s.id;
         run(r); /* may answer and free r */
         return sessions_get(a->set, id) != NULL ? r : NULL;
     }
-    json_t *login = auth_data != NULL ? json_incref(auth_data) : token != NULL ? json_pack("{s:s}", "token", token)
-                                                                              : json_object();
-    json_decref(msg);
-    char *text = json_dumps(login, JSON_COMPACT);
-    json_decref(login);
     if (auth_wants_connection_data(a->auth))
         r->s.conn_data = loop_handshake_data(wsi);
-    uint64_t id = r->s.id;
-    auth_request(a->auth, &r->s, text ? text : "{}"); /* may answer at once (auth none), and free r */
-    free(text);
+    auth_request(a->auth, &r->s, p.login); /* may answer at once (auth none), and free r */
+    parsed_clear(&p);
     return sessions_get(a->set, id) != NULL ? r : NULL;
 }
 
@@ -452,6 +541,11 @@ void api_gone(api_request *r)
 }
 
 /* ---------------- lifecycle ---------------- */
+
+void broker_init_process(void)
+{
+    json_set_alloc_funcs(arena_malloc, arena_free);
+}
 
 api *api_new(const eddy_config *cfg, sessions *set, topics *t, auth *au)
 {

@@ -16,6 +16,7 @@
 
 #include "internal.h"
 #include "jsonpath.h"
+#include "jsval.h"
 #include "mem.h"
 
 const char JIF_SUCCESS[] = "{\"success\":true}";
@@ -124,13 +125,153 @@ static int check_field(const field *f, json_t *v, const char *topic, char *err, 
     return 0;
 }
 
-/* JSON text of v (xmalloc'd). */
-static char *text_of(const json_t *v)
+/* A growing text buffer that starts on the caller's stack. */
+typedef struct textbuf {
+    char *p;
+    size_t len, cap;
+    bool heap;
+} textbuf;
+
+static void put(textbuf *t, const char *s, size_t n)
 {
-    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
-    char *out = xstrdup(s ? s : "null");
-    free(s);
-    return out;
+    if (t->len + n + 1 > t->cap) {
+        size_t cap = t->cap * 2;
+        while (cap < t->len + n + 1)
+            cap *= 2;
+        char *p = xmalloc(cap);
+        memcpy(p, t->p, t->len);
+        if (t->heap)
+            xfree(t->p);
+        t->p = p;
+        t->cap = cap;
+        t->heap = true;
+    }
+    memcpy(t->p + t->len, s, n);
+    t->len += n;
+    t->p[t->len] = '\0';
+}
+
+static void put_escaped(textbuf *t, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    put(t, "\"", 1);
+    size_t run = 0; /* bytes copied as they are, in one go */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        put(t, s + run, i - run);
+        run = i + 1;
+        char esc[6] = {'\\', (char)c, 0};
+        size_t len = 2;
+        switch (c) {
+        case '"': case '\\': break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            len = 6;
+        }
+        put(t, esc, len);
+    }
+    put(t, s + run, n - run);
+    put(t, "\"", 1);
+}
+
+/* Writes v as compact JSON as JSON.stringify would (numbers: integers as
+ * they are, reals as the shortest text that reads back the same). jansson's
+ * own dump sets up a table per call to find cycles a parsed body cannot
+ * have; this is the hot path of every operation's data. */
+static void write_json(textbuf *t, const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        put(t, "{", 1);
+        const char *key;
+        json_t *item;
+        bool first = true;
+        json_object_foreach((json_t *)v, key, item) {
+            if (!first)
+                put(t, ",", 1);
+            first = false;
+            put_escaped(t, key, strlen(key));
+            put(t, ":", 1);
+            write_json(t, item);
+        }
+        put(t, "}", 1);
+        break;
+    }
+    case JSON_ARRAY:
+        put(t, "[", 1);
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            if (i)
+                put(t, ",", 1);
+            write_json(t, json_array_get(v, i));
+        }
+        put(t, "]", 1);
+        break;
+    case JSON_STRING:
+        put_escaped(t, json_string_value(v), json_string_length(v));
+        break;
+    case JSON_INTEGER: {
+        char buf[24];
+        json_int_t n = json_integer_value(v);
+        unsigned long long u = n < 0 ? 0ULL - (unsigned long long)n : (unsigned long long)n;
+        int i = (int)sizeof(buf);
+        do
+            buf[--i] = (char)('0' + u % 10);
+        while ((u /= 10) > 0);
+        if (n < 0)
+            buf[--i] = '-';
+        put(t, buf + i, sizeof(buf) - (size_t)i);
+        break;
+    }
+    case JSON_REAL: {
+        char buf[JS_NUMBER_BUF];
+        put(t, buf, js_number_format(json_real_value(v), buf));
+        break;
+    }
+    case JSON_TRUE: put(t, "true", 4); break;
+    case JSON_FALSE: put(t, "false", 5); break;
+    default: put(t, "null", 4); break;
+    }
+}
+
+/* JSON text of v (NULL for NULL) in t, which starts on buf (cap bytes);
+ * text_free releases what it grew into. */
+static const char *text_of(const json_t *v, textbuf *t, char *buf, size_t cap)
+{
+    *t = (textbuf){buf, 0, cap, false};
+    buf[0] = '\0';
+    if (v == NULL)
+        return NULL;
+    write_json(t, v);
+    return t->p;
+}
+
+static void text_free(textbuf *t)
+{
+    if (t->heap)
+        xfree(t->p);
+}
+
+/* The decimal text of n into buf (at least 11 bytes). */
+static char *decimal(uint32_t n, char *buf)
+{
+    char tmp[11];
+    int i = 0;
+    do
+        tmp[i++] = (char)('0' + n % 10);
+    while ((n /= 10) > 0);
+    for (int j = 0; j < i; j++)
+        buf[j] = tmp[i - 1 - j];
+    buf[i] = '\0';
+    return buf;
 }
 
 /* The names of array v (pointers into v; the array is xmalloc'd). */
@@ -154,10 +295,11 @@ static void pack(jif_op *jo, int topic, const ProtobufCMessage *m)
 /* Builds the client message of a checked operation. */
 static void build(const shape *sh, json_t *item, uint32_t index, jif_op *jo)
 {
-    char cid[16];
-    snprintf(cid, sizeof(cid), "%u", index);
-    json_t *name = json_object_get(item, sh->fields[0].key), *data = json_object_get(item, "data");
-    char *data_text = data != NULL ? text_of(data) : NULL;
+    char cid[16], small[512];
+    textbuf data_buf;
+    decimal(index, cid);
+    json_t *name = json_object_get(item, sh->fields[0].key);
+    char *data_text = (char *)text_of(json_object_get(item, "data"), &data_buf, small, sizeof(small));
     jo->kind = sh->kind;
     jo->index = index;
     switch (sh->kind) {
@@ -230,7 +372,7 @@ static void build(const shape *sh, json_t *item, uint32_t index, jif_op *jo)
         xfree(list);
     }
     }
-    xfree(data_text);
+    text_free(&data_buf);
 }
 
 int jif_parse(json_t *item, uint32_t index, jif_op *jo, char *err, size_t err_len)
@@ -244,9 +386,10 @@ int jif_parse(json_t *item, uint32_t index, jif_op *jo, char *err, size_t err_le
     if (!json_is_string(topic))
         return why(err, err_len, "property '.topic' should be string%s%s", "", "");
     const char *t = json_string_value(topic);
-    char list[128];
-    actions_of(t, list, sizeof(list));
-    if (list[0] == '\0')
+    bool topic_known = false;
+    for (size_t i = 0; i < SHAPES && !topic_known; i++)
+        topic_known = strcmp(shapes[i].topic, t) == 0;
+    if (!topic_known)
         return why(err, err_len, "unknown topic '%.64s' (event, rpc, record, list or presence)%s", t, "");
     if (action == NULL)
         return why(err, err_len, "property 'action' is required for topic '%s'%s", t, "");
@@ -256,7 +399,8 @@ int jif_parse(json_t *item, uint32_t index, jif_op *jo, char *err, size_t err_le
         if (strcmp(shapes[i].topic, t) == 0 && strcmp(shapes[i].action, a) == 0)
             sh = &shapes[i];
     if (sh == NULL) {
-        char msg[256];
+        char msg[256], list[128];
+        actions_of(t, list, sizeof(list));
         snprintf(msg, sizeof(msg), "unknown action '%.64s' for topic '%s' (%s)", a ? a : "(not a string)", t, list);
         return why(err, err_len, "%s%s", msg, "");
     }
@@ -502,7 +646,7 @@ int jif_answer(const jif_op *jo, int topic, const uint8_t *inner, size_t len, ch
     if (m == NULL)
         return 0;
     char cid[16];
-    snprintf(cid, sizeof(cid), "%u", jo->index);
+    decimal(jo->index, cid);
     if (v.cid != NULL && v.cid[0] != '\0' && strcmp(v.cid, cid) != 0) { /* about another operation */
         protobuf_c_message_free_unpacked(m, NULL);
         return 0;

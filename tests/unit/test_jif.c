@@ -109,6 +109,15 @@ static void test_presence_and_rpc_messages(void **state)
     assert_string_equal(r->correlationid, "3");
     rpc_message__free_unpacked(r, NULL);
     jif_op_clear(&jo);
+    /* data is written back as JSON.stringify writes it */
+    assert_int_equal(parse("{\"topic\":\"event\",\"action\":\"emit\",\"eventName\":\"e\",\"data\":{\"s\":\"a\\\"b\\\\\\n\\u0001\u00e9/\","
+                           "\"n\":-12,\"r\":0.1,\"e\":1e21,\"big\":9223372036854775807,\"l\":[true,false,null,[],{}]}}", 0, &jo, err,
+                           sizeof(err)), 0);
+    EventMessage *e = event_message__unpack(NULL, jo.msg_len, jo.msg);
+    assert_string_equal(e->data, "{\"s\":\"a\\\"b\\\\\\n\\u0001\u00e9/\",\"n\":-12,\"r\":0.1,\"e\":1e+21,"
+                                 "\"big\":9223372036854775807,\"l\":[true,false,null,[],{}]}");
+    event_message__free_unpacked(e, NULL);
+    jif_op_clear(&jo);
 }
 
 /* The result of a record message m for an operation of kind at index. */
