@@ -471,3 +471,26 @@ describe(`HTTP API: CORS with a list of origins, and the API turned off (${MODE}
     }
   })
 })
+
+describe(`HTTP API: an answered write is durable (${MODE})`, () => {
+  test('SIGKILL right after the answers loses none of the writes they acknowledged', async () => {
+    let server = await startServer({ nodeExtra: ['--sync', 'batch'] })
+    // 20 requests at once, each writing 5 records and patching one of them
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => api(server, [
+      ...Array.from({ length: 5 }, (_, j) => write(`http-dur/${i}/${j}`, { i, j })),
+      write(`http-dur/${i}/0`, 'patched', { path: 'p.q', version: 2 })
+    ])))
+    for (const r of results) assert.equal(r.json.result, 'SUCCESS', r.text)
+    await server.kill()
+    server = await server.restart()
+    try {
+      for (let i = 0; i < 20; i++) {
+        const r = await api(server, Array.from({ length: 5 }, (_, j) => read(`http-dur/${i}/${j}`)))
+        assert.deepEqual(r.json.body[0], { success: true, version: 2, data: { i, j: 0, p: { q: 'patched' } } })
+        for (let j = 1; j < 5; j++) assert.deepEqual(r.json.body[j], { success: true, version: 1, data: { i, j } })
+      }
+    } finally {
+      await server.stop()
+    }
+  })
+})
