@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -27,6 +28,7 @@ enum cfg_type { T_INT, T_STR, T_ENUM, T_NODES, T_PATH, T_CODES, T_NAMES, T_AUTHL
 #define TY_ALL (TY(AUTH_NONE) | TY(AUTH_FILE) | TY(AUTH_HTTP) | TY(AUTH_JWT))
 #define O_FALSE_EMPTY 1u /* T_STR: YAML false means "" (deepstream's hash: false) */
 #define O_ANY_NAME 2u    /* T_NAMES: any text without a comma (origins), not only header names */
+#define O_NOCASE 4u      /* T_ENUM: any letter case (deepstream's logLevel: INFO) */
 
 typedef struct cfg_entry {
     const char *key;  /* dotted YAML key */
@@ -46,7 +48,8 @@ static const char *const permission_choices[] = {"none", "config", NULL};
 static const char *const sync_choices[] = {"always", "batch", "never", NULL};
 static const char *const balance_choices[] = {"roundrobin", "leastinflight", NULL};
 static const char *const bool_choices[] = {"false", "true", NULL};
-static const char *const level_choices[] = {"debug", "info", "warn", "error", NULL};
+static const char *const level_choices[] = {"debug", "info", "warn", "error", "off", NULL}; /* enum log_level */
+_Static_assert(LOG_DEBUG == 0 && LOG_ERROR == 3 && LOG_NONE == 4, "logLevel's index is its enum log_level");
 
 #define F(field) offsetof(eddy_config, field)
 #define A(field) offsetof(auth_strategy_config, field)
@@ -278,7 +281,8 @@ static const cfg_entry table[] = {
      "brokers and backends one node serves at once; a HELLO from a new one beyond them is refused "
      "(log line peer-refused) until silent ones expire"},
     {"logLevel", "--log-level", T_ENUM, 0, 0, "info", F(log_level), level_choices,
-     "debug, info, warn or error"},
+     "debug, info, warn, error or off (no log lines); any case (deepstream's INFO), and in YAML "
+     "deepstream's numbers 0-3 and 100 (off)", 0, O_NOCASE},
     {"test.faultDropBroadcasts", "--test-fault-drop-broadcasts", T_INT, 0, 1000000, "0",
      F(fault_drop_broadcasts), NULL,
      "tests only: a node numbers but does not send every Nth delivery batch made only of "
@@ -416,7 +420,7 @@ static int set_text(const setting *st, const cfg_entry *e, const char *value)
     }
     case T_ENUM:
         for (int i = 0; e->choices[i] != NULL; i++)
-            if (strcmp(value, e->choices[i]) == 0) {
+            if ((e->opts & O_NOCASE) ? strcasecmp(value, e->choices[i]) == 0 : strcmp(value, e->choices[i]) == 0) {
                 *(int64_t *)field = i;
                 return 0;
             }
@@ -629,6 +633,13 @@ static int apply_value(const setting *st, const cfg_entry *e, json_t *v)
         s = json_is_true(v) ? "true" : "false";
     else if (json_is_false(v) && (e->opts & O_FALSE_EMPTY))
         s = "";
+    else if (json_is_integer(v) && e->choices == level_choices) {
+        /* deepstream's LOG_LEVEL numbers: DEBUG 0 .. ERROR 3, OFF 100 */
+        json_int_t n = json_integer_value(v);
+        s = n >= LOG_DEBUG && n <= LOG_ERROR ? level_choices[n] : n == 100 ? "off" : "?";
+        if (s[0] == '?')
+            return fail(st, e, "%s", "want debug, info, warn, error or off (deepstream's 0-3 or 100)");
+    }
     else if (json_is_integer(v) && (e->type == T_INT || e->type == T_CODES)) {
         snprintf(text, sizeof(text), "%lld", (long long)json_integer_value(v));
         s = text;

@@ -614,6 +614,38 @@ static void test_auth_flags(void **state)
     config_free(&c);
 }
 
+
+/* deepstream's logLevel: DEBUG, INFO, WARN, ERROR, OFF (any case), or its numbers. */
+static void test_log_level(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *yaml;
+        int64_t want;
+    } cases[] = {{"DEBUG", 0}, {"INFO", 1}, {"WARN", 2}, {"ERROR", 3}, {"OFF", 4}, {"off", 4}, {"Warn", 2},
+                 {"0", 0}, {"1", 1}, {"3", 3}, {"100", 4}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        eddy_config c;
+        char text[64];
+        snprintf(text, sizeof(text), "logLevel: %s\n", cases[i].yaml);
+        if (load_in_dir(&c, "c.yml", text) != 0)
+            fail_msg("%s: %s", cases[i].yaml, err);
+        if (c.log_level != cases[i].want)
+            fail_msg("logLevel %s: %lld, want %lld", cases[i].yaml, (long long)c.log_level, (long long)cases[i].want);
+        config_free(&c);
+    }
+    expect_yaml_error("logLevel: 4\n", "logLevel");
+    expect_yaml_error("logLevel: '100'\n", "logLevel"); /* a number, not its text */
+    eddy_config c = defaults();
+    flag_ok(&c, "--log-level", "ERROR", &c.log_level, 3);
+    flag_ok(&c, "--log-level", "off", &c.log_level, 4);
+    setenv("EDDY_LOG_LEVEL", "Debug", 1);
+    assert_int_equal(config_load_env(&c, err, sizeof(err)), 0);
+    assert_int_equal(c.log_level, 0);
+    unsetenv("EDDY_LOG_LEVEL");
+    config_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -623,6 +655,7 @@ int main(void)
         cmocka_unit_test(test_listen_options), cmocka_unit_test(test_hostile_bounds),
         cmocka_unit_test(test_auth_list), cmocka_unit_test(test_auth_refusals),
         cmocka_unit_test(test_auth_flags), cmocka_unit_test(test_client_limits),
+        cmocka_unit_test(test_log_level),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
