@@ -1,6 +1,8 @@
 /* config.c - the configuration table and its three loaders (see config.h).
  * Every key is declared once in `table` below; the YAML walker, the flag parser,
- * the environment reader and --help all read the same rows. */
+ * the environment reader and --help all read the same rows. deepstream 7's
+ * config.yml keys are rows too, at the end: each maps onto an eddy key, is
+ * ignored, or is refused. Not for what the values mean at run time. */
 #include "config.h"
 
 #include <ctype.h>
@@ -22,8 +24,8 @@
  * T_NAMES: names (YAML list, or "a,b"). T_AUTHLIST: the auth list.
  * The rest are deepstream's config.yml keys, read from a YAML file only:
  * T_ENDPOINTS: the connectionEndpoints list. T_ALIAS: sets the eddy key named
- * in `def`. T_IGNORED: accepted without effect (its whole value), and named in
- * config_ignored's line. T_FIXED: what eddy always does; the value must be one
+ * in `def`. T_IGNORED: accepted without effect (its whole value), its name
+ * added to cfg->ignored (main's config-ignored line). T_FIXED: what eddy always does; the value must be one
  * of `choices`, else refused with `doc` as the reason. T_REFUSED: refused with
  * `doc` as the reason, unless null or empty. */
 enum cfg_type { T_INT, T_STR, T_ENUM, T_NODES, T_PATH, T_CODES, T_NAMES, T_AUTHLIST,
