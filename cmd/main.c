@@ -356,6 +356,9 @@ int main(int argc, char **argv)
         return rc;
     }
     log_info("starting", "role=%s version=%s", role, EDDY_VERSION);
+    if (cfg.ignored != NULL)
+        log_info("config-ignored", "keys=%s (deepstream settings eddy has no use for; README: "
+                 "Using your deepstream config.yml)", cfg.ignored);
     rc = run_role(role, &cfg);
     log_info("stopped", "role=%s exit=%d", role, rc);
     config_free(&cfg);

@@ -1,6 +1,8 @@
 /* config.c - the configuration table and its three loaders (see config.h).
  * Every key is declared once in `table` below; the YAML walker, the flag parser,
- * the environment reader and --help all read the same rows. */
+ * the environment reader and --help all read the same rows. deepstream 7's
+ * config.yml keys are rows too, at the end: each maps onto an eddy key, is
+ * ignored, or is refused. Not for what the values mean at run time. */
 #include "config.h"
 
 #include <ctype.h>
@@ -9,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -18,8 +21,15 @@
 
 /* T_PATH: a file path; in a YAML file fileLoad(P) and file(P) are P resolved
  * against the file's folder. T_CODES: status codes (YAML list, or "200,201").
- * T_NAMES: names (YAML list, or "a,b"). T_AUTHLIST: the auth list. */
-enum cfg_type { T_INT, T_STR, T_ENUM, T_NODES, T_PATH, T_CODES, T_NAMES, T_AUTHLIST };
+ * T_NAMES: names (YAML list, or "a,b"). T_AUTHLIST: the auth list.
+ * The rest are deepstream's config.yml keys, read from a YAML file only:
+ * T_ENDPOINTS: the connectionEndpoints list. T_ALIAS: sets the eddy key named
+ * in `def`. T_IGNORED: accepted without effect (its whole value), its name
+ * added to cfg->ignored (main's config-ignored line). T_FIXED: what eddy always does; the value must be one
+ * of `choices`, else refused with `doc` as the reason. T_REFUSED: refused with
+ * `doc` as the reason, unless null or empty. */
+enum cfg_type { T_INT, T_STR, T_ENUM, T_NODES, T_PATH, T_CODES, T_NAMES, T_AUTHLIST,
+                T_ENDPOINTS, T_ALIAS, T_IGNORED, T_FIXED, T_REFUSED };
 
 /* cfg_entry.types: 0 for a key of eddy_config; else a strategy option (its
  * field is in auth_strategy_config), one bit per auth type that takes it. */
@@ -27,6 +37,8 @@ enum cfg_type { T_INT, T_STR, T_ENUM, T_NODES, T_PATH, T_CODES, T_NAMES, T_AUTHL
 #define TY_ALL (TY(AUTH_NONE) | TY(AUTH_FILE) | TY(AUTH_HTTP) | TY(AUTH_JWT))
 #define O_FALSE_EMPTY 1u /* T_STR: YAML false means "" (deepstream's hash: false) */
 #define O_ANY_NAME 2u    /* T_NAMES: any text without a comma (origins), not only header names */
+#define O_NOCASE 4u      /* T_ENUM: any letter case (deepstream's logLevel: INFO) */
+#define O_FALSE_MAX 8u   /* T_INT: YAML false or null means max (deepstream's "no timeout") */
 
 typedef struct cfg_entry {
     const char *key;  /* dotted YAML key */
@@ -46,7 +58,12 @@ static const char *const permission_choices[] = {"none", "config", NULL};
 static const char *const sync_choices[] = {"always", "batch", "never", NULL};
 static const char *const balance_choices[] = {"roundrobin", "leastinflight", NULL};
 static const char *const bool_choices[] = {"false", "true", NULL};
-static const char *const level_choices[] = {"debug", "info", "warn", "error", NULL};
+static const char *const level_choices[] = {"debug", "info", "warn", "error", "off", NULL}; /* enum log_level */
+_Static_assert(LOG_DEBUG == 0 && LOG_ERROR == 3 && LOG_NONE == 4, "logLevel's index is its enum log_level");
+static const char *const server_choices[] = {"default", "uws", NULL};
+static const char *const default_choice[] = {"default", NULL};
+static const char *const true_choice[] = {"true", NULL};
+static const char *const false_choice[] = {"false", NULL};
 
 #define F(field) offsetof(eddy_config, field)
 #define A(field) offsetof(auth_strategy_config, field)
@@ -137,7 +154,8 @@ static const cfg_entry table[] = {
      NULL, "failed logins before TOO_MANY_AUTH_ATTEMPTS and a close"},
     {"auth.unauthenticatedClientTimeout", "--unauthenticated-timeout", T_INT, 100, 86400000,
      "180000", F(unauthenticated_timeout_ms), NULL,
-     "ms a connection may stay without sending credentials (time spent checking them does not count)"},
+     "ms a connection may stay without sending credentials (time spent checking them does not count; "
+     "YAML false or null, deepstream's \"no timeout\": a day)", 0, O_FALSE_MAX},
     {"auth.cacheTtl", "--auth-cache-ttl", T_INT, 0, 86400000, "60000", F(auth_cache_ttl_ms), NULL,
      "ms a successful file or jwt login is remembered, so the same credentials log in again without "
      "the check (0: no cache)"},
@@ -278,11 +296,103 @@ static const cfg_entry table[] = {
      "brokers and backends one node serves at once; a HELLO from a new one beyond them is refused "
      "(log line peer-refused) until silent ones expire"},
     {"logLevel", "--log-level", T_ENUM, 0, 0, "info", F(log_level), level_choices,
-     "debug, info, warn or error"},
+     "debug, info, warn, error or off (no log lines); any case (deepstream's INFO), and in YAML "
+     "deepstream's numbers 0-3 and 100 (off)", 0, O_NOCASE},
     {"test.faultDropBroadcasts", "--test-fault-drop-broadcasts", T_INT, 0, 1000000, "0",
      F(fault_drop_broadcasts), NULL,
      "tests only: a node numbers but does not send every Nth delivery batch made only of "
      "broadcasts, as nng pub/sub drops when a queue is full (0: off)"},
+
+    /* deepstream 7's config.yml (README: "Using your deepstream config.yml"); YAML only */
+#define DS_MAP(key, target) {key, NULL, T_ALIAS, 0, 0, target, 0, NULL, "deepstream's name of " target}
+#define DS_IGNORE(key, why) {key, NULL, T_IGNORED, 0, 0, NULL, 0, NULL, why}
+#define DS_FIXED(key, choices, why) {key, NULL, T_FIXED, 0, 0, NULL, 0, choices, why}
+#define DS_REFUSE(key, why) {key, NULL, T_REFUSED, 0, 0, NULL, 0, NULL, why}
+#define WS "connectionEndpoints.ws-binary.options."
+#define HTTP "connectionEndpoints.http.options."
+#define NO_PLUGIN "a deepstream plugin: eddy runs none"
+    {"connectionEndpoints", NULL, T_ENDPOINTS, 0, 0, NULL, 0, NULL,
+     "deepstream's endpoints: a list of {type: ws-binary|http, options}; no http entry turns http.enabled off"},
+    DS_MAP(WS "urlPath", "urlPath"),
+    DS_MAP(WS "heartbeatInterval", "heartbeatInterval"),
+    DS_MAP(WS "maxMessageSize", "maxMessageSize"),
+    DS_MAP(WS "unauthenticatedClientTimeout", "auth.unauthenticatedClientTimeout"),
+    DS_MAP(WS "maxAuthAttempts", "auth.maxAuthAttempts"),
+    DS_IGNORE(WS "logInvalidAuthData", "eddy never logs a websocket login's authData"),
+    DS_IGNORE(WS "outgoingBufferTimeout", "eddy writes what a loop turn produced together"),
+    DS_IGNORE(WS "maxBufferByteSize", "eddy bounds a client's queue with maxOutboundBytes"),
+    DS_IGNORE(WS "headers", "handshake headers are not passed to auth"),
+    DS_IGNORE(WS "host", "deepstream 7 reads it from httpServer"),
+    DS_IGNORE(WS "port", "deepstream 7 reads it from httpServer"),
+    DS_IGNORE(WS "healthCheckPath", "deepstream 7 reads it from httpServer"),
+    DS_MAP(HTTP "postPath", "http.postPath"),
+    DS_MAP(HTTP "getPath", "http.getPath"),
+    DS_MAP(HTTP "authPath", "http.authPath"),
+    DS_MAP(HTTP "enableAuthEndpoint", "http.enableAuthEndpoint"),
+    DS_MAP(HTTP "allowAuthData", "http.allowAuthData"),
+    DS_MAP(HTTP "logInvalidAuthData", "http.logInvalidAuthData"),
+    DS_MAP(HTTP "requestTimeout", "http.requestTimeout"),
+    DS_MAP(HTTP "maxOperations", "http.maxOperations"),
+    DS_MAP(HTTP "maxRequestsInFlight", "http.maxRequestsInFlight"),
+    DS_MAP(HTTP "tokenSecret", "http.tokenSecret"),
+    DS_MAP(HTTP "tokenTtl", "http.tokenTtl"),
+    DS_IGNORE(HTTP "host", "deepstream 7 reads it from httpServer"),
+    DS_IGNORE(HTTP "port", "deepstream 7 reads it from httpServer"),
+    DS_IGNORE(HTTP "healthCheckPath", "deepstream 7 reads it from httpServer"),
+    DS_IGNORE(HTTP "maxMessageSize", "deepstream 7 reads it from httpServer"),
+    DS_FIXED("httpServer.type", server_choices, "default or uws, which eddy serves the same way"),
+    DS_REFUSE("httpServer.name", NO_PLUGIN),
+    DS_REFUSE("httpServer.path", NO_PLUGIN),
+    DS_MAP("httpServer.options.host", "host"),
+    DS_MAP("httpServer.options.port", "port"),
+    DS_MAP("httpServer.options.healthCheckPath", "http.healthCheckPath"),
+    DS_MAP("httpServer.options.allowAllOrigins", "http.allowAllOrigins"),
+    DS_MAP("httpServer.options.origins", "http.origins"),
+    DS_MAP("httpServer.options.maxMessageSize", "http.maxMessageSize"),
+    DS_MAP("httpServer.options.hostUrl", "http.hostUrl"),
+    DS_IGNORE("httpServer.options.headers", "handshake headers are not passed to auth"),
+    DS_REFUSE("httpServer.options.ssl", "TLS is not supported yet: terminate it in a proxy in front of eddy "
+              "(deploy/ has haproxy examples)"),
+    DS_IGNORE("serverName", "eddy names a process by node.id"),
+    DS_IGNORE("showLogo", "eddy prints no logo"),
+    DS_IGNORE("dependencyInitializationTimeout", "eddy loads no plugins"),
+    DS_IGNORE("exitOnFatalError", "eddy exits on a fatal error (code 1)"),
+    DS_IGNORE("libDir", "eddy loads no plugins"),
+    DS_FIXED("enabledFeatures.record", true_choice, "eddy always serves records (remove the line; deny "
+             "operations in permissions if clients must not use them)"),
+    DS_FIXED("enabledFeatures.event", true_choice, "eddy always serves events (remove the line; deny "
+             "operations in permissions if clients must not use them)"),
+    DS_FIXED("enabledFeatures.rpc", true_choice, "eddy always serves RPCs (remove the line; deny "
+             "operations in permissions if clients must not use them)"),
+    DS_FIXED("enabledFeatures.presence", true_choice, "eddy always serves presence (remove the line; deny "
+             "operations in permissions if clients must not use them)"),
+    DS_FIXED("enabledFeatures.monitoring", false_choice, "eddy has no monitoring topic (its metrics are at "
+             "GET /metrics)"),
+    DS_IGNORE("telemetry", "eddy sends no telemetry"),
+    DS_IGNORE("logger", "eddy logs lines to stderr at logLevel"),
+    DS_IGNORE("monitoring", "eddy's metrics are at GET /metrics"),
+    DS_IGNORE("subscriptions", "eddy's subscription registry has no options"),
+    DS_IGNORE("locks", "eddy has no distributed locks: one node owns each record"),
+    DS_IGNORE("clusterNode", "eddy's cluster is cluster.*"),
+    DS_IGNORE("clusterRegistry", "eddy's cluster is cluster.*"),
+    DS_IGNORE("clusterStates", "eddy's cluster is cluster.*"),
+    DS_IGNORE("cache", "a node keeps records in memory itself (storage.cacheSize)"),
+    DS_FIXED("storage.type", default_choice, "eddy keeps records itself, in RocksDB under data"),
+    DS_IGNORE("storage.options", "eddy keeps records itself, in RocksDB under data"),
+    DS_REFUSE("storage.name", "a deepstream storage plugin: eddy keeps records itself, in RocksDB under data"),
+    DS_REFUSE("storage.path", "a deepstream storage plugin: eddy keeps records itself, in RocksDB under data"),
+    DS_IGNORE("record.cacheRetrievalTimeout", "a node reads records from memory or RocksDB"),
+    DS_IGNORE("record.storageRetrievalTimeout", "a node reads records from memory or RocksDB"),
+    DS_IGNORE("record.storageExclusionPrefixes", "eddy stores every record"),
+    DS_IGNORE("record.storageHotPathPrefixes", "every write goes the same way"),
+    DS_REFUSE("plugins", NO_PLUGIN),
+#undef DS_MAP
+#undef DS_IGNORE
+#undef DS_FIXED
+#undef DS_REFUSE
+#undef WS
+#undef HTTP
+#undef NO_PLUGIN
 };
 #pragma GCC diagnostic pop
 #define TABLE_LEN (sizeof(table) / sizeof(table[0]))
@@ -416,7 +526,7 @@ static int set_text(const setting *st, const cfg_entry *e, const char *value)
     }
     case T_ENUM:
         for (int i = 0; e->choices[i] != NULL; i++)
-            if (strcmp(value, e->choices[i]) == 0) {
+            if ((e->opts & O_NOCASE) ? strcasecmp(value, e->choices[i]) == 0 : strcmp(value, e->choices[i]) == 0) {
                 *(int64_t *)field = i;
                 return 0;
             }
@@ -478,6 +588,12 @@ static int set_text(const setting *st, const cfg_entry *e, const char *value)
     }
     case T_AUTHLIST:
         return fail(st, e, "a YAML list of strategies ({type, options}) (got '%s')", value);
+    case T_ENDPOINTS:
+    case T_ALIAS:
+    case T_IGNORED:
+    case T_FIXED:
+    case T_REFUSED:
+        return fail(st, e, "a deepstream key: give it in the YAML file (got '%s')", value);
     }
     return -1;
 }
@@ -577,9 +693,13 @@ void config_defaults(eddy_config *cfg)
     char err[256];
     memset(cfg, 0, sizeof(*cfg));
     setting st = {.cfg = cfg, .err = err, .err_len = sizeof(err)};
-    for (size_t i = 0; i < TABLE_LEN; i++)
-        if (table[i].types == 0 && table[i].def != NULL && set_text(&st, &table[i], table[i].def) != 0)
+    for (size_t i = 0; i < TABLE_LEN; i++) {
+        if (table[i].types == 0 && table[i].type < T_ENDPOINTS && table[i].def != NULL &&
+            set_text(&st, &table[i], table[i].def) != 0)
             abort(); /* a bad default is a programming error */
+        if (table[i].type == T_ALIAS && find_key(table[i].def) == NULL)
+            abort(); /* so is an alias of no key */
+    }
     cfg->auth_count = 1;
     reset_strategy(cfg, 0);
 }
@@ -629,6 +749,16 @@ static int apply_value(const setting *st, const cfg_entry *e, json_t *v)
         s = json_is_true(v) ? "true" : "false";
     else if (json_is_false(v) && (e->opts & O_FALSE_EMPTY))
         s = "";
+    else if ((json_is_false(v) || json_is_null(v)) && (e->opts & O_FALSE_MAX)) {
+        snprintf(text, sizeof(text), "%lld", (long long)e->max);
+        s = text;
+    } else if (json_is_integer(v) && e->choices == level_choices) {
+        /* deepstream's LOG_LEVEL numbers: DEBUG 0 .. ERROR 3, OFF 100 */
+        json_int_t n = json_integer_value(v);
+        s = n >= LOG_DEBUG && n <= LOG_ERROR ? level_choices[n] : n == 100 ? "off" : "?";
+        if (s[0] == '?')
+            return fail(st, e, "%s", "want debug, info, warn, error or off (deepstream's 0-3 or 100)");
+    }
     else if (json_is_integer(v) && (e->type == T_INT || e->type == T_CODES)) {
         snprintf(text, sizeof(text), "%lld", (long long)json_integer_value(v));
         s = text;
@@ -696,6 +826,142 @@ static int apply_auth_list(setting *st, const cfg_entry *e, json_t *list)
     return 0;
 }
 
+/* ---- deepstream's config.yml keys ---- */
+
+/* Adds name to cfg->ignored (once). */
+static void note_ignored(eddy_config *cfg, const char *name)
+{
+    size_t have = cfg->ignored != NULL ? strlen(cfg->ignored) : 0, n = strlen(name);
+    for (const char *p = cfg->ignored; p != NULL && (p = strstr(p, name)) != NULL; p += n)
+        if ((p == cfg->ignored || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
+            return;
+    cfg->ignored = xrealloc(cfg->ignored, have + n + 2);
+    snprintf(cfg->ignored + have, n + 2, "%s%s", have ? "," : "", name);
+}
+
+/* A scalar as text ("true", "12", "uws"); NULL for anything else. */
+static const char *scalar_text(json_t *v, char *buf, size_t len)
+{
+    if (json_is_string(v))
+        return json_string_value(v);
+    if (json_is_boolean(v))
+        return json_is_true(v) ? "true" : "false";
+    if (json_is_integer(v)) {
+        snprintf(buf, len, "%lld", (long long)json_integer_value(v));
+        return buf;
+    }
+    return NULL;
+}
+
+/* A deepstream row's value v, written as name in the file (connectionEndpoints[0].options.urlPath). */
+static int apply_deepstream(const setting *st, const cfg_entry *e, const char *name, json_t *v)
+{
+    setting one = *st;
+    one.name = name;
+    one.strategy = 0;
+    char buf[32];
+    const char *text;
+    switch (e->type) {
+    case T_ALIAS:
+        return apply_value(&one, find_key(e->def), v);
+    case T_IGNORED:
+        note_ignored(st->cfg, name);
+        return 0;
+    case T_FIXED:
+        text = scalar_text(v, buf, sizeof(buf));
+        for (int i = 0; text != NULL && e->choices[i] != NULL; i++)
+            if (strcmp(text, e->choices[i]) == 0)
+                return 0;
+        snprintf(st->err, st->err_len, "config error: %s: %s is not accepted: %s", name,
+                 text != NULL ? text : "this value", e->doc);
+        return -1;
+    case T_REFUSED:
+        if (json_is_null(v) || (json_is_object(v) && json_object_size(v) == 0) ||
+            (json_is_array(v) && json_array_size(v) == 0))
+            return 0;
+        snprintf(st->err, st->err_len, "config error: %s: %s", name, e->doc);
+        return -1;
+    default:
+        return fail(&one, e, "%s", "not a deepstream key");
+    }
+}
+
+/* deepstream 7's connectionEndpoints: [{type, options}, ...]. eddy serves one
+ * ws-binary endpoint (its websocket, always on) and one http endpoint (the
+ * HTTP API, on when listed); the other types are refused, not ignored, since
+ * their clients would find nothing there. deepstream 7 also fails on a null
+ * entry, and reads nothing from the older map form (`http: null`): it serves
+ * its five defaults then, so both are refused with the reason. */
+static int apply_endpoints(setting *st, const cfg_entry *e, json_t *list)
+{
+    if (!json_is_array(list))
+        return fail(st, e, "%s", "want a list of {type, options} (deepstream 7's form; to turn an endpoint off, "
+                                 "leave its entry out: deepstream 7 ignores the older map form with `http: null`)");
+    if (json_array_size(list) == 0)
+        return fail(st, e, "%s", "no endpoints (eddy serves - type: ws-binary and - type: http)");
+    bool seen_ws = false, seen_http = false;
+    size_t i;
+    json_t *item;
+    json_array_foreach(list, i, item) {
+        char name[256];
+        snprintf(name, sizeof(name), "connectionEndpoints[%zu]", i);
+        setting at = *st;
+        at.name = name;
+        if (json_is_null(item))
+            return fail(&at, e, "%s", "null: leave the entry out to turn that endpoint off (deepstream 7 fails "
+                                      "on a null entry too)");
+        if (!json_is_object(item))
+            return fail(&at, e, "%s", "want a mapping: {type, options}");
+        json_t *type = json_object_get(item, "type");
+        snprintf(name, sizeof(name), "connectionEndpoints[%zu].type", i);
+        if (type == NULL)
+            return fail(&at, e, "%s", "missing (ws-binary or http)");
+        if (!json_is_string(type))
+            return fail(&at, e, "%s", "want a string (ws-binary or http)");
+        const char *t = json_string_value(type);
+        bool ws = strcmp(t, "ws-binary") == 0, http = strcmp(t, "http") == 0;
+        if (strcmp(t, "ws-text") == 0 || strcmp(t, "ws-json") == 0 || strcmp(t, "mqtt") == 0)
+            return fail(&at, e, "%s is not served by eddy (ws-binary and http are)", t);
+        if (!ws && !http)
+            return fail(&at, e, "unknown type '%s' (eddy serves ws-binary and http)", t);
+        if ((ws && seen_ws) || (http && seen_http))
+            return fail(&at, e, "a second %s entry (eddy serves one)", t);
+        seen_ws |= ws;
+        seen_http |= http;
+        const char *k;
+        json_t *v;
+        json_object_foreach(item, k, v) {
+            snprintf(name, sizeof(name), "connectionEndpoints[%zu].%s", i, k);
+            if (strcmp(k, "type") == 0)
+                continue;
+            if (strcmp(k, "name") == 0 || strcmp(k, "path") == 0)
+                return fail(&at, e, "%s", "a deepstream plugin: eddy runs none");
+            if (strcmp(k, "options") != 0)
+                return fail(&at, e, "%s", "unknown key");
+            if (json_is_null(v))
+                continue;
+            if (!json_is_object(v))
+                return fail(&at, e, "%s", "want a mapping");
+            const char *ok;
+            json_t *ov;
+            json_object_foreach(v, ok, ov) {
+                char key[256];
+                snprintf(key, sizeof(key), "connectionEndpoints.%s.options.%s", t, ok);
+                snprintf(name, sizeof(name), "connectionEndpoints[%zu].options.%s", i, ok);
+                const cfg_entry *o = find_key(key);
+                if (o == NULL)
+                    return fail(&at, e, "%s", "unknown key");
+                if (apply_deepstream(st, o, name, ov) != 0)
+                    return -1;
+            }
+        }
+    }
+    if (!seen_ws)
+        return fail(st, e, "%s", "no ws-binary entry: eddy always serves its websocket (at urlPath); "
+                                 "add - type: ws-binary");
+    return set_text(st, find_key("http.enabled"), seen_http ? "true" : "false");
+}
+
 static int apply_json(setting *st, json_t *obj, const char *prefix)
 {
     const char *k;
@@ -704,6 +970,16 @@ static int apply_json(setting *st, json_t *obj, const char *prefix)
         char key[256];
         snprintf(key, sizeof(key), "%s%s%s", prefix, prefix[0] ? "." : "", k);
         const cfg_entry *e = find_key(key);
+        if (e != NULL && e->type == T_ENDPOINTS) {
+            if (apply_endpoints(st, e, v) != 0)
+                return -1;
+            continue;
+        }
+        if (e != NULL && e->type > T_ENDPOINTS) {
+            if (apply_deepstream(st, e, key, v) != 0)
+                return -1;
+            continue;
+        }
         if ((e == NULL || e->type == T_AUTHLIST) && json_is_object(v)) {
             if (apply_json(st, v, key) != 0)
                 return -1;
@@ -767,7 +1043,7 @@ int config_load_env(eddy_config *cfg, char *err, size_t err_len)
 {
     setting st = {.cfg = cfg, .err = err, .err_len = err_len};
     for (size_t i = 0; i < TABLE_LEN; i++) {
-        if (table[i].type == T_AUTHLIST)
+        if (table[i].type >= T_AUTHLIST) /* lists and deepstream's keys: YAML only */
             continue;
         char name[128] = "EDDY_";
         size_t n = 5;
@@ -973,4 +1249,6 @@ void config_free(eddy_config *cfg)
         free_strategy(&cfg->auth[i]);
     cfg->auth_count = 0;
     clustermap_clear(&cfg->cluster);
+    xfree(cfg->ignored);
+    cfg->ignored = NULL;
 }

@@ -129,13 +129,19 @@ typedef struct eddy_config {
     /* process */
     int64_t log_level;
     int64_t fault_drop_broadcasts; /* tests only (test.faultDropBroadcasts) */
+    /* deepstream config.yml keys the file gave that eddy accepts without effect,
+     * comma-separated (serverName,logger,...); NULL: none. Owned. */
+    char *ignored;
 } eddy_config;
 
 /* Fills cfg with the defaults. */
 void config_defaults(eddy_config *cfg);
 /* Applies a YAML file. Values written fileLoad(PATH) or file(PATH) (deepstream's
  * syntax) of file-path keys are PATH resolved against the file's folder.
- * Returns 0, or -1 with a message in err. */
+ * deepstream 7's own keys are read too: connectionEndpoints and httpServer map
+ * onto eddy's keys, the ones eddy has no use for are added to cfg->ignored,
+ * and the ones it cannot honour (ws-text, mqtt, ssl, plugins, a feature
+ * turned off) are refused. Returns 0, or -1 with a message in err. */
 int config_load_file(eddy_config *cfg, const char *path, char *err, size_t err_len);
 /* Applies EDDY_* environment variables (EDDY_PORT, EDDY_AUTH_TYPE, ...). */
 int config_load_env(eddy_config *cfg, char *err, size_t err_len);

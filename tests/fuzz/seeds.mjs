@@ -254,6 +254,8 @@ rpc: *d
 auth: { type: file, users: "users.yml" }
 `)
 put('fuzz_config', 'bad.yml', 'port: [1, 2\nhost: "unterminated\n')
+// deepstream 7's shipped config.yml (connectionEndpoints, httpServer, the keys eddy ignores)
+put('fuzz_config', 'deepstream.yml', readFileSync(join(root, 'tests', 'e2e', 'fixtures', 'deepstream-config.yml')))
 
 // ---------------- fuzz_rules: mode byte, then parts separated by \0 ----------------
 // mode & 3: 0 a rule (rule, data, oldData, name), 1 a permissions file (yaml,

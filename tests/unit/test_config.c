@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -614,6 +615,322 @@ static void test_auth_flags(void **state)
     config_free(&c);
 }
 
+
+/* ---- deepstream 7's config.yml: mapped, ignored and refused keys ---- */
+
+/* deepstream 7.0.2's shipped conf/config.yml, its keys and values (comments left out). */
+static const char ds_shipped[] =
+    "serverName: UUID\n"
+    "showLogo: true\n"
+    "dependencyInitializationTimeout: 5000\n"
+    "exitOnFatalError: false\n"
+    "logLevel: INFO\n"
+    "enabledFeatures:\n  record: true\n  event: true\n  rpc: true\n  presence: true\n"
+    "telemetry:\n  type: deepstreamIO\n  options:\n    enabled: false\n    debug: false\n"
+    "rpc:\n  ackTimeout: 1000\n  responseTimeout: 10000\n  provideRequestorName: false\n"
+    "  provideRequestorData: false\n"
+    "record:\n  cacheRetrievalTimeout: 30000\n  storageRetrievalTimeout: 30000\n"
+    "listen:\n  shuffleProviders: true\n  responseTimeout: 500\n  rematchInterval: 60000\n"
+    "  matchCooldown: 10000\n"
+    "httpServer:\n  type: default\n  options:\n    healthCheckPath: /health-check\n"
+    "    allowAllOrigins: true\n    maxMessageSize: 1048576\n    origins:\n      - 'https://example.com'\n"
+    "connectionEndpoints:\n"
+    "  - type: ws-binary\n    options:\n      urlPath: /deepstream\n      heartbeatInterval: 30000\n"
+    "      outgoingBufferTimeout: 0\n      maxBufferByteSize: 100000\n      logInvalidAuthData: false\n"
+    "      unauthenticatedClientTimeout: 180000\n      maxAuthAttempts: 3\n      maxMessageSize: 1048576\n"
+    "  - type: http\n    options:\n      allowAuthData: true\n      postPath: /api\n      getPath: /api\n"
+    "      logInvalidAuthData: false\n      requestTimeout: 20000\n"
+    "logger:\n  type: default\n  options:\n    colors: true\n"
+    "auth:\n  - type: none\n"
+    "permission:\n  type: config\n  options:\n    permissions: fileLoad(permissions.yml)\n"
+    "    maxRuleIterations: 3\n    cacheEvacuationInterval: 60000\n"
+    "monitoring:\n  type: none\n";
+
+static void test_deepstream_shipped(void **state)
+{
+    (void)state;
+    eddy_config c;
+    if (load_in_dir(&c, "config.yml", ds_shipped) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(config_validate(&c, "standalone", err, sizeof(err)), 0);
+    assert_int_equal(c.log_level, 1); /* INFO */
+    assert_string_equal(c.url_path, "/deepstream");
+    assert_int_equal(c.heartbeat_interval_ms, 30000);
+    assert_int_equal(c.max_message_size, 1048576);
+    assert_int_equal(c.unauthenticated_timeout_ms, 180000);
+    assert_int_equal(c.max_auth_attempts, 3);
+    assert_int_equal(c.http_enabled, 1);
+    assert_string_equal(c.http_post_path, "/api");
+    assert_string_equal(c.http_get_path, "/api");
+    assert_int_equal(c.http_allow_auth_data, 1);
+    assert_int_equal(c.http_request_timeout_ms, 20000);
+    assert_string_equal(c.http_health_check_path, "/health-check");
+    assert_int_equal(c.http_allow_all_origins, 1);
+    assert_int_equal(c.http_origins.count, 1);
+    assert_string_equal(c.http_origins.v[0], "https://example.com");
+    assert_int_equal(c.listen_rematch_interval_ms, 60000);
+    assert_int_equal(c.permission_type, PERMISSION_CONFIG);
+    expect_path(c.permissions_file, tmpdir_path, "permissions.yml");
+    assert_non_null(c.ignored);
+    assert_string_equal(c.ignored, "serverName,showLogo,dependencyInitializationTimeout,exitOnFatalError,telemetry,"
+                                   "record.cacheRetrievalTimeout,record.storageRetrievalTimeout,"
+                                   "connectionEndpoints[0].options.outgoingBufferTimeout,"
+                                   "connectionEndpoints[0].options.maxBufferByteSize,"
+                                   "connectionEndpoints[0].options.logInvalidAuthData,logger,monitoring");
+    config_free(&c);
+    assert_null(c.ignored);
+}
+
+static void test_deepstream_endpoints(void **state)
+{
+    (void)state;
+    eddy_config c;
+    int rc = load_in_dir(&c, "c.yml",
+        "connectionEndpoints:\n"
+        "  - type: http\n    options:\n      postPath: /p\n      getPath: /g\n      authPath: /a\n"
+        "      enableAuthEndpoint: false\n      allowAuthData: false\n      logInvalidAuthData: true\n"
+        "      requestTimeout: 3000\n      maxOperations: 5\n      maxRequestsInFlight: 6\n"
+        "      tokenSecret: 0123456789abcdef0123456789abcdef\n      tokenTtl: 60000\n"
+        "  - type: ws-binary\n    options:\n      urlPath: /ds\n      heartbeatInterval: 5000\n"
+        "      maxMessageSize: 2048\n      unauthenticatedClientTimeout: 1000\n      maxAuthAttempts: 7\n"
+        "      headers: [user-agent]\n");
+    if (rc != 0)
+        fail_msg("%s", err);
+    assert_string_equal(c.url_path, "/ds");
+    assert_int_equal(c.heartbeat_interval_ms, 5000);
+    assert_int_equal(c.max_message_size, 2048);
+    assert_int_equal(c.unauthenticated_timeout_ms, 1000);
+    assert_int_equal(c.max_auth_attempts, 7);
+    assert_int_equal(c.http_enabled, 1);
+    assert_string_equal(c.http_post_path, "/p");
+    assert_string_equal(c.http_get_path, "/g");
+    assert_string_equal(c.http_auth_path, "/a");
+    assert_int_equal(c.http_enable_auth_endpoint, 0);
+    assert_int_equal(c.http_allow_auth_data, 0);
+    assert_int_equal(c.http_log_invalid_auth_data, 1);
+    assert_int_equal(c.http_request_timeout_ms, 3000);
+    assert_int_equal(c.http_max_operations, 5);
+    assert_int_equal(c.http_max_in_flight, 6);
+    assert_string_equal(c.http_token_secret, "0123456789abcdef0123456789abcdef");
+    assert_int_equal(c.http_token_ttl_ms, 60000);
+    assert_string_equal(c.ignored, "connectionEndpoints[1].options.headers");
+    assert_int_equal(config_validate(&c, "standalone", err, sizeof(err)), 0);
+    config_free(&c);
+
+    /* no http entry: the HTTP API is off; deepstream's "no timeout" (false) is a day */
+    rc = load_in_dir(&c, "c.yml", "connectionEndpoints:\n  - type: ws-binary\n    options:\n"
+                                  "      unauthenticatedClientTimeout: false\n");
+    if (rc != 0)
+        fail_msg("%s", err);
+    assert_int_equal(c.http_enabled, 0);
+    assert_int_equal(c.unauthenticated_timeout_ms, 86400000);
+    assert_null(c.ignored);
+    config_free(&c);
+    rc = load_in_dir(&c, "c.yml", "connectionEndpoints:\n  - {type: ws-binary, options: null}\n  - type: http\n");
+    if (rc != 0)
+        fail_msg("%s", err);
+    assert_int_equal(c.http_enabled, 1);
+    config_free(&c);
+    /* without connectionEndpoints, the HTTP API keeps its default (on); a flag beats the file */
+    rc = load_in_dir(&c, "c.yml", "connectionEndpoints:\n  - type: ws-binary\n");
+    assert_int_equal(rc, 0);
+    flag_ok(&c, "--http", "true", &c.http_enabled, 1);
+    config_free(&c);
+    assert_int_equal(load_in_dir(&c, "c.yml", "port: 7000\n"), 0);
+    assert_int_equal(c.http_enabled, 1);
+    config_free(&c);
+}
+
+static void test_deepstream_http_server(void **state)
+{
+    (void)state;
+    eddy_config c;
+    int rc = load_in_dir(&c, "c.yml",
+        "httpServer:\n  type: uws\n  options:\n    host: 127.0.0.2\n    port: 7021\n"
+        "    healthCheckPath: /alive\n    allowAllOrigins: false\n"
+        "    origins: ['https://a.example', 'https://b.example']\n    maxMessageSize: 4096\n"
+        "    hostUrl: api.example:7021\n    headers: [user-agent]\n    ssl: null\n");
+    if (rc != 0)
+        fail_msg("%s", err);
+    assert_string_equal(c.host, "127.0.0.2");
+    assert_int_equal(c.port, 7021);
+    assert_string_equal(c.http_health_check_path, "/alive");
+    assert_int_equal(c.http_allow_all_origins, 0);
+    assert_int_equal(c.http_origins.count, 2);
+    assert_string_equal(c.http_origins.v[1], "https://b.example");
+    assert_int_equal(c.http_max_message_size, 4096);
+    assert_int_equal(c.max_message_size, 1048576); /* the websocket's bound is another key */
+    assert_string_equal(c.http_host_url, "api.example:7021");
+    assert_string_equal(c.ignored, "httpServer.options.headers");
+    assert_int_equal(config_validate(&c, "standalone", err, sizeof(err)), 0);
+    config_free(&c);
+    /* a bad value is named as written */
+    expect_yaml_error("httpServer:\n  options:\n    port: 99999\n", "config error: httpServer.options.port: must be");
+    expect_yaml_error("connectionEndpoints:\n  - type: ws-binary\n    options:\n      heartbeatInterval: soon\n",
+                      "config error: connectionEndpoints[0].options.heartbeatInterval: must be an integer");
+}
+
+/* The whole message of a refused file. */
+static void expect_refused(const char *yaml, const char *message)
+{
+    eddy_config c;
+    if (load_in_dir(&c, "c.yml", yaml) == 0)
+        fail_msg("accepted: %s", yaml);
+    if (strcmp(err, message) != 0)
+        fail_msg("error '%s' is not '%s'", err, message);
+    config_free(&c);
+}
+
+static void test_deepstream_refusals(void **state)
+{
+    (void)state;
+    expect_refused("connectionEndpoints:\n  - type: ws-binary\n  - type: http\n  - type: mqtt\n"
+                   "    options: {port: 1883}\n",
+                   "config error: connectionEndpoints[2].type: mqtt is not served by eddy (ws-binary and http are)");
+    expect_refused("connectionEndpoints:\n  - type: ws-text\n",
+                   "config error: connectionEndpoints[0].type: ws-text is not served by eddy (ws-binary and http are)");
+    expect_refused("connectionEndpoints:\n  - type: ws-binary\n  - type: ws-json\n",
+                   "config error: connectionEndpoints[1].type: ws-json is not served by eddy (ws-binary and http are)");
+    expect_refused("connectionEndpoints:\n  - type: ws-websocket\n", "config error: connectionEndpoints[0].type: "
+                   "unknown type 'ws-websocket' (eddy serves ws-binary and http)");
+    expect_refused("connectionEndpoints:\n  - options: {}\n",
+                   "config error: connectionEndpoints[0].type: missing (ws-binary or http)");
+    expect_refused("connectionEndpoints:\n  - type: ws-binary\n  - null\n", "config error: connectionEndpoints[1]: "
+                   "null: leave the entry out to turn that endpoint off (deepstream 7 fails on a null entry too)");
+    expect_yaml_error("connectionEndpoints:\n  websocket: {type: ws-binary}\n  http: null\n",
+                      "connectionEndpoints: want a list of {type, options}");
+    expect_yaml_error("connectionEndpoints: []\n", "connectionEndpoints: no endpoints");
+    expect_refused("connectionEndpoints:\n  - type: http\n",
+                   "config error: connectionEndpoints: no ws-binary entry: eddy always serves its websocket "
+                   "(at urlPath); add - type: ws-binary");
+    expect_refused("connectionEndpoints:\n  - type: ws-binary\n  - type: ws-binary\n",
+                   "config error: connectionEndpoints[1].type: a second ws-binary entry (eddy serves one)");
+    expect_refused("connectionEndpoints:\n  - type: ws-binary\n    options:\n      urlpath: /x\n",
+                   "config error: connectionEndpoints[0].options.urlpath: unknown key");
+    expect_refused("connectionEndpoints:\n  - type: http\n    options:\n      allowAllOrigins: true\n",
+                   "config error: connectionEndpoints[0].options.allowAllOrigins: unknown key");
+    expect_refused("connectionEndpoints:\n  - type: ws-binary\n    name: my-endpoint\n",
+                   "config error: connectionEndpoints[0].name: a deepstream plugin: eddy runs none");
+    expect_refused("httpServer:\n  type: default\n  options:\n    ssl:\n      key: fileLoad(ssl/key.pem)\n"
+                   "      cert: fileLoad(ssl/cert.pem)\n",
+                   "config error: httpServer.options.ssl: TLS is not supported yet: terminate it in a proxy in "
+                   "front of eddy (deploy/ has haproxy examples)");
+    expect_refused("httpServer:\n  type: express\n", "config error: httpServer.type: express is not accepted: "
+                   "default or uws, which eddy serves the same way");
+    expect_refused("httpServer:\n  name: my-server\n", "config error: httpServer.name: a deepstream plugin: eddy runs none");
+    expect_refused("enabledFeatures:\n  record: true\n  rpc: false\n",
+                   "config error: enabledFeatures.rpc: false is not accepted: eddy always serves RPCs (remove "
+                   "the line; deny operations in permissions if clients must not use them)");
+    expect_yaml_error("enabledFeatures:\n  presence: false\n", "enabledFeatures.presence: false is not accepted");
+    expect_yaml_error("enabledFeatures:\n  record: false\n", "enabledFeatures.record: false is not accepted");
+    expect_yaml_error("enabledFeatures:\n  event: no\n", "enabledFeatures.event");
+    expect_yaml_error("enabledFeatures:\n  monitoring: true\n", "enabledFeatures.monitoring: true is not accepted");
+    expect_yaml_error("enabledFeatures:\n  chat: true\n", "enabledFeatures.chat: unknown key");
+    expect_refused("storage:\n  name: mongodb\n  options:\n    db: default\n",
+                   "config error: storage.name: a deepstream storage plugin: eddy keeps records itself, in RocksDB "
+                   "under data");
+    expect_yaml_error("storage:\n  type: mongodb\n", "storage.type: mongodb is not accepted");
+    expect_refused("plugins:\n  heap-snapshot:\n    name: heap-snapshot\n",
+                   "config error: plugins: a deepstream plugin: eddy runs none");
+    /* keys deepstream 7 refuses too stay unknown */
+    expect_yaml_error("clusterMessaging:\n  type: default\n", "clusterMessaging.type: unknown key");
+    expect_yaml_error("record:\n  cacheRetrieval: 5\n", "record.cacheRetrieval: unknown key");
+    expect_yaml_error("logLevel: LOUD\n", "logLevel");
+    expect_yaml_error("logLevel: 7\n", "logLevel");
+}
+
+static void test_deepstream_ignored(void **state)
+{
+    (void)state;
+    eddy_config c;
+    /* everything deepstream 7 has that eddy does without; enabledFeatures as eddy serves them, and
+     * httpServer.type, are honoured rather than ignored (not listed) */
+    int rc = load_in_dir(&c, "c.yml",
+        "libDir: null\nserverName: a\nshowLogo: false\ndependencyInitializationTimeout: 2000\n"
+        "exitOnFatalError: true\n"
+        "enabledFeatures: {record: true, event: true, rpc: true, presence: true, monitoring: false}\n"
+        "telemetry: {type: deepstreamIO, options: {enabled: true}}\n"
+        "logger: {name: pino, options: {logLevel: DEBUG}}\n"
+        "monitoring: {type: http, options: {url: /monitoring}}\n"
+        "subscriptions: {type: default, options: {subscriptionsSanityTimer: 10000}}\n"
+        "locks: {type: default, options: {holdTimeout: 1000}}\n"
+        "clusterNode: {type: default}\nclusterRegistry: {type: default}\nclusterStates: {type: default}\n"
+        "cache: {name: redis, options: {host: localhost}}\n"
+        "storage: {type: default, options: {}, sync: always, cacheSize: 1000}\n"
+        "record:\n  cacheRetrievalTimeout: 1000\n  storageRetrievalTimeout: 2000\n"
+        "  storageExclusionPrefixes: [no-storage/]\n  storageHotPathPrefixes: null\n  maxSize: 4096\n"
+        "plugins: {}\n"
+        "httpServer: {type: default, options: {ssl: null}}\n");
+    if (rc != 0)
+        fail_msg("%s", err);
+    assert_string_equal(c.ignored, "libDir,serverName,showLogo,dependencyInitializationTimeout,exitOnFatalError,"
+                                   "telemetry,logger,monitoring,subscriptions,locks,clusterNode,clusterRegistry,"
+                                   "clusterStates,cache,storage.options,record.cacheRetrievalTimeout,"
+                                   "record.storageRetrievalTimeout,record.storageExclusionPrefixes,"
+                                   "record.storageHotPathPrefixes");
+    assert_int_equal(c.sync_mode, 0); /* eddy's own storage keys still apply */
+    assert_int_equal(c.cache_bytes, 1000);
+    assert_int_equal(c.record_max_size, 4096);
+    assert_int_equal(c.log_level, 1); /* logger.options.logLevel is the logger's, ignored with it */
+    /* the same file twice: each name once */
+    char path[300];
+    snprintf(path, sizeof(path), "%s/again.yml", tmpdir_path);
+    assert_int_equal(mkdir(tmpdir_path, 0700), 0);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("serverName: b\nlogger: {type: default}\n", f);
+    fclose(f);
+    assert_int_equal(config_load_file(&c, path, err, sizeof(err)), 0);
+    unlink(path);
+    rmdir(tmpdir_path);
+    assert_non_null(strstr(c.ignored, "record.storageHotPathPrefixes"));
+    assert_int_equal((int)(strstr(c.ignored, "serverName") - c.ignored), 7);
+    assert_null(strstr(strstr(c.ignored, "serverName") + 1, "serverName"));
+    assert_null(strstr(strstr(c.ignored, ",logger") + 1, ",logger"));
+    config_free(&c);
+
+    /* deepstream's keys are YAML-only: no flag, no variable */
+    config_defaults(&c);
+    setenv("EDDY_SERVER_NAME", "x", 1);
+    setenv("EDDY_CONNECTION_ENDPOINTS", "x", 1);
+    assert_int_equal(config_load_env(&c, err, sizeof(err)), 0);
+    assert_null(c.ignored);
+    unsetenv("EDDY_SERVER_NAME");
+    unsetenv("EDDY_CONNECTION_ENDPOINTS");
+    config_free(&c);
+}
+
+/* deepstream's logLevel: DEBUG, INFO, WARN, ERROR, OFF (any case), or its numbers. */
+static void test_log_level(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *yaml;
+        int64_t want;
+    } cases[] = {{"DEBUG", 0}, {"INFO", 1}, {"WARN", 2}, {"ERROR", 3}, {"OFF", 4}, {"off", 4}, {"Warn", 2},
+                 {"0", 0}, {"1", 1}, {"3", 3}, {"100", 4}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        eddy_config c;
+        char text[64];
+        snprintf(text, sizeof(text), "logLevel: %s\n", cases[i].yaml);
+        if (load_in_dir(&c, "c.yml", text) != 0)
+            fail_msg("%s: %s", cases[i].yaml, err);
+        if (c.log_level != cases[i].want)
+            fail_msg("logLevel %s: %lld, want %lld", cases[i].yaml, (long long)c.log_level, (long long)cases[i].want);
+        config_free(&c);
+    }
+    expect_yaml_error("logLevel: 4\n", "logLevel");
+    expect_yaml_error("logLevel: '100'\n", "logLevel"); /* a number, not its text */
+    eddy_config c = defaults();
+    flag_ok(&c, "--log-level", "ERROR", &c.log_level, 3);
+    flag_ok(&c, "--log-level", "off", &c.log_level, 4);
+    setenv("EDDY_LOG_LEVEL", "Debug", 1);
+    assert_int_equal(config_load_env(&c, err, sizeof(err)), 0);
+    assert_int_equal(c.log_level, 0);
+    unsetenv("EDDY_LOG_LEVEL");
+    config_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -623,6 +940,9 @@ int main(void)
         cmocka_unit_test(test_listen_options), cmocka_unit_test(test_hostile_bounds),
         cmocka_unit_test(test_auth_list), cmocka_unit_test(test_auth_refusals),
         cmocka_unit_test(test_auth_flags), cmocka_unit_test(test_client_limits),
+        cmocka_unit_test(test_deepstream_shipped), cmocka_unit_test(test_deepstream_endpoints),
+        cmocka_unit_test(test_deepstream_http_server), cmocka_unit_test(test_deepstream_refusals),
+        cmocka_unit_test(test_deepstream_ignored), cmocka_unit_test(test_log_level),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
