@@ -434,7 +434,8 @@ static int parse_body(api *a, bool auth_only, const char *body, size_t len, pars
     memset(p, 0, sizeof(*p));
     json_error_t jerr;
     arena_begin();
-    json_t *msg = json_loadb(body, len, 0, &jerr);
+    /* no body at all reads as {} (as deepstream's body parser has it) */
+    json_t *msg = len > 0 ? json_loadb(body, len, 0, &jerr) : json_object();
     int rc = -1;
     if (msg == NULL)
         snprintf(why, why_len, "Failed to parse body of request: %s", jerr.text);

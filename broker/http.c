@@ -28,7 +28,7 @@
 /* The endpoints counted in metrics. */
 enum endpoint { EP_POST, EP_AUTH, EP_GET, EP_HEALTH, EP_METRICS, EP_OPTIONS, EP_OTHER, EP_COUNT };
 static const char *const endpoint_names[EP_COUNT] = {"post", "auth", "get", "health", "metrics", "options", "other"};
-static const int counted_status[] = {200, 204, 400, 401, 403, 404, 405, 415, 500, 503};
+static const int counted_status[] = {200, 204, 400, 401, 403, 404, 405, 411, 415, 500, 503};
 #define STATUSES (sizeof(counted_status) / sizeof(counted_status[0]))
 
 struct http_front {
@@ -52,6 +52,7 @@ struct http_conn {
     size_t len, cap;
     uint64_t received;
     bool too_large;
+    char refused[512];      /* CORS refused it: the 403's text, answered once the body is read */
     api_request *req;       /* the API request answering it (api.c) */
     /* the answer, once known */
     bool ready;
@@ -273,6 +274,8 @@ static int serve_metrics(http_front *h, struct lws *wsi, const char *origin)
     return rv;
 }
 
+static void on_body_done(http_front *h, http_conn *c);
+
 /* The request's headers are in: answers it, or (a POST) waits for its body. */
 static int on_request(http_front *h, struct lws *wsi, const char *uri)
 {
@@ -306,12 +309,22 @@ static int on_request(http_front *h, struct lws *wsi, const char *uri)
         for (size_t n = strlen(type); n > 0 && isspace((unsigned char)type[n - 1]);)
             type[--n] = '\0';
         c->json = strcasecmp(type, "application/json") == 0;
-        char length[32];
-        if (atoll(header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, NULL, length, sizeof(length))) > cfg->http_max_message_size)
-            c->too_large = true;
         if (refused != NULL) /* answered once the body is in (read and dropped) */
-            http_answer_text(c, 403, refused, NULL);
+            snprintf(c->refused, sizeof(c->refused), "%s", refused);
         lws_set_opaque_user_data(wsi, c);
+        char length[32], encoding[64];
+        if (header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, NULL, length, sizeof(length))[0] != '\0') {
+            c->too_large = atoll(length) > cfg->http_max_message_size;
+            return 0; /* lws reads the body: on_body, then on_body_done */
+        }
+        if (header(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING, NULL, encoding, sizeof(encoding))[0] != '\0') {
+            /* lws reads request bodies by their length only: refuse, and close (the body is unread) */
+            lws_set_opaque_user_data(wsi, NULL);
+            conn_free(c);
+            text_now(h, wsi, EP_OTHER, 411, "Length Required: send the body with a Content-Length header.", origin);
+            return -1;
+        }
+        on_body_done(h, c); /* no body */
         return 0;
     }
     if (refused != NULL)
@@ -350,8 +363,12 @@ static int on_body(http_front *h, http_conn *c, const void *in, size_t len)
 
 static void on_body_done(http_front *h, http_conn *c)
 {
-    if (c->ready) /* refused already (CORS) */
+    if (c->ready)
         return;
+    if (c->refused[0] != '\0') {
+        http_answer_text(c, 403, c->refused, NULL);
+        return;
+    }
     if (c->too_large) {
         h->bodies_too_large++;
         log_info("http-body-too-large", "bytes=%llu max=%lld", (unsigned long long)c->received,

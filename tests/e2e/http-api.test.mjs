@@ -11,6 +11,7 @@ import { test, describe, before, after, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
+import http from 'node:http'
 import { join } from 'node:path'
 import { startServer, runEddy, sleep, until, MODE, Proc } from './lib/server.mjs'
 import { connect, closeAll } from './lib/client.mjs'
@@ -242,6 +243,20 @@ describe(`HTTP API: every operation (${MODE})`, () => {
     const typed = await post(server, '/api', JSON.stringify({ body: [write(name, { a: 1 })] }), { 'Content-Type': 'text/plain' })
     assert.equal(typed.status, 415)
     assert.equal(typed.text, 'Invalid "Content-Type" header. Supported media types: "application/json"\r\n\r\n')
+    // a body without a length (chunked): refused, as lws reads bodies by their length
+    const chunked = await new Promise((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: server.port, path: '/api', method: 'POST', headers: { 'Content-Type': 'application/json' } },
+        res => { let t = ''; res.on('data', d => { t += d }); res.on('end', () => resolve({ status: res.statusCode, text: t })) })
+      req.on('error', reject)
+      req.write(JSON.stringify({ body: [write(name, { a: 1 })] }))
+      req.end()
+    })
+    assert.equal(chunked.status, 411)
+    assert.equal(chunked.text, 'Length Required: send the body with a Content-Length header.\r\n\r\n')
+    // no body at all reads as {}
+    const empty = await fetch(`http://127.0.0.1:${server.port}/api`, { method: 'POST', headers: { 'Content-Type': 'application/json' } })
+    assert.equal(empty.status, 400)
+    assert.equal(await empty.text(), 'Invalid message: the "body" parameter must exist.\r\n\r\n')
     // none of them wrote the record
     const r = await api(server, [head(name)])
     assert.deepEqual(r.json.body[0], { success: true, version: -1 })
