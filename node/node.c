@@ -577,6 +577,11 @@ int node_serve_metrics(node *n, const char *addr)
     return 0;
 }
 
+const char *node_metrics_url(const node *n)
+{
+    return n->http != NULL ? httpd_url(n->http) : "";
+}
+
 const char *node_request_url(const node *n)
 {
     return n->request_url;

@@ -47,6 +47,8 @@ void node_metrics(node *n, FILE *f);
  * picks a free one; logged as node-metrics-listening) until node_stop.
  * Returns 0, or -1 (logged) when it cannot listen. */
 int node_serve_metrics(node *n, const char *addr);
+/* The address that listener is bound to ("http://127.0.0.1:6023"), "" without one. */
+const char *node_metrics_url(const node *n);
 
 /* ---- standalone: the broker in the same process (the local peer), local.c ---- */
 
