@@ -688,7 +688,13 @@ typedef struct auth_strategy_ops {
     /* May be NULL: the credential a cached answer is keyed by, written to buf
      * (at most cap bytes); returns its length, 0 when l has none. */
     size_t (*credential)(void *self, const auth_login *l, uint8_t *buf, size_t cap);
-    void (*metrics)(void *self, FILE *f); /* may be NULL */
+    /* May be NULL: the strategy's counters for /metrics, named by counter_names
+     * (NULL-ended, at most 16; auth.c writes each as the counter family
+     * eddy_auth_<type>_<name>_total, one sample per strategy of the type,
+     * labelled strategy="<its index in the auth list>"). Fills values in that
+     * order. Any thread. */
+    const char *const *counter_names;
+    void (*counters)(void *self, uint64_t *values);
 } auth_strategy_ops;
 
 extern const auth_strategy_ops auth_none_ops, auth_file_ops, auth_http_ops, auth_jwt_ops;

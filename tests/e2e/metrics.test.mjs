@@ -6,9 +6,11 @@
 // closed; the node's operations by kind, its batch apply and group-commit
 // histograms, and its storage size after writes (standalone: the same body;
 // cluster: the node's own listener, node.metrics, which also answers
-// /health-check). Every body must be valid Prometheus text.
+// /health-check). Every body must be valid Prometheus text, also with an
+// auth list of two webhooks (each family once, a sample per strategy).
 import { test, describe, before, after, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
+import http from 'node:http'
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -183,5 +185,40 @@ describe(`metrics (${MODE})`, () => {
       const m = await fetch(u)
       assert.match(m.headers.get('content-type'), /^text\/plain; version=0\.0\.4/)
     }
+  })
+})
+
+describe(`metrics with an auth list of two webhooks (${MODE})`, () => {
+  let dir, server, hook
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'eddy-metrics-hooks-'))
+    hook = http.createServer((req, res) => {
+      req.resume()
+      req.on('end', () => { // the first webhook refuses everyone, the second takes everyone
+        res.writeHead(req.url === '/second' ? 200 : 401, { 'content-type': 'application/json' })
+        res.end('{}')
+      })
+    })
+    await new Promise(resolve => hook.listen(0, '127.0.0.1', resolve))
+    const url = `http://127.0.0.1:${hook.address().port}`
+    writeFileSync(join(dir, 'config.yml'), 'auth:\n' +
+      `  - type: http\n    options:\n      endpointUrl: ${url}/first\n      reportInvalidParameters: false\n` +
+      `  - type: http\n    options:\n      endpointUrl: ${url}/second\n`)
+    server = await startServer({ extra: ['--config', join(dir, 'config.yml')] })
+  })
+  after(async () => {
+    await closeAll()
+    await server.stop()
+    await new Promise(resolve => hook.close(resolve))
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  test('each webhook family once, with a sample per strategy', async () => {
+    await connect(server.url, { username: 'someone' })
+    const m = await metrics(server)
+    for (const t of m.texts) assertValidPrometheus(t, 'broker')
+    assert.equal(m.sum('eddy_auth_http_requests_total', 'strategy="0"'), 1)
+    assert.equal(m.sum('eddy_auth_http_requests_total', 'strategy="1"'), 1)
+    assert.equal(m.sum('eddy_auth_logins_total', 'result="accepted"'), 1)
   })
 })
