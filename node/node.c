@@ -14,7 +14,10 @@
  * restart, and gets in once silent peers have expired).
  *
  * In standalone the broker in the same process applies its batches through
- * local.c, under the same lock. */
+ * local.c, under the same lock. What the node does is counted for /metrics
+ * (stats.c: counters other threads read without the lock, the gauges
+ * published once per turn); node_serve_metrics opens eddy node's own HTTP
+ * listener for them (httpd.c). */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
