@@ -17,7 +17,8 @@
  *   long as the flood's connections may wait, auth.unauthenticatedClientTimeout.)
  *
  * Refusals and closes are counted for /metrics and logged, a line a second
- * at most. Not for what a connection may do once in (limits.c). */
+ * at most; the connections established and closed are counted too. Not for
+ * what a connection may do once in (limits.c). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <string.h>
@@ -40,6 +41,7 @@ struct admit {
     session *pre_head, *pre_tail; /* not logged in, oldest first */
     size_t pre_count;
     uint64_t ip_refused, pre_evicted, pre_refused;
+    uint64_t opened, closed; /* websocket connections established, and closed since */
     log_every ip_log, pre_log;
 };
 
@@ -205,6 +207,7 @@ static void make_room(admit *a, session *s)
 
 void admit_opened(admit *a, session *s)
 {
+    a->opened++;
     if (a->cfg->max_per_ip > 0 && peer_key(lws_get_socket_fd(s->wsi), s->peer, &s->peer_len)) {
         size_t held = ip_count(a, s->peer, s->peer_len);
         if (held >= (size_t)a->cfg->max_per_ip) { /* (admit_peer let it in: another one got there first) */
@@ -227,6 +230,7 @@ void admit_logged_in(admit *a, session *s)
 
 void admit_closed(admit *a, session *s)
 {
+    a->closed++;
     pre_remove(a, s);
     if (s->peer_len == 0)
         return;
@@ -240,6 +244,14 @@ void admit_closed(admit *a, session *s)
 
 void admit_metrics(const admit *a, FILE *f)
 {
+    fprintf(f, "# HELP eddy_connections websocket connections open\n# TYPE eddy_connections gauge\n"
+            "eddy_connections %llu\n", (unsigned long long)(a->opened - a->closed));
+    fprintf(f, "# HELP eddy_connections_opened_total websocket connections established (handshake answered)\n"
+            "# TYPE eddy_connections_opened_total counter\neddy_connections_opened_total %llu\n",
+            (unsigned long long)a->opened);
+    fprintf(f, "# HELP eddy_connections_closed_total websocket connections closed, for any reason\n"
+            "# TYPE eddy_connections_closed_total counter\neddy_connections_closed_total %llu\n",
+            (unsigned long long)a->closed);
     fprintf(f, "# TYPE eddy_unauthenticated_connections gauge\neddy_unauthenticated_connections %zu\n",
             a->pre_count);
     fprintf(f, "# TYPE eddy_unauthenticated_evicted_total counter\neddy_unauthenticated_evicted_total %llu\n",

@@ -361,6 +361,36 @@ bool auth_wants_connection_data(const auth *a)
     return a->wants_conn;
 }
 
+#define STRATEGY_COUNTERS_MAX 16 /* counters one strategy type may have */
+
+/* The strategies' counters: each family once, with a sample per strategy of
+ * its type (a list may hold two webhooks). */
+static void strategy_metrics(auth *a, FILE *f)
+{
+    for (int i = 0; i < a->count; i++) {
+        const auth_strategy_ops *ops = a->strategies[i].ops;
+        bool first = true;
+        for (int j = 0; j < i; j++)
+            first &= a->strategies[j].ops != ops;
+        if (ops->counters == NULL || !first)
+            continue; /* written with the first strategy of its type */
+        uint64_t values[AUTH_MAX_STRATEGIES][STRATEGY_COUNTERS_MAX];
+        size_t names = 0;
+        while (ops->counter_names[names] != NULL && names < STRATEGY_COUNTERS_MAX)
+            names++;
+        for (int j = i; j < a->count; j++)
+            if (a->strategies[j].ops == ops)
+                ops->counters(a->strategies[j].self, values[j]);
+        for (size_t k = 0; k < names; k++) {
+            fprintf(f, "# TYPE eddy_auth_%s_%s_total counter\n", ops->type, ops->counter_names[k]);
+            for (int j = i; j < a->count; j++)
+                if (a->strategies[j].ops == ops)
+                    fprintf(f, "eddy_auth_%s_%s_total{strategy=\"%d\"} %llu\n", ops->type, ops->counter_names[k], j,
+                            (unsigned long long)values[j][k]);
+        }
+    }
+}
+
 void auth_metrics(auth *a, FILE *f)
 {
     fprintf(f, "# TYPE eddy_auth_logins_total counter\n");
@@ -372,9 +402,7 @@ void auth_metrics(auth *a, FILE *f)
     fprintf(f, "# TYPE eddy_auth_cache_hits_total counter\neddy_auth_cache_hits_total %llu\n",
             (unsigned long long)atomic_load(&a->cache_hits));
     auth_cache_metrics(a->cache, f);
-    for (int i = 0; i < a->count; i++)
-        if (a->strategies[i].ops->metrics != NULL)
-            a->strategies[i].ops->metrics(a->strategies[i].self, f);
+    strategy_metrics(a, f);
 }
 
 /* ---- lifecycle ---- */

@@ -515,19 +515,19 @@ static void http_start(void *self, auth_login *l)
     curl_multi_wakeup(h->multi);
 }
 
-static void webhook_metrics(void *self, FILE *f)
+/* eddy_auth_http_<name>_total: requests sent (retries included), logins
+ * failed by the webhook's transport (no answer, a timeout, an answer too
+ * large), retries, logins refused at once with the queue full, answers too large. */
+static const char *const webhook_counter_names[] = {"requests", "failures", "retries", "queue_full", "too_large", NULL};
+
+static void webhook_counters(void *self, uint64_t *v)
 {
     http_auth *h = self;
-    fprintf(f, "# TYPE eddy_auth_http_requests_total counter\neddy_auth_http_requests_total %llu\n",
-            (unsigned long long)atomic_load(&h->requests));
-    fprintf(f, "# TYPE eddy_auth_http_failures_total counter\neddy_auth_http_failures_total %llu\n",
-            (unsigned long long)atomic_load(&h->failures));
-    fprintf(f, "# TYPE eddy_auth_http_retries_total counter\neddy_auth_http_retries_total %llu\n",
-            (unsigned long long)atomic_load(&h->retries));
-    fprintf(f, "# TYPE eddy_auth_http_queue_full_total counter\neddy_auth_http_queue_full_total %llu\n",
-            (unsigned long long)atomic_load(&h->queue_full));
-    fprintf(f, "# TYPE eddy_auth_http_too_large_total counter\neddy_auth_http_too_large_total %llu\n",
-            (unsigned long long)atomic_load(&h->too_large));
+    v[0] = atomic_load(&h->requests);
+    v[1] = atomic_load(&h->failures);
+    v[2] = atomic_load(&h->retries);
+    v[3] = atomic_load(&h->queue_full);
+    v[4] = atomic_load(&h->too_large);
 }
 
 const auth_strategy_ops auth_http_ops = {
@@ -537,5 +537,6 @@ const auth_strategy_ops auth_http_ops = {
     .create = http_create,
     .destroy = http_destroy,
     .start = http_start,
-    .metrics = webhook_metrics,
+    .counter_names = webhook_counter_names,
+    .counters = webhook_counters,
 };

@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "mem.h"
+#include "prom.h"
 #include "queue.h"
 #include "util.h"
 
@@ -41,6 +42,7 @@ struct broker {
     admit *admit;   /* which connections are let in */
     api *api;       /* deepstream's HTTP API */
     http_front *http;
+    local_node local; /* standalone: the in-process node (node NULL: none) */
     volatile sig_atomic_t *reload; /* broker_watch_reload; NULL: none */
     void (*reload_also)(void *ctx);
     void *reload_ctx;
@@ -113,10 +115,15 @@ static void login(void *ctx, session *s)
     topics_login(b->topics, s);
 }
 
+/* /metrics: the process, then every part of the broker, then (standalone)
+ * the node's families, all eddy_node_*. */
 static void write_metrics(void *ctx, FILE *f)
 {
     broker *b = ctx;
-    fprintf(f, "# TYPE eddy_sessions gauge\neddy_sessions %zu\n", sessions_count(b->sessions));
+    prom_write_process(f, b->local.node != NULL ? "standalone" : "broker");
+    fprintf(f, "# HELP eddy_sessions websocket connections and HTTP API requests being served\n"
+            "# TYPE eddy_sessions gauge\neddy_sessions %zu\n", sessions_count(b->sessions));
+    traffic_metrics(sessions_traffic(b->sessions), f);
     fprintf(f, "# TYPE eddy_inbound_dropped_total counter\neddy_inbound_dropped_total %llu\n",
             (unsigned long long)b->inbound_dropped);
     auth_metrics(b->auth, f);
@@ -127,6 +134,8 @@ static void write_metrics(void *ctx, FILE *f)
     permit_metrics(b->permit, f);
     limits_metrics(b->limits, f);
     admit_metrics(b->admit, f);
+    if (b->local.node != NULL && b->local.metrics != NULL)
+        b->local.metrics(b->local.node, f);
 }
 
 static void drain_inbound(broker *b)
@@ -247,6 +256,8 @@ broker *broker_create(const eddy_config *cfg, const local_node *local, bool *con
 {
     broker *b = xcalloc(1, sizeof(*b));
     b->cfg = cfg;
+    if (local != NULL)
+        b->local = *local;
     loop_hooks serving = {.started = started, .stopping = stopping, .stopped = stopped, .admit = admit_socket,
                           .opened = opened, .received = received, .closed = closed, .http = http, .woken = woken,
                           .tick = tick, .ctx = b};

@@ -1,7 +1,8 @@
 /* dispatch.c - decodes one client frame and routes it by connection state:
  * the CHALLENGE/ACCEPT handshake and PING/PONG (CONNECTION), AUTH until the
  * login succeeds, then the topic table. Undecodable input gets the protocol's
- * PARSER answer and one log line; the connection carries on. */
+ * PARSER answer and one log line; the connection carries on. Every frame
+ * that decodes is counted by topic and action (traffic.c). */
 #include <string.h>
 
 #include "internal.h"
@@ -87,6 +88,8 @@ void dispatch_frame(topics *t, auth *a, session *s, const uint8_t *data, size_t 
     int topic = msg->has_topic ? msg->topic : 0;
     ProtobufCBinaryData empty = {0, NULL};
     const ProtobufCBinaryData *inner = msg->has_message ? &msg->message : &empty;
+    traffic *counts = sessions_traffic(s->set);
+    counts->received[traffic_topic(topic)][traffic_action(traffic_peek_action(inner->data, inner->len))]++;
 
     if (topic == TOPIC__TOPIC_CONNECTION)
         handle_connection(s, inner);

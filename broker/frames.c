@@ -12,6 +12,8 @@ frame *frame_new(size_t len)
     frame *f = xmalloc(sizeof(*f) + LWS_PRE + len);
     f->refs = 1;
     f->len = (uint32_t)len;
+    f->topic_ix = TRAFFIC_TOPICS - 1;
+    f->action_ix = TRAFFIC_ACTIONS - 1;
     return f;
 }
 
@@ -56,6 +58,8 @@ frame *frame_encode(int topic, const ProtobufCMessage *inner)
     *p++ = (3 << 3) | 2; /* field 3, length-delimited */
     p += put_varint(p, inner_len);
     protobuf_c_message_pack(inner, p);
+    f->topic_ix = traffic_topic(topic);
+    f->action_ix = traffic_action(traffic_peek_action(p, inner_len));
     return f;
 }
 

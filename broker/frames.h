@@ -17,10 +17,11 @@
 typedef struct frame {
     uint32_t refs;
     uint32_t len;
+    uint8_t topic_ix, action_ix; /* its topic and action as traffic.c's slots (the sent counters) */
     uint8_t bytes[]; /* LWS_PRE headroom, then len bytes of payload */
 } frame;
 
-frame *frame_new(size_t len);         /* refs = 1, owned by the caller */
+frame *frame_new(size_t len);         /* refs = 1, owned by the caller; counted as topic and action "other" */
 void frame_unref(frame *f);           /* NULL is fine */
 static inline uint8_t *frame_payload(frame *f) { return f->bytes + LWS_PRE; }
 /* Encodes one deepstream message (topic + inner message) as a delimited frame

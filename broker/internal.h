@@ -26,6 +26,7 @@
  *   limits.c     what one connection may do: its message rate, its
  *                subscriptions per topic
  *   session.c    one websocket client, and the set of them
+ *   traffic.c    client messages counted by topic and action, for /metrics
  *   frames.c     refcounted encoded frames
  *
  * Everything here runs on the service thread unless a prototype says otherwise. */
@@ -45,6 +46,53 @@
 #include "frames.h"
 #include "ops.h"
 #include "shardmap.h"
+
+/* ---------------- traffic.c ---------------- */
+
+/* Client messages received and sent over websockets, by topic and action:
+ * counted on the hot path with an array index and nothing else (no
+ * allocation, no string); the names come from the protobuf enums only when
+ * /metrics is written. Topics 0-11 have a slot each, TOPIC_ERROR (100) one,
+ * any other value the last; actions 0-63 and 100-163 (deepstream's error
+ * actions) have a slot each, any other the last. */
+#define TRAFFIC_TOPICS 14
+#define TRAFFIC_ACTIONS 129
+typedef struct traffic {
+    uint64_t received[TRAFFIC_TOPICS][TRAFFIC_ACTIONS];
+    uint64_t sent[TRAFFIC_TOPICS][TRAFFIC_ACTIONS];
+} traffic;
+
+static inline uint8_t traffic_topic(int topic)
+{
+    return topic >= 0 && topic < 12 ? (uint8_t)topic : topic == 100 ? 12 : 13;
+}
+
+static inline uint8_t traffic_action(int action)
+{
+    return action >= 0 && action < 64 ? (uint8_t)action
+           : action >= 100 && action < 164 ? (uint8_t)(action - 36)
+                                           : TRAFFIC_ACTIONS - 1;
+}
+
+/* The action of a packed inner message (every topic's message has it as
+ * field 1, which protobuf writes first): 0 when it is absent, -1 when it
+ * cannot be read. Looks at no more than its first 6 bytes. */
+static inline int traffic_peek_action(const uint8_t *inner, size_t len)
+{
+    if (len == 0 || inner[0] != 0x08) /* field 1, varint */
+        return 0;
+    uint32_t v = 0;
+    for (size_t i = 1; i < len && i < 6; i++) {
+        v |= (uint32_t)(inner[i] & 0x7f) << (7 * (i - 1));
+        if ((inner[i] & 0x80) == 0)
+            return v <= INT32_MAX ? (int)v : -1;
+    }
+    return -1;
+}
+
+/* Writes the eddy_client_messages_{received,sent}_total families (only the
+ * slots that counted something) to f. */
+void traffic_metrics(const traffic *t, FILE *f);
 
 /* ---------------- session.c ---------------- */
 
@@ -117,6 +165,8 @@ void sessions_start(sessions *set, struct lws_context *ctx);
 /* The loop is stopping: cancels the timers (before the context goes). */
 void sessions_stop(sessions *set);
 size_t sessions_count(const sessions *set);
+/* The client message counters of every websocket session of the set. */
+traffic *sessions_traffic(sessions *set);
 /* The open session with this id, or NULL. */
 session *sessions_get(const sessions *set, uint64_t id);
 /* End of a loop turn: writes what each session queued during it straight to
@@ -639,7 +689,13 @@ typedef struct auth_strategy_ops {
     /* May be NULL: the credential a cached answer is keyed by, written to buf
      * (at most cap bytes); returns its length, 0 when l has none. */
     size_t (*credential)(void *self, const auth_login *l, uint8_t *buf, size_t cap);
-    void (*metrics)(void *self, FILE *f); /* may be NULL */
+    /* May be NULL: the strategy's counters for /metrics, named by counter_names
+     * (NULL-ended, at most 16; auth.c writes each as the counter family
+     * eddy_auth_<type>_<name>_total, one sample per strategy of the type,
+     * labelled strategy="<its index in the auth list>"). Fills values in that
+     * order. Any thread. */
+    const char *const *counter_names;
+    void (*counters)(void *self, uint64_t *values);
 } auth_strategy_ops;
 
 extern const auth_strategy_ops auth_none_ops, auth_file_ops, auth_http_ops, auth_jwt_ops;

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <nng/nng.h>
 
@@ -17,6 +18,7 @@ typedef struct local_node {
     nng_msg *(*request)(void *node, const void *body, size_t len); /* reply owned by the caller */
     nng_msg *(*take)(void *node, uint64_t *published);            /* owned by the caller; NULL: none */
     void (*detach)(void *node); /* no wake-up reaches the broker after this returns */
+    void (*metrics)(void *node, FILE *f); /* the node's /metrics families (Prometheus text) */
 } local_node;
 
 #endif

@@ -27,6 +27,7 @@ struct sessions {
     lws_sorted_usec_list_t flush_timer;
     lws_sorted_usec_list_t sweep_timer;
     uint8_t *send_buf;          /* gathering buffer for write_queued */
+    traffic traffic;            /* client messages by topic and action */
 };
 
 sessions *sessions_new(const eddy_config *cfg)
@@ -78,6 +79,11 @@ void sessions_stop(sessions *set)
 size_t sessions_count(const sessions *set)
 {
     return dict_size(set->by_id);
+}
+
+traffic *sessions_traffic(sessions *set)
+{
+    return &set->traffic;
 }
 
 session *sessions_get(const sessions *set, uint64_t id)
@@ -335,10 +341,11 @@ static size_t ws_header(uint8_t *p, size_t len)
     return 10;
 }
 
-/* Pops the next queued frame (the caller owns the reference). */
+/* Pops the next queued frame (the caller owns the reference), counted as sent. */
 static frame *pop_frame(session *s)
 {
     frame *f = s->out[s->out_head];
+    s->set->traffic.sent[f->topic_ix][f->action_ix]++;
     s->out_head = (s->out_head + 1) % s->out_cap;
     s->out_len--;
     s->out_bytes -= f->len;

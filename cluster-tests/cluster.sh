@@ -8,9 +8,10 @@
 #   cluster.sh kill   NAME --dir DIR     (SIGKILL; NAME as in status: node1.., broker1.., lb)
 #   cluster.sh start  NAME --dir DIR     (again, same ports and data)
 #
-# `up` returns once every broker answers /health-check; it writes DIR/brokers (one
+# `up` returns once every node and broker answers /health-check; it writes DIR/brokers (one
 # websocket URL per line), DIR/nodes (each node's request address, for backends:
-# eddy ctl --cluster), DIR/lb with --lb (haproxy's websocket URL) and
+# eddy ctl --cluster), DIR/node-metrics (each node's /metrics URL, its own HTTP
+# port: node.metrics), DIR/lb with --lb (haproxy's websocket URL) and
 # DIR/cluster.yml (the shared cluster map). Each process logs to DIR/NAME.log.
 set -euo pipefail
 
@@ -75,11 +76,14 @@ up)
   mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
   { echo "cluster:"; echo "  nodes:"; } >"$dir/cluster.yml"
   : >"$dir/nodes"
+  : >"$dir/node-metrics"
   for i in $(seq "$nodes"); do
-    rq=$(free_port); dl=$(free_port)
+    rq=$(free_port); dl=$(free_port); mt=$(free_port)
     echo "tcp://127.0.0.1:$rq" >>"$dir/nodes"
+    echo "http://127.0.0.1:$mt/metrics" >>"$dir/node-metrics"
+    echo "$mt" >"$dir/node$i.metrics-port"
     echo "    - { id: node$i, request: \"tcp://127.0.0.1:$rq\", delivery: \"tcp://127.0.0.1:$dl\" }" >>"$dir/cluster.yml"
-    echo "$bin node --config $dir/cluster.yml --node-id node$i --request tcp://127.0.0.1:$rq --delivery tcp://127.0.0.1:$dl --data $dir/node$i ${extra[*]:-}" >"$dir/node$i.cmd"
+    echo "$bin node --config $dir/cluster.yml --node-id node$i --request tcp://127.0.0.1:$rq --delivery tcp://127.0.0.1:$dl --metrics 127.0.0.1:$mt --data $dir/node$i ${extra[*]:-}" >"$dir/node$i.cmd"
   done
   for i in $(seq "$nodes"); do launch "node$i"; done
   : >"$dir/brokers"
@@ -109,6 +113,9 @@ up)
     echo "ws://127.0.0.1:$p/deepstream" >"$dir/lb"
     launch lb
   fi
+  for i in $(seq "$nodes"); do
+    wait_health "$(cat "$dir/node$i.metrics-port")" || { echo "cluster.sh: node$i did not become healthy; see $dir/node$i.log" >&2; exit 1; }
+  done
   for i in $(seq "$brokers"); do
     wait_health "$(cat "$dir/broker$i.port")" || { echo "cluster.sh: broker$i did not become healthy; see $dir/broker$i.log" >&2; exit 1; }
   done
@@ -139,6 +146,7 @@ start)
   alive "$name" && { echo "cluster.sh: $name is already running" >&2; exit 1; }
   launch "$name"
   if [[ -f $dir/$name.port ]]; then wait_health "$(cat "$dir/$name.port")" || exit 1; fi
+  if [[ -f $dir/$name.metrics-port ]]; then wait_health "$(cat "$dir/$name.metrics-port")" || exit 1; fi
   ;;
 *)
   sed -n '2,13p' "$0" >&2; exit 2 ;;

@@ -211,6 +211,11 @@ static void local_detach(void *n)
     node_detach_local(n);
 }
 
+static void local_metrics(void *n, FILE *f)
+{
+    node_metrics(n, f);
+}
+
 /* Standalone: the broker's reload (SIGHUP) reloads its node too. */
 static void reload_node(void *n)
 {
@@ -226,7 +231,7 @@ static int run_broker(eddy_config *cfg, node *local)
     }
     bool config_error = false;
     local_node ln = {.node = local, .attach = local_attach, .request = local_request, .take = local_take,
-                     .detach = local_detach};
+                     .detach = local_detach, .metrics = local_metrics};
     broker *b = broker_create(cfg, local != NULL ? &ln : NULL, &config_error);
     if (b == NULL)
         return config_error ? 2 : 1;
@@ -291,6 +296,15 @@ static int run_role(const char *role, eddy_config *cfg)
     node *n = node_start(cfg, req, del, &map, self);
     if (n == NULL)
         return 1;
+    /* eddy node's own HTTP listener; standalone's node is in its broker's /metrics */
+    const char *metrics = cfg->node_metrics[0] != '\0' ? cfg->node_metrics : "127.0.0.1:6023";
+    if (standalone && cfg->node_metrics[0] != '\0' && strcmp(cfg->node_metrics, "none") != 0)
+        log_warn("node-metrics-ignored", "node.metrics=%s (standalone serves its node's metrics on the websocket "
+                 "port's /metrics)", cfg->node_metrics);
+    else if (!standalone && strcmp(metrics, "none") != 0 && node_serve_metrics(n, metrics) != 0) {
+        node_stop(n);
+        return 1;
+    }
     if (standalone && req != NULL)
         log_info("backends-listening", "request=%s delivery=%s (eddy ctl --cluster %s)", node_request_url(n),
                  node_delivery_url(n), node_request_url(n));

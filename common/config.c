@@ -192,6 +192,10 @@ static const cfg_entry table[] = {
     {"node.delivery", "--delivery", T_STR, 0, 0, "", F(node_delivery), NULL,
      "nng address the node publishes deliveries on; default tcp://127.0.0.1:6022 (eddy node), "
      "tcp://127.0.0.1:<port+2> (standalone)"},
+    {"node.metrics", "--metrics", T_STR, 0, 0, "", F(node_metrics), NULL,
+     "host:port of eddy node's HTTP listener for GET /metrics and GET /health-check; default "
+     "127.0.0.1:6023 (port 0 picks a free one, the log line node-metrics-listening tells which; \"none\" turns it "
+     "off); standalone opens none: its node's metrics are in the websocket port's /metrics"},
     {"rpc.ackTimeout", "--rpc-ack-timeout", T_INT, 1, 3600000, "1000", F(rpc_ack_timeout_ms), NULL,
      "ms a provider has to accept a call before the caller gets ACCEPT_TIMEOUT"},
     {"rpc.responseTimeout", "--rpc-response-timeout", T_INT, 1, 86400000, "10000",

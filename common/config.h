@@ -85,6 +85,7 @@ typedef struct eddy_config {
     char *node_id;
     char *node_request;
     char *node_delivery;
+    char *node_metrics; /* node.metrics: eddy node's HTTP listener ("" default, "none" off) */
     int64_t broker_timeout_ms;
     int64_t request_timeout_ms; /* cluster.requestTimeout */
     /* rpc */

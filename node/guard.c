@@ -52,10 +52,12 @@ uint32_t guard_check(const node_env *env, const op *o, enum perm_action action, 
     if (v == PERM_VERDICT_ALLOW)
         return 0;
     if (v == PERM_VERDICT_DENY) {
+        prom_add(&env->stats->denied, 1);
         log_debug("permission-denied", "name=%.*s user=%.*s %s", (int)o->name.len, o->name.ptr, (int)o->user.len,
                   o->user.ptr, why);
         return ACT(MESSAGE_DENIED);
     }
+    prom_add(&env->stats->rule_errors, 1);
     log_warn("permission-error", "name=%.*s user=%.*s %s (answered MESSAGE_PERMISSION_ERROR)", (int)o->name.len,
              o->name.ptr, (int)o->user.len, o->user.ptr, why);
     return ACT(MESSAGE_PERMISSION_ERROR);

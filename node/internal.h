@@ -10,6 +10,7 @@
  *   guard.c      permissions the owner applies (rules that read the record)
  *   peers.c      the brokers and backends a node serves, and their deliveries
  *   storage.c persist.c   RocksDB and the storage thread
+ *   stats.c      what the node counts for /metrics; httpd.c serves it
  *
  * All of it runs under the node's lock (node.c) unless a prototype says otherwise. */
 #ifndef EDDY_NODE_INTERNAL_H
@@ -25,7 +26,46 @@
 #include "ops.h"
 #include "permissions.h"
 #include "persist.h"
+#include "prom.h"
 #include "subs.h"
+
+/* ---------------- stats.c ---------------- */
+
+/* Why a delivery batch was not published. */
+enum node_drop { DROP_OUTBOX_FULL, DROP_SEND_FAILED, DROP_FAULT, DROP_KINDS };
+
+/* What the node counts for /metrics. Written under the node's lock (the
+ * executor, or standalone's broker thread inside node_local_request), read
+ * by any thread without it: every field is a prom_counter (one writer at a
+ * time). The gauges are published by the executor once per turn. */
+typedef struct node_stats {
+    prom_counter ops[OP_KIND_MAX];        /* operations applied, by kind (0: unknown kinds) */
+    prom_histogram apply;                 /* one request batch applied, reply included */
+    prom_counter malformed;               /* batches and operations rejected as malformed */
+    prom_counter peers, peers_refused;    /* gauge; HELLOs refused (the table was full) */
+    prom_counter records, record_bytes;   /* gauges: records held in memory, their bytes */
+    prom_counter delivered_ops, delivered_batches; /* deliveries published (to brokers and backends) */
+    prom_counter dropped[DROP_KINDS];     /* delivery batches not published, by reason */
+    prom_counter denied, rule_errors;     /* record rules applied here (guard.c) that refused */
+    prom_counter alive_ms;                /* when a batch or an executor turn last ended (now_ms) */
+} node_stats;
+
+/* Writes st's families (all eddy_node_*) to f. Any thread. */
+void stats_write(const node_stats *st, const eddy_config *cfg, FILE *f);
+
+/* ---------------- httpd.c ---------------- */
+
+/* An HTTP listener on addr ("host:port" or "http://host:port"; port 0 picks
+ * a free one) answering GET /metrics with what metrics(ctx, f) writes and GET
+ * /health-check with 200 while healthy(ctx), else 503. Both are called on
+ * nng's threads, several at once. NULL (logged) when it cannot listen.
+ * Owned by the caller (httpd_stop). */
+typedef struct httpd httpd;
+httpd *httpd_start(const char *addr, void (*metrics)(void *ctx, FILE *f), bool (*healthy)(void *ctx), void *ctx);
+/* The address it is bound to ("http://127.0.0.1:6023"). */
+const char *httpd_url(const httpd *h);
+/* Stops listening; no callback runs once it returns. Frees h; NULL is fine. */
+void httpd_stop(httpd *h);
 
 /* ---------------- peers.c ---------------- */
 
@@ -42,8 +82,9 @@ typedef struct peer {
 
 typedef struct peers peers;
 
-/* The peer table of the node numbered self (cfg borrowed). Owned by the caller. */
-peers *peers_new(const eddy_config *cfg, unsigned self);
+/* The peer table of the node numbered self (cfg and stats borrowed: what it
+ * publishes and drops is counted there). Owned by the caller. */
+peers *peers_new(const eddy_config *cfg, unsigned self, node_stats *stats);
 void peers_free(peers *ps); /* frees every peer and what the outbox holds; NULL is fine */
 /* Remote peers' deliveries are published on pub from now on. */
 void peers_set_socket(peers *ps, nng_socket pub);
@@ -102,6 +143,7 @@ typedef struct node_env {
     struct listen_table *listen;  /* set by listen.c: events and records report to it */
     struct record_table *records; /* set by records.c: node.c hands it storage completions */
     permissions *rules;           /* NULL: permission.type none (node.c's; node_reload swaps it) */
+    node_stats *stats;            /* node.c's: what modules count for /metrics */
 } node_env;
 
 /* How node.c checks that an operation is this node's to apply. */
@@ -157,6 +199,8 @@ uint32_t guard_check(const node_env *env, const op *o, enum perm_action action, 
 
 /* Takes a storage completion (d stays the caller's). */
 void records_on_persist(struct record_table *t, persist_done *d);
+/* The records held in memory, and their bytes. */
+void records_held(const struct record_table *t, size_t *count, size_t *bytes);
 
 /* ---------------- listen.c (beyond its row) ---------------- */
 

@@ -14,7 +14,10 @@
  * restart, and gets in once silent peers have expired).
  *
  * In standalone the broker in the same process applies its batches through
- * local.c, under the same lock. */
+ * local.c, under the same lock. What the node does is counted for /metrics
+ * (stats.c: counters other threads read without the lock, the gauges
+ * published once per turn); node_serve_metrics opens eddy node's own HTTP
+ * listener for them (httpd.c). */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -65,7 +68,8 @@ struct node {
     int64_t last_sweep_ms;
     bool sweep_again; /* the last sweep stopped at its bound */
     bool busy;        /* the last turn's timers worked for BUSY_TURN_MS or more */
-    uint64_t malformed; /* batches rejected as malformed */
+    node_stats stats; /* for /metrics (stats.c): read by other threads without the lock */
+    httpd *http;      /* node.metrics's listener, or NULL */
 };
 
 void node_lock(node *n)
@@ -126,7 +130,8 @@ static void answer_stats(node *n, op_batch *reply)
     char json[256];
     int len = snprintf(json, sizeof(json), "{\"peers\":%zu,\"maxPeers\":%lld,\"peersRefused\":%llu,"
                        "\"malformedBatches\":%llu}", peers_count(n->env.peers), (long long)n->cfg->max_peers,
-                       (unsigned long long)peers_refused(n->env.peers), (unsigned long long)n->malformed);
+                       (unsigned long long)peers_refused(n->env.peers),
+                       (unsigned long long)prom_get(&n->stats.malformed));
     op m = {.kind = OP_NODE_STATS, .has_data = true, .data = {json, (uint32_t)len}};
     op_batch_add(reply, &m);
 }
@@ -165,6 +170,7 @@ static void hello(node *n, node_req *req, const op *o)
 
 static void apply(node *n, node_req *req, const op *o)
 {
+    prom_add(&n->stats.ops[o->kind < OP_KIND_MAX ? o->kind : 0], 1);
     switch (o->kind) {
     case OP_HELLO:
         hello(n, req, o);
@@ -229,6 +235,8 @@ static uint32_t admitted(node *n, const mp_reader *r, uint64_t origin, uint64_t 
     mp_reader first = *r;
     op o0;
     uint32_t kind = op_decode(&first, &o0) == 0 ? o0.kind : 0;
+    if (kind == OP_MAP_QUERY || kind == OP_NODE_STATS || kind == OP_RELOAD)
+        prom_add(&n->stats.ops[kind], 1); /* answered without a peer (apply() counts the others) */
     if (kind == OP_MAP_QUERY) {
         answer_map(n, &n->reply);
         return 0;
@@ -242,7 +250,7 @@ static uint32_t admitted(node *n, const mp_reader *r, uint64_t origin, uint64_t 
         return 0;
     }
     if (kind == 0) { /* not even its first operation decodes: no peer for that */
-        n->malformed++;
+        prom_add(&n->stats.malformed, 1);
         log_warn("malformed-operation", "peer=%016llx index=0 (unknown peer)", (unsigned long long)origin);
         op e = {.kind = OP_ERROR, .error = OP_ERR_MALFORMED};
         op_batch_add(&n->reply, &e);
@@ -270,10 +278,11 @@ nng_msg *node_apply_batch(node *n, const void *body, size_t len)
     mp_reader r;
     uint64_t origin, seq;
     uint32_t count;
+    uint64_t started = prom_now_ns();
     op_batch_reset(&n->reply);
     if (op_batch_open(&r, body, len, &origin, &seq, &count) != 0 || origin == 0) {
-        n->malformed++;
-        log_warn("malformed-batch", "bytes=%zu total=%llu", len, (unsigned long long)n->malformed);
+        prom_add(&n->stats.malformed, 1);
+        log_warn("malformed-batch", "bytes=%zu total=%llu", len, (unsigned long long)prom_get(&n->stats.malformed));
         op e = {.kind = OP_ERROR, .error = OP_ERR_MALFORMED};
         op_batch_add(&n->reply, &e);
         origin = seq = 0;
@@ -286,7 +295,7 @@ nng_msg *node_apply_batch(node *n, const void *body, size_t len)
             op o;
             int rc = op_decode(&r, &o);
             if (rc != 0) {
-                n->malformed++;
+                prom_add(&n->stats.malformed, 1);
                 log_warn("malformed-operation", "peer=%016llx index=%u kind=%u (%s)", (unsigned long long)origin, i,
                          o.kind, rc == OP_DECODE_SKIPPED ? "refused alone" : "the rest of the batch is lost");
                 /* what could be read of it names its requester */
@@ -305,12 +314,15 @@ nng_msg *node_apply_batch(node *n, const void *body, size_t len)
     }
     uint8_t hdr[OP_BATCH_HEADER_MAX];
     size_t h = op_batch_header(hdr, n->self + 1, seq, n->reply.count);
-    nng_msg *out;
-    if (nng_msg_alloc(&out, h + n->reply.buf.size) != 0)
-        return NULL;
-    memcpy(nng_msg_body(out), hdr, h);
-    if (n->reply.buf.size > 0) /* an empty sbuffer has no data pointer */
-        memcpy((uint8_t *)nng_msg_body(out) + h, n->reply.buf.data, n->reply.buf.size);
+    nng_msg *out = NULL;
+    if (nng_msg_alloc(&out, h + n->reply.buf.size) == 0) {
+        memcpy(nng_msg_body(out), hdr, h);
+        if (n->reply.buf.size > 0) /* an empty sbuffer has no data pointer */
+            memcpy((uint8_t *)nng_msg_body(out) + h, n->reply.buf.data, n->reply.buf.size);
+    }
+    uint64_t done = prom_now_ns();
+    prom_observe(&n->stats.apply, done - started);
+    prom_set(&n->stats.alive_ms, done / 1000000); /* now_ms's clock */
     return out;
 }
 
@@ -342,6 +354,18 @@ static void sweep_peers(node *n)
     n->sweep_again = count == max; /* more may wait: the next turn looks again */
 }
 
+/* What /metrics reads of the state the lock guards, once per turn. */
+static void publish_gauges(node *n, int64_t now)
+{
+    size_t count, bytes;
+    records_held(n->env.records, &count, &bytes);
+    prom_set(&n->stats.records, count);
+    prom_set(&n->stats.record_bytes, bytes);
+    prom_set(&n->stats.peers, peers_count(n->env.peers));
+    prom_set(&n->stats.peers_refused, peers_refused(n->env.peers));
+    prom_set(&n->stats.alive_ms, (uint64_t)now);
+}
+
 /* One executor turn's own work: the modules' timers, what they cause, and
  * every 500 ms (or at once after a sweep that stopped at its bound) the
  * expiry of silent peers. A module's timers may stop at a budget of their
@@ -360,6 +384,7 @@ static void turn(node *n)
         n->last_sweep_ms = now;
         sweep_peers(n);
     }
+    publish_gauges(n, now);
 }
 
 static void *executor(void *arg)
@@ -479,7 +504,8 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
     n->last_sweep_ms = now_ms();
     pthread_mutex_init(&n->lock, NULL);
     op_batch_init(&n->reply);
-    n->env = (node_env){.cfg = cfg, .peers = peers_new(cfg, self_index)};
+    n->env = (node_env){.cfg = cfg, .peers = peers_new(cfg, self_index, &n->stats), .stats = &n->stats};
+    prom_set(&n->stats.alive_ms, (uint64_t)now_ms());
     if (mkdir(cfg->data_dir, 0750) != 0 && errno != EEXIST) {
         log_error("data-folder-failed", "path=%s error=%s", cfg->data_dir, strerror(errno));
         goto fail;
@@ -525,6 +551,40 @@ fail:
     return NULL;
 }
 
+void node_metrics(node *n, FILE *f)
+{
+    stats_write(&n->stats, n->cfg, f);
+    persist_metrics(n->env.persist, f);
+}
+
+static void http_metrics(void *ctx, FILE *f)
+{
+    prom_write_process(f, "node");
+    node_metrics(ctx, f);
+}
+
+/* The executor came round within cluster.requestTimeout: brokers give up on
+ * a node that answers nothing for that long. */
+static bool http_healthy(void *ctx)
+{
+    node *n = ctx;
+    return now_ms() - (int64_t)prom_get(&n->stats.alive_ms) < n->cfg->request_timeout_ms;
+}
+
+int node_serve_metrics(node *n, const char *addr)
+{
+    n->http = httpd_start(addr, http_metrics, http_healthy, n);
+    if (n->http == NULL)
+        return -1;
+    log_info("node-metrics-listening", "url=%s (GET /metrics, GET /health-check)", httpd_url(n->http));
+    return 0;
+}
+
+const char *node_metrics_url(const node *n)
+{
+    return n->http != NULL ? httpd_url(n->http) : "";
+}
+
 const char *node_request_url(const node *n)
 {
     return n->request_url;
@@ -539,6 +599,7 @@ void node_stop(node *n)
 {
     if (n == NULL)
         return;
+    httpd_stop(n->http); /* its handlers read what is freed below */
     atomic_store(&n->stop, true);
     pthread_join(n->thread, NULL); /* the executor wakes within its 100 ms poll */
     persist_stop(n->env.persist);  /* every queued write reaches the store */

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <nng/nng.h>
 
@@ -37,6 +38,17 @@ void node_stop(node *n);
 /* Compiles the permission rules again (SIGHUP) and swaps them in between two
  * batches; a file that fails leaves the old ones (logged). Any thread. */
 void node_reload(node *n);
+/* Writes the node's /metrics families (all eddy_node_*, Prometheus text) to
+ * f: standalone appends them to its broker's. Any thread, without the lock. */
+void node_metrics(node *n, FILE *f);
+/* Serves GET /metrics (the process's lines, then node_metrics) and GET
+ * /health-check (200 while the executor comes round, 503 when it has not
+ * within cluster.requestTimeout) on addr (node.metrics: "host:port", port 0
+ * picks a free one; logged as node-metrics-listening) until node_stop.
+ * Returns 0, or -1 (logged) when it cannot listen. */
+int node_serve_metrics(node *n, const char *addr);
+/* The address that listener is bound to ("http://127.0.0.1:6023"), "" without one. */
+const char *node_metrics_url(const node *n);
 
 /* ---- standalone: the broker in the same process (the local peer), local.c ---- */
 

@@ -25,6 +25,7 @@
 
 struct peers {
     const eddy_config *cfg;
+    node_stats *stats;
     unsigned self;
     dict *by_id;  /* id (8 bytes) -> peer */
     peer *dirty;  /* peers with gathered deliveries */
@@ -49,10 +50,11 @@ struct peers {
     unsigned fault_every, fault_count;
 };
 
-peers *peers_new(const eddy_config *cfg, unsigned self)
+peers *peers_new(const eddy_config *cfg, unsigned self, node_stats *stats)
 {
     peers *ps = xcalloc(1, sizeof(*ps));
     ps->cfg = cfg;
+    ps->stats = stats;
     ps->self = self;
     ps->by_id = dict_new();
     ps->outbox = queue_new(LOCAL_OUTBOX_LEN);
@@ -244,8 +246,8 @@ static bool fault_drops(peers *ps, const op_batch *b)
 
 /* Hands msg (owned) to the local peer's outbox. A full outbox drops it, as a
  * full SUB queue would: the numbering shows the gap to the broker, which
- * recovers. */
-static void to_outbox(peers *ps, nng_msg *msg)
+ * recovers. False when it was dropped. */
+static bool to_outbox(peers *ps, nng_msg *msg)
 {
     bool was_empty = queue_len(ps->outbox) == 0;
     if (queue_push(ps->outbox, msg, 0) != 0) {
@@ -253,10 +255,11 @@ static void to_outbox(peers *ps, nng_msg *msg)
         if (ps->outbox_dropped++ % 1000 == 0)
             log_warn("local-outbox-full", "dropped_total=%llu (the broker is behind)",
                      (unsigned long long)ps->outbox_dropped);
-        return;
+        return false;
     }
     if (was_empty && !ps->local_busy)
         peers_wake_local(ps);
+    return true;
 }
 
 void peers_publish(peers *ps)
@@ -268,7 +271,9 @@ void peers_publish(peers *ps)
         size_t h = 8 + op_batch_header(hdr + 8, ps->self, p->delivery_seq, p->out.count);
         bool local = p->id == ps->local_id;
         nng_msg *msg;
+        int dropped = -1; /* enum node_drop when the batch is not published */
         if (fault_drops(ps, &p->out)) {
+            dropped = DROP_FAULT;
             log_warn("fault-dropped-delivery", "peer=%016llx seq=%llu ops=%u", (unsigned long long)p->id,
                      (unsigned long long)p->delivery_seq, p->out.count);
             if (local && !ps->local_busy)
@@ -277,15 +282,25 @@ void peers_publish(peers *ps)
             memcpy(nng_msg_body(msg), hdr, h);
             if (p->out.buf.size > 0)
                 memcpy((uint8_t *)nng_msg_body(msg) + h, p->out.buf.data, p->out.buf.size);
-            if (local)
-                to_outbox(ps, msg);
-            else if (ps->has_pub) {
-                if (nng_sendmsg(ps->pub, msg, 0) != 0)
+            if (local) {
+                if (!to_outbox(ps, msg))
+                    dropped = DROP_OUTBOX_FULL;
+            } else if (ps->has_pub) {
+                if (nng_sendmsg(ps->pub, msg, 0) != 0) {
                     nng_msg_free(msg);
+                    dropped = DROP_SEND_FAILED;
+                }
             } else if (ps->tap != NULL)
                 ps->tap(ps->tap_ctx, msg);
             else
                 nng_msg_free(msg);
+        } else
+            dropped = DROP_SEND_FAILED;
+        if (dropped >= 0)
+            prom_add(&ps->stats->dropped[dropped], 1);
+        else {
+            prom_add(&ps->stats->delivered_ops, p->out.count);
+            prom_add(&ps->stats->delivered_batches, 1);
         }
         op_batch_reset(&p->out);
         p->dirty = false;

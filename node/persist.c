@@ -1,6 +1,8 @@
 /* persist.c - the storage thread (see persist.h). A failed RocksDB write stops
  * the node (fail-stop): the writes in that batch were never acknowledged, and a
- * store that cannot write must not keep accepting writes it cannot keep. */
+ * store that cannot write must not keep accepting writes it cannot keep.
+ * The thread also times every group commit and reads the store's sizes once a
+ * second, for /metrics (persist_metrics, any thread). */
 #include "persist.h"
 
 #include <poll.h>
@@ -14,8 +16,12 @@
 
 #include "log.h"
 #include "mem.h"
+#include "prom.h"
 #include "queue.h"
 #include "storage.h"
+#include "util.h"
+
+#define SIZES_EVERY_MS 1000 /* how often the storage thread reads the store's sizes */
 
 typedef struct job {
     int kind; /* PERSIST_LOADED (a load) or PERSIST_COMMITTED (a write) */
@@ -37,6 +43,10 @@ struct persist {
     pthread_t thread;
     atomic_bool stop;
     atomic_uint_fast64_t commits, batches;
+    /* for /metrics: written by the storage thread alone */
+    prom_histogram commit_time; /* one group commit: the RocksDB write, and its fsync */
+    prom_counter sst_bytes, live_data_bytes, memtable_bytes, wal_bytes, keys;
+    int64_t sizes_read_ms;
     _Atomic(void (*)(void *)) notify; /* persist_set_notify; NULL: the eventfd */
     void *notify_ctx;
 };
@@ -72,10 +82,12 @@ static void commit(persist *p, storage_batch *b, uint64_t ticket)
         return;
     char err[256];
     size_t n = storage_batch_count(b);
+    uint64_t started = prom_now_ns();
     if (storage_batch_commit(p->st, b, p->mode != SYNC_NEVER, err, sizeof(err)) != 0) {
         log_error("storage-write-failed", "error=%s writes=%zu (stopping: unacknowledged writes are lost, acknowledged ones are safe)", err, n);
         _exit(1);
     }
+    prom_observe(&p->commit_time, prom_now_ns() - started);
     atomic_fetch_add(&p->commits, n);
     atomic_fetch_add(&p->batches, 1);
     persist_done *d = xcalloc(1, sizeof(*d));
@@ -104,11 +116,28 @@ static void run_job(persist *p, job *j, storage_batch *b, uint64_t *ticket)
     xfree(j);
 }
 
+/* Reads the store's sizes when they are SIZES_EVERY_MS old. */
+static void read_sizes(persist *p)
+{
+    int64_t now = now_ms();
+    if (now - p->sizes_read_ms < SIZES_EVERY_MS)
+        return;
+    p->sizes_read_ms = now;
+    storage_sizes z;
+    storage_sizes_read(p->st, &z);
+    prom_set(&p->sst_bytes, z.sst_bytes);
+    prom_set(&p->live_data_bytes, z.live_data_bytes);
+    prom_set(&p->memtable_bytes, z.memtable_bytes);
+    prom_set(&p->wal_bytes, z.wal_bytes);
+    prom_set(&p->keys, z.keys);
+}
+
 static void *thread_main(void *arg)
 {
     persist *p = arg;
     storage_batch *b = storage_batch_new();
     for (;;) {
+        read_sizes(p);
         job *j = queue_pop(p->jobs, 100);
         if (j == NULL) {
             if (atomic_load(&p->stop))
@@ -248,4 +277,31 @@ void persist_wait(persist *p, int timeout_ms)
 uint64_t persist_commits(const persist *p)
 {
     return atomic_load(&p->commits);
+}
+
+static void gauge(FILE *f, const char *name, const char *help, const prom_counter *v)
+{
+    prom_family(f, name, "gauge", help);
+    fprintf(f, "%s %llu\n", name, (unsigned long long)prom_get(v));
+}
+
+void persist_metrics(persist *p, FILE *f)
+{
+    prom_write_histogram(f, "eddy_node_persist_seconds",
+                         "one group commit of record writes to RocksDB: the write, and its fsync (storage.sync)",
+                         &p->commit_time);
+    prom_family(f, "eddy_node_persisted_writes_total", "counter", "record writes and deletes committed to RocksDB");
+    fprintf(f, "eddy_node_persisted_writes_total %llu\n", (unsigned long long)atomic_load(&p->commits));
+    prom_family(f, "eddy_node_persist_queue", "gauge", "record loads and writes waiting for the storage thread");
+    fprintf(f, "eddy_node_persist_queue %zu\n", queue_len(p->jobs));
+    gauge(f, "eddy_node_storage_sst_bytes", "RocksDB table files in use (rocksdb.live-sst-files-size)",
+          &p->sst_bytes);
+    gauge(f, "eddy_node_storage_live_data_bytes",
+          "RocksDB's estimate of the live data in its table files (rocksdb.estimate-live-data-size)",
+          &p->live_data_bytes);
+    gauge(f, "eddy_node_storage_memtable_bytes",
+          "written, not yet flushed to a table file (rocksdb.cur-size-all-mem-tables)", &p->memtable_bytes);
+    gauge(f, "eddy_node_storage_wal_bytes", "the write-ahead log files", &p->wal_bytes);
+    gauge(f, "eddy_node_storage_keys", "RocksDB's estimate of the keys it holds (rocksdb.estimate-num-keys)",
+          &p->keys);
 }

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 enum sync_mode { SYNC_ALWAYS = 0, SYNC_BATCH = 1, SYNC_NEVER = 2 };
 
@@ -54,5 +55,8 @@ void persist_done_free(persist_done *d);
 void persist_wait(persist *p, int timeout_ms);
 /* Writes committed so far, and batches (for the metrics line). */
 uint64_t persist_commits(const persist *p);
+/* Writes the storage thread's /metrics families (eddy_node_persist_*,
+ * eddy_node_storage_*; Prometheus text) to f. Any thread. */
+void persist_metrics(persist *p, FILE *f);
 
 #endif

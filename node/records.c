@@ -634,6 +634,12 @@ static void records_on_persist_wait(record_table *t)
     persist_done_free(d);
 }
 
+void records_held(const struct record_table *t, size_t *count, size_t *bytes)
+{
+    *count = dict_size(t->records);
+    *bytes = t->bytes;
+}
+
 /* Evicts cold records while the cache is over its bound (at most every
  * 500 ms: a walk can pass many records that must stay). */
 static void records_timers(void *self, int64_t now)

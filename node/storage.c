@@ -1,9 +1,12 @@
 /* storage.c - RocksDB wrapper for records (see storage.h for the key layout). */
 #include "storage.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <rocksdb/c.h>
 
@@ -15,6 +18,7 @@
 #define FORMAT_KEY "m:format"
 
 struct storage {
+    char *dir;
     rocksdb_t *db;
     rocksdb_options_t *opts;
     rocksdb_readoptions_t *ropts;
@@ -41,6 +45,7 @@ static int take_error(char **rerr, const char *what, char *err, size_t err_len)
 storage *storage_open(const char *dir, char *err, size_t err_len)
 {
     storage *s = xcalloc(1, sizeof(*s));
+    s->dir = xstrdup(dir);
     char *rerr = NULL;
     s->opts = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(s->opts, 1);
@@ -95,6 +100,7 @@ void storage_close(storage *s)
     if (s->wnosync != NULL)
         rocksdb_writeoptions_destroy(s->wnosync);
     rocksdb_options_destroy(s->opts);
+    xfree(s->dir);
     xfree(s);
 }
 
@@ -200,4 +206,38 @@ int storage_batch_commit(storage *s, storage_batch *b, bool sync, char *err, siz
     if (rerr != NULL)
         return take_error(&rerr, "rocksdb write", err, err_len);
     return 0;
+}
+
+static uint64_t property(storage *s, const char *name)
+{
+    uint64_t v = 0;
+    return rocksdb_property_int(s->db, name, &v) == 0 ? v : 0;
+}
+
+/* The bytes of the *.log files in the data folder: RocksDB 7.8 has no
+ * property for the write-ahead log's size. */
+static uint64_t wal_bytes(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    uint64_t total = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        struct stat st;
+        if (n > 4 && strcmp(e->d_name + n - 4, ".log") == 0 && fstatat(dirfd(d), e->d_name, &st, 0) == 0)
+            total += (uint64_t)st.st_size;
+    }
+    closedir(d);
+    return total;
+}
+
+void storage_sizes_read(storage *s, storage_sizes *out)
+{
+    out->sst_bytes = property(s, "rocksdb.live-sst-files-size");
+    out->live_data_bytes = property(s, "rocksdb.estimate-live-data-size");
+    out->memtable_bytes = property(s, "rocksdb.cur-size-all-mem-tables");
+    out->keys = property(s, "rocksdb.estimate-num-keys");
+    out->wal_bytes = wal_bytes(s->dir);
 }

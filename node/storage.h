@@ -34,4 +34,14 @@ size_t storage_batch_count(const storage_batch *b);
  * Returns 0, or -1 with a reason in err. */
 int storage_batch_commit(storage *s, storage_batch *b, bool sync, char *err, size_t err_len);
 
+/* What the store takes: RocksDB's estimates (0 where it has none). */
+typedef struct storage_sizes {
+    uint64_t sst_bytes;       /* rocksdb.live-sst-files-size: the table files in use */
+    uint64_t live_data_bytes; /* rocksdb.estimate-live-data-size: the data those hold, less what compaction drops */
+    uint64_t memtable_bytes;  /* rocksdb.cur-size-all-mem-tables: written, not flushed to a table file yet */
+    uint64_t wal_bytes;       /* the write-ahead log files (*.log) in the data folder */
+    uint64_t keys;            /* rocksdb.estimate-num-keys (records, and the format key) */
+} storage_sizes;
+void storage_sizes_read(storage *s, storage_sizes *out);
+
 #endif

@@ -5,11 +5,13 @@
 // EDDY_TEST_FAULT_DROP_BROADCASTS=2): every second delivery batch made only of
 // broadcasts (event deliveries, record updates) is numbered but never sent. The broker must notice every gap, also one at the
 // very end of a burst that no later batch reveals, bring record subscribers
-// up to date by re-reading the record, and count what was lost in /metrics.
+// up to date by re-reading the record, and count what was lost in /metrics;
+// the node counts the batches it dropped in its own.
 import { test, describe, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { startServer, until, sleep, MODE } from './lib/server.mjs'
 import { connect, closeAll } from './lib/client.mjs'
+import { nodeMetrics } from './lib/metrics.mjs'
 
 async function metrics (port) {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
@@ -64,5 +66,9 @@ describe('delivery gaps', { skip: MODE === 'haproxy' && 'needs the node environm
     const { text } = await metrics(server.port)
     assert.match(text, /^# TYPE eddy_delivery_lost_operations_total counter$/m)
     assert.match(text, /^eddy_node_up\{node="[^"]+"\} 1$/m)
+    // the node counts what it numbered but did not send, by reason (its own /metrics in cluster mode)
+    const n = await nodeMetrics(server)
+    assert.ok(n.sum('eddy_node_delivery_batches_dropped_total', 'reason="fault_injected"') >= 3 + 8 - got.length)
+    assert.equal(n.sum('eddy_node_delivery_batches_dropped_total', 'reason="outbox_full"'), 0)
   })
 })

@@ -40,7 +40,7 @@ describe('two nodes, two brokers', { skip: MODE !== 'cluster' && 'two-process mo
     seed = addr(ports[2])
     for (const [i, id] of ['node1', 'node2'].entries()) {
       const n = new Proc(id, ['node', '--node-id', id, '--request', addr(ports[2 * i]), '--delivery', addr(ports[2 * i + 1]),
-        '--data', join(dir, id), ...nodeFlags])
+        '--metrics', '127.0.0.1:0', '--data', join(dir, id), ...nodeFlags])
       procs.push(n)
       await n.waitFor(/node-listening/)
     }

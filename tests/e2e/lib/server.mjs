@@ -77,12 +77,14 @@ export async function startServer ({ extra = [], nodeExtra = [], dataDir = null,
   if (ownDir) dataDir = mkdtempSync(join(tmpdir(), 'eddy-e2e-'))
   const procs = []
   let port
+  let nodeMetricsUrl = null
   try {
     if (MODE === 'cluster') {
       const node = new Proc('node', ['node', '--request', 'tcp://127.0.0.1:0', '--delivery', 'tcp://127.0.0.1:0',
-        '--data', dataDir, ...nodeExtra], nodeEnv)
+        '--metrics', '127.0.0.1:0', '--data', dataDir, ...nodeExtra], nodeEnv)
       procs.push(node)
       const m = await node.waitFor(/node-listening request=(\S+) delivery=(\S+)/)
+      nodeMetricsUrl = (await node.waitFor(/node-metrics-listening url=(\S+)/))[1]
       const broker = new Proc('broker', ['broker', '--host', '127.0.0.1', '--port', String(wsPort), '--node', `${m[1]},${m[2]}`, ...extra],
         {}, { fileLimit: edgeFileLimit })
       procs.push(broker)
@@ -103,6 +105,8 @@ export async function startServer ({ extra = [], nodeExtra = [], dataDir = null,
     port,
     url: `ws://127.0.0.1:${port}/deepstream`,
     dataDir,
+    // cluster mode: the node's own HTTP listener (node.metrics), e.g. http://127.0.0.1:41689
+    nodeMetricsUrl,
     procs: byName,
     edge: procs[procs.length - 1], // the process clients talk to
     stderr: () => procs.map(p => p.stderr).join(''),

@@ -1,0 +1,52 @@
+/* stats.c - the node's /metrics families (all named eddy_node_*, so that
+ * standalone can append them to its broker's without a clash), written from
+ * the counters of node_stats (internal.h) by any thread. The storage
+ * thread's own families are persist.c's (persist_metrics). Not for counting:
+ * the modules bump the counters where things happen. */
+#include "internal.h"
+
+static const char *const drop_names[DROP_KINDS] = {
+    [DROP_OUTBOX_FULL] = "outbox_full", [DROP_SEND_FAILED] = "send_failed", [DROP_FAULT] = "fault_injected"};
+
+static void one(FILE *f, const char *name, const char *type, const char *help, uint64_t v)
+{
+    prom_family(f, name, type, help);
+    fprintf(f, "%s %llu\n", name, (unsigned long long)v);
+}
+
+void stats_write(const node_stats *st, const eddy_config *cfg, FILE *f)
+{
+    prom_family(f, "eddy_node_operations_total", "counter",
+                "operations this node applied, by kind (from brokers and backends)");
+    for (uint32_t k = 0; k < OP_KIND_MAX; k++) {
+        uint64_t v = prom_get(&st->ops[k]);
+        if (v > 0)
+            fprintf(f, "eddy_node_operations_total{kind=\"%s\"} %llu\n", op_kind_name(k), (unsigned long long)v);
+    }
+    prom_write_histogram(f, "eddy_node_batch_apply_seconds",
+                         "time to apply one request batch (every operation in it) and build its reply", &st->apply);
+    one(f, "eddy_node_malformed_total", "counter", "batches and operations refused as malformed",
+        prom_get(&st->malformed));
+    one(f, "eddy_node_peers", "gauge", "brokers and backends this node serves", prom_get(&st->peers));
+    one(f, "eddy_node_max_peers", "gauge", "cluster.maxPeers: the most peers this node serves at once",
+        (uint64_t)cfg->max_peers);
+    one(f, "eddy_node_peers_refused_total", "counter", "HELLOs refused because the peer table was full",
+        prom_get(&st->peers_refused));
+    one(f, "eddy_node_records_cached", "gauge", "records held in memory", prom_get(&st->records));
+    one(f, "eddy_node_records_cached_bytes", "gauge", "bytes of the records held in memory",
+        prom_get(&st->record_bytes));
+    one(f, "eddy_node_deliveries_published_total", "counter",
+        "operations published to peers: event deliveries, record updates, RPC and listen messages, answers a write released",
+        prom_get(&st->delivered_ops));
+    one(f, "eddy_node_delivery_batches_published_total", "counter",
+        "delivery batches published (one per peer per request at most)", prom_get(&st->delivered_batches));
+    prom_family(f, "eddy_node_delivery_batches_dropped_total", "counter",
+                "delivery batches numbered but not published (the peer sees the gap and recovers), by reason");
+    for (int r = 0; r < DROP_KINDS; r++)
+        fprintf(f, "eddy_node_delivery_batches_dropped_total{reason=\"%s\"} %llu\n", drop_names[r],
+                (unsigned long long)prom_get(&st->dropped[r]));
+    one(f, "eddy_node_permission_denied_total", "counter",
+        "record writes a rule reading the record's data denied here (MESSAGE_DENIED)", prom_get(&st->denied));
+    one(f, "eddy_node_permission_errors_total", "counter",
+        "record rules applied here that failed (MESSAGE_PERMISSION_ERROR)", prom_get(&st->rule_errors));
+}
