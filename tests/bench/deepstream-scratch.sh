@@ -1,7 +1,8 @@
 # deepstream-scratch.sh - sourced by the benchmarks that compare eddy with
 # @deepstream/server 7.0.2: installs it in a scratch folder under the build
 # directory (never part of eddy) and gives it a fresh copy of its shipped
-# config. Not a benchmark; starting and stopping it is the caller's.
+# config, and starts and stops it and eddy standalone for a comparison. Not
+# a benchmark itself.
 #
 # deepstream_scratch BUILD_DIR: installs when missing, prints the scratch folder;
 #   the config to start it with is conf/config.yml in that folder; returns
@@ -27,4 +28,41 @@ open(p, 'w').write(s)
 PY
   [[ $? == 0 ]] || return
   echo "$scratch"
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+listener_pid() { ss -ltnp 2>/dev/null | grep ":$1 " | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1; }
+
+# deepstream_start SCRATCH LOG: starts deepstream from the scratch folder on a
+#   free port and waits until it listens; sets DS_PORT, DS_PID (the process that
+#   listens, whose CPU counts) and appends the shell's child to the caller's pids.
+deepstream_start() {
+  DS_PORT=$(free_port)
+  (cd "$1" && exec node node_modules/@deepstream/server/dist/bin/deepstream start -c conf/config.yml \
+    --host 127.0.0.1 --port "$DS_PORT" >"$2" 2>&1 </dev/null) &
+  pids+=($!)
+  for _ in $(seq 200); do [[ -n $(listener_pid "$DS_PORT") ]] && break; sleep 0.1; done
+  DS_PID=$(listener_pid "$DS_PORT")
+}
+
+# deepstream_stop: stops what deepstream_start started (the first of pids).
+deepstream_stop() {
+  kill -TERM "$DS_PID" "${pids[0]}" 2>/dev/null || true
+  wait "${pids[0]}" 2>/dev/null || true
+}
+
+# eddy_start BUILD DATA LOG: eddy standalone (no message rate limit) on a free
+#   port, once it listens; sets EDDY_PORT, EDDY_PID (also appended to pids).
+eddy_start() {
+  "$1/eddy" standalone --host 127.0.0.1 --port 0 --data "$2" --message-rate 0 >/dev/null 2>"$3" &
+  EDDY_PID=$!
+  pids+=($!)
+  for _ in $(seq 200); do grep -q broker-listening "$3" && break; sleep 0.05; done
+  EDDY_PORT=$(sed -n 's/.*broker-listening port=\([0-9]*\).*/\1/p' "$3")
+}
+
+# eddy_stop: stops it; fails when it did not exit cleanly.
+eddy_stop() {
+  kill -TERM "$EDDY_PID"
+  wait "$EDDY_PID" || { echo "eddy did not stop cleanly" >&2; return 1; }
 }

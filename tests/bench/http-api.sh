@@ -28,8 +28,6 @@ trap cleanup EXIT
 
 source tests/bench/deepstream-scratch.sh
 scratch=$(deepstream_scratch "$build")
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-listener_pid() { ss -ltnp 2>/dev/null | grep ":$1 " | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1; }
 
 failed=0
 load() { # LABEL PORT PID [options]: one run; a failed run is reported and fails the script at the end
@@ -43,21 +41,13 @@ run_scenarios() { # LABEL PORT PID
   load "$@" --batch 100 --seconds "$secs"
 }
 
-port=$(free_port)
-(cd "$scratch" && exec node node_modules/@deepstream/server/dist/bin/deepstream start -c conf/config.yml \
-  --host 127.0.0.1 --port "$port" >"$tmp/deepstream.log" 2>&1 </dev/null) &
-pids+=($!)
-for _ in $(seq 200); do [[ -n $(listener_pid "$port") ]] && break; sleep 0.1; done
-run_scenarios deepstream "$port" "$(listener_pid "$port")"
-kill -TERM "$(listener_pid "$port")" "${pids[0]}" 2>/dev/null || true
-wait "${pids[0]}" 2>/dev/null || true
+deepstream_start "$scratch" "$tmp/deepstream.log"
+run_scenarios deepstream "$DS_PORT" "$DS_PID"
+deepstream_stop
 
-"$build/eddy" standalone --host 127.0.0.1 --port 0 --data "$tmp/data" --message-rate 0 >/dev/null 2>"$tmp/eddy.log" &
-pids+=($!)
-for _ in $(seq 200); do grep -q broker-listening "$tmp/eddy.log" && break; sleep 0.05; done
-run_scenarios eddy "$(sed -n 's/.*broker-listening port=\([0-9]*\).*/\1/p' "$tmp/eddy.log")" "${pids[1]}"
-kill -TERM "${pids[1]}"
-wait "${pids[1]}" || { echo "eddy did not stop cleanly" >&2; exit 1; }
+eddy_start "$build" "$tmp/data" "$tmp/eddy.log"
+run_scenarios eddy "$EDDY_PORT" "$EDDY_PID"
+eddy_stop || exit 1
 
 cat "$tmp/runs.jsonl" >>"$out"
 python3 - "$tmp/runs.jsonl" "$conns" <<'PY'

@@ -31,8 +31,6 @@ ulimit -n "$(ulimit -Hn)" # every connection is a file descriptor, in the bench 
 
 source tests/bench/deepstream-scratch.sh
 scratch=$(deepstream_scratch "$build")
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-listener_pid() { ss -ltnp 2>/dev/null | grep ":$1 " | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1; }
 
 bench() { # LABEL URLS PIDS SCENARIO [options]: one run; a failed run is reported, not fatal
   local label=$1 urls=$2 ps=$3; shift 3
@@ -51,21 +49,13 @@ run_scenarios() { # LABEL URLS PIDS
   bench "$@" connections --count "$conns" --source-ips $(( conns / 20000 + 2 )) --hold 1
 }
 
-port=$(free_port)
-(cd "$scratch" && exec node node_modules/@deepstream/server/dist/bin/deepstream start -c conf/config.yml \
-  --host 127.0.0.1 --port "$port" >"$tmp/deepstream.log" 2>&1 </dev/null) &
-pids+=($!)
-for _ in $(seq 200); do [[ -n $(listener_pid "$port") ]] && break; sleep 0.1; done
-run_scenarios deepstream "ws://127.0.0.1:$port/deepstream" "$(listener_pid "$port")"
-kill -TERM "$(listener_pid "$port")" "${pids[0]}" 2>/dev/null || true
-wait "${pids[0]}" 2>/dev/null || true
+deepstream_start "$scratch" "$tmp/deepstream.log"
+run_scenarios deepstream "ws://127.0.0.1:$DS_PORT/deepstream" "$DS_PID"
+deepstream_stop
 
-"$build/eddy" standalone --host 127.0.0.1 --port 0 --data "$tmp/data" --message-rate 0 >/dev/null 2>"$tmp/eddy.log" &
-pids+=($!)
-for _ in $(seq 200); do grep -q broker-listening "$tmp/eddy.log" && break; sleep 0.05; done
-run_scenarios eddy "ws://127.0.0.1:$(sed -n 's/.*broker-listening port=\([0-9]*\).*/\1/p' "$tmp/eddy.log")/deepstream" "${pids[1]}"
-kill -TERM "${pids[1]}"
-wait "${pids[1]}" || { echo "eddy did not stop cleanly" >&2; exit 1; }
+eddy_start "$build" "$tmp/data" "$tmp/eddy.log"
+run_scenarios eddy "ws://127.0.0.1:$EDDY_PORT/deepstream" "$EDDY_PID"
+eddy_stop || exit 1
 
 # the cluster: publishers, writers and callers alternate between the brokers,
 # so deliveries cross brokers; CPU and memory are the sum of the 5 processes
