@@ -18,7 +18,7 @@ BUILD      ?= build
 SAN        ?= 0
 CC         ?= cc
 PKG_CONFIG ?= pkg-config
-PKGS       := libwebsockets msgpack libprotobuf-c jansson yaml-0.1 libsodium libpcre2-8 libcurl libjwt libcrypto
+PKGS       := libwebsockets msgpack libprotobuf-c jansson yaml-0.1 libsodium libpcre2-8 libcurl libjwt libssl libcrypto
 LIB_PKGS   := msgpack jansson
 VERSION    := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 

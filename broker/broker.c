@@ -44,6 +44,7 @@ struct broker {
     http_front *http;
     local_node local; /* standalone: the in-process node (node NULL: none) */
     volatile sig_atomic_t *reload; /* broker_watch_reload; NULL: none */
+    struct lws_context *lws;       /* while the loop runs */
     void (*reload_also)(void *ctx);
     void *reload_ctx;
 };
@@ -158,6 +159,7 @@ static void started(void *ctx, struct lws_context *lws)
     links_start(b->links, lws);
     admit_start(b->admit);
     api_start(b->api, lws);
+    b->lws = lws;
 }
 
 static void stopping(void *ctx)
@@ -166,6 +168,7 @@ static void stopping(void *ctx)
     sessions_stop(b->sessions);
     links_stop(b->links);
     api_stop(b->api);
+    b->lws = NULL;
 }
 
 static void stopped(void *ctx)
@@ -241,6 +244,7 @@ static void tick(void *ctx)
         return;
     *b->reload = 0;
     reload_permissions(b);
+    tls_reload(b->cfg, b->lws);
     if (b->reload_also != NULL)
         b->reload_also(b->reload_ctx);
 }
@@ -261,6 +265,13 @@ broker *broker_create(const eddy_config *cfg, const local_node *local, bool *con
     loop_hooks serving = {.started = started, .stopping = stopping, .stopped = stopped, .admit = admit_socket,
                           .opened = opened, .received = received, .closed = closed, .http = http, .woken = woken,
                           .tick = tick, .ctx = b};
+    char why[600];
+    if (tls_check(cfg, why, sizeof(why)) != 0) {
+        fprintf(stderr, "eddy: %s\n", why);
+        *config_error = true;
+        xfree(b);
+        return NULL;
+    }
     b->loop = loop_new(cfg, &serving);
     b->inbound = queue_new(INBOUND_QUEUE_LEN);
     b->sessions = sessions_new(cfg);

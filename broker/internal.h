@@ -4,6 +4,7 @@
  *   broker.c     the lifecycle and the inbound queue; wires the others
  *                together (the hooks below point into it)
  *   loop.c       the lws context and its loop (libuv, else poll)
+ *   tls.c        the websocket port's certificate: checked at start, reloaded
  *   http.c       plain HTTP: health checks, /metrics, CORS, and the HTTP API's
  *                requests handed to api.c
  *   api.c        deepstream's HTTP API: a request runs as a session without a
@@ -748,6 +749,17 @@ void http_answer(http_conn *c, int status, const char *type, const char *body, s
 /* The same with deepstream's plain-text error body. */
 void http_answer_text(http_conn *c, int status, const char *text, const char *retry_after);
 void http_metrics(const http_front *h, FILE *f);
+
+/* ---------------- tls.c ---------------- */
+
+/* True when the websocket port serves TLS (tls.cert given). */
+bool tls_enabled(const eddy_config *cfg);
+/* Checks tls.cert, tls.key and tls.ca with OpenSSL (readable, PEM, the key
+ * matches, not expired, the CA loads). 0, or -1 with one line in err. */
+int tls_check(const eddy_config *cfg, char *err, size_t len);
+/* SIGHUP: the files again, checked; new connections get them (logged). 0,
+ * or -1 (logged) with the certificate in use kept. */
+int tls_reload(const eddy_config *cfg, struct lws_context *ctx);
 
 /* ---------------- api.c, token.c ---------------- */
 

@@ -129,6 +129,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (established) /* else refused before it was established */
             h->closed(h->ctx, s);
         return 0;
+    case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION:
+        /* lws leaves the verdict to us: OpenSSL's (len: preverify_ok), a certificate tls.ca signed */
+        if (len == 0)
+            log_info("tls-client-refused", "reason=\"certificate not signed by tls.ca, or expired\"");
+        return len ? 0 : 1;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         h->woken(h->ctx);
         return 0;
@@ -254,6 +259,16 @@ int loop_run(loop *l, volatile sig_atomic_t *stop)
     info.options = LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
     if (strchr(cfg->host, ':') == NULL)
         info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (tls_enabled(cfg)) { /* wss:// and https:// (tls.c checked the files) */
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = cfg->tls_cert;
+        info.ssl_private_key_filepath = cfg->tls_key;
+        info.alpn = "http/1.1"; /* not h2: http.c answers in HTTP/1.1's way (and no client speaks websockets over h2) */
+        if (cfg->tls_ca[0] != '\0') {
+            info.ssl_ca_filepath = cfg->tls_ca;
+            info.options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
+        }
+    }
     if (create_context(l, &info) != 0)
         return -1;
     /* the listener apart from the context: a port in use is not a missing event library */
@@ -271,8 +286,9 @@ int loop_run(loop *l, volatile sig_atomic_t *stop)
     for (int i = 0; i < cfg->auth_count; i++)
         snprintf(auth_list + strlen(auth_list), sizeof(auth_list) - strlen(auth_list), "%s%s", i ? "," : "",
                  config_auth_type_name(cfg->auth[i].type));
-    log_info("broker-listening", "port=%d host=%s path=%s auth=%s loop=%s", lws_get_vhost_listen_port(vh), cfg->host,
-             cfg->url_path, auth_list, l->uv ? "libuv" : "poll");
+    log_info("broker-listening", "port=%d host=%s path=%s auth=%s loop=%s tls=%s", lws_get_vhost_listen_port(vh),
+             cfg->host, cfg->url_path, auth_list, l->uv ? "libuv" : "poll",
+             !tls_enabled(cfg) ? "off" : cfg->tls_ca[0] ? "on,client-certificates" : "on");
     l->hooks.woken(l->hooks.ctx); /* what arrived before the loop ran */
     if (l->uv) {
         lws_service(l->ctx, 0); /* until stop_uv_loop has closed everything */

@@ -2,7 +2,7 @@
 # cluster.sh - run an eddy cluster on this machine: N nodes and M brokers as
 # separate processes on 127.0.0.1 (free ports), optionally behind haproxy.
 #
-#   cluster.sh up     --dir DIR [--nodes N] [--brokers M] [--lb] [--bin PATH] [-- extra eddy flags]
+#   cluster.sh up     --dir DIR [--nodes N] [--brokers M] [--lb] [--lb-tls PEM] [--bin PATH] [-- extra eddy flags]
 #   cluster.sh down   --dir DIR
 #   cluster.sh status --dir DIR
 #   cluster.sh kill   NAME --dir DIR     (SIGKILL; NAME as in status: node1.., broker1.., lb)
@@ -11,7 +11,8 @@
 # `up` returns once every node and broker answers /health-check; it writes DIR/brokers (one
 # websocket URL per line), DIR/nodes (each node's request address, for backends:
 # eddy ctl --cluster), DIR/node-metrics (each node's /metrics URL, its own HTTP
-# port: node.metrics), DIR/lb with --lb (haproxy's websocket URL) and
+# port: node.metrics), DIR/lb with --lb (haproxy's websocket URL; wss:// with --lb-tls PEM,
+# haproxy terminating TLS with PEM, a certificate chain and its key in one file) and
 # DIR/cluster.yml (the shared cluster map). Each process logs to DIR/NAME.log.
 set -euo pipefail
 
@@ -20,13 +21,14 @@ bin="$here/../build/eddy"
 cmd=${1:-}; shift || true
 name=""
 if [[ $cmd == kill || $cmd == start ]]; then name=${1:-}; shift || true; fi
-dir="" nodes=3 brokers=2 lb=0 extra=()
+dir="" nodes=3 brokers=2 lb=0 lb_tls="" extra=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --dir) dir=$2; shift 2 ;;
     --nodes) nodes=$2; shift 2 ;;
     --brokers) brokers=$2; shift 2 ;;
     --lb) lb=1; shift ;;
+    --lb-tls) lb=1; lb_tls=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "cluster.sh: unknown argument $1" >&2; exit 2 ;;
@@ -59,9 +61,9 @@ alive() {
   kill -0 "$pid" 2>/dev/null && [[ $(sed -n 's/^.*) \(.\).*/\1/p' "/proc/$pid/stat" 2>/dev/null) != Z ]]
 }
 
-wait_health() { # PORT: until /health-check answers 200 (20 s)
+wait_health() { # PORT [https]: until /health-check answers 200 (20 s)
   for _ in $(seq 200); do
-    curl -fs -o /dev/null "http://127.0.0.1:$1/health-check" && return 0
+    curl -kfs -o /dev/null "${2:-http}://127.0.0.1:$1/health-check" && return 0
     sleep 0.1
   done
   return 1
@@ -100,7 +102,7 @@ up)
       echo "global"; echo "  maxconn 4000"
       echo "defaults"; echo "  mode http"; echo "  timeout connect 2s"; echo "  timeout client 90s"
       echo "  timeout server 90s"; echo "  timeout tunnel 1h"; echo "  option http-server-close"
-      echo "frontend ws"; echo "  bind 127.0.0.1:$p"; echo "  default_backend brokers"
+      echo "frontend ws"; echo "  bind 127.0.0.1:$p${lb_tls:+ ssl crt $lb_tls alpn http/1.1}"; echo "  default_backend brokers"
       echo "backend brokers"; echo "  balance leastconn"
       echo "  option httpchk GET /health-check"; echo "  http-check expect status 200"
       for i in $(seq "$brokers"); do
@@ -110,7 +112,7 @@ up)
     haproxy -c -q -f "$dir/haproxy.cfg"
     echo "haproxy -db -f $dir/haproxy.cfg" >"$dir/lb.cmd"
     echo "$p" >"$dir/lb.port"
-    echo "ws://127.0.0.1:$p/deepstream" >"$dir/lb"
+    echo "ws${lb_tls:+s}://127.0.0.1:$p/deepstream" >"$dir/lb"
     launch lb
   fi
   for i in $(seq "$nodes"); do
@@ -120,7 +122,7 @@ up)
     wait_health "$(cat "$dir/broker$i.port")" || { echo "cluster.sh: broker$i did not become healthy; see $dir/broker$i.log" >&2; exit 1; }
   done
   if [[ $lb == 1 ]]; then
-    wait_health "$(cat "$dir/lb.port")" || { echo "cluster.sh: haproxy did not become healthy; see $dir/lb.log" >&2; exit 1; }
+    wait_health "$(cat "$dir/lb.port")" "$(sed -n 's|^ws\(s*\)://.*|http\1|p' "$dir/lb")" || { echo "cluster.sh: haproxy did not become healthy; see $dir/lb.log" >&2; exit 1; }
   fi
   echo "cluster up: $nodes nodes, $brokers brokers$([[ $lb == 1 ]] && echo ", haproxy $(cat "$dir/lb")")"
   ;;
@@ -145,7 +147,9 @@ start)
   [[ -f $dir/$name.cmd ]] || { echo "cluster.sh: no process $name in $dir" >&2; exit 2; }
   alive "$name" && { echo "cluster.sh: $name is already running" >&2; exit 1; }
   launch "$name"
-  if [[ -f $dir/$name.port ]]; then wait_health "$(cat "$dir/$name.port")" || exit 1; fi
+  if [[ -f $dir/$name.port ]]; then
+    wait_health "$(cat "$dir/$name.port")" "$([[ $name == lb ]] && sed -n 's|^ws\(s*\)://.*|http\1|p' "$dir/lb")" || exit 1
+  fi
   if [[ -f $dir/$name.metrics-port ]]; then wait_health "$(cat "$dir/$name.metrics-port")" || exit 1; fi
   ;;
 *)

@@ -281,6 +281,12 @@ static const cfg_entry table[] = {
      "cluster); empty: a random key per process, so a token works on that broker until it restarts"},
     {"http.tokenTtl", "--http-token-ttl", T_INT, 1000, 31536000000LL, "3600000", F(http_token_ttl_ms), NULL,
      "ms a token from authPath stays valid"},
+    {"tls.cert", "--tls-cert", T_PATH, 0, 0, "", F(tls_cert), NULL,
+     "PEM certificate (chain) of the websocket port: wss:// and https:// (with tls.key); empty: plain ws://. "
+     "Read again on SIGHUP"},
+    {"tls.key", "--tls-key", T_PATH, 0, 0, "", F(tls_key), NULL, "PEM private key of tls.cert"},
+    {"tls.ca", "--tls-ca", T_PATH, 0, 0, "", F(tls_ca), NULL,
+     "PEM CA certificates: every client must present a certificate one of them signed (empty: none asked for)"},
     {"cluster.nodes", "--node", T_NODES, 0, 0, NULL, 0, NULL,
      "the cluster's nodes: YAML list of {id, request, delivery[, shards]}; flag "
      "REQUEST,DELIVERY[,SHARDS] (repeatable). shards: ranges like \"0-1023,2048-3071\" of 0-4095; "
@@ -355,8 +361,11 @@ static const cfg_entry table[] = {
     DS_MAP("httpServer.options.maxMessageSize", "http.maxMessageSize"),
     DS_MAP("httpServer.options.hostUrl", "http.hostUrl"),
     DS_IGNORE("httpServer.options.headers", "handshake headers are not passed to auth"),
-    DS_REFUSE("httpServer.options.ssl", "TLS is not supported yet: terminate it in a proxy in front of eddy "
-              "(deploy/ has haproxy examples)"),
+    DS_MAP("httpServer.options.ssl.key", "tls.key"),
+    DS_MAP("httpServer.options.ssl.cert", "tls.cert"),
+    DS_MAP("httpServer.options.ssl.ca", "tls.ca"),
+    DS_REFUSE("httpServer.options.ssl.dhParams", "eddy uses OpenSSL's own key exchange parameters"),
+    DS_REFUSE("httpServer.options.ssl.passphrase", "give eddy an unencrypted key file (readable by eddy only)"),
     DS_IGNORE("serverName", "eddy names a process by node.id"),
     DS_IGNORE("showLogo", "eddy prints no logo"),
     DS_IGNORE("dependencyInitializationTimeout", "eddy loads no plugins"),
@@ -989,6 +998,8 @@ static int apply_json(setting *st, json_t *obj, const char *prefix)
                 return -1;
             continue;
         }
+        if (e == NULL && json_is_null(v) && strcmp(key, "httpServer.options.ssl") == 0)
+            continue; /* deepstream's way of saying "no TLS" */
         if (e == NULL) {
             snprintf(st->err, st->err_len, "config error: %s: unknown key", key);
             return -1;

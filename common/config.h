@@ -123,6 +123,9 @@ typedef struct eddy_config {
     int64_t http_max_in_flight;         /* requests being answered at once per broker */
     char *http_token_secret;            /* "" = a random key per process */
     int64_t http_token_ttl_ms;
+    /* TLS on the websocket port (broker, standalone): wss:// and https:// */
+    char *tls_cert, *tls_key; /* PEM files; "" = plain */
+    char *tls_ca;             /* "" = no client certificates asked for */
     /* cluster */
     clustermap cluster; /* cluster.nodes and cluster.epoch */
     char *seed; /* a node's request address to fetch the cluster map from ("" = none) */

@@ -764,6 +764,15 @@ static void test_deepstream_http_server(void **state)
     assert_string_equal(c.ignored, "httpServer.options.headers");
     assert_int_equal(config_validate(&c, "standalone", err, sizeof(err)), 0);
     config_free(&c);
+    /* deepstream's ssl block: its files, relative to the config file */
+    rc = load_in_dir(&c, "c.yml", "httpServer:\n  options:\n    ssl:\n      key: fileLoad(ssl/key.pem)\n"
+                     "      cert: fileLoad(ssl/cert.pem)\n      ca: fileLoad(ssl/ca.pem)\n");
+    if (rc != 0)
+        fail_msg("%s", err);
+    expect_path(c.tls_key, tmpdir_path, "ssl/key.pem");
+    expect_path(c.tls_cert, tmpdir_path, "ssl/cert.pem");
+    expect_path(c.tls_ca, tmpdir_path, "ssl/ca.pem");
+    config_free(&c);
     /* a bad value is named as written */
     expect_yaml_error("httpServer:\n  options:\n    port: 99999\n", "config error: httpServer.options.port: must be");
     expect_yaml_error("connectionEndpoints:\n  - type: ws-binary\n    options:\n      heartbeatInterval: soon\n",
@@ -811,10 +820,9 @@ static void test_deepstream_refusals(void **state)
                    "config error: connectionEndpoints[0].options.allowAllOrigins: unknown key");
     expect_refused("connectionEndpoints:\n  - type: ws-binary\n    name: my-endpoint\n",
                    "config error: connectionEndpoints[0].name: a deepstream plugin: eddy runs none");
-    expect_refused("httpServer:\n  type: default\n  options:\n    ssl:\n      key: fileLoad(ssl/key.pem)\n"
-                   "      cert: fileLoad(ssl/cert.pem)\n",
-                   "config error: httpServer.options.ssl: TLS is not supported yet: terminate it in a proxy in "
-                   "front of eddy (deploy/ has haproxy examples)");
+    expect_refused("httpServer:\n  options:\n    ssl:\n      key: k.pem\n      passphrase: secret\n",
+                   "config error: httpServer.options.ssl.passphrase: give eddy an unencrypted key file (readable "
+                   "by eddy only)");
     expect_refused("httpServer:\n  type: express\n", "config error: httpServer.type: express is not accepted: "
                    "default or uws, which eddy serves the same way");
     expect_refused("httpServer:\n  name: my-server\n", "config error: httpServer.name: a deepstream plugin: eddy runs none");

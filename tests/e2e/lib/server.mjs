@@ -71,8 +71,9 @@ export function assertNoSanitizerReport (text, who) {
 // nodeEnv: environment variables for the process that runs the node role.
 // edgeFileLimit: the open-file limit of the process clients talk to (standalone
 // or broker; not in haproxy mode, where cluster.sh starts the processes).
-export async function startServer ({ extra = [], nodeExtra = [], dataDir = null, wsPort = 0, nodeEnv = {}, edgeFileLimit = 0 } = {}) {
-  if (MODE === 'haproxy') return startCluster({ extra, nodeExtra })
+// lbTls (haproxy mode): haproxy terminates TLS with this PEM file (chain and key); url is wss://.
+export async function startServer ({ extra = [], nodeExtra = [], dataDir = null, wsPort = 0, nodeEnv = {}, edgeFileLimit = 0, lbTls = null } = {}) {
+  if (MODE === 'haproxy') return startCluster({ extra, nodeExtra, lbTls })
   const ownDir = dataDir === null
   if (ownDir) dataDir = mkdtempSync(join(tmpdir(), 'eddy-e2e-'))
   const procs = []
@@ -160,10 +161,10 @@ export async function until (fn, what, timeout = 5000) {
 const SH = resolve('cluster-tests/cluster.sh')
 const NAMES = ['node1', 'node2', 'node3', 'broker1', 'broker2']
 
-function startCluster ({ extra, nodeExtra }) {
+function startCluster ({ extra, nodeExtra, lbTls }) {
   const dir = mkdtempSync(join(tmpdir(), 'eddy-e2e-cluster-'))
   const sh = (...args) => execFileSync('bash', [SH, ...args, '--dir', dir], { encoding: 'utf8', timeout: 60000 })
-  execFileSync('bash', [SH, 'up', '--dir', dir, '--nodes', '3', '--brokers', '2', '--lb', '--bin', BIN,
+  execFileSync('bash', [SH, 'up', '--dir', dir, '--nodes', '3', '--brokers', '2', ...(lbTls ? ['--lb-tls', lbTls] : ['--lb']), '--bin', BIN,
     '--', ...extra, ...nodeExtra], { encoding: 'utf8', timeout: 60000 })
   const url = readFileSync(join(dir, 'lb'), 'utf8').trim()
   const logs = () => readdirSync(dir).filter(f => f.endsWith('.log') && f !== 'lb.log')
