@@ -333,6 +333,7 @@ fuzz-short:
 bench: all $(BUILD)/bench_node $(BUILD)/bench_rules $(BUILD)/bench_backend npm-deps
 	bash tests/bench/side-by-side.sh $(BUILD)
 	bash tests/bench/http-api.sh $(BUILD)
+	bash tests/bench/tls.sh $(BUILD)
 	$(BUILD)/bench_node 200000 100 1000 batch 1000
 	$(BUILD)/bench_rules
 	bash tests/bench/permissions.sh $(BUILD)

@@ -73,6 +73,7 @@ struct bench {
 #define BENCH_MAX_SERVERS 16
     char host[BENCH_MAX_SERVERS][256], path[BENCH_MAX_SERVERS][256];
     int port[BENCH_MAX_SERVERS];
+    bool tls[BENCH_MAX_SERVERS]; /* wss:// (the server's certificate is not checked: a load generator) */
     int nservers;
     double seconds;
     pid_t pid; /* the server's (the first of pids), 0 when unknown */

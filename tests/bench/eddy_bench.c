@@ -30,7 +30,7 @@ static const bench_scenario *const scenarios[] = {&bench_events, &bench_records,
 static bench the_bench_options; /* the common options' fields */
 
 static const bench_opt common_opts[] = {
-    {"--url", OPT_STRING, &the_bench_options.url, 0, 0, "the server, ws://HOST:PORT/PATH (several, comma-separated: connections round robin)"},
+    {"--url", OPT_STRING, &the_bench_options.url, 0, 0, "the server, ws://HOST:PORT/PATH or wss:// (several, comma-separated: connections round robin)"},
     {"--seconds", OPT_DOUBLE, &the_bench_options.seconds, 0.1, 86400, "length of the measured phase"},
     {"--pid", OPT_STRING, &the_bench_options.pid_list, 0, 0, "the server's pid (several, comma-separated: summed): its CPU and memory are reported"},
     {"--label", OPT_STRING, &the_bench_options.label, 0, 0, "the server's name in the results"},
@@ -99,7 +99,7 @@ static int set_opt(const bench_opt *o, const char *v)
     return -1;
 }
 
-/* --url: one or more ws://HOST:PORT/PATH, comma-separated. 0, or -1 after a message. */
+/* --url: one or more ws:// or wss://HOST:PORT/PATH, comma-separated. 0, or -1 after a message. */
 static int parse_urls(bench *b)
 {
     const char *p = b->url;
@@ -108,9 +108,10 @@ static int parse_urls(bench *b)
         char one[600];
         snprintf(one, sizeof(one), "%.*s", (int)len, p);
         int i = b->nservers;
+        b->tls[i] = i < BENCH_MAX_SERVERS && strncmp(one, "wss://", 6) == 0;
         if (i == BENCH_MAX_SERVERS ||
-            sscanf(one, "ws://%255[^:/]:%d%255s", b->host[i], &b->port[i], b->path[i]) != 3) {
-            fprintf(stderr, "eddy-bench: --url wants ws://HOST:PORT/PATH (at most %d, comma-separated), not %s\n",
+            sscanf(one + (b->tls[i] ? 1 : 0), "ws://%255[^:/]:%d%255s", b->host[i], &b->port[i], b->path[i]) != 3) {
+            fprintf(stderr, "eddy-bench: --url wants ws://HOST:PORT/PATH or wss:// (at most %d, comma-separated), not %s\n",
                     BENCH_MAX_SERVERS, one);
             return -1;
         }
