@@ -343,6 +343,8 @@ static int on_request(http_front *h, struct lws *wsi, const char *uri)
 
 static int on_body(http_front *h, http_conn *c, const void *in, size_t len)
 {
+    if (len == 0) /* (lws calls with nothing for a Content-Length: 0) */
+        return 0;
     c->received += len;
     if (c->ready || c->too_large || c->len + len > (size_t)h->cfg->http_max_message_size) {
         c->too_large = !c->ready;
