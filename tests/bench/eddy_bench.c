@@ -110,7 +110,8 @@ static int parse_urls(bench *b)
         int i = b->nservers;
         b->tls[i] = i < BENCH_MAX_SERVERS && strncmp(one, "wss://", 6) == 0;
         if (i == BENCH_MAX_SERVERS ||
-            sscanf(one + (b->tls[i] ? 1 : 0), "ws://%255[^:/]:%d%255s", b->host[i], &b->port[i], b->path[i]) != 3) {
+            sscanf(one, b->tls[i] ? "wss://%255[^:/]:%d%255s" : "ws://%255[^:/]:%d%255s", b->host[i], &b->port[i],
+                   b->path[i]) != 3) {
             fprintf(stderr, "eddy-bench: --url wants ws://HOST:PORT/PATH or wss:// (at most %d, comma-separated), not %s\n",
                     BENCH_MAX_SERVERS, one);
             return -1;
