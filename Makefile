@@ -240,10 +240,12 @@ NODE_TESTS = node tests/run-tests.mjs
 E2E = $(NODE_TESTS) --timeout 600 tests/e2e
 e2e-standalone: all npm-deps
 	EDDY_BIN=$(BUILD)/eddy EDDY_MODE=standalone $(E2E)
+# two-process mode with its links over TLS (tls+tcp://, certificates made at test time),
+# the haproxy cluster over plain tcp://: both kinds of link run every suite
 e2e-cluster: all npm-deps
-	EDDY_BIN=$(BUILD)/eddy EDDY_MODE=cluster $(E2E)
+	EDDY_BIN=$(BUILD)/eddy EDDY_MODE=cluster EDDY_LINK_TLS=1 $(E2E)
 e2e-haproxy: all npm-deps
-	EDDY_BIN=$(BUILD)/eddy EDDY_MODE=haproxy $(E2E)
+	EDDY_BIN=$(BUILD)/eddy EDDY_MODE=haproxy EDDY_LINK_TLS=0 $(E2E)
 e2e: e2e-standalone e2e-cluster e2e-haproxy
 
 # 3 nodes, 2 brokers and haproxy started by cluster-tests/cluster.sh (its links over TLS),
