@@ -167,7 +167,7 @@ static int config_init(nng_tls_engine_config *cfg, nng_tls_mode mode)
     SSL_CTX_set_mode(cfg->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     /* links live long: no resumption to keep state for */
     SSL_CTX_set_session_cache_mode(cfg->ctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_options(cfg->ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_options(cfg->ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_num_tickets(cfg->ctx, 0);
     /* nng's defaults: a server asks nothing of clients, a client checks the server */
     return config_auth(cfg, mode == NNG_TLS_MODE_SERVER ? NNG_TLS_AUTH_MODE_NONE : NNG_TLS_AUTH_MODE_REQUIRED);
@@ -278,7 +278,7 @@ struct nng_tls_engine_conn {
     char cn[CN_MAX];   /* the peer certificate's CN */
     char why[160];     /* verify_cb's reason for a refusal ("": OpenSSL's) */
     bool done;         /* the handshake is over */
-    int failed;        /* the nng error of a fatal failure (0: none): no other call, no close_notify */
+    int failed;        /* the nng error of a fatal failure (0: none): no other call */
 };
 
 static BIO_METHOD *bio_method; /* the transport under OpenSSL: nng's buffers */
@@ -398,13 +398,13 @@ static void conn_fini(nng_tls_engine_conn *c)
     c->ssl = NULL;
 }
 
+/* No close_notify: nng closes the TCP connection right after this call, so
+ * it would rarely leave; and this runs on whichever thread closes the socket
+ * (util.c's short-lived closing thread among them), where any OpenSSL call
+ * would leave per-thread error state behind at process exit. */
 static void conn_close(nng_tls_engine_conn *c)
 {
-    if (c->done && !c->failed) {
-        ERR_clear_error();
-        (void)SSL_shutdown(c->ssl); /* a close_notify, if nng can still send it */
-        ERR_clear_error();
-    }
+    (void)c;
 }
 
 /* What a failed handshake, read or write tells the peer's operator. */
