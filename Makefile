@@ -337,10 +337,11 @@ fuzz-short:
 # /api, one emit and 100 emits a request) beside deepstream; node-side record
 # apply+persist; permission checks; backend round trips; a cluster with 1 and 2
 # brokers; login storms (1000 clients at once, then reconnecting) per auth type,
-# beside deepstream.
+# beside deepstream; a cluster with plain and with TLS links (tests/bench/links-tls.sh).
 bench: all $(BUILD)/bench_node $(BUILD)/bench_rules $(BUILD)/bench_backend npm-deps
 	bash tests/bench/side-by-side.sh $(BUILD)
 	bash tests/bench/http-api.sh $(BUILD)
+	bash tests/bench/links-tls.sh $(BUILD)
 	$(BUILD)/bench_node 200000 100 1000 batch 1000
 	$(BUILD)/bench_rules
 	bash tests/bench/permissions.sh $(BUILD)
