@@ -166,7 +166,7 @@ describe('cluster links: TLS with certificates and roles', () => {
     }
   })
 
-  test('a node listening beyond loopback without TLS warns, once; with TLS it does not', async () => {
+  test('a node listening beyond loopback without TLS warns, once; with TLS it does not; standalone stays on loopback', async () => {
     let i = 0
     for (const [args, warns] of [[['--request', 'tcp://0.0.0.0:0', '--delivery', 'tcp://0.0.0.0:0'], true],
       [['--request', 'tls+tcp://0.0.0.0:0', '--delivery', 'tls+tcp://0.0.0.0:0', ...tls('node1')], false],
@@ -178,5 +178,12 @@ describe('cluster links: TLS with certificates and roles', () => {
       const { code } = await p.stop()
       assert.equal(code, 0, p.stderr)
     }
+    // standalone: its backend listener stays on loopback by default, without a warning
+    const sa = new Proc('standalone', ['standalone', '--host', '127.0.0.1', '--port', '0', '--data', join(dir, 'sa')])
+    const m = await sa.waitFor(/backends-listening request=(\S+) delivery=(\S+)/)
+    assert.match(m[1], /^tcp:\/\/127\.0\.0\.1:\d+$/)
+    assert.match(m[2], /^tcp:\/\/127\.0\.0\.1:\d+$/)
+    assert.doesNotMatch(sa.stderr, /links-unauthenticated/)
+    assert.equal((await sa.stop()).code, 0, sa.stderr)
   })
 })

@@ -13,6 +13,12 @@
  * refused with UNKNOWN_PEER (the peer keeps saying HELLO, as after a node
  * restart, and gets in once silent peers have expired).
  *
+ * Who may send what is checked here, in one place: a HELLO must say the role
+ * the certificate of its connection proves (over TLS, common/linktls.h), a
+ * peer's batches must come on the connection its HELLO came on, and each
+ * operation against its sender's role (`forbidden`); a refusal is FORBIDDEN
+ * (or UNKNOWN_PEER: say HELLO again), counted and logged (peer-forbidden).
+ *
  * In standalone the broker in the same process applies its batches through
  * local.c, under the same lock. What the node does is counted for /metrics
  * (stats.c: counters other threads read without the lock, the gauges
