@@ -19,7 +19,7 @@ SAN        ?= 0
 CC         ?= cc
 PKG_CONFIG ?= pkg-config
 PKGS       := libwebsockets msgpack libprotobuf-c jansson yaml-0.1 libsodium libpcre2-8 libcurl libjwt libssl libcrypto
-LIB_PKGS   := msgpack jansson
+LIB_PKGS   := msgpack jansson libssl libcrypto
 VERSION    := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
@@ -74,7 +74,7 @@ MAIN_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard cmd/*.c))
 # libeddy, the backend library: client/ and the parts of common/ it stands on
 CLIENT_SRC := $(wildcard client/*.c)
 CLIENT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLIENT_SRC))
-LIB_SRC    := $(CLIENT_SRC) $(addprefix common/,clustermap.c dict.c jsonpath.c log.c mem.c \
+LIB_SRC    := $(CLIENT_SRC) $(addprefix common/,clustermap.c dict.c jsonpath.c linktls.c log.c mem.c \
               mpack.c nodelink.c ops.c queue.c shardmap.c util.c)
 LIB_PIC    := $(patsubst %.c,$(BUILD)/pic/%.o,$(LIB_SRC))
 SOVERSION  := 0
@@ -176,6 +176,11 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libeddycore.a $(CORE_LINK)
 	@mkdir -p $(dir $@)
 	$(CC) $(EDDY_CFLAGS) $(EDDY_LDFLAGS) -o $@ $< $(BUILD)/libeddycore.a $(EDDY_LDLIBS) -lcmocka
 
+# a stranger on a node's nng ports, with nng's own TLS (cluster-tests/links.test.mjs)
+$(BUILD)/tests/link_probe: tests/links/link_probe.c $(BUILD)/libeddycore.a $(CORE_LINK)
+	@mkdir -p $(dir $@)
+	$(CC) $(EDDY_CFLAGS) $(EDDY_LDFLAGS) -o $@ $< $(BUILD)/libeddycore.a $(EDDY_LDLIBS)
+
 # the backend library's tests use only the public header and libeddy.a
 $(BUILD)/tests/test_backend: tests/backend/test_backend.c client/eddy.h $(BUILD)/libeddy.a $(PUB_LINK)
 	@mkdir -p $(dir $@)
@@ -235,14 +240,17 @@ NODE_TESTS = node tests/run-tests.mjs
 E2E = $(NODE_TESTS) --timeout 600 tests/e2e
 e2e-standalone: all npm-deps
 	EDDY_BIN=$(BUILD)/eddy EDDY_MODE=standalone $(E2E)
+# two-process mode with its links over TLS (tls+tcp://, certificates made at test time),
+# the haproxy cluster over plain tcp://: both kinds of link run every suite
 e2e-cluster: all npm-deps
-	EDDY_BIN=$(BUILD)/eddy EDDY_MODE=cluster $(E2E)
+	EDDY_BIN=$(BUILD)/eddy EDDY_MODE=cluster EDDY_LINK_TLS=1 $(E2E)
 e2e-haproxy: all npm-deps
-	EDDY_BIN=$(BUILD)/eddy EDDY_MODE=haproxy $(E2E)
+	EDDY_BIN=$(BUILD)/eddy EDDY_MODE=haproxy EDDY_LINK_TLS=0 $(E2E)
 e2e: e2e-standalone e2e-cluster e2e-haproxy
 
-# 3 nodes, 2 brokers and haproxy started by cluster-tests/cluster.sh
-cluster-test: all npm-deps
+# 3 nodes, 2 brokers and haproxy started by cluster-tests/cluster.sh (its links over TLS),
+# and strangers on a node's ports (tests/links/link_probe.c)
+cluster-test: all npm-deps $(BUILD)/tests/link_probe
 	EDDY_BIN=$(BUILD)/eddy $(NODE_TESTS) --timeout 900 cluster-tests
 
 # The build from scratch as on a fresh machine (packages installed during the
@@ -329,11 +337,12 @@ fuzz-short:
 # /api, one emit and 100 emits a request) beside deepstream; node-side record
 # apply+persist; permission checks; backend round trips; a cluster with 1 and 2
 # brokers; login storms (1000 clients at once, then reconnecting) per auth type,
-# beside deepstream.
+# beside deepstream; a cluster with plain and with TLS links (tests/bench/links-tls.sh).
 bench: all $(BUILD)/bench_node $(BUILD)/bench_rules $(BUILD)/bench_backend npm-deps
 	bash tests/bench/side-by-side.sh $(BUILD)
 	bash tests/bench/http-api.sh $(BUILD)
 	bash tests/bench/tls.sh $(BUILD)
+	bash tests/bench/links-tls.sh $(BUILD)
 	$(BUILD)/bench_node 200000 100 1000 batch 1000
 	$(BUILD)/bench_rules
 	bash tests/bench/permissions.sh $(BUILD)

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "linktls.h"
 #include "log.h"
 #include "mem.h"
 #include "nodelink.h"
@@ -35,6 +36,7 @@ struct link_set {
     acks *acks;
     link_hooks hooks;
     local_link *local;  /* standalone: links[0] is the in-process node */
+    linktls *tls;       /* cluster.tls: the broker's credentials on tls+tcp:// links, or NULL */
     bool flushing;      /* inside local_flush: no nested flush */
     int count;
     node_link links[CLUSTER_MAX_NODES];
@@ -247,7 +249,7 @@ link_set *links_create(const eddy_config *cfg, uint64_t broker_id, const local_n
     ls->acks = a;
     ls->hooks = *hooks;
     const clustermap *m = &cfg->cluster;
-    char err[256];
+    char err[512];
     if (clustermap_shards(m, &ls->map, err, sizeof(err)) != 0) {
         log_error("bad-shard-map", "%s", err);
         goto fail;
@@ -255,6 +257,22 @@ link_set *links_create(const eddy_config *cfg, uint64_t broker_id, const local_n
     if (local != NULL && m->count != 1) {
         log_error("bad-local-node", "nodes=%d (an in-process node must be the only one)", m->count);
         goto fail;
+    }
+    if (local == NULL) {
+        ls->tls = linktls_open(cfg->cluster_tls_cert, cfg->cluster_tls_key, cfg->cluster_tls_ca, LINK_ROLE_BROKER,
+                               err, sizeof(err));
+        if (ls->tls == NULL && err[0] != '\0') {
+            log_error("link-credentials-refused", "%s", err);
+            goto fail;
+        }
+        for (int i = 0; ls->tls == NULL && i < m->count; i++)
+            if (!linktls_url_local(m->nodes[i].request) || !linktls_url_local(m->nodes[i].delivery)) {
+                log_warn("links-unauthenticated", "node=%s request=%s (links to nodes beyond this machine without "
+                         "TLS: what this broker sends and receives can be read and forged on the way; set "
+                         "cluster.tls.* and tls+tcp:// addresses, README: Security)", m->nodes[i].id,
+                         m->nodes[i].request);
+                break;
+            }
     }
     for (int i = 0; i < m->count; i++) {
         node_link *l = &ls->links[i];
@@ -264,7 +282,8 @@ link_set *links_create(const eddy_config *cfg, uint64_t broker_id, const local_n
         ls->count++;
         if (local != NULL) {
             /* HELLO at once: the node knows this broker from then on */
-            op hello = {.kind = OP_HELLO, .epoch = ls->map.epoch, .corr = shardmap_digest(&ls->map)};
+            op hello = {.kind = OP_HELLO, .epoch = ls->map.epoch, .corr = shardmap_digest(&ls->map),
+                        .action = LINK_ROLE_BROKER};
             ls->local = local_link_open(local, broker_id, &hello, local_flush, ls, hooks->wake, hooks->ctx);
             local_flush(ls);
             continue;
@@ -272,8 +291,8 @@ link_set *links_create(const eddy_config *cfg, uint64_t broker_id, const local_n
         nodelink_config c = {.index = i, .id = l->node->id, .request_url = l->node->request,
                              .delivery_url = l->node->delivery, .peer_id = broker_id,
                              .epoch = ls->map.epoch, .map_digest = shardmap_digest(&ls->map),
-                             .reply_timeout_ms = (int)cfg->request_timeout_ms, .handler = link_event,
-                             .ctx = ls};
+                             .reply_timeout_ms = (int)cfg->request_timeout_ms, .tls = ls->tls,
+                             .role = LINK_ROLE_BROKER, .handler = link_event, .ctx = ls};
         if ((l->link = nodelink_open(&c)) == NULL)
             goto fail;
     }
@@ -353,6 +372,7 @@ void links_destroy(link_set *ls)
     local_link_close(ls->local);
     for (int i = 0; i < ls->count; i++)
         nodelink_close(ls->links[i].link);
+    linktls_close(ls->tls); /* the links borrowed it */
     xfree(ls);
 }
 

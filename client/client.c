@@ -13,6 +13,7 @@
 
 #include "clustermap.h"
 #include "internal.h"
+#include "linktls.h"
 #include "log.h"
 #include "mem.h"
 #include "util.h"
@@ -36,6 +37,7 @@ const char *eddy_strerror(eddy_status s)
     case EDDY_ERR_MAP: return "the cluster map could not be learned";
     case EDDY_ERR_EXISTS: return "already registered under this name";
     case EDDY_ERR_NOT_REGISTERED: return "not registered under this name";
+    case EDDY_ERR_CREDENTIALS: return "the TLS certificate, key or CA could not be used";
     }
     return "unknown status";
 }
@@ -361,7 +363,8 @@ static int open_links(eddy *e)
         *cl->ctx = (link_ctx){e, i, e->gen};
         nodelink_config c = {.index = i, .id = n->id, .request_url = n->request,
                              .delivery_url = n->delivery, .peer_id = e->peer_id, .epoch = e->map.epoch,
-                             .map_digest = shardmap_digest(&e->map), .handler = link_event, .ctx = cl->ctx};
+                             .map_digest = shardmap_digest(&e->map), .tls = e->tls, .role = LINK_ROLE_BACKEND,
+                             .handler = link_event, .ctx = cl->ctx};
         if ((cl->link = nodelink_open(&c)) == NULL) {
             xfree(cl->ctx);
             cl->ctx = NULL;
@@ -415,7 +418,7 @@ static void follow_map(eddy *e)
     char *json = NULL;
     for (int i = 0; i < n; i++) {
         if (json == NULL && !atomic_load(&e->closing))
-            json = clustermap_fetch(urls[i], NULL, now_ms() + 1000);
+            json = clustermap_fetch(urls[i], e->tls, NULL, now_ms() + 1000);
         xfree(urls[i]);
     }
     clustermap fresh = {0};
@@ -464,6 +467,12 @@ static void follow_map(eddy *e)
 
 static void free_client(eddy *e);
 
+/* An option as given, else the environment variable's value (NULL: neither). */
+static const char *option_or_env(const char *given, const char *var)
+{
+    return given != NULL ? given : getenv(var);
+}
+
 eddy_status eddy_connect(const char *node_url, const eddy_options *opts, eddy **out)
 {
     if (node_url == NULL || out == NULL)
@@ -486,10 +495,24 @@ eddy_status eddy_connect(const char *node_url, const eddy_options *opts, eddy **
     e->provides = dict_new();
     e->listens = dict_new();
     e->callbacks = queue_new(EDDY_CALLBACK_QUEUE);
+    char err[512];
+    eddy_status st = EDDY_ERR_CREDENTIALS;
+    e->tls = linktls_open(option_or_env(opts ? opts->tls_cert : NULL, "EDDY_CLUSTER_TLS_CERT"),
+                          option_or_env(opts ? opts->tls_key : NULL, "EDDY_CLUSTER_TLS_KEY"),
+                          option_or_env(opts ? opts->tls_ca : NULL, "EDDY_CLUSTER_TLS_CA"), LINK_ROLE_BACKEND, err,
+                          sizeof(err));
+    if (e->tls == NULL && err[0] != '\0') {
+        log_error("link-credentials-refused", "%s", err);
+        goto fail;
+    }
+    if (linktls_check_url(e->tls, node_url, err, sizeof(err)) != 0) {
+        log_error("link-address-refused", "%s", err);
+        st = EDDY_ERR_INVALID;
+        goto fail;
+    }
+    st = EDDY_ERR_MAP;
     int64_t deadline = client_deadline(e);
-    char *json = clustermap_fetch(node_url, NULL, deadline);
-    char err[256];
-    eddy_status st = EDDY_ERR_MAP;
+    char *json = clustermap_fetch(node_url, e->tls, NULL, deadline);
     if (json == NULL) {
         log_warn("connect-failed", "node=%s (no map within %d ms)", node_url, e->timeout_ms);
         st = EDDY_ERR_TIMEOUT;
@@ -545,6 +568,7 @@ static void free_client(eddy *e)
     for (size_t i = 0; i < sizeof(regs) / sizeof(regs[0]); i++)
         dict_free_with(regs[i], client_registration_free);
     clustermap_clear(&e->cluster);
+    linktls_close(e->tls); /* after the links: they borrow it */
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->changed);
     pthread_rwlock_destroy(&e->links_lock);
@@ -592,7 +616,7 @@ eddy_status eddy_cluster_status(eddy *e, char **out)
     pthread_mutex_unlock(&e->lock);
     /* each node's own counters, asked outside the lock (null: it did not answer) */
     for (int i = 0; i < count; i++) {
-        char *stats = clustermap_node_stats(urls[i], STATS_TIMEOUT_MS);
+        char *stats = clustermap_node_stats(urls[i], e->tls, STATS_TIMEOUT_MS);
         json_t *parsed = stats ? json_loads(stats, 0, NULL) : NULL;
         json_object_set_new(json_array_get(nodes, (size_t)i), "stats", parsed ? parsed : json_null());
         xfree(stats);

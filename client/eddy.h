@@ -56,6 +56,7 @@ typedef enum eddy_status {
     EDDY_ERR_MAP,         /* the cluster map could not be learned or is inconsistent */
     EDDY_ERR_EXISTS,      /* already subscribed, providing or listening under this name */
     EDDY_ERR_NOT_REGISTERED, /* not subscribed, providing or listening under this name */
+    EDDY_ERR_CREDENTIALS, /* the TLS certificate, key or CA could not be used (the log line says why) */
 } eddy_status;
 
 /* A static English description of s; never NULL. */
@@ -66,12 +67,23 @@ typedef struct eddy eddy;
 typedef struct eddy_options {
     int timeout_ms;         /* blocking calls and connecting; 0 = 5000 */
     const char *user;       /* requestor name the RPC providers see (rpc.provideRequestorName) */
+    /* A cluster whose addresses are tls+tcp:// (README: Security) takes only
+     * peers with a certificate of its CA: PEM files of this backend's
+     * certificate (its subject's OU must be eddy-backend), its unencrypted key,
+     * and the cluster's CA. Each NULL one is read from the environment
+     * (EDDY_CLUSTER_TLS_CERT, EDDY_CLUSTER_TLS_KEY, EDDY_CLUSTER_TLS_CA); none
+     * at all: plain tcp:// only. */
+    const char *tls_cert;
+    const char *tls_key;
+    const char *tls_ca;
 } eddy_options;
 
 /* Connects to the cluster that node_url (a node's request address, like
- * "tcp://127.0.0.1:6021") belongs to, and waits until every node can be
- * reached or the timeout passes. On success *out is the caller's; free it with
- * eddy_close. opts may be NULL. */
+ * "tcp://127.0.0.1:6021", or "tls+tcp://..." with TLS credentials) belongs
+ * to, and waits until every node can be reached or the timeout passes. On
+ * success *out is the caller's; free it with eddy_close. opts may be NULL.
+ * EDDY_ERR_CREDENTIALS: the TLS files do not read or do not fit together;
+ * EDDY_ERR_TIMEOUT also when a node refused our certificate (logged). */
 EDDY_API eddy_status eddy_connect(const char *node_url, const eddy_options *opts, eddy **out);
 /* Withdraws every provider and listener (so calls fail over at once), waits
  * for what was queued to be sent (bounded by the timeout), stops the threads

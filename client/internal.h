@@ -82,6 +82,7 @@ struct eddy {
     char *user;
     char *seed;          /* the address eddy_connect was given */
     uint64_t peer_id;
+    struct linktls *tls; /* credentials for a tls+tcp:// cluster, or NULL */
     /* Lock order: e->lock, then links_lock. The map and the links change
      * together (a new epoch: client_follow_map), under both locks for writing;
      * client_submit_to reads them under links_lock alone. */

@@ -2,7 +2,7 @@
 # cluster.sh - run an eddy cluster on this machine: N nodes and M brokers as
 # separate processes on 127.0.0.1 (free ports), optionally behind haproxy.
 #
-#   cluster.sh up     --dir DIR [--nodes N] [--brokers M] [--lb] [--lb-tls PEM] [--bin PATH] [-- extra eddy flags]
+#   cluster.sh up     --dir DIR [--nodes N] [--brokers M] [--lb] [--lb-tls PEM] [--tls] [--bin PATH] [-- extra eddy flags]
 #   cluster.sh down   --dir DIR
 #   cluster.sh status --dir DIR
 #   cluster.sh kill   NAME --dir DIR     (SIGKILL; NAME as in status: node1.., broker1.., lb)
@@ -14,6 +14,10 @@
 # port: node.metrics), DIR/lb with --lb (haproxy's websocket URL; wss:// with --lb-tls PEM,
 # haproxy terminating TLS with PEM, a certificate chain and its key in one file) and
 # DIR/cluster.yml (the shared cluster map). Each process logs to DIR/NAME.log.
+#
+# --tls: the nng links are tls+tcp:// with certificates made in DIR/tls by
+# deploy/tls/eddy-certs.sh (a CA, nodeN, brokerN, backend); DIR/backend.env holds
+# the EDDY_CLUSTER_TLS_* lines a backend (eddy ctl, libeddy) needs (source it).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,7 +25,7 @@ bin="$here/../build/eddy"
 cmd=${1:-}; shift || true
 name=""
 if [[ $cmd == kill || $cmd == start ]]; then name=${1:-}; shift || true; fi
-dir="" nodes=3 brokers=2 lb=0 lb_tls="" extra=()
+dir="" nodes=3 brokers=2 lb=0 lb_tls="" tls=0 extra=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --dir) dir=$2; shift 2 ;;
@@ -29,6 +33,7 @@ while [[ $# -gt 0 ]]; do
     --brokers) brokers=$2; shift 2 ;;
     --lb) lb=1; shift ;;
     --lb-tls) lb=1; lb_tls=$2; shift 2 ;;
+    --tls) tls=1; shift ;;
     --bin) bin=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "cluster.sh: unknown argument $1" >&2; exit 2 ;;
@@ -79,19 +84,29 @@ up)
   { echo "cluster:"; echo "  nodes:"; } >"$dir/cluster.yml"
   : >"$dir/nodes"
   : >"$dir/node-metrics"
+  scheme=tcp
+  : >"$dir/backend.env"
+  tls_flags() { :; }
+  if [[ $tls == 1 ]]; then
+    scheme=tls+tcp
+    bash "$here/../deploy/tls/eddy-certs.sh" "$dir/tls" dev "$nodes" "$brokers"
+    tls_flags() { echo "--cluster-tls-cert $dir/tls/$1.crt --cluster-tls-key $dir/tls/$1.key --cluster-tls-ca $dir/tls/ca.crt"; }
+    printf 'EDDY_CLUSTER_TLS_CERT=%s\nEDDY_CLUSTER_TLS_KEY=%s\nEDDY_CLUSTER_TLS_CA=%s\n' \
+      "$dir/tls/backend.crt" "$dir/tls/backend.key" "$dir/tls/ca.crt" >"$dir/backend.env"
+  fi
   for i in $(seq "$nodes"); do
     rq=$(free_port); dl=$(free_port); mt=$(free_port)
-    echo "tcp://127.0.0.1:$rq" >>"$dir/nodes"
+    echo "$scheme://127.0.0.1:$rq" >>"$dir/nodes"
     echo "http://127.0.0.1:$mt/metrics" >>"$dir/node-metrics"
     echo "$mt" >"$dir/node$i.metrics-port"
-    echo "    - { id: node$i, request: \"tcp://127.0.0.1:$rq\", delivery: \"tcp://127.0.0.1:$dl\" }" >>"$dir/cluster.yml"
-    echo "$bin node --config $dir/cluster.yml --node-id node$i --request tcp://127.0.0.1:$rq --delivery tcp://127.0.0.1:$dl --metrics 127.0.0.1:$mt --data $dir/node$i ${extra[*]:-}" >"$dir/node$i.cmd"
+    echo "    - { id: node$i, request: \"$scheme://127.0.0.1:$rq\", delivery: \"$scheme://127.0.0.1:$dl\" }" >>"$dir/cluster.yml"
+    echo "$bin node --config $dir/cluster.yml --node-id node$i --request $scheme://127.0.0.1:$rq --delivery $scheme://127.0.0.1:$dl --metrics 127.0.0.1:$mt --data $dir/node$i $(tls_flags "node$i") ${extra[*]:-}" >"$dir/node$i.cmd"
   done
   for i in $(seq "$nodes"); do launch "node$i"; done
   : >"$dir/brokers"
   for i in $(seq "$brokers"); do
     p=$(free_port)
-    echo "$bin broker --config $dir/cluster.yml --host 127.0.0.1 --port $p ${extra[*]:-}" >"$dir/broker$i.cmd"
+    echo "$bin broker --config $dir/cluster.yml --host 127.0.0.1 --port $p $(tls_flags "broker$i") ${extra[*]:-}" >"$dir/broker$i.cmd"
     echo "$p" >"$dir/broker$i.port"
     echo "ws://127.0.0.1:$p/deepstream" >>"$dir/brokers"
     launch "broker$i"
@@ -124,7 +139,7 @@ up)
   if [[ $lb == 1 ]]; then
     wait_health "$(cat "$dir/lb.port")" "$(sed -n 's|^ws\(s*\)://.*|http\1|p' "$dir/lb")" || { echo "cluster.sh: haproxy did not become healthy; see $dir/lb.log" >&2; exit 1; }
   fi
-  echo "cluster up: $nodes nodes, $brokers brokers$([[ $lb == 1 ]] && echo ", haproxy $(cat "$dir/lb")")"
+  echo "cluster up: $nodes nodes, $brokers brokers$([[ $lb == 1 ]] && echo ", haproxy $(cat "$dir/lb")")$([[ $tls == 1 ]] && echo ", links over TLS (backends: source $dir/backend.env)")"
   ;;
 down)
   for n in $(names | grep -v '^node'; names | grep '^node'); do
@@ -153,5 +168,5 @@ start)
   if [[ -f $dir/$name.metrics-port ]]; then wait_health "$(cat "$dir/$name.metrics-port")" || exit 1; fi
   ;;
 *)
-  sed -n '2,13p' "$0" >&2; exit 2 ;;
+  sed -n '2,18p' "$0" >&2; exit 2 ;;
 esac

@@ -1,5 +1,5 @@
 // cluster.test.mjs - a real cluster from cluster.sh: 3 nodes, 2 brokers and
-// haproxy. Clients spread over the brokers (directly and through haproxy) use
+// haproxy, its links over TLS. Clients spread over the brokers (directly and through haproxy) use
 // events, records, RPC, presence and listening; then a broker is killed (its
 // clients reconnect through haproxy and resubscribe) and a node is killed
 // (operations for its shards fail at once; after a restart on its data the
@@ -40,7 +40,7 @@ describe('cluster: 3 nodes, 2 brokers, haproxy', () => {
   const sh = (...args) => execFileSync('bash', [SH, ...args, '--dir', dir], { encoding: 'utf8', timeout: 60000 })
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'eddy-cluster-'))
-    execFileSync('bash', [SH, 'up', '--dir', dir, '--nodes', String(NODES), '--brokers', '2', '--lb', '--bin', BIN,
+    execFileSync('bash', [SH, 'up', '--dir', dir, '--nodes', String(NODES), '--brokers', '2', '--lb', '--tls', '--bin', BIN,
       '--', '--broker-timeout', '2000'], { encoding: 'utf8', timeout: 60000 })
     brokers = readFileSync(join(dir, 'brokers'), 'utf8').trim().split('\n')
     lb = readFileSync(join(dir, 'lb'), 'utf8').trim()

@@ -18,10 +18,12 @@
 #include "clustermap.h"
 #include "eddy.h"
 #include "jsonpath.h"
+#include "linktls.h"
 #include "log.h"
 #include "mem.h"
 
 #define DEFAULT_CLUSTER "tcp://127.0.0.1:6021"
+#define DEFAULT_TLS_CLUSTER "tls+tcp://127.0.0.1:6021"
 #define COMMAND_OUTPUT_MAX (16u << 20)
 
 static volatile sig_atomic_t *stopping;
@@ -29,7 +31,8 @@ static volatile sig_atomic_t *stopping;
 static void ctl_usage(FILE *out)
 {
     fprintf(out,
-            "usage: eddy ctl [--cluster ADDR] [--timeout MS] COMMAND ...\n\n"
+            "usage: eddy ctl [--cluster ADDR] [--timeout MS] [--cluster-tls-cert FILE --cluster-tls-key FILE\n"
+            "                [--cluster-tls-ca FILE]] COMMAND ...\n\n"
             "  emit NAME [JSON]                 publish an event\n"
             "  subscribe NAME                   print events as JSON lines until interrupted\n"
             "  get NAME [--with-version]        print the record's document\n"
@@ -42,16 +45,32 @@ static void ctl_usage(FILE *out)
             "  reload                           every node and broker reads its permission rules again\n\n"
             "  --cluster ADDR  any node's request address (default " DEFAULT_CLUSTER ";\n"
             "                  a standalone server prints its address in backends-listening)\n"
-            "  --timeout MS    per call (default 5000)\n\n"
+            "  --timeout MS    per call (default 5000)\n"
+            "  --cluster-tls-cert FILE, --cluster-tls-key FILE, --cluster-tls-ca FILE\n"
+            "                  a cluster on tls+tcp:// addresses: a backend certificate (OU=eddy-backend),\n"
+            "                  its key and the cluster's CA (or EDDY_CLUSTER_TLS_CERT, _KEY, _CA; then the\n"
+            "                  default address is tls+tcp://127.0.0.1:6021)\n\n"
             "exit codes: 0 ok, 1 failure (unavailable, timeout), 2 usage, 3 not found,\n"
             "            4 version conflict, 5 RPC without provider or answered with an error\n");
+}
+
+/* The TLS credentials eddy ctl was given (options, else the environment), as
+ * libeddy reads them; NULL when none (or they do not load: eddy_connect said why). */
+static linktls *ctl_tls(const eddy_options *o)
+{
+    char err[512];
+    const char *cert = o->tls_cert ? o->tls_cert : getenv("EDDY_CLUSTER_TLS_CERT");
+    const char *key = o->tls_key ? o->tls_key : getenv("EDDY_CLUSTER_TLS_KEY");
+    const char *ca = o->tls_ca ? o->tls_ca : getenv("EDDY_CLUSTER_TLS_CA");
+    return linktls_open(cert, key, ca, LINK_ROLE_BACKEND, err, sizeof(err));
 }
 
 /* eddy ctl reload: each node reads its permission rules again and has every
  * broker it serves do so (RELOAD). Prints a line per node; exit 1 when one
  * did not answer or its file failed to compile (its log says why). */
-static int reload_all(eddy *e)
+static int reload_all(eddy *e, const eddy_options *opts)
 {
+    linktls *tls = ctl_tls(opts);
     char *status;
     if (eddy_cluster_status(e, &status) != EDDY_OK)
         return 1;
@@ -63,7 +82,7 @@ static int reload_all(eddy *e)
     json_array_foreach(json_object_get(root, "nodes"), i, n) {
         const char *id = json_string_value(json_object_get(n, "id"));
         const char *url = json_string_value(json_object_get(n, "request"));
-        char *answer = url != NULL ? clustermap_node_reload(url, 5000) : NULL;
+        char *answer = url != NULL ? clustermap_node_reload(url, tls, 5000) : NULL;
         bool ok = answer != NULL && strstr(answer, "\"reloaded\":true") != NULL;
         printf("%s %s: %s\n", id ? id : "?", url ? url : "?",
                answer == NULL ? "no answer" : ok ? "reloaded" : "failed (its log says why; the rules in force stay)");
@@ -71,6 +90,7 @@ static int reload_all(eddy *e)
         xfree(answer);
     }
     json_decref(root);
+    linktls_close(tls);
     return rc;
 }
 
@@ -78,7 +98,8 @@ static int exit_code(eddy_status st)
 {
     switch (st) {
     case EDDY_OK: return 0;
-    case EDDY_ERR_INVALID: return 2;
+    case EDDY_ERR_INVALID:
+    case EDDY_ERR_CREDENTIALS: return 2;
     case EDDY_ERR_NOT_FOUND: return 3;
     case EDDY_ERR_VERSION: return 4;
     case EDDY_ERR_NO_PROVIDER:
@@ -235,7 +256,7 @@ static void serve_call(void *arg, eddy_rpc *call, const char *name, const char *
 
 /* ---- commands ---- */
 
-static int run(eddy *e, int argc, char **argv)
+static int run(eddy *e, const eddy_options *opts, int argc, char **argv)
 {
     const char *cmd = argv[0];
     eddy_status st;
@@ -337,7 +358,7 @@ static int run(eddy *e, int argc, char **argv)
         return rc;
     }
     if (strcmp(cmd, "reload") == 0 && argc == 1)
-        return reload_all(e);
+        return reload_all(e, opts);
     ctl_usage(stderr);
     return 2;
 }
@@ -345,7 +366,7 @@ static int run(eddy *e, int argc, char **argv)
 int cmd_ctl(int argc, char **argv, volatile sig_atomic_t *stop)
 {
     stopping = stop;
-    const char *cluster = DEFAULT_CLUSTER;
+    const char *cluster = NULL;
     eddy_options opts = {.timeout_ms = 5000};
     int i = 2; /* argv[0] eddy, argv[1] ctl */
     for (; i < argc && argv[i][0] == '-'; i += 2) {
@@ -359,6 +380,12 @@ int cmd_ctl(int argc, char **argv, volatile sig_atomic_t *stop)
         }
         if (strcmp(argv[i], "--cluster") == 0)
             cluster = argv[i + 1];
+        else if (strcmp(argv[i], "--cluster-tls-cert") == 0)
+            opts.tls_cert = argv[i + 1];
+        else if (strcmp(argv[i], "--cluster-tls-key") == 0)
+            opts.tls_key = argv[i + 1];
+        else if (strcmp(argv[i], "--cluster-tls-ca") == 0)
+            opts.tls_ca = argv[i + 1];
         else if (strcmp(argv[i], "--timeout") == 0) {
             char *end;
             long ms = strtol(argv[i + 1], &end, 10);
@@ -378,13 +405,16 @@ int cmd_ctl(int argc, char **argv, volatile sig_atomic_t *stop)
     }
     if (getenv("EDDY_LOG_LEVEL") == NULL)
         log_threshold = LOG_WARN; /* the library's link chatter is not a shell user's business */
+    if (cluster == NULL)
+        cluster = opts.tls_cert != NULL || getenv("EDDY_CLUSTER_TLS_CERT") != NULL ? DEFAULT_TLS_CLUSTER
+                                                                                 : DEFAULT_CLUSTER;
     eddy *e;
     eddy_status st = eddy_connect(cluster, &opts, &e);
     if (st != EDDY_OK) {
         fprintf(stderr, "eddy ctl: cannot reach the cluster at %s: %s\n", cluster, eddy_strerror(st));
         return exit_code(st) == 2 ? 2 : 1;
     }
-    int rc = run(e, argc - i, argv + i);
+    int rc = run(e, &opts, argc - i, argv + i);
     eddy_close(e);
     return rc;
 }

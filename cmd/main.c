@@ -17,6 +17,7 @@
 #include "clustermap.h"
 #include "config.h"
 #include "ctl.h"
+#include "linktls.h"
 #include "log.h"
 #include "mem.h"
 #include "node.h"
@@ -171,10 +172,47 @@ static int node_map(const eddy_config *cfg, shardmap *map, unsigned *self)
     return -1;
 }
 
-/* cluster.seed: learns cluster.nodes and cluster.epoch from one node. */
-static int learn_cluster(eddy_config *cfg)
+/* cluster.tls: the credentials load and are this role's (a node's for a node
+ * and standalone's backend listener, a broker's for a broker), and every
+ * nng address suits them: tls+tcp:// with them, tcp:// (or ipc://) without.
+ * Returns 0 with *out the credentials (NULL: none), or 2 (printed). */
+static int check_links(const eddy_config *cfg, const char *role, linktls **out)
 {
-    char *json = clustermap_fetch(cfg->seed, &stop_requested, 0);
+    char err[600];
+    *out = NULL;
+    linktls *t = linktls_open(cfg->cluster_tls_cert, cfg->cluster_tls_key, cfg->cluster_tls_ca,
+                              strcmp(role, "broker") == 0 ? LINK_ROLE_BROKER : LINK_ROLE_NODE, err, sizeof(err));
+    if (t == NULL && err[0] != '\0') {
+        fprintf(stderr, "eddy: config error: cluster.tls: %s\n", err);
+        return 2;
+    }
+    const char *keys[4 + 2 * CLUSTER_MAX_NODES], *urls[4 + 2 * CLUSTER_MAX_NODES];
+    int n = 0;
+    if (strcmp(role, "broker") != 0) {
+        keys[n] = "node.request (--request)", urls[n++] = cfg->node_request;
+        keys[n] = "node.delivery (--delivery)", urls[n++] = cfg->node_delivery;
+    }
+    if (strcmp(role, "standalone") != 0) { /* standalone's broker calls its node in-process */
+        keys[n] = "cluster.seed (--seed)", urls[n++] = cfg->seed;
+        for (int i = 0; i < cfg->cluster.count; i++) {
+            keys[n] = "cluster.nodes", urls[n++] = cfg->cluster.nodes[i].request;
+            keys[n] = "cluster.nodes", urls[n++] = cfg->cluster.nodes[i].delivery;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        if (urls[i][0] != '\0' && strcmp(urls[i], "none") != 0 && linktls_check_url(t, urls[i], err, sizeof(err)) != 0) {
+            fprintf(stderr, "eddy: config error: %s: %s\n", keys[i], err);
+            linktls_close(t);
+            return 2;
+        }
+    *out = t;
+    return 0;
+}
+
+/* cluster.seed: learns cluster.nodes and cluster.epoch from one node. */
+static int learn_cluster(eddy_config *cfg, const linktls *tls)
+{
+    char *json = clustermap_fetch(cfg->seed, tls, &stop_requested, 0);
     if (json == NULL)
         return stop_requested ? 0 : 1;
     char err[256];
@@ -222,10 +260,10 @@ static void reload_node(void *n)
     node_reload(n);
 }
 
-static int run_broker(eddy_config *cfg, node *local)
+static int run_broker(eddy_config *cfg, const linktls *tls, node *local)
 {
     if (cfg->cluster.count == 0 && cfg->seed[0] != '\0') {
-        int rc = learn_cluster(cfg);
+        int rc = learn_cluster(cfg, tls);
         if (rc != 0 || stop_requested)
             return rc;
     }
@@ -255,40 +293,44 @@ static bool port_free(long port)
 }
 
 /* Standalone's endpoint for backends: node.request/node.delivery when given,
- * else tcp://127.0.0.1:<port+1> and <port+2>, or free ports when those are
- * taken (logged) or the websocket port is itself picked at random (0). */
-static void standalone_backend_urls(const eddy_config *cfg, char *req, char *del, size_t len)
+ * else <scheme>://127.0.0.1:<port+1> and <port+2> (tcp, or tls+tcp with
+ * cluster.tls), or free ports when those are taken (logged) or the websocket
+ * port is itself picked at random (0). */
+static void standalone_backend_urls(const eddy_config *cfg, const char *scheme, char *req, char *del, size_t len)
 {
     long p = (long)cfg->port;
     bool derived = p > 0 && p + 2 <= 65535 && port_free(p + 1) && port_free(p + 2);
     if (p > 0 && !derived && cfg->node_request[0] == '\0')
         log_warn("backend-ports-taken", "ports %ld and %ld are not free: backends get free ports "
                  "(see backends-listening)", p + 1, p + 2);
-    snprintf(req, len, "tcp://127.0.0.1:%ld", derived ? p + 1 : 0);
-    snprintf(del, len, "tcp://127.0.0.1:%ld", derived ? p + 2 : 0);
+    snprintf(req, len, "%s://127.0.0.1:%ld", scheme, derived ? p + 1 : 0);
+    snprintf(del, len, "%s://127.0.0.1:%ld", scheme, derived ? p + 2 : 0);
     if (cfg->node_request[0] != '\0')
         snprintf(req, len, "%s", cfg->node_request);
     if (cfg->node_delivery[0] != '\0')
         snprintf(del, len, "%s", cfg->node_delivery);
 }
 
-static int run_role(const char *role, eddy_config *cfg)
+static int run_role(const char *role, eddy_config *cfg, const linktls *tls)
 {
     int rc = 0;
     if (strcmp(role, "broker") == 0)
-        return run_broker(cfg, NULL);
+        return run_broker(cfg, tls, NULL);
 
     shardmap map;
     unsigned self;
     if (node_map(cfg, &map, &self) != 0)
         return 2;
     bool standalone = strcmp(role, "standalone") == 0;
-    const char *req = cfg->node_request[0] ? cfg->node_request : "tcp://127.0.0.1:6021";
-    const char *del = cfg->node_delivery[0] ? cfg->node_delivery : "tcp://127.0.0.1:6022";
+    const char *scheme = tls != NULL ? "tls+tcp" : "tcp";
     char tcp_req[300], tcp_del[300];
+    snprintf(tcp_req, sizeof(tcp_req), "%s://127.0.0.1:6021", scheme);
+    snprintf(tcp_del, sizeof(tcp_del), "%s://127.0.0.1:6022", scheme);
+    const char *req = cfg->node_request[0] ? cfg->node_request : tcp_req;
+    const char *del = cfg->node_delivery[0] ? cfg->node_delivery : tcp_del;
     if (standalone) {
         /* The node's sockets are for backends only: its broker calls it directly. */
-        standalone_backend_urls(cfg, tcp_req, tcp_del, sizeof(tcp_req));
+        standalone_backend_urls(cfg, scheme, tcp_req, tcp_del, sizeof(tcp_req));
         bool none = strcmp(cfg->node_request, "none") == 0;
         req = none ? NULL : tcp_req;
         del = none ? NULL : tcp_del;
@@ -315,7 +357,7 @@ static int run_role(const char *role, eddy_config *cfg)
         char err[256];
         clustermap_clear(&cfg->cluster);
         clustermap_add(&cfg->cluster, cfg->node_id, "in-process", "in-process", NULL, err, sizeof(err));
-        rc = run_broker(cfg, n);
+        rc = run_broker(cfg, tls, n);
     } else {
         while (!stop_requested) {
             usleep(100 * 1000);
@@ -369,11 +411,20 @@ int main(int argc, char **argv)
         config_free(&cfg);
         return rc;
     }
+    linktls *tls;
+    if ((rc = check_links(&cfg, role, &tls)) != 0) {
+        config_free(&cfg);
+        return rc;
+    }
     log_info("starting", "role=%s version=%s", role, EDDY_VERSION);
     if (cfg.ignored != NULL)
         log_info("config-ignored", "keys=%s (deepstream settings eddy has no use for; README: "
                  "Using your deepstream config.yml)", cfg.ignored);
-    rc = run_role(role, &cfg);
+    if (tls != NULL)
+        log_info("links-tls", "certificate_cn=%s role=%s (every nng link is tls+tcp:// with certificates of "
+                 "cluster.tls.ca)", linktls_name(tls), link_role_name(linktls_role(tls)));
+    rc = run_role(role, &cfg, tls);
+    linktls_close(tls);
     log_info("stopped", "role=%s exit=%d", role, rc);
     config_free(&cfg);
     return rc;

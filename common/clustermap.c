@@ -12,6 +12,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 
+#include "linktls.h"
 #include "log.h"
 #include "mem.h"
 #include "ops.h"
@@ -216,7 +217,7 @@ static char *ask(nng_socket sock, uint32_t question, uint32_t answer)
     return want.data;
 }
 
-char *clustermap_fetch(const char *request_url, volatile sig_atomic_t *stop, int64_t deadline)
+char *clustermap_fetch(const char *request_url, const linktls *tls, volatile sig_atomic_t *stop, int64_t deadline)
 {
     nng_socket sock;
     int rv = nng_req0_open(&sock);
@@ -232,7 +233,7 @@ char *clustermap_fetch(const char *request_url, volatile sig_atomic_t *stop, int
     nng_socket_set_size(sock, NNG_OPT_RECVMAXSZ, MAP_MAX_BYTES);
     nng_socket_set_ms(sock, NNG_OPT_RECONNMINT, 100);
     nng_socket_set_ms(sock, NNG_OPT_RECONNMAXT, 1000);
-    if ((rv = nng_dial(sock, request_url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+    if ((rv = linktls_dial(tls, sock, request_url)) != 0) {
         log_error("seed-failed", "seed=%s error=%s", request_url, nng_strerror(rv));
         nng_close(sock); /* nothing in flight */
         return NULL;
@@ -253,7 +254,8 @@ char *clustermap_fetch(const char *request_url, volatile sig_atomic_t *stop, int
 }
 
 /* One question a node answers without a HELLO, on a socket of its own. */
-static char *ask_once(const char *request_url, uint32_t question, int timeout_ms, const char *what)
+static char *ask_once(const char *request_url, const linktls *tls, uint32_t question, int timeout_ms,
+                      const char *what)
 {
     nng_socket sock;
     if (nng_req0_open(&sock) != 0)
@@ -262,18 +264,18 @@ static char *ask_once(const char *request_url, uint32_t question, int timeout_ms
     nng_socket_set_ms(sock, NNG_OPT_SENDTIMEO, timeout_ms);
     nng_socket_set_size(sock, NNG_OPT_RECVMAXSZ, MAP_MAX_BYTES);
     char *json = NULL;
-    if (nng_dial(sock, request_url, NULL, NNG_FLAG_NONBLOCK) == 0)
+    if (linktls_dial(tls, sock, request_url) == 0)
         json = ask(sock, question, question);
     nng_close_bounded(sock, what, 2000);
     return json;
 }
 
-char *clustermap_node_stats(const char *request_url, int timeout_ms)
+char *clustermap_node_stats(const char *request_url, const linktls *tls, int timeout_ms)
 {
-    return ask_once(request_url, OP_NODE_STATS, timeout_ms, "node-stats");
+    return ask_once(request_url, tls, OP_NODE_STATS, timeout_ms, "node-stats");
 }
 
-char *clustermap_node_reload(const char *request_url, int timeout_ms)
+char *clustermap_node_reload(const char *request_url, const linktls *tls, int timeout_ms)
 {
-    return ask_once(request_url, OP_RELOAD, timeout_ms, "node-reload");
+    return ask_once(request_url, tls, OP_RELOAD, timeout_ms, "node-reload");
 }

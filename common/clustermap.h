@@ -55,18 +55,22 @@ char *clustermap_json(const clustermap *m, const shardmap *map, const char *self
 /* Replaces m's nodes and epoch with the map in json. Returns 0, or -1 with a
  * message in err (not JSON, missing fields, more than CLUSTER_MAX_NODES). */
 int clustermap_parse(clustermap *m, const char *json, size_t len, char *err, size_t err_len);
+/* The questions below go over TLS with tls's credentials (borrowed; NULL
+ * for none) when request_url is tls+tcp:// (common/linktls.h). */
+struct linktls;
 /* Asks the node at request_url for the map (MAP_QUERY), retrying (one
  * `waiting-for-seed` line, then quiet) until it answers, *stop is set (stop
  * may be NULL) or the deadline (now_ms clock; 0 = none) passes. Returns the
  * JSON text (owned by the caller, xfree) or NULL. */
-char *clustermap_fetch(const char *request_url, volatile sig_atomic_t *stop, int64_t deadline);
+char *clustermap_fetch(const char *request_url, const struct linktls *tls, volatile sig_atomic_t *stop,
+                       int64_t deadline);
 /* One NODE_STATS round trip to the node at request_url (its counters as a JSON
  * object, proto/operations.md), waiting at most timeout_ms. Returns the JSON
  * (owned by the caller, xfree) or NULL when the node did not answer. */
-char *clustermap_node_stats(const char *request_url, int timeout_ms);
+char *clustermap_node_stats(const char *request_url, const struct linktls *tls, int timeout_ms);
 /* One RELOAD round trip: the node at request_url reads its permission rules
  * again and has every broker it serves do the same. Returns its answer
  * ({"reloaded":bool}, owned by the caller, xfree) or NULL (no answer). */
-char *clustermap_node_reload(const char *request_url, int timeout_ms);
+char *clustermap_node_reload(const char *request_url, const struct linktls *tls, int timeout_ms);
 
 #endif

@@ -305,6 +305,15 @@ static const cfg_entry table[] = {
     {"cluster.maxPeers", "--max-peers", T_INT, 1, 1000000, "1024", F(max_peers), NULL,
      "brokers and backends one node serves at once; a HELLO from a new one beyond them is refused "
      "(log line peer-refused) until silent ones expire"},
+    /* cluster links: TLS (common/linktls.h; README: Security) */
+    {"cluster.tls.cert", "--cluster-tls-cert", T_PATH, 0, 0, "", F(cluster_tls_cert), NULL,
+     "PEM certificate this process shows on the cluster's links (nng tls+tcp:// addresses); its subject's "
+     "OU names its role: eddy-node, eddy-broker or eddy-backend (deploy/tls/eddy-certs.sh makes them)"},
+    {"cluster.tls.key", "--cluster-tls-key", T_PATH, 0, 0, "", F(cluster_tls_key), NULL,
+     "PEM private key of cluster.tls.cert (unencrypted)"},
+    {"cluster.tls.ca", "--cluster-tls-ca", T_PATH, 0, 0, "", F(cluster_tls_ca), NULL,
+     "PEM CA certificate(s) every certificate of the cluster chains to (and CRLs, if any: checked); with "
+     "these three set every node address must be tls+tcp:// and peers without such a certificate are refused"},
     {"logLevel", "--log-level", T_ENUM, 0, 0, "info", F(log_level), level_choices,
      "debug, info, warn, error or off (no log lines); any case (deepstream's INFO), and in YAML "
      "deepstream's numbers 0-3 and 100 (off)", 0, O_NOCASE},

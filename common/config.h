@@ -130,6 +130,10 @@ typedef struct eddy_config {
     clustermap cluster; /* cluster.nodes and cluster.epoch */
     char *seed; /* a node's request address to fetch the cluster map from ("" = none) */
     int64_t max_peers; /* brokers and backends a node serves at once (cluster.maxPeers) */
+    /* cluster links: TLS (common/linktls.h); all three or none */
+    char *cluster_tls_cert; /* cluster.tls.cert: this process's certificate, its OU names its role */
+    char *cluster_tls_key;  /* cluster.tls.key */
+    char *cluster_tls_ca;   /* cluster.tls.ca: the CA every link's certificates chain to */
     /* process */
     int64_t log_level;
     int64_t fault_drop_broadcasts; /* tests only (test.faultDropBroadcasts) */

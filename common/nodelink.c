@@ -11,6 +11,7 @@
 #include <nng/protocol/pubsub0/sub.h>
 #include <nng/protocol/reqrep0/req.h>
 
+#include "linktls.h"
 #include "log.h"
 #include "mem.h"
 #include "util.h"
@@ -35,6 +36,7 @@ struct nodelink {
     atomic_int pipes;     /* connected REQ pipes: 0 while the node is down */
     atomic_bool been_up;  /* a HELLO delivery has arrived before */
     atomic_ullong refused;
+    bool forbidden; /* the node refused our HELLO for our role (logged once; request thread) */
 };
 
 static void emit(nodelink *l, int event, uint64_t seq, void *item)
@@ -104,8 +106,8 @@ static void post_failed(nodelink *l, uint64_t seq, op_batch *batch)
     emit(l, NODELINK_FAILED, seq, failed);
 }
 
-/* True when the node answered UNKNOWN_PEER: it applied nothing of the batch. */
-static bool refused_as_unknown(nng_msg *reply)
+/* True when the reply holds an ERROR with this code. */
+static bool reply_has_error(nng_msg *reply, uint32_t error)
 {
     mp_reader r;
     uint64_t origin, seq;
@@ -118,7 +120,7 @@ static bool refused_as_unknown(nng_msg *reply)
         int rc = op_decode(&r, &o);
         if (rc == -1)
             return false;
-        if (rc == 0 && o.kind == OP_ERROR && o.error == OP_ERR_UNKNOWN_PEER)
+        if (rc == 0 && o.kind == OP_ERROR && o.error == error)
             return true;
     }
     return false;
@@ -149,7 +151,7 @@ static void *request_thread(void *arg)
     op_batch_init(&sending);
     op_batch_init(&hello);
     /* the digest lets the node refuse a map that differs under the same epoch */
-    op h = {.kind = OP_HELLO, .epoch = l->c.epoch, .corr = l->c.map_digest};
+    op h = {.kind = OP_HELLO, .epoch = l->c.epoch, .corr = l->c.map_digest, .action = (uint32_t)l->c.role};
     op_batch_add(&hello, &h);
     int64_t last_send = 0, last_hello = 0;
     bool retry = false; /* `sending` was refused and goes again */
@@ -183,6 +185,11 @@ static void *request_thread(void *arg)
             }
             last_hello = now;
             nng_msg *reply = roundtrip(l, 0, &hello);
+            bool forbidden = reply != NULL && reply_has_error(reply, OP_ERR_FORBIDDEN);
+            if (forbidden && !l->forbidden)
+                log_error("node-refused-us", "node=%s as=%s (the node does not take our certificate's role: "
+                          "see its peer-forbidden line)", l->c.id, link_role_name(l->c.role));
+            l->forbidden = forbidden;
             if (reply != NULL)
                 emit(l, NODELINK_REPLY, 0, reply);
             continue;
@@ -207,7 +214,7 @@ static void *request_thread(void *arg)
         }
         last_send = now_ms();
         nng_msg *reply = roundtrip(l, seq, &sending);
-        if (refused_as_unknown(reply)) {
+        if (reply_has_error(reply, OP_ERR_UNKNOWN_PEER)) { /* the node applied nothing of it */
             log_warn("node-lost-our-state", "node=%s (it restarted or dropped us): "
                      "saying HELLO again, then registering everything again", l->c.id);
             nng_msg_free(reply);
@@ -329,10 +336,10 @@ static int open_sockets(nodelink *l)
     nng_socket_set_ms(l->sub, NNG_OPT_RECONNMAXT, 1000);
     /* Non-blocking dials: they retry in the background until the node is up. */
     step = l->c.delivery_url;
-    if ((rv = nng_dial(l->sub, l->c.delivery_url, NULL, NNG_FLAG_NONBLOCK)) != 0)
+    if ((rv = linktls_dial(l->c.tls, l->sub, l->c.delivery_url)) != 0)
         goto fail;
     step = l->c.request_url;
-    if ((rv = nng_dial(l->req, l->c.request_url, NULL, NNG_FLAG_NONBLOCK)) != 0)
+    if ((rv = linktls_dial(l->c.tls, l->req, l->c.request_url)) != 0)
         goto fail;
     return 0;
 fail:

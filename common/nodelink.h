@@ -10,7 +10,9 @@
  * delivery pipe that is not up. A batch the node refuses as coming from an
  * unknown peer (it restarted, or dropped us) was not applied: the link says
  * HELLO again, the owner re-registers its state (RESYNC), and the same batch
- * goes again. When idle the link sends a HEARTBEAT every 250 ms.
+ * goes again. When idle the link sends a HEARTBEAT every 250 ms. A HELLO the
+ * node refuses for our role (FORBIDDEN: our certificate is another role's) is
+ * logged once, and said again every 200 ms like any unanswered one.
  *
  * What the link learns goes to the owner's handler, called on the link's
  * threads (request thread, delivery thread, or nng's pipe callback thread);
@@ -50,6 +52,8 @@ typedef struct nodelink_config {
     uint64_t epoch;          /* sent in HELLO */
     uint64_t map_digest;     /* sent in HELLO (shardmap_digest) */
     int reply_timeout_ms;    /* a batch unanswered this long fails (NODELINK_FAILED); 0: 10000 */
+    const struct linktls *tls; /* credentials for tls+tcp:// nodes (borrowed, outlives the link), or NULL */
+    int role;                /* what we say HELLO as (enum link_role): broker or backend */
     nodelink_handler *handler;
     void *ctx;
 } nodelink_config;

@@ -23,7 +23,8 @@
 #define OP_BATCH_HEADER_MAX 25u
 
 enum op_kind {
-    OP_HELLO = 1,            /* broker -> node: I am broker <broker>; node answers and publishes HELLO back */
+    OP_HELLO = 1,            /* peer -> node: I am peer <origin>, a <action> (enum link_role); node answers and
+                              * publishes HELLO back */
     OP_HEARTBEAT = 2,        /* broker -> node: still alive (sent when idle) */
     OP_EVENT_INTEREST = 3,   /* broker -> owner: first local subscriber of <name> */
     OP_EVENT_UNINTEREST = 4, /* broker -> owner: last local subscriber of <name> left */
@@ -74,6 +75,7 @@ enum op_error {
     OP_ERR_BAD_FIELD = 4,    /* a required field is missing or out of bounds */
     OP_ERR_UNKNOWN_PEER = 5, /* the node does not know the sender (dropped it, or restarted) */
     OP_ERR_WRONG_EPOCH = 6,  /* HELLO with another shard map epoch: the node refuses to serve it */
+    OP_ERR_FORBIDDEN = 7,    /* the sender's role may not do this (a HELLO as a role its certificate is not) */
 };
 
 typedef struct op {

@@ -39,7 +39,7 @@ void nng_bound_url(nng_listener l, const char *url, char *out, size_t out_len)
 {
     int port;
     const char *colon = strrchr(url, ':');
-    if (strncmp(url, "tcp://", 6) == 0 && colon != NULL &&
+    if ((strncmp(url, "tcp://", 6) == 0 || strncmp(url, "tls+tcp://", 10) == 0) && colon != NULL &&
         nng_listener_get_int(l, NNG_OPT_TCP_BOUND_PORT, &port) == 0)
         snprintf(out, out_len, "%.*s:%d", (int)(colon - url), url, port);
     else

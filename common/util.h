@@ -25,7 +25,7 @@ static inline bool deadline_passed(int64_t deadline, int64_t now, int64_t *next)
 }
 /* A random non-zero 64-bit id (getrandom). */
 uint64_t random_id(void);
-/* Writes the address a listener is really bound to (tcp port 0 resolved) into
+/* Writes the address a listener is really bound to (tcp and tls+tcp port 0 resolved) into
  * out; for other transports the configured url is copied. */
 void nng_bound_url(nng_listener l, const char *url, char *out, size_t out_len);
 /* Closes sock, giving up after timeout_ms: nng 1.5.2 can hang forever in

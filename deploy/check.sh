@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Validates what can be validated here of deploy/ (docker and Kubernetes do not
 # run on this machine): haproxy's config check, YAML syntax of every manifest,
-# that the example cluster maps load in eddy's own configuration loader, and
-# systemd unit syntax where systemd-analyze exists.
+# that the example cluster maps load in eddy's own configuration loader (with
+# the development certificates of deploy/tls/eddy-certs.sh: their links are TLS),
+# that the compose file gives each process its role's certificate, and systemd
+# unit syntax where systemd-analyze exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${EDDY_BIN:-build/eddy}
@@ -22,9 +24,29 @@ import sys, yaml
 cm = next(d for d in yaml.safe_load_all(open('deploy/k8s/eddy.yaml')) if d['kind'] == 'ConfigMap')
 open(sys.argv[1] + '/k8s-cluster.yml', 'w').write(cm['data']['cluster.yml'])
 PY
+# the maps' links are tls+tcp://: they load with a node certificate (made here as the
+# compose file's certs service makes them), and the compose file names a certificate of
+# the right role for each process
+bash deploy/tls/eddy-certs.sh "$tmp/certs" dev 3 2
+tls=(--cluster-tls-cert "$tmp/certs/node1.crt" --cluster-tls-key "$tmp/certs/node1.key" --cluster-tls-ca "$tmp/certs/ca.crt")
+/usr/bin/python3 - "$tmp/certs" <<'PY'
+import subprocess, sys, yaml
+compose = yaml.safe_load(open('deploy/docker-compose.yml'))
+for name, svc in compose['services'].items():
+    cmd = svc.get('command') or []
+    if not cmd or cmd[0] not in ('node', 'broker'):
+        continue
+    files = {cmd[i]: cmd[i + 1] for i in range(len(cmd) - 1) if cmd[i].startswith('--cluster-tls-')}
+    assert set(files) == {'--cluster-tls-cert', '--cluster-tls-key', '--cluster-tls-ca'}, f'{name}: TLS flags {files}'
+    cert = files['--cluster-tls-cert'].replace('/certs', sys.argv[1])
+    subject = subprocess.run(['openssl', 'x509', '-in', cert, '-noout', '-subject'], capture_output=True, text=True, check=True).stdout
+    assert f'OU = eddy-{cmd[0]}' in subject, f'{name}: {cert} is not a {cmd[0]} certificate: {subject}'
+    assert all(a.startswith('tls+tcp://') for a in cmd if '://' in a), f'{name}: a link address without TLS'
+print('ok docker-compose.yml: every node and broker has its role\'s certificate from the certs service')
+PY
 for map in deploy/docker/cluster.yml "$tmp/k8s-cluster.yml"; do
-  out=$("$bin" node --config "$map" --node-id nosuchnode --data "$tmp/d" 2>&1 || true)
-  echo "$out" | grep -q "node.id (--node-id): 'nosuchnode' is not in cluster.nodes" || { echo "bad cluster map $map: $out" >&2; exit 1; }
+  out=$("$bin" node --config "$map" --node-id nosuchnode --data "$tmp/d" "${tls[@]}" 2>&1 || true)
+  grep -q "node.id (--node-id): 'nosuchnode' is not in cluster.nodes" <<<"$out" || { echo "bad cluster map $map: $out" >&2; exit 1; }
   echo "ok $map loads"
 done
 if command -v systemd-analyze >/dev/null 2>&1; then

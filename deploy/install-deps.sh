@@ -12,7 +12,7 @@
 set -euo pipefail
 pkgs=(build-essential pkg-config libnng-dev libmsgpack-dev libwebsockets-dev libwebsockets-evlib-uv librocksdb-dev
       libprotobuf-c-dev protobuf-c-compiler libjansson-dev libyaml-dev libsodium-dev libcmocka-dev
-      libpcre2-dev libcurl4-openssl-dev libjwt-dev libssl-dev haproxy curl python3-yaml
+      libpcre2-dev libcurl4-openssl-dev libjwt-dev libssl-dev openssl haproxy curl python3-yaml
       clang-14 libclang-rt-14-dev
       nodejs npm)
 missing=()

@@ -47,6 +47,7 @@ typedef struct node_stats {
     prom_counter delivered_ops, delivered_batches; /* deliveries published (to brokers and backends) */
     prom_counter dropped[DROP_KINDS];     /* delivery batches not published, by reason */
     prom_counter denied, rule_errors;     /* record rules applied here (guard.c) that refused */
+    prom_counter forbidden;               /* HELLOs and operations refused for the sender's role */
     prom_counter alive_ms;                /* when a batch or an executor turn last ended (now_ms) */
 } node_stats;
 
@@ -78,6 +79,8 @@ typedef struct peer {
     bool dirty;            /* out holds something to publish */
     struct peer *next_dirty;
     bool leaving;          /* said BYE: dropped once its batch is done */
+    uint32_t pipe;         /* the nng pipe its HELLO came on (0: in-process): its batches must too */
+    uint8_t role;          /* what it said HELLO as (enum link_role; its certificate's, over TLS) */
 } peer;
 
 typedef struct peers peers;
@@ -176,8 +179,9 @@ extern const owner_module listen_owner, events_owner, records_owner, rpc_owner, 
 /* node.c, for local.c: the node's lock, and the steps the executor takes. */
 void node_lock(node *n);
 void node_unlock(node *n);
-/* Applies one request batch (lock held); returns the reply (owned by the caller). */
-nng_msg *node_apply_batch(node *n, const void *body, size_t len);
+/* Applies one request batch that came on nng pipe `pipe` (0: from the
+ * in-process broker; lock held); returns the reply (owned by the caller). */
+nng_msg *node_apply_batch(node *n, const void *body, size_t len, uint32_t pipe);
 /* Hands waiting storage completions to the records (lock held); with publish,
  * what they release goes out now, else with the next batch's deliveries. */
 void node_settle(node *n, bool publish);

@@ -30,7 +30,7 @@ nng_msg *node_local_request(node *n, const void *body, size_t len)
     node_lock(n);
     peers_local_busy(node_peers(n), true);
     node_settle(n, false); /* completions waiting for the executor go out with this batch's deliveries */
-    nng_msg *out = node_apply_batch(n, body, len);
+    nng_msg *out = node_apply_batch(n, body, len, 0);
     peers_local_busy(node_peers(n), false);
     node_unlock(n);
     return out;

@@ -13,6 +13,12 @@
  * refused with UNKNOWN_PEER (the peer keeps saying HELLO, as after a node
  * restart, and gets in once silent peers have expired).
  *
+ * Who may send what is checked here, in one place: a HELLO must say the role
+ * the certificate of its connection proves (over TLS, common/linktls.h), a
+ * peer's batches must come on the connection its HELLO came on, and each
+ * operation against its sender's role (`forbidden`); a refusal is FORBIDDEN
+ * (or UNKNOWN_PEER: say HELLO again), counted and logged (peer-forbidden).
+ *
  * In standalone the broker in the same process applies its batches through
  * local.c, under the same lock. What the node does is counted for /metrics
  * (stats.c: counters other threads read without the lock, the gauges
@@ -33,6 +39,7 @@
 
 #include "clustermap.h"
 #include "internal.h"
+#include "linktls.h"
 #include "log.h"
 #include "mem.h"
 #include "util.h"
@@ -70,6 +77,8 @@ struct node {
     bool busy;        /* the last turn's timers worked for BUSY_TURN_MS or more */
     node_stats stats; /* for /metrics (stats.c): read by other threads without the lock */
     httpd *http;      /* node.metrics's listener, or NULL */
+    linktls *tls;     /* cluster.tls: the listeners' credentials, or NULL (plain tcp) */
+    log_every forbidden_log;
 };
 
 void node_lock(node *n)
@@ -168,9 +177,40 @@ static void hello(node *n, node_req *req, const op *o)
     op_batch_add(req->reply, &back);
 }
 
+/* Refuses a HELLO (or an operation) its sender's role may not send: FORBIDDEN
+ * in the reply, counted, and one line per second at most. */
+static void forbid(node *n, op_batch *reply, uint64_t origin, const op *o, int role, int proven, const char *cn,
+                   const char *why)
+{
+    op e = {.kind = OP_ERROR, .error = OP_ERR_FORBIDDEN, .corr = o->corr, .session = o->session, .orig = o->kind};
+    op_batch_add(reply, &e);
+    prom_add(&n->stats.forbidden, 1);
+    uint64_t held;
+    if (log_every_due(&n->forbidden_log, now_ms(), 1000, &held))
+        log_warn("peer-forbidden", "peer=%016llx kind=%s as=%s certificate=%s cn=%s why=\"%s\" also=%llu",
+                 (unsigned long long)origin, op_kind_name(o->kind), link_role_name(role),
+                 proven > LINK_ROLE_NONE ? link_role_name(proven) : proven == 0 ? "none" : "gone",
+                 cn[0] ? cn : "-", why, (unsigned long long)held);
+}
+
+/* What a role may not send (a bit per enum link_role); anything else every
+ * role may. A HELLO is checked against the sender's certificate before
+ * (hello_role); requests answered without a HELLO (MAP_QUERY, NODE_STATS,
+ * RELOAD) are open to any peer the listener let in. */
+#define ROLE_BIT(r) (1u << (r))
+static const uint8_t forbidden[OP_KIND_MAX] = {
+    /* a user's login and logout are the broker's that holds the connection to say */
+    [OP_PRESENCE_JOIN] = ROLE_BIT(LINK_ROLE_BACKEND),
+    [OP_PRESENCE_LEAVE] = ROLE_BIT(LINK_ROLE_BACKEND),
+};
+
 static void apply(node *n, node_req *req, const op *o)
 {
     prom_add(&n->stats.ops[o->kind < OP_KIND_MAX ? o->kind : 0], 1);
+    if (o->kind < OP_KIND_MAX && (forbidden[o->kind] & ROLE_BIT(req->from->role))) {
+        forbid(n, req->reply, req->from->id, o, req->from->role, req->from->role, "", "not for this role");
+        return;
+    }
     switch (o->kind) {
     case OP_HELLO:
         hello(n, req, o);
@@ -225,16 +265,49 @@ static void drop_peer(node *n, peer *p, const char *event, int64_t silent_ms)
     peers_forget(n->env.peers, p);
 }
 
-/* How many operations of the batch to apply: none when the sender must say
- * HELLO first (a peer this node dropped, or never saw: it restarted) or only
- * asks for the map (it does not become a peer). */
-static uint32_t admitted(node *n, const mp_reader *r, uint64_t origin, uint64_t seq, uint32_t count)
+/* A HELLO on `pipe` from origin (p: the peer of that id, if known): the role
+ * it says HELLO as (its action; 0, from older peers: a broker) must be the one
+ * its certificate proves over TLS, and a known peer's id is not taken over by
+ * a peer of another role. Returns the role, or -1 (answered) when refused. */
+static int hello_role(node *n, uint64_t origin, const peer *p, const op *o, uint32_t pipe)
 {
-    if (count == 0 || peers_find(n->env.peers, origin) != NULL)
-        return count;
+    int role = o->action != 0 ? (int)o->action : LINK_ROLE_BROKER;
+    char cn[64] = "";
+    int proven = pipe != 0 ? linktls_pipe_role((nng_pipe){.id = pipe}, cn, sizeof(cn)) : LINK_ROLE_NONE;
+    const char *why = NULL;
+    if (role <= LINK_ROLE_NONE || role >= LINK_ROLE_MAX)
+        why = "no such role";
+    else if (proven < 0)
+        why = "its connection is gone, or unverified";
+    else if (proven == LINK_ROLE_NONE && n->tls != NULL && pipe != 0)
+        why = "no certificate on a TLS node";
+    else if (proven != LINK_ROLE_NONE && proven != role)
+        why = "its certificate is another role's";
+    else if (p != NULL && p->role != role)
+        why = "its peer id is held by a peer of another role";
+    if (why == NULL)
+        return role;
+    forbid(n, &n->reply, origin, o, role, proven, cn, why);
+    return -1;
+}
+
+/* How many operations of the batch that came on `pipe` to apply: none when
+ * the sender must say HELLO first (a peer this node dropped, or never saw: it
+ * restarted; or one whose batches come on another connection than its HELLO
+ * did) or only asks for the map (it does not become a peer). A HELLO sets
+ * *role to the role the peer joins as (else -1). */
+static uint32_t admitted(node *n, const mp_reader *r, uint64_t origin, uint64_t seq, uint32_t count, uint32_t pipe,
+                         int *role)
+{
+    *role = -1;
+    if (count == 0)
+        return 0;
+    peer *p = peers_find(n->env.peers, origin);
     mp_reader first = *r;
     op o0;
     uint32_t kind = op_decode(&first, &o0) == 0 ? o0.kind : 0;
+    if (p != NULL && p->pipe == pipe && kind != OP_HELLO)
+        return count;
     if (kind == OP_MAP_QUERY || kind == OP_NODE_STATS || kind == OP_RELOAD)
         prom_add(&n->stats.ops[kind], 1); /* answered without a peer (apply() counts the others) */
     if (kind == OP_MAP_QUERY) {
@@ -256,24 +329,27 @@ static uint32_t admitted(node *n, const mp_reader *r, uint64_t origin, uint64_t 
         op_batch_add(&n->reply, &e);
         return 0;
     }
-    if (kind == OP_HELLO && !peers_admit(n->env.peers, origin)) {
-        /* the table is full (logged): the peer says HELLO again later */
-        op e = {.kind = OP_ERROR, .error = OP_ERR_UNKNOWN_PEER};
-        op_batch_add(&n->reply, &e);
-        return 0;
+    if (kind == OP_HELLO) {
+        if ((*role = hello_role(n, origin, p, &o0, pipe)) < 0)
+            return 0;
+        if (p == NULL && !peers_admit(n->env.peers, origin)) {
+            /* the table is full (logged): the peer says HELLO again later */
+            *role = -1;
+            op e = {.kind = OP_ERROR, .error = OP_ERR_UNKNOWN_PEER};
+            op_batch_add(&n->reply, &e);
+            return 0;
+        }
+        return count;
     }
-    if (kind != OP_HELLO) {
-        /* the peer says HELLO, re-registers, and sends this again */
-        log_warn("peer-unknown", "peer=%016llx seq=%llu (refused until it says HELLO again)",
-                 (unsigned long long)origin, (unsigned long long)seq);
-        op e = {.kind = OP_ERROR, .error = OP_ERR_UNKNOWN_PEER};
-        op_batch_add(&n->reply, &e);
-        return 0;
-    }
-    return count;
+    /* the peer says HELLO (on this connection), re-registers, and sends this again */
+    log_warn("peer-unknown", "peer=%016llx seq=%llu%s (refused until it says HELLO again)", (unsigned long long)origin,
+             (unsigned long long)seq, p != NULL ? " connection=another" : "");
+    op e = {.kind = OP_ERROR, .error = OP_ERR_UNKNOWN_PEER};
+    op_batch_add(&n->reply, &e);
+    return 0;
 }
 
-nng_msg *node_apply_batch(node *n, const void *body, size_t len)
+nng_msg *node_apply_batch(node *n, const void *body, size_t len, uint32_t pipe)
 {
     mp_reader r;
     uint64_t origin, seq;
@@ -287,10 +363,16 @@ nng_msg *node_apply_batch(node *n, const void *body, size_t len)
         op_batch_add(&n->reply, &e);
         origin = seq = 0;
     } else {
-        count = admitted(n, &r, origin, seq, count);
+        int role;
+        count = admitted(n, &r, origin, seq, count, pipe, &role);
         node_req req = {.from = count > 0 ? peers_join(n->env.peers, origin) : NULL, .reply = &n->reply};
-        if (req.from != NULL)
+        if (req.from != NULL) {
             req.from->last_seen_ms = now_ms();
+            if (role >= 0) { /* its HELLO: this connection speaks for it from now on */
+                req.from->pipe = pipe;
+                req.from->role = (uint8_t)role;
+            }
+        }
         for (uint32_t i = 0; i < count; i++) {
             op o;
             int rc = op_decode(&r, &o);
@@ -402,7 +484,7 @@ static void *executor(void *arg)
         nng_msg *msg;
         int rv = NNG_EAGAIN;
         while (n->sockets && (rv = nng_recvmsg(n->rep, &msg, NNG_FLAG_NONBLOCK)) == 0) {
-            nng_msg *out = node_apply_batch(n, nng_msg_body(msg), nng_msg_len(msg));
+            nng_msg *out = node_apply_batch(n, nng_msg_body(msg), nng_msg_len(msg), nng_msg_get_pipe(msg).id);
             nng_msg_free(msg);
             if (out != NULL && nng_sendmsg(n->rep, out, 0) != 0)
                 nng_msg_free(out);
@@ -437,14 +519,18 @@ static int open_sockets(node *n, const char *request_url, const char *delivery_u
     nng_socket_set_size(n->rep, NNG_OPT_RECVMAXSZ, (size_t)n->cfg->max_message_size * 2 + (8u << 20));
     nng_socket_set_int(n->pub, NNG_OPT_SENDBUF, 8192);
     step = request_url;
-    if ((rv = nng_listen(n->rep, request_url, &lr, 0)) != 0)
+    if ((rv = linktls_listen(n->tls, n->rep, request_url, &lr)) != 0)
         goto fail;
     step = delivery_url;
-    if ((rv = nng_listen(n->pub, delivery_url, &ld, 0)) != 0)
+    if ((rv = linktls_listen(n->tls, n->pub, delivery_url, &ld)) != 0)
         goto fail;
     nng_bound_url(lr, request_url, n->request_url, sizeof(n->request_url));
     nng_bound_url(ld, delivery_url, n->delivery_url, sizeof(n->delivery_url));
     peers_set_socket(n->env.peers, n->pub);
+    if (n->tls == NULL && (!linktls_url_local(request_url) || !linktls_url_local(delivery_url)))
+        log_warn("links-unauthenticated", "request=%s delivery=%s (listening beyond this machine without TLS: "
+                 "anyone who reaches these ports can write any record and read every delivery; set cluster.tls.* "
+                 "and tls+tcp:// addresses, README: Security)", request_url, delivery_url);
     return 0;
 fail:
     log_error("node-listen-failed", "at=%s error=%s", step, nng_strerror(rv));
@@ -459,6 +545,7 @@ static void free_node(node *n)
             table[m]->destroy(n->state[m]);
     persist_stop(n->env.persist);
     peers_free(n->env.peers);
+    linktls_close(n->tls);
     permissions_free(n->env.rules);
     op_batch_destroy(&n->reply);
     pthread_mutex_destroy(&n->lock);
@@ -529,8 +616,16 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
         for (const owner_kind *k = table[m]->kinds; k->kind != 0; k++)
             n->routes[k->kind] = (route){(int8_t)m, (uint8_t)k->route};
     }
-    if (request_url != NULL && open_sockets(n, request_url, delivery_url) != 0)
-        goto fail;
+    if (request_url != NULL) {
+        n->tls = linktls_open(cfg->cluster_tls_cert, cfg->cluster_tls_key, cfg->cluster_tls_ca, LINK_ROLE_NODE, err,
+                              sizeof(err));
+        if (n->tls == NULL && err[0] != '\0') {
+            log_error("link-credentials-refused", "%s", err);
+            goto fail;
+        }
+        if (open_sockets(n, request_url, delivery_url) != 0)
+            goto fail;
+    }
     n->map_json = clustermap_json(&cfg->cluster, map, cfg->node_id, n->request_url, n->delivery_url);
     if (pthread_create(&n->thread, NULL, executor, n) != 0)
         goto fail;

@@ -4,6 +4,7 @@
  * thread's own families are persist.c's (persist_metrics). Not for counting:
  * the modules bump the counters where things happen. */
 #include "internal.h"
+#include "linktls.h"
 
 static const char *const drop_names[DROP_KINDS] = {
     [DROP_OUTBOX_FULL] = "outbox_full", [DROP_SEND_FAILED] = "send_failed", [DROP_FAULT] = "fault_injected"};
@@ -45,6 +46,12 @@ void stats_write(const node_stats *st, const eddy_config *cfg, FILE *f)
     for (int r = 0; r < DROP_KINDS; r++)
         fprintf(f, "eddy_node_delivery_batches_dropped_total{reason=\"%s\"} %llu\n", drop_names[r],
                 (unsigned long long)prom_get(&st->dropped[r]));
+    prom_family(f, "eddy_node_links_refused_total", "counter",
+                "peers refused on the cluster links: by the TLS listener during the handshake (reason tls: no, "
+                "a foreign, an expired or a roleless certificate, or no TLS; counted per process), or at HELLO "
+                "and after for their certificate's role (reason role)");
+    fprintf(f, "eddy_node_links_refused_total{reason=\"tls\"} %llu\n", (unsigned long long)linktls_refused());
+    fprintf(f, "eddy_node_links_refused_total{reason=\"role\"} %llu\n", (unsigned long long)prom_get(&st->forbidden));
     one(f, "eddy_node_permission_denied_total", "counter",
         "record writes a rule reading the record's data denied here (MESSAGE_DENIED)", prom_get(&st->denied));
     one(f, "eddy_node_permission_errors_total", "counter",

@@ -51,7 +51,7 @@ expect 0 3 -- ctl set "$key" '{"a":9}' --expect 2
 expect 0 '' -- ctl delete "$key"
 expect 3 '' -- ctl get "$key"
 expect 5 '' -- ctl call "ctl/nobody/$$" '{}'
-expect 1 '' -- "$bin" ctl --cluster tcp://127.0.0.1:1 --timeout 300 get x
+expect 1 '' -- "$bin" ctl --cluster "${EDDY_CLUSTER%%://*}://127.0.0.1:1" --timeout 300 get x # (nothing listens there)
 
 # subscribe prints deliveries as JSON lines until interrupted
 # (the binary itself in the background, not the ctl function's subshell, so the signal reaches it)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # run.sh - the backend library's tests (test_backend, ctl.sh) against a real
 # standalone server, then against a cluster of 3 nodes and 2 brokers
-# (cluster-tests/cluster.sh). Servers run with --broker-timeout 2000 so a
+# (cluster-tests/cluster.sh --tls: its links over TLS, the backends with a backend
+# certificate). Servers run with --broker-timeout 2000 so a
 # killed backend's providers are dropped within the test's patience. Every
 # server must stop cleanly and without a sanitizer report.
 #
@@ -95,10 +96,17 @@ if [[ -z $got ]] || ! grep -q "cluster-map-changed epoch=1->2" "$tmp/follow.err"
 fi
 echo "ok: a subscribed backend followed the cluster from epoch 1 to 2"
 
-echo "# backend tests: 3 nodes, 2 brokers"
-bash cluster-tests/cluster.sh up --dir "$tmp/c" --nodes 3 --brokers 2 --bin "$bin" -- --broker-timeout 2000 >/dev/null
-EDDY_CLUSTER=$(sed -n 2p "$tmp/c/nodes") EDDY_WS="$(tr '\n' ' ' <"$tmp/c/brokers")" EDDY_BIN=$bin "$build/tests/test_backend"
-EDDY_CLUSTER=$(sed -n 3p "$tmp/c/nodes") EDDY_BIN=$bin bash tests/backend/ctl.sh
+echo "# backend tests: 3 nodes, 2 brokers, links over TLS (libeddy and eddy ctl with a backend certificate)"
+bash cluster-tests/cluster.sh up --dir "$tmp/c" --nodes 3 --brokers 2 --tls --bin "$bin" -- --broker-timeout 2000 >/dev/null
+(
+  set -a; . "$tmp/c/backend.env"; set +a # EDDY_CLUSTER_TLS_CERT, _KEY, _CA
+  EDDY_CLUSTER=$(sed -n 2p "$tmp/c/nodes") EDDY_WS="$(tr '\n' ' ' <"$tmp/c/brokers")" EDDY_BIN=$bin "$build/tests/test_backend"
+  EDDY_CLUSTER=$(sed -n 3p "$tmp/c/nodes") EDDY_BIN=$bin bash tests/backend/ctl.sh
+)
+# without the certificate the same backend is refused, and says why
+out=$("$bin" ctl --cluster "$(sed -n 1p "$tmp/c/nodes")" --timeout 1000 get x 2>&1) && { echo "ctl without a certificate got in: $out" >&2; exit 1; }
+[[ $out == *"no certificate is set"* ]] || { echo "ctl without a certificate: $out" >&2; exit 1; }
+echo "ok: a backend without a certificate is refused by the TLS cluster"
 bash cluster-tests/cluster.sh down --dir "$tmp/c" >/dev/null
 for f in "$tmp"/c/*.log; do
   if grep -Eq "$sanitizer" "$f"; then cat "$f"; echo "sanitizer report in $f" >&2; exit 1; fi

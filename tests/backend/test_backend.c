@@ -391,11 +391,18 @@ static void test_errors(void **state)
     assert_null(strstr(status, "\"delivering\":false"));
     eddy_free(status);
     eddy_close(e);
-    /* nothing listens there: a clear timeout, not a hang */
+    /* nothing listens there: a clear timeout, not a hang (in the cluster's scheme, tcp or tls+tcp) */
     eddy_options o = {.timeout_ms = 300};
     eddy *none;
-    assert_int_equal(eddy_connect("tcp://127.0.0.1:1", &o, &none), EDDY_ERR_TIMEOUT);
+    char nowhere[64];
+    snprintf(nowhere, sizeof(nowhere), "%.*s://127.0.0.1:1", (int)(strstr(cluster, "://") - cluster), cluster);
+    assert_int_equal(eddy_connect(nowhere, &o, &none), EDDY_ERR_TIMEOUT);
     assert_int_equal(eddy_connect(NULL, &o, &none), EDDY_ERR_INVALID);
+    /* TLS credentials that do not load: refused at once, named in the log */
+    eddy_options bad = {.timeout_ms = 300, .tls_cert = "/nonexistent.crt", .tls_key = "/nonexistent.key",
+                        .tls_ca = "/nonexistent-ca.crt"};
+    assert_int_equal(eddy_connect(cluster, &bad, &none), EDDY_ERR_CREDENTIALS);
+    assert_string_equal(eddy_strerror(EDDY_ERR_CREDENTIALS), "the TLS certificate, key or CA could not be used");
 }
 
 int main(void)

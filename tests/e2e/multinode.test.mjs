@@ -8,7 +8,7 @@ import { createServer } from 'node:net'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { sleep, until, MODE, Proc, assertNoSanitizerReport, runEddy } from './lib/server.mjs'
+import { sleep, until, MODE, LINK, Proc, assertNoSanitizerReport, runEddy } from './lib/server.mjs'
 import { connect, closeAll } from './lib/client.mjs'
 
 const SETTLE = 400
@@ -34,7 +34,7 @@ describe('two nodes, two brokers', { skip: MODE !== 'cluster' && 'two-process mo
       const p = await freePort()
       if (!ports.includes(p)) ports.push(p)
     }
-    const addr = p => `tcp://127.0.0.1:${p}`
+    const addr = p => `${LINK}://127.0.0.1:${p}`
     // an explicit, uneven map: node1 owns a quarter at each end, node2 the middle half
     nodeFlags = ['--node', `${addr(ports[0])},${addr(ports[1])},0-1023,3072-4095`, '--node', `${addr(ports[2])},${addr(ports[3])},1024-3071`]
     seed = addr(ports[2])
@@ -78,7 +78,7 @@ describe('two nodes, two brokers', { skip: MODE !== 'cluster' && 'two-process mo
   })
 
   test('a broker with the same epoch but another shard assignment is refused', async () => {
-    const even = nodeFlags.map(f => f.replace(/,(tcp:\/\/[^,]+),.*$/, ',$1')) // the same nodes, spread evenly
+    const even = nodeFlags.map(f => f.replace(/,((?:tls\+)?tcp:\/\/[^,]+),.*$/, ',$1')) // the same nodes, spread evenly
     const b = new Proc('broker-evenmap', ['broker', '--host', '127.0.0.1', '--port', '0', ...even])
     const { code } = await b.exited
     assert.equal(code, 1)

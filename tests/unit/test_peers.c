@@ -238,7 +238,7 @@ static void test_flood_is_refused(void **state)
     /* a map query from anyone is still answered (it does not make a peer) */
     assert_int_equal(send_op(&r, 99999, OP_MAP_QUERY, &error), OP_MAP);
     /* and so are the node's counters (eddy ctl status): the table, its bound, the refusals */
-    char *stats = clustermap_node_stats(node_request_url(r.n), 5000);
+    char *stats = clustermap_node_stats(node_request_url(r.n), NULL, 5000);
     assert_non_null(stats);
     char want[128];
     snprintf(want, sizeof(want), "{\"peers\":%d,\"maxPeers\":%d,\"peersRefused\":%d,", MAX_PEERS, MAX_PEERS, FLOOD);

@@ -5,6 +5,9 @@
 // EDDY_MODE=haproxy: cluster-tests/cluster.sh with 3 nodes, 2 brokers and haproxy;
 //   clients connect through haproxy, so they spread over both brokers.
 // EDDY_BIN selects the binary (build/eddy, or build-asan/eddy for the sanitizer run).
+// EDDY_LINK_TLS=1 (make e2e-cluster sets it): the nng links are tls+tcp:// with certificates
+//   made at test time (deploy/tls/eddy-certs.sh); every eddy process started here gets the
+//   credentials of its role (node, broker, or backend for eddy ctl) in EDDY_CLUSTER_TLS_*.
 // Every process's stderr is kept; stop() checks for a clean exit and for sanitizer reports.
 import { spawn, execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync, readFileSync, readdirSync } from 'node:fs'
@@ -14,7 +17,34 @@ import assert from 'node:assert/strict'
 
 export const BIN = resolve(process.env.EDDY_BIN || 'build/eddy')
 export const MODE = process.env.EDDY_MODE || 'standalone'
+export const LINK_TLS = process.env.EDDY_LINK_TLS === '1'
+// the scheme of the nng addresses the tests give eddy: `${LINK}://127.0.0.1:0`
+export const LINK = LINK_TLS ? 'tls+tcp' : 'tcp'
 const START_TIMEOUT = 20000
+
+// EDDY_LINK_TLS: one development CA and certificates for the whole test file.
+let certDir = null
+export function linkCerts () {
+  if (certDir === null) {
+    certDir = mkdtempSync(join(tmpdir(), 'eddy-e2e-certs-'))
+    execFileSync('bash', [resolve('deploy/tls/eddy-certs.sh'), certDir, 'dev', '3', '3'])
+    process.on('exit', () => rmSync(certDir, { recursive: true, force: true }))
+  }
+  return certDir
+}
+
+// The EDDY_CLUSTER_TLS_* variables of the eddy command args (its first word says the role).
+export function linkEnv (args) {
+  if (!LINK_TLS) return {}
+  const name = { node: 'node1', standalone: 'node1', broker: 'broker1', ctl: 'backend' }[args[0]]
+  if (!name) return {}
+  const dir = linkCerts()
+  return {
+    EDDY_CLUSTER_TLS_CERT: join(dir, `${name}.crt`),
+    EDDY_CLUSTER_TLS_KEY: join(dir, `${name}.key`),
+    EDDY_CLUSTER_TLS_CA: join(dir, 'ca.crt')
+  }
+}
 const SANITIZER = /ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|SUMMARY: UndefinedBehaviorSanitizer|WARNING: ThreadSanitizer/
 
 // Every process a test file started; killed if the runner ends the file early
@@ -31,7 +61,7 @@ export class Proc {
     const [cmd, argv] = fileLimit > 0
       ? ['/bin/sh', ['-c', `ulimit -n ${Number(fileLimit)} && exec "$0" "$@"`, BIN, ...args]]
       : [BIN, args]
-    this.child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } })
+    this.child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...linkEnv(args), ...env } })
     running.add(this)
     this.exited = new Promise(resolve => this.child.on('exit', (code, signal) => { running.delete(this); resolve({ code, signal }) }))
     this.child.stderr.on('data', d => { this.stderr += d.toString() })
@@ -81,7 +111,7 @@ export async function startServer ({ extra = [], nodeExtra = [], dataDir = null,
   let nodeMetricsUrl = null
   try {
     if (MODE === 'cluster') {
-      const node = new Proc('node', ['node', '--request', 'tcp://127.0.0.1:0', '--delivery', 'tcp://127.0.0.1:0',
+      const node = new Proc('node', ['node', '--request', `${LINK}://127.0.0.1:0`, '--delivery', `${LINK}://127.0.0.1:0`,
         '--metrics', '127.0.0.1:0', '--data', dataDir, ...nodeExtra], nodeEnv)
       procs.push(node)
       const m = await node.waitFor(/node-listening request=(\S+) delivery=(\S+)/)
@@ -137,7 +167,8 @@ export async function startServer ({ extra = [], nodeExtra = [], dataDir = null,
 // Runs eddy with args to completion: { code, stdout, stderr }.
 export function runEddy (args) {
   try {
-    const stdout = execFileSync(BIN, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 30000 })
+    const stdout = execFileSync(BIN, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 30000,
+      env: { ...process.env, ...linkEnv(args) } })
     return { code: 0, stdout, stderr: '' }
   } catch (err) {
     return { code: err.status, stdout: err.stdout?.toString() ?? '', stderr: err.stderr?.toString() ?? '' }
@@ -164,8 +195,8 @@ const NAMES = ['node1', 'node2', 'node3', 'broker1', 'broker2']
 function startCluster ({ extra, nodeExtra, lbTls }) {
   const dir = mkdtempSync(join(tmpdir(), 'eddy-e2e-cluster-'))
   const sh = (...args) => execFileSync('bash', [SH, ...args, '--dir', dir], { encoding: 'utf8', timeout: 60000 })
-  execFileSync('bash', [SH, 'up', '--dir', dir, '--nodes', '3', '--brokers', '2', ...(lbTls ? ['--lb-tls', lbTls] : ['--lb']), '--bin', BIN,
-    '--', ...extra, ...nodeExtra], { encoding: 'utf8', timeout: 60000 })
+  execFileSync('bash', [SH, 'up', '--dir', dir, '--nodes', '3', '--brokers', '2', ...(lbTls ? ['--lb-tls', lbTls] : ['--lb']),
+    ...(LINK_TLS ? ['--tls'] : []), '--bin', BIN, '--', ...extra, ...nodeExtra], { encoding: 'utf8', timeout: 60000 })
   const url = readFileSync(join(dir, 'lb'), 'utf8').trim()
   const logs = () => readdirSync(dir).filter(f => f.endsWith('.log') && f !== 'lb.log')
   const server = {
