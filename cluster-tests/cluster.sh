@@ -115,13 +115,13 @@ up)
     p=$(free_port)
     {
       echo "global"; echo "  maxconn 4000"
-      echo "defaults"; echo "  mode http"; echo "  timeout connect 2s"; echo "  timeout client 90s"
+      echo "defaults"; echo "  mode http"; echo "  timeout connect 2s"; echo "  timeout check 2s"; echo "  timeout client 90s"
       echo "  timeout server 90s"; echo "  timeout tunnel 1h"; echo "  option http-server-close"
       echo "frontend ws"; echo "  bind 127.0.0.1:$p${lb_tls:+ ssl crt $lb_tls alpn http/1.1}"; echo "  default_backend brokers"
       echo "backend brokers"; echo "  balance leastconn"
       echo "  option httpchk GET /health-check"; echo "  http-check expect status 200"
       for i in $(seq "$brokers"); do
-        echo "  server broker$i 127.0.0.1:$(cat "$dir/broker$i.port") check inter 500 fall 2 rise 1"
+        echo "  server broker$i 127.0.0.1:$(cat "$dir/broker$i.port") check inter 500 fall 3 rise 1"
       done
     } >"$dir/haproxy.cfg"
     haproxy -c -q -f "$dir/haproxy.cfg"

@@ -72,6 +72,7 @@ function runFile (file) {
       resolve({
         file,
         code,
+        why: failureDigest(out),
         signal,
         timedOut,
         tests: count('tests'),
@@ -83,6 +84,15 @@ function runFile (file) {
       })
     })
   })
+}
+
+// The first lines of the spec reporter's "failing tests" section (else the output's
+// last lines), shortened: printed again under the summary, where a CI log's tail shows it.
+function failureDigest (out) {
+  const lines = out.split('\n').filter(l => l.trim() !== '' && !/^\s+at /.test(l)) // (no stack frames)
+  const at = lines.findIndex(l => /failing tests:/.test(l))
+  const pick = at >= 0 ? lines.slice(at + 1, at + 13) : lines.slice(-12)
+  return pick.map(l => l.length > 200 ? l.slice(0, 200) + '...' : l)
 }
 
 const results = []
@@ -98,6 +108,10 @@ for (const r of results) {
   console.log(`# ${state.padEnd(9)} ${r.file}: ${r.pass}/${r.tests} passed` +
     `${r.fail ? `, ${r.fail} failed` : ''}${r.cancelled ? `, ${r.cancelled} cancelled` : ''}` +
     `${r.skipped ? `, ${r.skipped} skipped` : ''} (${r.seconds.toFixed(1)} s)`)
+}
+for (const r of failed) {
+  console.log(`# why ${r.file} failed:`)
+  for (const l of r.why) console.log(`#   ${l}`)
 }
 const sum = k => results.reduce((n, r) => n + r[k], 0)
 console.log(`# ${results.length} files, ${sum('tests')} tests, ${sum('pass')} passed, ${sum('fail')} failed` +

@@ -21,11 +21,25 @@ export const PRESENCE = strip(pb.PRESENCE_ACTION, 'PRESENCE_')
 // Clients opened by a test; closeAll() in teardown.
 const open = new Set()
 
+// A login that has no answer in LOGIN_WAIT ms throws (naming the connection's state)
+// rather than waiting forever: a client that gave up reconnecting holds no timer, and a
+// test file whose event loop empties reports its remaining tests only as "cancelled".
+const LOGIN_WAIT = 30000
 export async function connect (url, authData = {}, options = {}) {
   const client = new DeepstreamClient(url, { ...options })
-  client.on('error', () => {}) // tests assert on errors explicitly where they matter
+  const errors = []
+  client.on('error', (msg, event) => errors.push(`${event}: ${msg}`)) // tests assert on errors explicitly where they matter
   open.add(client)
-  client.loginResult = await client.login(authData)
+  let timer
+  const late = new Promise((resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`login to ${url} unanswered after ${LOGIN_WAIT} ms ` +
+      `(connection ${client.getConnectionState()}; errors: ${errors.slice(-3).join(' | ') || 'none'})`)), LOGIN_WAIT)
+  })
+  try {
+    client.loginResult = await Promise.race([client.login(authData), late])
+  } finally {
+    clearTimeout(timer)
+  }
   return client
 }
 
