@@ -245,6 +245,7 @@ static void tick(void *ctx)
     *b->reload = 0;
     reload_permissions(b);
     tls_reload(b->cfg, b->lws);
+    links_reload_tls(b->links);
     if (b->reload_also != NULL)
         b->reload_also(b->reload_ctx);
 }

@@ -315,6 +315,8 @@ void links_start(link_set *ls, struct lws_context *ctx);
 void links_stop(link_set *ls);
 /* Flushes what is queued, stops the threads, closes the sockets; NULL is fine. */
 void links_destroy(link_set *ls);
+/* SIGHUP: the cluster.tls files again for the links' next connections (logs either way). */
+void links_reload_tls(link_set *ls);
 /* Service thread: what a link thread posted (a reply, msg NULL when the
  * request failed, or a delivery, ...). Takes ownership of msg. */
 void links_handle_inbound(link_set *ls, int kind, int li, uint64_t seq, void *msg);

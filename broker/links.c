@@ -357,6 +357,13 @@ bool links_ready(const link_set *ls)
     return true;
 }
 
+void links_reload_tls(link_set *ls)
+{
+    char err[600];
+    if (linktls_reload(ls->tls, err, sizeof(err)) != 0)
+        log_error("link-certificates-reload-failed", "%s (the certificates in use stay)", err);
+}
+
 void links_destroy(link_set *ls)
 {
     if (ls == NULL)

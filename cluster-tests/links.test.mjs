@@ -8,7 +8,8 @@
 // works through eddy ctl but cannot say HELLO as a node or a broker, nor
 // announce a login; a SUB on the delivery port without a certificate reads
 // nothing. Start-up refuses credentials that do not load or fit; a node
-// listening beyond loopback without TLS warns.
+// listening beyond loopback without TLS warns. SIGHUP rotates a node's and a
+// broker's link certificates without dropping the links up.
 import { test, describe, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile, execFileSync } from 'node:child_process'
@@ -144,6 +145,66 @@ describe('cluster links: TLS with certificates and roles', () => {
     } finally {
       clearInterval(timer)
     }
+  })
+
+  test('peers that hang up after their handshake, or send junk, do not close the node\'s port', async () => {
+    // nng 1.5.2 stops accepting for good when an accept fails with NNG_ECLOSED: linktls must
+    // never report a peer's close that way (found with openssl s_client, as here)
+    for (let i = 0; i < 3; i++) {
+      execFileSync('bash', ['-c', 'openssl s_client -connect "$1" -cert "$2" -key "$3" -CAfile "$4" </dev/null >/dev/null 2>&1',
+        '-', req.replace('tls+tcp://', ''), join(certs, 'backend.crt'), join(certs, 'backend.key'), join(certs, 'ca.crt')])
+    }
+    const junk = Array.from({ length: 20 }, () => probe('--wait', '100', req.replace('tls+tcp://', 'tcp://'), 'listen').catch(() => ''))
+    await Promise.all(junk)
+    const started = Date.now()
+    const r = ctl('set', 'links/after-junk', '{"ok":true}')
+    assert.equal(r.code, 0, JSON.stringify(r))
+    assert.ok(Date.now() - started < 2500, `eddy ctl took ${Date.now() - started} ms`)
+  })
+
+  test('SIGHUP reads the link certificates again: links up stay, new handshakes get the new certificate; a bad pair is refused', async () => {
+    // the node's certificate as a TLS client sees it during a new handshake: its serial
+    const served = () => execFileSync('bash', ['-c', 'openssl s_client -connect "$1" -cert "$2" -key "$3" -CAfile "$4" </dev/null 2>/dev/null | openssl x509 -noout -serial',
+      '-', req.replace('tls+tcp://', ''), join(certs, 'backend.crt'), join(certs, 'backend.key'), join(certs, 'ca.crt')], { encoding: 'utf8' }).trim()
+    const serialOf = name => execFileSync('openssl', ['x509', '-noout', '-serial', '-in', join(certs, name)], { encoding: 'utf8' }).trim()
+    const sub = await connect(ws)
+    const seen = []
+    sub.record.getRecord('links/rotate').subscribe(d => seen.push(d.n))
+    await sleep(300)
+    assert.equal(served(), serialOf('node1.crt'))
+    const before = serialOf('node1.crt')
+    // renewed certificates (same CA, a new key; the broker's with a new CN) in place of the files in use
+    execFileSync('bash', [CERTS, certs, 'node', 'node1-next'])
+    execFileSync('bash', [CERTS, certs, 'broker', 'broker1-next'])
+    for (const [from, to] of [['node1-next', 'node1'], ['broker1-next', 'broker1']]) {
+      execFileSync('cp', [join(certs, `${from}.crt`), join(certs, `${to}.crt`)])
+      execFileSync('cp', [join(certs, `${from}.key`), join(certs, `${to}.key`)])
+    }
+    const upBefore = broker.stderr.match(/node-up/g).length
+    node.child.kill('SIGHUP')
+    broker.child.kill('SIGHUP')
+    await until(() => /link-certificates-reloaded certificate=\S+node1\.crt certificate_cn=node1-next role=node/.test(node.stderr), 'the node reloads')
+    await until(() => /link-certificates-reloaded certificate=\S+broker1\.crt certificate_cn=broker1-next role=broker/.test(broker.stderr), 'the broker reloads')
+    const after = served()
+    assert.notEqual(after, before)
+    assert.equal(after, serialOf('node1-next.crt'), 'a new handshake gets the new certificate')
+    // the links that were up carried on: no reconnection, and the subscriber hears a write made through them
+    assert.equal(ctl('set', 'links/rotate', '{"n":1}').code, 0)
+    await until(() => seen.includes(1), 'the subscriber hears the write')
+    assert.equal(broker.stderr.match(/node-up/g).length, upBefore, 'the broker did not reconnect')
+    // a certificate of another role, or of another CA, is refused: the one in use stays
+    execFileSync('cp', [join(certs, 'backend.crt'), join(certs, 'node1.crt')])
+    execFileSync('cp', [join(certs, 'backend.key'), join(certs, 'node1.key')])
+    node.child.kill('SIGHUP')
+    await until(() => /link-certificates-reload-failed certificate \S+node1\.crt is a backend's \(OU=eddy-backend\); this process is a node/.test(node.stderr), 'the node refuses a backend certificate')
+    execFileSync('cp', [join(certs, 'mallory.crt'), join(certs, 'node1.crt')])
+    execFileSync('cp', [join(certs, 'mallory.key'), join(certs, 'node1.key')])
+    node.child.kill('SIGHUP')
+    await until(() => /link-certificates-reload-failed certificate \S+node1\.crt is not accepted by CA/.test(node.stderr), 'the node refuses another CA\'s')
+    assert.equal(served(), serialOf('node1-next.crt'), 'the renewed certificate stays in use')
+    assert.equal(ctl('set', 'links/rotate', '{"n":2}').code, 0)
+    await until(() => seen.includes(2), 'the cluster still works')
+    for (const ext of ['crt', 'key']) execFileSync('cp', [join(certs, `node1-next.${ext}`), join(certs, `node1.${ext}`)])
   })
 
   test('start-up refuses credentials that do not load or fit, and addresses that do not match them', () => {

@@ -308,7 +308,8 @@ static const cfg_entry table[] = {
     /* cluster links: TLS (common/linktls.h; README: Security) */
     {"cluster.tls.cert", "--cluster-tls-cert", T_PATH, 0, 0, "", F(cluster_tls_cert), NULL,
      "PEM certificate this process shows on the cluster's links (nng tls+tcp:// addresses); its subject's "
-     "OU names its role: eddy-node, eddy-broker or eddy-backend (deploy/tls/eddy-certs.sh makes them)"},
+     "OU names its role: eddy-node, eddy-broker or eddy-backend (deploy/tls/eddy-certs.sh makes them). The "
+     "three files are read again on SIGHUP, for the links made from then on"},
     {"cluster.tls.key", "--cluster-tls-key", T_PATH, 0, 0, "", F(cluster_tls_key), NULL,
      "PEM private key of cluster.tls.cert (unencrypted)"},
     {"cluster.tls.ca", "--cluster-tls-ca", T_PATH, 0, 0, "", F(cluster_tls_ca), NULL,

@@ -131,6 +131,13 @@ struct nng_tls_engine_config {
     char server[256]; /* the name a client checks the server's certificate for ("": none) */
 };
 
+/* A configuration's SSL_CTX is replaced by linktls_reload while connections are
+ * made from it on nng's threads: both take this lock (once per connection). */
+static pthread_mutex_t ctx_lock = PTHREAD_MUTEX_INITIALIZER;
+/* The engine configuration config_init made last on this thread: make_config
+ * learns which one belongs to the nng configuration it just allocated. */
+static _Thread_local nng_tls_engine_config *made_last;
+
 /* OpenSSL asks for a key's passphrase: the one given, or none (never the terminal). */
 static int pass_cb(char *buf, int size, int rwflag, void *u)
 {
@@ -158,6 +165,7 @@ static int config_auth(nng_tls_engine_config *cfg, nng_tls_auth_mode mode)
 
 static int config_init(nng_tls_engine_config *cfg, nng_tls_mode mode)
 {
+    made_last = cfg;
     cfg->mode = mode;
     cfg->ctx = SSL_CTX_new(mode == NNG_TLS_MODE_SERVER ? TLS_server_method() : TLS_client_method());
     if (cfg->ctx == NULL)
@@ -283,6 +291,7 @@ struct nng_tls_engine_conn {
 
 static BIO_METHOD *bio_method; /* the transport under OpenSSL: nng's buffers */
 
+
 static int bio_write(BIO *b, const char *data, size_t len, size_t *written)
 {
     nng_tls_engine_conn *c = BIO_get_data(b);
@@ -372,7 +381,10 @@ static int conn_init(nng_tls_engine_conn *c, void *tls, nng_tls_engine_config *c
 {
     c->tls = tls;
     c->cfg = cfg;
-    if ((c->ssl = SSL_new(cfg->ctx)) == NULL)
+    pthread_mutex_lock(&ctx_lock);
+    c->ssl = SSL_new(cfg->ctx); /* holds its own reference to the context */
+    pthread_mutex_unlock(&ctx_lock);
+    if (c->ssl == NULL)
         return NNG_ENOMEM;
     BIO *b = BIO_new(bio_method);
     if (b == NULL)
@@ -421,15 +433,23 @@ static const char *hint_for(bool server, unsigned long e)
     return "";
 }
 
-/* Maps SSL's result rv to nng's; a fatal one is logged. */
+/* Maps SSL's result rv to nng's; a fatal one is logged.
+ *
+ * Never NNG_ECLOSED for what a peer did: nng 1.5.2's listener takes an accept
+ * that failed with NNG_ECLOSED for its own closing and never accepts again
+ * (core/listener.c), so one peer that hung up after its handshake would shut
+ * the node's port for good. A peer's close is NNG_ECONNRESET, a refusal
+ * NNG_EPEERAUTH, a broken handshake NNG_ECONNABORTED: nng accepts again at
+ * once for all three (any other error makes it pause 100 ms, which a stream
+ * of junk handshakes would turn into a closed door). */
 static int ssl_result(nng_tls_engine_conn *c, int rv, bool handshake)
 {
     int e = SSL_get_error(c->ssl, rv);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
         return NNG_EAGAIN;
+    c->failed = NNG_ECONNRESET;
     if (e == SSL_ERROR_ZERO_RETURN)
-        return NNG_ECLOSED; /* a clean close_notify */
-    c->failed = NNG_ECLOSED;
+        return c->failed; /* a clean close_notify */
     bool server = c->cfg->mode == NNG_TLS_MODE_SERVER;
     unsigned long err = ERR_peek_last_error();
     if (e == SSL_ERROR_SYSCALL && err == 0) {
@@ -439,14 +459,15 @@ static int ssl_result(nng_tls_engine_conn *c, int rv, bool handshake)
             log_failure(false, "the server closed the connection during the TLS handshake", c->cn,
                         " hint=\"a tcp:// listener, or it refused this process's certificate: see its log\"");
         ERR_clear_error();
-        return NNG_ECLOSED;
+        return c->failed;
     }
     const char *reason = c->why[0] ? c->why : err != 0 && ERR_reason_error_string(err) != NULL
                                                   ? ERR_reason_error_string(err) : "TLS error";
     log_failure(server, reason, c->cn, hint_for(server, err));
     ERR_clear_error();
-    c->failed = handshake && (c->why[0] || ERR_GET_REASON(err) == SSL_R_CERTIFICATE_VERIFY_FAILED) ? NNG_EPEERAUTH
-                                                                                                 : NNG_ECRYPTO;
+    if (handshake)
+        c->failed = c->why[0] || ERR_GET_REASON(err) == SSL_R_CERTIFICATE_VERIFY_FAILED ? NNG_EPEERAUTH
+                                                                                       : NNG_ECONNABORTED;
     return c->failed;
 }
 
@@ -567,8 +588,10 @@ static void engine_setup(void)
 
 struct linktls {
     nng_tls_config *dial, *listen;
+    nng_tls_engine_config *dial_engine, *listen_engine; /* theirs, whose SSL_CTX a reload replaces */
+    char *cert, *key, *ca;                              /* the files, read again by linktls_reload */
     int role;
-    char cn[CN_MAX];
+    char cn[CN_MAX]; /* the first certificate's (a reload keeps the role, and may change the CN) */
 };
 
 /* The whole file at path (xmalloc'd, NUL-terminated), or NULL with the reason in err. */
@@ -661,12 +684,20 @@ out:
     return rc;
 }
 
-/* An nng TLS configuration of our engine for mode with these credentials. */
-static nng_tls_config *make_config(nng_tls_mode mode, const char *cert_pem, const char *key_pem, const char *ca_pem)
+/* An nng TLS configuration of our engine for mode with these credentials;
+ * *engine_cfg gets its engine configuration. */
+static nng_tls_config *make_config(nng_tls_mode mode, const char *cert_pem, const char *key_pem, const char *ca_pem,
+                                   nng_tls_engine_config **engine_cfg)
 {
     nng_tls_config *c;
+    made_last = NULL;
     if (nng_tls_config_alloc(&c, mode) != 0)
         return NULL;
+    *engine_cfg = made_last; /* (nng calls config_init on this thread, before it returns) */
+    if (*engine_cfg == NULL) { /* not our engine's: nothing a reload could reach */
+        nng_tls_config_free(c);
+        return NULL;
+    }
     bool crl = strstr(ca_pem, "-----BEGIN X509 CRL-----") != NULL;
     if (nng_tls_config_ca_chain(c, ca_pem, crl ? ca_pem : NULL) != 0 ||
         nng_tls_config_own_cert(c, cert_pem, key_pem, NULL) != 0 ||
@@ -699,11 +730,14 @@ linktls *linktls_open(const char *cert, const char *key, const char *ca, int wan
         snprintf(err, err_len, "nng's TLS engine interface refused eddy's: %s", nng_strerror(engine_rv));
         goto fail;
     }
-    if ((t->dial = make_config(NNG_TLS_MODE_CLIENT, cert_pem, key_pem, ca_pem)) == NULL ||
-        (t->listen = make_config(NNG_TLS_MODE_SERVER, cert_pem, key_pem, ca_pem)) == NULL) {
+    if ((t->dial = make_config(NNG_TLS_MODE_CLIENT, cert_pem, key_pem, ca_pem, &t->dial_engine)) == NULL ||
+        (t->listen = make_config(NNG_TLS_MODE_SERVER, cert_pem, key_pem, ca_pem, &t->listen_engine)) == NULL) {
         snprintf(err, err_len, "certificate %s, key %s, CA %s: nng's TLS configuration refused them", cert, key, ca);
         goto fail;
     }
+    t->cert = xstrdup(cert);
+    t->key = xstrdup(key);
+    t->ca = xstrdup(ca);
     xfree(cert_pem);
     xfree(key_pem);
     xfree(ca_pem);
@@ -724,7 +758,57 @@ void linktls_close(linktls *t)
         nng_tls_config_free(t->dial);
     if (t->listen != NULL)
         nng_tls_config_free(t->listen);
+    xfree(t->cert);
+    xfree(t->key);
+    xfree(t->ca);
     xfree(t);
+}
+
+/* Gives live the context of fresh (which takes live's old one away to free it). */
+static void swap_context(nng_tls_engine_config *live, nng_tls_engine_config *fresh)
+{
+    pthread_mutex_lock(&ctx_lock);
+    SSL_CTX *old = live->ctx;
+    live->ctx = fresh->ctx;
+    fresh->ctx = old;
+    pthread_mutex_unlock(&ctx_lock);
+}
+
+int linktls_reload(linktls *t, char *err, size_t err_len)
+{
+    err[0] = '\0';
+    if (t == NULL)
+        return 0;
+    linktls probe = {0};
+    nng_tls_config *dial = NULL, *listen = NULL;
+    nng_tls_engine_config *dial_engine = NULL, *listen_engine = NULL;
+    char *cert_pem = NULL, *key_pem = NULL, *ca_pem = NULL;
+    int rc = -1;
+    if ((cert_pem = read_pem(t->cert, "certificate", err, err_len)) == NULL ||
+        (key_pem = read_pem(t->key, "key", err, err_len)) == NULL ||
+        (ca_pem = read_pem(t->ca, "CA", err, err_len)) == NULL ||
+        check_files(&probe, t->cert, t->key, t->ca, cert_pem, key_pem, ca_pem, t->role, err, err_len) != 0)
+        goto out;
+    if ((dial = make_config(NNG_TLS_MODE_CLIENT, cert_pem, key_pem, ca_pem, &dial_engine)) == NULL ||
+        (listen = make_config(NNG_TLS_MODE_SERVER, cert_pem, key_pem, ca_pem, &listen_engine)) == NULL) {
+        snprintf(err, err_len, "certificate %s, key %s, CA %s: nng's TLS configuration refused them", t->cert, t->key,
+                 t->ca);
+        goto out;
+    }
+    swap_context(t->dial_engine, dial_engine);
+    swap_context(t->listen_engine, listen_engine);
+    log_info("link-certificates-reloaded", "certificate=%s certificate_cn=%s role=%s ca=%s (new links use them; "
+             "links up keep their sessions)", t->cert, probe.cn, role_names[t->role], t->ca);
+    rc = 0;
+out:
+    if (dial != NULL)
+        nng_tls_config_free(dial); /* with the context the live one had (connections keep references) */
+    if (listen != NULL)
+        nng_tls_config_free(listen);
+    xfree(cert_pem);
+    xfree(key_pem);
+    xfree(ca_pem);
+    return rc;
 }
 
 int linktls_role(const linktls *t)

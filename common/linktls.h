@@ -50,10 +50,16 @@ typedef struct linktls linktls;
  * that the certificate chains to ca and is valid now, and that it carries one
  * role, which must be want (LINK_ROLE_NONE: any). Logs a warning when it
  * expires within 30 days. Returns the credentials (owned by the caller,
- * linktls_close; immutable, any thread), or NULL with a one-line reason
+ * linktls_close; any thread), or NULL with a one-line reason
  * naming the file in err; NULL with err "" when all three are NULL or empty
  * (no TLS: plain tcp:// links). */
 linktls *linktls_open(const char *cert, const char *key, const char *ca, int want, char *err, size_t err_len);
+/* Reads t's three files again (SIGHUP): when they pass linktls_open's checks
+ * and the certificate carries the same role, links made from now on (dialed,
+ * redialed or accepted by the endpoints using t) use them; links up keep their
+ * sessions. Else nothing changes. Returns 0 (logged: link-certificates-reloaded),
+ * or -1 with the reason in err. NULL t: 0. Any thread. */
+int linktls_reload(linktls *t, char *err, size_t err_len);
 /* Frees t; endpoints that use it keep their own reference. NULL is fine. */
 void linktls_close(linktls *t);
 /* The role t's certificate carries. */

@@ -578,6 +578,9 @@ static bool reload_rules(node *n, bool locked)
 void node_reload(node *n)
 {
     (void)reload_rules(n, false);
+    char err[600];
+    if (linktls_reload(n->tls, err, sizeof(err)) != 0)
+        log_error("link-certificates-reload-failed", "%s (the certificates in use stay)", err);
 }
 
 node *node_start(const eddy_config *cfg, const char *request_url, const char *delivery_url, const shardmap *map,

@@ -35,8 +35,9 @@ const char *node_request_url(const node *n);
 const char *node_delivery_url(const node *n);
 /* Stops the executor, then closes the sockets (bounded). Frees n; NULL is fine. */
 void node_stop(node *n);
-/* Compiles the permission rules again (SIGHUP) and swaps them in between two
- * batches; a file that fails leaves the old ones (logged). Any thread. */
+/* SIGHUP: compiles the permission rules again and swaps them in between two
+ * batches, and reads the cluster.tls files again for the links accepted from
+ * now on; a file that fails leaves what is in force (logged). Any thread. */
 void node_reload(node *n);
 /* Writes the node's /metrics families (all eddy_node_*, Prometheus text) to
  * f: standalone appends them to its broker's. Any thread, without the lock. */
