@@ -3,7 +3,11 @@
  *
  * Each record is applied by the executor thread alone, so versions are strictly
  * sequential. A record not in memory is loaded by the storage thread first; the
- * operations that arrive meanwhile wait on the record, in order. A write checks
+ * operations that arrive meanwhile wait on the record, in order. So do those
+ * that arrive while the record is held (record_hold: something in flight must
+ * finish first, such as a write out for validation), and a marker
+ * (record_mark) waits in the same queue until everything before it is done:
+ * whoever set it then holds the record, at its place in the order. A write checks
  * the version (current+1, or -1 for "next"), computes the new document (whole,
  * or a path patch on a parsed tree), takes the next commit ticket and goes to
  * the storage thread. Everything the write causes (the update to interested
@@ -36,9 +40,14 @@
         (tail) = (item);                                                                           \
     } while (0)
 
+struct record;
+
+/* What waits on a record: an operation, or a marker (reached != NULL). */
 typedef struct pending_op {
     struct pending_op *next;
     peer *from;
+    void (*reached)(struct record_table *t, struct record *r, void *ctx, bool load_failed); /* a marker */
+    void *ctx;
     op o;
     char bytes[]; /* the op's strings */
 } pending_op;
@@ -47,6 +56,7 @@ typedef struct record {
     char *name;
     uint32_t name_len;
     bool loading;
+    uint32_t holds; /* record_hold minus record_release: while any, what arrives waits */
     int64_t version; /* -1: does not exist */
     char *data;      /* NULL when it does not exist */
     size_t data_len;
@@ -77,6 +87,11 @@ typedef struct record_table {
 } record_table;
 
 static void provider_changed(void *ctx, strview name, bool has);
+static bool record_busy(const record *r);
+__attribute__((unused)) static void record_hold(record *r);
+__attribute__((unused)) static void record_release(record_table *t, record *r);
+__attribute__((unused)) static void record_mark(record_table *t, record *r,
+                        void (*reached)(record_table *t, record *r, void *ctx, bool load_failed), void *ctx);
 
 static void *records_create(node_env *env)
 {
@@ -171,7 +186,7 @@ static strview name_of(const record *r)
 
 static bool evictable(const record_table *t, const record *r)
 {
-    return !r->loading && r->wait_head == NULL && r->last_ticket <= t->committed &&
+    return !r->loading && r->holds == 0 && r->wait_head == NULL && r->last_ticket <= t->committed &&
            subs_data(t->interest, name_of(r)) == NULL;
 }
 
@@ -383,97 +398,125 @@ static void write_error(record_table *t, peer *from, const op *o, uint32_t actio
     send_op(t, from, &res);
 }
 
-static void do_write(record_table *t, peer *from, record *r, const op *o)
+/* A write checked against its record: the version and document it would
+ * leave, or why it cannot be applied. plan_write fills it without answering
+ * anyone; refuse_write answers a refusal, commit_write applies a plan. */
+typedef struct write_plan {
+    uint32_t error;  /* 0: it can be applied; else the deepstream action that refuses it */
+    const char *why; /* for the log (a refusal) */
+    int64_t next;    /* the version it writes */
+    int64_t base;    /* the current version (0 for a missing record) */
+    char *data;      /* the document it leaves (owned by the plan until committed or discarded) */
+    size_t len;
+    bool whole;      /* replaces the document, else a path patch */
+    bool erase;      /* a patch that erases the path */
+} write_plan;
+
+/* Frees what an uncommitted plan holds. */
+static void discard_plan(write_plan *w)
+{
+    xfree(w->data);
+    w->data = NULL;
+}
+
+/* Checks o against r as it stands (version, document kind and size, path,
+ * permissions) and computes the document it leaves. Returns true when it can
+ * be applied; else w->error says why (w holds no memory then). */
+static bool plan_write(record_table *t, const record *r, const op *o, write_plan *w)
 {
     uint32_t a = o->action;
     bool creates = a == ACT(CREATEANDUPDATE) || a == ACT(CREATEANDPATCH);
-    bool whole = (a == ACT(UPDATE) || a == ACT(CREATEANDUPDATE)) && o->path.len == 0;
-    bool erase = a == ACT(ERASE) || (!whole && !o->has_data);
-    if (!o->has_version) {
-        write_error(t, from, o, ACT(INVALID_MESSAGE_DATA), "no version");
-        return;
-    }
-    if (!whole && o->path.len == 0) {
-        write_error(t, from, o, ACT(INVALID_MESSAGE_DATA), "patch without a path");
-        return;
-    }
+    *w = (write_plan){.whole = (a == ACT(UPDATE) || a == ACT(CREATEANDUPDATE)) && o->path.len == 0};
+    w->erase = a == ACT(ERASE) || (!w->whole && !o->has_data);
+#define REFUSE(action, reason)                                                                         do {                                                                                                   w->error = (action);                                                                               w->why = (reason);                                                                                 return false;                                                                                  } while (0)
+    if (!o->has_version)
+        REFUSE(ACT(INVALID_MESSAGE_DATA), "no version");
+    if (!w->whole && o->path.len == 0)
+        REFUSE(ACT(INVALID_MESSAGE_DATA), "patch without a path");
     /* Version: -1 always means current+1 (creating the record when missing). */
     int64_t cur = r->version;
-    if (cur < 0 && !creates && o->version != -1) {
-        write_error(t, from, o, ACT(RECORD_UPDATE_ERROR), "record does not exist");
-        return;
-    }
-    int64_t base = cur < 0 ? 0 : cur;
-    int64_t next = base + 1;
-    if (o->version != -1 && o->version != next) {
-        if (o->version > next) {
-            op res = {.kind = OP_RECORD_RESULT, .name = o->name, .session = o->session,
-                      .ref = o->ref, .corr = o->corr, .action = ACT(INVALID_VERSION), .orig = a,
-                      .flags = (o->flags & OP_FLAG_WRITE_ACK) | OP_FLAG_ERROR, .has_version = true,
-                      .version = base, .has_data = o->has_data, .data = o->data};
-            send_op(t, from, &res);
-        } else
-            result(t, from, o, ACT(VERSION_EXISTS), true, r, true);
-        return;
-    }
+    if (cur < 0 && !creates && o->version != -1)
+        REFUSE(ACT(RECORD_UPDATE_ERROR), "record does not exist");
+    w->base = cur < 0 ? 0 : cur;
+    w->next = w->base + 1;
+    if (o->version != -1 && o->version != w->next)
+        REFUSE(o->version > w->next ? ACT(INVALID_VERSION) : ACT(VERSION_EXISTS), "version conflict");
     const char *doc = r->data ? r->data : "{}";
     size_t doc_len = r->data ? r->data_len : 2;
-    char *new_data;
-    size_t new_len;
-    if (whole) {
+    if (w->whole) {
         enum json_kind k = o->has_data ? json_check(o->data.ptr, o->data.len) : JSON_KIND_INVALID;
-        if (k != JSON_KIND_OBJECT && k != JSON_KIND_ARRAY) {
-            write_error(t, from, o, ACT(INVALID_MESSAGE_DATA), "record data must be a JSON object or array");
-            return;
-        }
-        new_len = o->data.len;
-        new_data = xstrndup(o->data.ptr, new_len);
+        if (k != JSON_KIND_OBJECT && k != JSON_KIND_ARRAY)
+            REFUSE(ACT(INVALID_MESSAGE_DATA), "record data must be a JSON object or array");
+        w->len = o->data.len;
+        w->data = xstrndup(o->data.ptr, w->len);
     } else {
-        if (memchr(o->path.ptr, '\0', o->path.len) != NULL) { /* would cut the path short */
-            write_error(t, from, o, ACT(INVALID_MESSAGE_DATA), "path contains NUL");
-            return;
-        }
+        if (memchr(o->path.ptr, '\0', o->path.len) != NULL) /* would cut the path short */
+            REFUSE(ACT(INVALID_MESSAGE_DATA), "path contains NUL");
         char path[OP_NAME_MAX + 1];
         memcpy(path, o->path.ptr, o->path.len);
         path[o->path.len] = '\0';
         /* The patch checks the value and refuses a result over record.maxSize
          * before building it: its cost is bounded by the limit, not the path. */
         const char *why;
-        int rc = jsonpath_apply_max(doc, doc_len, path, erase ? NULL : o->data.ptr,
-                                    erase ? 0 : o->data.len, t->max_size, &new_data, &new_len, &why);
+        int rc = jsonpath_apply_max(doc, doc_len, path, w->erase ? NULL : o->data.ptr, w->erase ? 0 : o->data.len,
+                                    t->max_size, &w->data, &w->len, &why);
         if (rc != 0) {
-            write_error(t, from, o,
-                        rc == JSONPATH_TOO_LARGE ? ACT(RECORD_UPDATE_ERROR) : ACT(INVALID_MESSAGE_DATA), why);
-            return;
+            w->data = NULL;
+            REFUSE(rc == JSONPATH_TOO_LARGE ? ACT(RECORD_UPDATE_ERROR) : ACT(INVALID_MESSAGE_DATA), why);
         }
     }
-    if (new_len > t->max_size) {
-        xfree(new_data);
-        write_error(t, from, o, ACT(RECORD_UPDATE_ERROR), "record.maxSize exceeded");
-        return;
+    if (w->len > t->max_size) {
+        discard_plan(w);
+        REFUSE(ACT(RECORD_UPDATE_ERROR), "record.maxSize exceeded");
     }
     /* as deepstream: a create-and-write needs `create` too, an ERASE `delete`;
      * `data` is the record as this write leaves it */
     uint32_t refusal = creates ? guard(t, r, o, PERM_CREATE, (strview){NULL, 0}) : 0;
     if (refusal == 0)
-        refusal = guard(t, r, o, a == ACT(ERASE) ? PERM_DELETE : PERM_WRITE, view(new_data, new_len));
+        refusal = guard(t, r, o, a == ACT(ERASE) ? PERM_DELETE : PERM_WRITE, view(w->data, w->len));
     if (refusal != 0) {
-        xfree(new_data);
-        write_error(t, from, o, refusal, "permission");
-        return;
+        discard_plan(w);
+        REFUSE(refusal, "permission");
     }
-    set_data(t, r, next, new_data, new_len);
+#undef REFUSE
+    return true;
+}
+
+/* Answers the writer of o that w (refused) was not applied, as deepstream does:
+ * a version conflict carries the record's version (and data). */
+static void refuse_write(record_table *t, peer *from, const record *r, const op *o, const write_plan *w)
+{
+    if (w->error == ACT(INVALID_VERSION)) {
+        op res = {.kind = OP_RECORD_RESULT, .name = o->name, .session = o->session, .ref = o->ref, .corr = o->corr,
+                  .action = ACT(INVALID_VERSION), .orig = o->action,
+                  .flags = (o->flags & OP_FLAG_WRITE_ACK) | OP_FLAG_ERROR, .has_version = true, .version = w->base,
+                  .has_data = o->has_data, .data = o->data};
+        send_op(t, from, &res);
+    } else if (w->error == ACT(VERSION_EXISTS)) {
+        result(t, from, o, ACT(VERSION_EXISTS), true, r, true);
+    } else {
+        write_error(t, from, o, w->error, w->why);
+    }
+}
+
+/* Applies a plan made for o on r: the new version in memory and to storage,
+ * the update to every interested peer, the writer's acknowledgement. The
+ * document moves from w to r. */
+static void commit_write(record_table *t, peer *from, record *r, const op *o, write_plan *w)
+{
+    set_data(t, r, w->next, w->data, w->len);
+    w->data = NULL;
     persist_current(t, r);
     /* Everyone else hears the change as deepstream words it: an ERASE travels
      * as a PATCH without data. */
     op up = {.kind = OP_RECORD_UPDATE, .name = o->name, .broker = from->id, .session = o->session,
-             .has_version = true, .version = next, .action = whole ? ACT(UPDATE) : ACT(PATCH)};
-    if (whole) {
+             .has_version = true, .version = w->next, .action = w->whole ? ACT(UPDATE) : ACT(PATCH)};
+    if (w->whole) {
         up.has_data = true;
         up.data = view(r->data, r->data_len);
     } else {
         up.path = o->path;
-        if (!erase) {
+        if (!w->erase) {
             up.has_data = true;
             up.data = o->data;
         }
@@ -481,6 +524,16 @@ static void do_write(record_table *t, peer *from, record *r, const op *o)
     broadcast(t, r, &up);
     if (o->flags & OP_FLAG_WRITE_ACK) /* with the version written (backends use it) */
         result(t, from, o, ACT(WRITE_ACKNOWLEDGEMENT), false, r, false);
+}
+
+static void do_write(record_table *t, peer *from, record *r, const op *o)
+{
+    write_plan w;
+    if (!plan_write(t, r, o, &w)) {
+        refuse_write(t, from, r, o, &w);
+        return;
+    }
+    commit_write(t, from, r, o, &w);
 }
 
 static void do_delete(record_table *t, peer *from, record *r, const op *o)
@@ -535,6 +588,8 @@ static void wait_on(record *r, peer *from, const op *o)
     size_t extra = o->name.len + o->data.len + o->path.len + o->ref.len + o->user.len + o->meta.len + o->refs.len;
     pending_op *w = xmalloc(sizeof(*w) + extra);
     w->from = from;
+    w->reached = NULL;
+    w->ctx = NULL;
     w->o = *o;
     char *p = w->bytes;
 #define COPY(f)                                                                                    \
@@ -582,10 +637,30 @@ static void records_apply(void *self, node_req *req, const op *o)
         t->bytes += record_bytes(r);
         lru_touch(t, r);
     }
-    if (r->loading)
+    if (record_busy(r))
         wait_on(r, req->from, o);
     else
         apply_ready(t, req->from, r, o);
+}
+
+/* Applies what waits on r, in order, until r is busy again (an operation or a
+ * marker took a hold) or nothing waits. load_failed: r could not be read, and
+ * everything waiting is answered so. */
+static void drain(record_table *t, record *r, bool load_failed)
+{
+    while (r->wait_head != NULL && !record_busy(r)) {
+        pending_op *w = r->wait_head;
+        r->wait_head = w->next;
+        if (r->wait_head == NULL)
+            r->wait_tail = NULL;
+        if (w->reached != NULL)
+            w->reached(t, r, w->ctx, load_failed);
+        else if (load_failed)
+            write_error(t, w->from, &w->o, ACT(RECORD_LOAD_ERROR), "storage read failed");
+        else
+            apply_ready(t, w->from, r, &w->o);
+        xfree(w);
+    }
 }
 
 static void loaded(record_table *t, persist_done *d)
@@ -596,23 +671,51 @@ static void loaded(record_table *t, persist_done *d)
         set_data(t, r, d->version, d->data, d->data_len);
         d->data = NULL;
     }
-    pending_op *w = r->wait_head;
-    r->wait_head = r->wait_tail = NULL;
-    while (w != NULL) {
-        pending_op *next = w->next;
-        if (d->found < 0)
-            write_error(t, w->from, &w->o, ACT(RECORD_LOAD_ERROR), "storage read failed");
-        else
-            apply_ready(t, w->from, r, &w->o);
-        xfree(w);
-        w = next;
-    }
+    drain(t, r, d->found < 0);
     if (d->found < 0 && evictable(t, r)) {
         lru_unlink(t, r);
         dict_del(t->records, r->name, r->name_len);
         t->bytes -= record_bytes(r);
         free_record(r);
     }
+}
+
+/* ---------------- holds and markers ---------------- */
+
+static bool record_busy(const record *r)
+{
+    return r->loading || r->holds > 0;
+}
+
+/* Something in flight must finish before r's next operation: what arrives
+ * meanwhile waits, in order. */
+static void record_hold(record *r)
+{
+    r->holds++;
+}
+
+/* Ends one hold; when none is left, what waited is applied (until r is held again). */
+static void record_release(record_table *t, record *r)
+{
+    if (r->holds > 0 && --r->holds == 0)
+        drain(t, r, false);
+}
+
+/* Calls reached(t, r, ctx, load_failed) once everything that arrived at r
+ * before it is done: at once when r is loaded, not held and nothing waits;
+ * else from the queue (load_failed: r could not be read). reached typically
+ * takes a hold, so what arrives after the marker waits for its owner. */
+static void record_mark(record_table *t, record *r,
+                        void (*reached)(record_table *t, record *r, void *ctx, bool load_failed), void *ctx)
+{
+    if (!record_busy(r) && r->wait_head == NULL) {
+        reached(t, r, ctx, false);
+        return;
+    }
+    pending_op *w = xcalloc(1, sizeof(*w));
+    w->reached = reached;
+    w->ctx = ctx;
+    LIST_APPEND(r->wait_head, r->wait_tail, w);
 }
 
 void records_on_persist(record_table *t, persist_done *d)
@@ -667,7 +770,7 @@ static int drop_waiting(const void *k, size_t l, void *v, void *p)
 {
     record *r = v;
     for (pending_op **pp = &r->wait_head; *pp != NULL;) {
-        if ((*pp)->from == p) {
+        if ((*pp)->reached == NULL && (*pp)->from == p) { /* (a marker's owner forgets p itself) */
             pending_op *w = *pp;
             *pp = w->next;
             xfree(w);
