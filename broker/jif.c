@@ -575,6 +575,10 @@ static char *error_result(const view *v)
         snprintf(msg, sizeof(msg), "Message denied. Action \"%s\" is not permitted.", action_name(row, v->orig));
         put_string(f, msg);
         fprintf(f, ",\"action\":%d", v->orig);
+        if (v->topic == TOPIC__TOPIC_RECORD && v->data != NULL && v->data[0] != '\0') { /* eddy: a validator's */
+            fputs(",\"reason\":", f);
+            put_string(f, v->data);
+        }
     } else if (v->topic == TOPIC__TOPIC_RECORD && (v->action == RECORD__ACTION__RECORD_VERSION_EXISTS ||
                                                    v->action == RECORD__ACTION__RECORD_INVALID_VERSION)) {
         snprintf(msg, sizeof(msg), "Record update failed. Version %d %s for record \"%s\".", (int)v->version,

@@ -239,6 +239,17 @@ static void submit(records *r, session *s, const RecordMessage *m, enum perm_act
         reply_error(s, ACT(MESSAGE_DENIED), m->name, m->correlationid, m->action, write_ack);
 }
 
+/* Who writes: the owner hands it to a validator (user id and serverData),
+ * when a validator validates the record (the broker cannot know which do). A
+ * user id longer than a name travels as none. */
+static void writer_identity(const session *s, op *o)
+{
+    if (s->user != NULL && strlen(s->user) <= OP_NAME_MAX)
+        o->user = sv_of(s->user);
+    if (s->server_data != NULL)
+        o->meta = sv_of(s->server_data);
+}
+
 static void handle_write(records *r, session *s, const RecordMessage *m)
 {
     bool write_ack = m->has_iswriteack && m->iswriteack;
@@ -255,6 +266,7 @@ static void handle_write(records *r, session *s, const RecordMessage *m)
     }
     if (write_ack)
         o.ref = sv_of(m->correlationid);
+    writer_identity(s, &o);
     /* as deepstream: CREATEANDUPDATE/CREATEANDPATCH need `create` and `write`, an ERASE `delete` */
     bool creates = m->action == ACT(CREATEANDUPDATE) || m->action == ACT(CREATEANDPATCH);
     if (creates && valid_name(m->name) && !permitted(r, s, m, PERM_CREATE, &o))
@@ -320,6 +332,7 @@ static void records_handle(void *self, session *s, const ProtobufCMessage *base,
         break;
     case ACT(DELETE): {
         op o = {.kind = OP_RECORD_DELETE};
+        writer_identity(s, &o);
         submit(r, s, m, PERM_DELETE, &o);
         break;
     }
@@ -496,6 +509,31 @@ static void on_state(records *r, const op *o, const char *name, const char *data
         reply_send(s, TOPIC__TOPIC_RECORD, &(client_reply){.action = ACT(SUBSCRIPTION_HAS_PROVIDER), .name = name});
 }
 
+/* A refused write (OP_FLAG_CORRECT): the writer hears the refusal as
+ * deepstream words a denial (MESSAGE_DENIED: setWithAck rejects, a plain set
+ * is the record's error event; an HTTP request gets the reason too, as the
+ * error's data, which jif.c answers as "reason"), then,
+ * when it has the record, the record as it is: an update at the current
+ * version, which the client takes as a conflict and merges (remote wins by
+ * default), so its copy is the server's again. */
+static void correct_writer(records *r, session *s, const op *o, const char *name, const char *cid, const char *data)
+{
+    char *reason = o->meta.len ? xstrndup(o->meta.ptr, o->meta.len) : NULL;
+    reply_send(s, TOPIC__TOPIC_RECORD,
+               &(client_reply){.action = (int)o->action, .name = name, .correlation_id = (char *)cid,
+                               .is_write_ack = (o->flags & OP_FLAG_WRITE_ACK) != 0, .is_error = true,
+                               .orig = (int)o->orig, .data = s->sink != NULL ? reason : NULL});
+    xfree(reason);
+    if (s->sink != NULL || !subs_holds(r->subs, o->name, s, 0))
+        return;
+    if (o->version < 0 || data == NULL)
+        reply_send(s, TOPIC__TOPIC_RECORD, &(client_reply){.action = ACT(DELETED), .name = name});
+    else
+        reply_send(s, TOPIC__TOPIC_RECORD,
+                   &(client_reply){.action = ACT(UPDATE), .name = name, .has_version = true,
+                                   .version = (int32_t)o->version, .data = data});
+}
+
 static void on_result(records *r, const op *o, const char *name, const char *data)
 {
     if (o->action == ACT(NOTIFY)) {
@@ -509,6 +547,11 @@ static void on_result(records *r, const op *o, const char *name, const char *dat
         subs_remove(r->subs, o->name, s, 0, true);
     char *cid = o->ref.len ? xstrndup(o->ref.ptr, o->ref.len) : NULL;
     bool acknowledged = o->action == ACT(WRITE_ACKNOWLEDGEMENT);
+    if (o->flags & OP_FLAG_CORRECT) { /* a validator refused a write the writer applied locally */
+        correct_writer(r, s, o, name, cid, data);
+        xfree(cid);
+        return;
+    }
     reply_send(s, TOPIC__TOPIC_RECORD,
                &(client_reply){.action = (int)o->action, .name = name, .correlation_id = cid,
                         .is_write_ack = (o->flags & OP_FLAG_WRITE_ACK) != 0,

@@ -56,6 +56,10 @@ void client_callback_free(void *v)
         xfree(cb->call->id);
         xfree(cb->call);
     }
+    if (cb->validation != NULL) { /* never run (the client closed): the node moves it on */
+        xfree(cb->validation->name);
+        xfree(cb->validation);
+    }
     xfree(cb->name);
     xfree(cb->data);
     xfree(cb->extra);
@@ -200,6 +204,14 @@ eddy_status eddy_get(eddy *e, const char *name, char **json, int64_t *version)
 eddy_status eddy_set(eddy *e, const char *name, const char *path, const char *json, int64_t version,
                      int64_t *new_version)
 {
+    return eddy_write(e, name, path, json, version, new_version, NULL);
+}
+
+eddy_status eddy_write(eddy *e, const char *name, const char *path, const char *json, int64_t version,
+                       int64_t *new_version, char **reason)
+{
+    if (reason != NULL)
+        *reason = NULL;
     if (e == NULL || !valid_name(name) || version < -1 || !valid_json(json))
         return EDDY_ERR_INVALID;
     if (path == NULL) {
@@ -216,8 +228,12 @@ eddy_status eddy_set(eddy *e, const char *name, const char *path, const char *js
     pthread_mutex_lock(&e->lock);
     eddy_status st = call_and_wait(e, &o, o.name, &p);
     pthread_mutex_unlock(&e->lock);
-    if (new_version != NULL && (st == EDDY_OK || st == EDDY_ERR_VERSION))
+    if (new_version != NULL && (st == EDDY_OK || st == EDDY_ERR_VERSION || st == EDDY_ERR_REJECTED))
         *new_version = p->version;
+    if (reason != NULL && st == EDDY_ERR_REJECTED) {
+        *reason = p->data;
+        p->data = NULL;
+    }
     client_pending_free(p);
     return st;
 }
@@ -341,11 +357,15 @@ static void on_update(eddy *e, const op *o)
 static void on_result(eddy *e, const op *o)
 {
     eddy_status st = EDDY_OK;
+    char *reason = NULL;
     if (o->action == RACT(VERSION_EXISTS) || o->action == RACT(INVALID_VERSION))
         st = EDDY_ERR_VERSION;
-    else if (o->flags & OP_FLAG_ERROR)
+    else if (o->flags & OP_FLAG_CORRECT) { /* a validator's refusal, with its reason */
+        st = EDDY_ERR_REJECTED;
+        reason = client_strndup(o->meta);
+    } else if (o->flags & OP_FLAG_ERROR)
         st = EDDY_ERR_REFUSED;
-    client_settle(e, o->corr, st, o->has_version ? o->version : -1, NULL);
+    client_settle(e, o->corr, st, o->has_version ? o->version : -1, reason);
 }
 
 /* ---------------- RPC ---------------- */
@@ -471,13 +491,14 @@ static uint32_t wire_topic(eddy_topic topic)
     return topic == EDDY_EVENTS ? TOPIC__TOPIC_EVENT : TOPIC__TOPIC_RECORD;
 }
 
-/* Sends kind (LISTEN or UNLISTEN) of pattern to every node and waits for each. */
-static eddy_status tell_all_nodes(eddy *e, uint32_t kind, eddy_topic topic, const char *pattern)
+/* Sends kind (LISTEN, UNLISTEN with orig the wire topic; VALIDATE_REGISTER,
+ * VALIDATE_UNREGISTER) of pattern to every node and waits for each. */
+static eddy_status tell_all_nodes(eddy *e, uint32_t kind, uint32_t orig, const char *pattern)
 {
     uint64_t seq[CLUSTER_MAX_NODES] = {0};
     eddy_status st = EDDY_OK;
     for (int i = 0; i < e->nlinks; i++) {
-        op o = {.kind = kind, .name = sv(pattern), .orig = wire_topic(topic)};
+        op o = {.kind = kind, .name = sv(pattern), .orig = orig};
         if (client_submit_to(e, i, &o, &seq[i]) < 0)
             st = EDDY_ERR_UNAVAILABLE; /* it learns the pattern when it is back (resync) */
     }
@@ -498,7 +519,7 @@ eddy_status eddy_listen(eddy *e, eddy_topic topic, const char *pattern, eddy_lis
     eddy_status st = EDDY_ERR_EXISTS;
     if (dict_get(e->listens, key, klen) == NULL) {
         dict_put(e->listens, key, klen, registration_new((void *)fn, arg));
-        st = tell_all_nodes(e, OP_LISTEN, topic, pattern);
+        st = tell_all_nodes(e, OP_LISTEN, wire_topic(topic), pattern);
     }
     pthread_mutex_unlock(&e->lock);
     return st;
@@ -515,7 +536,7 @@ eddy_status eddy_unlisten(eddy *e, eddy_topic topic, const char *pattern)
     eddy_status st = EDDY_ERR_NOT_REGISTERED;
     if (r != NULL) {
         client_registration_free(r);
-        st = tell_all_nodes(e, OP_UNLISTEN, topic, pattern);
+        st = tell_all_nodes(e, OP_UNLISTEN, wire_topic(topic), pattern);
     }
     pthread_mutex_unlock(&e->lock);
     return st;
@@ -545,6 +566,95 @@ static void on_listen(eddy *e, const op *o)
     client_queue_callback(e, cb);
 }
 
+/* ---------------- validating writes ---------------- */
+
+eddy_status eddy_validate(eddy *e, const char *pattern, eddy_validate_fn *fn, void *arg)
+{
+    if (e == NULL || !valid_name(pattern) || fn == NULL)
+        return EDDY_ERR_INVALID;
+    pthread_mutex_lock(&e->lock);
+    eddy_status st = EDDY_ERR_EXISTS;
+    if (dict_get(e->validates, pattern, strlen(pattern)) == NULL) {
+        dict_put(e->validates, pattern, strlen(pattern), registration_new((void *)fn, arg));
+        st = tell_all_nodes(e, OP_VALIDATE_REGISTER, 0, pattern);
+    }
+    pthread_mutex_unlock(&e->lock);
+    return st;
+}
+
+eddy_status eddy_unvalidate(eddy *e, const char *pattern)
+{
+    if (e == NULL || !valid_name(pattern))
+        return EDDY_ERR_INVALID;
+    pthread_mutex_lock(&e->lock);
+    registration *r = dict_del(e->validates, pattern, strlen(pattern));
+    eddy_status st = EDDY_ERR_NOT_REGISTERED;
+    if (r != NULL) {
+        client_registration_free(r);
+        st = tell_all_nodes(e, OP_VALIDATE_UNREGISTER, 0, pattern);
+    }
+    pthread_mutex_unlock(&e->lock);
+    return st;
+}
+
+/* Sends the verdict on v (to the record's owner, which asked) and frees v. */
+static eddy_status answer_validation(eddy_validation *v, enum validate_verdict verdict, const char *data)
+{
+    if (v == NULL)
+        return EDDY_ERR_INVALID;
+    op o = {.kind = OP_VALIDATE_ANSWER, .name = sv(v->name), .corr = v->corr, .action = verdict,
+            .has_data = data != NULL, .data = sv(data)};
+    uint64_t seq;
+    eddy_status st = client_submit(v->e, &o, o.name, &seq) < 0 ? EDDY_ERR_UNAVAILABLE : EDDY_OK;
+    xfree(v->name);
+    xfree(v);
+    return st; /* (unavailable: the node is down, and the write with it) */
+}
+
+eddy_status eddy_validation_accept(eddy_validation *v)
+{
+    return answer_validation(v, VALIDATE_ACCEPT, NULL);
+}
+
+eddy_status eddy_validation_reject(eddy_validation *v, const char *reason)
+{
+    if (reason != NULL && strlen(reason) > EDDY_REASON_MAX) { /* cut at a character boundary */
+        char cut[EDDY_REASON_MAX + 1];
+        size_t n = EDDY_REASON_MAX;
+        while (n > 0 && ((unsigned char)reason[n] & 0xC0) == 0x80)
+            n--;
+        memcpy(cut, reason, n);
+        cut[n] = '\0';
+        return answer_validation(v, VALIDATE_REJECT, cut);
+    }
+    return answer_validation(v, VALIDATE_REJECT, reason != NULL && reason[0] != '\0' ? reason : "rejected");
+}
+
+eddy_status eddy_validation_replace(eddy_validation *v, const char *json)
+{
+    enum json_kind k = json != NULL ? json_check(json, strlen(json)) : JSON_KIND_INVALID;
+    if (v != NULL && k != JSON_KIND_OBJECT && k != JSON_KIND_ARRAY)
+        return answer_validation(v, VALIDATE_REJECT, "the validator's replacement was not a JSON object or array");
+    return answer_validation(v, VALIDATE_REPLACE, json);
+}
+
+static void on_validate(eddy *e, const op *o)
+{
+    registration *r = o->ref.len > 0 && o->ref.len <= EDDY_NAME_MAX ? dict_get(e->validates, o->ref.ptr, o->ref.len)
+                                                                    : NULL;
+    eddy_validation *v = xcalloc(1, sizeof(*v));
+    v->e = e;
+    v->corr = o->corr;
+    v->name = client_strndup(o->name);
+    if (r == NULL) { /* no longer ours (eddy_unvalidate crossed it): the node asks another */
+        answer_validation(v, VALIDATE_REJECT, "this backend no longer validates these records");
+        return;
+    }
+    callback *cb = callback_new(CB_VALIDATE, r, o->name, o->has_data ? o->data.ptr : NULL, o->data.len);
+    cb->validation = v;
+    client_queue_callback(e, cb);
+}
+
 /* ---------------- the link side ---------------- */
 
 void client_on_delivery(eddy *e, int li, const op *o)
@@ -565,6 +675,7 @@ void client_on_delivery(eddy *e, int li, const op *o)
     case OP_RECORD_RESULT: on_result(e, o); break;
     case OP_RPC_MESSAGE: on_rpc(e, o); break;
     case OP_LISTEN_MESSAGE: on_listen(e, o); break;
+    case OP_VALIDATE_REQUEST: on_validate(e, o); break;
     default: break; /* RECORD_PROVIDER, presence: not for backends */
     }
 }
@@ -580,9 +691,11 @@ static int resync_one(const void *key, size_t len, void *v, void *arg)
 {
     struct resync_ctx *c = arg;
     strview name = {key, (uint32_t)len};
-    if (c->kind == OP_LISTEN || c->kind == OP_UNLISTEN) {
-        op o = {.kind = c->kind, .name = {(const char *)key + 1, (uint32_t)len - 1},
-                .orig = wire_topic((eddy_topic)((const char *)key)[0])};
+    if (c->kind == OP_LISTEN || c->kind == OP_UNLISTEN || c->kind == OP_VALIDATE_REGISTER ||
+        c->kind == OP_VALIDATE_UNREGISTER) {
+        bool listen = c->kind == OP_LISTEN || c->kind == OP_UNLISTEN; /* (key: topic byte + pattern) */
+        op o = {.kind = c->kind, .name = listen ? (strview){(const char *)key + 1, (uint32_t)len - 1} : name,
+                .orig = listen ? wire_topic((eddy_topic)((const char *)key)[0]) : 0};
         uint64_t seq;
         for (int i = 0; i < c->e->nlinks; i++)
             if ((c->li < 0 || i == c->li) && client_submit_to(c->e, i, &o, &seq) >= 0 && c->seq != NULL)
@@ -614,6 +727,8 @@ void client_resync(eddy *e, int li)
     dict_foreach(e->provides, resync_one, &c);
     c.kind = OP_LISTEN;
     dict_foreach(e->listens, resync_one, &c);
+    c.kind = OP_VALIDATE_REGISTER;
+    dict_foreach(e->validates, resync_one, &c);
 }
 
 void client_withdraw_all(eddy *e, uint64_t *seq)
@@ -622,6 +737,8 @@ void client_withdraw_all(eddy *e, uint64_t *seq)
     dict_foreach(e->provides, resync_one, &c);
     c.kind = OP_UNLISTEN;
     dict_foreach(e->listens, resync_one, &c);
+    c.kind = OP_VALIDATE_UNREGISTER;
+    dict_foreach(e->validates, resync_one, &c);
 }
 
 /* ---------------- the callback thread ---------------- */
@@ -652,6 +769,12 @@ void client_run_callback(eddy *e, callback *cb)
             uint64_t seq;
             client_submit(e, &o, o.ref, &seq); /* routed by the subscription's owner */
         }
+        break;
+    }
+    case CB_VALIDATE: {
+        eddy_validation *v = cb->validation;
+        cb->validation = NULL; /* the application's now */
+        ((eddy_validate_fn *)cb->fn)(cb->arg, v, cb->name, cb->data);
         break;
     }
     }

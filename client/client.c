@@ -38,6 +38,7 @@ const char *eddy_strerror(eddy_status s)
     case EDDY_ERR_EXISTS: return "already registered under this name";
     case EDDY_ERR_NOT_REGISTERED: return "not registered under this name";
     case EDDY_ERR_CREDENTIALS: return "the TLS certificate, key or CA could not be used";
+    case EDDY_ERR_REJECTED: return "a validator refused the write";
     }
     return "unknown status";
 }
@@ -494,6 +495,7 @@ eddy_status eddy_connect(const char *node_url, const eddy_options *opts, eddy **
     e->records = dict_new();
     e->provides = dict_new();
     e->listens = dict_new();
+    e->validates = dict_new();
     e->callbacks = queue_new(EDDY_CALLBACK_QUEUE);
     char err[512];
     eddy_status st = EDDY_ERR_CREDENTIALS;
@@ -564,7 +566,7 @@ static void free_client(eddy *e)
     close_links(e->links, e->nlinks);
     queue_free(e->callbacks, client_callback_free);
     dict_free_with(e->pending, client_pending_free);
-    dict *regs[] = {e->events, e->records, e->provides, e->listens};
+    dict *regs[] = {e->events, e->records, e->provides, e->listens, e->validates};
     for (size_t i = 0; i < sizeof(regs) / sizeof(regs[0]); i++)
         dict_free_with(regs[i], client_registration_free);
     clustermap_clear(&e->cluster);

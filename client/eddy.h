@@ -41,6 +41,7 @@ extern "C" {
 #define EDDY_NAME_MAX 4096        /* longest event, record, RPC name or pattern */
 #define EDDY_VERSION_ANY (-1)     /* eddy_set: write as the next version, whatever it is */
 #define EDDY_CALLBACK_QUEUE 65536 /* callbacks that may wait for the callback thread */
+#define EDDY_REASON_MAX 1024      /* bytes of a validator's reason; longer ones are cut */
 
 typedef enum eddy_status {
     EDDY_OK = 0,
@@ -57,6 +58,7 @@ typedef enum eddy_status {
     EDDY_ERR_EXISTS,      /* already subscribed, providing or listening under this name */
     EDDY_ERR_NOT_REGISTERED, /* not subscribed, providing or listening under this name */
     EDDY_ERR_CREDENTIALS, /* the TLS certificate, key or CA could not be used (the log line says why) */
+    EDDY_ERR_REJECTED,    /* a validator refused the write (eddy_write tells its reason) */
 } eddy_status;
 
 /* A static English description of s; never NULL. */
@@ -126,6 +128,11 @@ EDDY_API eddy_status eddy_get(eddy *e, const char *name, char **json, int64_t *v
  * written; on EDDY_ERR_VERSION it is the record's current version. */
 EDDY_API eddy_status eddy_set(eddy *e, const char *name, const char *path, const char *json, int64_t version,
                      int64_t *new_version);
+/* eddy_set that also tells why a write was refused: on EDDY_ERR_REJECTED
+ * (a validator's verdict) *reason is its reason (the caller's; eddy_free);
+ * otherwise NULL. reason may be NULL. */
+EDDY_API eddy_status eddy_write(eddy *e, const char *name, const char *path, const char *json, int64_t version,
+                                int64_t *new_version, char **reason);
 /* Deletes record name (subscribers are told); succeeds also when missing. */
 EDDY_API eddy_status eddy_delete(eddy *e, const char *name);
 /* Called on the callback thread with the record's whole document after every
@@ -170,6 +177,36 @@ typedef bool eddy_listen_fn(void *arg, const char *pattern, const char *name, bo
 /* Listens to pattern (a regular expression, as deepstream's) on topic. */
 EDDY_API eddy_status eddy_listen(eddy *e, eddy_topic topic, const char *pattern, eddy_listen_fn *fn, void *arg);
 EDDY_API eddy_status eddy_unlisten(eddy *e, eddy_topic topic, const char *pattern);
+
+/* ---- validating writes (README: Validating writes) ---- */
+
+/* One write waiting for this validator's verdict: answer it exactly once,
+ * from any thread, with eddy_validation_accept, _reject or _replace (which
+ * free it). The record is held meanwhile (its later writes wait), so answer
+ * promptly: validation.timeout after the request the node asks another
+ * validator, or refuses the write. */
+typedef struct eddy_validation eddy_validation;
+/* Called on the callback thread for each write to a record whose name
+ * matches a pattern this client validates. request is the request as JSON
+ * text: {"name", "action": "update"|"patch"|"erase"|"delete", "version" (the
+ * current one, -1: none), "next" (the version the write makes), "current"
+ * (document or null), "proposed" (the document as the write leaves it, null
+ * for a delete), "patch": {"path", "value"} or null, "writer": "client" or
+ * "backend", "user" (the writer's user id, or null), "serverData" (or null)}. */
+typedef void eddy_validate_fn(void *arg, eddy_validation *v, const char *name, const char *request);
+/* Validates the writes to records whose name matches pattern (a regular
+ * expression, as listen's) from now on; returns once every node has it. */
+EDDY_API eddy_status eddy_validate(eddy *e, const char *pattern, eddy_validate_fn *fn, void *arg);
+/* Stops validating pattern; validations it had pending go to other validators. */
+EDDY_API eddy_status eddy_unvalidate(eddy *e, const char *pattern);
+/* The write is applied as proposed. */
+EDDY_API eddy_status eddy_validation_accept(eddy_validation *v);
+/* The write is refused with reason (text the writer may see; NULL: "rejected";
+ * cut to EDDY_REASON_MAX bytes); nothing changes. */
+EDDY_API eddy_status eddy_validation_reject(eddy_validation *v, const char *reason);
+/* json (an object or array) is written instead of the proposed document (the
+ * writer's copy is corrected); anything else rejects the write. */
+EDDY_API eddy_status eddy_validation_replace(eddy_validation *v, const char *json);
 
 #ifdef __cplusplus
 }

@@ -51,7 +51,7 @@ typedef struct registration {
     bool refreshing;
 } registration;
 
-enum callback_kind { CB_EVENT = 1, CB_RECORD, CB_PROVIDE, CB_LISTEN };
+enum callback_kind { CB_EVENT = 1, CB_RECORD, CB_PROVIDE, CB_LISTEN, CB_VALIDATE };
 
 /* One callback for the callback thread (owned by the queue until run). */
 typedef struct callback {
@@ -62,7 +62,15 @@ typedef struct callback {
     bool found;
     int topic;
     eddy_rpc *call;
+    eddy_validation *validation;
 } callback;
+
+/* A write to validate: answered once (eddy_validation_accept, ...), which frees it. */
+struct eddy_validation {
+    eddy *e;
+    uint64_t corr; /* the node's validation id */
+    char *name;    /* the record's */
+};
 
 struct eddy_rpc {
     eddy *e;
@@ -98,6 +106,7 @@ struct eddy {
     pthread_cond_t changed; /* broadcast when a call settles or a batch is answered */
     dict *pending;          /* corr -> pending */
     dict *events, *records, *provides, *listens; /* name (listens: topic byte + pattern) -> registration */
+    dict *validates;                             /* pattern -> registration (eddy_validate) */
     uint64_t next_corr;
     queue *callbacks;
     pthread_t cb_thread;

@@ -3,7 +3,7 @@
  *
  * Exit codes (for scripts): 0 ok, 1 unavailable / timeout / other failure,
  * 2 usage, 3 record not found, 4 version conflict, 5 RPC: no provider or the
- * provider's error. Results go to stdout, diagnostics to stderr. */
+ * provider's error, 6 a validator refused the write. Results go to stdout, diagnostics to stderr. */
 #include "ctl.h"
 
 #include <errno.h>
@@ -41,6 +41,10 @@ static void ctl_usage(FILE *out)
             "  delete NAME                      delete a record\n"
             "  call NAME [JSON]                 make an RPC; print its result\n"
             "  provide NAME -- COMMAND [ARG..]  answer each call with COMMAND's output (request on stdin)\n"
+            "  validate PATTERN -- COMMAND [ARG..]\n"
+            "                                   validate each write to records matching PATTERN with COMMAND:\n"
+            "                                   the request on stdin (one JSON line); it prints accept,\n"
+            "                                   reject [REASON], or {\"verdict\":...} (README: Validating writes)\n"
             "  status                           the cluster map and each node's health\n"
             "  reload                           every node and broker reads its permission rules again\n\n"
             "  --cluster ADDR  any node's request address (default " DEFAULT_CLUSTER ";\n"
@@ -51,7 +55,8 @@ static void ctl_usage(FILE *out)
             "                  its key and the cluster's CA (or EDDY_CLUSTER_TLS_CERT, _KEY, _CA; then the\n"
             "                  default address is tls+tcp://127.0.0.1:6021)\n\n"
             "exit codes: 0 ok, 1 failure (unavailable, timeout), 2 usage, 3 not found,\n"
-            "            4 version conflict, 5 RPC without provider or answered with an error\n");
+            "            4 version conflict, 5 RPC without provider or answered with an error,\n"
+            "            6 a validator refused the write\n");
 }
 
 /* The TLS credentials eddy ctl was given (options, else the environment), as
@@ -104,6 +109,7 @@ static int exit_code(eddy_status st)
     case EDDY_ERR_VERSION: return 4;
     case EDDY_ERR_NO_PROVIDER:
     case EDDY_ERR_RPC: return 5;
+    case EDDY_ERR_REJECTED: return 6;
     default: return 1;
     }
 }
@@ -254,6 +260,69 @@ static void serve_call(void *arg, eddy_rpc *call, const char *name, const char *
     xfree(output);
 }
 
+/* ---- validate: one child process per write ---- */
+
+/* Answers v from a validator command's exit status and output: exit 0 with
+ * `accept`, `reject [REASON]`, or a JSON object {"verdict": "accept" |
+ * "reject" | "replace", "reason": TEXT, "data": DOCUMENT}; anything else (a
+ * failed command, other output) rejects, saying why. */
+static void answer_from_output(eddy_validation *v, const char *cmd, int rc, const char *output)
+{
+    char why[256];
+    if (rc != 0) {
+        snprintf(why, sizeof(why), "the validator command %s %s %d", cmd, rc < 0 ? "could not run:" : "exited with",
+                 rc);
+        eddy_validation_reject(v, why);
+        return;
+    }
+    if (strcmp(output, "accept") == 0) {
+        eddy_validation_accept(v);
+        return;
+    }
+    if (strncmp(output, "reject", 6) == 0 && (output[6] == '\0' || output[6] == ' ' || output[6] == ':')) {
+        const char *reason = output + 6;
+        while (*reason == ' ' || *reason == ':')
+            reason++;
+        eddy_validation_reject(v, reason[0] ? reason : NULL);
+        return;
+    }
+    json_t *root = json_loads(output, JSON_DECODE_ANY, NULL);
+    const char *verdict = json_string_value(json_object_get(root, "verdict"));
+    if (verdict != NULL && strcmp(verdict, "accept") == 0) {
+        eddy_validation_accept(v);
+    } else if (verdict != NULL && strcmp(verdict, "reject") == 0) {
+        eddy_validation_reject(v, json_string_value(json_object_get(root, "reason")));
+    } else if (verdict != NULL && strcmp(verdict, "replace") == 0 && json_is_object(json_object_get(root, "data"))) {
+        char *doc = json_dumps(json_object_get(root, "data"), JSON_COMPACT);
+        eddy_validation_replace(v, doc);
+        free(doc); /* jansson's malloc */
+    } else if (verdict != NULL && strcmp(verdict, "replace") == 0 && json_is_array(json_object_get(root, "data"))) {
+        char *doc = json_dumps(json_object_get(root, "data"), JSON_COMPACT);
+        eddy_validation_replace(v, doc);
+        free(doc);
+    } else {
+        snprintf(why, sizeof(why), "the validator command %s answered neither accept, reject nor a verdict", cmd);
+        eddy_validation_reject(v, why);
+    }
+    json_decref(root);
+}
+
+static void serve_validation(void *arg, eddy_validation *v, const char *name, const char *request)
+{
+    provide_ctx *c = arg;
+    (void)name;
+    size_t len = strlen(request);
+    char *line = xmalloc(len + 2); /* one JSON line */
+    memcpy(line, request, len);
+    line[len] = '\n';
+    line[len + 1] = '\0';
+    char *output;
+    int rc = run_command(c->argv, line, &output);
+    answer_from_output(v, c->argv[0], rc, output ? output : "");
+    xfree(output);
+    xfree(line);
+}
+
 /* ---- commands ---- */
 
 static int run(eddy *e, const eddy_options *opts, int argc, char **argv)
@@ -311,12 +380,16 @@ static int run(eddy *e, const eddy_options *opts, int argc, char **argv)
             return 2;
         }
         int64_t written;
-        if ((st = eddy_set(e, argv[1], path, json, version, &written)) != EDDY_OK) {
+        char *reason = NULL;
+        if ((st = eddy_write(e, argv[1], path, json, version, &written, &reason)) != EDDY_OK) {
             if (st == EDDY_ERR_VERSION)
                 fprintf(stderr, "eddy ctl: set %s: version conflict (the record is at version %lld)\n",
                         argv[1], (long long)written);
+            else if (st == EDDY_ERR_REJECTED)
+                fprintf(stderr, "eddy ctl: set %s: refused by a validator: %s\n", argv[1], reason ? reason : "");
             else
                 fail("set", argv[1], st);
+            eddy_free(reason);
             return exit_code(st);
         }
         printf("%lld\n", (long long)written);
@@ -345,6 +418,14 @@ static int run(eddy *e, const eddy_options *opts, int argc, char **argv)
         if ((st = eddy_provide(e, argv[1], serve_call, &c)) != EDDY_OK)
             return fail("provide", argv[1], st);
         fprintf(stderr, "eddy ctl: providing %s (interrupt to stop)\n", argv[1]);
+        wait_for_stop();
+        return 0;
+    }
+    if (strcmp(cmd, "validate") == 0 && argc >= 4 && strcmp(argv[2], "--") == 0) {
+        provide_ctx c = {.argv = argv + 3};
+        if ((st = eddy_validate(e, argv[1], serve_validation, &c)) != EDDY_OK)
+            return fail("validate", argv[1], st);
+        fprintf(stderr, "eddy ctl: validating %s (interrupt to stop)\n", argv[1]);
         wait_for_stop();
         return 0;
     }

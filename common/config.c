@@ -196,6 +196,20 @@ static const cfg_entry table[] = {
      "host:port of eddy node's HTTP listener for GET /metrics and GET /health-check; default "
      "127.0.0.1:6023 (port 0 picks a free one, the log line node-metrics-listening tells which; \"none\" turns it "
      "off); standalone opens none: its node's metrics are in the websocket port's /metrics"},
+    /* validation of writes by backends (node/validate.c; README: Validating writes) */
+    {"validation.timeout", "--validation-timeout", T_INT, 10, 600000, "5000", F(validation_timeout_ms), NULL,
+     "ms a validator has to answer; then the write goes to the next validator for its name, and when none is "
+     "left it is refused (or accepted unvalidated, validation.acceptOnTimeout)"},
+    {"validation.required", "--validation-required", T_NAMES, 0, 0, "", F(validation_required), NULL,
+     "patterns (regular expressions, no commas) of record names whose writes must be validated: with no "
+     "validator connected for the name they are refused (fail closed). Names no validator and no pattern here "
+     "match are written unvalidated", 0, O_ANY_NAME},
+    {"validation.acceptOnTimeout", "--validation-accept-on-timeout", T_NAMES, 0, 0, "",
+     F(validation_accept_on_timeout), NULL,
+     "patterns of record names whose writes are accepted unvalidated when no validator answers in time (or none "
+     "is connected); every other validated name is refused then", 0, O_ANY_NAME},
+    {"validation.maxPending", "--validation-max-pending", T_INT, 1, 10000000, "10000", F(validation_max_pending),
+     NULL, "validations in flight per node; a write beyond them is refused at once"},
     {"rpc.ackTimeout", "--rpc-ack-timeout", T_INT, 1, 3600000, "1000", F(rpc_ack_timeout_ms), NULL,
      "ms a provider has to accept a call before the caller gets ACCEPT_TIMEOUT"},
     {"rpc.responseTimeout", "--rpc-response-timeout", T_INT, 1, 86400000, "10000",

@@ -88,6 +88,11 @@ typedef struct eddy_config {
     char *node_metrics; /* node.metrics: eddy node's HTTP listener ("" default, "none" off) */
     int64_t broker_timeout_ms;
     int64_t request_timeout_ms; /* cluster.requestTimeout */
+    /* validation */
+    int64_t validation_timeout_ms;
+    config_names validation_required;          /* patterns */
+    config_names validation_accept_on_timeout; /* patterns */
+    int64_t validation_max_pending;
     /* rpc */
     int64_t rpc_ack_timeout_ms;
     int64_t rpc_response_timeout_ms;

@@ -548,24 +548,43 @@ static void put_nulls(sink *o, size_t n, bool comma)
         put(o, comma || i > 0 ? ",null" : "null", comma || i > 0 ? 5 : 4);
 }
 
+void json_write_string(const char *s, size_t len, void (*out)(void *ctx, const char *bytes, size_t n), void *ctx)
+{
+    out(ctx, "\"", 1);
+    size_t run = 0; /* bytes copied as they are, written in one go */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        const char *esc = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\b' ? "\\b" : c == '\f' ? "\\f"
+                        : c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : NULL;
+        if (esc == NULL && c >= 0x20) {
+            run++;
+            continue;
+        }
+        if (run > 0)
+            out(ctx, s + i - run, run);
+        run = 0;
+        if (esc != NULL) {
+            out(ctx, esc, 2);
+        } else {
+            char u[8];
+            snprintf(u, sizeof(u), "\\u%04x", c);
+            out(ctx, u, 6);
+        }
+    }
+    if (run > 0)
+        out(ctx, s + len - run, run);
+    out(ctx, "\"", 1);
+}
+
+static void put_sink(void *ctx, const char *bytes, size_t n)
+{
+    put(ctx, bytes, n);
+}
+
 /* A key as a JSON string, escaped as JSON.stringify does. */
 static void put_key(sink *o, const token *tok)
 {
-    putc_(o, '"');
-    for (size_t i = 0; i < tok->key_len; i++) {
-        unsigned char c = (unsigned char)tok->key[i];
-        const char *esc = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\b' ? "\\b" : c == '\f' ? "\\f"
-                        : c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : NULL;
-        if (esc != NULL)
-            put(o, esc, 2);
-        else if (c < 0x20) {
-            char u[8];
-            snprintf(u, sizeof(u), "\\u%04x", c);
-            put(o, u, 6);
-        } else
-            putc_(o, (char)c);
-    }
-    putc_(o, '"');
+    json_write_string(tok->key, tok->key_len, put_sink, o);
 }
 
 /* Where and how a patch changes the document. */

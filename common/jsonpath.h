@@ -35,6 +35,10 @@ enum json_kind { JSON_KIND_INVALID = 0, JSON_KIND_OBJECT, JSON_KIND_ARRAY, JSON_
  * (whitespace around it allowed) and returns its kind, or JSON_KIND_INVALID. */
 enum json_kind json_check(const char *text, size_t len);
 
+/* Writes s (len bytes) as a JSON string, quoted and escaped as
+ * JSON.stringify does, through put(ctx, bytes, n). */
+void json_write_string(const char *s, size_t len, void (*put)(void *ctx, const char *bytes, size_t n), void *ctx);
+
 /* jsonpath_apply_max's results. */
 #define JSONPATH_INVALID (-1)   /* bad path, value or document: nothing changes */
 #define JSONPATH_TOO_LARGE (-2) /* the result would exceed max_len */

@@ -311,6 +311,10 @@ const char *op_kind_name(uint32_t kind)
         [OP_BYE] = "BYE",
         [OP_NODE_STATS] = "NODE_STATS",
         [OP_RELOAD] = "RELOAD",
+        [OP_VALIDATE_REGISTER] = "VALIDATE_REGISTER",
+        [OP_VALIDATE_UNREGISTER] = "VALIDATE_UNREGISTER",
+        [OP_VALIDATE_REQUEST] = "VALIDATE_REQUEST",
+        [OP_VALIDATE_ANSWER] = "VALIDATE_ANSWER",
     };
     return kind < OP_KIND_MAX && names[kind] != NULL ? names[kind] : "UNKNOWN";
 }

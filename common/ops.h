@@ -64,6 +64,12 @@ enum op_kind {
     OP_NODE_STATS = 38,      /* anyone -> any node, no HELLO needed; answered in kind, <data> = its counters (JSON) */
     OP_RELOAD = 39,          /* anyone -> node, no HELLO needed: read the permission rules again; the node delivers it
                               * to every peer (brokers reload theirs) and answers RELOAD, <data> {"reloaded":bool} */
+    OP_VALIDATE_REGISTER = 40,   /* backend -> every node: validate the writes to records matching pattern <name> */
+    OP_VALIDATE_UNREGISTER = 41, /* backend -> every node: the reverse (also on BYE and when it is dropped) */
+    OP_VALIDATE_REQUEST = 42,    /* owner -> validator: validation <corr> of a write to <name>, <data> = the request
+                                  * (JSON: proto/operations.md) */
+    OP_VALIDATE_ANSWER = 43,     /* validator -> owner(name): validation <corr> answered <action> (enum
+                                  * validate_verdict); <data> the replacement document or the reason */
     OP_KIND_MAX
 };
 
@@ -111,6 +117,17 @@ typedef struct op {
 #define OP_FLAG_CHECK 32u
 #define OP_FLAG_AUTHENTICATED 64u /* with OP_FLAG_CHECK: user.isAuthenticated */
 #define OP_FLAG_NO_CREATE 128u    /* SUBSCRIBECREATEANDREAD: creating is denied; a missing record is refused */
+/* A RESULT refusing a write that the writer applied locally already: it
+ * carries the record's version and data, with which the broker corrects the
+ * writer's copy; meta carries the refusal's reason (a validator's). */
+#define OP_FLAG_CORRECT 256u
+
+/* A validator's answer (OP_VALIDATE_ANSWER action). */
+enum validate_verdict {
+    VALIDATE_ACCEPT = 1,  /* apply the write as proposed */
+    VALIDATE_REJECT = 2,  /* refuse it; data: the reason (text) */
+    VALIDATE_REPLACE = 3, /* apply data (a JSON object or array) instead of the proposed document */
+};
 
 /* A batch under construction (its operations, each framed). Owns its buffer. */
 typedef struct op_batch {

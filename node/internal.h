@@ -5,7 +5,7 @@
  *   node.c       sockets, the executor, batches; the owner table: each
  *                operation goes to the module whose row lists its kind, after
  *                the row's shard check
- *   events.c records.c rpc.c presence.c   one owner module each
+ *   events.c records.c validate.c rpc.c presence.c   one owner module each
  *   listen.c     listening, for the events and records modules
  *   guard.c      permissions the owner applies (rules that read the record)
  *   peers.c      the brokers and backends a node serves, and their deliveries
@@ -34,6 +34,20 @@
 /* Why a delivery batch was not published. */
 enum node_drop { DROP_OUTBOX_FULL, DROP_SEND_FAILED, DROP_FAULT, DROP_KINDS };
 
+/* What becomes of validations (validate.c), counted for /metrics. */
+enum validate_count {
+    VALIDATE_COUNT_ASKED,              /* requests delivered to a validator (a moved one again) */
+    VALIDATE_COUNT_ACCEPTED,
+    VALIDATE_COUNT_REJECTED,
+    VALIDATE_COUNT_REPLACED,
+    VALIDATE_COUNT_MOVED,              /* to another validator: the first timed out or went away */
+    VALIDATE_COUNT_TIMED_OUT,          /* no validator answered: refused */
+    VALIDATE_COUNT_ACCEPTED_BY_POLICY, /* no validator answered: accepted (validation.acceptOnTimeout) */
+    VALIDATE_COUNT_FULL,               /* refused at once: validation.maxPending in flight */
+    VALIDATE_COUNT_STRAY,              /* answers ignored: late, unknown, or not from the validator asked */
+    VALIDATE_COUNT_KINDS
+};
+
 /* What the node counts for /metrics. Written under the node's lock (the
  * executor, or standalone's broker thread inside node_local_request), read
  * by any thread without it: every field is a prom_counter (one writer at a
@@ -48,6 +62,7 @@ typedef struct node_stats {
     prom_counter dropped[DROP_KINDS];     /* delivery batches not published, by reason */
     prom_counter denied, rule_errors;     /* record rules applied here (guard.c) that refused */
     prom_counter forbidden;               /* HELLOs and operations refused for the sender's role */
+    prom_counter validations[VALIDATE_COUNT_KINDS]; /* validate.c: by enum validate_count */
     prom_counter alive_ms;                /* when a batch or an executor turn last ended (now_ms) */
 } node_stats;
 
@@ -135,6 +150,7 @@ typedef struct node_req {
 
 struct listen_table;
 struct record_table;
+typedef struct validators validators;
 
 /* What the owner modules are given when they are created. A module may fill
  * in its own field for the ones created after it: rows are created from the
@@ -145,6 +161,7 @@ typedef struct node_env {
     persist *persist;
     struct listen_table *listen;  /* set by listen.c: events and records report to it */
     struct record_table *records; /* set by records.c: node.c hands it storage completions */
+    validators *validators;       /* set by validate.c: records.c has writes validated */
     permissions *rules;           /* NULL: permission.type none (node.c's; node_reload swaps it) */
     node_stats *stats;            /* node.c's: what modules count for /metrics */
 } node_env;
@@ -174,7 +191,7 @@ typedef struct owner_module {
     void (*timers)(void *self, int64_t now);  /* every executor turn; may be NULL */
 } owner_module;
 
-extern const owner_module listen_owner, events_owner, records_owner, rpc_owner, presence_owner;
+extern const owner_module listen_owner, events_owner, records_owner, validators_owner, rpc_owner, presence_owner;
 
 /* node.c, for local.c: the node's lock, and the steps the executor takes. */
 void node_lock(node *n);
@@ -198,6 +215,35 @@ persist *node_persist(node *n);
  * (MESSAGE_DENIED or MESSAGE_PERMISSION_ERROR). */
 uint32_t guard_check(const node_env *env, const op *o, enum perm_action action, strview data, strview old,
                      const char *(*read)(void *ctx, strview name, size_t *len, bool *held), void *ctx);
+
+/* ---------------- validate.c (beyond its row) ---------------- */
+
+/* What a validation came to. */
+typedef struct validation_outcome {
+    enum validate_verdict verdict; /* ACCEPT, REJECT or REPLACE */
+    strview data;                  /* REPLACE: the document (unchecked); REJECT: the reason (text) */
+    bool unvalidated;              /* ACCEPT by policy: no validator answered (validation.acceptOnTimeout) */
+} validation_outcome;
+/* Called exactly once per validators_start, with its cookie; outcome's data
+ * lives until it returns. */
+typedef void validators_done_fn(void *ctx, void *cookie, const validation_outcome *outcome);
+void validators_set_done(validators *v, validators_done_fn *done, void *ctx);
+
+enum validate_route {
+    VALIDATE_SKIP,           /* no validator and no rule for the name: apply the write */
+    VALIDATE_ASK,            /* a validator matches: validators_start */
+    VALIDATE_REFUSE,         /* validation.required and no validator connected: refuse (fail closed) */
+    VALIDATE_SKIP_BY_POLICY, /* required, none connected, but validation.acceptOnTimeout: apply, unvalidated */
+};
+/* What a write to name needs. v may be NULL (VALIDATE_SKIP). */
+enum validate_route validators_route(validators *v, strview name);
+/* Hands a write to name over to a validator: request is its JSON text
+ * (copied), cookie comes back with the outcome (the done callback, maybe
+ * before this returns when no validator can be asked). Returns 0, or -1 when
+ * validation.maxPending validations are in flight (nothing started). */
+int validators_start(validators *v, strview name, const char *request, size_t request_len, void *cookie);
+/* Validations in flight. */
+size_t validators_pending(const validators *v);
 
 /* ---------------- records.c (beyond its row) ---------------- */
 

@@ -44,8 +44,11 @@
 #include "mem.h"
 #include "util.h"
 
-static const owner_module *const table[] = {&events_owner, &records_owner, &rpc_owner, &presence_owner,
-                                            &listen_owner};
+/* validators after records: created before them (records_create finds
+ * env->validators), and told of a departed peer after them (records has let
+ * go of its writes before a validation ends for want of a validator) */
+static const owner_module *const table[] = {&events_owner,   &records_owner, &validators_owner,
+                                            &rpc_owner,      &presence_owner, &listen_owner};
 #define ROWS ((int)(sizeof(table) / sizeof(table[0])))
 #define EXPIRE_MIN 64 /* peers a sweep may drop, at least (else an eighth of the table) */
 #define BUSY_TURN_MS 1 /* a turn whose timers ran this long is followed by the next at once */
@@ -202,6 +205,9 @@ static const uint8_t forbidden[OP_KIND_MAX] = {
     /* a user's login and logout are the broker's that holds the connection to say */
     [OP_PRESENCE_JOIN] = ROLE_BIT(LINK_ROLE_BACKEND),
     [OP_PRESENCE_LEAVE] = ROLE_BIT(LINK_ROLE_BACKEND),
+    /* validating writes is a backend's service */
+    [OP_VALIDATE_REGISTER] = ROLE_BIT(LINK_ROLE_BROKER) | ROLE_BIT(LINK_ROLE_NODE),
+    [OP_VALIDATE_ANSWER] = ROLE_BIT(LINK_ROLE_BROKER) | ROLE_BIT(LINK_ROLE_NODE),
 };
 
 static void apply(node *n, node_req *req, const op *o)

@@ -24,6 +24,7 @@
 #include "dict.h"
 #include "internal.h"
 #include "jsonpath.h"
+#include "linktls.h"
 #include "log.h"
 #include "mem.h"
 
@@ -65,6 +66,31 @@ typedef struct record {
     struct record *lru_prev, *lru_next; /* lru_prev towards the most recent */
 } record;
 
+/* A write checked against its record: the version and document it would
+ * leave, or why it cannot be applied. plan_write fills it without answering
+ * anyone; refuse_write answers a refusal, commit_write applies a plan. */
+typedef struct write_plan {
+    uint32_t error;  /* 0: it can be applied; else the deepstream action that refuses it */
+    const char *why; /* for the log (a refusal) */
+    int64_t next;    /* the version it writes */
+    int64_t base;    /* the current version (0 for a missing record) */
+    char *data;      /* the document it leaves (owned by the plan until committed or discarded) */
+    size_t len;
+    bool whole;      /* replaces the document, else a path patch */
+    bool erase;      /* a patch that erases the path */
+} write_plan;
+
+/* A write out for validation: its record is held until the outcome. */
+typedef struct validation {
+    struct validation *prev, *next; /* t->validations */
+    record *r;
+    peer *from;    /* NULL once the writer went away */
+    bool is_delete;
+    write_plan w;  /* a write's plan (the proposed document) */
+    op o;          /* the write, its strings in bytes */
+    char bytes[];
+} validation;
+
 typedef struct outbox_item {
     struct outbox_item *next;
     uint64_t ticket;
@@ -83,13 +109,16 @@ typedef struct record_table {
     uint64_t issued, committed; /* tickets */
     outbox_item *out_head, *out_tail;
     msgpack_sbuffer scratch;
+    msgpack_sbuffer request; /* a validation request being written */
+    struct validation *validations; /* writes out for validation (their records held) */
     int64_t last_evict_ms;
 } record_table;
 
 static void provider_changed(void *ctx, strview name, bool has);
+static void validated(void *ctx, void *cookie, const validation_outcome *outcome);
 static bool record_busy(const record *r);
-__attribute__((unused)) static void record_hold(record *r);
-__attribute__((unused)) static void record_release(record_table *t, record *r);
+static void record_hold(record *r);
+static void record_release(record_table *t, record *r);
 __attribute__((unused)) static void record_mark(record_table *t, record *r,
                         void (*reached)(record_table *t, record *r, void *ctx, bool load_failed), void *ctx);
 
@@ -103,6 +132,9 @@ static void *records_create(node_env *env)
     t->max_bytes = (size_t)env->cfg->cache_bytes;
     t->max_size = (size_t)env->cfg->record_max_size;
     msgpack_sbuffer_init(&t->scratch);
+    msgpack_sbuffer_init(&t->request);
+    if (env->validators != NULL)
+        validators_set_done(env->validators, validated, t);
     env->records = t;
     return t;
 }
@@ -126,6 +158,8 @@ static void free_record(void *v)
     xfree(r);
 }
 
+static void free_validation(struct validation *v);
+
 static void records_destroy(void *self)
 {
     record_table *t = self;
@@ -136,7 +170,13 @@ static void records_destroy(void *self)
         xfree(t->out_head);
         t->out_head = next;
     }
+    while (t->validations != NULL) {
+        struct validation *v = t->validations;
+        t->validations = v->next;
+        free_validation(v);
+    }
     msgpack_sbuffer_destroy(&t->scratch);
+    msgpack_sbuffer_destroy(&t->request);
     xfree(t);
 }
 
@@ -398,20 +438,6 @@ static void write_error(record_table *t, peer *from, const op *o, uint32_t actio
     send_op(t, from, &res);
 }
 
-/* A write checked against its record: the version and document it would
- * leave, or why it cannot be applied. plan_write fills it without answering
- * anyone; refuse_write answers a refusal, commit_write applies a plan. */
-typedef struct write_plan {
-    uint32_t error;  /* 0: it can be applied; else the deepstream action that refuses it */
-    const char *why; /* for the log (a refusal) */
-    int64_t next;    /* the version it writes */
-    int64_t base;    /* the current version (0 for a missing record) */
-    char *data;      /* the document it leaves (owned by the plan until committed or discarded) */
-    size_t len;
-    bool whole;      /* replaces the document, else a path patch */
-    bool erase;      /* a patch that erases the path */
-} write_plan;
-
 /* Frees what an uncommitted plan holds. */
 static void discard_plan(write_plan *w)
 {
@@ -501,16 +527,27 @@ static void refuse_write(record_table *t, peer *from, const record *r, const op 
 
 /* Applies a plan made for o on r: the new version in memory and to storage,
  * the update to every interested peer, the writer's acknowledgement. The
- * document moves from w to r. */
+ * document moves from w to r. from may be NULL (the writer went away while
+ * its write was validated): nobody is acknowledged. */
+static void commit_write_as(record_table *t, peer *from, record *r, const op *o, write_plan *w, bool to_writer);
+
 static void commit_write(record_table *t, peer *from, record *r, const op *o, write_plan *w)
+{
+    commit_write_as(t, from, r, o, w, false);
+}
+
+/* commit_write; with to_writer the update reaches the writer's session too
+ * (a validator replaced its document: its copy must be corrected). */
+static void commit_write_as(record_table *t, peer *from, record *r, const op *o, write_plan *w, bool to_writer)
 {
     set_data(t, r, w->next, w->data, w->len);
     w->data = NULL;
     persist_current(t, r);
     /* Everyone else hears the change as deepstream words it: an ERASE travels
      * as a PATCH without data. */
-    op up = {.kind = OP_RECORD_UPDATE, .name = o->name, .broker = from->id, .session = o->session,
-             .has_version = true, .version = w->next, .action = w->whole ? ACT(UPDATE) : ACT(PATCH)};
+    op up = {.kind = OP_RECORD_UPDATE, .name = o->name, .broker = from != NULL ? from->id : 0,
+             .session = to_writer ? 0 : o->session, .has_version = true, .version = w->next,
+             .action = w->whole ? ACT(UPDATE) : ACT(PATCH)};
     if (w->whole) {
         up.has_data = true;
         up.data = view(r->data, r->data_len);
@@ -522,8 +559,26 @@ static void commit_write(record_table *t, peer *from, record *r, const op *o, wr
         }
     }
     broadcast(t, r, &up);
-    if (o->flags & OP_FLAG_WRITE_ACK) /* with the version written (backends use it) */
+    if (from != NULL && (o->flags & OP_FLAG_WRITE_ACK)) /* with the version written (backends use it) */
         result(t, from, o, ACT(WRITE_ACKNOWLEDGEMENT), false, r, false);
+}
+
+static void validate_write(record_table *t, peer *from, record *r, const op *o, write_plan *w);
+static void refuse_unvalidated(record_table *t, peer *from, const record *r, const op *o, const char *why);
+
+/* Whether o (planned as w, NULL for a delete) goes on now: true to apply it;
+ * false when it went for validation or was refused (answered, w discarded). */
+static bool validation_allows(record_table *t, peer *from, record *r, const op *o, write_plan *w)
+{
+    switch (validators_route(t->env->validators, o->name)) {
+    case VALIDATE_ASK: validate_write(t, from, r, o, w); return false;
+    case VALIDATE_REFUSE:
+        if (w != NULL)
+            discard_plan(w);
+        refuse_unvalidated(t, from, r, o, "no validator connected (validation.required)");
+        return false;
+    default: return true;
+    }
 }
 
 static void do_write(record_table *t, peer *from, record *r, const op *o)
@@ -533,7 +588,23 @@ static void do_write(record_table *t, peer *from, record *r, const op *o)
         refuse_write(t, from, r, o, &w);
         return;
     }
-    commit_write(t, from, r, o, &w);
+    if (validation_allows(t, from, r, o, &w))
+        commit_write(t, from, r, o, &w);
+}
+
+/* Deletes r (checked already); from may be NULL (nobody answered). */
+static void commit_delete(record_table *t, peer *from, record *r, const op *o)
+{
+    if (r->version >= 0) {
+        set_data(t, r, -1, NULL, 0);
+        persist_current(t, r);
+        op del = {.kind = OP_RECORD_DELETED, .name = o->name, .broker = from != NULL ? from->id : 0,
+                  .session = o->session};
+        broadcast(t, r, &del);
+        clear_peers(t, r); /* every subscription ends with the record */
+    }
+    if (from != NULL)
+        result(t, from, o, ACT(DELETE_SUCCESS), false, NULL, false);
 }
 
 static void do_delete(record_table *t, peer *from, record *r, const op *o)
@@ -543,14 +614,8 @@ static void do_delete(record_table *t, peer *from, record *r, const op *o)
         write_error(t, from, o, refusal, "permission");
         return;
     }
-    if (r->version >= 0) {
-        set_data(t, r, -1, NULL, 0);
-        persist_current(t, r);
-        op del = {.kind = OP_RECORD_DELETED, .name = o->name, .broker = from->id, .session = o->session};
-        broadcast(t, r, &del);
-        clear_peers(t, r); /* every subscription ends with the record */
-    }
-    result(t, from, o, ACT(DELETE_SUCCESS), false, NULL, false);
+    if (r->version < 0 || validation_allows(t, from, r, o, NULL)) /* (nothing to delete: nothing to validate) */
+        commit_delete(t, from, r, o);
 }
 
 static void do_notify(record_table *t, peer *from, record *r, const op *o)
@@ -583,21 +648,23 @@ static void apply_ready(record_table *t, peer *from, record *r, const op *o)
 
 /* ---------------- loading ---------------- */
 
-static void wait_on(record *r, peer *from, const op *o)
+/* The bytes of o's strings (what copy_op copies). */
+static size_t op_strings(const op *o)
 {
-    size_t extra = o->name.len + o->data.len + o->path.len + o->ref.len + o->user.len + o->meta.len + o->refs.len;
-    pending_op *w = xmalloc(sizeof(*w) + extra);
-    w->from = from;
-    w->reached = NULL;
-    w->ctx = NULL;
-    w->o = *o;
-    char *p = w->bytes;
+    return o->name.len + o->data.len + o->path.len + o->ref.len + o->user.len + o->meta.len + o->refs.len;
+}
+
+/* *dst = *src with its strings copied to bytes (op_strings(src) of them). */
+static void copy_op(op *dst, const op *src, char *bytes)
+{
+    *dst = *src;
+    char *p = bytes;
 #define COPY(f)                                                                                    \
     do {                                                                                           \
-        if (o->f.len > 0)                                                                          \
-            memcpy(p, o->f.ptr, o->f.len);                                                         \
-        w->o.f.ptr = p;                                                                            \
-        p += o->f.len;                                                                             \
+        if (src->f.len > 0)                                                                        \
+            memcpy(p, src->f.ptr, src->f.len);                                                     \
+        dst->f.ptr = p;                                                                            \
+        p += src->f.len;                                                                           \
     } while (0)
     COPY(name);
     COPY(data);
@@ -607,7 +674,183 @@ static void wait_on(record *r, peer *from, const op *o)
     COPY(meta);
     COPY(refs);
 #undef COPY
+}
+
+static void wait_on(record *r, peer *from, const op *o)
+{
+    pending_op *w = xmalloc(sizeof(*w) + op_strings(o));
+    w->from = from;
+    w->reached = NULL;
+    w->ctx = NULL;
+    copy_op(&w->o, o, w->bytes);
     LIST_APPEND(r->wait_head, r->wait_tail, w);
+}
+
+/* ---------------- validation by backends (validate.c) ---------------- */
+
+static void free_validation(validation *v)
+{
+    discard_plan(&v->w);
+    xfree(v);
+}
+
+static void put_request(void *ctx, const char *bytes, size_t n)
+{
+    msgpack_sbuffer_write(ctx, bytes, n);
+}
+
+#define PUT(text) msgpack_sbuffer_write(b, text, sizeof(text) - 1)
+
+/* A JSON value: text as it is when it is one (kind > 0), else null. */
+static void put_json(msgpack_sbuffer *b, const char *text, size_t len)
+{
+    if (text != NULL && len > 0 && json_check(text, len) != JSON_KIND_INVALID)
+        msgpack_sbuffer_write(b, text, len);
+    else
+        PUT("null");
+}
+
+/* The request a validator gets (proto/operations.md, README: Validating
+ * writes), written to t->request. */
+static void write_request(record_table *t, const peer *from, const record *r, const op *o, const write_plan *w,
+                          bool is_delete)
+{
+    msgpack_sbuffer *b = &t->request;
+    b->size = 0;
+    char num[64];
+    PUT("{\"name\":");
+    json_write_string(o->name.ptr, o->name.len, put_request, b);
+    const char *action = is_delete ? "delete" : w->whole ? "update" : w->erase ? "erase" : "patch";
+    msgpack_sbuffer_write(b, num, (size_t)snprintf(num, sizeof(num), ",\"action\":\"%s\",\"version\":%lld", action,
+                                                   (long long)r->version));
+    if (!is_delete)
+        msgpack_sbuffer_write(b, num, (size_t)snprintf(num, sizeof(num), ",\"next\":%lld", (long long)w->next));
+    PUT(",\"current\":");
+    put_json(b, r->data, r->version >= 0 ? r->data_len : 0);
+    PUT(",\"proposed\":");
+    put_json(b, is_delete ? NULL : w->data, is_delete ? 0 : w->len);
+    PUT(",\"patch\":");
+    if (is_delete || w->whole) {
+        PUT("null");
+    } else {
+        PUT("{\"path\":");
+        json_write_string(o->path.ptr, o->path.len, put_request, b);
+        PUT(",\"value\":");
+        put_json(b, w->erase ? NULL : o->data.ptr, w->erase ? 0 : o->data.len);
+        PUT("}");
+    }
+    bool backend = from != NULL && from->role == LINK_ROLE_BACKEND;
+    PUT(",\"writer\":");
+    if (backend)
+        PUT("\"backend\"");
+    else
+        PUT("\"client\"");
+    PUT(",\"user\":");
+    if (!backend && o->user.len > 0)
+        json_write_string(o->user.ptr, o->user.len, put_request, b);
+    else
+        PUT("null");
+    PUT(",\"serverData\":");
+    put_json(b, backend ? NULL : o->meta.ptr, backend ? 0 : o->meta.len);
+    PUT("}");
+}
+
+#undef PUT
+
+/* Refuses o for a validation: the writer gets MESSAGE_DENIED with the reason,
+ * and the record as it is, to correct its own copy (the broker does). */
+static void refuse_validated(record_table *t, peer *from, const record *r, const op *o, strview reason)
+{
+    if (from == NULL)
+        return;
+    log_info("record-write-refused", "name=%.*s reason=\"validation: %.*s\"", (int)o->name.len, o->name.ptr,
+             (int)(reason.len > 200 ? 200 : reason.len), reason.ptr);
+    op res = {.kind = OP_RECORD_RESULT, .name = o->name, .session = o->session, .ref = o->ref, .corr = o->corr,
+              .action = ACT(MESSAGE_DENIED), .orig = o->kind == OP_RECORD_DELETE ? ACT(DELETE) : o->action,
+              .flags = (o->flags & OP_FLAG_WRITE_ACK) | OP_FLAG_ERROR | OP_FLAG_CORRECT, .has_version = true,
+              .version = r->version, .meta = reason};
+    if (r->version >= 0 && r->data != NULL) {
+        res.has_data = true;
+        res.data = view(r->data, r->data_len);
+    }
+    send_op(t, from, &res);
+}
+
+static void refuse_unvalidated(record_table *t, peer *from, const record *r, const op *o, const char *why)
+{
+    refuse_validated(t, from, r, o, sv_of(why));
+}
+
+/* Sends o (planned as *w; w NULL for a delete) for validation: r is held
+ * until the outcome (validated). w's document moves to the validation. */
+static void validate_write(record_table *t, peer *from, record *r, const op *o, write_plan *w)
+{
+    validation *v = xcalloc(1, sizeof(*v) + op_strings(o));
+    v->r = r;
+    v->from = from;
+    v->is_delete = w == NULL;
+    if (w != NULL) {
+        v->w = *w;
+        w->data = NULL;
+    }
+    copy_op(&v->o, o, v->bytes);
+    write_request(t, from, r, &v->o, &v->w, v->is_delete);
+    v->next = t->validations;
+    if (t->validations != NULL)
+        t->validations->prev = v;
+    t->validations = v;
+    record_hold(r);
+    /* (validated may run before this returns: v is not touched after) */
+    if (validators_start(t->env->validators, o->name, t->request.data, t->request.size, v) != 0) {
+        validation_outcome full = {.verdict = VALIDATE_REJECT, .data = sv_of("too many validations in flight "
+                                                                              "(validation.maxPending)")};
+        validated(t, v, &full);
+    }
+}
+
+/* validate.c's outcome for v: the write applied (as proposed or replaced) or
+ * refused, then r's next operations. */
+static void validated(void *ctx, void *cookie, const validation_outcome *out)
+{
+    record_table *t = ctx;
+    validation *v = cookie;
+    record *r = v->r;
+    if (v->prev)
+        v->prev->next = v->next;
+    else
+        t->validations = v->next;
+    if (v->next)
+        v->next->prev = v->prev;
+    const op *o = &v->o;
+    bool to_writer = false;
+    strview refusal = {NULL, 0};
+    if (out->verdict == VALIDATE_REPLACE) {
+        enum json_kind k = json_check(out->data.ptr, out->data.len);
+        if (v->is_delete)
+            refusal = sv_of("a validator cannot replace a delete");
+        else if (k != JSON_KIND_OBJECT && k != JSON_KIND_ARRAY)
+            refusal = sv_of("the validator's replacement is not a JSON object or array");
+        else if (out->data.len > t->max_size)
+            refusal = sv_of("the validator's replacement exceeds record.maxSize");
+        else {
+            discard_plan(&v->w);
+            v->w.data = xstrndup(out->data.ptr, out->data.len);
+            v->w.len = out->data.len;
+            v->w.whole = true;
+            v->w.erase = false;
+            to_writer = true;
+        }
+    } else if (out->verdict == VALIDATE_REJECT) {
+        refusal = out->data.len > 0 ? out->data : sv_of("rejected by the validator");
+    }
+    if (refusal.ptr != NULL)
+        refuse_validated(t, v->from, r, o, refusal);
+    else if (v->is_delete)
+        commit_delete(t, v->from, r, o);
+    else
+        commit_write_as(t, v->from, r, o, &v->w, to_writer);
+    free_validation(v);
+    record_release(t, r);
 }
 
 static void records_apply(void *self, node_req *req, const op *o)
@@ -789,6 +1032,9 @@ static size_t records_drop_peer(void *self, peer *p)
     record_table *t = self;
     size_t names = subs_remove_holder(t->interest, p);
     dict_foreach(t->records, drop_waiting, p);
+    for (validation *v = t->validations; v != NULL; v = v->next)
+        if (v->from == p)
+            v->from = NULL; /* its write is still applied or refused: nobody is answered */
     outbox_item **pp = &t->out_head;
     t->out_tail = NULL;
     while (*pp != NULL) {
