@@ -60,6 +60,17 @@ kill -TERM "$sub"; wait "$sub" || true
 grep -q '"name":"prices/TST","data":{"symbol":"TST","price":' "$tmp/prices" || { cat "$tmp/prices" "$tmp/feed.out" >&2; echo "price_feed published nothing" >&2; exit 1; }
 kill -TERM "$feed"; wait "$feed" || { echo "price_feed did not stop cleanly" >&2; exit 1; }
 echo "ok: example price_feed"
+# the example validator: refuses a bad order with its reason, corrects qty given as text
+"$build/examples/order_validator" "$backends" >"$tmp/validator.out" 2>&1 &
+validator=$!
+for _ in $(seq 100); do grep -q "ready" "$tmp/validator.out" && break; sleep 0.05; done
+"$bin" ctl --cluster "$backends" set orders/1 '{"item":"tea","qty":2}' >/dev/null
+rc=0; err=$("$bin" ctl --cluster "$backends" set orders/1 qty -1 2>&1) || rc=$?
+[[ $rc == 6 && $err == *"refused by a validator: qty must be at least 1"* ]] || { echo "order_validator: rc=$rc '$err'" >&2; exit 1; }
+"$bin" ctl --cluster "$backends" set orders/1 qty '"5"' >/dev/null
+[[ $("$bin" ctl --cluster "$backends" get orders/1) == '{"item":"tea","qty":5}' ]] || { echo "order_validator did not correct qty" >&2; exit 1; }
+kill -TERM "$validator"; wait "$validator" || { echo "order_validator did not stop cleanly" >&2; exit 1; }
+echo "ok: example order_validator"
 kill -TERM "$pid"
 rc=0; wait "$pid" || rc=$?; pid=""
 if [[ $rc != 0 ]] || grep -Eq "$sanitizer" "$tmp/standalone.log"; then

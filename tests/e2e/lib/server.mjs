@@ -10,7 +10,7 @@
 //   credentials of its role (node, broker, or backend for eddy ctl) in EDDY_CLUSTER_TLS_*.
 // Every process's stderr is kept; stop() checks for a clean exit and for sanitizer reports.
 import { spawn, execFileSync } from 'node:child_process'
-import { mkdtempSync, rmSync, readFileSync, readdirSync } from 'node:fs'
+import { mkdtempSync, rmSync, readFileSync, readdirSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import assert from 'node:assert/strict'
@@ -218,6 +218,10 @@ function startCluster ({ extra, nodeExtra, lbTls }) {
     },
     async stop () {
       sh('down')
+      // haproxy's view of the brokers, for a failure's post-mortem: it logs each broker it took out
+      const lb = existsSync(join(dir, 'lb.log')) ? readFileSync(join(dir, 'lb.log'), 'utf8') : ''
+      const downs = lb.split('\n').filter(l => /is DOWN|no server available/.test(l))
+      if (downs.length > 0) console.log(`# haproxy took brokers out during this file:\n# ${downs.slice(0, 10).join('\n# ')}`)
       for (const f of logs()) {
         const log = readFileSync(join(dir, f), 'utf8')
         assertNoSanitizerReport(log, f)
