@@ -44,8 +44,9 @@
 #include "mem.h"
 #include "util.h"
 
-static const owner_module *const table[] = {&events_owner, &records_owner, &rpc_owner, &presence_owner,
-                                            &listen_owner};
+/* (created last to first: changesets needs records, events and records need listen) */
+static const owner_module *const table[] = {&changesets_owner, &events_owner, &records_owner, &rpc_owner,
+                                            &presence_owner, &listen_owner};
 #define ROWS ((int)(sizeof(table) / sizeof(table[0])))
 #define EXPIRE_MIN 64 /* peers a sweep may drop, at least (else an eighth of the table) */
 #define BUSY_TURN_MS 1 /* a turn whose timers ran this long is followed by the next at once */

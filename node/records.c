@@ -88,9 +88,9 @@ typedef struct record_table {
 
 static void provider_changed(void *ctx, strview name, bool has);
 static bool record_busy(const record *r);
-__attribute__((unused)) static void record_hold(record *r);
-__attribute__((unused)) static void record_release(record_table *t, record *r);
-__attribute__((unused)) static void record_mark(record_table *t, record *r,
+static void record_hold(record *r);
+static void record_release(record_table *t, record *r);
+static void record_mark(record_table *t, record *r,
                         void (*reached)(record_table *t, record *r, void *ctx, bool load_failed), void *ctx);
 
 static void *records_create(node_env *env)
@@ -499,17 +499,14 @@ static void refuse_write(record_table *t, peer *from, const record *r, const op 
     }
 }
 
-/* Applies a plan made for o on r: the new version in memory and to storage,
- * the update to every interested peer, the writer's acknowledgement. The
- * document moves from w to r. */
-static void commit_write(record_table *t, peer *from, record *r, const op *o, write_plan *w)
+/* Tells every peer interested in r that the write o (planned as w, committed:
+ * r holds its document) changed it; writer_id/o->session: the writer, skipped
+ * by its broker (0: nobody). */
+static void announce_write(record_table *t, uint64_t writer_id, record *r, const op *o, const write_plan *w)
 {
-    set_data(t, r, w->next, w->data, w->len);
-    w->data = NULL;
-    persist_current(t, r);
     /* Everyone else hears the change as deepstream words it: an ERASE travels
      * as a PATCH without data. */
-    op up = {.kind = OP_RECORD_UPDATE, .name = o->name, .broker = from->id, .session = o->session,
+    op up = {.kind = OP_RECORD_UPDATE, .name = o->name, .broker = writer_id, .session = o->session,
              .has_version = true, .version = w->next, .action = w->whole ? ACT(UPDATE) : ACT(PATCH)};
     if (w->whole) {
         up.has_data = true;
@@ -522,6 +519,17 @@ static void commit_write(record_table *t, peer *from, record *r, const op *o, wr
         }
     }
     broadcast(t, r, &up);
+}
+
+/* Applies a plan made for o on r: the new version in memory and to storage,
+ * the update to every interested peer, the writer's acknowledgement. The
+ * document moves from w to r. */
+static void commit_write(record_table *t, peer *from, record *r, const op *o, write_plan *w)
+{
+    set_data(t, r, w->next, w->data, w->len);
+    w->data = NULL;
+    persist_current(t, r);
+    announce_write(t, from->id, r, o, w);
     if (o->flags & OP_FLAG_WRITE_ACK) /* with the version written (backends use it) */
         result(t, from, o, ACT(WRITE_ACKNOWLEDGEMENT), false, r, false);
 }
@@ -802,6 +810,192 @@ static size_t records_drop_peer(void *self, peer *p)
         }
     }
     return names;
+}
+
+/* ---------------- changesets (changeset.c reads and answers them) ----------------
+ * A changeset marks every record it touches at once, on the executor, so it
+ * takes its place in each record's queue as a single operation would and two
+ * changesets reach shared records in the same order (no deadlock). Each marker
+ * reached holds its record; once all are, every member is planned on the
+ * records as they stand, then all are committed in one storage job (one
+ * ticket: their updates leave the outbox together, in one delivery batch per
+ * peer, once the batch is durable) or none is. */
+
+/* The record entry of name: in memory, or being loaded (NULL: the storage
+ * queue is full). */
+static record *cs_record(record_table *t, strview name)
+{
+    record *r = dict_get(t->records, name.ptr, name.len);
+    if (r != NULL)
+        return r;
+    r = xcalloc(1, sizeof(*r));
+    r->name = xstrndup(name.ptr, name.len);
+    r->name_len = name.len;
+    r->loading = true;
+    r->version = -1;
+    if (persist_load(t->p, r->name, r->name_len, r) != 0) {
+        log_warn("storage-queue-full", "name=%.*s (load refused)", (int)name.len, name.ptr);
+        free_record(r);
+        return NULL;
+    }
+    dict_put(t->records, r->name, r->name_len, r);
+    t->bytes += record_bytes(r);
+    lru_touch(t, r);
+    return r;
+}
+
+/* Plans member m on its record (held, loaded): its status, and for a write
+ * the document it leaves (kept in *w until committed or discarded). */
+static void cs_plan(record_table *t, cs_member *m, write_plan *w)
+{
+    record *r = m->r;
+    *w = (write_plan){0};
+    if (m->o.kind == OP_RECORD_DELETE) {
+        /* version: the one the record must be at (-1 or none: any) */
+        if (m->o.has_version && m->o.version != -1 && m->o.version != r->version) {
+            m->status = ACT(VERSION_EXISTS);
+            m->why = "version conflict";
+            m->version = r->version;
+            return;
+        }
+        uint32_t refusal = guard(t, r, &m->o, PERM_DELETE, (strview){NULL, 0});
+        if (refusal != 0) {
+            m->status = refusal;
+            m->why = "permission";
+        }
+        m->version = -1;
+        return;
+    }
+    if (!plan_write(t, r, &m->o, w)) {
+        m->status = w->error;
+        m->why = w->why;
+        m->version = r->version;
+        return;
+    }
+    m->version = w->next;
+}
+
+/* Applies every planned member (plans[i] for member i): memory, one storage
+ * job for all, then the updates and deletions to interested peers. */
+static void cs_commit(record_table *t, changeset *cs, write_plan *plans)
+{
+    persist_item *items = xcalloc(cs->n, sizeof(*items));
+    bool *existed = xcalloc(cs->n, sizeof(*existed));
+    uint64_t ticket = ++t->issued;
+    for (uint32_t i = 0; i < cs->n; i++) {
+        cs_member *m = &cs->m[i];
+        record *r = m->r;
+        existed[i] = r->version >= 0;
+        if (m->o.kind == OP_RECORD_DELETE)
+            set_data(t, r, -1, NULL, 0);
+        else {
+            set_data(t, r, plans[i].next, plans[i].data, plans[i].len);
+            plans[i].data = NULL;
+        }
+        r->last_ticket = ticket;
+        items[i] = (persist_item){.name = r->name, .len = r->name_len, .version = r->version, .data = r->data,
+                                  .data_len = r->data_len};
+    }
+    if (persist_write_many(t->p, items, cs->n, ticket) != 0) {
+        /* as persist_current: the executor waits rather than lose a durable write */
+        log_warn("storage-queue-full", "changeset=%u records (executor waits)", cs->n);
+        while (persist_write_many(t->p, items, cs->n, ticket) != 0)
+            records_on_persist_wait(t);
+    }
+    xfree(items);
+    uint64_t writer = cs->from != NULL ? cs->from->id : 0;
+    for (uint32_t i = 0; i < cs->n; i++) {
+        cs_member *m = &cs->m[i];
+        if (m->o.kind == OP_RECORD_DELETE && existed[i]) {
+            op del = {.kind = OP_RECORD_DELETED, .name = m->o.name, .broker = writer, .session = m->o.session};
+            broadcast(t, m->r, &del);
+            clear_peers(t, m->r); /* as a delete alone: every subscription ends with the record */
+        } else if (m->o.kind != OP_RECORD_DELETE)
+            announce_write(t, writer, m->r, &m->o, &plans[i]);
+    }
+    xfree(existed);
+}
+
+/* Every member has its status: commit all or none, answer (cs->done), release. */
+static void cs_finish(record_table *t, changeset *cs, write_plan *plans)
+{
+    bool ok = true;
+    for (uint32_t i = 0; i < cs->n; i++)
+        ok = ok && cs->m[i].status == 0;
+    if (ok)
+        cs_commit(t, cs, plans);
+    else
+        for (uint32_t i = 0; i < cs->n; i++) {
+            discard_plan(&plans[i]);
+            if (cs->m[i].status == 0)
+                cs->m[i].status = CS_ABORTED;
+        }
+    record **held = xcalloc(cs->n, sizeof(*held));
+    uint32_t nheld = 0;
+    for (uint32_t i = 0; i < cs->n; i++)
+        if (cs->m[i].r != NULL)
+            held[nheld++] = cs->m[i].r;
+    cs->done(t, cs); /* answers and frees cs */
+    for (uint32_t i = 0; i < nheld; i++)
+        record_release(t, held[i]); /* what waited on them goes on */
+    xfree(held);
+}
+
+/* Every marker is reached: plan each member on its record as it stands. */
+static void cs_reached_all(record_table *t, changeset *cs)
+{
+    write_plan *plans = xcalloc(cs->n, sizeof(*plans));
+    for (uint32_t i = 0; i < cs->n; i++) {
+        if (cs->m[i].r != NULL && cs->m[i].status == 0) {
+            lru_touch(t, cs->m[i].r);
+            cs_plan(t, &cs->m[i], &plans[i]);
+        }
+    }
+    /* Every member is planned and nothing is applied yet: here a write that
+     * needs a backend's validation would be sent out, and cs_finish called
+     * once every answer is in (the records stay held meanwhile). */
+    cs_finish(t, cs, plans);
+    xfree(plans);
+}
+
+/* A member's marker is reached: hold its record (unless it could not be read). */
+static void cs_reached(record_table *t, record *r, void *ctx, bool load_failed)
+{
+    cs_member *m = ctx;
+    changeset *cs = m->cs;
+    if (load_failed) {
+        m->status = ACT(RECORD_LOAD_ERROR);
+        m->why = "storage read failed";
+    } else {
+        record_hold(r);
+        m->r = r;
+    }
+    if (--cs->waiting == 0)
+        cs_reached_all(t, cs);
+}
+
+void records_changeset_run(record_table *t, changeset *cs)
+{
+    cs->waiting = cs->n + 1; /* + 1 while the markers are placed: none may finish it before */
+    for (uint32_t i = 0; i < cs->n; i++) {
+        cs_member *m = &cs->m[i];
+        m->cs = cs;
+        record *r = cs_record(t, m->o.name);
+        if (r == NULL) {
+            m->status = ACT(RECORD_LOAD_ERROR);
+            m->why = "storage queue full";
+            cs->waiting--;
+            continue;
+        }
+        record_mark(t, r, cs_reached, m);
+    }
+    if (--cs->waiting == 0)
+        cs_reached_all(t, cs);
+}
+
+void records_changeset_answer(record_table *t, peer *to, const op *o)
+{
+    send_op(t, to, o);
 }
 
 const owner_module records_owner = {
