@@ -176,9 +176,12 @@ static changeset *read_changeset(cs_table *c, const op *o, char *why, size_t why
     /* one copy of the member bytes and of the head's strings: the members' views point into it */
     size_t len = o->data.len + o->name.len + o->ref.len;
     cs->bytes = xmalloc(len ? len : 1);
-    memcpy(cs->bytes, o->data.ptr, o->data.len);
-    memcpy(cs->bytes + o->data.len, o->name.ptr, o->name.len);
-    memcpy(cs->bytes + o->data.len + o->name.len, o->ref.ptr, o->ref.len);
+    if (o->data.len > 0) /* (an empty view's pointer may be NULL) */
+        memcpy(cs->bytes, o->data.ptr, o->data.len);
+    if (o->name.len > 0)
+        memcpy(cs->bytes + o->data.len, o->name.ptr, o->name.len);
+    if (o->ref.len > 0)
+        memcpy(cs->bytes + o->data.len + o->name.len, o->ref.ptr, o->ref.len);
     cs->head = *o;
     cs->head.has_data = false;
     cs->head.data = (strview){NULL, 0};
