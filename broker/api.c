@@ -24,6 +24,7 @@
 #include <jansson.h>
 
 #include "broker.h"
+#include "changeset.h"
 #include "internal.h"
 #include "log.h"
 #include "mem.h"
@@ -85,6 +86,7 @@ struct api {
     sessions *set;
     topics *topics;
     auth *auth;
+    const edge *edge;
     token_key *key;
     struct lws_context *ctx;
     api_request *ready;        /* requests whose operation was answered: go on at the next turn */
@@ -95,7 +97,7 @@ struct api {
     /* counters */
     uint64_t outcomes[3];      /* SUCCESS, PARTIAL_SUCCESS, FAILURE */
     uint64_t refused_busy, refused_auth, bad_requests, timeouts, tokens_minted, tokens_refused;
-    uint64_t ops_ok[JIF_PRESENCE + 1], ops_failed[JIF_PRESENCE + 1];
+    uint64_t ops_ok[JIF_CHANGESET + 1], ops_failed[JIF_CHANGESET + 1];
 };
 
 struct api_request {
@@ -118,8 +120,8 @@ struct api_request {
     lws_sorted_usec_list_t deadline;
 };
 
-static const char *const kind_names[JIF_PRESENCE + 1] = {"emit", "rpc", "read", "head", "write", "delete",
-                                                           "notify", "presence"};
+static const char *const kind_names[JIF_CHANGESET + 1] = {"emit", "rpc", "read", "head", "write", "delete",
+                                                            "notify", "presence", "changeset"};
 
 /* ---------------- the end of a request ---------------- */
 
@@ -194,6 +196,35 @@ static void respond(api_request *r)
 
 /* ---------------- running the operations ---------------- */
 
+/* A changeset's result in the JIF answer (xmalloc'd), from its outcome
+ * (node/changeset.c's JSON): {"success":true,"results":[...]}, or
+ * {"success":false,"error":reason,"errorTopic":"record","errorEvent":error,
+ * "failed":i,"results":[...]}. */
+static char *changeset_result(const char *outcome)
+{
+    json_t *in = json_loads(outcome, 0, NULL);
+    bool ok = json_is_true(json_object_get(in, "ok"));
+    json_t *results = json_object_get(in, "results");
+    json_t *out = json_pack("{s:b}", "success", ok);
+    if (!ok) {
+        const char *reason = json_string_value(json_object_get(in, "reason"));
+        const char *error = json_string_value(json_object_get(in, "error"));
+        json_object_set_new(out, "error", json_string(reason ? reason : "the changeset was refused"));
+        json_object_set_new(out, "errorTopic", json_string("record"));
+        json_object_set_new(out, "errorEvent", json_string(error ? error : "UNKNOWN"));
+        json_t *failed = json_object_get(in, "failed");
+        if (json_is_integer(failed))
+            json_object_set(out, "failed", failed);
+    }
+    json_object_set(out, "results", json_is_array(results) ? results : json_array());
+    char *text = json_dumps(out, JSON_COMPACT);
+    char *copy = xstrdup(text ? text : "{\"success\":false}");
+    free(text); /* jansson's */
+    json_decref(out);
+    json_decref(in);
+    return copy;
+}
+
 static void finish_op(api_request *r, char *result)
 {
     uint32_t i = r->current;
@@ -251,6 +282,14 @@ static void run(api_request *r)
         }
         jif_op *o = &r->ops[i];
         r->waiting = true;
+        if (o->kind == JIF_CHANGESET) { /* eddy's: one operation for the node, no client message */
+            char *refusal;
+            if (changesets_submit(r->a->edge, &r->s, o->items, o->n_items, &refusal) != 0) {
+                finish_op(r, changeset_result(refusal));
+                xfree(refusal);
+            }
+            continue;
+        }
         topics_handle(r->a->topics, &r->s, o->topic, o->msg, o->msg_len);
         /* an emit is done once it passed its permissions, unless it waits on records they read */
         if (r->waiting && o->kind == JIF_EMIT && !gate_busy(&r->s))
@@ -262,6 +301,15 @@ static void run(api_request *r)
 }
 
 /* ---------------- the session's hooks ---------------- */
+
+static void sink_changeset(session *s, const char *outcome)
+{
+    api_request *r = s->sink_ctx;
+    if (!r->waiting || r->ops[r->current].kind != JIF_CHANGESET)
+        return;
+    finish_op(r, changeset_result(outcome));
+    go_on_later(r);
+}
 
 static void sink_frame(session *s, frame *f)
 {
@@ -340,7 +388,8 @@ static void sink_checked(session *s, const auth_outcome *o)
     go_on_later(r);
 }
 
-static const session_sink api_sink = {.frame = sink_frame, .checked = sink_checked, .resumed = sink_resumed};
+static const session_sink api_sink = {.frame = sink_frame, .checked = sink_checked, .resumed = sink_resumed,
+                                     .changeset = sink_changeset};
 
 /* ---------------- a new request ---------------- */
 
@@ -427,6 +476,42 @@ static void parsed_clear(parsed *p)
     memset(p, 0, sizeof(*p));
 }
 
+/* {"topic":"record","action":"changeset",...}: eddy's extension of JIF. */
+static bool is_changeset(const json_t *item)
+{
+    const char *topic = json_string_value(json_object_get(item, "topic"));
+    const char *action = json_string_value(json_object_get(item, "action"));
+    return topic != NULL && action != NULL && strcmp(topic, "record") == 0 && strcmp(action, "changeset") == 0;
+}
+
+/* A changeset operation: {"topic":"record","action":"changeset","operations":[...]}
+ * (common/changeset.h's form, at most record.maxChangesetOperations). */
+static int parse_changeset(const eddy_config *cfg, json_t *item, uint32_t index, jif_op *jo, char *err, size_t len)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(item, key, v) {
+        if (strcmp(key, "topic") != 0 && strcmp(key, "action") != 0 && strcmp(key, "operations") != 0) {
+            snprintf(err, len, "unknown property '%.64s' for action 'changeset'", key);
+            return -1;
+        }
+    }
+    json_t *ops = json_object_get(item, "operations");
+    if (ops == NULL) {
+        snprintf(err, len, "property 'operations' is required for action 'changeset'");
+        return -1;
+    }
+    char why[512];
+    if (cs_parse(ops, (size_t)cfg->max_changeset_ops, OP_NAME_MAX, &jo->items, &jo->n_items, why, sizeof(why)) != 0) {
+        snprintf(err, len, "%s", why);
+        return -1;
+    }
+    jo->kind = JIF_CHANGESET;
+    jo->index = index;
+    jo->topic = TOPIC__TOPIC_RECORD;
+    return 0;
+}
+
 /* Reads the body (jansson on the arena: nothing of it outlives this call).
  * Returns 0, or -1 with the 400's text in why. */
 static int parse_body(api *a, bool auth_only, const char *body, size_t len, parsed *p, char *why, size_t why_len)
@@ -449,8 +534,16 @@ static int parse_body(api *a, bool auth_only, const char *body, size_t len, pars
         p->ops = xcalloc(p->n ? p->n : 1, sizeof(*p->ops));
         rc = 0;
         for (uint32_t i = 0; i < p->n && rc == 0; i++) {
-            char reason[512];
-            if (jif_parse(json_array_get(items, i), i, &p->ops[i], reason, sizeof(reason)) != 0) {
+            char reason[640];
+            json_t *item = json_array_get(items, i);
+            if (is_changeset(item)) { /* eddy's extension */
+                if (parse_changeset(a->cfg, item, i, &p->ops[i], reason, sizeof(reason)) != 0) {
+                    snprintf(why, why_len, "Failed to parse JIF object at index %u. Reason: %s", i, reason);
+                    rc = -1;
+                }
+                continue;
+            }
+            if (jif_parse(item, i, &p->ops[i], reason, sizeof(reason)) != 0) {
                 snprintf(why, why_len, "Failed to parse JIF object at index %u. Reason: %s", i, reason);
                 rc = -1;
             }
@@ -548,9 +641,10 @@ void broker_init_process(void)
     json_set_alloc_funcs(arena_malloc, arena_free);
 }
 
-api *api_new(const eddy_config *cfg, sessions *set, topics *t, auth *au)
+api *api_new(const eddy_config *cfg, sessions *set, topics *t, auth *au, const edge *e)
 {
     api *a = xcalloc(1, sizeof(*a));
+    a->edge = e;
     a->cfg = cfg;
     a->set = set;
     a->topics = t;
@@ -596,7 +690,7 @@ void api_metrics(const api *a, FILE *f)
     fprintf(f, "eddy_http_api_requests_total{result=\"unauthenticated\"} %llu\n", (unsigned long long)a->refused_auth);
     fprintf(f, "eddy_http_api_requests_total{result=\"busy\"} %llu\n", (unsigned long long)a->refused_busy);
     fprintf(f, "# TYPE eddy_http_api_operations_total counter\n");
-    for (int k = 0; k <= JIF_PRESENCE; k++) {
+    for (int k = 0; k <= JIF_CHANGESET; k++) {
         fprintf(f, "eddy_http_api_operations_total{operation=\"%s\",success=\"true\"} %llu\n", kind_names[k],
                 (unsigned long long)a->ops_ok[k]);
         fprintf(f, "eddy_http_api_operations_total{operation=\"%s\",success=\"false\"} %llu\n", kind_names[k],

@@ -301,7 +301,7 @@ broker *broker_create(const eddy_config *cfg, const local_node *local, bool *con
     if (b->links == NULL)
         goto fail;
     b->edge.links = b->links;
-    b->api = api_new(cfg, b->sessions, b->topics, b->auth);
+    b->api = api_new(cfg, b->sessions, b->topics, b->auth, &b->edge);
     b->http = http_front_new(cfg, b->api, write_metrics, b);
     return b;
 fail:

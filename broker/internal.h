@@ -153,6 +153,9 @@ struct session_sink {
     void (*frame)(session *s, frame *f); /* f is borrowed */
     void (*checked)(session *s, const struct auth_outcome *o); /* auth_request's answer */
     void (*resumed)(session *s);
+    /* a changeset of s (changesets_submit) has its outcome: JSON text as
+     * node/changeset.c words it (borrowed) */
+    void (*changeset)(session *s, const char *outcome);
 };
 
 /* The open sessions of a broker, by id, and the end-of-turn flush. cfg is
@@ -407,7 +410,18 @@ typedef struct topic_module {
     void (*metrics)(void *self, FILE *f);     /* may be NULL */
 } topic_module;
 
-extern const topic_module events_module, records_module, rpc_module, presence_module;
+extern const topic_module events_module, records_module, rpc_module, presence_module, changesets_module;
+
+/* ---------------- changesets.c ---------------- */
+
+struct cs_item;
+/* Sends the changeset items (n, borrowed; common/changeset.h) of s, a sink
+ * session (the HTTP API), to the node owning its records, once it passed the
+ * checks done here: one shard, each record once, every operation's
+ * permissions (a rule that reads the record goes with it to the node). Its
+ * outcome comes to s->sink->changeset. Returns 0 when sent, else -1 with
+ * *refusal the outcome (JSON text, xmalloc'd, the caller's). */
+int changesets_submit(const edge *e, session *s, const struct cs_item *items, size_t n, char **refusal);
 
 typedef struct topics topics;
 topics *topics_create(const edge *e);
@@ -586,7 +600,7 @@ void gate_session_closed(session *s); /* frees what s holds here */
 /* ---------------- jif.c ---------------- */
 
 /* What an HTTP API operation is, by the answer it waits for. */
-enum jif_kind { JIF_EMIT, JIF_RPC, JIF_READ, JIF_HEAD, JIF_WRITE, JIF_DELETE, JIF_NOTIFY, JIF_PRESENCE };
+enum jif_kind { JIF_EMIT, JIF_RPC, JIF_READ, JIF_HEAD, JIF_WRITE, JIF_DELETE, JIF_NOTIFY, JIF_PRESENCE, JIF_CHANGESET };
 
 /* One operation of deepstream's JSON Interchange Format, parsed: the client
  * message a websocket client would send for it. */
@@ -596,6 +610,8 @@ typedef struct jif_op {
     int topic;        /* TOPIC__TOPIC_* */
     uint8_t *msg;     /* the packed inner message (owned; jif_op_clear) */
     size_t msg_len;
+    struct cs_item *items; /* JIF_CHANGESET (eddy's): its operations (owned; jif_op_clear), no msg */
+    size_t n_items;
 } jif_op;
 
 struct json_t;
@@ -765,8 +781,8 @@ int tls_reload(const eddy_config *cfg, struct lws_context *ctx);
 
 /* ---------------- api.c, token.c ---------------- */
 
-/* deepstream's HTTP API. cfg, set, t, au are borrowed. Owned by the caller. */
-api *api_new(const eddy_config *cfg, sessions *set, topics *t, auth *au);
+/* deepstream's HTTP API. cfg, set, t, au, e are borrowed. Owned by the caller. */
+api *api_new(const eddy_config *cfg, sessions *set, topics *t, auth *au, const edge *e);
 void api_free(api *a); /* NULL is fine; after every request has ended (loop_close) */
 void api_start(api *a, struct lws_context *ctx);
 void api_stop(api *a);

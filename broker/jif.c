@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 
+#include "changeset.h"
 #include "internal.h"
 #include "jsonpath.h"
 #include "jsval.h"
@@ -440,6 +441,9 @@ void jif_op_clear(jif_op *jo)
     xfree(jo->msg);
     jo->msg = NULL;
     jo->msg_len = 0;
+    cs_items_free(jo->items, jo->n_items);
+    jo->items = NULL;
+    jo->n_items = 0;
 }
 
 /* ---------------- results ---------------- */
@@ -645,6 +649,8 @@ static char *owned(char *text)
 
 int jif_answer(const jif_op *jo, int topic, const uint8_t *inner, size_t len, char **result)
 {
+    if (jo->kind == JIF_CHANGESET) /* answered by its CHANGESET_RESULT (api.c), never by a client message */
+        return 0;
     view v;
     ProtobufCMessage *m = unpack_view(topic, inner, len, &v);
     if (m == NULL)
@@ -706,6 +712,7 @@ int jif_answer(const jif_op *jo, int topic, const uint8_t *inner, size_t len, ch
                 text = success_result(&v, false, "users", false);
             break;
         case JIF_EMIT:
+        case JIF_CHANGESET: /* (answered by its CHANGESET_RESULT, never by a client message) */
             break;
         }
     protobuf_c_message_free_unpacked(m, NULL);

@@ -11,7 +11,8 @@
 #include "log.h"
 #include "mem.h"
 
-static const topic_module *const table[] = {&events_module, &records_module, &rpc_module, &presence_module};
+static const topic_module *const table[] = {&events_module, &records_module, &rpc_module, &presence_module,
+                                            &changesets_module};
 #define MODULES ((int)(sizeof(table) / sizeof(table[0])))
 #define TAKERS 2 /* modules that may take one delivery kind (listen messages: events and records) */
 

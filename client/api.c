@@ -673,6 +673,10 @@ void client_on_delivery(eddy *e, int li, const op *o)
     case OP_RECORD_UPDATE:
     case OP_RECORD_DELETED: on_update(e, o); break;
     case OP_RECORD_RESULT: on_result(e, o); break;
+    case OP_CHANGESET_RESULT: /* changeset.c reads the outcome */
+        client_settle(e, o->corr, (o->flags & OP_FLAG_ERROR) ? EDDY_ERR_REFUSED : EDDY_OK, 0,
+                      o->has_data ? client_strndup(o->data) : NULL);
+        break;
     case OP_RPC_MESSAGE: on_rpc(e, o); break;
     case OP_LISTEN_MESSAGE: on_listen(e, o); break;
     case OP_VALIDATE_REQUEST: on_validate(e, o); break;

@@ -39,6 +39,7 @@ const char *eddy_strerror(eddy_status s)
     case EDDY_ERR_NOT_REGISTERED: return "not registered under this name";
     case EDDY_ERR_CREDENTIALS: return "the TLS certificate, key or CA could not be used";
     case EDDY_ERR_REJECTED: return "a validator refused the write";
+    case EDDY_ERR_CROSS_SHARD: return "the changeset's records are in different shards";
     }
     return "unknown status";
 }

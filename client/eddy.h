@@ -59,6 +59,7 @@ typedef enum eddy_status {
     EDDY_ERR_NOT_REGISTERED, /* not subscribed, providing or listening under this name */
     EDDY_ERR_CREDENTIALS, /* the TLS certificate, key or CA could not be used (the log line says why) */
     EDDY_ERR_REJECTED,    /* a validator refused the write (eddy_write tells its reason) */
+    EDDY_ERR_CROSS_SHARD, /* a changeset's records are in different shards (give them one {tag}) */
 } eddy_status;
 
 /* A static English description of s; never NULL. */
@@ -141,6 +142,81 @@ EDDY_API eddy_status eddy_delete(eddy *e, const char *name);
 typedef void eddy_record_fn(void *arg, const char *name, int64_t version, const char *json);
 EDDY_API eddy_status eddy_record_subscribe(eddy *e, const char *name, eddy_record_fn *fn, void *arg);
 EDDY_API eddy_status eddy_record_unsubscribe(eddy *e, const char *name);
+
+/* ---- changesets: several record writes applied all or none ----
+ *
+ * A changeset is a list of writes and deletes of records of one shard (their
+ * names share a {tag}: "{cart-7}/items", "{cart-7}/total"). The node owning
+ * them checks every operation (expected version, document, permissions) and
+ * applies all of them in one storage batch, or none; subscribers get the
+ * changes together. A record may appear once per changeset.
+ *
+ *   eddy_changeset *cs = eddy_changeset_new();
+ *   eddy_changeset_set(cs, "{cart-7}/items", NULL, "[\"apple\"]", EDDY_VERSION_ANY);
+ *   eddy_changeset_set(cs, "{cart-7}/total", "sum", "3", 4);   // must write version 4
+ *   const eddy_changeset_outcome *out;
+ *   if (eddy_changeset_commit(e, cs, &out) != EDDY_OK)
+ *       printf("operation %ld: %s\n", out->failed, out->reason);
+ *   eddy_changeset_free(cs);
+ */
+#define EDDY_CHANGESET_MAX 10000 /* operations one changeset may hold here (nodes: record.maxChangesetOperations) */
+
+typedef struct eddy_changeset eddy_changeset;
+
+/* A new empty changeset, the caller's (eddy_changeset_free). Not thread-safe:
+ * one thread at a time builds and commits it. */
+EDDY_API eddy_changeset *eddy_changeset_new(void);
+/* Frees cs and its outcome. NULL is fine. */
+EDDY_API void eddy_changeset_free(eddy_changeset *cs);
+/* Adds a write of record name, as eddy_set: path NULL: json (an object or
+ * array) replaces the document; else json (any JSON value) is set at path.
+ * version: the version this write creates (the current one + 1), or
+ * EDDY_VERSION_ANY. Creates the record when missing. Strings are copied.
+ * EDDY_ERR_INVALID (cs unchanged): a bad name, path or JSON, or a full changeset. */
+EDDY_API eddy_status eddy_changeset_set(eddy_changeset *cs, const char *name, const char *path, const char *json,
+                                        int64_t version);
+/* Adds the erasure of path in record name (version as eddy_changeset_set). */
+EDDY_API eddy_status eddy_changeset_erase(eddy_changeset *cs, const char *name, const char *path, int64_t version);
+/* Adds the deletion of record name. version: the version the record must be
+ * at, or EDDY_VERSION_ANY (a missing record is then no error). */
+EDDY_API eddy_status eddy_changeset_delete(eddy_changeset *cs, const char *name, int64_t version);
+/* Operations added so far. */
+EDDY_API size_t eddy_changeset_count(const eddy_changeset *cs);
+
+/* What became of one operation. */
+typedef struct eddy_changeset_result {
+    bool ok;             /* it was applied (true only when the whole changeset was) */
+    int64_t version;     /* ok: the version written (-1: deleted); a version conflict: the record's current one */
+    const char *error;   /* NULL when ok; else deepstream's name of the refusal ("VERSION_EXISTS",
+                          * "MESSAGE_DENIED", "RECORD_UPDATE_ERROR", ...), or "ABORTED": this one
+                          * was fine, another failed */
+    const char *reason;  /* NULL when ok; else why, in words */
+} eddy_changeset_result;
+
+/* What became of a committed changeset. Owned by the changeset: valid until it
+ * is committed again, changed or freed. */
+typedef struct eddy_changeset_outcome {
+    bool ok;                               /* every operation was applied */
+    long failed;                           /* the operation that failed the changeset, -1: none (applied, or
+                                            * the changeset itself was refused: then results is empty) */
+    const char *error;                     /* NULL when ok; else the failing operation's error, or
+                                            * "CROSS_SHARD", "INVALID_MESSAGE_DATA" for the whole */
+    const char *reason;                    /* NULL when ok; else why, in words: "CROSSSHARD: \"a\" is in shard 3,
+                                            * \"b\" is in shard 7" */
+    size_t count;                          /* results: one per operation, or 0 when refused whole */
+    const eddy_changeset_result *results;
+} eddy_changeset_outcome;
+
+/* Sends cs to the node owning its records and waits until its writes are
+ * durable, or it is refused. Returns EDDY_OK when every operation was applied;
+ * else nothing was: EDDY_ERR_VERSION (an operation's version conflict),
+ * EDDY_ERR_REFUSED (a refused operation, or a changeset the node refused
+ * whole), EDDY_ERR_CROSS_SHARD (records of different shards: refused here,
+ * nothing sent), EDDY_ERR_INVALID (empty), or a transport error (timeout,
+ * unavailable: the changeset may still be applied). *out (may be NULL) tells
+ * which operation failed and why; it is set for every status but
+ * EDDY_ERR_INVALID with a NULL e or cs. */
+EDDY_API eddy_status eddy_changeset_commit(eddy *e, eddy_changeset *cs, const eddy_changeset_outcome **out);
 
 /* ---- RPC ---- */
 

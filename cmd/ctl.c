@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "changeset.h"
 #include "clustermap.h"
 #include "eddy.h"
 #include "jsonpath.h"
@@ -39,6 +40,9 @@ static void ctl_usage(FILE *out)
             "  watch NAME                       print {\"version\",\"data\"} lines on every change\n"
             "  set NAME [PATH] JSON [--expect N]  write (a path); print the new version\n"
             "  delete NAME                      delete a record\n"
+            "  txn                              apply the changeset on stdin all or none; print each result\n"
+            "                                   (JSON: [{\"op\":\"set\",\"name\":\"{t}/a\",\"data\":{..},\"version\":N},\n"
+            "                                   {\"op\":\"erase\",\"name\",\"path\"}, {\"op\":\"delete\",\"name\"}, ...])\n"
             "  call NAME [JSON]                 make an RPC; print its result\n"
             "  provide NAME -- COMMAND [ARG..]  answer each call with COMMAND's output (request on stdin)\n"
             "  validate PATTERN -- COMMAND [ARG..]\n"
@@ -56,7 +60,8 @@ static void ctl_usage(FILE *out)
             "                  default address is tls+tcp://127.0.0.1:6021)\n\n"
             "exit codes: 0 ok, 1 failure (unavailable, timeout), 2 usage, 3 not found,\n"
             "            4 version conflict, 5 RPC without provider or answered with an error,\n"
-            "            6 a validator refused the write\n");
+            "            6 refused: by a validator, or a changeset (an operation refused, or records\n"
+            "              of different shards)\n");
 }
 
 /* The TLS credentials eddy ctl was given (options, else the environment), as
@@ -325,6 +330,105 @@ static void serve_validation(void *arg, eddy_validation *v, const char *name, co
 
 /* ---- commands ---- */
 
+/* Prints a changeset's outcome as JSON: {"ok", ["failed", "error", "reason",] "results": [...]}. */
+static void print_outcome(const eddy_changeset_outcome *out)
+{
+    json_t *body = json_pack("{s:b}", "ok", out->ok);
+    if (!out->ok) {
+        if (out->failed >= 0)
+            json_object_set_new(body, "failed", json_integer(out->failed));
+        json_object_set_new(body, "error", json_string(out->error ? out->error : "UNKNOWN"));
+        json_object_set_new(body, "reason", json_string(out->reason ? out->reason : ""));
+    }
+    json_t *results = json_array();
+    for (size_t i = 0; i < out->count; i++) {
+        const eddy_changeset_result *r = &out->results[i];
+        json_t *one = json_pack("{s:b}", "ok", r->ok);
+        if (r->ok || (r->error && strcmp(r->error, "VERSION_EXISTS") == 0) ||
+            (r->error && strcmp(r->error, "INVALID_VERSION") == 0))
+            json_object_set_new(one, "version", json_integer(r->version));
+        if (!r->ok) {
+            json_object_set_new(one, "error", json_string(r->error ? r->error : "UNKNOWN"));
+            json_object_set_new(one, "reason", json_string(r->reason ? r->reason : ""));
+        }
+        json_array_append_new(results, one);
+    }
+    json_object_set_new(body, "results", results);
+    char *text = json_dumps(body, JSON_COMPACT);
+    printf("%s\n", text);
+    free(text);
+    json_decref(body);
+}
+
+/* eddy ctl txn: the changeset on stdin (changeset.h's JSON form), applied all
+ * or none. Exit 0 applied, 4 a version conflict, 6 refused, 2 bad input (or
+ * records of different shards: nothing sent), 1 unavailable/timeout. */
+static int txn(eddy *e)
+{
+    /* stdin, bounded: a changeset larger than COMMAND_OUTPUT_MAX is refused */
+    size_t cap = 65536, len = 0;
+    char *text = xmalloc(cap);
+    size_t got;
+    while ((got = fread(text + len, 1, cap - len, stdin)) > 0) {
+        len += got;
+        if (len == cap && cap < COMMAND_OUTPUT_MAX + 1) {
+            cap = cap * 2 > COMMAND_OUTPUT_MAX + 1 ? COMMAND_OUTPUT_MAX + 1 : cap * 2;
+            text = xrealloc(text, cap);
+        } else if (len == cap)
+            break;
+    }
+    if (len > COMMAND_OUTPUT_MAX) {
+        xfree(text);
+        fprintf(stderr, "eddy ctl: txn: stdin holds more than %u bytes\n", COMMAND_OUTPUT_MAX);
+        return 2;
+    }
+    json_error_t jerr;
+    json_t *ops = json_loadb(text, len, 0, &jerr);
+    xfree(text);
+    if (ops == NULL) {
+        fprintf(stderr, "eddy ctl: txn: stdin is not JSON: %s (line %d)\n", jerr.text, jerr.line);
+        return 2;
+    }
+    cs_item *items;
+    size_t n;
+    char why[640];
+    int rc = cs_parse(ops, EDDY_CHANGESET_MAX, EDDY_NAME_MAX, &items, &n, why, sizeof(why));
+    json_decref(ops);
+    if (rc != 0) {
+        fprintf(stderr, "eddy ctl: txn: %s\n", why);
+        return 2;
+    }
+    eddy_changeset *cs = eddy_changeset_new();
+    for (size_t i = 0; i < n; i++) {
+        const cs_item *it = &items[i];
+        eddy_status st = it->op == CS_SET     ? eddy_changeset_set(cs, it->name, it->path, it->data, it->version)
+                         : it->op == CS_ERASE ? eddy_changeset_erase(cs, it->name, it->path, it->version)
+                                              : eddy_changeset_delete(cs, it->name, it->version);
+        if (st != EDDY_OK) {
+            fprintf(stderr, "eddy ctl: txn: operation %zu: %s\n", i, eddy_strerror(st));
+            cs_items_free(items, n);
+            eddy_changeset_free(cs);
+            return 2;
+        }
+    }
+    cs_items_free(items, n);
+    const eddy_changeset_outcome *out;
+    eddy_status st = eddy_changeset_commit(e, cs, &out);
+    print_outcome(out);
+    if (st != EDDY_OK)
+        fprintf(stderr, "eddy ctl: txn: %s%s%s\n", eddy_strerror(st), out->reason ? ": " : "",
+                out->reason ? out->reason : "");
+    eddy_changeset_free(cs);
+    switch (st) {
+    case EDDY_OK: return 0;
+    case EDDY_ERR_VERSION: return 4;
+    case EDDY_ERR_REFUSED:
+    case EDDY_ERR_CROSS_SHARD: return 6;
+    case EDDY_ERR_INVALID: return 2;
+    default: return 1;
+    }
+}
+
 static int run(eddy *e, const eddy_options *opts, int argc, char **argv)
 {
     const char *cmd = argv[0];
@@ -400,6 +504,8 @@ static int run(eddy *e, const eddy_options *opts, int argc, char **argv)
             return fail("delete", argv[1], st);
         return 0;
     }
+    if (strcmp(cmd, "txn") == 0 && argc == 1)
+        return txn(e);
     if (strcmp(cmd, "call") == 0 && (argc == 2 || argc == 3)) {
         char *result = NULL;
         st = eddy_call(e, argv[1], argc == 3 ? argv[2] : NULL, &result);

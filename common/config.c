@@ -183,6 +183,8 @@ static const cfg_entry table[] = {
      "bytes of records kept in memory beyond those with subscribers"},
     {"record.maxSize", "--record-max-size", T_INT, 2, 64 << 20, "1048576", F(record_max_size),
      NULL, "largest record document in bytes; a write making it larger is refused"},
+    {"record.maxChangesetOperations", "--max-changeset-operations", T_INT, 1, 10000, "100",
+     F(max_changeset_ops), NULL, "operations one changeset may hold; more is refused whole"},
     {"node.id", "--node-id", T_STR, 1, 0, "node1", F(node_id), NULL,
      "this node's id (must appear in cluster.nodes when that list is given)"},
     {"node.request", "--request", T_STR, 0, 0, "", F(node_request), NULL,

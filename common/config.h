@@ -82,6 +82,7 @@ typedef struct eddy_config {
     int64_t sync_mode;     /* enum sync_mode (node/persist.h) */
     int64_t cache_bytes;
     int64_t record_max_size;
+    int64_t max_changeset_ops; /* record.maxChangesetOperations */
     char *node_id;
     char *node_request;
     char *node_delivery;

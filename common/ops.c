@@ -315,6 +315,8 @@ const char *op_kind_name(uint32_t kind)
         [OP_VALIDATE_UNREGISTER] = "VALIDATE_UNREGISTER",
         [OP_VALIDATE_REQUEST] = "VALIDATE_REQUEST",
         [OP_VALIDATE_ANSWER] = "VALIDATE_ANSWER",
+        [OP_CHANGESET] = "CHANGESET",
+        [OP_CHANGESET_RESULT] = "CHANGESET_RESULT",
     };
     return kind < OP_KIND_MAX && names[kind] != NULL ? names[kind] : "UNKNOWN";
 }
@@ -340,4 +342,20 @@ int op_batch_each(const void *data, size_t len, int (*fn)(void *arg, const op *o
             break;
     }
     return rc;
+}
+
+void op_members_encode(msgpack_sbuffer *buf, const op *members, uint32_t n)
+{
+    uint8_t hdr[5] = {0xdd, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n}; /* array32 */
+    msgpack_sbuffer_write(buf, (const char *)hdr, sizeof(hdr));
+    op_batch b = {.buf = *buf};
+    for (uint32_t i = 0; i < n; i++)
+        op_batch_add(&b, &members[i]);
+    *buf = b.buf;
+}
+
+int op_members_open(mp_reader *r, strview data, uint32_t *count)
+{
+    mp_reader_init(r, data.ptr, data.len);
+    return mp_read_array(r, count);
 }

@@ -70,6 +70,9 @@ enum op_kind {
                                   * (JSON: proto/operations.md) */
     OP_VALIDATE_ANSWER = 43,     /* validator -> owner(name): validation <corr> answered <action> (enum
                                   * validate_verdict); <data> the replacement document or the reason */
+    OP_CHANGESET = 44,        /* peer -> owner: apply the member operations in <data> (op_members) all or none;
+                               * <name> = the first member's (the shard of every member) */
+    OP_CHANGESET_RESULT = 45, /* owner -> requester: <data> = the outcome as JSON; OP_FLAG_ERROR: nothing applied */
     OP_KIND_MAX
 };
 
@@ -168,5 +171,13 @@ int op_decode(mp_reader *r, op *out);
 bool op_fits(const op *o);
 
 const char *op_kind_name(uint32_t kind);
+
+/* A changeset's member operations travel in its `data` as a msgpack array of
+ * framed operations (the op list of a batch: array32, each a bin32 frame).
+ * op_members_encode appends n members (borrowed) to buf. op_members_open
+ * checks the array header and leaves r at the first member (*count: how many;
+ * decode each with op_decode). Returns 0, or -1 when it is not such an array. */
+void op_members_encode(msgpack_sbuffer *buf, const op *members, uint32_t n);
+int op_members_open(mp_reader *r, strview data, uint32_t *count);
 
 #endif

@@ -5,6 +5,8 @@
  *   node.c       sockets, the executor, batches; the owner table: each
  *                operation goes to the module whose row lists its kind, after
  *                the row's shard check
+ *   changeset.c  atomic changesets: reads and checks them, answers them;
+ *                records.c applies them
  *   events.c records.c validate.c rpc.c presence.c   one owner module each
  *   listen.c     listening, for the events and records modules
  *   guard.c      permissions the owner applies (rules that read the record)
@@ -191,7 +193,8 @@ typedef struct owner_module {
     void (*timers)(void *self, int64_t now);  /* every executor turn; may be NULL */
 } owner_module;
 
-extern const owner_module listen_owner, events_owner, records_owner, validators_owner, rpc_owner, presence_owner;
+extern const owner_module listen_owner, events_owner, records_owner, validators_owner, rpc_owner, presence_owner,
+    changesets_owner;
 
 /* node.c, for local.c: the node's lock, and the steps the executor takes. */
 void node_lock(node *n);
@@ -251,6 +254,54 @@ size_t validators_pending(const validators *v);
 void records_on_persist(struct record_table *t, persist_done *d);
 /* The records held in memory, and their bytes. */
 void records_held(const struct record_table *t, size_t *count, size_t *bytes);
+
+/* ---------------- changesets: changeset.c reads them, records.c applies them ---------------- */
+
+/* Why a member of a changeset that failed was not applied, beyond the
+ * deepstream record actions (VERSION_EXISTS, MESSAGE_DENIED, ...). */
+#define CS_ABORTED 0xffffffffu /* it could have been applied: another member failed */
+
+/* One operation of a changeset (a RECORD_WRITE or RECORD_DELETE). */
+typedef struct cs_member {
+    op o;             /* its strings point into the changeset's bytes */
+    struct record *r; /* records.c: the record, once reached and held (NULL: not held) */
+    struct changeset *cs;
+    uint32_t status;  /* 0: applied (or would be); else the deepstream action refusing it, or CS_ABORTED */
+    const char *why;  /* a refusal's reason (static text) */
+    int64_t version;  /* the version it wrote; on a version conflict the record's current one */
+    char *reason;     /* a validator's reason for refusing it (owned; why points to it then) */
+} cs_member;
+
+/* A changeset on its way through records.c: owned by changeset.c (which
+ * made it from an OP_CHANGESET and frees it in done). */
+typedef struct changeset {
+    peer *from;       /* NULL once the requester went away: nobody to answer */
+    op head;          /* the OP_CHANGESET (corr, session, ref; strings in bytes) */
+    uint32_t n;       /* members */
+    cs_member *m;
+    uint32_t waiting; /* records.c: markers not reached yet (plus one while they are placed) */
+    uint32_t validating; /* records.c: members out for validation (plus one while they are sent) */
+    void *plans;         /* records.c: each member's planned write, while validations are out */
+    /* records.c calls it once every member has its status (applied or
+     * not), its records still held: changeset.c answers the requester
+     * (records_changeset_answer) and frees cs. records.c releases the records
+     * after it. */
+    void (*done)(struct record_table *t, struct changeset *cs);
+    void *done_ctx;
+    struct changeset *prev, *next; /* changeset.c: those in flight */
+    char *bytes;
+} changeset;
+
+/* Places a marker on every member's record (loading those not in memory), in
+ * one go, so every changeset reaches its records in the same order as
+ * everything else that arrived; once all are reached (each then held), plans
+ * every member on the records as they stand, then commits all of them (one
+ * storage batch, one ticket: their updates leave together once it is durable)
+ * or none, calls cs->done, then releases the records. cs->done may run before
+ * this returns. */
+void records_changeset_run(struct record_table *t, changeset *cs);
+/* Sends o to `to` in record order (once every write before it is durable). */
+void records_changeset_answer(struct record_table *t, peer *to, const op *o);
 
 /* ---------------- listen.c (beyond its row) ---------------- */
 

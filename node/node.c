@@ -44,11 +44,12 @@
 #include "mem.h"
 #include "util.h"
 
-/* validators after records: created before them (records_create finds
- * env->validators), and told of a departed peer after them (records has let
- * go of its writes before a validation ends for want of a validator) */
-static const owner_module *const table[] = {&events_owner,   &records_owner, &validators_owner,
-                                            &rpc_owner,      &presence_owner, &listen_owner};
+/* Created last to first: changesets needs records, events and records need
+ * listen, records finds env->validators. validators after records: told of a
+ * departed peer after them (records has let go of its writes before a
+ * validation ends for want of a validator). */
+static const owner_module *const table[] = {&changesets_owner, &events_owner,   &records_owner, &validators_owner,
+                                            &rpc_owner,        &presence_owner, &listen_owner};
 #define ROWS ((int)(sizeof(table) / sizeof(table[0])))
 #define EXPIRE_MIN 64 /* peers a sweep may drop, at least (else an eighth of the table) */
 #define BUSY_TURN_MS 1 /* a turn whose timers ran this long is followed by the next at once */

@@ -23,8 +23,18 @@
 
 #define SIZES_EVERY_MS 1000 /* how often the storage thread reads the store's sizes */
 
+/* A write job of persist_write_many: its records follow the job, each a
+ * group_entry then its name and data (bytes), until `count`. */
+#define PERSIST_GROUP 3
+typedef struct group_entry {
+    int64_t version;
+    bool del;
+    size_t name_len, data_len;
+} group_entry;
+
 typedef struct job {
-    int kind; /* PERSIST_LOADED (a load) or PERSIST_COMMITTED (a write) */
+    int kind; /* PERSIST_LOADED (a load), PERSIST_COMMITTED (a write) or PERSIST_GROUP (writes, one batch) */
+    size_t count; /* PERSIST_GROUP: records in bytes */
     void *cookie;
     int64_t version;
     uint64_t ticket;
@@ -104,6 +114,21 @@ static void run_job(persist *p, job *j, storage_batch *b, uint64_t *ticket)
         d->cookie = j->cookie;
         d->found = storage_get(p->st, j->bytes, j->name_len, &d->version, &d->data, &d->data_len);
         post(p, d);
+    } else if (j->kind == PERSIST_GROUP) {
+        const char *at = j->bytes;
+        for (size_t i = 0; i < j->count; i++) {
+            group_entry e;
+            memcpy(&e, at, sizeof(e));
+            at += sizeof(e);
+            if (e.del)
+                storage_batch_delete(b, at, e.name_len);
+            else
+                storage_batch_put(b, at, e.name_len, e.version, at + e.name_len, e.data_len);
+            at += e.name_len + e.data_len;
+        }
+        *ticket = j->ticket;
+        if (p->mode == SYNC_ALWAYS)
+            commit(p, b, *ticket);
     } else {
         if (j->del)
             storage_batch_delete(b, j->bytes, j->name_len);
@@ -249,6 +274,35 @@ int persist_write(persist *p, const char *name, size_t len, int64_t version, con
     j->version = version;
     j->ticket = ticket;
     j->del = data == NULL;
+    if (queue_push(p->jobs, j, 0) != 0) {
+        xfree(j);
+        return -1;
+    }
+    return 0;
+}
+
+int persist_write_many(persist *p, const persist_item *items, size_t n, uint64_t ticket)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += sizeof(group_entry) + items[i].len + (items[i].data ? items[i].data_len : 0);
+    job *j = xmalloc(sizeof(*j) + bytes);
+    memset(j, 0, sizeof(*j));
+    j->kind = PERSIST_GROUP;
+    j->count = n;
+    j->ticket = ticket;
+    char *at = j->bytes;
+    for (size_t i = 0; i < n; i++) {
+        group_entry e = {.version = items[i].version, .del = items[i].data == NULL, .name_len = items[i].len,
+                         .data_len = items[i].data ? items[i].data_len : 0};
+        memcpy(at, &e, sizeof(e));
+        at += sizeof(e);
+        memcpy(at, items[i].name, e.name_len);
+        at += e.name_len;
+        if (e.data_len > 0)
+            memcpy(at, items[i].data, e.data_len);
+        at += e.data_len;
+    }
     if (queue_push(p->jobs, j, 0) != 0) {
         xfree(j);
         return -1;

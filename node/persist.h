@@ -48,6 +48,18 @@ int persist_load(persist *p, const char *name, size_t len, void *cookie);
 /* Queues a write (data NULL deletes); all copied. Returns -1 when the queue is full. */
 int persist_write(persist *p, const char *name, size_t len, int64_t version, const char *data,
                   size_t data_len, uint64_t ticket);
+/* One record of an atomic group write: data NULL deletes it. */
+typedef struct persist_item {
+    const char *name;
+    size_t len;
+    int64_t version;
+    const char *data;
+    size_t data_len;
+} persist_item;
+/* Queues the writes of n records (all copied) as one job: the storage thread
+ * puts them in one RocksDB WriteBatch, so a crash keeps all or none; one
+ * ticket covers them. Returns -1 when the queue is full. */
+int persist_write_many(persist *p, const persist_item *items, size_t n, uint64_t ticket);
 /* Returns the next completion or NULL (non-blocking; clears the eventfd when empty). */
 persist_done *persist_poll(persist *p);
 void persist_done_free(persist_done *d);

@@ -58,6 +58,7 @@ typedef struct record {
     uint32_t name_len;
     bool loading;
     uint32_t holds; /* record_hold minus record_release: while any, what arrives waits */
+    bool unreadable; /* its load failed: what waits is refused, then it is forgotten (never written blind) */
     int64_t version; /* -1: does not exist */
     char *data;      /* NULL when it does not exist */
     size_t data_len;
@@ -86,7 +87,8 @@ typedef struct validation {
     record *r;
     peer *from;    /* NULL once the writer went away */
     bool is_delete;
-    write_plan w;  /* a write's plan (the proposed document) */
+    write_plan w;  /* a write's plan (the proposed document); a member's stays in its changeset's plans */
+    struct cs_member *member; /* a changeset's member (NULL: a write alone) */
     op o;          /* the write, its strings in bytes */
     char bytes[];
 } validation;
@@ -117,9 +119,10 @@ typedef struct record_table {
 static void provider_changed(void *ctx, strview name, bool has);
 static void validated(void *ctx, void *cookie, const validation_outcome *outcome);
 static bool record_busy(const record *r);
+static void forget(struct record_table *t, record *r);
 static void record_hold(record *r);
 static void record_release(record_table *t, record *r);
-__attribute__((unused)) static void record_mark(record_table *t, record *r,
+static void record_mark(record_table *t, record *r,
                         void (*reached)(record_table *t, record *r, void *ctx, bool load_failed), void *ctx);
 
 static void *records_create(node_env *env)
@@ -159,6 +162,8 @@ static void free_record(void *v)
 }
 
 static void free_validation(struct validation *v);
+static void free_changeset_plans(struct validation *v);
+static void member_validated(struct record_table *t, struct cs_member *m, const validation_outcome *out);
 
 static void records_destroy(void *self)
 {
@@ -170,9 +175,10 @@ static void records_destroy(void *self)
         xfree(t->out_head);
         t->out_head = next;
     }
-    while (t->validations != NULL) {
+    while (t->validations != NULL) { /* (the node stops with validations out) */
         struct validation *v = t->validations;
         t->validations = v->next;
+        free_changeset_plans(v);
         free_validation(v);
     }
     msgpack_sbuffer_destroy(&t->scratch);
@@ -525,29 +531,16 @@ static void refuse_write(record_table *t, peer *from, const record *r, const op 
     }
 }
 
-/* Applies a plan made for o on r: the new version in memory and to storage,
- * the update to every interested peer, the writer's acknowledgement. The
- * document moves from w to r. from may be NULL (the writer went away while
- * its write was validated): nobody is acknowledged. */
-static void commit_write_as(record_table *t, peer *from, record *r, const op *o, write_plan *w, bool to_writer);
-
-static void commit_write(record_table *t, peer *from, record *r, const op *o, write_plan *w)
+/* Tells every peer interested in r that the write o (planned as w, committed:
+ * r holds its document) changed it; writer_id and session name the writer,
+ * whom its broker skips (session 0: nobody is skipped). */
+static void announce_write(record_table *t, uint64_t writer_id, uint64_t session, record *r, const op *o,
+                           const write_plan *w)
 {
-    commit_write_as(t, from, r, o, w, false);
-}
-
-/* commit_write; with to_writer the update reaches the writer's session too
- * (a validator replaced its document: its copy must be corrected). */
-static void commit_write_as(record_table *t, peer *from, record *r, const op *o, write_plan *w, bool to_writer)
-{
-    set_data(t, r, w->next, w->data, w->len);
-    w->data = NULL;
-    persist_current(t, r);
     /* Everyone else hears the change as deepstream words it: an ERASE travels
      * as a PATCH without data. */
-    op up = {.kind = OP_RECORD_UPDATE, .name = o->name, .broker = from != NULL ? from->id : 0,
-             .session = to_writer ? 0 : o->session, .has_version = true, .version = w->next,
-             .action = w->whole ? ACT(UPDATE) : ACT(PATCH)};
+    op up = {.kind = OP_RECORD_UPDATE, .name = o->name, .broker = writer_id, .session = session,
+             .has_version = true, .version = w->next, .action = w->whole ? ACT(UPDATE) : ACT(PATCH)};
     if (w->whole) {
         up.has_data = true;
         up.data = view(r->data, r->data_len);
@@ -559,8 +552,27 @@ static void commit_write_as(record_table *t, peer *from, record *r, const op *o,
         }
     }
     broadcast(t, r, &up);
+}
+
+/* Applies a plan made for o on r: the new version in memory and to storage,
+ * the update to every interested peer, the writer's acknowledgement. The
+ * document moves from w to r. from may be NULL (the writer went away while
+ * its write was validated): nobody is acknowledged. With to_writer the update
+ * reaches the writer's session too (a validator replaced its document: its
+ * copy must be corrected). */
+static void commit_write_as(record_table *t, peer *from, record *r, const op *o, write_plan *w, bool to_writer)
+{
+    set_data(t, r, w->next, w->data, w->len);
+    w->data = NULL;
+    persist_current(t, r);
+    announce_write(t, from != NULL ? from->id : 0, to_writer ? 0 : o->session, r, o, w);
     if (from != NULL && (o->flags & OP_FLAG_WRITE_ACK)) /* with the version written (backends use it) */
         result(t, from, o, ACT(WRITE_ACKNOWLEDGEMENT), false, r, false);
+}
+
+static void commit_write(record_table *t, peer *from, record *r, const op *o, write_plan *w)
+{
+    commit_write_as(t, from, r, o, w, false);
 }
 
 static void validate_write(record_table *t, peer *from, record *r, const op *o, write_plan *w);
@@ -808,6 +820,30 @@ static void validate_write(record_table *t, peer *from, record *r, const op *o, 
     }
 }
 
+/* How a validator's outcome changes a write planned as w: NULL when it goes
+ * on (w replaced by the validator's document on REPLACE), else the refusal's
+ * reason (pointing into out, or static). */
+static strview verdict_on(record_table *t, const validation_outcome *out, bool is_delete, write_plan *w)
+{
+    if (out->verdict == VALIDATE_REJECT)
+        return out->data.len > 0 ? out->data : sv_of("rejected by the validator");
+    if (out->verdict != VALIDATE_REPLACE)
+        return (strview){NULL, 0};
+    enum json_kind k = json_check(out->data.ptr, out->data.len);
+    if (is_delete)
+        return sv_of("a validator cannot replace a delete");
+    if (k != JSON_KIND_OBJECT && k != JSON_KIND_ARRAY)
+        return sv_of("the validator's replacement is not a JSON object or array");
+    if (out->data.len > t->max_size)
+        return sv_of("the validator's replacement exceeds record.maxSize");
+    discard_plan(w);
+    w->data = xstrndup(out->data.ptr, out->data.len);
+    w->len = out->data.len;
+    w->whole = true;
+    w->erase = false;
+    return (strview){NULL, 0};
+}
+
 /* validate.c's outcome for v: the write applied (as proposed or replaced) or
  * refused, then r's next operations. */
 static void validated(void *ctx, void *cookie, const validation_outcome *out)
@@ -821,28 +857,14 @@ static void validated(void *ctx, void *cookie, const validation_outcome *out)
         t->validations = v->next;
     if (v->next)
         v->next->prev = v->prev;
-    const op *o = &v->o;
-    bool to_writer = false;
-    strview refusal = {NULL, 0};
-    if (out->verdict == VALIDATE_REPLACE) {
-        enum json_kind k = json_check(out->data.ptr, out->data.len);
-        if (v->is_delete)
-            refusal = sv_of("a validator cannot replace a delete");
-        else if (k != JSON_KIND_OBJECT && k != JSON_KIND_ARRAY)
-            refusal = sv_of("the validator's replacement is not a JSON object or array");
-        else if (out->data.len > t->max_size)
-            refusal = sv_of("the validator's replacement exceeds record.maxSize");
-        else {
-            discard_plan(&v->w);
-            v->w.data = xstrndup(out->data.ptr, out->data.len);
-            v->w.len = out->data.len;
-            v->w.whole = true;
-            v->w.erase = false;
-            to_writer = true;
-        }
-    } else if (out->verdict == VALIDATE_REJECT) {
-        refusal = out->data.len > 0 ? out->data : sv_of("rejected by the validator");
+    if (v->member != NULL) {
+        member_validated(t, v->member, out);
+        free_validation(v);
+        return;
     }
+    const op *o = &v->o;
+    strview refusal = verdict_on(t, out, v->is_delete, &v->w);
+    bool to_writer = refusal.ptr == NULL && out->verdict == VALIDATE_REPLACE;
     if (refusal.ptr != NULL)
         refuse_validated(t, v->from, r, o, refusal);
     else if (v->is_delete)
@@ -853,6 +875,33 @@ static void validated(void *ctx, void *cookie, const validation_outcome *out)
     record_release(t, r);
 }
 
+/* The record entry of name: in memory, or being loaded (NULL: the storage
+ * queue is full). */
+static record *record_entry(record_table *t, strview name)
+{
+    record *r = dict_get(t->records, name.ptr, name.len);
+    if (r != NULL && r->unreadable && !record_busy(r) && r->wait_head == NULL) {
+        forget(t, r); /* a load that failed earlier: read it again */
+        r = NULL;
+    }
+    if (r != NULL)
+        return r;
+    r = xcalloc(1, sizeof(*r));
+    r->name = xstrndup(name.ptr, name.len);
+    r->name_len = name.len;
+    r->loading = true;
+    r->version = -1;
+    if (persist_load(t->p, r->name, r->name_len, r) != 0) {
+        log_warn("storage-queue-full", "name=%.*s (load refused)", (int)name.len, name.ptr);
+        free_record(r);
+        return NULL;
+    }
+    dict_put(t->records, r->name, r->name_len, r);
+    t->bytes += record_bytes(r);
+    lru_touch(t, r);
+    return r;
+}
+
 static void records_apply(void *self, node_req *req, const op *o)
 {
     record_table *t = self;
@@ -861,24 +910,12 @@ static void records_apply(void *self, node_req *req, const op *o)
         op_batch_add(req->reply, &e);
         return;
     }
-    record *r = dict_get(t->records, o->name.ptr, o->name.len);
+    if (o->kind == OP_RECORD_UNINTEREST && dict_get(t->records, o->name.ptr, o->name.len) == NULL)
+        return; /* nothing to forget */
+    record *r = record_entry(t, o->name);
     if (r == NULL) {
-        if (o->kind == OP_RECORD_UNINTEREST)
-            return; /* nothing to forget */
-        r = xcalloc(1, sizeof(*r));
-        r->name = xstrndup(o->name.ptr, o->name.len);
-        r->name_len = o->name.len;
-        r->loading = true;
-        r->version = -1;
-        if (persist_load(t->p, r->name, r->name_len, r) != 0) {
-            log_warn("storage-queue-full", "name=%.*s (load refused)", (int)o->name.len, o->name.ptr);
-            free_record(r);
-            write_error(t, req->from, o, ACT(RECORD_LOAD_ERROR), "storage queue full");
-            return;
-        }
-        dict_put(t->records, r->name, r->name_len, r);
-        t->bytes += record_bytes(r);
-        lru_touch(t, r);
+        write_error(t, req->from, o, ACT(RECORD_LOAD_ERROR), "storage queue full");
+        return;
     }
     if (record_busy(r))
         wait_on(r, req->from, o);
@@ -891,6 +928,7 @@ static void records_apply(void *self, node_req *req, const op *o)
  * everything waiting is answered so. */
 static void drain(record_table *t, record *r, bool load_failed)
 {
+    load_failed = load_failed || r->unreadable;
     while (r->wait_head != NULL && !record_busy(r)) {
         pending_op *w = r->wait_head;
         r->wait_head = w->next;
@@ -914,13 +952,19 @@ static void loaded(record_table *t, persist_done *d)
         set_data(t, r, d->version, d->data, d->data_len);
         d->data = NULL;
     }
-    drain(t, r, d->found < 0);
-    if (d->found < 0 && evictable(t, r)) {
-        lru_unlink(t, r);
-        dict_del(t->records, r->name, r->name_len);
-        t->bytes -= record_bytes(r);
-        free_record(r);
-    }
+    r->unreadable = d->found < 0;
+    drain(t, r, false);
+    if (r->unreadable && evictable(t, r))
+        forget(t, r);
+}
+
+/* Removes r from the cache and frees it. */
+static void forget(record_table *t, record *r)
+{
+    lru_unlink(t, r);
+    dict_del(t->records, r->name, r->name_len);
+    t->bytes -= record_bytes(r);
+    free_record(r);
 }
 
 /* ---------------- holds and markers ---------------- */
@@ -940,8 +984,11 @@ static void record_hold(record *r)
 /* Ends one hold; when none is left, what waited is applied (until r is held again). */
 static void record_release(record_table *t, record *r)
 {
-    if (r->holds > 0 && --r->holds == 0)
+    if (r->holds > 0 && --r->holds == 0) {
         drain(t, r, false);
+        if (r->unreadable && evictable(t, r))
+            forget(t, r);
+    }
 }
 
 /* Calls reached(t, r, ctx, load_failed) once everything that arrived at r
@@ -1048,6 +1095,251 @@ static size_t records_drop_peer(void *self, peer *p)
         }
     }
     return names;
+}
+
+/* ---------------- changesets (changeset.c reads and answers them) ----------------
+ * A changeset marks every record it touches at once, on the executor, so it
+ * takes its place in each record's queue as a single operation would and two
+ * changesets reach shared records in the same order (no deadlock). Each marker
+ * reached holds its record; once all are, every member is planned on the
+ * records as they stand, then all are committed in one storage job (one
+ * ticket: their updates leave the outbox together, in one delivery batch per
+ * peer, once the batch is durable) or none is. */
+
+/* Plans member m on its record (held, loaded): its status, and for a write
+ * the document it leaves (kept in *w until committed or discarded). */
+static void cs_plan(record_table *t, cs_member *m, write_plan *w)
+{
+    record *r = m->r;
+    *w = (write_plan){0};
+    if (m->o.kind == OP_RECORD_DELETE) {
+        /* version: the one the record must be at (-1 or none: any) */
+        if (m->o.has_version && m->o.version != -1 && m->o.version != r->version) {
+            m->status = ACT(VERSION_EXISTS);
+            m->why = "version conflict";
+            m->version = r->version;
+            return;
+        }
+        uint32_t refusal = guard(t, r, &m->o, PERM_DELETE, (strview){NULL, 0});
+        if (refusal != 0) {
+            m->status = refusal;
+            m->why = "permission";
+        }
+        m->version = -1;
+        return;
+    }
+    if (!plan_write(t, r, &m->o, w)) {
+        m->status = w->error;
+        m->why = w->why;
+        m->version = r->version;
+        return;
+    }
+    m->version = w->next;
+}
+
+/* Applies every planned member (plans[i] for member i): memory, one storage
+ * job for all, then the updates and deletions to interested peers. */
+static void cs_commit(record_table *t, changeset *cs, write_plan *plans)
+{
+    persist_item *items = xcalloc(cs->n, sizeof(*items));
+    bool *existed = xcalloc(cs->n, sizeof(*existed));
+    uint64_t ticket = ++t->issued;
+    for (uint32_t i = 0; i < cs->n; i++) {
+        cs_member *m = &cs->m[i];
+        record *r = m->r;
+        existed[i] = r->version >= 0;
+        if (m->o.kind == OP_RECORD_DELETE)
+            set_data(t, r, -1, NULL, 0);
+        else {
+            set_data(t, r, plans[i].next, plans[i].data, plans[i].len);
+            plans[i].data = NULL;
+        }
+        r->last_ticket = ticket;
+        items[i] = (persist_item){.name = r->name, .len = r->name_len, .version = r->version, .data = r->data,
+                                  .data_len = r->data_len};
+    }
+    if (persist_write_many(t->p, items, cs->n, ticket) != 0) {
+        /* as persist_current: the executor waits rather than lose a durable write */
+        log_warn("storage-queue-full", "changeset=%u records (executor waits)", cs->n);
+        while (persist_write_many(t->p, items, cs->n, ticket) != 0)
+            records_on_persist_wait(t);
+    }
+    xfree(items);
+    uint64_t writer = cs->from != NULL ? cs->from->id : 0;
+    for (uint32_t i = 0; i < cs->n; i++) {
+        cs_member *m = &cs->m[i];
+        if (m->o.kind == OP_RECORD_DELETE && existed[i]) {
+            op del = {.kind = OP_RECORD_DELETED, .name = m->o.name, .broker = writer, .session = m->o.session};
+            broadcast(t, m->r, &del);
+            clear_peers(t, m->r); /* as a delete alone: every subscription ends with the record */
+        } else if (m->o.kind != OP_RECORD_DELETE)
+            announce_write(t, writer, m->o.session, m->r, &m->o, &plans[i]);
+    }
+    xfree(existed);
+}
+
+/* Every member has its status: commit all or none, answer (cs->done), release. */
+static void cs_finish(record_table *t, changeset *cs, write_plan *plans)
+{
+    bool ok = true;
+    for (uint32_t i = 0; i < cs->n; i++)
+        ok = ok && cs->m[i].status == 0;
+    if (ok)
+        cs_commit(t, cs, plans);
+    else
+        for (uint32_t i = 0; i < cs->n; i++) {
+            discard_plan(&plans[i]);
+            if (cs->m[i].status == 0)
+                cs->m[i].status = CS_ABORTED;
+        }
+    record **held = xcalloc(cs->n, sizeof(*held));
+    uint32_t nheld = 0;
+    for (uint32_t i = 0; i < cs->n; i++)
+        if (cs->m[i].r != NULL)
+            held[nheld++] = cs->m[i].r;
+    cs->done(t, cs); /* answers and frees cs */
+    for (uint32_t i = 0; i < nheld; i++)
+        record_release(t, held[i]); /* what waited on them goes on */
+    xfree(held);
+}
+
+/* The members' planned writes (cs->plans) are done with: freed. */
+static void free_plans(changeset *cs)
+{
+    write_plan *plans = cs->plans;
+    if (plans == NULL)
+        return;
+    for (uint32_t i = 0; i < cs->n; i++)
+        discard_plan(&plans[i]);
+    xfree(plans);
+    cs->plans = NULL;
+}
+
+/* Sends member i (planned as plans[i]) to a validator; its answer comes to
+ * member_validated. */
+static void validate_member(record_table *t, changeset *cs, uint32_t i)
+{
+    cs_member *m = &cs->m[i];
+    write_plan *plans = cs->plans;
+    validation *v = xcalloc(1, sizeof(*v));
+    v->r = m->r;
+    v->from = cs->from;
+    v->is_delete = m->o.kind == OP_RECORD_DELETE;
+    v->member = m;
+    write_request(t, cs->from, m->r, &m->o, &plans[i], v->is_delete);
+    v->next = t->validations;
+    if (t->validations != NULL)
+        t->validations->prev = v;
+    t->validations = v;
+    cs->validating++;
+    if (validators_start(t->env->validators, m->o.name, t->request.data, t->request.size, v) != 0) {
+        validation_outcome full = {.verdict = VALIDATE_REJECT,
+                                   .data = sv_of("too many validations in flight (validation.maxPending)")};
+        validated(t, v, &full);
+    }
+}
+
+/* A member's validation is over: refused (the changeset fails whole),
+ * accepted, or its document replaced; once every member's is, the changeset
+ * ends. */
+static void member_validated(record_table *t, cs_member *m, const validation_outcome *out)
+{
+    changeset *cs = m->cs;
+    write_plan *plans = cs->plans;
+    uint32_t i = (uint32_t)(m - cs->m);
+    strview refusal = verdict_on(t, out, m->o.kind == OP_RECORD_DELETE, &plans[i]);
+    if (refusal.ptr != NULL) {
+        m->status = ACT(MESSAGE_DENIED);
+        xfree(m->reason);
+        m->reason = xstrndup(refusal.ptr, refusal.len);
+        m->why = m->reason;
+    }
+    if (--cs->validating == 0) {
+        cs->plans = NULL;
+        cs_finish(t, cs, plans);
+        xfree(plans);
+    }
+}
+
+/* At shutdown with v out: the plans of its changeset (if any) go too. */
+static void free_changeset_plans(validation *v)
+{
+    if (v->member != NULL)
+        free_plans(v->member->cs);
+}
+
+/* Every marker is reached: plan each member on its record as it stands; when
+ * all can be applied, the writes a validator must see go out first (the
+ * records stay held until every answer is in). */
+static void cs_reached_all(record_table *t, changeset *cs)
+{
+    write_plan *plans = xcalloc(cs->n, sizeof(*plans));
+    bool ok = true;
+    for (uint32_t i = 0; i < cs->n; i++) {
+        if (cs->m[i].r != NULL && cs->m[i].status == 0) {
+            lru_touch(t, cs->m[i].r);
+            cs_plan(t, &cs->m[i], &plans[i]);
+        }
+        ok = ok && cs->m[i].status == 0;
+    }
+    if (ok && t->env->validators != NULL) {
+        cs->plans = plans;
+        cs->validating = 1; /* while they are sent: no answer may end it before */
+        for (uint32_t i = 0; i < cs->n; i++) {
+            enum validate_route route = validators_route(t->env->validators, cs->m[i].o.name);
+            if (route == VALIDATE_ASK) {
+                validate_member(t, cs, i);
+            } else if (route == VALIDATE_REFUSE) {
+                cs->m[i].status = ACT(MESSAGE_DENIED);
+                cs->m[i].why = "no validator connected (validation.required)";
+            }
+        }
+        if (--cs->validating > 0)
+            return; /* member_validated ends it */
+        cs->plans = NULL;
+    }
+    cs_finish(t, cs, plans);
+    xfree(plans);
+}
+
+/* A member's marker is reached: hold its record (unless it could not be read). */
+static void cs_reached(record_table *t, record *r, void *ctx, bool load_failed)
+{
+    cs_member *m = ctx;
+    changeset *cs = m->cs;
+    if (load_failed) {
+        m->status = ACT(RECORD_LOAD_ERROR);
+        m->why = "storage read failed";
+    } else {
+        record_hold(r);
+        m->r = r;
+    }
+    if (--cs->waiting == 0)
+        cs_reached_all(t, cs);
+}
+
+void records_changeset_run(record_table *t, changeset *cs)
+{
+    cs->waiting = cs->n + 1; /* + 1 while the markers are placed: none may finish it before */
+    for (uint32_t i = 0; i < cs->n; i++) {
+        cs_member *m = &cs->m[i];
+        m->cs = cs;
+        record *r = record_entry(t, m->o.name);
+        if (r == NULL) {
+            m->status = ACT(RECORD_LOAD_ERROR);
+            m->why = "storage queue full";
+            cs->waiting--;
+            continue;
+        }
+        record_mark(t, r, cs_reached, m);
+    }
+    if (--cs->waiting == 0)
+        cs_reached_all(t, cs);
+}
+
+void records_changeset_answer(record_table *t, peer *to, const op *o)
+{
+    send_op(t, to, o);
 }
 
 const owner_module records_owner = {

@@ -83,5 +83,25 @@ expect 5 '' -- ctl call "$key/double" 1   # the provider left with its process: 
 for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
 wait 2>/dev/null
 
+# txn: a changeset on stdin, applied all or none (records of one shard: a {tag})
+txn() { printf '%s' "$1" | ctl txn; }
+t="{txn-$$}"
+expect 0 '{"ok":true,"results":[{"ok":true,"version":1},{"ok":true,"version":1}]}' -- \
+  txn "[{\"op\":\"set\",\"name\":\"$t/a\",\"data\":{\"n\":1}},{\"op\":\"set\",\"name\":\"$t/b\",\"path\":\"x\",\"data\":2}]"
+# a conflict on one operation fails all, and says which
+expect 4 '{"ok":false,"failed":1,"error":"VERSION_EXISTS","reason":"version conflict","results":[{"ok":false,"error":"ABORTED","reason":"operation 1 failed"},{"ok":false,"version":1,"error":"VERSION_EXISTS","reason":"version conflict"}]}' -- \
+  txn "[{\"op\":\"set\",\"name\":\"$t/a\",\"data\":{\"n\":2},\"version\":2},{\"op\":\"delete\",\"name\":\"$t/b\",\"version\":7}]"
+expect 0 '{"version":1,"data":{"n":1}}' -- ctl get "$t/a" --with-version
+# records of different shards: refused before anything is sent, naming the shards
+expect 6 '*' -- txn "[{\"op\":\"set\",\"name\":\"$t/a\",\"data\":{}},{\"op\":\"delete\",\"name\":\"{other-$$}/b\"}]"
+out=$(txn "[{\"op\":\"set\",\"name\":\"$t/a\",\"data\":{}},{\"op\":\"delete\",\"name\":\"{other-$$}/b\"}]" 2>/dev/null)
+grep -Eq '"error":"CROSS_SHARD","reason":"CROSSSHARD: \\"\{txn-[0-9]+\}/a\\" is in shard [0-9]+, \\"\{other-[0-9]+\}/b\\" is in shard [0-9]+"' <<<"$out" \
+  && echo "ok: txn across shards names them" || { echo "not ok: txn across shards: $out"; failures=$((failures + 1)); }
+expect 2 '' -- txn '[{"op":"set","name":"x"}]'
+expect 2 '' -- txn 'not json'
+expect 0 '{"ok":true,"results":[{"ok":true,"version":-1},{"ok":true,"version":2}]}' -- \
+  txn "[{\"op\":\"delete\",\"name\":\"$t/a\",\"version\":1},{\"op\":\"erase\",\"name\":\"$t/b\",\"path\":\"x\"}]"
+expect 3 '' -- ctl get "$t/a"
+
 [[ $failures == 0 ]] || { echo "ctl.sh: $failures failure(s)"; exit 1; }
 echo "ctl.sh: ok"

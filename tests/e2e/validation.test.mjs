@@ -5,7 +5,7 @@
 // ("slow": true). Checked with the official client: what the writer and
 // other subscribers see for each verdict (the writer's copy corrected after a
 // refusal), a path patch validated as the whole document, writes from
-// setData, the HTTP API and a backend, deletes, several validators sharing
+// setData, the HTTP API, a backend and a changeset, deletes, several validators sharing
 // the load, a validator killed with a validation pending, the timeout with
 // both policies, validation.required with nobody validating, and the order of
 // one record's versions under concurrent writers.
@@ -14,7 +14,8 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { startServer, runEddy, Proc, sleep, until, MODE } from './lib/server.mjs'
+import { execFileSync } from 'node:child_process'
+import { startServer, runEddy, Proc, sleep, until, MODE, BIN, linkEnv } from './lib/server.mjs'
 import { connect, closeAll } from './lib/client.mjs'
 
 const SCRIPT = resolve('tests/e2e/fixtures/validator.sh')
@@ -132,6 +133,33 @@ describe(`validation by backends (${MODE})`, () => {
     assert.deepEqual(await a.record.snapshot(name), { qty: 7, deny: true })
     const writers = requests(log1()).filter(x => x.name === name).map(x => x.writer)
     assert.deepEqual(writers, ['client', 'client', 'client', 'backend', 'backend', 'client'])
+  })
+
+  test('a changeset: each member validated; one refused fails it whole, a replacement is applied in its place', async () => {
+    const tag = `{${process.pid}-${++n}}`
+    const [x, y] = [`orders/${tag}/x`, `orders/${tag}/y`]
+    const txn = ops => {
+      const args = ['ctl', '--cluster', nodeOf(server), 'txn']
+      try {
+        return { code: 0, out: JSON.parse(execFileSync(BIN, args, { input: JSON.stringify(ops), encoding: 'utf8', env: { ...process.env, ...linkEnv(args) } })) }
+      } catch (err) {
+        return { code: err.status, out: JSON.parse(err.stdout) }
+      }
+    }
+    const refused = txn([{ op: 'set', name: x, data: { qty: 1 } }, { op: 'set', name: y, data: { qty: -1 } }])
+    assert.equal(refused.code, 6)
+    assert.equal(refused.out.ok, false)
+    assert.equal(refused.out.failed, 1)
+    assert.equal(refused.out.results[1].reason, 'negative quantity')
+    const a = await connect(server.url, { username: 'ann' })
+    assert.equal(await a.record.head(x), -1, 'nothing of it was applied')
+    const replaced = txn([{ op: 'set', name: x, data: { qty: 2 } }, { op: 'set', name: y, data: { fix: true } }])
+    assert.equal(replaced.code, 0, JSON.stringify(replaced.out))
+    assert.deepEqual(await a.record.snapshot(x), { qty: 2 })
+    assert.deepEqual(await a.record.snapshot(y), { fixed: true })
+    const asked = requests(log1()).filter(r => r.name === x || r.name === y)
+    assert.equal(asked.length, 4, 'every member of both went to the validator')
+    assert.ok(asked.every(r => r.writer === 'backend'))
   })
 
   test('names no validator and no rule match are written unvalidated; validation.required refuses them', async () => {
