@@ -64,6 +64,11 @@ enum op_kind {
     OP_NODE_STATS = 38,      /* anyone -> any node, no HELLO needed; answered in kind, <data> = its counters (JSON) */
     OP_RELOAD = 39,          /* anyone -> node, no HELLO needed: read the permission rules again; the node delivers it
                               * to every peer (brokers reload theirs) and answers RELOAD, <data> {"reloaded":bool} */
+    /* 40-45: other topics. 46-49: resumable event streams (node/history.c) */
+    OP_STREAM_SUBSCRIBE = 46, /* peer -> owner: deliver <name> from <offset> of history <history> (0: the current
+                               * one), then live; answered in the delivery stream with STREAM_STATE and the events */
+    OP_STREAM_STATE = 47,     /* owner -> peer (delivery): <name>'s history <history>, replay from <offset> to
+                               * <version>, OP_FLAG_MORE: more held after it; <corr> echoed */
     OP_KIND_MAX
 };
 
@@ -99,6 +104,10 @@ typedef struct op {
     strview user;     /* RPC: requestorName; OP_FLAG_CHECK: the requester's user id */
     strview meta;     /* RPC: requestorData (JSON text); OP_FLAG_CHECK: the requester's serverData */
     strview refs;     /* OP_FLAG_CHECK: records the rule reads, read by the broker (JSON object name -> data|null) */
+    /* event streams (node/history.c): an event's offset in its name's history, and the history's epoch
+     * (random; a new one when the history was lost). 0: none */
+    uint64_t offset;
+    uint64_t history;
 } op;
 
 #define OP_FLAG_WRITE_ACK 1u /* the writer asked for an acknowledgement */
@@ -111,6 +120,9 @@ typedef struct op {
 #define OP_FLAG_CHECK 32u
 #define OP_FLAG_AUTHENTICATED 64u /* with OP_FLAG_CHECK: user.isAuthenticated */
 #define OP_FLAG_NO_CREATE 128u    /* SUBSCRIBECREATEANDREAD: creating is denied; a missing record is refused */
+/* event streams (high bits: kept apart from other topics' flags) */
+#define OP_FLAG_MORE (1u << 20)       /* STREAM_STATE: the history holds more after this replay: ask again */
+#define OP_FLAG_NO_HISTORY (1u << 21) /* STREAM_STATE: <name> matches no events.history pattern */
 
 /* A batch under construction (its operations, each framed). Owns its buffer. */
 typedef struct op_batch {
