@@ -187,7 +187,13 @@ $(BUILD)/tests/test_backend: tests/backend/test_backend.c client/eddy.h $(BUILD)
 	$(CC) -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Werror -Wno-unused-parameter $(OPT_FLAGS) -Iclient -o $@ $< \
 	  $(BUILD)/libeddy.a $(LIB_LIBS) -lcmocka $(EDDY_LDFLAGS)
 
-backend-test: all $(BUILD)/tests/test_backend npm-deps
+# event streams: starts, stops and kills eddy processes of its own
+$(BUILD)/tests/test_streams: tests/backend/test_streams.c client/eddy.h $(BUILD)/libeddy.a $(PUB_LINK)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Werror -Wno-unused-parameter $(OPT_FLAGS) -Iclient -o $@ $< \
+	  $(BUILD)/libeddy.a $(LIB_LIBS) -lcmocka $(EDDY_LDFLAGS)
+
+backend-test: all $(BUILD)/tests/test_backend $(BUILD)/tests/test_streams npm-deps
 	bash tests/backend/run.sh $(BUILD)
 
 $(BUILD)/bench_backend: tests/bench/bench_backend.c client/eddy.h $(BUILD)/libeddy.a $(PUB_LINK)

@@ -177,16 +177,22 @@ eddy_status eddy_unsubscribe(eddy *e, const char *name)
 
 /* ---------------- event streams ---------------- */
 
-/* Asks the owning node for r's stream from r->next (e->lock held); one request
- * at a time: the node answers with a STREAM_STATE, which clears fetching. */
-static void stream_ask(eddy *e, strview name, registration *r, uint64_t corr)
+/* Asks the owning node for r's stream from r->next (e->lock held); one ask
+ * at a time (unless force: a resync, what was on its way may be lost). The
+ * node answers with a STREAM_STATE echoing the ask's corr; only the latest
+ * ask's answer counts. */
+static void stream_ask(eddy *e, strview name, registration *r, bool force)
 {
-    if (r->fetching && corr == 0)
+    if (r->fetching && !force && now_ms() - r->asked_ms < 2 * (int64_t)e->timeout_ms)
         return;
+    uint64_t corr = CORR_STREAM | (++e->next_corr & (CORR_STREAM - 1));
     op o = {.kind = OP_STREAM_SUBSCRIBE, .name = name, .offset = r->next, .history = r->history, .corr = corr};
     uint64_t seq;
-    if (client_submit(e, &o, name, &seq) >= 0)
+    if (client_submit(e, &o, name, &seq) >= 0) {
         r->fetching = true; /* (refused: the node is down; the resync after it asks again) */
+        r->ask = corr;
+        r->asked_ms = now_ms();
+    }
 }
 
 static void queue_gap(eddy *e, registration *r, strview name, uint64_t from, uint64_t to, bool reset)
@@ -215,6 +221,7 @@ eddy_status eddy_subscribe_from(eddy *e, const char *name, uint64_t history, uin
         r->next = offset;
         r->positioned = offset != EDDY_OFFSET_OLDEST && offset != EDDY_OFFSET_NOW;
         r->fetching = true;
+        r->asked_ms = now_ms();
         dict_put(e->events, name, strlen(name), r);
         op o = {.kind = OP_STREAM_SUBSCRIBE, .name = sv(name), .offset = offset, .history = history};
         pending *p;
@@ -233,7 +240,8 @@ eddy_status eddy_subscribe_from(eddy *e, const char *name, uint64_t history, uin
 static void on_stream_state(eddy *e, const op *o)
 {
     registration *r = dict_get(e->events, o->name.ptr, o->name.len);
-    if (r != NULL && r->stream && !(o->flags & OP_FLAG_NO_HISTORY)) {
+    bool latest = r != NULL && (r->ask == 0 || o->corr == r->ask); /* else an older ask's: stale */
+    if (latest && r->stream && !(o->flags & OP_FLAG_NO_HISTORY)) {
         r->fetching = false;
         if (r->history != 0 && o->history != r->history) { /* the history followed is gone */
             uint64_t lost_from = r->positioned && r->next > 0 ? r->next : 1;
@@ -253,7 +261,7 @@ static void on_stream_state(eddy *e, const op *o)
         r->replay_end = o->has_version && o->version > 0 ? (uint64_t)o->version : 0;
         r->more = (o->flags & OP_FLAG_MORE) != 0;
         if (r->more && r->next > r->replay_end)
-            stream_ask(e, o->name, r, 0);
+            stream_ask(e, o->name, r, false);
     }
     client_settle(e, o->corr, (o->flags & OP_FLAG_NO_HISTORY) ? EDDY_ERR_NO_HISTORY : EDDY_OK, 0, NULL);
 }
@@ -268,7 +276,7 @@ static void on_stream_event(eddy *e, registration *r, const op *o)
     if (r->history == 0 && o->history != 0)
         r->history = o->history; /* the first event of a history begun after our state */
     if (o->history != r->history || o->offset > r->next) {
-        stream_ask(e, o->name, r, 0);
+        stream_ask(e, o->name, r, false);
         return;
     }
     if (o->offset < r->next)
@@ -278,13 +286,13 @@ static void on_stream_event(eddy *e, registration *r, const op *o)
         cb->history = o->history;
         cb->offset = o->offset;
         if (!client_queue_callback(e, cb)) {
-            stream_ask(e, o->name, r, 0); /* the callbacks are far behind: asked for again */
+            stream_ask(e, o->name, r, false); /* the callbacks are far behind: asked for again */
             return;
         }
     }
     r->next++;
     if (r->more && r->next > r->replay_end)
-        stream_ask(e, o->name, r, 0);
+        stream_ask(e, o->name, r, false);
 }
 
 /* ---------------- records ---------------- */
@@ -708,8 +716,7 @@ static int resync_one(const void *key, size_t len, void *v, void *arg)
     if ((int)shardmap_owner(&c->e->map, shard_of(key, len)) != c->li && c->li >= 0)
         return 0;
     if (c->kind == OP_EVENT_INTEREST && ((registration *)v)->stream) {
-        ((registration *)v)->fetching = false; /* what was on its way to that node is lost */
-        stream_ask(c->e, name, v, 0);           /* resumes from the next offset */
+        stream_ask(c->e, name, v, true); /* resumes from the next offset */
         return 0;
     }
     op o = {.kind = c->kind, .name = name};

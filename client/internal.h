@@ -22,6 +22,7 @@
 
 #define CLIENT_SESSION 1
 #define CORR_REFRESH (1ull << 63) /* corr bit: a record re-read nobody waits for */
+#define CORR_STREAM (1ull << 62)  /* corr bit: a stream's ask for more (api.c), nobody waits for */
 
 typedef struct client_link {
     struct link_ctx *ctx; /* what the link's handler is called with */
@@ -58,6 +59,8 @@ typedef struct registration {
     uint64_t history;    /* the history followed (0: not known yet) */
     uint64_t next;       /* the next offset to deliver; before positioned, the offset asked */
     uint64_t replay_end; /* the last offset of the replay under way */
+    uint64_t ask;        /* corr of the latest ask (0: the subscribe's own): older answers are stale */
+    int64_t asked_ms;    /* when (now_ms): an ask unanswered for twice the timeout counts as lost */
 } registration;
 
 enum callback_kind { CB_EVENT = 1, CB_RECORD, CB_PROVIDE, CB_LISTEN, CB_STREAM, CB_GAP };
