@@ -187,11 +187,22 @@ $(BUILD)/tests/test_backend: tests/backend/test_backend.c client/eddy.h $(BUILD)
 	$(CC) -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Werror -Wno-unused-parameter $(OPT_FLAGS) -Iclient -o $@ $< \
 	  $(BUILD)/libeddy.a $(LIB_LIBS) -lcmocka $(EDDY_LDFLAGS)
 
-backend-test: all $(BUILD)/tests/test_backend npm-deps
+# event streams: starts, stops and kills eddy processes of its own
+$(BUILD)/tests/test_streams: tests/backend/test_streams.c client/eddy.h $(BUILD)/libeddy.a $(PUB_LINK)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Werror -Wno-unused-parameter $(OPT_FLAGS) -Iclient -o $@ $< \
+	  $(BUILD)/libeddy.a $(LIB_LIBS) -lcmocka $(EDDY_LDFLAGS)
+
+backend-test: all $(BUILD)/tests/test_backend $(BUILD)/tests/test_streams npm-deps
 	bash tests/backend/run.sh $(BUILD)
 
 $(BUILD)/bench_backend: tests/bench/bench_backend.c client/eddy.h $(BUILD)/libeddy.a $(PUB_LINK)
 	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(OPT_FLAGS) -Iclient -o $@ $< \
+	  $(BUILD)/libeddy.a $(LIB_LIBS) $(EDDY_LDFLAGS)
+
+# a backend's resume after missed events, beside receiving them live (tests/bench/resume.sh)
+$(BUILD)/bench_resume: tests/bench/bench_resume.c client/eddy.h $(BUILD)/libeddy.a $(PUB_LINK)
+	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter $(OPT_FLAGS) -Iclient -o $@ $< \
 	  $(BUILD)/libeddy.a $(LIB_LIBS) $(EDDY_LDFLAGS)
 
 # the native load generator (libwebsockets client; frames from broker/frames.c)
@@ -336,9 +347,10 @@ fuzz-short:
 # by side (results also in $(BUILD)/bench-results.jsonl); the HTTP API (POST
 # /api, one emit and 100 emits a request) beside deepstream; node-side record
 # apply+persist; permission checks; backend round trips; a cluster with 1 and 2
-# brokers; login storms (1000 clients at once, then reconnecting) per auth type,
+# brokers; a backend resuming an event stream after 100k missed events, beside receiving them live;
+# login storms (1000 clients at once, then reconnecting) per auth type,
 # beside deepstream; a cluster with plain and with TLS links (tests/bench/links-tls.sh).
-bench: all $(BUILD)/bench_node $(BUILD)/bench_rules $(BUILD)/bench_backend npm-deps
+bench: all $(BUILD)/bench_node $(BUILD)/bench_rules $(BUILD)/bench_backend $(BUILD)/bench_resume npm-deps
 	bash tests/bench/side-by-side.sh $(BUILD)
 	bash tests/bench/http-api.sh $(BUILD)
 	bash tests/bench/tls.sh $(BUILD)
@@ -347,6 +359,7 @@ bench: all $(BUILD)/bench_node $(BUILD)/bench_rules $(BUILD)/bench_backend npm-d
 	$(BUILD)/bench_rules
 	bash tests/bench/permissions.sh $(BUILD)
 	bash tests/bench/backend.sh $(BUILD)
+	bash tests/bench/resume.sh $(BUILD)
 	node tests/bench/cluster-brokers.mjs $(BUILD)/eddy
 	node tests/bench/logins.mjs $(BUILD)
 

@@ -3,7 +3,9 @@
  * what nodes answer and deliver (client_on_delivery, on a link thread with
  * e->lock held). Record subscriptions keep the document as last delivered and
  * apply patches to it (common/jsonpath.c), so callbacks always see the whole
- * document; a version jump re-reads it. */
+ * document; a version jump re-reads it. Event streams (eddy_subscribe_from)
+ * deliver by offset: only the next one is delivered, a repeat is dropped, and
+ * anything else is asked for again from the last delivered offset + 1. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -175,6 +177,126 @@ eddy_status eddy_subscribe(eddy *e, const char *name, eddy_event_fn *fn, void *a
 eddy_status eddy_unsubscribe(eddy *e, const char *name)
 {
     return unregister_name(e, e ? e->events : NULL, name, OP_EVENT_UNINTEREST);
+}
+
+/* ---------------- event streams ---------------- */
+
+/* Asks the owning node for r's stream from r->next (e->lock held); one ask
+ * at a time (unless force: a resync, what was on its way may be lost). The
+ * node answers with a STREAM_STATE echoing the ask's corr; only the latest
+ * ask's answer counts. */
+static void stream_ask(eddy *e, strview name, registration *r, bool force)
+{
+    if (r->fetching && !force && now_ms() - r->asked_ms < 2 * (int64_t)e->timeout_ms)
+        return;
+    uint64_t corr = CORR_STREAM | (++e->next_corr & (CORR_STREAM - 1));
+    op o = {.kind = OP_STREAM_SUBSCRIBE, .name = name, .offset = r->next, .history = r->history, .corr = corr};
+    uint64_t seq;
+    if (client_submit(e, &o, name, &seq) >= 0) {
+        r->fetching = true; /* (refused: the node is down; the resync after it asks again) */
+        r->ask = corr;
+        r->asked_ms = now_ms();
+    }
+}
+
+static void queue_gap(eddy *e, registration *r, strview name, uint64_t from, uint64_t to, bool reset)
+{
+    callback *cb = callback_new(CB_GAP, r, name, NULL, 0);
+    cb->fn = r->gap_fn;
+    cb->history = r->history;
+    cb->offset = from;
+    cb->gap_to = to;
+    cb->reset = reset;
+    client_queue_callback(e, cb);
+}
+
+eddy_status eddy_subscribe_from(eddy *e, const char *name, uint64_t history, uint64_t offset, eddy_stream_fn *fn,
+                                eddy_gap_fn *gap_fn, void *arg)
+{
+    if (e == NULL || !valid_name(name) || fn == NULL || gap_fn == NULL)
+        return EDDY_ERR_INVALID;
+    pthread_mutex_lock(&e->lock);
+    eddy_status st = EDDY_ERR_EXISTS;
+    if (dict_get(e->events, name, strlen(name)) == NULL) {
+        registration *r = registration_new((void *)fn, arg);
+        r->stream = true;
+        r->gap_fn = (void *)gap_fn;
+        r->history = history;
+        r->next = offset;
+        r->positioned = offset != EDDY_OFFSET_OLDEST && offset != EDDY_OFFSET_NOW;
+        r->fetching = true;
+        r->asked_ms = now_ms();
+        dict_put(e->events, name, strlen(name), r);
+        op o = {.kind = OP_STREAM_SUBSCRIBE, .name = sv(name), .offset = offset, .history = history};
+        pending *p;
+        st = call_and_wait(e, &o, o.name, &p); /* settled by the STREAM_STATE */
+        client_pending_free(p);
+        if (st == EDDY_ERR_UNAVAILABLE || st == EDDY_ERR_NO_HISTORY)
+            client_registration_free(dict_del(e->events, name, strlen(name)));
+    }
+    pthread_mutex_unlock(&e->lock);
+    return st;
+}
+
+/* STREAM_STATE: where the node's replay starts (o->offset) and ends
+ * (o->version), in which history. A history other than the one followed is a
+ * reset; a start past the next offset wanted is a gap. */
+static void on_stream_state(eddy *e, const op *o)
+{
+    registration *r = dict_get(e->events, o->name.ptr, o->name.len);
+    bool latest = r != NULL && (r->ask == 0 || o->corr == r->ask); /* else an older ask's: stale */
+    if (latest && r->stream && !(o->flags & OP_FLAG_NO_HISTORY)) {
+        r->fetching = false;
+        if (r->history != 0 && o->history != r->history) { /* the history followed is gone */
+            uint64_t lost_from = r->positioned && r->next > 0 ? r->next : 1;
+            r->history = o->history;
+            queue_gap(e, r, o->name, lost_from, 0, true);
+            r->next = 1;
+            r->positioned = true;
+        } else if (r->history == 0)
+            r->history = o->history;
+        if (!r->positioned || o->history == 0) { /* the node's start (no history yet: its offset 1) */
+            r->next = o->offset;
+            r->positioned = true;
+        } else if (o->offset > r->next) { /* the ring no longer holds next .. offset - 1 */
+            queue_gap(e, r, o->name, r->next, o->offset - 1, false);
+            r->next = o->offset;
+        }
+        r->replay_end = o->has_version && o->version > 0 ? (uint64_t)o->version : 0;
+        r->more = (o->flags & OP_FLAG_MORE) != 0;
+        if (r->more && r->next > r->replay_end)
+            stream_ask(e, o->name, r, false);
+    }
+    client_settle(e, o->corr, (o->flags & OP_FLAG_NO_HISTORY) ? EDDY_ERR_NO_HISTORY : EDDY_OK, 0, NULL);
+}
+
+/* An event of a stream: delivered when it is the next offset, dropped as a
+ * repeat when older; anything else (a newer offset, another history) means
+ * something was missed, and the stream is asked for from the next offset. */
+static void on_stream_event(eddy *e, registration *r, const op *o)
+{
+    if (!r->positioned || o->offset == 0)
+        return; /* before the first state, or not kept: the replay brings it */
+    if (r->history == 0 && o->history != 0)
+        r->history = o->history; /* the first event of a history begun after our state */
+    if (o->history != r->history || o->offset > r->next) {
+        stream_ask(e, o->name, r, false);
+        return;
+    }
+    if (o->offset < r->next)
+        return; /* delivered already */
+    if (o->broker != e->peer_id) { /* our own emit takes its offset, undelivered */
+        callback *cb = callback_new(CB_STREAM, r, o->name, o->has_data ? o->data.ptr : NULL, o->data.len);
+        cb->history = o->history;
+        cb->offset = o->offset;
+        if (!client_queue_callback(e, cb)) {
+            stream_ask(e, o->name, r, false); /* the callbacks are far behind: asked for again */
+            return;
+        }
+    }
+    r->next++;
+    if (r->more && r->next > r->replay_end)
+        stream_ask(e, o->name, r, false);
 }
 
 /* ---------------- records ---------------- */
@@ -664,11 +786,13 @@ void client_on_delivery(eddy *e, int li, const op *o)
         if (o->broker == e->peer_id)
             return; /* our own emit: an emitter does not hear itself */
         registration *r = dict_get(e->events, o->name.ptr, o->name.len);
-        if (r == NULL)
-            return;
-        client_queue_callback(e, callback_new(CB_EVENT, r, o->name, o->has_data ? o->data.ptr : NULL, o->data.len));
+        if (r != NULL && r->stream)
+            on_stream_event(e, r, o);
+        else if (r != NULL)
+            client_queue_callback(e, callback_new(CB_EVENT, r, o->name, o->has_data ? o->data.ptr : NULL, o->data.len));
         break;
     }
+    case OP_STREAM_STATE: on_stream_state(e, o); break;
     case OP_RECORD_STATE: on_state(e, o); break;
     case OP_RECORD_UPDATE:
     case OP_RECORD_DELETED: on_update(e, o); break;
@@ -708,6 +832,10 @@ static int resync_one(const void *key, size_t len, void *v, void *arg)
     }
     if ((int)shardmap_owner(&c->e->map, shard_of(key, len)) != c->li && c->li >= 0)
         return 0;
+    if (c->kind == OP_EVENT_INTEREST && ((registration *)v)->stream) {
+        stream_ask(c->e, name, v, true); /* resumes from the next offset */
+        return 0;
+    }
     op o = {.kind = c->kind, .name = name};
     if (c->kind == OP_RECORD_SUBSCRIBE) {
         o.action = RACT(SUBSCRIBEANDREAD);
@@ -755,6 +883,12 @@ void client_run_callback(eddy *e, callback *cb)
         break;
     case CB_RECORD:
         ((eddy_record_fn *)cb->fn)(cb->arg, cb->name, cb->version, cb->data);
+        break;
+    case CB_STREAM:
+        ((eddy_stream_fn *)cb->fn)(cb->arg, cb->name, cb->history, cb->offset, cb->data);
+        break;
+    case CB_GAP:
+        ((eddy_gap_fn *)cb->fn)(cb->arg, cb->name, cb->history, cb->offset, cb->gap_to, cb->reset);
         break;
     case CB_PROVIDE: {
         eddy_rpc *call = cb->call;

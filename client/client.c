@@ -40,6 +40,7 @@ const char *eddy_strerror(eddy_status s)
     case EDDY_ERR_CREDENTIALS: return "the TLS certificate, key or CA could not be used";
     case EDDY_ERR_REJECTED: return "a validator refused the write";
     case EDDY_ERR_CROSS_SHARD: return "the changeset's records are in different shards";
+    case EDDY_ERR_NO_HISTORY: return "the name keeps no event history (events.history)";
     }
     return "unknown status";
 }
@@ -320,16 +321,18 @@ static int link_event(void *ctx, int event, int index, uint64_t seq, void *item)
 
 /* ---------------- the callback thread ---------------- */
 
-void client_queue_callback(eddy *e, callback *cb)
+bool client_queue_callback(eddy *e, callback *cb)
 {
     /* events are dropped (and counted) when the application falls far behind;
-     * everything else waits for room: it carries state or a call to answer */
+     * everything else waits for room: it carries state or a call to answer
+     * (a stream event that still finds none is asked for again: api.c) */
     if (queue_push(e->callbacks, cb, cb->kind == CB_EVENT ? 0 : 1000) == 0)
-        return;
+        return true;
     unsigned long long n = atomic_fetch_add(&e->dropped_callbacks, 1) + 1;
     if (n % 1000 == 1)
         log_warn("callback-queue-full", "dropped=%llu kind=%d (the callbacks are too slow)", n, cb->kind);
     client_callback_free(cb);
+    return false;
 }
 
 static void follow_map(eddy *e);

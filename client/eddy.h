@@ -60,6 +60,7 @@ typedef enum eddy_status {
     EDDY_ERR_CREDENTIALS, /* the TLS certificate, key or CA could not be used (the log line says why) */
     EDDY_ERR_REJECTED,    /* a validator refused the write (eddy_write tells its reason) */
     EDDY_ERR_CROSS_SHARD, /* a changeset's records are in different shards (give them one {tag}) */
+    EDDY_ERR_NO_HISTORY,  /* eddy_subscribe_from: the name matches no events.history pattern */
 } eddy_status;
 
 /* A static English description of s; never NULL. */
@@ -114,7 +115,50 @@ typedef void eddy_event_fn(void *arg, const char *name, const char *json);
 /* Subscribes to name; returns once the owning node has registered the
  * interest (events emitted after that reach fn). */
 EDDY_API eddy_status eddy_subscribe(eddy *e, const char *name, eddy_event_fn *fn, void *arg);
-EDDY_API eddy_status eddy_unsubscribe(eddy *e, const char *name);
+EDDY_API eddy_status eddy_unsubscribe(eddy *e, const char *name); /* also ends an eddy_subscribe_from */
+
+/* ---- event streams: resumable subscriptions (events.history) ----
+ *
+ * The node owning a name that matches an events.history pattern keeps its
+ * last events in a ring, numbered by offsets 1, 2, 3, ... within a history,
+ * named by a random 64-bit epoch. The ring lives in the node's memory: a node
+ * restart (or a name whose ring was dropped) starts a new history.
+ *
+ * eddy_subscribe_from delivers the events held from an offset, then every new
+ * one, in order, each exactly once. The library remembers the last offset it
+ * delivered and, after a reconnect, a lost delivery or a node restart, asks
+ * for what follows: nothing is delivered twice, and nothing is skipped
+ * without gap_fn saying so. An event this client emitted itself takes its
+ * offset but is not delivered to it (as with eddy_subscribe). */
+
+#define EDDY_OFFSET_OLDEST 0          /* eddy_subscribe_from: everything the node holds */
+#define EDDY_OFFSET_NOW UINT64_MAX    /* only what is emitted from now on (resumed like any other) */
+
+/* Called on the callback thread for each event of the stream, in offset
+ * order; json is NULL for an event without data. (history, offset) is the
+ * event's position: store it to resume from offset + 1 after a restart of
+ * this program. */
+typedef void eddy_stream_fn(void *arg, const char *name, uint64_t history, uint64_t offset, const char *json);
+/* Called on the callback thread when events will never be delivered:
+ * - reset false: the events from..to (inclusive) of history were dropped by
+ *   the node (its ring's size, ttl or memory bound) before they could be
+ *   delivered; delivery goes on at to + 1.
+ * - reset true: the history this stream followed is gone (the node restarted,
+ *   or dropped the name's ring): the events after from - 1 of the old history
+ *   that were not delivered are lost, how many is unknown (to is 0). Delivery
+ *   goes on with the new history (its epoch: history; 0 while it has no event
+ *   yet), from its offset 1, or with a gap call for what it no longer holds. */
+typedef void eddy_gap_fn(void *arg, const char *name, uint64_t history, uint64_t from, uint64_t to, bool reset);
+/* Subscribes to name from offset (EDDY_OFFSET_OLDEST, EDDY_OFFSET_NOW, or an
+ * offset N: events before N are not delivered, and those from N the node no
+ * longer holds are reported to gap_fn) of history (0: whichever the node
+ * holds; else the epoch the offset belongs to, as the callbacks gave it: when
+ * the node holds another history, gap_fn hears a reset and delivery starts at
+ * the new history's beginning). Returns once the owning node has registered
+ * the subscription; EDDY_ERR_NO_HISTORY when the name matches no pattern of
+ * events.history. eddy_unsubscribe ends it. fn and gap_fn are required. */
+EDDY_API eddy_status eddy_subscribe_from(eddy *e, const char *name, uint64_t history, uint64_t offset,
+                                         eddy_stream_fn *fn, eddy_gap_fn *gap_fn, void *arg);
 
 /* ---- records ---- */
 
@@ -138,7 +182,11 @@ EDDY_API eddy_status eddy_write(eddy *e, const char *name, const char *path, con
 EDDY_API eddy_status eddy_delete(eddy *e, const char *name);
 /* Called on the callback thread with the record's whole document after every
  * change (json NULL and version -1: deleted, or it does not exist). The first
- * call, right after subscribing, carries the current state. */
+ * call, right after subscribing, carries the current state. Record
+ * subscriptions resync by version by themselves: after a lost delivery, a
+ * reconnect or a node restart the library reads the record again and calls
+ * fn when its version moved, so a record callback always ends at the latest
+ * document (intermediate versions may be skipped; none is seen twice). */
 typedef void eddy_record_fn(void *arg, const char *name, int64_t version, const char *json);
 EDDY_API eddy_status eddy_record_subscribe(eddy *e, const char *name, eddy_record_fn *fn, void *arg);
 EDDY_API eddy_status eddy_record_unsubscribe(eddy *e, const char *name);

@@ -22,6 +22,7 @@
 
 #define CLIENT_SESSION 1
 #define CORR_REFRESH (1ull << 63) /* corr bit: a record re-read nobody waits for */
+#define CORR_STREAM (1ull << 62)  /* corr bit: a stream's ask for more (api.c), nobody waits for */
 
 typedef struct client_link {
     struct link_ctx *ctx; /* what the link's handler is called with */
@@ -49,9 +50,20 @@ typedef struct registration {
     int64_t version;
     char *doc;
     bool refreshing;
+    /* event streams (eddy_subscribe_from; api.c) */
+    bool stream;
+    bool positioned;     /* next is where delivery goes on (else: where the node's first state says) */
+    bool more;           /* the node holds more after replay_end: ask once next passes it */
+    bool fetching;       /* a STREAM_SUBSCRIBE is on its way: no second one */
+    void *gap_fn;
+    uint64_t history;    /* the history followed (0: not known yet) */
+    uint64_t next;       /* the next offset to deliver; before positioned, the offset asked */
+    uint64_t replay_end; /* the last offset of the replay under way */
+    uint64_t ask;        /* corr of the latest ask (0: the subscribe's own): older answers are stale */
+    int64_t asked_ms;    /* when (now_ms): an ask unanswered for twice the timeout counts as lost */
 } registration;
 
-enum callback_kind { CB_EVENT = 1, CB_RECORD, CB_PROVIDE, CB_LISTEN, CB_VALIDATE };
+enum callback_kind { CB_EVENT = 1, CB_RECORD, CB_PROVIDE, CB_LISTEN, CB_VALIDATE, CB_STREAM, CB_GAP };
 
 /* One callback for the callback thread (owned by the queue until run). */
 typedef struct callback {
@@ -63,6 +75,8 @@ typedef struct callback {
     int topic;
     eddy_rpc *call;
     eddy_validation *validation;
+    uint64_t history, offset, gap_to; /* CB_STREAM, CB_GAP (offset: the gap's from) */
+    bool reset;                        /* CB_GAP */
 } callback;
 
 /* A write to validate: answered once (eddy_validation_accept, ...), which frees it. */
@@ -132,8 +146,9 @@ eddy_status client_pending_wait(eddy *e, pending *p, int64_t deadline);
 void client_pending_free(void *p); /* a pending; NULL is fine */
 /* Settles the pending call corr (e->lock held); takes data (may be NULL). */
 void client_settle(eddy *e, uint64_t corr, eddy_status status, int64_t version, char *data);
-/* Queues a callback (e->lock held or not); drops event callbacks beyond the bound. */
-void client_queue_callback(eddy *e, callback *cb);
+/* Queues a callback (e->lock held or not); drops event callbacks beyond the
+ * bound, others after waiting 1 s for room. False (cb freed) when dropped. */
+bool client_queue_callback(eddy *e, callback *cb);
 int64_t client_deadline(const eddy *e);
 char *client_strndup(strview v);
 /* The corr of one of our RPC calls, from its correlation id text (0: not ours). */

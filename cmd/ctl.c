@@ -36,6 +36,10 @@ static void ctl_usage(FILE *out)
             "                [--cluster-tls-ca FILE]] COMMAND ...\n\n"
             "  emit NAME [JSON]                 publish an event\n"
             "  subscribe NAME                   print events as JSON lines until interrupted\n"
+            "  subscribe NAME --from N [--history H]\n"
+            "                                   the same, resumable (events.history): events held from offset N\n"
+            "                                   (0: all held; 'now': none) of history H, then live; lines carry\n"
+            "                                   \"history\" and \"offset\", and a \"gap\" line for events never delivered\n"
             "  get NAME [--with-version]        print the record's document\n"
             "  watch NAME                       print {\"version\",\"data\"} lines on every change\n"
             "  set NAME [PATH] JSON [--expect N]  write (a path); print the new version\n"
@@ -109,6 +113,7 @@ static int exit_code(eddy_status st)
     switch (st) {
     case EDDY_OK: return 0;
     case EDDY_ERR_INVALID:
+    case EDDY_ERR_NO_HISTORY:
     case EDDY_ERR_CREDENTIALS: return 2;
     case EDDY_ERR_NOT_FOUND: return 3;
     case EDDY_ERR_VERSION: return 4;
@@ -164,6 +169,74 @@ static void print_event(void *arg, const char *name, const char *json)
     json_print_string(stdout, name);
     printf(",\"data\":%s}\n", json ? json : "null");
     fflush(stdout);
+}
+
+/* ---- subscribe --from: an event stream ---- */
+
+static void print_stream_event(void *arg, const char *name, uint64_t history, uint64_t offset, const char *json)
+{
+    (void)arg;
+    printf("{\"name\":");
+    json_print_string(stdout, name);
+    /* the history as a string: a 64-bit number is beyond a JSON reader's exact integers */
+    printf(",\"history\":\"%llu\",\"offset\":%llu,\"data\":%s}\n", (unsigned long long)history,
+           (unsigned long long)offset, json ? json : "null");
+    fflush(stdout);
+}
+
+static void print_stream_gap(void *arg, const char *name, uint64_t history, uint64_t from, uint64_t to, bool reset)
+{
+    (void)arg;
+    printf("{\"name\":");
+    json_print_string(stdout, name);
+    printf(",\"gap\":{\"history\":\"%llu\",\"from\":%llu,\"to\":%llu,\"reset\":%s}}\n",
+           (unsigned long long)history, (unsigned long long)from, (unsigned long long)to, reset ? "true" : "false");
+    fflush(stdout);
+}
+
+/* A decimal uint64 (or "now" when allow_now: EDDY_OFFSET_NOW) into *out; false when not one. */
+static bool parse_u64(const char *text, bool allow_now, uint64_t *out)
+{
+    if (allow_now && strcmp(text, "now") == 0) {
+        *out = EDDY_OFFSET_NOW;
+        return true;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (text[0] == '\0' || text[0] == '-' || *end != '\0' || errno != 0)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* subscribe NAME --from N [--history H] (argv[0] is "subscribe"). */
+static int subscribe_from(eddy *e, int argc, char **argv)
+{
+    uint64_t offset = 0, history = 0;
+    bool from_given = false;
+    for (int i = 2; i < argc; i += 2) {
+        bool ok = i + 1 < argc;
+        if (ok && strcmp(argv[i], "--from") == 0)
+            ok = from_given = parse_u64(argv[i + 1], true, &offset);
+        else if (ok && strcmp(argv[i], "--history") == 0)
+            ok = parse_u64(argv[i + 1], false, &history);
+        else
+            ok = false;
+        if (!ok) {
+            fprintf(stderr, "eddy ctl: subscribe NAME --from N|now [--history H] (decimal numbers)\n");
+            return 2;
+        }
+    }
+    if (!from_given) {
+        fprintf(stderr, "eddy ctl: subscribe NAME --from N|now [--history H]: --from is required with --history\n");
+        return 2;
+    }
+    eddy_status st = eddy_subscribe_from(e, argv[1], history, offset, print_stream_event, print_stream_gap, NULL);
+    if (st != EDDY_OK)
+        return fail("subscribe", argv[1], st);
+    wait_for_stop();
+    return 0;
 }
 
 static void print_record(void *arg, const char *name, int64_t version, const char *json)
@@ -438,6 +511,8 @@ static int run(eddy *e, const eddy_options *opts, int argc, char **argv)
             return fail("emit", argv[1], st);
         return 0;
     }
+    if (strcmp(cmd, "subscribe") == 0 && argc >= 4)
+        return subscribe_from(e, argc, argv);
     if (strcmp(cmd, "subscribe") == 0 && argc == 2) {
         if ((st = eddy_subscribe(e, argv[1], print_event, NULL)) != EDDY_OK)
             return fail("subscribe", argv[1], st);

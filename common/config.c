@@ -16,19 +16,22 @@
 
 #include "log.h"
 #include "mem.h"
+#include "pattern.h"
 #include "shardmap.h"
 #include "yamljson.h"
 
 /* T_PATH: a file path; in a YAML file fileLoad(P) and file(P) are P resolved
  * against the file's folder. T_CODES: status codes (YAML list, or "200,201").
- * T_NAMES: names (YAML list, or "a,b"). T_AUTHLIST: the auth list.
+ * T_NAMES: names (YAML list, or "a,b"). T_HISTORY: events.history (a YAML list
+ * of {pattern, size, ttl}, or one entry "SIZE,TTL,PATTERN" per flag or variable,
+ * added to the list). T_AUTHLIST: the auth list.
  * The rest are deepstream's config.yml keys, read from a YAML file only:
  * T_ENDPOINTS: the connectionEndpoints list. T_ALIAS: sets the eddy key named
  * in `def`. T_IGNORED: accepted without effect (its whole value), its name
  * added to cfg->ignored (main's config-ignored line). T_FIXED: what eddy always does; the value must be one
  * of `choices`, else refused with `doc` as the reason. T_REFUSED: refused with
  * `doc` as the reason, unless null or empty. */
-enum cfg_type { T_INT, T_STR, T_ENUM, T_NODES, T_PATH, T_CODES, T_NAMES, T_AUTHLIST,
+enum cfg_type { T_INT, T_STR, T_ENUM, T_NODES, T_PATH, T_CODES, T_NAMES, T_HISTORY, T_AUTHLIST,
                 T_ENDPOINTS, T_ALIAS, T_IGNORED, T_FIXED, T_REFUSED };
 
 /* cfg_entry.types: 0 for a key of eddy_config; else a strategy option (its
@@ -223,6 +226,15 @@ static const cfg_entry table[] = {
      F(rpc_requestor_name), bool_choices, "give providers the caller's user id (requestorName)"},
     {"rpc.provideRequestorData", "--rpc-requestor-data", T_ENUM, 0, 0, "false",
      F(rpc_requestor_data), bool_choices, "give providers the caller's serverData (requestorData)"},
+    {"events.history", "--events-history", T_HISTORY, 0, 0, NULL, 0, NULL,
+     "events kept by their owning node for backends to resume from (eddy_subscribe_from): YAML list of "
+     "{pattern, size, ttl}: names matching pattern (a regular expression; the first entry matching wins) "
+     "keep their last size events (1-10000000), each for ttl ms (0: no ttl); flag SIZE,TTL,PATTERN "
+     "(repeatable). Kept in memory only: a node restart loses them (README: Event streams)"},
+    {"events.historyMaxBytes", "--events-history-max-bytes", T_INT, 1 << 20, 1LL << 40, "67108864",
+     F(history_max_bytes), NULL,
+     "bytes all of a node's event histories may hold together; beyond it names without events lose their "
+     "numbering first, then the oldest events of any name go"},
     {"listen.responseTimeout", "--listen-response-timeout", T_INT, 1, 3600000, "500",
      F(listen_response_timeout_ms), NULL,
      "ms a listener has to accept or reject a subscription before the next one is asked"},
@@ -484,6 +496,71 @@ static int add_node(eddy_config *cfg, const char *id, const char *request, const
     return 0;
 }
 
+/* Appends one events.history entry, checked. */
+static int add_history(const setting *st, const cfg_entry *e, const char *re, long long size, long long ttl)
+{
+    eddy_config *cfg = st->cfg;
+    if (cfg->history_count == HISTORY_MAX_RULES)
+        return fail(st, e, "at most %s entries", "16");
+    if (re[0] == '\0' || strlen(re) > PATTERN_MAX || !pattern_valid(re, strlen(re)))
+        return fail(st, e, "pattern '%s' is not a valid regular expression (at most 1024 bytes)", re);
+    if (size < 1 || size > 10000000)
+        return fail(st, e, "size must be from 1 to 10000000 (pattern '%s')", re);
+    if (ttl < 0 || ttl > 31536000000LL)
+        return fail(st, e, "ttl must be from 0 (none) to 31536000000 ms (pattern '%s')", re);
+    history_rule_config *h = &cfg->history[cfg->history_count++];
+    h->pattern = xstrdup(re);
+    h->size = size;
+    h->ttl_ms = ttl;
+    return 0;
+}
+
+static void free_history(eddy_config *cfg)
+{
+    for (int i = 0; i < cfg->history_count; i++)
+        xfree(cfg->history[i].pattern);
+    memset(cfg->history, 0, sizeof(cfg->history));
+    cfg->history_count = 0;
+}
+
+/* events.history in a YAML file: [{pattern, size, ttl}, ...]; replaces the list. */
+static int apply_history_list(const setting *st, const cfg_entry *e, json_t *list)
+{
+    if (!json_is_array(list))
+        return fail(st, e, "%s", "want a list of {pattern, size, ttl}");
+    free_history(st->cfg);
+    size_t i;
+    json_t *item;
+    json_array_foreach(list, i, item) {
+        char name[128];
+        snprintf(name, sizeof(name), "events.history[%zu]", i);
+        setting at = *st;
+        at.name = name;
+        if (!json_is_object(item))
+            return fail(&at, e, "%s", "want a mapping: {pattern, size, ttl}");
+        const char *k;
+        json_t *v;
+        json_object_foreach(item, k, v) {
+            if (strcmp(k, "pattern") != 0 && strcmp(k, "size") != 0 && strcmp(k, "ttl") != 0) {
+                snprintf(name, sizeof(name), "events.history[%zu].%.32s", i, k);
+                return fail(&at, e, "%s", "unknown key (pattern, size, ttl)");
+            }
+        }
+        json_t *re = json_object_get(item, "pattern"), *size = json_object_get(item, "size"),
+               *ttl = json_object_get(item, "ttl");
+        if (!json_is_string(re))
+            return fail(&at, e, "%s", "pattern: missing, or not a string");
+        if (!json_is_integer(size))
+            return fail(&at, e, "%s", "size: missing, or not an integer");
+        if (ttl != NULL && !json_is_integer(ttl))
+            return fail(&at, e, "%s", "ttl: not an integer (ms; 0 or absent: none)");
+        if (add_history(&at, e, json_string_value(re), (long long)json_integer_value(size),
+                        ttl ? (long long)json_integer_value(ttl) : 0) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* "fileLoad(P)" or "file(P)": P (borrowed from value, length in *len); else NULL. */
 static const char *file_syntax(const char *value, size_t *len)
 {
@@ -624,6 +701,18 @@ static int set_text(const setting *st, const cfg_entry *e, const char *value)
         xfree(req);
         xfree(del);
         return rc;
+    }
+    case T_HISTORY: {
+        /* SIZE,TTL,PATTERN: the pattern last (it may hold commas) */
+        char *end, *end2;
+        errno = 0;
+        long long size = strtoll(value, &end, 10);
+        if (end == value || *end != ',' || errno != 0)
+            return fail(st, e, "expected SIZE,TTL,PATTERN (got '%s')", value);
+        long long ttl = strtoll(end + 1, &end2, 10);
+        if (end2 == end + 1 || *end2 != ',' || errno != 0)
+            return fail(st, e, "expected SIZE,TTL,PATTERN (got '%s')", value);
+        return add_history(st, e, end2 + 1, size, ttl);
     }
     case T_AUTHLIST:
         return fail(st, e, "a YAML list of strategies ({type, options}) (got '%s')", value);
@@ -1030,6 +1119,11 @@ static int apply_json(setting *st, json_t *obj, const char *prefix)
             snprintf(st->err, st->err_len, "config error: %s: unknown key", key);
             return -1;
         }
+        if (e->type == T_HISTORY) {
+            if (apply_history_list(st, e, v) != 0)
+                return -1;
+            continue;
+        }
         if (e->type == T_AUTHLIST && json_is_array(v)) {
             if (apply_auth_list(st, e, v) != 0)
                 return -1;
@@ -1271,6 +1365,7 @@ void config_print_flags(void)
         char left[64];
         snprintf(left, sizeof(left), "%s %s", e->flag,
                  e->type == T_INT ? "N" : e->type == T_NODES ? "REQ,DELIV" : e->type == T_PATH ? "FILE"
+                 : e->type == T_HISTORY ? "SIZE,TTL,PATTERN"
                  : e->type == T_CODES ? "CODE,..." : e->type == T_NAMES ? "NAME,..." : "VALUE");
         printf("  %-30s %s [%s%s%s]\n", left, e->doc, e->key, e->def && e->def[0] ? ", default " : "",
                e->def ? e->def : "");
@@ -1290,6 +1385,7 @@ void config_free(eddy_config *cfg)
         free_strategy(&cfg->auth[i]);
     cfg->auth_count = 0;
     clustermap_clear(&cfg->cluster);
+    free_history(cfg);
     xfree(cfg->ignored);
     cfg->ignored = NULL;
 }

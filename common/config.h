@@ -18,6 +18,16 @@ enum permission_type { PERMISSION_NONE = 0, PERMISSION_CONFIG = 1 };
 #define AUTH_MAX_CODES 16   /* status codes in one list option */
 #define AUTH_MAX_NAMES 16   /* names in one list option (promoteToHeader) */
 
+#define HISTORY_MAX_RULES 16 /* entries of events.history */
+
+/* One entry of events.history: events on names matching pattern are kept by
+ * their owning node, the last `size` of each name, each for ttl_ms (0: no ttl). */
+typedef struct history_rule_config {
+    char *pattern; /* owned; a listen-style regular expression (common/pattern.h) */
+    int64_t size;
+    int64_t ttl_ms;
+} history_rule_config;
+
 typedef struct config_codes {
     int count;
     int64_t v[AUTH_MAX_CODES];
@@ -105,6 +115,10 @@ typedef struct eddy_config {
     int64_t listen_rematch_interval_ms; /* 1000 or less: no rematch */
     int64_t listen_match_cooldown_ms;
     int64_t listen_max_patterns; /* per connection and topic (listen.maxPatternsPerConnection) */
+    /* event streams (node/history.c) */
+    history_rule_config history[HISTORY_MAX_RULES]; /* events.history, first match wins */
+    int history_count;
+    int64_t history_max_bytes; /* events.historyMaxBytes: all the node's rings together */
     /* limits for untrusted clients (broker, standalone); 0 turns each off */
     int64_t message_rate;        /* limits.messageRate: messages a second per connection */
     int64_t message_burst;       /* limits.messageBurst: messages one connection may send at once */

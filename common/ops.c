@@ -22,6 +22,9 @@ enum op_key {
     KEY_USER = 15,
     KEY_META = 16,
     KEY_REFS = 17,
+    /* event streams: numbered after their op kinds, apart from other topics' keys */
+    KEY_OFFSET = 46,
+    KEY_HISTORY = 47,
 };
 
 void op_batch_init(op_batch *b)
@@ -50,7 +53,7 @@ void op_encode(msgpack_sbuffer *buf, const op *o)
                (o->broker != 0) + (o->session != 0) + o->has_data + (o->error != 0) +
                o->has_version + (o->action != 0) + (o->flags != 0) + (o->path.len > 0) +
                (o->ref.len > 0) + (o->orig != 0) + (o->user.len > 0) + (o->meta.len > 0) +
-               (o->refs.len > 0);
+               (o->refs.len > 0) + (o->offset != 0) + (o->history != 0);
     msgpack_pack_map(&pk, n);
     msgpack_pack_uint8(&pk, KEY_KIND);
     msgpack_pack_uint32(&pk, o->kind);
@@ -121,6 +124,14 @@ void op_encode(msgpack_sbuffer *buf, const op *o)
     if (o->refs.len > 0) {
         msgpack_pack_uint8(&pk, KEY_REFS);
         msgpack_pack_str_with_body(&pk, o->refs.ptr, o->refs.len);
+    }
+    if (o->offset != 0) {
+        msgpack_pack_uint8(&pk, KEY_OFFSET);
+        msgpack_pack_uint64(&pk, o->offset);
+    }
+    if (o->history != 0) {
+        msgpack_pack_uint8(&pk, KEY_HISTORY);
+        msgpack_pack_uint64(&pk, o->history);
     }
 }
 
@@ -241,6 +252,8 @@ static int decode_map(mp_reader *r, op *out)
         case KEY_USER: rc = read_view(r, &out->user); break;
         case KEY_META: rc = read_view(r, &out->meta); break;
         case KEY_REFS: rc = read_view(r, &out->refs); break;
+        case KEY_OFFSET: rc = mp_read_uint(r, &out->offset); break;
+        case KEY_HISTORY: rc = mp_read_uint(r, &out->history); break;
         default: rc = mp_skip(r); break; /* newer peers may add fields */
         }
         if (rc != 0)
@@ -317,6 +330,8 @@ const char *op_kind_name(uint32_t kind)
         [OP_VALIDATE_ANSWER] = "VALIDATE_ANSWER",
         [OP_CHANGESET] = "CHANGESET",
         [OP_CHANGESET_RESULT] = "CHANGESET_RESULT",
+        [OP_STREAM_SUBSCRIBE] = "STREAM_SUBSCRIBE",
+        [OP_STREAM_STATE] = "STREAM_STATE",
     };
     return kind < OP_KIND_MAX && names[kind] != NULL ? names[kind] : "UNKNOWN";
 }

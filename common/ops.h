@@ -73,6 +73,10 @@ enum op_kind {
     OP_CHANGESET = 44,        /* peer -> owner: apply the member operations in <data> (op_members) all or none;
                                * <name> = the first member's (the shard of every member) */
     OP_CHANGESET_RESULT = 45, /* owner -> requester: <data> = the outcome as JSON; OP_FLAG_ERROR: nothing applied */
+    OP_STREAM_SUBSCRIBE = 46, /* peer -> owner: deliver <name> from <offset> of history <history> (0: the current
+                               * one), then live; answered in the delivery stream with STREAM_STATE and the events */
+    OP_STREAM_STATE = 47,     /* owner -> peer (delivery): <name>'s history <history>, replay from <offset> to
+                               * <version>, OP_FLAG_MORE: more held after it; <corr> echoed */
     OP_KIND_MAX
 };
 
@@ -108,6 +112,10 @@ typedef struct op {
     strview user;     /* RPC: requestorName; OP_FLAG_CHECK: the requester's user id */
     strview meta;     /* RPC: requestorData (JSON text); OP_FLAG_CHECK: the requester's serverData */
     strview refs;     /* OP_FLAG_CHECK: records the rule reads, read by the broker (JSON object name -> data|null) */
+    /* event streams (node/history.c): an event's offset in its name's history, and the history's epoch
+     * (random; a new one when the history was lost). 0: none */
+    uint64_t offset;
+    uint64_t history;
 } op;
 
 #define OP_FLAG_WRITE_ACK 1u /* the writer asked for an acknowledgement */
@@ -131,6 +139,10 @@ enum validate_verdict {
     VALIDATE_REJECT = 2,  /* refuse it; data: the reason (text) */
     VALIDATE_REPLACE = 3, /* apply data (a JSON object or array) instead of the proposed document */
 };
+
+/* event streams (high bits: kept apart from other topics' flags) */
+#define OP_FLAG_MORE (1u << 20)       /* STREAM_STATE: the history holds more after this replay: ask again */
+#define OP_FLAG_NO_HISTORY (1u << 21) /* STREAM_STATE: <name> matches no events.history pattern */
 
 /* A batch under construction (its operations, each framed). Owns its buffer. */
 typedef struct op_batch {

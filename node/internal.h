@@ -8,6 +8,7 @@
  *   changeset.c  atomic changesets: reads and checks them, answers them;
  *                records.c applies them
  *   events.c records.c validate.c rpc.c presence.c   one owner module each
+ *   history.c    the events kept for resumable streams (events.c's)
  *   listen.c     listening, for the events and records modules
  *   guard.c      permissions the owner applies (rules that read the record)
  *   peers.c      the brokers and backends a node serves, and their deliveries
@@ -302,6 +303,54 @@ typedef struct changeset {
 void records_changeset_run(struct record_table *t, changeset *cs);
 /* Sends o to `to` in record order (once every write before it is durable). */
 void records_changeset_answer(struct record_table *t, peer *to, const op *o);
+/* ---------------- history.c ---------------- */
+
+/* The events kept on names matching events.history, a ring per name with its
+ * offsets (1, 2, ...) and its epoch, bounded by each rule's size and ttl and
+ * by events.historyMaxBytes for all together. Memory only. */
+typedef struct history history;
+typedef struct history_ring history_ring;
+
+/* One kept event (read-only outside history.c; valid until the next append or expiry). */
+typedef struct history_event {
+    struct history_event *older, *newer; /* the rule's list, in append order */
+    history_ring *ring;
+    uint64_t seq;   /* node-wide append order */
+    int64_t at_ms;  /* when it was kept (now_ms) */
+    uint64_t broker, session; /* who emitted it */
+    uint32_t len;
+    bool has_data;
+    char data[];
+} history_event;
+
+/* What a ring holds: offsets first .. next-1 (none when first == next). */
+typedef struct history_span {
+    uint64_t epoch; /* 0: no ring (nothing kept yet, or the ring was dropped) */
+    uint64_t first, next;
+} history_span;
+
+/* The rings of cfg's events.history; NULL when it has no entries (then no
+ * emit does any work here). epoch_base: random, where this process's epochs
+ * start. Owned by the caller (history_free). */
+history *history_new(const eddy_config *cfg, uint64_t epoch_base);
+void history_free(history *h); /* NULL is fine */
+/* The ring of name, created when create and the name matches a rule; NULL
+ * when it has none. *kept (may be NULL) says whether name matches a rule. A
+ * name's match is looked up once: a cache of names that match none (cleared
+ * when it holds HISTORY_MISS_CACHE of them) answers later emits. */
+history_ring *history_find(history *h, strview name, bool create, bool *kept);
+/* Keeps o's data as r's next event (from broker/session at now); returns its
+ * offset and sets *epoch. r may be freed by the bound on bytes: do not use it after. */
+uint64_t history_append(history *h, history_ring *r, uint64_t broker, uint64_t session, const op *o, int64_t now,
+                        uint64_t *epoch);
+/* What r holds now (r NULL: an empty span, epoch 0, first = next = 1). Drops what expired first. */
+history_span history_span_of(history *h, history_ring *r, int64_t now);
+/* The event at offset, or NULL when r does not hold it. */
+const history_event *history_at(const history_ring *r, uint64_t offset);
+/* Drops the events whose ttl passed (every executor turn: a look at each rule's oldest). */
+void history_expire(history *h, int64_t now);
+/* Bytes held (events, rings), rings and events, for tests and logs. */
+void history_usage(const history *h, size_t *bytes, size_t *rings, size_t *events);
 
 /* ---------------- listen.c (beyond its row) ---------------- */
 

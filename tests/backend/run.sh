@@ -6,6 +6,8 @@
 # killed backend's providers are dropped within the test's patience. Every
 # server must stop cleanly and without a sanitizer report.
 #
+# test_streams starts, stops and kills eddy processes of its own.
+#
 # usage: tests/backend/run.sh BUILD_DIR   (build or build-asan)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -37,6 +39,9 @@ cc $san -o "$tmp/app-static" "$tmp/app.c" $cflags ${static_libs/-leddy/-Wl,-Bsta
 [[ $("$tmp/app-static") == "version conflict" ]] || { echo "static libeddy app failed" >&2; exit 1; }
 [[ -x $tmp/prefix/bin/eddy ]] || { echo "eddy not installed" >&2; exit 1; }
 echo "ok: make install PREFIX=...: eddy.h, libeddy.a, libeddy.so, eddy.pc, bin/eddy"
+
+echo "# event streams: eddy_subscribe_from and eddy ctl subscribe --from (eddy processes of their own)"
+EDDY_BIN=$bin "$build/tests/test_streams"
 
 echo "# backend tests: standalone"
 "$bin" standalone --host 127.0.0.1 --port 0 --data "$tmp/data" --broker-timeout 2000 2>"$tmp/standalone.log" &
