@@ -201,6 +201,10 @@ $(BUILD)/bench_backend: tests/bench/bench_backend.c client/eddy.h $(BUILD)/libed
 	  $(BUILD)/libeddy.a $(LIB_LIBS) $(EDDY_LDFLAGS)
 
 # a backend's resume after missed events, beside receiving them live (tests/bench/resume.sh)
+$(BUILD)/bench_validate: tests/bench/bench_validate.c client/eddy.h $(BUILD)/libeddy.a $(PUB_LINK)
+	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(OPT_FLAGS) -Iclient -o $@ $< \
+	  $(BUILD)/libeddy.a $(LIB_LIBS) $(EDDY_LDFLAGS)
+
 $(BUILD)/bench_resume: tests/bench/bench_resume.c client/eddy.h $(BUILD)/libeddy.a $(PUB_LINK)
 	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter $(OPT_FLAGS) -Iclient -o $@ $< \
 	  $(BUILD)/libeddy.a $(LIB_LIBS) $(EDDY_LDFLAGS)
@@ -350,7 +354,7 @@ fuzz-short:
 # brokers; a backend resuming an event stream after 100k missed events, beside receiving them live;
 # login storms (1000 clients at once, then reconnecting) per auth type,
 # beside deepstream; a cluster with plain and with TLS links (tests/bench/links-tls.sh).
-bench: all $(BUILD)/bench_node $(BUILD)/bench_rules $(BUILD)/bench_backend $(BUILD)/bench_resume npm-deps
+bench: all $(BUILD)/bench_node $(BUILD)/bench_rules $(BUILD)/bench_backend $(BUILD)/bench_resume $(BUILD)/bench_validate npm-deps
 	bash tests/bench/side-by-side.sh $(BUILD)
 	bash tests/bench/http-api.sh $(BUILD)
 	bash tests/bench/tls.sh $(BUILD)
@@ -360,6 +364,8 @@ bench: all $(BUILD)/bench_node $(BUILD)/bench_rules $(BUILD)/bench_backend $(BUI
 	bash tests/bench/permissions.sh $(BUILD)
 	bash tests/bench/backend.sh $(BUILD)
 	bash tests/bench/resume.sh $(BUILD)
+	bash tests/bench/validation.sh $(BUILD)
+	bash tests/bench/changesets.sh $(BUILD)
 	node tests/bench/cluster-brokers.mjs $(BUILD)/eddy
 	node tests/bench/logins.mjs $(BUILD)
 

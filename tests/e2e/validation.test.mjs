@@ -15,7 +15,7 @@ import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { execFileSync } from 'node:child_process'
-import { startServer, runEddy, Proc, sleep, until, MODE, BIN, linkEnv } from './lib/server.mjs'
+import { startServer, runEddy, Proc, sleep, until, MODE, BIN, linkEnv, assertNoSanitizerReport } from './lib/server.mjs'
 import { connect, closeAll } from './lib/client.mjs'
 
 const SCRIPT = resolve('tests/e2e/fixtures/validator.sh')
@@ -60,7 +60,12 @@ describe(`validation by backends (${MODE})`, () => {
     v1 = await validator(server, '^(orders|lax)/', log1())
   })
   after(async () => {
-    for (const v of [v1, v2]) if (v) await v.stop()
+    for (const v of [v1, v2]) {
+      if (!v) continue
+      const { code } = await v.stop()
+      assertNoSanitizerReport(v.stderr, 'eddy ctl validate')
+      assert.equal(code, 0, v.stderr)
+    }
     if (server) await server.stop()
     rmSync(dir, { recursive: true, force: true })
   })

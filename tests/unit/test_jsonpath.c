@@ -355,6 +355,37 @@ static void test_json_check(void **state)
     assert_int_equal(json_check(deep + 30, 240), JSON_KIND_ARRAY); /* 120 deep is fine */
 }
 
+static void append(void *ctx, const char *bytes, size_t n)
+{
+    strncat(ctx, bytes, n);
+}
+
+/* json_write_string: JSON.stringify's escapes, control bytes as \u00XX,
+ * UTF-8 as it is; the result is JSON json_check takes. */
+static void test_write_string(void **state)
+{
+    (void)state;
+    struct {
+        const char *in;
+        size_t len;
+        const char *out;
+    } quoted[] = {
+        {"plain", 5, "\"plain\""},
+        {"", 0, "\"\""},
+        {"a\"b\\c", 5, "\"a\\\"b\\\\c\""},
+        {"\n\r\t\b\f", 5, "\"\\n\\r\\t\\b\\f\""},
+        {"\x01x\x1f", 3, "\"\\u0001x\\u001f\""},
+        {"nul\0in", 6, "\"nul\\u0000in\""},
+        {"caf\xc3\xa9", 5, "\"caf\xc3\xa9\""},
+    };
+    for (size_t i = 0; i < sizeof(quoted) / sizeof(quoted[0]); i++) {
+        char out[64] = "";
+        json_write_string(quoted[i].in, quoted[i].len, append, out);
+        assert_string_equal(out, quoted[i].out);
+        assert_int_equal(json_check(out, strlen(out)), JSON_KIND_SCALAR);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -364,6 +395,7 @@ int main(void)
         cmocka_unit_test(test_depth),
         cmocka_unit_test(test_one_dialect),
         cmocka_unit_test(test_size_limit),
+        cmocka_unit_test(test_write_string),
     };
     return cmocka_run_group_tests_name("jsonpath", tests, NULL, NULL);
 }
