@@ -60,6 +60,7 @@ static const char *const auth_choices[] = {"none", "file", "http", "jwt", NULL};
 static const char *const permission_choices[] = {"none", "config", NULL};
 static const char *const sync_choices[] = {"always", "batch", "never", NULL};
 static const char *const balance_choices[] = {"roundrobin", "leastinflight", NULL};
+static const char *const on_timeout_choices[] = {"reject", "accept", NULL}; /* validation.onTimeout */
 static const char *const bool_choices[] = {"false", "true", NULL};
 static const char *const level_choices[] = {"debug", "info", "warn", "error", "off", NULL}; /* enum log_level */
 _Static_assert(LOG_DEBUG == 0 && LOG_ERROR == 3 && LOG_NONE == 4, "logLevel's index is its enum log_level");
@@ -205,6 +206,10 @@ static const cfg_entry table[] = {
     {"validation.timeout", "--validation-timeout", T_INT, 10, 600000, "5000", F(validation_timeout_ms), NULL,
      "ms a validator has to answer; then the write goes to the next validator for its name, and when none is "
      "left it is refused (or accepted unvalidated, validation.acceptOnTimeout)"},
+    {"validation.onTimeout", "--validation-on-timeout", T_ENUM, 0, 0, "reject", F(validation_on_timeout),
+     on_timeout_choices,
+     "what becomes of a write no validator answered in time (or none is connected for, validation.required): "
+     "reject (fail closed) or accept (applied unvalidated); validation.acceptOnTimeout accepts some names only"},
     {"validation.required", "--validation-required", T_NAMES, 0, 0, "", F(validation_required), NULL,
      "patterns (regular expressions, no commas) of record names whose writes must be validated: with no "
      "validator connected for the name they are refused (fail closed). Names no validator and no pattern here "

@@ -101,6 +101,7 @@ typedef struct eddy_config {
     int64_t request_timeout_ms; /* cluster.requestTimeout */
     /* validation */
     int64_t validation_timeout_ms;
+    int64_t validation_on_timeout; /* 0 reject, 1 accept */
     config_names validation_required;          /* patterns */
     config_names validation_accept_on_timeout; /* patterns */
     int64_t validation_max_pending;

@@ -48,6 +48,7 @@ enum validate_count {
     VALIDATE_COUNT_ACCEPTED_BY_POLICY, /* no validator answered: accepted (validation.acceptOnTimeout) */
     VALIDATE_COUNT_FULL,               /* refused at once: validation.maxPending in flight */
     VALIDATE_COUNT_STRAY,              /* answers ignored: late, unknown, or not from the validator asked */
+    VALIDATE_COUNT_NONE_CONNECTED,     /* refused at once: validation.required, and no validator connected */
     VALIDATE_COUNT_KINDS
 };
 

@@ -57,12 +57,13 @@ void stats_write(const node_stats *st, const eddy_config *cfg, FILE *f)
     one(f, "eddy_node_permission_errors_total", "counter",
         "record rules applied here that failed (MESSAGE_PERMISSION_ERROR)", prom_get(&st->rule_errors));
     static const char *const validation_names[VALIDATE_COUNT_KINDS] = {
-        "asked", "accepted", "rejected", "replaced", "moved", "timed_out", "accepted_by_policy", "full", "stray"};
+        "asked", "accepted", "rejected", "replaced", "moved", "timed_out", "accepted_by_policy", "full", "stray",
+        "none_connected"};
     prom_family(f, "eddy_node_validations_total", "counter",
                 "record writes validated by backends, by what became of them: asked (requests delivered), "
                 "accepted, rejected, replaced, moved (to another validator), timed_out (refused: none answered), "
-                "accepted_by_policy (validation.acceptOnTimeout), full (refused: validation.maxPending), stray "
-                "(answers ignored)");
+                "accepted_by_policy (validation.onTimeout or acceptOnTimeout), full (refused: validation.maxPending), "
+                "stray (answers ignored), none_connected (refused: validation.required and no validator)");
     for (int k = 0; k < VALIDATE_COUNT_KINDS; k++)
         fprintf(f, "eddy_node_validations_total{outcome=\"%s\"} %llu\n", validation_names[k],
                 (unsigned long long)prom_get(&st->validations[k]));

@@ -8,8 +8,9 @@
  * never one already tried for this validation), delivers it the request and
  * waits validation.timeout for the answer. A validator that does not answer
  * in time, or goes away, has the validation moved to the next one; when none
- * is left the policy decides (validation.acceptOnTimeout patterns: accepted
- * unvalidated; every other name: refused, fail closed). Exactly one outcome
+ * is left the policy decides (validation.onTimeout accept, or a
+ * validation.acceptOnTimeout pattern: accepted unvalidated; else refused,
+ * fail closed). Exactly one outcome
  * reaches records.c per validation, through the done callback. Answers are
  * taken only from the validator asked; late, duplicate or foreign answers
  * change nothing.
@@ -155,6 +156,13 @@ void validators_set_done(validators *v, validators_done_fn *done, void *ctx)
     v->done_ctx = ctx;
 }
 
+/* The policy for a write no validator answers: validation.onTimeout accept,
+ * or a validation.acceptOnTimeout pattern. */
+static bool accepts_unanswered(const validators *v, strview name)
+{
+    return v->env->cfg->validation_on_timeout == 1 || any_match(&v->accept_on_timeout, name);
+}
+
 static bool has_match(validators *v, strview name)
 {
     for (registration *r = v->regs; r != NULL; r = r->next)
@@ -169,8 +177,11 @@ enum validate_route validators_route(validators *v, strview name)
         return VALIDATE_SKIP;
     if (v->reg_count > 0 && has_match(v, name))
         return VALIDATE_ASK;
-    if (v->required.count > 0 && any_match(&v->required, name))
-        return any_match(&v->accept_on_timeout, name) ? VALIDATE_SKIP_BY_POLICY : VALIDATE_REFUSE;
+    if (v->required.count > 0 && any_match(&v->required, name)) {
+        bool accept = accepts_unanswered(v, name);
+        prom_add(&v->counts[accept ? VALIDATE_COUNT_ACCEPTED_BY_POLICY : VALIDATE_COUNT_NONE_CONNECTED], 1);
+        return accept ? VALIDATE_SKIP_BY_POLICY : VALIDATE_REFUSE;
+    }
     return VALIDATE_SKIP;
 }
 
@@ -258,9 +269,9 @@ static void finish(validators *v, pending *p, const validation_outcome *outcome)
 static void give_up(validators *v, pending *p, const char *why)
 {
     strview name = {p->name, p->name_len};
-    bool accept = any_match(&v->accept_on_timeout, name);
+    bool accept = accepts_unanswered(v, name);
     log_warn("validation-unanswered", "name=%.*s tried=%u (%s: %s)", (int)p->name_len, p->name, p->tries, why,
-             accept ? "accepted unvalidated, validation.acceptOnTimeout" : "refused");
+             accept ? "accepted unvalidated (validation.onTimeout / acceptOnTimeout)" : "refused");
     prom_add(&v->counts[accept ? VALIDATE_COUNT_ACCEPTED_BY_POLICY : VALIDATE_COUNT_TIMED_OUT], 1);
     validation_outcome out = {.verdict = accept ? VALIDATE_ACCEPT : VALIDATE_REJECT, .unvalidated = accept};
     if (!accept)

@@ -241,3 +241,20 @@ describe(`validation: a validator that goes away (${MODE})`, () => {
     assert.equal(await a.record.head(name), -1, 'nothing was written')
   })
 })
+
+describe(`validation.onTimeout: accept (${MODE})`, () => {
+  let server
+  before(async () => {
+    const flags = ['--validation-on-timeout', 'accept', '--validation-required', 'must/.*']
+    server = await startServer({ extra: flags, nodeExtra: flags })
+  })
+  after(async () => { if (server) await server.stop() })
+  afterEach(closeAll)
+
+  test('a required name with no validator connected is written unvalidated', async () => {
+    const a = await connect(server.url, { username: 'ann' })
+    const name = unique('must')
+    await a.record.setDataWithAck(name, { qty: -1 })
+    assert.deepEqual(await a.record.snapshot(name), { qty: -1 })
+  })
+})
