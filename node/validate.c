@@ -16,8 +16,9 @@
  * change nothing.
  *
  * Bounds: validation.maxPending validations in flight per node (beyond it a
- * write is refused at once: VALIDATIONS_FULL), VALIDATE_MAX_TRIES validators
- * tried per validation, VALIDATE_MAX_PER_PEER registrations per peer.
+ * write is refused at once), VALIDATE_MAX_TRIES validators tried per
+ * validation, VALIDATE_MAX_PER_PEER registrations per peer,
+ * VALIDATE_MAX_CANDIDATES validators a write chooses among.
  *
  * With no registration and no validation.required pattern a write costs one
  * test of two counters. */
@@ -33,6 +34,7 @@
 
 #define VALIDATE_MAX_TRIES 8
 #define VALIDATE_MAX_PER_PEER 256
+#define VALIDATE_MAX_CANDIDATES 64 /* validators one write chooses among (the first found, newest first) */
 
 typedef struct registration {
     struct registration *next;
@@ -226,9 +228,9 @@ static registration *pick(validators *v, pending *p)
     if (p->tries >= VALIDATE_MAX_TRIES)
         return NULL;
     strview name = {p->name, p->name_len};
-    registration *cand[64];
+    registration *cand[VALIDATE_MAX_CANDIDATES];
     uint32_t n = 0;
-    for (registration *r = v->regs; r != NULL && n < 64; r = r->next)
+    for (registration *r = v->regs; r != NULL && n < VALIDATE_MAX_CANDIDATES; r = r->next)
         if (!tried(p, r->p) && pattern_match(r->re, name.ptr, name.len)) {
             bool dup = false; /* one peer with two matching patterns counts once */
             for (uint32_t i = 0; i < n && !dup; i++)
