@@ -135,6 +135,7 @@ typedef struct session {
     uint32_t refused;
     int64_t ping_credit_ms;   /* when a PING last passed with the bucket empty */
     uint32_t subs_in_flight;  /* record subscribes sent, not yet answered (records.c) */
+    bool converging;          /* records.c: has had a record copy to correct (converge.c says which) */
     /* admit.c: the list of connections not logged in (oldest first), the peer's address */
     struct session *pre_prev, *pre_next;
     bool pre_listed;
@@ -453,6 +454,39 @@ void listen_session_closed(listen_set *l, session *s);
 void listen_resync(listen_set *l, int li);
 /* An OP_LISTEN_MESSAGE; ignored unless it is about this set's topic. */
 void listen_deliver(listen_set *l, const op *o);
+
+/* ---------------- converge.c ---------------- */
+
+/* Which sessions' record copies records.c must bring back to the server's
+ * after writes that did not apply (their client raised its version anyway).
+ * Names are copied; sessions are ids. Bounded per session (CONVERGE_NAMES,
+ * overflow policy in converge.c). */
+#define CONVERGE_NAMES 16
+typedef struct converge converge;
+converge *converge_new(void);
+void converge_free(converge *c); /* NULL is fine */
+/* session's write to name was refused or lost while node li (its owner) was
+ * down: converge_take hands it over once li is back. */
+void converge_lost(converge *c, uint64_t sid, strview name, int li);
+/* session's write to name was refused for another reason (its copy may be
+ * ahead again), or one applied (what was refused before it is answered): the
+ * next INVALID_VERSION correction goes out. */
+void converge_rearm(converge *c, uint64_t sid, strview name);
+/* Whether a correction of session's copy of name (owned by li) goes out now:
+ * false when one went out since its last refused write (recorded as sent). */
+bool converge_correct(converge *c, uint64_t sid, strview name, int li);
+/* What is due when node li is back: a session and a name (owned by the array),
+ * or name NULL: every record the session holds from li. */
+typedef struct converge_due {
+    uint64_t session;
+    char *name;
+} converge_due;
+/* Takes (clears) what is due for li; *n entries, free with converge_due_free. */
+converge_due *converge_take(converge *c, int li, size_t *n);
+void converge_due_free(converge_due *due, size_t n);
+void converge_forget(converge *c, uint64_t sid); /* the session closed */
+size_t converge_sessions(const converge *c);         /* sessions with something to converge */
+uint64_t converge_overflows(const converge *c);      /* times a session went over CONVERGE_NAMES */
 
 /* ---------------- loop.c ---------------- */
 

@@ -9,7 +9,18 @@
  * list only when the node's state for it arrives, so everything it receives
  * after that is newer than what it read; until then its subscribe pins the
  * name. The broker tells the node it lost interest only when no subscriber and
- * no subscribe in flight remain. */
+ * no subscribe in flight remain.
+ *
+ * A client's copy of a record can run ahead of the record: the official
+ * client raises its version on every write before the owner answers, so a
+ * write that never applies (refused while the node was down, lost with it, or
+ * refused for its version) leaves every later write of it refused as
+ * INVALID_VERSION. Such a copy is corrected by pushing the record as it is (an
+ * UPDATE at its current version, which the client merges: remote wins by
+ * default): after an INVALID_VERSION (the owner sends the state with the
+ * refusal), and, for writes refused or lost while their node was down, as soon
+ * as the node is back (read for that session alone). converge.c says which
+ * sessions and names, with its bounds. */
 #include <string.h>
 
 #include "dict.h"
@@ -22,6 +33,8 @@
 
 /* The corr of the reads that recover records after a delivery gap. */
 #define RECOVERY_CORR UINT64_MAX
+/* The corr of a read whose state corrects one session's copy (converge). */
+#define CORRECT_CORR (UINT64_MAX - 2)
 
 /* What the broker keeps of a record with local subscribers (data in `subs`). */
 typedef struct rtopic {
@@ -45,6 +58,8 @@ typedef struct records {
     dict *bulks;  /* id -> bulk */
     uint64_t next_bulk;
     uint64_t recovered; /* records whose subscribers were brought up to date after a gap */
+    uint64_t corrected; /* client copies corrected after writes that did not apply */
+    converge *conv;     /* which sessions' copies to correct (converge.c) */
     listen_set *listen;
 } records;
 
@@ -67,6 +82,7 @@ static void *records_create(const edge *e)
     r->subs = subs_new(sizeof(rtopic), (subs_hooks){new_topic, lost_interest}, r);
     r->bulks = dict_new();
     r->listen = listen_set_new(e, TOPIC__TOPIC_RECORD);
+    r->conv = converge_new();
     return r;
 }
 
@@ -87,6 +103,7 @@ static void records_destroy(void *self)
     subs_free(r->subs);
     dict_free_with(r->bulks, free_bulk);
     listen_set_free(r->listen);
+    converge_free(r->conv);
     xfree(r);
 }
 
@@ -222,21 +239,50 @@ static bool permitted(records *r, session *s, const RecordMessage *m, enum perm_
     return true;
 }
 
+/* What submit did: sent, refused here (answered), or not sent because its
+ * node's link refused it (down, or its queue full: answered MESSAGE_DENIED). */
+enum submitted { SUBMIT_SENT = 0, SUBMIT_REFUSED, SUBMIT_UNSENT };
+
 /* Sends one operation about m->name for s after its permission (action);
- * answers MESSAGE_DENIED when refused. */
-static void submit(records *r, session *s, const RecordMessage *m, enum perm_action action, op *o)
+ * answers the refusal otherwise. */
+static enum submitted submit(records *r, session *s, const RecordMessage *m, enum perm_action action, op *o)
 {
     bool write_ack = m->has_iswriteack && m->iswriteack;
     if (!valid_name(m->name)) {
         reply_error(s, ACT(INVALID_MESSAGE_DATA), m->name, m->correlationid, m->action, write_ack);
-        return;
+        return SUBMIT_REFUSED;
     }
     if (!permitted(r, s, m, action, o))
-        return;
+        return SUBMIT_REFUSED;
     o->name = sv_of(m->name);
     o->session = s->id;
-    if (links_submit(r->e->links, o, NULL) < 0)
+    if (links_submit(r->e->links, o, NULL) < 0) {
         reply_error(s, ACT(MESSAGE_DENIED), m->name, m->correlationid, m->action, write_ack);
+        return SUBMIT_UNSENT;
+    }
+    return SUBMIT_SENT;
+}
+
+/* Whether s, a websocket client (an HTTP request keeps no copy), holds name:
+ * only then has it a copy to correct. */
+static bool has_copy(records *r, const session *s, strview name)
+{
+    return s != NULL && s->sink == NULL && !s->closing && name.len > 0 && subs_holds(r->subs, name, s, 0);
+}
+
+/* s's write to name did not apply; its client raised its version anyway.
+ * lost: its node was down (refused by the link, or gone with it): the copy is
+ * corrected when the node is back. Otherwise the next INVALID_VERSION
+ * correction goes out (converge_rearm). */
+static void write_refused(records *r, session *s, strview name, bool lost)
+{
+    if (!has_copy(r, s, name))
+        return;
+    if (lost) {
+        converge_lost(r->conv, s->id, name, links_owner(r->e->links, name));
+        s->converging = true;
+    } else
+        converge_rearm(r->conv, s->id, name);
 }
 
 /* Who writes: the owner hands it to a validator (user id and serverData),
@@ -255,6 +301,7 @@ static void handle_write(records *r, session *s, const RecordMessage *m)
     bool write_ack = m->has_iswriteack && m->iswriteack;
     if (m->data != NULL && strlen(m->data) > (size_t)r->e->cfg->record_max_size) {
         reply_error(s, ACT(RECORD_UPDATE_ERROR), m->name, m->correlationid, m->action, write_ack);
+        write_refused(r, s, sv_of(m->name), false);
         return;
     }
     op o = {.kind = OP_RECORD_WRITE, .action = (uint32_t)m->action, .has_version = m->has_version,
@@ -262,6 +309,7 @@ static void handle_write(records *r, session *s, const RecordMessage *m)
             .path = sv_of(m->path), .flags = write_ack ? OP_FLAG_WRITE_ACK : 0};
     if (o.path.len > OP_NAME_MAX || (write_ack && sv_of(m->correlationid).len > OP_NAME_MAX)) {
         reply_error(s, ACT(INVALID_MESSAGE_DATA), m->name, m->correlationid, m->action, write_ack);
+        write_refused(r, s, sv_of(m->name), false);
         return;
     }
     if (write_ack)
@@ -269,9 +317,13 @@ static void handle_write(records *r, session *s, const RecordMessage *m)
     writer_identity(s, &o);
     /* as deepstream: CREATEANDUPDATE/CREATEANDPATCH need `create` and `write`, an ERASE `delete` */
     bool creates = m->action == ACT(CREATEANDUPDATE) || m->action == ACT(CREATEANDPATCH);
-    if (creates && valid_name(m->name) && !permitted(r, s, m, PERM_CREATE, &o))
+    if (creates && valid_name(m->name) && !permitted(r, s, m, PERM_CREATE, &o)) {
+        write_refused(r, s, sv_of(m->name), false);
         return;
-    submit(r, s, m, m->action == ACT(ERASE) ? PERM_DELETE : PERM_WRITE, &o);
+    }
+    enum submitted sent = submit(r, s, m, m->action == ACT(ERASE) ? PERM_DELETE : PERM_WRITE, &o);
+    if (sent != SUBMIT_SENT) /* (nothing on the way of a write that goes out) */
+        write_refused(r, s, sv_of(m->name), sent == SUBMIT_UNSENT);
 }
 
 static void handle_notify(records *r, session *s, const RecordMessage *m)
@@ -350,6 +402,7 @@ static void records_session_closed(void *self, session *s)
     records *r = self;
     subs_remove_holder(r->subs, s);
     listen_session_closed(r->listen, s);
+    converge_forget(r->conv, s->id);
 }
 
 /* ---------------- answers and deliveries from nodes ---------------- */
@@ -446,10 +499,27 @@ static bool is_subscribe(int action)
            action == ACT(SUBSCRIBEANDHEAD);
 }
 
+static void push_state(records *r, session *s, const char *name, int64_t version, const char *data);
+
+/* The state a correction read (CORRECT_CORR, push_due) brought back for one
+ * session: pushed unless the copy was corrected meanwhile (converge_correct). */
+static void on_correct_read(records *r, const op *o, const char *name, const char *data)
+{
+    session *s = sessions_get(r->e->sessions, o->session);
+    if ((o->flags & OP_FLAG_ERROR) || o->version < 0 || data == NULL || !has_copy(r, s, o->name))
+        return; /* (a deleted record: its deletion reached the subscribers) */
+    if (converge_correct(r->conv, s->id, o->name, links_owner(r->e->links, o->name)))
+        push_state(r, s, name, o->version, data);
+}
+
 static void on_state(records *r, const op *o, const char *name, const char *data)
 {
     if (o->session == 0 && o->corr == RECOVERY_CORR) {
         on_recovered(r, o, name, data);
+        return;
+    }
+    if (o->corr == CORRECT_CORR) {
+        on_correct_read(r, o, name, data);
         return;
     }
     if (o->corr == GATE_CORR) { /* a record a permission rule reads (gate.c) */
@@ -509,13 +579,28 @@ static void on_state(records *r, const op *o, const char *name, const char *data
         reply_send(s, TOPIC__TOPIC_RECORD, &(client_reply){.action = ACT(SUBSCRIPTION_HAS_PROVIDER), .name = name});
 }
 
+/* Sends s the record as it is: an update at its current version, which the
+ * client takes as a conflict unless it is the version after its own, and
+ * merges (remote wins by default), so its copy is the server's again; or,
+ * version < 0 (data NULL), its deletion. */
+static void push_state(records *r, session *s, const char *name, int64_t version, const char *data)
+{
+    if (version < 0 || data == NULL)
+        reply_send(s, TOPIC__TOPIC_RECORD, &(client_reply){.action = ACT(DELETED), .name = name});
+    else
+        reply_send(s, TOPIC__TOPIC_RECORD,
+                   &(client_reply){.action = ACT(UPDATE), .name = name, .has_version = true,
+                                   .version = (int32_t)version, .data = data});
+    r->corrected++;
+}
+
 /* A refused write (OP_FLAG_CORRECT): the writer hears the refusal as
  * deepstream words a denial (MESSAGE_DENIED: setWithAck rejects, a plain set
  * is the record's error event; an HTTP request gets the reason too, as the
  * error's data, which jif.c answers as "reason"), then,
- * when it has the record, the record as it is: an update at the current
- * version, which the client takes as a conflict and merges (remote wins by
- * default), so its copy is the server's again. */
+ * when it has the record, the record as it is (push_state). Its writes
+ * refused as INVALID_VERSION after this were sent before it: not corrected
+ * again (converge_correct). */
 static void correct_writer(records *r, session *s, const op *o, const char *name, const char *cid, const char *data)
 {
     char *reason = o->meta.len ? xstrndup(o->meta.ptr, o->meta.len) : NULL;
@@ -524,14 +609,31 @@ static void correct_writer(records *r, session *s, const op *o, const char *name
                                .is_write_ack = (o->flags & OP_FLAG_WRITE_ACK) != 0, .is_error = true,
                                .orig = (int)o->orig, .data = s->sink != NULL ? reason : NULL});
     xfree(reason);
-    if (s->sink != NULL || !subs_holds(r->subs, o->name, s, 0))
+    if (!has_copy(r, s, o->name))
         return;
-    if (o->version < 0 || data == NULL)
-        reply_send(s, TOPIC__TOPIC_RECORD, &(client_reply){.action = ACT(DELETED), .name = name});
-    else
-        reply_send(s, TOPIC__TOPIC_RECORD,
-                   &(client_reply){.action = ACT(UPDATE), .name = name, .has_version = true,
-                                   .version = (int32_t)o->version, .data = data});
+    converge_rearm(r->conv, s->id, o->name); /* this one goes out whatever went before */
+    s->converging = true;
+    converge_correct(r->conv, s->id, o->name, links_owner(r->e->links, o->name));
+    push_state(r, s, name, o->version, data);
+}
+
+/* The record's state after an INVALID_VERSION refusal of s's write (a RESULT
+ * with OP_FLAG_CORRECT alone, node/records.c correct_ahead): s's copy is ahead
+ * of the record; pushed unless a correction went out since s's last other
+ * refused write to it (then this write was sent before the client had it). */
+static void correct_ahead(records *r, session *s, const op *o, const char *name, const char *data)
+{
+    if (o->version < 0 || data == NULL || !has_copy(r, s, o->name))
+        return;
+    s->converging = true;
+    if (converge_correct(r->conv, s->id, o->name, links_owner(r->e->links, o->name)))
+        push_state(r, s, name, o->version, data);
+}
+
+static bool is_write(uint32_t action)
+{
+    return action == ACT(UPDATE) || action == ACT(PATCH) || action == ACT(ERASE) || action == ACT(CREATEANDUPDATE) ||
+           action == ACT(CREATEANDPATCH);
 }
 
 static void on_result(records *r, const op *o, const char *name, const char *data)
@@ -545,6 +647,10 @@ static void on_result(records *r, const op *o, const char *name, const char *dat
         return;
     if (o->action == ACT(DELETE_SUCCESS))
         subs_remove(r->subs, o->name, s, 0, true);
+    if ((o->flags & (OP_FLAG_CORRECT | OP_FLAG_ERROR)) == OP_FLAG_CORRECT) { /* a correction alone */
+        correct_ahead(r, s, o, name, data);
+        return;
+    }
     char *cid = o->ref.len ? xstrndup(o->ref.ptr, o->ref.len) : NULL;
     bool acknowledged = o->action == ACT(WRITE_ACKNOWLEDGEMENT);
     if (o->flags & OP_FLAG_CORRECT) { /* a validator refused a write the writer applied locally */
@@ -552,6 +658,9 @@ static void on_result(records *r, const op *o, const char *name, const char *dat
         xfree(cid);
         return;
     }
+    if ((o->flags & OP_FLAG_ERROR) && is_write(o->orig) && o->action != ACT(INVALID_VERSION) &&
+        o->action != ACT(VERSION_EXISTS)) /* (VERSION_EXISTS: the client merges the state it carries) */
+        write_refused(r, s, o->name, false);
     reply_send(s, TOPIC__TOPIC_RECORD,
                &(client_reply){.action = (int)o->action, .name = name, .correlation_id = cid,
                         .is_write_ack = (o->flags & OP_FLAG_WRITE_ACK) != 0,
@@ -593,6 +702,8 @@ static void on_broadcast(records *r, const op *o, const char *name, const char *
         session *s = h[i].ptr;
         if (!own || s->id != o->session) /* the writer already has it */
             session_send(s, f);
+        else if (s->converging) /* its write applied: what it had refused before is answered */
+            converge_rearm(r->conv, s->id, o->name);
     }
     frame_unref(f);
     xfree(path);
@@ -603,6 +714,52 @@ static void on_broadcast(records *r, const op *o, const char *name, const char *
     }
 }
 
+/* Reads name for s alone (CORRECT_CORR): its state corrects s's copy
+ * (on_correct_read). Pending again when its node cannot take it. */
+static void read_to_correct(records *r, session *s, strview name)
+{
+    if (!has_copy(r, s, name))
+        return;
+    op o = {.kind = OP_RECORD_READ, .action = ACT(READ), .name = name, .session = s->id, .corr = CORRECT_CORR};
+    if (links_submit(r->e->links, &o, NULL) < 0)
+        converge_lost(r->conv, s->id, name, links_owner(r->e->links, name));
+}
+
+struct held_on {
+    records *r;
+    session *s;
+    int li;
+};
+
+static int read_held(void *arg, strview name)
+{
+    struct held_on *h = arg;
+    if (links_owner(h->r->e->links, name) == h->li)
+        read_to_correct(h->r, h->s, name);
+    return 0;
+}
+
+/* Node li is back: every session with a write refused or lost while it was
+ * down gets those records read for it, to correct its copy; a session that
+ * overflowed, every record it holds from li. */
+static void push_due(records *r, int li)
+{
+    size_t n;
+    converge_due *due = converge_take(r->conv, li, &n);
+    for (size_t i = 0; i < n; i++) {
+        session *s = sessions_get(r->e->sessions, due[i].session);
+        if (s == NULL)
+            continue;
+        if (due[i].name != NULL)
+            read_to_correct(r, s, sv_of(due[i].name));
+        else
+            subs_foreach_held(r->subs, s, read_held, &(struct held_on){r, s, li});
+    }
+    if (n > 0)
+        log_info("records-converge", "node_link=%d reads=%zu (copies of writers refused while it was down)", li, n);
+    converge_due_free(due, n);
+}
+
 static void records_resync(void *self, int li)
 {
     records *r = self;
@@ -610,6 +767,7 @@ static void records_resync(void *self, int li)
     links_resend(r->e->links, li, r->subs, &(op){.kind = OP_RECORD_SUBSCRIBE, .action = ACT(SUBSCRIBEANDHEAD)},
                  0);
     listen_resync(r->listen, li);
+    push_due(r, li);
 }
 
 static void records_recover(void *self, int li)
@@ -617,6 +775,7 @@ static void records_recover(void *self, int li)
     records *r = self;
     links_resend(r->e->links, li, r->subs,
                  &(op){.kind = OP_RECORD_READ, .action = ACT(READ), .corr = RECOVERY_CORR}, 0);
+    push_due(r, li);
 }
 
 /* o (a record request) will not be answered: its node went down. Answers the
@@ -633,6 +792,16 @@ static int records_fail(void *self, const op *o)
             r->e->resume(r->e->resume_ctx, g);
         xfree(name);
         return g != NULL;
+    }
+    if (o->kind == OP_RECORD_WRITE || (o->kind == OP_RECORD_READ && o->corr == CORRECT_CORR)) {
+        /* its writer's copy may be ahead now: corrected when the node is back */
+        session *w = sessions_get(r->e->sessions, o->session);
+        if (w != NULL && o->session != 0)
+            write_refused(r, w, o->name, true);
+        if (o->kind == OP_RECORD_READ) { /* a correction's read: nobody waits for it */
+            xfree(name);
+            return 0;
+        }
     }
     if (o->kind == OP_RECORD_NOTIFY) {
         bulk_step(r, o->corr, name, 0);
@@ -667,6 +836,12 @@ static void records_metrics(void *self, FILE *f)
     records *r = self;
     fprintf(f, "# TYPE eddy_records_recovered_total counter\neddy_records_recovered_total %llu\n",
             (unsigned long long)r->recovered);
+    fprintf(f, "# TYPE eddy_records_corrected_total counter\neddy_records_corrected_total %llu\n",
+            (unsigned long long)r->corrected);
+    fprintf(f, "# TYPE eddy_records_converging_sessions gauge\neddy_records_converging_sessions %zu\n",
+            converge_sessions(r->conv));
+    fprintf(f, "# TYPE eddy_records_converge_overflows_total counter\neddy_records_converge_overflows_total %llu\n",
+            (unsigned long long)converge_overflows(r->conv));
 }
 
 static void records_deliver(void *self, const op *o)

@@ -7,6 +7,8 @@
 #   cluster.sh status --dir DIR
 #   cluster.sh kill   NAME --dir DIR     (SIGKILL; NAME as in status: node1.., broker1.., lb)
 #   cluster.sh start  NAME --dir DIR     (again, same ports and data)
+#   cluster.sh pause  NAME --dir DIR     (SIGSTOP: frozen, its sockets open; a stuck primary)
+#   cluster.sh resume NAME --dir DIR     (SIGCONT: it goes on where it stopped)
 #
 # `up` returns once every node and broker answers /health-check; it writes DIR/brokers (one
 # websocket URL per line), DIR/nodes (each node's request address, for backends:
@@ -24,7 +26,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 bin="$here/../build/eddy"
 cmd=${1:-}; shift || true
 name=""
-if [[ $cmd == kill || $cmd == start ]]; then name=${1:-}; shift || true; fi
+if [[ $cmd == kill || $cmd == start || $cmd == pause || $cmd == resume ]]; then name=${1:-}; shift || true; fi
 dir="" nodes=3 brokers=2 lb=0 lb_tls="" tls=0 extra=()
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -64,6 +66,10 @@ alive() {
   [[ -f $dir/$1.pid ]] || return 1
   local pid; pid=$(cat "$dir/$1.pid")
   kill -0 "$pid" 2>/dev/null && [[ $(sed -n 's/^.*) \(.\).*/\1/p' "/proc/$pid/stat" 2>/dev/null) != Z ]]
+}
+
+paused() { # NAME: stopped by SIGSTOP (cluster.sh pause)
+  [[ $(sed -n 's/^.*) \(.\).*/\1/p' "/proc/$(cat "$dir/$1.pid")/stat" 2>/dev/null) == T ]]
 }
 
 wait_health() { # PORT [https]: until /health-check answers 200 (20 s)
@@ -143,20 +149,31 @@ up)
   ;;
 down)
   for n in $(names | grep -v '^node'; names | grep '^node'); do
-    alive "$n" && kill -TERM "$(cat "$dir/$n.pid")" 2>/dev/null || true
+    alive "$n" && kill -TERM "$(cat "$dir/$n.pid")" 2>/dev/null && kill -CONT "$(cat "$dir/$n.pid")" 2>/dev/null || true
     for _ in $(seq 100); do alive "$n" || break; sleep 0.1; done
     alive "$n" && kill -KILL "$(cat "$dir/$n.pid")" 2>/dev/null || true
   done
   ;;
 status)
   for n in $(names); do
-    printf '%-10s %-6s %s\n' "$n" "$(alive "$n" && echo up || echo down)" "$(cut -d' ' -f2- "$dir/$n.cmd" | cut -c1-120)"
+    printf '%-10s %-6s %s\n' "$n" "$(alive "$n" && { paused "$n" && echo paused || echo up; } || echo down)" "$(cut -d' ' -f2- "$dir/$n.cmd" | cut -c1-120)"
   done
   ;;
 kill)
   [[ -f $dir/$name.cmd ]] || { echo "cluster.sh: no process $name in $dir" >&2; exit 2; }
   alive "$name" && kill -KILL "$(cat "$dir/$name.pid")"
   for _ in $(seq 50); do alive "$name" || break; sleep 0.1; done
+  ;;
+pause|resume)
+  [[ -f $dir/$name.cmd ]] || { echo "cluster.sh: no process $name in $dir" >&2; exit 2; }
+  alive "$name" || { echo "cluster.sh: $name is not running" >&2; exit 1; }
+  pid=$(cat "$dir/$name.pid")
+  kill "-$([[ $cmd == pause ]] && echo STOP || echo CONT)" "$pid"
+  # until the kernel says so (T: stopped), so what follows runs against a frozen process
+  for _ in $(seq 50); do
+    if [[ $cmd == pause ]]; then paused "$name" && break; else paused "$name" || break; fi
+    sleep 0.02
+  done
   ;;
 start)
   [[ -f $dir/$name.cmd ]] || { echo "cluster.sh: no process $name in $dir" >&2; exit 2; }
@@ -168,5 +185,5 @@ start)
   if [[ -f $dir/$name.metrics-port ]]; then wait_health "$(cat "$dir/$name.metrics-port")" || exit 1; fi
   ;;
 *)
-  sed -n '2,18p' "$0" >&2; exit 2 ;;
+  sed -n '2,22p' "$0" >&2; exit 2 ;;
 esac

@@ -514,8 +514,25 @@ static bool plan_write(record_table *t, const record *r, const op *o, write_plan
     return true;
 }
 
+/* A client session's write to r was ahead of it (INVALID_VERSION): the
+ * client raised its own version for writes that never applied, and stays
+ * ahead until told. After the refusal, its broker gets the record as it is
+ * (a RESULT with OP_FLAG_CORRECT alone, no error, no ack), with which it
+ * corrects the writer's copy (broker/records.c). Not for a backend's write
+ * (session 0: it reads the version in its own answer), nor a missing record. */
+static void correct_ahead(record_table *t, peer *from, const record *r, const op *o)
+{
+    if (o->session == 0 || r->version < 0 || r->data == NULL)
+        return;
+    op fix = {.kind = OP_RECORD_RESULT, .name = o->name, .session = o->session, .action = ACT(UPDATE),
+              .orig = o->action, .flags = OP_FLAG_CORRECT, .has_version = true, .version = r->version,
+              .has_data = true, .data = view(r->data, r->data_len)};
+    send_op(t, from, &fix);
+}
+
 /* Answers the writer of o that w (refused) was not applied, as deepstream does:
- * a version conflict carries the record's version (and data). */
+ * a version conflict carries the record's version (and data; INVALID_VERSION
+ * the writer's own data, as deepstream's, then the correction). */
 static void refuse_write(record_table *t, peer *from, const record *r, const op *o, const write_plan *w)
 {
     if (w->error == ACT(INVALID_VERSION)) {
@@ -524,6 +541,7 @@ static void refuse_write(record_table *t, peer *from, const record *r, const op 
                   .flags = (o->flags & OP_FLAG_WRITE_ACK) | OP_FLAG_ERROR, .has_version = true, .version = w->base,
                   .has_data = o->has_data, .data = o->data};
         send_op(t, from, &res);
+        correct_ahead(t, from, r, o);
     } else if (w->error == ACT(VERSION_EXISTS)) {
         result(t, from, o, ACT(VERSION_EXISTS), true, r, true);
     } else {
