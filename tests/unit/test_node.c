@@ -370,6 +370,12 @@ static void test_record_versions(void **state)
     op fut = next_to(A, OP_RECORD_RESULT);
     assert_int_equal(fut.action, RACT(INVALID_VERSION));
     assert_int_equal(fut.version, 1);
+    /* then the record as it is, with which the broker corrects the writer's copy */
+    op fix = next_to(A, OP_RECORD_RESULT);
+    assert_true(fix.flags & OP_FLAG_CORRECT);
+    assert_false(fix.flags & OP_FLAG_ERROR);
+    assert_int_equal(fix.version, 1);
+    assert_sv(fix.data, "{\"a\":1}");
     /* -1: the next version, whatever it is */
     send1(A, write_op("rec/v", RACT(UPDATE), -1, NULL, "{\"a\":4}", "w4"));
     op next = next_to(A, OP_RECORD_RESULT);
