@@ -11,11 +11,46 @@
 #include <string.h>
 
 #include "mem.h"
+#include "mpack.h"
+
+/* libraft 0.15 writes log entries whose length is not a multiple of 8 so
+ * that the closed segment does not load again ("entries count in preamble is
+ * too high", canonical/raft#304, reproduced here by test_metaraft's restart).
+ * Every entry is therefore the command followed by 0-7 zero bytes, and apply
+ * takes the command back as the one msgpack value at the front. */
+#define ENTRY_ALIGN 8
+
+int meta_fsm_entry(const void *cmd, size_t len, struct raft_buffer *out)
+{
+    size_t padded = (len + ENTRY_ALIGN - 1) / ENTRY_ALIGN * ENTRY_ALIGN;
+    out->base = raft_malloc(padded);
+    if (out->base == NULL)
+        return RAFT_NOMEM;
+    memcpy(out->base, cmd, len);
+    memset((char *)out->base + len, 0, padded - len);
+    out->len = padded;
+    return 0;
+}
+
+/* The command's length inside an entry, or 0 when the entry is not one
+ * msgpack value followed by less than ENTRY_ALIGN zero bytes. */
+static size_t entry_command_len(const struct raft_buffer *buf)
+{
+    mp_reader r;
+    mp_reader_init(&r, buf->base, buf->len);
+    if (buf->len == 0 || mp_skip(&r) != 0 || mp_remaining(&r) >= ENTRY_ALIGN)
+        return 0;
+    for (const uint8_t *p = r.p; p < r.end; p++)
+        if (*p != 0)
+            return 0;
+    return buf->len - mp_remaining(&r);
+}
 
 static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
 {
     meta_fsm *st = fsm->data;
-    st->last_status = (int)metamap_apply_bytes(st->map, buf->base, buf->len);
+    size_t len = entry_command_len(buf);
+    st->last_status = len ? (int)metamap_apply_bytes(st->map, buf->base, len) : META_EMALFORMED;
     if (st->last_status == META_OK) {
         st->applied++;
         if (st->on_change)

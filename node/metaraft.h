@@ -44,6 +44,11 @@ typedef struct meta_fsm {
 void meta_fsm_init(struct raft_fsm *fsm, meta_fsm *state);
 /* Frees state's map (NULL is fine). */
 void meta_fsm_close(meta_fsm *state);
+/* The log entry of an encoded command: out->base (raft_malloc'd, handed to
+ * raft_apply) holds it padded with zero bytes to a multiple of 8, as libraft
+ * 0.15's disk log needs. Returns 0 or RAFT_NOMEM. */
+struct raft_buffer;
+int meta_fsm_entry(const void *cmd, size_t len, struct raft_buffer *out);
 /* The result pointer raft hands an apply callback, as a meta_status. */
 int meta_fsm_result(const void *result);
 
