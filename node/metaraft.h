@@ -13,8 +13,9 @@
  *
  * What it does not do yet: nothing routes by this map, no broker learns it,
  * no leader proposes failovers on its own, and membership changes of the Raft
- * group itself (raft_add/raft_assign) are not wired. The node starts it only
- * with cluster.raft: true (default false). That is the next step of issue 18. */
+ * group itself (raft_add/raft_assign) are not wired, and eddy does not start
+ * it at all yet (no configuration key; only the tests do). That is the next
+ * step of issue 18. */
 #ifndef EDDY_METARAFT_H
 #define EDDY_METARAFT_H
 
