@@ -18,7 +18,8 @@ BUILD      ?= build
 SAN        ?= 0
 CC         ?= cc
 PKG_CONFIG ?= pkg-config
-PKGS       := libwebsockets msgpack libprotobuf-c jansson yaml-0.1 libsodium libpcre2-8 libcurl libjwt libssl libcrypto
+PKGS       := libwebsockets msgpack libprotobuf-c jansson yaml-0.1 libsodium libpcre2-8 libcurl libjwt libssl libcrypto \
+              raft libuv
 LIB_PKGS   := msgpack jansson libssl libcrypto
 VERSION    := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 

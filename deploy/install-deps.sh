@@ -8,11 +8,13 @@
 # and npm from elsewhere (nodesource, nvm) found on PATH are used instead.
 # clang-14 and libclang-rt-14-dev (libFuzzer, ASan, UBSan runtimes) build the
 # fuzzers (make fuzz); gcc's ThreadSanitizer runtime (libtsan2) comes with
-# build-essential (make tsan).
+# build-essential (make tsan). libraft-dev (canonical raft 0.15, LGPL-3 with a
+# linking exception) runs the metadata group on libuv (libuv1-dev, named here
+# because eddy includes uv.h itself, not only through libwebsockets-dev).
 set -euo pipefail
 pkgs=(build-essential pkg-config libnng-dev libmsgpack-dev libwebsockets-dev libwebsockets-evlib-uv librocksdb-dev
       libprotobuf-c-dev protobuf-c-compiler libjansson-dev libyaml-dev libsodium-dev libcmocka-dev
-      libpcre2-dev libcurl4-openssl-dev libjwt-dev libssl-dev openssl haproxy curl python3-yaml
+      libpcre2-dev libcurl4-openssl-dev libjwt-dev libssl-dev libraft-dev libuv1-dev openssl haproxy curl python3-yaml
       clang-14 libclang-rt-14-dev
       nodejs npm)
 missing=()
