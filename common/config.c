@@ -338,6 +338,13 @@ static const cfg_entry table[] = {
     {"cluster.maxPeers", "--max-peers", T_INT, 1, 1000000, "1024", F(max_peers), NULL,
      "brokers and backends one node serves at once; a HELLO from a new one beyond them is refused "
      "(log line peer-refused) until silent ones expire"},
+    {"cluster.replicas", "--replicas", T_INT, 1, 8, "1", F(replicas), NULL,
+     "copies of each shard: its primary (the owner) and replicas-1 replicas on the next nodes of the map; a "
+     "write is acknowledged once every in-sync replica has it durable. 1 (the default until automatic "
+     "failover exists): no replication. At most the number of nodes"},
+    {"cluster.replicaTimeout", "--replica-timeout", T_INT, 100, 600000, "2000", F(replica_timeout_ms), NULL,
+     "ms a primary waits for a replica's acknowledgement before it stops waiting (the replica is out of sync, "
+     "logged replica-out-of-sync, and catches up before it is in sync again)"},
     /* cluster links: TLS (common/linktls.h; README: Security) */
     {"cluster.tls.cert", "--cluster-tls-cert", T_PATH, 0, 0, "", F(cluster_tls_cert), NULL,
      "PEM certificate this process shows on the cluster's links (nng tls+tcp:// addresses); its subject's "
@@ -1356,6 +1363,11 @@ int config_validate(const eddy_config *cfg, const char *role, char *err, size_t 
     char why[256];
     if (clustermap_shards(m, &map, why, sizeof(why)) != 0) {
         snprintf(err, err_len, "config error: cluster.nodes: %s", why);
+        return -1;
+    }
+    if (cfg->replicas > 1 && cfg->replicas > (m->count > 0 ? m->count : 1)) {
+        snprintf(err, err_len, "config error: cluster.replicas (--replicas): %lld copies of each shard need as "
+                 "many nodes (cluster.nodes has %d)", (long long)cfg->replicas, m->count);
         return -1;
     }
     return 0;

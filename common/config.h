@@ -151,6 +151,8 @@ typedef struct eddy_config {
     clustermap cluster; /* cluster.nodes and cluster.epoch */
     char *seed; /* a node's request address to fetch the cluster map from ("" = none) */
     int64_t max_peers; /* brokers and backends a node serves at once (cluster.maxPeers) */
+    int64_t replicas;           /* cluster.replicas: copies of each shard (1: the primary alone, no replication) */
+    int64_t replica_timeout_ms; /* cluster.replicaTimeout: a replica silent this long stops holding writes back */
     /* cluster links: TLS (common/linktls.h); all three or none */
     char *cluster_tls_cert; /* cluster.tls.cert: this process's certificate, its OU names its role */
     char *cluster_tls_key;  /* cluster.tls.key */

@@ -332,6 +332,9 @@ const char *op_kind_name(uint32_t kind)
         [OP_CHANGESET_RESULT] = "CHANGESET_RESULT",
         [OP_STREAM_SUBSCRIBE] = "STREAM_SUBSCRIBE",
         [OP_STREAM_STATE] = "STREAM_STATE",
+        [OP_REPL_BATCH] = "REPL_BATCH",
+        [OP_REPL_ACK] = "REPL_ACK",
+        [OP_REPL_RESYNC] = "REPL_RESYNC",
     };
     return kind < OP_KIND_MAX && names[kind] != NULL ? names[kind] : "UNKNOWN";
 }

@@ -77,6 +77,14 @@ enum op_kind {
                                * one), then live; answered in the delivery stream with STREAM_STATE and the events */
     OP_STREAM_STATE = 47,     /* owner -> peer (delivery): <name>'s history <history>, replay from <offset> to
                                * <version>, OP_FLAG_MORE: more held after it; <corr> echoed */
+    OP_REPL_BATCH = 48,       /* primary node -> replica node: replication batch <corr> (its sequence number) of
+                               * primary <orig> - 1 (node index), <data> = the records (common/replbatch.h);
+                               * OP_FLAG_REPL_START: the stream (re)starts here. Answered in the reply by
+                               * REPL_ACK, or REPL_RESYNC, or ERROR (WRONG_EPOCH/WRONG_SHARD: fenced) */
+    OP_REPL_ACK = 49,         /* replica -> primary (reply, and delivery): every batch up to <corr> is durable here;
+                               * primary -> replica: a question, answered in kind in the reply */
+    OP_REPL_RESYNC = 50,      /* replica -> primary (reply): out of sequence, send again from <corr> (0: from
+                               * the last acknowledged, marked OP_FLAG_REPL_START) */
     OP_KIND_MAX
 };
 
@@ -143,6 +151,8 @@ enum validate_verdict {
 /* event streams (high bits: kept apart from other topics' flags) */
 #define OP_FLAG_MORE (1u << 20)       /* STREAM_STATE: the history holds more after this replay: ask again */
 #define OP_FLAG_NO_HISTORY (1u << 21) /* STREAM_STATE: <name> matches no events.history pattern */
+/* replication (node/replicate.c, node/replica.c) */
+#define OP_FLAG_REPL_START (1u << 22) /* REPL_BATCH: a replication stream (re)starts at this batch */
 
 /* A batch under construction (its operations, each framed). Owns its buffer. */
 typedef struct op_batch {

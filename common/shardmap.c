@@ -138,3 +138,20 @@ uint64_t shardmap_digest(const shardmap *map)
     uint64_t h = hash_bytes(bytes, sizeof(bytes));
     return h ? h : 1;
 }
+
+unsigned replicas_of(const shardmap *map, uint32_t shard, unsigned copies, uint16_t out[SHARDMAP_MAX_COPIES])
+{
+    unsigned primary = shardmap_owner(map, shard);
+    unsigned n = copies;
+    if (n > map->node_count)
+        n = map->node_count;
+    if (n > SHARDMAP_MAX_COPIES)
+        n = SHARDMAP_MAX_COPIES;
+    if (n == 0 || primary >= map->node_count) {
+        out[0] = (uint16_t)primary;
+        return 1;
+    }
+    for (unsigned i = 0; i < n; i++)
+        out[i] = (uint16_t)((primary + i) % map->node_count);
+    return n;
+}

@@ -43,6 +43,15 @@ size_t shardmap_format(const shardmap *map, unsigned node, char *out, size_t out
 /* A stable 64-bit digest of the assignment (not the epoch), never 0: two
  * processes with the same epoch but different maps see different digests. */
 uint64_t shardmap_digest(const shardmap *map);
+/* The nodes holding a copy of shard when each shard has `copies` of them
+ * (cluster.replicas): out[0] is its primary (the owner), out[1..] its
+ * replicas, the nodes after the primary in index order (wrapping), so that
+ * with the even map every node replicates the same number of shards. Returns
+ * how many were written: copies, capped at node_count and at
+ * SHARDMAP_MAX_COPIES. The static assignment of replication; a replicated
+ * shard map (issue 18, Raft) replaces this one function. */
+#define SHARDMAP_MAX_COPIES 8u
+unsigned replicas_of(const shardmap *map, uint32_t shard, unsigned copies, uint16_t out[SHARDMAP_MAX_COPIES]);
 /* The node index that owns shard. */
 static inline unsigned shardmap_owner(const shardmap *map, uint32_t shard)
 {

@@ -30,6 +30,7 @@
 #include "permissions.h"
 #include "persist.h"
 #include "prom.h"
+#include "shardmap.h"
 #include "subs.h"
 
 /* ---------------- stats.c ---------------- */
@@ -68,6 +69,11 @@ typedef struct node_stats {
     prom_counter forbidden;               /* HELLOs and operations refused for the sender's role */
     prom_counter validations[VALIDATE_COUNT_KINDS]; /* validate.c: by enum validate_count */
     prom_counter alive_ms;                /* when a batch or an executor turn last ended (now_ms) */
+    /* replica.c: batches from primaries */
+    prom_counter repl_applied_batches, repl_applied_records; /* written here (durable once acknowledged) */
+    prom_counter repl_duplicates;  /* batches seen before (a primary sending again): skipped, acknowledged */
+    prom_counter repl_resyncs;     /* batches out of sequence: the primary was asked to send again */
+    prom_counter repl_fenced;      /* batches refused: a lower epoch, or a shard the sender is not primary of */
 } node_stats;
 
 /* Writes st's families (all eddy_node_*) to f. Any thread. */
@@ -155,6 +161,8 @@ typedef struct node_req {
 struct listen_table;
 struct record_table;
 typedef struct validators validators;
+typedef struct replicate replicate;
+struct replica_table;
 
 /* What the owner modules are given when they are created. A module may fill
  * in its own field for the ones created after it: rows are created from the
@@ -168,6 +176,10 @@ typedef struct node_env {
     validators *validators;       /* set by validate.c: records.c has writes validated */
     permissions *rules;           /* NULL: permission.type none (node.c's; node_reload swaps it) */
     node_stats *stats;            /* node.c's: what modules count for /metrics */
+    const shardmap *map;          /* node.c's: the shard map (replica.c checks who may send what) */
+    unsigned self;                /* this node's index in map */
+    replicate *replicate;         /* node.c's: the primary side of replication; NULL with cluster.replicas 1 */
+    struct replica_table *replica; /* set by replica.c: node.c hands it storage completions */
 } node_env;
 
 /* How node.c checks that an operation is this node's to apply. */
@@ -196,7 +208,7 @@ typedef struct owner_module {
 } owner_module;
 
 extern const owner_module listen_owner, events_owner, records_owner, validators_owner, rpc_owner, presence_owner,
-    changesets_owner;
+    changesets_owner, replica_owner;
 
 /* node.c, for local.c: the node's lock, and the steps the executor takes. */
 void node_lock(node *n);
@@ -209,6 +221,38 @@ nng_msg *node_apply_batch(node *n, const void *body, size_t len, uint32_t pipe);
 void node_settle(node *n, bool publish);
 peers *node_peers(node *n);
 persist *node_persist(node *n);
+
+/* ---------------- replicate.c: the primary side of replication ---------------- */
+
+struct linktls;
+/* The replication links of the node numbered self to the nodes that hold
+ * copies of its shards (replicas_of, cluster.replicas), dialled with tls
+ * (borrowed; NULL: plain tcp). NULL when there are none (cluster.replicas 1,
+ * or a lone node). Owned by the caller (replicate_free). */
+replicate *replicate_new(const eddy_config *cfg, const shardmap *map, unsigned self, const struct linktls *tls);
+/* Closes the links (the executor has stopped). NULL is fine. */
+void replicate_free(replicate *rp);
+/* Readable when a link has news (an acknowledgement, a refusal): the executor polls it. */
+int replicate_fd(const replicate *rp);
+/* A write of name (deleted: no data, version -1) committed locally under
+ * ticket: it goes to every replica of its shard with the executor turn's
+ * batch. name and data borrowed (copied). */
+void replicate_record(replicate *rp, strview name, int64_t version, strview data, bool exists, uint64_t ticket);
+/* Every write up to this ticket is durable on every in-sync replica (UINT64_MAX: none waits). */
+uint64_t replicate_durable(const replicate *rp);
+/* Takes what the links learnt (acknowledgements, resyncs, failures) and
+ * decides each replica's state (out of sync after cluster.replicaTimeout,
+ * in sync again once caught up). Executor, lock held. */
+void replicate_absorb(replicate *rp, int64_t now);
+/* Ships this turn's batch to each replica, and what a replica must get again. */
+void replicate_ship(replicate *rp, int64_t now);
+/* The eddy_node_replication_* families. Any thread. */
+void replicate_metrics(replicate *rp, FILE *f);
+
+/* ---------------- replica.c (beyond its row) ---------------- */
+
+/* Acknowledges to each primary the batches now durable here (after storage completions). */
+void replica_settle(struct replica_table *rt);
 
 /* ---------------- guard.c ---------------- */
 
@@ -254,6 +298,15 @@ size_t validators_pending(const validators *v);
 
 /* Takes a storage completion (d stays the caller's). */
 void records_on_persist(struct record_table *t, persist_done *d);
+/* replica.c: writes a replicated batch (records of shards this node holds a
+ * copy of, never in the cache: the owner check keeps them from brokers) as
+ * one storage job under the next ticket, and returns the ticket (durable once
+ * records_committed reaches it). items borrowed (copied by persist). */
+uint64_t records_store_replicated(struct record_table *t, const persist_item *items, size_t n);
+/* The highest ticket the local store has committed. */
+uint64_t records_committed(const struct record_table *t);
+/* Releases what waits in the outbox and is durable now (replicas acknowledged). */
+void records_flush(struct record_table *t);
 /* The records held in memory, and their bytes. */
 void records_held(const struct record_table *t, size_t *count, size_t *bytes);
 

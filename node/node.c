@@ -44,12 +44,12 @@
 #include "mem.h"
 #include "util.h"
 
-/* Created last to first: changesets needs records, events and records need
+/* Created last to first: replica needs records, changesets needs records, events and records need
  * listen, records finds env->validators. validators after records: told of a
  * departed peer after them (records has let go of its writes before a
  * validation ends for want of a validator). */
-static const owner_module *const table[] = {&changesets_owner, &events_owner,   &records_owner, &validators_owner,
-                                            &rpc_owner,        &presence_owner, &listen_owner};
+static const owner_module *const table[] = {&replica_owner, &changesets_owner, &events_owner,   &records_owner,
+                                            &validators_owner, &rpc_owner,     &presence_owner, &listen_owner};
 #define ROWS ((int)(sizeof(table) / sizeof(table[0])))
 #define EXPIRE_MIN 64 /* peers a sweep may drop, at least (else an eighth of the table) */
 #define BUSY_TURN_MS 1 /* a turn whose timers ran this long is followed by the next at once */
@@ -209,6 +209,9 @@ static const uint8_t forbidden[OP_KIND_MAX] = {
     /* validating writes is a backend's service */
     [OP_VALIDATE_REGISTER] = ROLE_BIT(LINK_ROLE_BROKER) | ROLE_BIT(LINK_ROLE_NODE),
     [OP_VALIDATE_ANSWER] = ROLE_BIT(LINK_ROLE_BROKER) | ROLE_BIT(LINK_ROLE_NODE),
+    /* replication is between nodes */
+    [OP_REPL_BATCH] = ROLE_BIT(LINK_ROLE_BROKER) | ROLE_BIT(LINK_ROLE_BACKEND),
+    [OP_REPL_ACK] = ROLE_BIT(LINK_ROLE_BROKER) | ROLE_BIT(LINK_ROLE_BACKEND),
 };
 
 static void apply(node *n, node_req *req, const op *o)
@@ -422,6 +425,11 @@ void node_settle(node *n, bool publish)
         records_on_persist(n->env.records, d);
         persist_done_free(d);
     }
+    replica_settle(n->env.replica);
+    if (n->env.replicate != NULL) {
+        replicate_absorb(n->env.replicate, now_ms());
+        records_flush(n->env.records); /* what the replicas' acknowledgements release */
+    }
     if (publish)
         peers_publish(n->env.peers);
 }
@@ -468,6 +476,8 @@ static void turn(node *n)
         if (table[m]->timers != NULL)
             table[m]->timers(n->state[m], now);
     n->busy = now_ms() - now >= BUSY_TURN_MS;
+    if (n->env.replicate != NULL)
+        replicate_ship(n->env.replicate, now);
     peers_publish(n->env.peers);
     if (n->sweep_again || now - n->last_sweep_ms >= 500) {
         n->last_sweep_ms = now;
@@ -482,10 +492,11 @@ static void *executor(void *arg)
     int rfd = -1;
     if (n->sockets)
         nng_socket_get_int(n->rep, NNG_OPT_RECVFD, &rfd);
-    struct pollfd fds[2] = {{.fd = persist_fd(n->env.persist), .events = POLLIN}, {.fd = rfd, .events = POLLIN}};
+    struct pollfd fds[3] = {{.fd = persist_fd(n->env.persist), .events = POLLIN}, {.fd = rfd, .events = POLLIN},
+                            {.fd = n->env.replicate != NULL ? replicate_fd(n->env.replicate) : -1, .events = POLLIN}};
     while (!atomic_load(&n->stop)) {
         /* busy: another turn soon, the lock released meanwhile (standalone's broker takes it) */
-        poll(fds, n->sockets ? 2 : 1, n->busy || n->sweep_again ? 1 : 100);
+        poll(fds, n->sockets ? 3 : 1, n->busy || n->sweep_again ? 1 : 100);
         node_lock(n);
         node_settle(n, false);
         nng_msg *msg;
@@ -547,6 +558,7 @@ fail:
 /* Frees what node_start made (the executor is not running). */
 static void free_node(node *n)
 {
+    replicate_free(n->env.replicate);
     for (int m = 0; m < ROWS; m++)
         if (n->state[m] != NULL)
             table[m]->destroy(n->state[m]);
@@ -601,7 +613,8 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
     n->last_sweep_ms = now_ms();
     pthread_mutex_init(&n->lock, NULL);
     op_batch_init(&n->reply);
-    n->env = (node_env){.cfg = cfg, .peers = peers_new(cfg, self_index, &n->stats), .stats = &n->stats};
+    n->env = (node_env){.cfg = cfg, .peers = peers_new(cfg, self_index, &n->stats), .stats = &n->stats,
+                        .map = &n->map, .self = self_index};
     prom_set(&n->stats.alive_ms, (uint64_t)now_ms());
     if (mkdir(cfg->data_dir, 0750) != 0 && errno != EEXIST) {
         log_error("data-folder-failed", "path=%s error=%s", cfg->data_dir, strerror(errno));
@@ -635,6 +648,8 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
         }
         if (open_sockets(n, request_url, delivery_url) != 0)
             goto fail;
+        /* cluster.replicas > 1: links to the replicas of this node's shards (replicate.c) */
+        n->env.replicate = replicate_new(cfg, &n->map, self_index, n->tls);
     }
     n->map_json = clustermap_json(&cfg->cluster, map, cfg->node_id, n->request_url, n->delivery_url);
     if (pthread_create(&n->thread, NULL, executor, n) != 0)
@@ -660,6 +675,7 @@ void node_metrics(node *n, FILE *f)
 {
     stats_write(&n->stats, n->cfg, f);
     persist_metrics(n->env.persist, f);
+    replicate_metrics(n->env.replicate, f);
 }
 
 static void http_metrics(void *ctx, FILE *f)
@@ -707,6 +723,8 @@ void node_stop(node *n)
     httpd_stop(n->http); /* its handlers read what is freed below */
     atomic_store(&n->stop, true);
     pthread_join(n->thread, NULL); /* the executor wakes within its 100 ms poll */
+    replicate_free(n->env.replicate); /* the executor has stopped: nobody reads it */
+    n->env.replicate = NULL;
     persist_stop(n->env.persist);  /* every queued write reaches the store */
     n->env.persist = NULL;
     if (n->sockets) {

@@ -258,9 +258,18 @@ static void evict(record_table *t)
 
 /* ---------------- output, in ticket order ---------------- */
 
+/* Every write up to this ticket is durable here and, with cluster.replicas
+ * above 1, on every in-sync replica (replicate.c): what it caused may leave. */
+static uint64_t durable(const record_table *t)
+{
+    uint64_t replicated = t->env->replicate != NULL ? replicate_durable(t->env->replicate) : UINT64_MAX;
+    return replicated < t->committed ? replicated : t->committed;
+}
+
 static void flush_outbox(record_table *t)
 {
-    while (t->out_head != NULL && t->out_head->ticket <= t->committed) {
+    uint64_t upto = durable(t);
+    while (t->out_head != NULL && t->out_head->ticket <= upto) {
         outbox_item *it = t->out_head;
         t->out_head = it->next;
         if (t->out_head == NULL)
@@ -273,7 +282,7 @@ static void flush_outbox(record_table *t)
 /* Sends an encoded op to a peer once every write issued so far is durable. */
 static void send_encoded(record_table *t, peer *to, const void *bytes, size_t len)
 {
-    if (t->issued <= t->committed && t->out_head == NULL) {
+    if (t->out_head == NULL && t->issued <= durable(t)) {
         peer_deliver(t->env->peers, to, bytes, len);
         return;
     }
@@ -345,6 +354,9 @@ static void records_on_persist_wait(record_table *t);
 static void persist_current(record_table *t, record *r)
 {
     r->last_ticket = ++t->issued;
+    if (t->env->replicate != NULL)
+        replicate_record(t->env->replicate, name_of(r), r->data != NULL ? r->version : -1,
+                         (strview){r->data, (uint32_t)r->data_len}, r->data != NULL, r->last_ticket);
     if (persist_write(t->p, r->name, r->name_len, r->version, r->data, r->data_len,
                       r->last_ticket) != 0) {
         /* The job queue is bounded; waiting here is the overflow policy for
@@ -1045,6 +1057,28 @@ static void records_on_persist_wait(record_table *t)
     persist_done_free(d);
 }
 
+uint64_t records_store_replicated(record_table *t, const persist_item *items, size_t n)
+{
+    uint64_t ticket = ++t->issued;
+    if (persist_write_many(t->p, items, n, ticket) != 0) {
+        /* as persist_current: the executor waits rather than lose a durable write */
+        log_warn("storage-queue-full", "replicated=%zu records (executor waits)", n);
+        while (persist_write_many(t->p, items, n, ticket) != 0)
+            records_on_persist_wait(t);
+    }
+    return ticket;
+}
+
+uint64_t records_committed(const record_table *t)
+{
+    return t->committed;
+}
+
+void records_flush(record_table *t)
+{
+    flush_outbox(t);
+}
+
 void records_held(const struct record_table *t, size_t *count, size_t *bytes)
 {
     *count = dict_size(t->records);
@@ -1175,6 +1209,9 @@ static void cs_commit(record_table *t, changeset *cs, write_plan *plans)
         r->last_ticket = ticket;
         items[i] = (persist_item){.name = r->name, .len = r->name_len, .version = r->version, .data = r->data,
                                   .data_len = r->data_len};
+        if (t->env->replicate != NULL)
+            replicate_record(t->env->replicate, name_of(r), r->data != NULL ? r->version : -1,
+                             (strview){r->data, (uint32_t)r->data_len}, r->data != NULL, ticket);
     }
     if (persist_write_many(t->p, items, cs->n, ticket) != 0) {
         /* as persist_current: the executor waits rather than lose a durable write */

@@ -52,6 +52,19 @@ void stats_write(const node_stats *st, const eddy_config *cfg, FILE *f)
                 "and after for their certificate's role (reason role)");
     fprintf(f, "eddy_node_links_refused_total{reason=\"tls\"} %llu\n", (unsigned long long)linktls_refused());
     fprintf(f, "eddy_node_links_refused_total{reason=\"role\"} %llu\n", (unsigned long long)prom_get(&st->forbidden));
+    one(f, "eddy_node_replica_batches_total", "counter",
+        "replication batches from primaries written here (cluster.replicas above 1)",
+        prom_get(&st->repl_applied_batches));
+    one(f, "eddy_node_replica_records_total", "counter", "record writes from primaries written here",
+        prom_get(&st->repl_applied_records));
+    one(f, "eddy_node_replica_duplicates_total", "counter",
+        "replication batches received again (already written): skipped and acknowledged",
+        prom_get(&st->repl_duplicates));
+    one(f, "eddy_node_replica_resyncs_total", "counter",
+        "replication batches out of sequence: the primary was asked to send again", prom_get(&st->repl_resyncs));
+    one(f, "eddy_node_replica_fenced_total", "counter",
+        "replication batches refused: a lower (or unknown) epoch, or a shard the sender is not primary of",
+        prom_get(&st->repl_fenced));
     one(f, "eddy_node_permission_denied_total", "counter",
         "record writes a rule reading the record's data denied here (MESSAGE_DENIED)", prom_get(&st->denied));
     one(f, "eddy_node_permission_errors_total", "counter",

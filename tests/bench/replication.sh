@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# replication.sh - the cost of replicated writes (issue 18): acknowledged
+# record writes/s and the p50/p99 acknowledgement time on a 3-node cluster
+# (cluster-tests/cluster.sh, 1 broker) with cluster.replicas 1, then 2, back
+# to back, each on a fresh cluster; prints both and the throughput ratio.
+# usage: tests/bench/replication.sh [BUILD_DIR] [writers] [seconds]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build=${1:-build}; writers=${2:-32}; seconds=${3:-8}
+[[ -x $build/eddy ]] || make -s BUILD="$build" "$build/eddy" >/dev/null
+declare -A result
+for replicas in 1 2; do
+  dir=$(mktemp -d)
+  bash cluster-tests/cluster.sh up --dir "$dir" --nodes 3 --brokers 1 --bin "$build/eddy" -- --replicas "$replicas" >/dev/null
+  result[$replicas]=$(node tests/bench/replication.mjs "$(cat "$dir/brokers")" "$writers" "$seconds" || true)
+  bash cluster-tests/cluster.sh down --dir "$dir" >/dev/null
+  rm -rf "$dir"
+  echo "replicas $replicas: ${result[$replicas]}"
+done
+node -e '
+const a = JSON.parse(process.argv[1]), b = JSON.parse(process.argv[2])
+console.log(`ratio (replicas 2 / replicas 1): throughput ${(b.perSecond / a.perSecond).toFixed(2)}, p50 +${(b.p50 - a.p50).toFixed(2)} ms, p99 +${(b.p99 - a.p99).toFixed(2)} ms`)
+' "${result[1]}" "${result[2]}"
