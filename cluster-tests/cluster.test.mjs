@@ -12,7 +12,7 @@ import { mkdtempSync, readFileSync, rmSync, readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { connect, closeAll } from '../tests/e2e/lib/client.mjs'
-import { sleep, until, assertNoSanitizerReport } from '../tests/e2e/lib/server.mjs'
+import { sleep, until, assertNoSanitizerReport, shardOwner, namesOn } from '../tests/e2e/lib/server.mjs'
 
 const SH = resolve('cluster-tests/cluster.sh')
 const execFileAsync = promisify(execFile)
@@ -20,20 +20,8 @@ const BIN = resolve(process.env.EDDY_BIN || 'build/eddy')
 const SETTLE = 400
 const NODES = 3
 
-// The shard map: FNV-1a 64 of the name (or of its {tag}), 4096 shards spread evenly.
-function owner (name) {
-  const tag = name.match(/\{([^}]+)\}/)
-  if (tag) name = tag[1]
-  let h = 0xcbf29ce484222325n
-  for (const b of Buffer.from(name)) h = ((h ^ BigInt(b)) * 0x100000001b3n) & 0xffffffffffffffffn
-  const shard = Number(h & 4095n)
-  return 1 + Math.floor(shard * NODES / 4096)
-}
-const namesOn = (node, prefix, n) => {
-  const out = []
-  for (let i = 0; out.length < n; i++) if (owner(`${prefix}${i}`) === node) out.push(`${prefix}${i}`)
-  return out
-}
+const owner = name => shardOwner(name, NODES)
+const ownedBy = (node, prefix, n) => namesOn(node, NODES, prefix, n)
 
 describe('cluster: 3 nodes, 2 brokers, haproxy', () => {
   let dir, brokers, lb
@@ -69,13 +57,13 @@ describe('cluster: 3 nodes, 2 brokers, haproxy', () => {
     const a = await connect(brokers[0], { username: 'ca' })
     const b = await connect(brokers[1], { username: 'cb' })
     const c = await connect(lb, { username: 'cc' })
-    const names = [1, 2, 3].flatMap(n => namesOn(n, 'ev/', 3))
+    const names = [1, 2, 3].flatMap(n => ownedBy(n, 'ev/', 3))
     const got = {}
     for (const n of names) b.event.subscribe(n, d => { got[n] = d })
     await sleep(SETTLE)
     for (const n of names) a.event.emit(n, n)
     await until(() => Object.keys(got).length === names.length, 'events from every node')
-    const recs = [1, 2, 3].flatMap(n => namesOn(n, 'rec/', 2))
+    const recs = [1, 2, 3].flatMap(n => ownedBy(n, 'rec/', 2))
     await Promise.all(recs.map(n => c.record.setDataWithAck(n, { n })))
     for (const n of recs) assert.deepEqual(await b.record.snapshot(n), { n })
     a.rpc.provide('twice', (d, res) => res.send(d * 2))
@@ -151,17 +139,17 @@ describe('cluster: 3 nodes, 2 brokers, haproxy', () => {
 
   test('a node killed: its shards fail at once; after a restart every acknowledged write is there', async () => {
     const c = await connect(brokers[0])
-    const on2 = namesOn(2, 'nk/', 5)
-    const on1 = namesOn(1, 'nk/', 2)
+    const on2 = ownedBy(2, 'nk/', 5)
+    const on1 = ownedBy(1, 'nk/', 2)
     await Promise.all([...on2, ...on1].map((n, i) => c.record.setDataWithAck(n, { i })))
     const sub = await connect(brokers[1])
     const got = []
-    const evName = namesOn(2, 'nkev/', 1)[0]
+    const evName = ownedBy(2, 'nkev/', 1)[0]
     sub.event.subscribe(evName, d => got.push(d))
     await sleep(SETTLE)
     // writers keep acknowledged writes in flight on node2 up to the kill: each
     // must be answered (acknowledged, or refused) at once, none may hang
-    const loadNames = namesOn(2, 'nkload/', 4)
+    const loadNames = ownedBy(2, 'nkload/', 4)
     const acked = {}
     let killedAt = 0
     const writers = loadNames.map(async n => {

@@ -17,27 +17,15 @@ import { mkdtempSync, readFileSync, rmSync, readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { connect, closeAll } from '../tests/e2e/lib/client.mjs'
-import { sleep, until, assertNoSanitizerReport } from '../tests/e2e/lib/server.mjs'
+import { sleep, until, assertNoSanitizerReport, shardOwner, namesOn } from '../tests/e2e/lib/server.mjs'
 
 const SH = resolve('cluster-tests/cluster.sh')
 const execFileAsync = promisify(execFile)
 const BIN = resolve(process.env.EDDY_BIN || 'build/eddy')
 const NODES = 3
 
-// The shard map: FNV-1a 64 of the name (or of its {tag}), 4096 shards spread
-// evenly (as cluster.test.mjs).
-function owner (name) {
-  const tag = name.match(/\{([^}]+)\}/)
-  if (tag) name = tag[1]
-  let h = 0xcbf29ce484222325n
-  for (const b of Buffer.from(name)) h = ((h ^ BigInt(b)) * 0x100000001b3n) & 0xffffffffffffffffn
-  return 1 + Math.floor(Number(h & 4095n) * NODES / 4096)
-}
-const namesOn = (node, prefix, n) => {
-  const out = []
-  for (let i = 0; out.length < n; i++) if (owner(`${prefix}${i}`) === node) out.push(`${prefix}${i}`)
-  return out
-}
+const owner = name => shardOwner(name, NODES)
+const ownedBy = (node, prefix, n) => namesOn(node, NODES, prefix, n)
 
 describe('cluster: clients converge after writes refused during an outage', () => {
   let dir, brokers
@@ -63,7 +51,7 @@ describe('cluster: clients converge after writes refused during an outage', () =
 
   test('writers refused while their node was down converge to the server and write again', async () => {
     // two writers per broker, each with a record written with setWithAck and one with plain set
-    const names = namesOn(2, 'conv/', 8)
+    const names = ownedBy(2, 'conv/', 8)
     const writers = []
     for (let w = 0; w < 4; w++) {
       const client = await connect(brokers[w % 2], { username: `w${w}` })

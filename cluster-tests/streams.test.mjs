@@ -13,19 +13,14 @@ import { mkdtempSync, readFileSync, rmSync, readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { connect, closeAll } from '../tests/e2e/lib/client.mjs'
-import { until, assertNoSanitizerReport } from '../tests/e2e/lib/server.mjs'
+import { until, assertNoSanitizerReport, shardOwner } from '../tests/e2e/lib/server.mjs'
 
 const SH = resolve('cluster-tests/cluster.sh')
 const BIN = resolve(process.env.EDDY_BIN || 'build/eddy')
 const execFileAsync = promisify(execFile)
 const NODES = 3
 
-// The shard map: FNV-1a 64 of the name, 4096 shards spread evenly (as cluster.test.mjs).
-function owner (name) {
-  let h = 0xcbf29ce484222325n
-  for (const b of Buffer.from(name)) h = ((h ^ BigInt(b)) * 0x100000001b3n) & 0xffffffffffffffffn
-  return 1 + Math.floor(Number(h & 4095n) * NODES / 4096)
-}
+const owner = name => shardOwner(name, NODES)
 
 describe('cluster: event streams across a node restart', () => {
   let dir, nodes, brokers

@@ -175,6 +175,23 @@ export function runEddy (args) {
   }
 }
 
+// The node (1..nodes) owning name in a cluster whose nodes share the 4096 shards evenly in
+// order (cluster.sh's map): FNV-1a 64 of the name, or of its {tag} (common/shardmap.c).
+export function shardOwner (name, nodes) {
+  const tag = name.match(/\{([^}]+)\}/)
+  if (tag) name = tag[1]
+  let h = 0xcbf29ce484222325n
+  for (const b of Buffer.from(name)) h = ((h ^ BigInt(b)) * 0x100000001b3n) & 0xffffffffffffffffn
+  return 1 + Math.floor(Number(h & 4095n) * nodes / 4096)
+}
+
+// names prefix0, prefix1, ... owned by node (1..nodes), the first n of them
+export function namesOn (node, nodes, prefix, n) {
+  const out = []
+  for (let i = 0; out.length < n; i++) if (shardOwner(`${prefix}${i}`, nodes) === node) out.push(`${prefix}${i}`)
+  return out
+}
+
 export const sleep = ms => new Promise(resolve => setTimeout(resolve, ms))
 
 // Polls fn until it returns truthy or the timeout passes.
