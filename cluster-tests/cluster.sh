@@ -72,6 +72,12 @@ paused() { # NAME: stopped by SIGSTOP (cluster.sh pause)
   [[ $(sed -n 's/^.*) \(.\).*/\1/p' "/proc/$(cat "$dir/$1.pid")/stat" 2>/dev/null) == T ]]
 }
 
+unhealthy() { # NAME LOG: says so with the log's last lines (a caller may delete the folder), fails
+  echo "cluster.sh: $1 did not become healthy; the end of $2:" >&2
+  tail -n 20 "$2" >&2 2>/dev/null || true
+  exit 1
+}
+
 wait_health() { # PORT [https]: until /health-check answers 200 (20 s)
   for _ in $(seq 200); do
     curl -kfs -o /dev/null "${2:-http}://127.0.0.1:$1/health-check" && return 0
@@ -137,13 +143,13 @@ up)
     launch lb
   fi
   for i in $(seq "$nodes"); do
-    wait_health "$(cat "$dir/node$i.metrics-port")" || { echo "cluster.sh: node$i did not become healthy; see $dir/node$i.log" >&2; exit 1; }
+    wait_health "$(cat "$dir/node$i.metrics-port")" || unhealthy "node$i" "$dir/node$i.log"
   done
   for i in $(seq "$brokers"); do
-    wait_health "$(cat "$dir/broker$i.port")" || { echo "cluster.sh: broker$i did not become healthy; see $dir/broker$i.log" >&2; exit 1; }
+    wait_health "$(cat "$dir/broker$i.port")" || unhealthy "broker$i" "$dir/broker$i.log"
   done
   if [[ $lb == 1 ]]; then
-    wait_health "$(cat "$dir/lb.port")" "$(sed -n 's|^ws\(s*\)://.*|http\1|p' "$dir/lb")" || { echo "cluster.sh: haproxy did not become healthy; see $dir/lb.log" >&2; exit 1; }
+    wait_health "$(cat "$dir/lb.port")" "$(sed -n 's|^ws\(s*\)://.*|http\1|p' "$dir/lb")" || unhealthy haproxy "$dir/lb.log"
   fi
   echo "cluster up: $nodes nodes, $brokers brokers$([[ $lb == 1 ]] && echo ", haproxy $(cat "$dir/lb")")$([[ $tls == 1 ]] && echo ", links over TLS (backends: source $dir/backend.env)")"
   ;;
