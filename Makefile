@@ -249,11 +249,14 @@ run: deps
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "# $$t"; $$t; done
 
-# The node suites run one test file at a time through tests/run-tests.mjs, which
+# The node suites run their test files through tests/run-tests.mjs, which
 # kills a file (and every process it started) after --timeout seconds: no
 # node --test-timeout / --test-concurrency, so Debian 12's node 18 runs them.
 NODE_TESTS = node tests/run-tests.mjs
-E2E = $(NODE_TESTS) --timeout 600 tests/e2e
+# The end-to-end files run E2E_JOBS at a time (each starts its own servers on free
+# ports; files marked `run-tests: alone` bound latencies and run by themselves).
+E2E_JOBS ?= 2
+E2E = $(NODE_TESTS) --jobs $(E2E_JOBS) --timeout 600 tests/e2e
 e2e-standalone: all npm-deps
 	EDDY_BIN=$(BUILD)/eddy EDDY_MODE=standalone $(E2E)
 # two-process mode with its links over TLS (tls+tcp://, certificates made at test time),

@@ -254,3 +254,32 @@ uint64_t acks_fail_link(acks *a, int li)
     dict_free(d);
     return c.answered;
 }
+
+struct shard_fail_ctx {
+    struct fail_ctx fail;
+    const uint8_t *moved;
+    dict *keep;
+};
+
+/* Fails an owed entry of a moved shard; keeps the others. */
+static int fail_moved(const void *key, size_t len, void *v, void *arg)
+{
+    struct shard_fail_ctx *c = arg;
+    const uint8_t *k = key;
+    uint32_t name_len = (uint32_t)k[9] << 24 | (uint32_t)k[10] << 16 | (uint32_t)k[11] << 8 | k[12];
+    if (shardmap_bit(c->moved, shard_of((const char *)k + 13, name_len)))
+        return fail_one(key, len, v, &c->fail);
+    dict_put(c->keep, key, len, v);
+    return 0;
+}
+
+uint64_t acks_fail_shards(acks *a, int li, const uint8_t *moved)
+{
+    link_acks *la = &a->links[li];
+    dict *d = la->owed;
+    la->owed = dict_new(); /* failing may owe again: into the new table, with the entries kept */
+    struct shard_fail_ctx c = {{a, 0}, moved, la->owed};
+    dict_foreach(d, fail_moved, &c);
+    dict_free(d);
+    return c.fail.answered;
+}

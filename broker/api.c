@@ -15,6 +15,11 @@
  * body size (http.c), operations per request, requests in flight per broker,
  * bytes of results per request (the operations left then do not run).
  *
+ * A body is read once, by the JSON dialect's scanner, into a span index
+ * (common/jsonspan.h) the api keeps from one request to the next: the
+ * checks, the operations (jif.c) and a changeset's items (common/changeset.c)
+ * read their fields from it; nothing is built per value.
+ *
  * Everything here runs on the service thread; nothing waits. Not for HTTP
  * itself (http.c) nor the operations' format (jif.c). */
 #include <stdio.h>
@@ -26,60 +31,18 @@
 #include "broker.h"
 #include "changeset.h"
 #include "internal.h"
+#include "jsonspan.h"
 #include "log.h"
 #include "mem.h"
 #include "util.h"
 
 #define MAX_RESULT_BYTES (64u << 20) /* results of one request; the operations after are not run */
-#define BODY_ARENA (512u << 10)      /* bytes of jansson nodes of one body parsed without malloc */
-
-/* ---------------- the body's arena ----------------
- * Parsing a request body makes a jansson node, key and string per field
- * (a dozen allocations per operation), all freed a moment later: on the
- * service thread, while api_post reads a body, jansson allocates from a
- * bump arena instead, reset once the body is freed. Every other thread, and
- * this one at any other time, gets malloc; free() takes back what is not the
- * arena's. jansson's allocator is process-wide: set once (api_new). */
-static __thread struct {
-    char *base;
-    size_t used;
-    bool on;
-} arena;
-
-static void *arena_malloc(size_t n)
-{
-    if (arena.on) {
-        n = (n + 15) & ~(size_t)15;
-        if (arena.used + n <= BODY_ARENA) {
-            void *p = arena.base + arena.used;
-            arena.used += n;
-            return p;
-        }
-    }
-    return malloc(n);
-}
-
-static void arena_free(void *p)
-{
-    if (arena.base != NULL && (char *)p >= arena.base && (char *)p < arena.base + BODY_ARENA)
-        return; /* taken back all at once by arena_end */
-    free(p);
-}
-
-static void arena_begin(void)
-{
-    if (arena.base == NULL)
-        arena.base = xmalloc(BODY_ARENA);
-    arena.used = 0;
-    arena.on = true;
-}
-
-/* No jansson value from the arena may be alive after this. */
-static void arena_end(void)
-{
-    arena.on = false;
-    arena.used = 0;
-}
+/* A body is read once into a span index (common/jsonspan.h), reused from one
+ * request to the next: no allocation per value, no tree. */
+#define BODY_MAX_DEPTH 2048       /* nesting, as deep as jansson read bodies before */
+#define BODY_INDEX_DEPTH 4        /* request, body, operation, field, a field's elements */
+#define BODY_MAX_TOKENS (1u << 20) /* values of one body with a token: 20 MiB of index at most */
+#define BODY_KEEP_TOKENS (1u << 14) /* an index grown past this is freed after its request */
 
 struct api {
     const eddy_config *cfg;
@@ -88,6 +51,7 @@ struct api {
     auth *auth;
     const edge *edge;
     token_key *key;
+    jspan body;                /* the index of the body being read (parse_body) */
     struct lws_context *ctx;
     api_request *ready;        /* requests whose operation was answered: go on at the next turn */
     bool ready_scheduled;
@@ -418,44 +382,36 @@ static void request_expired(lws_sorted_usec_list_t *sul)
 
 /* The parts of a POST to postPath deepstream checks before its operations;
  * on failure the 400's text is in why. */
-static bool check_request(const eddy_config *cfg, json_t *msg, char *why, size_t len)
+static bool check_request(const eddy_config *cfg, const jspan *doc, char *why, size_t len)
 {
-    json_t *body = json_is_object(msg) ? json_object_get(msg, "body") : NULL;
-    if (!json_is_array(body) || json_array_size(body) == 0) {
+    bool object = jspan_at(doc, 0)->type == JSPAN_OBJECT;
+    uint32_t body = object ? jspan_get(doc, 0, "body") : JSPAN_NONE;
+    if (body == JSPAN_NONE || jspan_at(doc, body)->type != JSPAN_ARRAY || jspan_at(doc, body)->count == 0) {
         snprintf(why, len, "Invalid message: the \"body\" parameter must %s",
-                 body != NULL ? "be a non-empty array of Objects." : "exist.");
+                 body != JSPAN_NONE ? "be a non-empty array of Objects." : "exist.");
         return false;
     }
-    if (json_array_size(body) > (size_t)cfg->http_max_operations) {
-        snprintf(why, len, "Invalid message: the \"body\" parameter holds %zu operations; at most %lld are allowed "
-                 "(http.maxOperations).", json_array_size(body), (long long)cfg->http_max_operations);
+    uint32_t n = jspan_at(doc, body)->count;
+    if (n > (uint64_t)cfg->http_max_operations) {
+        snprintf(why, len, "Invalid message: the \"body\" parameter holds %u operations; at most %lld are allowed "
+                 "(http.maxOperations).", n, (long long)cfg->http_max_operations);
         return false;
     }
-    json_t *auth_data = json_object_get(msg, "authData"), *token = json_object_get(msg, "token");
-    if (auth_data != NULL) {
+    uint32_t auth_data = jspan_get(doc, 0, "authData"), token = jspan_get(doc, 0, "token");
+    if (auth_data != JSPAN_NONE) {
         if (!cfg->http_allow_auth_data) {
             snprintf(why, len, "Authentication using authData is disabled. Try using a token instead.");
             return false;
         }
-        if (!json_is_object(auth_data)) {
+        if (jspan_at(doc, auth_data)->type != JSPAN_OBJECT) {
             snprintf(why, len, "Invalid message: the \"authData\" parameter must be an object");
             return false;
         }
-    } else if (token != NULL && (!json_is_string(token) || json_string_length(token) == 0)) {
+    } else if (token != JSPAN_NONE && (jspan_at(doc, token)->type != JSPAN_STRING || jspan_at(doc, token)->len == 2)) {
         snprintf(why, len, "Invalid message: the \"token\" parameter must be a non-empty string");
         return false;
     }
     return true;
-}
-
-/* JSON text of v (xmalloc'd; not json_dumps, whose buffer would come from the arena). */
-static char *dump(const json_t *v)
-{
-    size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT);
-    char *text = xmalloc(n + 1);
-    n = json_dumpb(v, text, n, JSON_COMPACT);
-    text[n] = '\0';
-    return text;
 }
 
 /* A body read and checked: its operations, and who sends them. */
@@ -477,32 +433,37 @@ static void parsed_clear(parsed *p)
 }
 
 /* {"topic":"record","action":"changeset",...}: eddy's extension of JIF. */
-static bool is_changeset(const json_t *item)
+static bool is_changeset(const jspan *doc, uint32_t item)
 {
-    const char *topic = json_string_value(json_object_get(item, "topic"));
-    const char *action = json_string_value(json_object_get(item, "action"));
-    return topic != NULL && action != NULL && strcmp(topic, "record") == 0 && strcmp(action, "changeset") == 0;
+    uint32_t topic = jspan_get(doc, item, "topic"), action = jspan_get(doc, item, "action");
+    return topic != JSPAN_NONE && action != JSPAN_NONE && jspan_eq(doc, topic, "record", 6) &&
+           jspan_eq(doc, action, "changeset", 9);
 }
 
 /* A changeset operation: {"topic":"record","action":"changeset","operations":[...]}
- * (common/changeset.h's form, at most record.maxChangesetOperations). */
-static int parse_changeset(const eddy_config *cfg, json_t *item, uint32_t index, jif_op *jo, char *err, size_t len)
+ * (common/changeset.h's form, at most record.maxChangesetOperations), token
+ * item of doc; its operations are read from their text by cs_parse. */
+static int parse_changeset(const eddy_config *cfg, const jspan *doc, uint32_t item, uint32_t index, jif_op *jo,
+                           char *err, size_t len)
 {
-    const char *key;
-    json_t *v;
-    json_object_foreach(item, key, v) {
-        if (strcmp(key, "topic") != 0 && strcmp(key, "action") != 0 && strcmp(key, "operations") != 0) {
+    uint32_t k = jspan_first(doc, item);
+    for (uint32_t i = 0; i < jspan_at(doc, item)->count; i++, k = jspan_next_key(doc, k)) {
+        if (!jspan_eq(doc, k, "topic", 5) && !jspan_eq(doc, k, "action", 6) && !jspan_eq(doc, k, "operations", 10)) {
+            char key[72];
+            jspan_string(doc, k, key, sizeof(key));
             snprintf(err, len, "unknown property '%.64s' for action 'changeset'", key);
             return -1;
         }
     }
-    json_t *ops = json_object_get(item, "operations");
-    if (ops == NULL) {
+    uint32_t ops = jspan_get(doc, item, "operations");
+    if (ops == JSPAN_NONE) {
         snprintf(err, len, "property 'operations' is required for action 'changeset'");
         return -1;
     }
     char why[512];
-    if (cs_parse(ops, (size_t)cfg->max_changeset_ops, OP_NAME_MAX, &jo->items, &jo->n_items, why, sizeof(why)) != 0) {
+    const jspan_tok *t = jspan_at(doc, ops);
+    if (cs_parse(doc->text + t->start, t->len, (size_t)cfg->max_changeset_ops, OP_NAME_MAX, &jo->items, &jo->n_items,
+                 why, sizeof(why)) != 0) {
         snprintf(err, len, "%s", why);
         return -1;
     }
@@ -512,57 +473,75 @@ static int parse_changeset(const eddy_config *cfg, json_t *item, uint32_t index,
     return 0;
 }
 
-/* Reads the body (jansson on the arena: nothing of it outlives this call).
+/* Who sends the operations of a checked body: p->token (an eddy token), or
+ * p->login, the auth list's JSON text (authData, deepstream's {token}, or {}). */
+static void sender(const jspan *doc, bool auth_only, parsed *p)
+{
+    uint32_t auth_data = auth_only ? 0 : jspan_get(doc, 0, "authData");
+    uint32_t token = auth_only ? JSPAN_NONE : jspan_get(doc, 0, "token");
+    if (auth_data != JSPAN_NONE) {
+        p->login = jspan_text(doc, auth_data);
+        return;
+    }
+    if (token == JSPAN_NONE || jspan_at(doc, token)->type != JSPAN_STRING) {
+        p->login = xstrdup("{}");
+        return;
+    }
+    /* a string decodes to at most its text's length, less the quotes */
+    size_t cap = jspan_at(doc, token)->len - 1;
+    char *text = xmalloc(cap);
+    size_t n = jspan_string(doc, token, text, cap);
+    if (memchr(text, '\0', n) == NULL && token_is_ours(text)) {
+        p->token = text;
+        return;
+    }
+    json_t *t = json_pack("{s:s%}", "token", text, n); /* deepstream's way: {token} to the auth list */
+    char *dumped = t != NULL ? json_dumps(t, JSON_COMPACT) : NULL;
+    p->login = xstrdup(dumped != NULL ? dumped : "{}");
+    free(dumped); /* jansson's */
+    json_decref(t);
+    xfree(text);
+}
+
+/* Reads the body through a's span index (nothing of it outlives this call).
  * Returns 0, or -1 with the 400's text in why. */
 static int parse_body(api *a, bool auth_only, const char *body, size_t len, parsed *p, char *why, size_t why_len)
 {
     memset(p, 0, sizeof(*p));
-    json_error_t jerr;
-    arena_begin();
-    /* no body at all reads as {} (as deepstream's body parser has it) */
-    json_t *msg = len > 0 ? json_loadb(body, len, 0, &jerr) : json_object();
+    jspan *doc = &a->body;
+    if (len == 0) { /* no body at all reads as {} (as deepstream's body parser has it) */
+        body = "{}";
+        len = 2;
+    }
     int rc = -1;
-    if (msg == NULL)
-        snprintf(why, why_len, "Failed to parse body of request: %s", jerr.text);
-    else if (auth_only && !json_is_object(msg))
+    if (jspan_parse(doc, body, len, BODY_MAX_DEPTH, BODY_INDEX_DEPTH) != JSPAN_OK) {
+        char reason[160];
+        jspan_describe(doc, reason, sizeof(reason));
+        snprintf(why, why_len, "Failed to parse body of request: %s", reason);
+    } else if (auth_only && jspan_at(doc, 0)->type != JSPAN_OBJECT)
         snprintf(why, why_len, "Invalid message: the authentication data must be an object");
-    else if (!auth_only && !check_request(a->cfg, msg, why, why_len))
+    else if (!auth_only && !check_request(a->cfg, doc, why, why_len))
         ;
     else {
-        json_t *items = auth_only ? NULL : json_object_get(msg, "body");
-        p->n = (uint32_t)json_array_size(items);
+        uint32_t items = auth_only ? JSPAN_NONE : jspan_get(doc, 0, "body");
+        p->n = items != JSPAN_NONE ? jspan_at(doc, items)->count : 0;
         p->ops = xcalloc(p->n ? p->n : 1, sizeof(*p->ops));
         rc = 0;
-        for (uint32_t i = 0; i < p->n && rc == 0; i++) {
+        uint32_t item = items != JSPAN_NONE ? jspan_first(doc, items) : JSPAN_NONE;
+        for (uint32_t i = 0; i < p->n && rc == 0; i++, item = jspan_next_element(doc, item)) {
             char reason[640];
-            json_t *item = json_array_get(items, i);
-            if (is_changeset(item)) { /* eddy's extension */
-                if (parse_changeset(a->cfg, item, i, &p->ops[i], reason, sizeof(reason)) != 0) {
-                    snprintf(why, why_len, "Failed to parse JIF object at index %u. Reason: %s", i, reason);
-                    rc = -1;
-                }
-                continue;
-            }
-            if (jif_parse(item, i, &p->ops[i], reason, sizeof(reason)) != 0) {
+            bool cs = is_changeset(doc, item); /* eddy's extension */
+            if ((cs ? parse_changeset(a->cfg, doc, item, i, &p->ops[i], reason, sizeof(reason))
+                    : jif_parse(doc, item, i, &p->ops[i], reason, sizeof(reason))) != 0) {
                 snprintf(why, why_len, "Failed to parse JIF object at index %u. Reason: %s", i, reason);
                 rc = -1;
             }
         }
-        json_t *auth_data = auth_only ? msg : json_object_get(msg, "authData");
-        const char *token = auth_only ? NULL : json_string_value(json_object_get(msg, "token"));
-        if (rc == 0 && auth_data == NULL && token != NULL && token_is_ours(token))
-            p->token = xstrdup(token);
-        else if (rc == 0 && auth_data != NULL)
-            p->login = dump(auth_data);
-        else if (rc == 0 && token != NULL) { /* deepstream's way: {token} to the auth list */
-            json_t *t = json_pack("{s:s}", "token", token);
-            p->login = dump(t);
-            json_decref(t);
-        } else if (rc == 0)
-            p->login = xstrdup("{}");
+        if (rc == 0)
+            sender(doc, auth_only, p);
     }
-    json_decref(msg);
-    arena_end();
+    if (doc->cap > BODY_KEEP_TOKENS)
+        jspan_free(doc);
     if (rc != 0)
         parsed_clear(p);
     return rc;
@@ -636,11 +615,6 @@ void api_gone(api_request *r)
 
 /* ---------------- lifecycle ---------------- */
 
-void broker_init_process(void)
-{
-    json_set_alloc_funcs(arena_malloc, arena_free);
-}
-
 api *api_new(const eddy_config *cfg, sessions *set, topics *t, auth *au, const edge *e)
 {
     api *a = xcalloc(1, sizeof(*a));
@@ -650,6 +624,7 @@ api *api_new(const eddy_config *cfg, sessions *set, topics *t, auth *au, const e
     a->topics = t;
     a->auth = au;
     a->key = token_key_new(cfg->http_token_secret);
+    jspan_init(&a->body, BODY_MAX_TOKENS);
     return a;
 }
 
@@ -658,6 +633,7 @@ void api_free(api *a)
     if (a == NULL)
         return;
     token_key_free(a->key);
+    jspan_free(&a->body);
     xfree(a);
 }
 

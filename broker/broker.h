@@ -23,10 +23,6 @@
 
 typedef struct broker broker;
 
-/* Once per process, before any other thread runs: gives jansson the HTTP
- * API's allocator (request bodies parse into an arena on the service thread;
- * malloc everywhere else). */
-void broker_init_process(void);
 /* Creates a broker for cfg (borrowed; must outlive it) connecting to every node
  * in cfg->nodes; with `local` (borrowed; NULL for none), cfg names one node and
  * it is that in-process node. Returns NULL (logged) on failure; *config_error

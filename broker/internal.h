@@ -279,6 +279,10 @@ void acks_settle(acks *a, int li, const op *answer);
 /* Link li's node went down: every owed requester is failed. Returns how many
  * were answered. */
 uint64_t acks_fail_link(acks *a, int li);
+/* Link li's node lost the shards set in moved (a bit per shard, shardmap_moved):
+ * the requesters owed for names of those shards are failed. Returns how many
+ * were answered. */
+uint64_t acks_fail_shards(acks *a, int li, const uint8_t *moved);
 /* True when o is a request whose answer is owed (acks_owe remembers it): a
  * batch carrying it that fails leaves it to acks_fail_link. */
 bool acks_tracks(const op *o);
@@ -346,6 +350,9 @@ enum { LINKS_PER_HOLDER = 1, LINKS_EVERY_NODE = 2 };
 struct subs;
 void links_resend(link_set *ls, int li, const struct subs *table, const op *tmpl, int flags);
 bool links_refused(const link_set *ls); /* a node refused this broker's shard map */
+/* True while hooks.resync runs for a map move (only the moved shards' names
+ * are resent; what every node holds, such as presence "everyone", is not). */
+bool links_moving(const link_set *ls);
 bool links_ready(const link_set *ls);   /* every node delivers to this broker */
 /* Writes the links' counters (Prometheus text format) to f. */
 void links_metrics(const link_set *ls, FILE *f);
@@ -648,11 +655,13 @@ typedef struct jif_op {
     size_t n_items;
 } jif_op;
 
-struct json_t;
-/* Checks item (operation number index of a request) against deepstream's
- * schema and builds its message. Returns 0, or -1 with the reason in err
+struct jspan;
+/* Checks token item of doc (operation number index of a request; doc indexes
+ * at least two levels below item: its members and their arrays' elements)
+ * against deepstream's schema and builds its message (jo's, jif_op_clear;
+ * nothing of doc is kept). Returns 0, or -1 with the reason in err
  * ("property 'eventName' is required for topic 'event'"). */
-int jif_parse(struct json_t *item, uint32_t index, jif_op *jo, char *err, size_t err_len);
+int jif_parse(const struct jspan *doc, uint32_t item, uint32_t index, jif_op *jo, char *err, size_t err_len);
 void jif_op_clear(jif_op *jo); /* NULL is fine */
 /* A client message (topic, packed inner) sent to the session running op:
  * 1 when it answers op, with *result its result as JSON text (xmalloc'd);

@@ -5,8 +5,13 @@
  * turned back into the operation's result ({success, data, version, users,
  * error, errorTopic, errorEvent, ...}), worded as deepstream words them.
  *
- * A result is JSON text: record data and RPC payloads are copied into it as
- * the node or provider wrote them (no reparse, numbers kept as written).
+ * An operation is read from the request's span index (common/jsonspan.h):
+ * the fields it needs are found and checked there, names decoded, and its
+ * data passed on as the client's JSON text without the whitespace between
+ * tokens (no parse and dump: numbers and escapes kept as written, the last of
+ * duplicate keys left for the reader to take, as JSON.parse does). A result
+ * is JSON text: record data and RPC payloads are copied into it as the node
+ * or provider wrote them (no reparse, numbers kept as written).
  * Not for the request around the operations (api.c) nor HTTP (http.c). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +22,7 @@
 #include "changeset.h"
 #include "internal.h"
 #include "jsonpath.h"
-#include "jsval.h"
+#include "jsonspan.h"
 #include "mem.h"
 
 const char JIF_SUCCESS[] = "{\"success\":true}";
@@ -38,11 +43,13 @@ typedef struct field {
     bool required;
 } field;
 
+#define FIELDS 4
+
 /* One row per topic and action deepstream's schema knows. */
 typedef struct shape {
     const char *topic, *action;
     enum jif_kind kind;
-    field fields[4];
+    field fields[FIELDS];
 } shape;
 
 static const shape shapes[] = {
@@ -76,189 +83,84 @@ static int why(char *buf, size_t len, const char *fmt, const char *a, const char
     return -1;
 }
 
-/* Checks value v of f (path: whether the write is by path). */
-static int check_field(const field *f, json_t *v, const char *topic, char *err, size_t err_len)
+/* Whether decoded text s (n bytes, NUL bytes possible) is word. */
+static bool is_word(const char *s, size_t n, const char *word)
 {
+    return strlen(word) == n && memcmp(s, word, n) == 0;
+}
+
+/* An operation read from the request: the tokens of its fields (JSPAN_NONE:
+ * absent) and the strings decoded from them. */
+typedef struct op_fields {
+    uint32_t v[FIELDS];
+    char name[OP_NAME_MAX + 1]; /* fields[0] of a F_NAME: the name */
+    char path[OP_NAME_MAX + 1]; /* F_PATH, when given */
+    int64_t version;            /* F_VERSION, or 0 */
+} op_fields;
+
+/* Checks token v of doc as field f, decoding what build() needs into *o. */
+static int check_field(const jspan *doc, const field *f, uint32_t v, op_fields *o, char *err, size_t err_len)
+{
+    const jspan_tok *t = jspan_at(doc, v);
     switch (f->type) {
-    case F_NAME:
-        if (!json_is_string(v))
+    case F_NAME: {
+        if (t->type != JSPAN_STRING)
             return why(err, err_len, "property '.%s' should be string%s", f->key, "");
-        if (json_string_length(v) == 0)
+        size_t n = jspan_string(doc, v, o->name, sizeof(o->name));
+        if (n == 0)
             return why(err, err_len, "property '.%s' should NOT be shorter than 1 characters%s", f->key, "");
-        if (json_string_length(v) > OP_NAME_MAX || memchr(json_string_value(v), '\0', json_string_length(v)))
+        if (n > OP_NAME_MAX || memchr(o->name, '\0', n))
             return why(err, err_len, "property '.%s' is longer than 4096 bytes or holds a NUL%s", f->key, "");
         return 0;
-    case F_PATH:
-        if (!json_is_string(v))
+    }
+    case F_PATH: {
+        if (t->type != JSPAN_STRING)
             return why(err, err_len, "property '.%s' should be string%s", f->key, "");
-        if (json_string_length(v) > OP_NAME_MAX)
+        size_t n = jspan_string(doc, v, o->path, sizeof(o->path));
+        if (n > OP_NAME_MAX)
             return why(err, err_len, "property '.%s' is longer than 4096 bytes%s", f->key, "");
+        if (memchr(o->path, '\0', n))
+            return why(err, err_len, "property '.%s' holds a NUL%s", f->key, "");
         return 0;
+    }
     case F_VERSION:
-        if (!json_is_integer(v))
+        if (!jspan_int(doc, v, &o->version)) {
+            if (t->type == JSPAN_NUMBER && memchr(doc->text + t->start, '.', t->len) == NULL &&
+                memchr(doc->text + t->start, 'e', t->len) == NULL && memchr(doc->text + t->start, 'E', t->len) == NULL)
+                return why(err, err_len, "property '.%s' should be >= -1 and fit 32 bits%s", f->key, "");
             return why(err, err_len, "property '.%s' should be integer%s", f->key, "");
-        if (json_integer_value(v) < -1 || json_integer_value(v) > INT32_MAX)
+        }
+        if (o->version < -1 || o->version > INT32_MAX)
             return why(err, err_len, "property '.%s' should be >= -1 and fit 32 bits%s", f->key, "");
         return 0;
     case F_NAMES:
     case F_STRINGS: {
-        if (!json_is_array(v))
+        if (t->type != JSPAN_ARRAY)
             return why(err, err_len, "property '.%s' should be array%s", f->key, "");
-        size_t i;
-        json_t *item;
-        json_array_foreach(v, i, item) {
-            if (!json_is_string(item)) {
+        uint32_t e = jspan_first(doc, v);
+        for (uint32_t i = 0; i < t->count; i++, e = jspan_next_element(doc, e)) {
+            if (jspan_at(doc, e)->type != JSPAN_STRING) {
                 char idx[32];
-                snprintf(idx, sizeof(idx), "%zu", i);
+                snprintf(idx, sizeof(idx), "%u", i);
                 return why(err, err_len, "property '.%s[%s]' should be string", f->key, idx);
             }
-            if (f->type == F_NAMES && (json_string_length(item) == 0 || json_string_length(item) > OP_NAME_MAX))
+            if (f->type != F_NAMES)
+                continue;
+            char one[OP_NAME_MAX + 1];
+            size_t n = jspan_string(doc, e, one, sizeof(one));
+            if (n == 0 || n > OP_NAME_MAX)
                 return why(err, err_len, "property '.%s' holds an empty name or one longer than 4096 bytes%s",
                            f->key, "");
+            if (memchr(one, '\0', n))
+                return why(err, err_len, "property '.%s' holds a name with a NUL%s", f->key, "");
         }
         return 0;
     }
     case F_DOC: /* whole writes: an object or array; by path: anything (checked by the caller) */
     case F_ANY:
-        (void)topic;
         return 0;
     }
     return 0;
-}
-
-/* A growing text buffer that starts on the caller's stack. */
-typedef struct textbuf {
-    char *p;
-    size_t len, cap;
-    bool heap;
-} textbuf;
-
-static void put(textbuf *t, const char *s, size_t n)
-{
-    if (t->len + n + 1 > t->cap) {
-        size_t cap = t->cap * 2;
-        while (cap < t->len + n + 1)
-            cap *= 2;
-        char *p = xmalloc(cap);
-        memcpy(p, t->p, t->len);
-        if (t->heap)
-            xfree(t->p);
-        t->p = p;
-        t->cap = cap;
-        t->heap = true;
-    }
-    memcpy(t->p + t->len, s, n);
-    t->len += n;
-    t->p[t->len] = '\0';
-}
-
-static void put_escaped(textbuf *t, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    put(t, "\"", 1);
-    size_t run = 0; /* bytes copied as they are, in one go */
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        put(t, s + run, i - run);
-        run = i + 1;
-        char esc[6] = {'\\', (char)c, 0};
-        size_t len = 2;
-        switch (c) {
-        case '"': case '\\': break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        default:
-            memcpy(esc, "\\u00", 4);
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            len = 6;
-        }
-        put(t, esc, len);
-    }
-    put(t, s + run, n - run);
-    put(t, "\"", 1);
-}
-
-/* Writes v as compact JSON as JSON.stringify would (numbers: integers as
- * they are, reals as the shortest text that reads back the same). jansson's
- * own dump sets up a table per call to find cycles a parsed body cannot
- * have; this is the hot path of every operation's data. */
-static void write_json(textbuf *t, const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: {
-        put(t, "{", 1);
-        const char *key;
-        json_t *item;
-        bool first = true;
-        json_object_foreach((json_t *)v, key, item) {
-            if (!first)
-                put(t, ",", 1);
-            first = false;
-            put_escaped(t, key, strlen(key));
-            put(t, ":", 1);
-            write_json(t, item);
-        }
-        put(t, "}", 1);
-        break;
-    }
-    case JSON_ARRAY:
-        put(t, "[", 1);
-        for (size_t i = 0; i < json_array_size(v); i++) {
-            if (i)
-                put(t, ",", 1);
-            write_json(t, json_array_get(v, i));
-        }
-        put(t, "]", 1);
-        break;
-    case JSON_STRING:
-        put_escaped(t, json_string_value(v), json_string_length(v));
-        break;
-    case JSON_INTEGER: {
-        char buf[24];
-        json_int_t n = json_integer_value(v);
-        unsigned long long u = n < 0 ? 0ULL - (unsigned long long)n : (unsigned long long)n;
-        int i = (int)sizeof(buf);
-        do
-            buf[--i] = (char)('0' + u % 10);
-        while ((u /= 10) > 0);
-        if (n < 0)
-            buf[--i] = '-';
-        put(t, buf + i, sizeof(buf) - (size_t)i);
-        break;
-    }
-    case JSON_REAL: {
-        char buf[JS_NUMBER_BUF];
-        put(t, buf, js_number_format(json_real_value(v), buf));
-        break;
-    }
-    case JSON_TRUE: put(t, "true", 4); break;
-    case JSON_FALSE: put(t, "false", 5); break;
-    default: put(t, "null", 4); break;
-    }
-}
-
-/* JSON text of v (NULL for NULL) in t, which starts on buf (cap bytes);
- * text_free releases what it grew into. */
-static const char *text_of(const json_t *v, textbuf *t, char *buf, size_t cap)
-{
-    *t = (textbuf){buf, 0, cap, false};
-    buf[0] = '\0';
-    if (v == NULL)
-        return NULL;
-    write_json(t, v);
-    return t->p;
-}
-
-static void text_free(textbuf *t)
-{
-    if (t->heap)
-        xfree(t->p);
 }
 
 /* The decimal text of n into buf (at least 11 bytes). */
@@ -275,13 +177,20 @@ static char *decimal(uint32_t n, char *buf)
     return buf;
 }
 
-/* The names of array v (pointers into v; the array is xmalloc'd). */
-static char **names_of(const json_t *v, size_t *n)
+/* The names of array token v (checked strings): a new array of *n pointers
+ * into *text, both xmalloc'd and the caller's. */
+static char **names_of(const jspan *doc, uint32_t v, size_t *n, char **text)
 {
-    *n = json_array_size(v);
+    const jspan_tok *t = jspan_at(doc, v);
+    *n = t->count;
     char **names = xcalloc(*n ? *n : 1, sizeof(char *));
-    for (size_t i = 0; i < *n; i++)
-        names[i] = (char *)json_string_value(json_array_get(v, i));
+    /* each name decodes to at most its token's length - 2, plus a NUL: the array's text holds them all */
+    char *p = *text = xmalloc((size_t)t->len + 1);
+    uint32_t e = jspan_first(doc, v);
+    for (size_t i = 0; i < *n; i++, e = jspan_next_element(doc, e)) {
+        names[i] = p;
+        p += jspan_string(doc, e, p, jspan_at(doc, e)->len - 1) + 1;
+    }
     return names;
 }
 
@@ -293,22 +202,37 @@ static void pack(jif_op *jo, int topic, const ProtobufCMessage *m)
     protobuf_c_message_pack(m, jo->msg);
 }
 
+/* The row of shape sh's field named key, or -1. */
+static int field_row(const shape *sh, const char *key)
+{
+    for (int i = 0; i < FIELDS && sh->fields[i].key != NULL; i++)
+        if (strcmp(sh->fields[i].key, key) == 0)
+            return i;
+    return -1;
+}
+
 /* Builds the client message of a checked operation. */
-static void build(const shape *sh, json_t *item, uint32_t index, jif_op *jo)
+static void build(const shape *sh, const jspan *doc, const op_fields *o, uint32_t index, jif_op *jo)
 {
     char cid[16], small[512];
-    textbuf data_buf;
     decimal(index, cid);
-    json_t *name = json_object_get(item, sh->fields[0].key);
-    char *data_text = (char *)text_of(json_object_get(item, "data"), &data_buf, small, sizeof(small));
+    int data_row = field_row(sh, "data");
+    uint32_t data = data_row >= 0 ? o->v[data_row] : JSPAN_NONE;
+    char *data_text = NULL; /* the data as the client wrote it, compact */
+    if (data != JSPAN_NONE) {
+        data_text = jspan_at(doc, data)->len < sizeof(small) ? small : xmalloc((size_t)jspan_at(doc, data)->len + 1);
+        jspan_compact(doc, data, data_text);
+    }
+    char *name = sh->fields[0].type == F_NAME ? (char *)o->name : NULL;
     jo->kind = sh->kind;
     jo->index = index;
+    char **list = NULL, *list_text = NULL;
     switch (sh->kind) {
     case JIF_EMIT: {
         EventMessage m = EVENT_MESSAGE__INIT;
         m.has_action = 1;
         m.action = EVENT__ACTION__EVENT_EMIT;
-        m.name = (char *)json_string_value(name);
+        m.name = name;
         m.data = data_text;
         pack(jo, TOPIC__TOPIC_EVENT, &m.base);
         break;
@@ -317,7 +241,7 @@ static void build(const shape *sh, json_t *item, uint32_t index, jif_op *jo)
         RpcMessage m = RPC_MESSAGE__INIT;
         m.has_action = 1;
         m.action = RPC__ACTION__RPC_REQUEST;
-        m.name = (char *)json_string_value(name);
+        m.name = name;
         m.correlationid = cid;
         m.data = data_text;
         pack(jo, TOPIC__TOPIC_RPC, &m.base);
@@ -327,23 +251,19 @@ static void build(const shape *sh, json_t *item, uint32_t index, jif_op *jo)
         PresenceMessage m = PRESENCE_MESSAGE__INIT;
         m.has_action = 1;
         m.correlationid = cid;
-        json_t *names = json_object_get(item, "names");
-        char **list = NULL;
-        if (names != NULL) {
+        if (o->v[0] != JSPAN_NONE) {
             m.action = PRESENCE__ACTION__PRESENCE_QUERY;
-            list = names_of(names, &m.n_names);
+            list = names_of(doc, o->v[0], &m.n_names, &list_text);
             m.names = list;
         } else
             m.action = PRESENCE__ACTION__PRESENCE_QUERY_ALL;
         pack(jo, TOPIC__TOPIC_PRESENCE, &m.base);
-        xfree(list);
         break;
     }
     default: { /* the record topic (lists are records) */
         RecordMessage m = RECORD_MESSAGE__INIT;
         m.has_action = 1;
-        char **list = NULL;
-        m.name = (char *)json_string_value(name);
+        m.name = name;
         if (sh->kind == JIF_READ)
             m.action = RECORD__ACTION__RECORD_READ;
         else if (sh->kind == JIF_HEAD)
@@ -353,84 +273,107 @@ static void build(const shape *sh, json_t *item, uint32_t index, jif_op *jo)
         else if (sh->kind == JIF_NOTIFY) {
             m.action = RECORD__ACTION__RECORD_NOTIFY;
             m.name = NULL;
-            list = names_of(name, &m.n_names);
+            list = names_of(doc, o->v[0], &m.n_names, &list_text);
             m.names = list;
             m.correlationid = cid;
         } else { /* write: by path when a path is given (deepstream: a non-empty one) */
-            const char *path = json_string_value(json_object_get(item, "path"));
-            bool by_path = path != NULL && path[0] != '\0';
-            json_int_t version = json_integer_value(json_object_get(item, "version"));
+            int path_row = field_row(sh, "path");
+            bool by_path = path_row >= 0 && o->v[path_row] != JSPAN_NONE && o->path[0] != '\0';
             m.action = by_path ? RECORD__ACTION__RECORD_CREATEANDPATCH : RECORD__ACTION__RECORD_CREATEANDUPDATE;
-            m.path = by_path ? (char *)path : NULL;
+            m.path = by_path ? (char *)o->path : NULL;
             m.has_version = 1;
-            m.version = version != 0 ? (int32_t)version : -1; /* as deepstream: none (or 0) writes the next version */
+            m.version = o->version != 0 ? (int32_t)o->version : -1; /* as deepstream: none (or 0) writes the next version */
             m.has_iswriteack = 1;
             m.iswriteack = 1;
             m.correlationid = cid;
             m.data = data_text;
         }
         pack(jo, TOPIC__TOPIC_RECORD, &m.base);
-        xfree(list);
     }
     }
-    text_free(&data_buf);
+    xfree(list);
+    xfree(list_text);
+    if (data_text != small)
+        xfree(data_text);
 }
 
-int jif_parse(json_t *item, uint32_t index, jif_op *jo, char *err, size_t err_len)
+int jif_parse(const jspan *doc, uint32_t item, uint32_t index, jif_op *jo, char *err, size_t err_len)
 {
     memset(jo, 0, sizeof(*jo));
-    if (!json_is_object(item))
+    if (jspan_at(doc, item)->type != JSPAN_OBJECT)
         return why(err, err_len, "property '%s' should be object%s", "", "");
-    json_t *topic = json_object_get(item, "topic"), *action = json_object_get(item, "action");
-    if (topic == NULL)
+    uint32_t topic = JSPAN_NONE, action = JSPAN_NONE, n_members = jspan_at(doc, item)->count;
+    uint32_t k = jspan_first(doc, item);
+    for (uint32_t i = 0; i < n_members; i++, k = jspan_next_key(doc, k)) /* the last of a name counts */
+        if (jspan_eq(doc, k, "topic", 5))
+            topic = k + 1;
+        else if (jspan_eq(doc, k, "action", 6))
+            action = k + 1;
+    if (topic == JSPAN_NONE)
         return why(err, err_len, "property 'topic' is required%s%s", "", "");
-    if (!json_is_string(topic))
+    if (jspan_at(doc, topic)->type != JSPAN_STRING)
         return why(err, err_len, "property '.topic' should be string%s%s", "", "");
-    const char *t = json_string_value(topic);
+    char t[72], a[72];
+    size_t t_len = jspan_string(doc, topic, t, sizeof(t));
     bool topic_known = false;
     for (size_t i = 0; i < SHAPES && !topic_known; i++)
-        topic_known = strcmp(shapes[i].topic, t) == 0;
+        topic_known = is_word(t, t_len, shapes[i].topic);
     if (!topic_known)
         return why(err, err_len, "unknown topic '%.64s' (event, rpc, record, list or presence)%s", t, "");
-    if (action == NULL)
+    if (action == JSPAN_NONE)
         return why(err, err_len, "property 'action' is required for topic '%s'%s", t, "");
-    const char *a = json_string_value(action);
+    bool a_string = jspan_at(doc, action)->type == JSPAN_STRING;
+    size_t a_len = a_string ? jspan_string(doc, action, a, sizeof(a)) : 0;
     const shape *sh = NULL;
-    for (size_t i = 0; a != NULL && i < SHAPES; i++)
-        if (strcmp(shapes[i].topic, t) == 0 && strcmp(shapes[i].action, a) == 0)
+    for (size_t i = 0; a_string && i < SHAPES; i++)
+        if (strcmp(shapes[i].topic, t) == 0 && is_word(a, a_len, shapes[i].action))
             sh = &shapes[i];
     if (sh == NULL) {
-        char msg[256], list[128];
+        char msg[384], list[128];
         actions_of(t, list, sizeof(list));
-        snprintf(msg, sizeof(msg), "unknown action '%.64s' for topic '%s' (%s)", a ? a : "(not a string)", t, list);
+        snprintf(msg, sizeof(msg), "unknown action '%.64s' for topic '%s' (%s)", a_string ? a : "(not a string)", t, list);
         return why(err, err_len, "%s%s", msg, "");
     }
-    for (const field *f = sh->fields; f < sh->fields + 4 && f->key != NULL; f++) {
-        json_t *v = json_object_get(item, f->key);
-        if (v == NULL) {
-            if (f->required)
-                return why(err, err_len, "property '%s' is required for topic '%s'", f->key, t);
+    /* one pass over the members: each to its field (the last of a name), the first unknown one kept */
+    op_fields o;
+    uint32_t unknown = JSPAN_NONE;
+    for (int f = 0; f < FIELDS; f++)
+        o.v[f] = JSPAN_NONE;
+    o.version = 0;
+    o.path[0] = '\0';
+    k = jspan_first(doc, item);
+    for (uint32_t i = 0; i < n_members; i++, k = jspan_next_key(doc, k)) {
+        int f = 0;
+        while (f < FIELDS && sh->fields[f].key != NULL &&
+               !jspan_eq(doc, k, sh->fields[f].key, strlen(sh->fields[f].key)))
+            f++;
+        if (f < FIELDS && sh->fields[f].key != NULL)
+            o.v[f] = k + 1;
+        else if (unknown == JSPAN_NONE && !jspan_eq(doc, k, "topic", 5) && !jspan_eq(doc, k, "action", 6))
+            unknown = k;
+    }
+    for (int f = 0; f < FIELDS && sh->fields[f].key != NULL; f++) {
+        if (o.v[f] == JSPAN_NONE) {
+            if (sh->fields[f].required)
+                return why(err, err_len, "property '%s' is required for topic '%s'", sh->fields[f].key, t);
             continue;
         }
-        if (check_field(f, v, t, err, err_len) != 0)
+        if (check_field(doc, &sh->fields[f], o.v[f], &o, err, err_len) != 0)
             return -1;
     }
-    const char *key;
-    json_t *v;
-    json_object_foreach(item, key, v) {
-        bool known = strcmp(key, "topic") == 0 || strcmp(key, "action") == 0;
-        for (const field *f = sh->fields; !known && f < sh->fields + 4 && f->key != NULL; f++)
-            known = strcmp(f->key, key) == 0;
-        if (!known)
-            return why(err, err_len, "property '%.64s' is not allowed for topic '%s'", key, t);
+    if (unknown != JSPAN_NONE) {
+        char key[72];
+        jspan_string(doc, unknown, key, sizeof(key));
+        return why(err, err_len, "property '%.64s' is not allowed for topic '%s'", key, t);
     }
     if (sh->kind == JIF_WRITE) { /* a whole document is an object or an array */
-        const char *path = json_string_value(json_object_get(item, "path"));
-        json_t *data = json_object_get(item, "data");
-        if ((path == NULL || path[0] == '\0') && !json_is_object(data) && !json_is_array(data))
+        int data_row = field_row(sh, "data"), path_row = field_row(sh, "path");
+        uint8_t type = jspan_at(doc, o.v[data_row])->type;
+        bool by_path = path_row >= 0 && o.v[path_row] != JSPAN_NONE && o.path[0] != '\0';
+        if (!by_path && type != JSPAN_OBJECT && type != JSPAN_ARRAY)
             return why(err, err_len, "property '.data' should be object,array%s%s", "", "");
     }
-    build(sh, item, index, jo);
+    build(sh, doc, &o, index, jo);
     return 0;
 }
 

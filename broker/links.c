@@ -7,6 +7,23 @@
  * go back to the topics that sent them to be answered with errors. Where all
  * of that goes is the broker's link_hooks: this file knows no topic.
  *
+ * The routing map: the configuration's, until a node sends a newer one (an
+ * OP_MAP delivery when its metadata group commits a change, cluster.raft, or
+ * the answer to the MAP_QUERY asked after a WRONG_SHARD naming a higher
+ * shard epoch than ours). A map is adopted when its version is higher than
+ * ours and it describes the configured nodes at the configured epoch;
+ * operations carry their shard's epoch from it. On adoption the requests owed
+ * by a node that lost shards, for names of those shards, are answered as when
+ * a node goes (errors; records.c's converge brings copies back), and every
+ * node that gained shards is sent again what the topics hold for names of
+ * those shards (hooks.resync with links_resend filtered to the moved shards:
+ * registrations are idempotent at the node), and the records subscribed in
+ * them are read again from it (hooks.recover, filtered the same way), so a
+ * subscriber that missed an update of the old primary's gets the current
+ * state (FAILOVER rule 8; record-recovered). HELLO keeps the configuration's
+ * epoch and the static assignment's digest, so no link is refused after a
+ * move.
+ *
  * In standalone the one node is in the same process (local_link.c); its
  * replies and deliveries are the same bytes and take the same path here. */
 #include <stdio.h>
@@ -27,12 +44,23 @@ typedef struct node_link {
     nodelink *link;       /* NULL for the local node */
     bool epoch_refused;   /* the node runs another shard map (epoch or assignment) */
     delivery_stream stream;
+    /* Shards the node refused (WRONG_SHARD) with an epoch below ours: it has
+     * not applied the map we route by yet. What we registered there for them
+     * is sent again once it announces (OP_MAP) a version >= behind_version. */
+    uint8_t *behind;      /* SHARD_COUNT / 8 bytes, or NULL */
+    uint64_t behind_version;
 } node_link;
+
+#define MAP_ASK_MS 200 /* at most one MAP_QUERY this often (WRONG_SHARD redirects come in bursts) */
 
 struct link_set {
     const eddy_config *cfg;
     uint64_t broker_id;
-    shardmap map;
+    shardmap map;          /* the routing map (version 0: the configuration's) */
+    uint64_t hello_digest; /* the static assignment's digest: what HELLO carries */
+    const uint8_t *moving; /* during an adoption's resyncs: the moved shards (links_resend sends only those) */
+    int64_t map_asked_ms;  /* when a MAP_QUERY was last sent */
+    uint64_t maps_adopted, maps_refused;
     acks *acks;
     link_hooks hooks;
     local_link *local;  /* standalone: links[0] is the in-process node */
@@ -64,11 +92,135 @@ static void delivery_lost(node_link *l, uint64_t lost, const char *where)
     l->ls->hooks.recover(l->ls->hooks.ctx, l->index);
 }
 
+/* Adopts the map a node sent (json, its version) when it is newer than ours
+ * and describes the configured cluster: see the top of this file. */
+static void adopt_map(node_link *from, uint64_t version, strview json)
+{
+    link_set *ls = from->ls;
+    if (version <= ls->map.version)
+        return;
+    clustermap fresh = {0};
+    shardmap *map = xmalloc(sizeof(*map));
+    char err[256] = "";
+    bool ok = clustermap_parse(&fresh, json.ptr, json.len, err, sizeof(err)) == 0 &&
+              clustermap_shards(&fresh, map, err, sizeof(err)) == 0;
+    if (ok && (fresh.count != ls->count || (uint64_t)fresh.epoch != ls->map.epoch || map->version != version)) {
+        snprintf(err, sizeof(err), "nodes=%d epoch=%lld version=%llu (ours: nodes=%d epoch=%llu, announced "
+                 "version=%llu)", fresh.count, (long long)fresh.epoch, (unsigned long long)map->version, ls->count,
+                 (unsigned long long)ls->map.epoch, (unsigned long long)version);
+        ok = false;
+    }
+    for (int i = 0; ok && i < ls->count; i++)
+        if (strcmp(fresh.nodes[i].id, ls->links[i].node->id) != 0) {
+            snprintf(err, sizeof(err), "node %d is '%s', ours '%s'", i + 1, fresh.nodes[i].id,
+                     ls->links[i].node->id);
+            ok = false;
+        }
+    clustermap_clear(&fresh);
+    if (!ok) {
+        ls->maps_refused++;
+        log_warn("cluster-map-refused", "from=%s version=%llu why=\"%s\" (routing by version %llu still)",
+                 from->node->id, (unsigned long long)version, err, (unsigned long long)ls->map.version);
+        xfree(map);
+        return;
+    }
+    uint8_t moved[SHARD_COUNT / 8];
+    unsigned count = shardmap_moved(&ls->map, map, moved);
+    bool lost[CLUSTER_MAX_NODES] = {false}, gained[CLUSTER_MAX_NODES] = {false};
+    for (uint32_t s = 0; count > 0 && s < SHARD_COUNT; s++)
+        if (shardmap_bit(moved, s)) {
+            if (ls->map.owner[s] < ls->count)
+                lost[ls->map.owner[s]] = true;
+            if (map->owner[s] < ls->count)
+                gained[map->owner[s]] = true;
+        }
+    uint64_t old_version = ls->map.version;
+    ls->map = *map; /* from here on operations go where the new map says */
+    xfree(map);
+    ls->maps_adopted++;
+    log_info("cluster-map-adopted", "version=%llu from_version=%llu moved_shards=%u from=%s",
+             (unsigned long long)version, (unsigned long long)old_version, count, from->node->id);
+    uint64_t failed = 0;
+    for (int i = 0; i < ls->count; i++)
+        if (lost[i])
+            failed += acks_fail_shards(ls->acks, i, moved);
+    if (failed > 0)
+        log_warn("moved-shard-requests-answered", "requesters=%llu (owed by nodes that lost their shards: "
+                 "answered MESSAGE_DENIED; their writes may or may not have been applied)",
+                 (unsigned long long)failed);
+    ls->moving = moved;
+    for (int i = 0; i < ls->count; i++)
+        if (gained[i]) {
+            ls->hooks.resync(ls->hooks.ctx, i);
+            /* FAILOVER rule 8: an update the old primary published just
+             * before it lost the shard may never have reached us; the new
+             * primary's current state goes to subscribers that are behind */
+            ls->hooks.recover(ls->hooks.ctx, i);
+        }
+    ls->moving = NULL;
+}
+
+/* Node l refused shard with an epoch below ours (it is behind our map):
+ * its requesters owed for that shard are answered with errors now, and what
+ * we registered there is sent again once it catches up (caught_up). */
+static void node_behind(node_link *l, uint32_t shard)
+{
+    link_set *ls = l->ls;
+    shard &= SHARD_COUNT - 1;
+    if (l->behind == NULL)
+        l->behind = xcalloc(1, SHARD_COUNT / 8);
+    bool first = !shardmap_bit(l->behind, shard);
+    l->behind[shard / 8] |= (uint8_t)(1u << (shard % 8));
+    l->behind_version = ls->map.version;
+    uint8_t one[SHARD_COUNT / 8] = {0};
+    one[shard / 8] = (uint8_t)(1u << (shard % 8));
+    uint64_t failed = acks_fail_shards(ls->acks, l->index, one);
+    if (first || failed > 0)
+        log_info("node-map-behind", "node=%s shard=%u our_version=%llu requesters_answered=%llu (registrations "
+                 "sent again once it has our map)", l->node->id, shard, (unsigned long long)ls->map.version,
+                 (unsigned long long)failed);
+}
+
+/* Node l announced map version `version`: when it has caught up with the map
+ * it refused shards under, they are registered there again. */
+static void caught_up(node_link *l, uint64_t version)
+{
+    link_set *ls = l->ls;
+    if (l->behind == NULL || version < l->behind_version)
+        return;
+    uint8_t *shards = l->behind;
+    l->behind = NULL;
+    ls->moving = shards;
+    ls->hooks.resync(ls->hooks.ctx, l->index);
+    ls->moving = NULL;
+    xfree(shards);
+}
+
+/* Asks node l for its map (at most every MAP_ASK_MS): the answer comes as an OP_MAP in its reply. */
+static void ask_map(node_link *l)
+{
+    int64_t now = now_ms();
+    if (now - l->ls->map_asked_ms < MAP_ASK_MS)
+        return;
+    l->ls->map_asked_ms = now;
+    op q = {.kind = OP_MAP_QUERY};
+    (void)links_submit_to(l->ls, l->index, &q, NULL);
+}
+
 /* One operation of a node's reply (op_batch_each). */
 static int on_answer(void *arg, const op *o)
 {
     node_link *l = arg;
-    if (o->kind == OP_ERROR && o->error == OP_ERR_WRONG_EPOCH) {
+    if (o->kind == OP_MAP && o->has_data) {
+        adopt_map(l, o->corr, o->data);
+        caught_up(l, o->corr);
+    } else if (o->kind == OP_ERROR && o->error == OP_ERR_WRONG_SHARD &&
+               o->epoch > shardmap_shard_epoch(&l->ls->map, o->shard)) {
+        ask_map(l); /* the node knows a newer map of that shard */
+    } else if (o->kind == OP_ERROR && o->error == OP_ERR_WRONG_SHARD &&
+               o->epoch < shardmap_shard_epoch(&l->ls->map, o->shard)) {
+        node_behind(l, o->shard);
+    } else if (o->kind == OP_ERROR && o->error == OP_ERR_WRONG_EPOCH) {
         if (!l->epoch_refused)
             log_error("epoch-mismatch", "node=%s node_epoch=%llu our_epoch=%llu (not serving: every process "
                       "of a cluster must run the same shard map)", l->node->id, (unsigned long long)o->epoch,
@@ -139,7 +291,11 @@ static void handle_delivery(node_link *l, nng_msg *msg)
             break;
         }
         acks_settle(ls->acks, l->index, &o);
-        ls->hooks.deliver(ls->hooks.ctx, &o);
+        if (o.kind == OP_MAP && o.has_data) { /* the node's metadata group committed a change */
+            adopt_map(l, o.corr, o.data);
+            caught_up(l, o.corr);
+        } else
+            ls->hooks.deliver(ls->hooks.ctx, &o);
     }
     nng_msg_free(msg);
 }
@@ -254,6 +410,7 @@ link_set *links_create(const eddy_config *cfg, uint64_t broker_id, const local_n
         log_error("bad-shard-map", "%s", err);
         goto fail;
     }
+    ls->hello_digest = clustermap_hello_digest(m, &ls->map); /* a map learnt from a seed may have moved */
     if (local != NULL && m->count != 1) {
         log_error("bad-local-node", "nodes=%d (an in-process node must be the only one)", m->count);
         goto fail;
@@ -282,7 +439,7 @@ link_set *links_create(const eddy_config *cfg, uint64_t broker_id, const local_n
         ls->count++;
         if (local != NULL) {
             /* HELLO at once: the node knows this broker from then on */
-            op hello = {.kind = OP_HELLO, .epoch = ls->map.epoch, .corr = shardmap_digest(&ls->map),
+            op hello = {.kind = OP_HELLO, .epoch = ls->map.epoch, .corr = ls->hello_digest,
                         .action = LINK_ROLE_BROKER};
             ls->local = local_link_open(local, broker_id, &hello, local_flush, ls, hooks->wake, hooks->ctx);
             local_flush(ls);
@@ -290,7 +447,7 @@ link_set *links_create(const eddy_config *cfg, uint64_t broker_id, const local_n
         }
         nodelink_config c = {.index = i, .id = l->node->id, .request_url = l->node->request,
                              .delivery_url = l->node->delivery, .peer_id = broker_id,
-                             .epoch = ls->map.epoch, .map_digest = shardmap_digest(&ls->map),
+                             .epoch = ls->map.epoch, .map_digest = ls->hello_digest,
                              .reply_timeout_ms = (int)cfg->request_timeout_ms, .tls = ls->tls,
                              .role = LINK_ROLE_BROKER, .handler = link_event, .ctx = ls};
         if ((l->link = nodelink_open(&c)) == NULL)
@@ -339,6 +496,13 @@ void links_metrics(const link_set *ls, FILE *f)
             fprintf(f, "%s{node=\"%s\"} %llu\n", m[k].name, l->node->id, (unsigned long long)v);
         }
     }
+    fprintf(f, "# HELP eddy_broker_map_version version of the shard map this broker routes by (0: the "
+            "configuration's; cluster.raft maps from the nodes)\n# TYPE eddy_broker_map_version gauge\n"
+            "eddy_broker_map_version %llu\n", (unsigned long long)ls->map.version);
+    fprintf(f, "# HELP eddy_broker_maps_total shard maps sent by nodes, by result: adopted, refused (another "
+            "cluster's)\n# TYPE eddy_broker_maps_total counter\neddy_broker_maps_total{result=\"adopted\"} %llu\n"
+            "eddy_broker_maps_total{result=\"refused\"} %llu\n", (unsigned long long)ls->maps_adopted,
+            (unsigned long long)ls->maps_refused);
 }
 
 bool links_refused(const link_set *ls)
@@ -377,8 +541,10 @@ void links_destroy(link_set *ls)
             nodelink_stop(ls->links[i].link); /* all at once: each flushes what it holds */
         }
     local_link_close(ls->local);
-    for (int i = 0; i < ls->count; i++)
+    for (int i = 0; i < ls->count; i++) {
         nodelink_close(ls->links[i].link);
+        xfree(ls->links[i].behind);
+    }
     linktls_close(ls->tls); /* the links borrowed it */
     xfree(ls);
 }
@@ -394,8 +560,13 @@ int links_submit_to(link_set *ls, int li, op *o, uint64_t *seq)
                  (unsigned long long)o->session, o->name.len, o->ref.len, o->path.len, o->user.len);
         return -1;
     }
+    if (li < 0 || li >= ls->count) { /* a shard without a primary (all its copies lost) */
+        log_warn("shard-unavailable", "kind=%s shard=%u map_version=%llu (no node is its primary: answered as "
+                 "refused)", op_kind_name(o->kind), o->shard, (unsigned long long)ls->map.version);
+        return -1;
+    }
     node_link *l = &ls->links[li];
-    o->epoch = ls->map.epoch;
+    o->epoch = shardmap_shard_epoch(&ls->map, o->shard); /* the node checks it (fencing) */
     o->broker = 0; /* the batch header carries the origin */
     if (l->link == NULL)
         *seq = local_link_submit(ls->local, o);
@@ -430,6 +601,8 @@ static int resend_name(void *arg, strview name, subs_holder *h, uint32_t n, void
     op o = *r->tmpl;
     o.name = name;
     o.shard = shard_of(name.ptr, name.len);
+    if (r->ls->moving != NULL && !shardmap_bit(r->ls->moving, o.shard))
+        return 0; /* a map move: only the names of the moved shards */
     for (uint32_t i = 0; i < ((r->flags & LINKS_PER_HOLDER) ? n : 1); i++) {
         if (r->flags & LINKS_PER_HOLDER)
             o.session = ((session *)h[i].ptr)->id;
@@ -440,6 +613,8 @@ static int resend_name(void *arg, strview name, subs_holder *h, uint32_t n, void
 
 void links_resend(link_set *ls, int li, const subs *table, const op *tmpl, int flags)
 {
+    if (ls->moving != NULL && (flags & LINKS_EVERY_NODE))
+        return; /* held by every node whatever its shards: nothing moved */
     struct resend r = {ls, li, flags, tmpl};
     subs_foreach(table, resend_name, &r);
 }
@@ -452,4 +627,9 @@ int links_owner(const link_set *ls, strview name)
 int links_count(const link_set *ls)
 {
     return ls->count;
+}
+
+bool links_moving(const link_set *ls)
+{
+    return ls->moving != NULL;
 }

@@ -358,7 +358,7 @@ static void presence_resync(void *self, int li)
     presence *p = self;
     links_resend(p->e->links, li, p->logins, &(op){.kind = OP_PRESENCE_JOIN}, 0);
     links_resend(p->e->links, li, p->watchers, &(op){.kind = OP_PRESENCE_INTEREST}, 0);
-    if (subs_count(p->everyone) > 0)
+    if (subs_count(p->everyone) > 0 && !links_moving(p->e->links)) /* every node holds it: a move changes nothing */
         links_submit_to(p->e->links, li, &(op){.kind = OP_PRESENCE_INTEREST, .flags = OP_FLAG_ALL}, NULL);
 }
 

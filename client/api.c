@@ -621,8 +621,11 @@ static eddy_status tell_all_nodes(eddy *e, uint32_t kind, uint32_t orig, const c
     eddy_status st = EDDY_OK;
     for (int i = 0; i < e->nlinks; i++) {
         op o = {.kind = kind, .name = sv(pattern), .orig = orig};
-        if (client_submit_to(e, i, &o, &seq[i]) < 0)
+        if (client_submit_to(e, i, &o, &seq[i]) < 0) {
             st = EDDY_ERR_UNAVAILABLE; /* it learns the pattern when it is back (resync) */
+            log_warn("registration-deferred", "node=%s kind=%s pattern=%s (its link is down or full: sent when "
+                     "the link resyncs)", e->cluster.nodes[i].id, op_kind_name(kind), pattern);
+        }
     }
     int64_t deadline = client_deadline(e);
     for (int i = 0; i < e->nlinks; i++)

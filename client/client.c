@@ -161,7 +161,7 @@ eddy_status client_wait_batch(eddy *e, int li, uint64_t seq, int64_t deadline)
 int client_submit_to(eddy *e, int li, op *o, uint64_t *seq)
 {
     pthread_rwlock_rdlock(&e->links_lock);
-    o->epoch = e->map.epoch;
+    o->epoch = shardmap_shard_epoch(&e->map, o->shard); /* the node checks it (fencing) */
     o->session = CLIENT_SESSION;
     *seq = li < e->nlinks ? nodelink_submit(e->links[li].link, o) : 0;
     pthread_rwlock_unlock(&e->links_lock);
@@ -224,6 +224,17 @@ static void on_reply(eddy *e, int li, uint64_t seq, nng_msg *msg)
     pthread_cond_broadcast(&e->changed);
 }
 
+/* A node's map changed (cluster.raft): a newer version is fetched and
+ * adopted by the callback thread (follow_map). Link thread. */
+static void map_pushed(eddy *e, const op *o)
+{
+    pthread_rwlock_rdlock(&e->links_lock);
+    bool newer = o->corr > e->map.version;
+    pthread_rwlock_unlock(&e->links_lock);
+    if (newer)
+        atomic_store(&e->map_stale, true); /* fetched within a second */
+}
+
 static void on_delivery(eddy *e, int li, nng_msg *msg)
 {
     client_link *cl = &e->links[li];
@@ -247,7 +258,9 @@ static void on_delivery(eddy *e, int li, nng_msg *msg)
         int rc = op_decode(&r, &o);
         if (rc == -1)
             break;
-        if (rc == 0)
+        if (rc == 0 && o.kind == OP_MAP)
+            map_pushed(e, &o);
+        else if (rc == 0)
             client_on_delivery(e, li, &o);
     }
 }
@@ -368,7 +381,8 @@ static int open_links(eddy *e)
         *cl->ctx = (link_ctx){e, i, e->gen};
         nodelink_config c = {.index = i, .id = n->id, .request_url = n->request,
                              .delivery_url = n->delivery, .peer_id = e->peer_id, .epoch = e->map.epoch,
-                             .map_digest = shardmap_digest(&e->map), .tls = e->tls, .role = LINK_ROLE_BACKEND,
+                             .map_digest = clustermap_hello_digest(&e->cluster, &e->map), .tls = e->tls,
+                             .role = LINK_ROLE_BACKEND,
                              .handler = link_event, .ctx = cl->ctx};
         if ((cl->link = nodelink_open(&c)) == NULL) {
             xfree(cl->ctx);
@@ -406,6 +420,50 @@ static int settle_unavailable(const void *k, size_t l, void *v, void *arg)
     return 0;
 }
 
+/* Whether a and b list the same nodes at the same addresses. */
+static bool same_nodes(const clustermap *a, const clustermap *b)
+{
+    if (a->count != b->count)
+        return false;
+    for (int i = 0; i < a->count; i++)
+        if (strcmp(a->nodes[i].id, b->nodes[i].id) != 0 || strcmp(a->nodes[i].request, b->nodes[i].request) != 0 ||
+            strcmp(a->nodes[i].delivery, b->nodes[i].delivery) != 0)
+            return false;
+    return true;
+}
+
+/* A newer map of the same cluster (the metadata group moved primaries,
+ * cluster.raft): routed by from now on, over the same links (HELLO carries
+ * the configuration's epoch and digest: nothing to reconnect); each node that
+ * gained shards is sent again what we registered for its names (idempotent at
+ * the node). Takes fresh's strings (callback thread). */
+static void adopt_in_place(eddy *e, clustermap *fresh, const shardmap *map)
+{
+    uint8_t moved[SHARD_COUNT / 8];
+    pthread_mutex_lock(&e->lock);
+    pthread_rwlock_wrlock(&e->links_lock);
+    unsigned count = shardmap_moved(&e->map, map, moved);
+    uint64_t from = e->map.version;
+    bool gained[CLUSTER_MAX_NODES] = {false};
+    for (uint32_t s = 0; s < SHARD_COUNT; s++)
+        if (shardmap_bit(moved, s) && map->owner[s] < CLUSTER_MAX_NODES)
+            gained[map->owner[s]] = true;
+    fresh->hello_digest = clustermap_hello_digest(&e->cluster, &e->map); /* HELLO stays what it was */
+    clustermap old_cluster = e->cluster;
+    e->cluster = *fresh;
+    *fresh = (clustermap){0};
+    e->map = *map;
+    pthread_rwlock_unlock(&e->links_lock);
+    log_info("cluster-map-adopted", "version=%llu from_version=%llu moved_shards=%u (same links)",
+             (unsigned long long)map->version, (unsigned long long)from, count);
+    for (int i = 0; i < e->nlinks; i++)
+        if (gained[i])
+            client_resync(e, i);
+    pthread_cond_broadcast(&e->changed);
+    pthread_mutex_unlock(&e->lock);
+    clustermap_clear(&old_cluster);
+}
+
 /* A node refused our map (the cluster restarted with another epoch) or
  * redirected a request: ask the nodes we know (then the address we were given)
  * for the map, and if it changed, replace every link, fail what waited on the
@@ -439,8 +497,17 @@ static void follow_map(eddy *e)
         return;
     }
     xfree(json);
-    if (map.epoch == e->map.epoch && shardmap_digest(&map) == shardmap_digest(&e->map)) {
+    if (map.epoch == e->map.epoch && map.version < e->map.version) {
+        clustermap_clear(&fresh); /* a node behind the others: the map we have is newer */
+        return;
+    }
+    if (map.epoch == e->map.epoch && map.version == e->map.version &&
+        shardmap_digest(&map) == shardmap_digest(&e->map)) {
         clustermap_clear(&fresh); /* the same map: the refusal was about something else */
+        return;
+    }
+    if (map.epoch == e->map.epoch && map.version > e->map.version && same_nodes(&e->cluster, &fresh)) {
+        adopt_in_place(e, &fresh, &map);
         return;
     }
     log_warn("cluster-map-changed", "epoch=%llu->%llu nodes=%d->%d (reconnecting to every node)",

@@ -319,7 +319,9 @@ typedef struct eddy_validation eddy_validation;
  * "backend", "user" (the writer's user id, or null), "serverData" (or null)}. */
 typedef void eddy_validate_fn(void *arg, eddy_validation *v, const char *name, const char *request);
 /* Validates the writes to records whose name matches pattern (a regular
- * expression, as listen's) from now on; returns once every node has it. */
+ * expression, as listen's) from now on; returns once every node has it.
+ * EDDY_ERR_UNAVAILABLE: a node's link was down (or its queue full); the
+ * registration is kept and that node gets it when its link comes back. */
 EDDY_API eddy_status eddy_validate(eddy *e, const char *pattern, eddy_validate_fn *fn, void *arg);
 /* Stops validating pattern; validations it had pending go to other validators. */
 EDDY_API eddy_status eddy_unvalidate(eddy *e, const char *pattern);

@@ -2,7 +2,8 @@
 # cluster.sh - run an eddy cluster on this machine: N nodes and M brokers as
 # separate processes on 127.0.0.1 (free ports), optionally behind haproxy.
 #
-#   cluster.sh up     --dir DIR [--nodes N] [--brokers M] [--lb] [--lb-tls PEM] [--tls] [--bin PATH] [-- extra eddy flags]
+#   cluster.sh up     --dir DIR [--nodes N] [--brokers M] [--replicas N] [--raft] [--lb] [--lb-tls PEM] [--tls]
+#                     [--bin PATH] [-- extra eddy flags]
 #   cluster.sh down   --dir DIR
 #   cluster.sh status --dir DIR
 #   cluster.sh kill   NAME --dir DIR     (SIGKILL; NAME as in status: node1.., broker1.., lb)
@@ -17,6 +18,10 @@
 # haproxy terminating TLS with PEM, a certificate chain and its key in one file) and
 # DIR/cluster.yml (the shared cluster map). Each process logs to DIR/NAME.log.
 #
+# --replicas N: cluster.replicas (copies of each shard). --raft: cluster.raft, the nodes run
+# the metadata group; each node gets a free port for its Raft transport (the raft field of
+# its cluster.yml entry), kept by `start NAME`. Both go into DIR/cluster.yml.
+#
 # --tls: the nng links are tls+tcp:// with certificates made in DIR/tls by
 # deploy/tls/eddy-certs.sh (a CA, nodeN, brokerN, backend); DIR/backend.env holds
 # the EDDY_CLUSTER_TLS_* lines a backend (eddy ctl, libeddy) needs (source it).
@@ -24,10 +29,11 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 bin="$here/../build/eddy"
+all_args=("$@")
 cmd=${1:-}; shift || true
 name=""
 if [[ $cmd == kill || $cmd == start || $cmd == pause || $cmd == resume ]]; then name=${1:-}; shift || true; fi
-dir="" nodes=3 brokers=2 lb=0 lb_tls="" tls=0 extra=()
+dir="" nodes=3 brokers=2 lb=0 lb_tls="" tls=0 replicas="" raft=0 extra=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --dir) dir=$2; shift 2 ;;
@@ -36,6 +42,8 @@ while [[ $# -gt 0 ]]; do
     --lb) lb=1; shift ;;
     --lb-tls) lb=1; lb_tls=$2; shift 2 ;;
     --tls) tls=1; shift ;;
+    --replicas) replicas=$2; shift 2 ;;
+    --raft) raft=1; shift ;;
     --bin) bin=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "cluster.sh: unknown argument $1" >&2; exit 2 ;;
@@ -43,13 +51,17 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -n $dir ]] || { echo "cluster.sh: --dir DIR is required" >&2; exit 2; }
 
+# VAR: sets VAR to a free port below the ephemeral range (32768+) that no
+# earlier call gave out. Not called as $(free_port): in a subshell the list of
+# ports given out is lost, and two processes of one cluster got the same port
+# (nothing listens on any of them before they all start), 1% of clusters.
 used_ports=""
-free_port() { # a free port below the ephemeral range (32768+)
-  local p
+free_port() {
+  local _fp # (not the caller's VAR's name)
   while :; do
-    p=$((20000 + RANDOM % 12000))
-    [[ " $used_ports " == *" $p "* ]] && continue
-    if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then used_ports+=" $p"; echo "$p"; return; fi
+    _fp=$((20000 + RANDOM % 12000))
+    [[ " $used_ports " == *" $_fp "* ]] && continue
+    if ! (exec 3<>/dev/tcp/127.0.0.1/$_fp) 2>/dev/null; then used_ports+=" $_fp"; printf -v "$1" '%s' "$_fp"; return; fi
   done
 }
 
@@ -68,13 +80,45 @@ alive() {
   kill -0 "$pid" 2>/dev/null && [[ $(sed -n 's/^.*) \(.\).*/\1/p' "/proc/$pid/stat" 2>/dev/null) != Z ]]
 }
 
+# Dead and done: a killed process's leader thread turns zombie while its
+# other threads may still be exiting with its files (RocksDB's LOCK) open.
+gone() {
+  alive "$1" && return 1
+  local pid; pid=$(cat "$dir/$1.pid" 2>/dev/null) || return 0
+  [[ ! -d /proc/$pid/task ]] || (( $(ls /proc/$pid/task 2>/dev/null | wc -l) <= 1 ))
+}
+
 paused() { # NAME: stopped by SIGSTOP (cluster.sh pause)
   [[ $(sed -n 's/^.*) \(.\).*/\1/p' "/proc/$(cat "$dir/$1.pid")/stat" 2>/dev/null) == T ]]
+}
+
+# A port picked free (nothing listened on it) that a process then could not
+# bind: something took it in between, or holds it without listening. The
+# holder is shown (ss) for the record.
+port_taken() { # LOG
+  grep -q "Address in use" "$1" 2>/dev/null || return 1
+  local p
+  for p in $(grep -o "127.0.0.1:[0-9]*[^0-9].*Address in use" "$1" | grep -o "127.0.0.1:[0-9]*" | cut -d: -f2 | sort -u); do
+    echo "cluster.sh: port $p is taken:" >&2
+    ss -tanp 2>/dev/null | grep ":$p " >&2 || true
+  done
+  return 0
 }
 
 unhealthy() { # NAME LOG: says so with the log's last lines (a caller may delete the folder), fails
   echo "cluster.sh: $1 did not become healthy; the end of $2:" >&2
   tail -n 20 "$2" >&2 2>/dev/null || true
+  # up: a port taken meanwhile is no failure of the cluster's: everything again on other ports
+  local attempt=${CLUSTER_SH_ATTEMPT:-1}
+  if [[ $cmd == up ]] && port_taken "$2" && (( attempt < 3 )); then
+    echo "cluster.sh: starting the cluster again on other ports (attempt $((attempt + 1)))" >&2
+    CLUSTER_SH_ATTEMPT=$attempt bash "$0" down --dir "$dir" >/dev/null 2>&1 || true
+    for f in "$dir"/*.log; do [[ -f $f ]] && mv "$f" "$f.attempt$attempt"; done
+    rm -f "$dir"/*.cmd "$dir"/*.pid "$dir"/*.port "$dir"/*.metrics-port
+    CLUSTER_SH_ATTEMPT=$((attempt + 1)) exec bash "$0" "${all_args[@]}"
+  fi
+  # up: what was started goes (no caller gets a folder to bring down)
+  [[ $cmd == up ]] && bash "$0" down --dir "$dir" >/dev/null 2>&1
   exit 1
 }
 
@@ -93,7 +137,12 @@ up)
   [[ -x $bin ]] || { echo "cluster.sh: $bin not found (run make)" >&2; exit 2; }
   bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
   mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
-  { echo "cluster:"; echo "  nodes:"; } >"$dir/cluster.yml"
+  {
+    echo "cluster:"
+    [[ -n $replicas ]] && echo "  replicas: $replicas"
+    [[ $raft == 1 ]] && echo "  raft: true"
+    echo "  nodes:"
+  } >"$dir/cluster.yml"
   : >"$dir/nodes"
   : >"$dir/node-metrics"
   scheme=tcp
@@ -107,24 +156,25 @@ up)
       "$dir/tls/backend.crt" "$dir/tls/backend.key" "$dir/tls/ca.crt" >"$dir/backend.env"
   fi
   for i in $(seq "$nodes"); do
-    rq=$(free_port); dl=$(free_port); mt=$(free_port)
+    free_port rq; free_port dl; free_port mt
+    rf=""; if [[ $raft == 1 ]]; then free_port rp; rf=", raft: \"127.0.0.1:$rp\""; fi
     echo "$scheme://127.0.0.1:$rq" >>"$dir/nodes"
     echo "http://127.0.0.1:$mt/metrics" >>"$dir/node-metrics"
     echo "$mt" >"$dir/node$i.metrics-port"
-    echo "    - { id: node$i, request: \"$scheme://127.0.0.1:$rq\", delivery: \"$scheme://127.0.0.1:$dl\" }" >>"$dir/cluster.yml"
+    echo "    - { id: node$i, request: \"$scheme://127.0.0.1:$rq\", delivery: \"$scheme://127.0.0.1:$dl\"$rf }" >>"$dir/cluster.yml"
     echo "$bin node --config $dir/cluster.yml --node-id node$i --request $scheme://127.0.0.1:$rq --delivery $scheme://127.0.0.1:$dl --metrics 127.0.0.1:$mt --data $dir/node$i $(tls_flags "node$i") ${extra[*]:-}" >"$dir/node$i.cmd"
   done
   for i in $(seq "$nodes"); do launch "node$i"; done
   : >"$dir/brokers"
   for i in $(seq "$brokers"); do
-    p=$(free_port)
+    free_port p
     echo "$bin broker --config $dir/cluster.yml --host 127.0.0.1 --port $p $(tls_flags "broker$i") ${extra[*]:-}" >"$dir/broker$i.cmd"
     echo "$p" >"$dir/broker$i.port"
     echo "ws://127.0.0.1:$p/deepstream" >>"$dir/brokers"
     launch "broker$i"
   done
   if [[ $lb == 1 ]]; then
-    p=$(free_port)
+    free_port p
     {
       echo "global"; echo "  maxconn 4000"
       echo "defaults"; echo "  mode http"; echo "  timeout connect 2s"; echo "  timeout check 2s"; echo "  timeout client 90s"
@@ -156,7 +206,7 @@ up)
 down)
   for n in $(names | grep -v '^node'; names | grep '^node'); do
     alive "$n" && kill -TERM "$(cat "$dir/$n.pid")" 2>/dev/null && kill -CONT "$(cat "$dir/$n.pid")" 2>/dev/null || true
-    for _ in $(seq 100); do alive "$n" || break; sleep 0.1; done
+    for _ in $(seq 100); do gone "$n" && break; sleep 0.1; done
     alive "$n" && kill -KILL "$(cat "$dir/$n.pid")" 2>/dev/null || true
   done
   ;;
@@ -168,7 +218,7 @@ status)
 kill)
   [[ -f $dir/$name.cmd ]] || { echo "cluster.sh: no process $name in $dir" >&2; exit 2; }
   alive "$name" && kill -KILL "$(cat "$dir/$name.pid")"
-  for _ in $(seq 50); do alive "$name" || break; sleep 0.1; done
+  for _ in $(seq 50); do gone "$name" && break; sleep 0.1; done
   ;;
 pause|resume)
   [[ -f $dir/$name.cmd ]] || { echo "cluster.sh: no process $name in $dir" >&2; exit 2; }
@@ -184,12 +234,27 @@ pause|resume)
 start)
   [[ -f $dir/$name.cmd ]] || { echo "cluster.sh: no process $name in $dir" >&2; exit 2; }
   alive "$name" && { echo "cluster.sh: $name is already running" >&2; exit 1; }
-  launch "$name"
-  if [[ -f $dir/$name.port ]]; then
-    wait_health "$(cat "$dir/$name.port")" "$([[ $name == lb ]] && sed -n 's|^ws\(s*\)://.*|http\1|p' "$dir/lb")" || exit 1
-  fi
-  if [[ -f $dir/$name.metrics-port ]]; then wait_health "$(cat "$dir/$name.metrics-port")" || exit 1; fi
+  # its ports are its own (the others dial them): one taken for a moment is waited for
+  for attempt in 1 2 3 4 5; do
+    before=$(wc -l <"$dir/$name.log" 2>/dev/null || echo 0)
+    launch "$name"
+    ok=1
+    if [[ -f $dir/$name.port ]]; then
+      wait_health "$(cat "$dir/$name.port")" "$([[ $name == lb ]] && sed -n 's|^ws\(s*\)://.*|http\1|p' "$dir/lb")" || ok=0
+    fi
+    if [[ $ok == 1 && -f $dir/$name.metrics-port ]]; then wait_health "$(cat "$dir/$name.metrics-port")" || ok=0; fi
+    [[ $ok == 1 ]] && break
+    tail -n +"$((before + 1))" "$dir/$name.log" >"$dir/$name.last" 2>/dev/null || true
+    # its ports, or its data folder's lock, held a moment longer by what went before
+    if alive "$name" || ! { port_taken "$dir/$name.last" || grep -q "LOCK: Resource temporarily unavailable" \
+        "$dir/$name.last"; } || (( attempt == 5 )); then
+      unhealthy "$name" "$dir/$name.log"
+    fi
+    echo "cluster.sh: $name could not bind its ports; again in 1 s" >&2
+    sleep 1
+  done
+  rm -f "$dir/$name.last"
   ;;
 *)
-  sed -n '2,22p' "$0" >&2; exit 2 ;;
+  sed -n '2,27p' "$0" >&2; exit 2 ;;
 esac

@@ -44,7 +44,8 @@ describe('cluster: 3 nodes, 2 brokers, haproxy', () => {
         assert.match(last, /stopped role=\w+ exit=0/, `${f} did not stop cleanly:\n${log.slice(-2000)}`)
       }
     }
-    rmSync(dir, { recursive: true, force: true })
+    if (process.env.EDDY_KEEP) console.log(`# kept ${dir}`)
+    else rmSync(dir, { recursive: true, force: true })
   })
   afterEach(closeAll)
 

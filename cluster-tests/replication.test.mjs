@@ -12,8 +12,16 @@
 // cluster.replicaTimeout: writes go on (node2 logs replica-out-of-sync); after
 // SIGCONT it catches up (replica-in-sync, no lag), and the same kill and
 // restart shows that its RocksDB has everything.
+// Snapshot catch-up: (3) node3 killed, its data folder deleted and started
+// again while the writers write (and 1200 more records of node2 exist): node2
+// streams it a snapshot of node2's shards (replica-snapshot-done, several
+// chunks), node3 is in sync again, and the same kill and restart finds every
+// acknowledged write on node3; (4) with a small backlog bound
+// (EDDY_REPLICA_BACKLOG) a paused node3 falls beyond it (replica-needs-snapshot)
+// and after SIGCONT catches up by snapshot, then the same check.
 // Without replication (--replicas 1) the first test fails: node3 has none of
-// node2's records.
+// node2's records; without snapshots the third and fourth do (node3 has
+// nothing of what was written before it came back, or stays out of sync).
 import { test, describe, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile, execFileSync } from 'node:child_process'
@@ -22,7 +30,7 @@ import { mkdtempSync, readFileSync, writeFileSync, rmSync, readdirSync } from 'n
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { connect, closeAll } from '../tests/e2e/lib/client.mjs'
-import { sleep, until, assertNoSanitizerReport } from '../tests/e2e/lib/server.mjs'
+import { sleep, until, namesOn, assertNoSanitizerReport } from '../tests/e2e/lib/server.mjs'
 
 const SH = resolve('cluster-tests/cluster.sh')
 const execFileAsync = promisify(execFile)
@@ -30,21 +38,8 @@ const BIN = resolve(process.env.EDDY_BIN || 'build/eddy')
 const NODES = 3
 const TIMEOUT_MS = 1000 // cluster.replicaTimeout
 
-// The shard map: FNV-1a 64 of the name (or of its {tag}), 4096 shards spread
-// evenly (shardmap_init_even: node index = shard * NODES / 4096).
-function shardOf (name) {
-  const tag = name.match(/\{([^}]+)\}/)
-  if (tag) name = tag[1]
-  let h = 0xcbf29ce484222325n
-  for (const b of Buffer.from(name)) h = ((h ^ BigInt(b)) * 0x100000001b3n) & 0xffffffffffffffffn
-  return Number(h & 4095n)
-}
+// The even shard map (shardmap_init_even): node index = shard * NODES / 4096.
 const ownerIndex = shard => Math.floor(shard * NODES / 4096)
-const namesOn = (index, prefix, n) => {
-  const out = []
-  for (let i = 0; out.length < n; i++) if (ownerIndex(shardOf(`${prefix}${i}`)) === index) out.push(`${prefix}${i}`)
-  return out
-}
 // "a-b" ranges of the shards the even map gives node `index`
 function rangeOf (index) {
   const shards = []
@@ -57,16 +52,42 @@ function metric (text, name) {
   return m ? Number(m[1]) : null
 }
 
-async function startCluster () {
+// env: more environment for the processes (EDDY_REPLICA_BACKLOG)
+async function startCluster (env = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'eddy-replication-'))
+  const options = { encoding: 'utf8', timeout: 60000, env: { ...process.env, ...env } }
   execFileSync('bash', [SH, 'up', '--dir', dir, '--nodes', String(NODES), '--brokers', '1', '--bin', BIN,
-    '--', '--replicas', '2', '--replica-timeout', String(TIMEOUT_MS), '--broker-timeout', '2000'],
-  { encoding: 'utf8', timeout: 60000 })
-  const sh = (...args) => execFileAsync('bash', [SH, ...args, '--dir', dir], { encoding: 'utf8', timeout: 60000 })
+    '--', '--replicas', '2', '--replica-timeout', String(TIMEOUT_MS), '--broker-timeout', '2000'], options)
+  const sh = (...args) => execFileAsync('bash', [SH, ...args, '--dir', dir], options)
   const broker = readFileSync(join(dir, 'brokers'), 'utf8').trim()
   const metricsUrls = readFileSync(join(dir, 'node-metrics'), 'utf8').trim().split('\n')
   const metrics = async i => (await fetch(metricsUrls[i])).text()
-  return { dir, sh, broker, metrics, log: name => readFileSync(join(dir, `${name}.log`), 'utf8') }
+  const log = name => readFileSync(join(dir, `${name}.log`), 'utf8')
+  // what a process logged since mark(name) (each node logs its first snapshots at start)
+  const marks = {}
+  const mark = name => { marks[name] = log(name).length }
+  const since = name => log(name).slice(marks[name] || 0)
+  return { dir, sh, broker, metrics, log, mark, since }
+}
+
+// Writes each record once (version 1, {bulk: i}), 100 at a time; returns them as writers.acked entries.
+async function writeBulk (url, names) {
+  const client = await connect(url, { username: 'bulk' })
+  const acked = {}
+  for (let i = 0; i < names.length; i += 100) {
+    await Promise.all(names.slice(i, i + 100).map(async (name, j) => {
+      await client.record.setDataWithAck(name, { k: 0, bulk: i + j, pad: 'b'.repeat(200) })
+      acked[name] = { version: 1, k: 0 }
+    }))
+  }
+  return acked
+}
+
+// node2's last replica-snapshot-done line for node3 since the mark: {records, chunks}
+function snapshotDone (text) {
+  const all = [...text.matchAll(/replica-snapshot-done replica=node3 .*records=(\d+) .*chunks=(\d+)/g)]
+  const m = all[all.length - 1]
+  return m ? { records: Number(m[1]), chunks: Number(m[2]) } : null
 }
 
 // Writers: one per record, setWithAck in a loop; acked[name] = {version, k} of
@@ -118,7 +139,9 @@ async function failOverByHand (c, writers) {
     const version = await reader.record.head(name)
     const data = await reader.record.snapshot(name)
     if (version === a.version && data.k === a.k) continue
-    if (version === a.version + 1 && data.k === inflight[name].k) continue // the write in flight, durable too
+    // a write sent after the last acknowledged one, durable too (its answer lost with node2; the writer may have
+    // gone on to retry with a later k before it stopped)
+    if (version === a.version + 1 && data.k > a.k && data.k <= (inflight[name]?.k ?? a.k)) continue
     problems.push(`${name}: acknowledged v${a.version} k=${a.k}, node3 has v${version} ${JSON.stringify(data)}`)
   }
   assert.deepEqual(problems, [], 'acknowledged writes missing or forked on the replica')
@@ -138,9 +161,13 @@ describe('cluster: replicated shards (cluster.replicas 2)', () => {
   test('every acknowledged write is durable on the replica: the primary killed, the replica owns its shards', async () => {
     const c = await startCluster()
     try {
-      const names = namesOn(1, 'repl/', 6)
+      const names = namesOn(2, NODES, 'repl/', 6)
       const writers = await startWriters(c.broker, names)
-      await until(() => writers.count >= 600, 'writes acknowledged', 30000)
+      // node3 first gets a snapshot of node2's shards (writes meanwhile are in it, not in batches)
+      await until(async () => metric(await c.metrics(1), 'eddy_node_replication_in_sync{replica="node3"}') === 1,
+        'node3 in sync after its first snapshot', 30000)
+      const base = writers.count
+      await until(() => writers.count >= base + 600, 'writes acknowledged', 30000)
       const m = await c.metrics(1)
       assert.ok(metric(m, 'eddy_node_replication_records_total{replica="node3"}') >= 600, m)
       assert.equal(metric(m, 'eddy_node_replication_in_sync{replica="node3"}'), 1)
@@ -152,23 +179,80 @@ describe('cluster: replicated shards (cluster.replicas 2)', () => {
   test('a replica paused longer than cluster.replicaTimeout does not stop writes, and catches up after', async () => {
     const c = await startCluster()
     try {
-      const names = namesOn(1, 'pause/', 6)
+      const names = namesOn(2, NODES, 'pause/', 6)
       const writers = await startWriters(c.broker, names)
       await until(() => writers.count >= 200, 'writes acknowledged', 30000)
+      c.mark('node2')
       await c.sh('pause', 'node3')
       const before = writers.count
       await sleep(TIMEOUT_MS * 3)
       const during = writers.count - before
       assert.ok(during >= 100, `only ${during} writes acknowledged while node3 was paused`)
-      assert.match(c.log('node2'), /replica-out-of-sync replica=node3/)
+      assert.match(c.since('node2'), /replica-out-of-sync replica=node3/)
       const m = await c.metrics(1)
       assert.equal(metric(m, 'eddy_node_replication_in_sync{replica="node3"}'), 0)
       assert.ok(metric(m, 'eddy_node_replication_under_replicated_shards') > 0)
       await c.sh('resume', 'node3')
-      await until(() => /replica-in-sync replica=node3/.test(c.log('node2')), 'node3 in sync again', 20000)
+      await until(() => /replica-in-sync replica=node3/.test(c.since('node2')), 'node3 in sync again', 20000)
       const after = writers.count
       await until(() => writers.count >= after + 200, 'writes acknowledged after the resume', 30000)
       console.log(`# acknowledged while node3 was paused: ${during}; in sync again after the resume`)
+      const checked = await failOverByHand(c, writers)
+      console.log(`# ${writers.count} acknowledged writes to ${checked} records of node2, all on node3`)
+    } finally { await finish(c) }
+  })
+
+  test('a replica that lost its data folder catches up by snapshot while writes go on', async () => {
+    const c = await startCluster()
+    try {
+      const bulk = await writeBulk(c.broker, namesOn(2, NODES, 'bulk/', 1200))
+      const names = namesOn(2, NODES, 'wipe/', 6)
+      const writers = await startWriters(c.broker, names)
+      await until(() => writers.count >= 200, 'writes acknowledged', 30000)
+      c.mark('node2')
+      await c.sh('kill', 'node3')
+      rmSync(join(c.dir, 'node3'), { recursive: true, force: true })
+      const before = writers.count
+      await sleep(TIMEOUT_MS * 2)
+      await c.sh('start', 'node3')
+      await until(() => snapshotDone(c.since('node2')) !== null, 'node3 caught up by snapshot', 30000)
+      const done = snapshotDone(c.since('node2'))
+      assert.ok(done.records >= 1200 + names.length && done.chunks >= 2, JSON.stringify(done))
+      await until(() => /replica-snapshot-done replica=node3[^]*replica-in-sync replica=node3/.test(c.since('node2')),
+        'node3 in sync after the snapshot', 20000)
+      assert.match(c.log('node3'), /replica-snapshot-applied .*records=\d+/)
+      const after = writers.count
+      assert.ok(after > before, 'writes went on while node3 was away')
+      await until(() => writers.count >= after + 200, 'writes acknowledged after the snapshot', 30000)
+      const m = await c.metrics(1)
+      assert.ok(metric(m, 'eddy_node_replication_snapshots_total{replica="node3"}') >= 2, m) // at start, and now
+      assert.ok(metric(m, 'eddy_node_replication_snapshot_records_total{replica="node3"}') >= 1200, m)
+      assert.equal(metric(m, 'eddy_node_replication_in_sync{replica="node3"}'), 1)
+      Object.assign(writers.acked, bulk)
+      const checked = await failOverByHand(c, writers)
+      console.log(`# snapshot: ${done.records} records in ${done.chunks} chunks; ${checked} records of node2 all on node3`)
+    } finally { await finish(c) }
+  })
+
+  test('a replica beyond the backlog catches up by snapshot instead of staying out of sync', async () => {
+    const c = await startCluster({ EDDY_REPLICA_BACKLOG: String(64 * 1024) })
+    try {
+      const names = namesOn(2, NODES, 'overflow/', 6)
+      const writers = await startWriters(c.broker, names)
+      await until(() => writers.count >= 200, 'writes acknowledged', 30000)
+      c.mark('node2')
+      await c.sh('pause', 'node3')
+      await until(() => /replica-needs-snapshot replica=node3 why="backlog full"/.test(c.since('node2')),
+        'the backlog overflows', 20000)
+      await sleep(TIMEOUT_MS)
+      await c.sh('resume', 'node3')
+      await until(() => /replica-snapshot-done replica=node3[^]*replica-in-sync replica=node3/.test(c.since('node2')),
+        'node3 in sync after a snapshot', 30000)
+      assert.match(c.since('node2'), /replica-snapshot-started replica=node3 why="backlog full/)
+      const after = writers.count
+      await until(() => writers.count >= after + 200, 'writes acknowledged after the resume', 30000)
+      const m = await c.metrics(1)
+      assert.equal(metric(m, 'eddy_node_replication_in_sync{replica="node3"}'), 1)
       const checked = await failOverByHand(c, writers)
       console.log(`# ${writers.count} acknowledged writes to ${checked} records of node2, all on node3`)
     } finally { await finish(c) }

@@ -22,6 +22,7 @@
 #include "linktls.h"
 #include "log.h"
 #include "mem.h"
+#include "util.h"
 
 #define DEFAULT_CLUSTER "tcp://127.0.0.1:6021"
 #define DEFAULT_TLS_CLUSTER "tls+tcp://127.0.0.1:6021"
@@ -54,6 +55,21 @@ static void ctl_usage(FILE *out)
             "                                   the request on stdin (one JSON line); it prints accept,\n"
             "                                   reject [REASON], or {\"verdict\":...} (README: Validating writes)\n"
             "  status                           the cluster map and each node's health\n"
+            "  cluster status [--json]          the metadata group's shard map as the node at --cluster sees it:\n"
+            "                                   members, the Raft leader, the map version, each node's primaries\n"
+            "                                   and replicas by shard epoch, members down, unavailable shards, the\n"
+            "                                   node's lease (and, asking the leader, every member's)\n"
+            "                                   (cluster.raft off: the static map)\n"
+            "  cluster promote SHARDS --to NODE  (or --from NODE --to NODE)\n"
+            "                                   planned move: NODE (an in-sync replica) becomes the primary of\n"
+            "                                   SHARDS (\"0-99,200\") or of every shard --from's node is primary of\n"
+            "                                   (cluster.raft; proposed by the Raft leader, each shard's epoch + 1);\n"
+            "                                   waits until the map shows it (--timeout, default 5000 ms, each\n"
+            "                                   question; 60 s in all)\n"
+            "  cluster rebalance                every shard served away from its home node (the static map's\n"
+            "                                   primary) goes home where home is an up in-sync replica, as after a\n"
+            "                                   failed node rejoined (cluster.raft; also by itself after\n"
+            "                                   cluster.rebalanceDelay); waits until the map shows it\n"
             "  reload                           every node and broker reads its permission rules again\n\n"
             "  --cluster ADDR  any node's request address (default " DEFAULT_CLUSTER ";\n"
             "                  a standalone server prints its address in backends-listening)\n"
@@ -104,6 +120,322 @@ static int reload_all(eddy *e, const eddy_options *opts)
         xfree(answer);
     }
     json_decref(root);
+    linktls_close(tls);
+    return rc;
+}
+
+/* "EPOCH: N shards" for each epoch of member's copies, into out. */
+static void format_epochs(json_t *epochs, char *out, size_t len)
+{
+    size_t used = 0;
+    const char *key;
+    json_t *v;
+    out[0] = '\0';
+    json_object_foreach(epochs, key, v) {
+        int w = snprintf(out + used, len - used, "%sepoch %s: %lld shards", used ? ", " : "", key,
+                         (long long)json_integer_value(v));
+        if (w < 0 || (size_t)w >= len - used)
+            break;
+        used += (size_t)w;
+    }
+}
+
+/* eddy ctl cluster status [--json]: one CLUSTER_STATUS question to the node
+ * at url (no HELLO, no backend connection: any node answers, even while the
+ * others are down). Exit 0 when it answered, 1 when not. */
+static int cluster_status(const char *url, const eddy_options *opts, int argc, char **argv)
+{
+    bool as_json = argc == 3 && strcmp(argv[2], "--json") == 0;
+    if (argc < 2 || strcmp(argv[1], "status") != 0 || (argc == 3 && !as_json) || argc > 3) {
+        fprintf(stderr, "usage: eddy ctl [--cluster ADDR] cluster status [--json]\n");
+        return 2;
+    }
+    linktls *tls = ctl_tls(opts);
+    char *answer = clustermap_node_cluster_status(url, tls, opts->timeout_ms);
+    linktls_close(tls);
+    if (answer == NULL) {
+        fprintf(stderr, "eddy ctl: cluster status: no answer from %s within %d ms\n", url, opts->timeout_ms);
+        return 1;
+    }
+    json_t *root = json_loads(answer, 0, NULL);
+    if (as_json || root == NULL) {
+        printf("%s\n", answer);
+        xfree(answer);
+        json_decref(root);
+        return root == NULL ? 1 : 0;
+    }
+    xfree(answer);
+    bool raft = json_is_true(json_object_get(root, "raft"));
+    const char *self = json_string_value(json_object_get(root, "selfName"));
+    if (raft) {
+        const char *leader = json_string_value(json_object_get(root, "leaderName"));
+        printf("metadata group: on (cluster.raft); asked %s\n", self ? self : "?");
+        if (leader != NULL)
+            printf("leader: %s (id %lld), term %lld%s\n", leader,
+                   (long long)json_integer_value(json_object_get(root, "leader")),
+                   (long long)json_integer_value(json_object_get(root, "term")),
+                   json_is_true(json_object_get(root, "isLeader")) ? " (the node asked)" : "");
+        else
+            printf("leader: none known, term %lld (no majority reachable from %s: the group decides nothing, no "
+                   "failover happens)\n", (long long)json_integer_value(json_object_get(root, "term")),
+                   self ? self : "?");
+        printf("map version: %lld\n", (long long)json_integer_value(json_object_get(root, "version")));
+        json_t *lease = json_object_get(root, "lease");
+        if (json_is_true(json_object_get(lease, "valid")))
+            printf("lease of %s: valid for %lld ms more (node timeout %lld ms)\n", self ? self : "?",
+                   (long long)json_integer_value(json_object_get(lease, "remainingMs")),
+                   (long long)json_integer_value(json_object_get(root, "nodeTimeoutMs")));
+        else
+            printf("lease of %s: none (it serves none of its shards until the leader grants one)\n",
+                   self ? self : "?");
+    } else
+        printf("metadata group: off (cluster.raft false); asked %s; the static map, epoch %lld\n", self ? self : "?",
+               (long long)json_integer_value(json_object_get(root, "staticEpoch")));
+    printf("shards: %lld of 4096 assigned, %lld-%lld copies each (cluster.replicas %lld); as the static map: %s\n",
+           (long long)json_integer_value(json_object_get(root, "assignedShards")),
+           (long long)json_integer_value(json_object_get(root, "copiesMin")),
+           (long long)json_integer_value(json_object_get(root, "copiesMax")),
+           (long long)json_integer_value(json_object_get(root, "replicasConfigured")),
+           json_is_true(json_object_get(root, "sameAsStatic")) ? "yes" : "no");
+    long long down = json_integer_value(json_object_get(root, "membersDown"));
+    long long unavailable = json_integer_value(json_object_get(root, "unavailableShards"));
+    if (down > 0)
+        printf("members down: %lld\n", down);
+    if (unavailable > 0)
+        printf("UNAVAILABLE shards: %lld (%s): every copy that could serve them is down; each node answers them "
+               "with an error until one is assigned again\n", unavailable,
+               json_string_value(json_object_get(root, "unavailable")));
+    printf("members:\n");
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(root, "members"), i, m) {
+        char epochs[512];
+        format_epochs(json_object_get(m, "epochs"), epochs, sizeof(epochs));
+        printf("  %lld %-10s %-4s primary of %lld, replica of %lld shards (%s)\n      request %s delivery %s raft %s\n",
+               (long long)json_integer_value(json_object_get(m, "id")),
+               json_string_value(json_object_get(m, "name")), json_is_true(json_object_get(m, "down")) ? "down" : "up",
+               (long long)json_integer_value(json_object_get(m, "primaries")),
+               (long long)json_integer_value(json_object_get(m, "replicas")), epochs[0] ? epochs : "none",
+               json_string_value(json_object_get(m, "request")), json_string_value(json_object_get(m, "delivery")),
+               json_string_value(json_object_get(m, "raft")));
+        json_t *heard = json_object_get(m, "heardMsAgo");
+        if (json_is_integer(heard)) /* the asked node leads: its view of each member's lease */
+            printf("      heard %lld ms ago by the leader; lease %s\n", (long long)json_integer_value(heard),
+                   json_is_true(json_object_get(m, "leaseGranted")) ? "granted" : "not granted");
+    }
+    json_decref(root);
+    return 0;
+}
+
+/* How many of the shards in want (owner 0) node `to` is not the primary of
+ * in the map the node at url answers (-1: no map); *version: that map's. */
+static int promote_left(const char *url, const linktls *tls, int timeout_ms, const shardmap *want, const char *to,
+                        uint64_t *version)
+{
+    char *json = clustermap_node_map(url, tls, timeout_ms);
+    clustermap cm = {0};
+    shardmap *map = xmalloc(sizeof(*map));
+    char err[256];
+    int left = -1;
+    if (json != NULL && clustermap_parse(&cm, json, strlen(json), err, sizeof(err)) == 0 &&
+        clustermap_shards(&cm, map, err, sizeof(err)) == 0) {
+        int ti = -1;
+        for (int i = 0; i < cm.count; i++)
+            if (strcmp(cm.nodes[i].id, to) == 0)
+                ti = i;
+        left = 0;
+        for (uint32_t sh = 0; sh < SHARD_COUNT; sh++)
+            left += want->owner[sh] == 0 && map->owner[sh] != (unsigned)ti;
+        *version = map->version;
+    }
+    clustermap_clear(&cm);
+    xfree(map);
+    xfree(json);
+    return left;
+}
+
+/* Sends a planned move (text: the request's JSON) to the node at url, then to
+ * the leader it names if it is not the leader. Returns the answer (caller
+ * json_decref) or NULL (printed); *asked: the node that answered (url, or
+ * *leader_url, which the caller frees). */
+static json_t *ask_leader(const char *url, linktls *tls, const char *text, int timeout_ms, const char *what,
+                          const char **asked, char **leader_url)
+{
+    json_t *ans = NULL;
+    *asked = url;
+    for (int hop = 0; hop < 2; hop++) {
+        char *answer = clustermap_node_promote(*asked, tls, text, timeout_ms);
+        json_decref(ans);
+        ans = answer != NULL ? json_loads(answer, 0, NULL) : NULL;
+        xfree(answer);
+        if (ans == NULL) {
+            fprintf(stderr, "eddy ctl: cluster %s: no answer from %s within %d ms\n", what, *asked, timeout_ms);
+            return NULL;
+        }
+        const char *lr = json_string_value(json_object_get(ans, "leaderRequest"));
+        if (lr == NULL || hop == 1)
+            break;
+        xfree(*leader_url);
+        *leader_url = xstrdup(lr); /* not the leader: ask the one it names */
+        *asked = *leader_url;
+    }
+    const char *error = json_string_value(json_object_get(ans, "error"));
+    if (error != NULL) {
+        fprintf(stderr, "eddy ctl: cluster %s: %s: %s\n", what, *asked, error);
+        json_decref(ans);
+        return NULL;
+    }
+    return ans;
+}
+
+/* eddy ctl cluster promote SHARDS --to NODE | --from NODE --to NODE: asks
+ * the node at url (then the leader it names) to propose the move, then waits
+ * until the map shows every shard asked for on NODE. Prints the time it took. */
+static int cluster_promote(const char *url, const eddy_options *opts, int argc, char **argv)
+{
+    const char *from = NULL, *to = NULL, *shards = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--to") == 0 && i + 1 < argc)
+            to = argv[++i];
+        else if (strcmp(argv[i], "--from") == 0 && i + 1 < argc)
+            from = argv[++i];
+        else if (argv[i][0] != '-' && shards == NULL)
+            shards = argv[i];
+        else
+            to = NULL, i = argc; /* usage */
+    }
+    if (to == NULL || (from == NULL) == (shards == NULL)) {
+        fprintf(stderr, "usage: eddy ctl [--cluster ADDR] cluster promote SHARDS --to NODE\n"
+                        "       eddy ctl [--cluster ADDR] cluster promote --from NODE --to NODE\n");
+        return 2;
+    }
+    linktls *tls = ctl_tls(opts);
+    int rc = 1;
+    char *leader_url = NULL;
+    shardmap *want = xmalloc(sizeof(*want));
+    shardmap_init_empty(want, 1, 0);
+    char err[256];
+    json_t *req = from != NULL ? json_pack("{s:s, s:s}", "from", from, "to", to)
+                               : json_pack("{s:s, s:s}", "shards", shards, "to", to);
+    char *text = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    json_t *ans = NULL;
+    if (shards != NULL && shardmap_assign(want, 0, shards, err, sizeof(err)) != 0) {
+        fprintf(stderr, "eddy ctl: cluster promote: %s\n", err);
+        rc = 2;
+        goto out;
+    }
+    if (from != NULL) { /* the shards from is primary of now (the node decides the same on its map) */
+        char *json = clustermap_node_map(url, tls, opts->timeout_ms);
+        clustermap cm = {0};
+        shardmap *map = xmalloc(sizeof(*map));
+        int fi = -1;
+        if (json != NULL && clustermap_parse(&cm, json, strlen(json), err, sizeof(err)) == 0 &&
+            clustermap_shards(&cm, map, err, sizeof(err)) == 0)
+            for (int i = 0; i < cm.count; i++)
+                if (strcmp(cm.nodes[i].id, from) == 0)
+                    fi = i;
+        for (uint32_t sh = 0; fi >= 0 && sh < SHARD_COUNT; sh++)
+            if (map->owner[sh] == (unsigned)fi)
+                want->owner[sh] = 0;
+        clustermap_clear(&cm);
+        xfree(map);
+        xfree(json);
+        if (fi < 0) {
+            fprintf(stderr, "eddy ctl: cluster promote: no map from %s naming node %s\n", url, from);
+            goto out;
+        }
+    }
+    int64_t started = now_ms();
+    const char *asked;
+    if ((ans = ask_leader(url, tls, text, opts->timeout_ms, "promote", &asked, &leader_url)) == NULL)
+        goto out;
+    printf("proposing %lld shard moves to %s (asked %lld; already there %lld; %s not an in-sync replica of %lld)\n",
+           (long long)json_integer_value(json_object_get(ans, "proposing")), to,
+           (long long)json_integer_value(json_object_get(ans, "asked")),
+           (long long)json_integer_value(json_object_get(ans, "already")), to,
+           (long long)json_integer_value(json_object_get(ans, "notInSync")));
+    int left = -1;
+    uint64_t version = 0;
+    while (now_ms() - started < 60000 && (stopping == NULL || !*stopping)) {
+        left = promote_left(asked, tls, opts->timeout_ms, want, to, &version);
+        if (left == (int)json_integer_value(json_object_get(ans, "notInSync")))
+            break;
+        usleep(20 * 1000);
+    }
+    int64_t took = now_ms() - started;
+    if (left != (int)json_integer_value(json_object_get(ans, "notInSync"))) {
+        fprintf(stderr, "eddy ctl: cluster promote: %d shards not on %s after %lld ms\n", left, to, (long long)took);
+        goto out;
+    }
+    printf("done: %s is the primary of the shards asked for (map version %llu, %lld ms)\n", to,
+           (unsigned long long)version, (long long)took);
+    rc = left == 0 ? 0 : 1;
+out:
+    json_decref(ans);
+    free(text); /* jansson's malloc */
+    xfree(leader_url);
+    xfree(want);
+    linktls_close(tls);
+    return rc;
+}
+
+/* Shards the node at url counts away from their home (-1: no answer); *version: its map's. */
+static int away_from_home(const char *url, const linktls *tls, int timeout_ms, uint64_t *version)
+{
+    char *answer = clustermap_node_cluster_status(url, tls, timeout_ms);
+    json_t *root = answer != NULL ? json_loads(answer, 0, NULL) : NULL;
+    xfree(answer);
+    json_t *away = json_object_get(root, "awayFromHome");
+    int n = json_is_integer(away) ? (int)json_integer_value(away) : -1;
+    *version = (uint64_t)json_integer_value(json_object_get(root, "version"));
+    json_decref(root);
+    return n;
+}
+
+/* eddy ctl cluster rebalance: asks the leader to move every shard home (its
+ * static map's primary) whose home is an in-sync replica, then waits until
+ * the map shows them there. Prints what moved and what could not. */
+static int cluster_rebalance(const char *url, const eddy_options *opts, int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 2) {
+        fprintf(stderr, "usage: eddy ctl [--cluster ADDR] cluster rebalance\n");
+        return 2;
+    }
+    linktls *tls = ctl_tls(opts);
+    char *leader_url = NULL;
+    const char *asked;
+    int rc = 1;
+    int64_t started = now_ms();
+    json_t *ans = ask_leader(url, tls, "{\"rebalance\":true}", opts->timeout_ms, "rebalance", &asked, &leader_url);
+    if (ans != NULL) {
+        int stuck = (int)json_integer_value(json_object_get(ans, "notInSync"));
+        printf("proposing %lld shard moves home, %lld copies added, %lld dropped (away from home: %lld; home not an "
+               "up in-sync replica yet: %d; the leader goes on until every shard is home)\n",
+               (long long)json_integer_value(json_object_get(ans, "promotes")),
+               (long long)json_integer_value(json_object_get(ans, "adds")),
+               (long long)json_integer_value(json_object_get(ans, "drops")),
+               (long long)json_integer_value(json_object_get(ans, "awayFromHome")), stuck);
+        int away = -1;
+        uint64_t version = 0;
+        while (now_ms() - started < 60000 && (stopping == NULL || !*stopping)) {
+            away = away_from_home(asked, tls, opts->timeout_ms, &version);
+            if (away >= 0 && away <= stuck)
+                break;
+            usleep(20 * 1000);
+        }
+        int64_t took = now_ms() - started;
+        if (away >= 0 && away <= stuck) {
+            printf("done: %d shards away from home (map version %llu, %lld ms)\n", away, (unsigned long long)version,
+                   (long long)took);
+            rc = 0;
+        } else
+            fprintf(stderr, "eddy ctl: cluster rebalance: %d shards still away from home after %lld ms\n", away,
+                    (long long)took);
+    }
+    json_decref(ans);
+    xfree(leader_url);
     linktls_close(tls);
     return rc;
 }
@@ -455,18 +787,11 @@ static int txn(eddy *e)
         fprintf(stderr, "eddy ctl: txn: stdin holds more than %u bytes\n", COMMAND_OUTPUT_MAX);
         return 2;
     }
-    json_error_t jerr;
-    json_t *ops = json_loadb(text, len, 0, &jerr);
-    xfree(text);
-    if (ops == NULL) {
-        fprintf(stderr, "eddy ctl: txn: stdin is not JSON: %s (line %d)\n", jerr.text, jerr.line);
-        return 2;
-    }
     cs_item *items;
     size_t n;
     char why[640];
-    int rc = cs_parse(ops, EDDY_CHANGESET_MAX, EDDY_NAME_MAX, &items, &n, why, sizeof(why));
-    json_decref(ops);
+    int rc = cs_parse(text, len, EDDY_CHANGESET_MAX, EDDY_NAME_MAX, &items, &n, why, sizeof(why));
+    xfree(text);
     if (rc != 0) {
         fprintf(stderr, "eddy ctl: txn: %s\n", why);
         return 2;
@@ -604,8 +929,13 @@ static int run(eddy *e, const eddy_options *opts, int argc, char **argv)
     }
     if (strcmp(cmd, "validate") == 0 && argc >= 4 && strcmp(argv[2], "--") == 0) {
         provide_ctx c = {.argv = argv + 3};
-        if ((st = eddy_validate(e, argv[1], serve_validation, &c)) != EDDY_OK)
+        /* unavailable: a node's link was down or full; the registration is kept
+         * and sent when that link resyncs, so a validator goes on */
+        if ((st = eddy_validate(e, argv[1], serve_validation, &c)) != EDDY_OK && st != EDDY_ERR_UNAVAILABLE)
             return fail("validate", argv[1], st);
+        if (st == EDDY_ERR_UNAVAILABLE)
+            fprintf(stderr, "eddy ctl: validate %s: a node is unavailable; registered with it when it is back\n",
+                    argv[1]);
         fprintf(stderr, "eddy ctl: validating %s (interrupt to stop)\n", argv[1]);
         wait_for_stop();
         return 0;
@@ -670,6 +1000,12 @@ int cmd_ctl(int argc, char **argv, volatile sig_atomic_t *stop)
     if (cluster == NULL)
         cluster = opts.tls_cert != NULL || getenv("EDDY_CLUSTER_TLS_CERT") != NULL ? DEFAULT_TLS_CLUSTER
                                                                                  : DEFAULT_CLUSTER;
+    if (strcmp(argv[i], "cluster") == 0 && argc - i >= 2 && strcmp(argv[i + 1], "promote") == 0)
+        return cluster_promote(cluster, &opts, argc - i, argv + i);
+    if (strcmp(argv[i], "cluster") == 0 && argc - i >= 2 && strcmp(argv[i + 1], "rebalance") == 0)
+        return cluster_rebalance(cluster, &opts, argc - i, argv + i);
+    if (strcmp(argv[i], "cluster") == 0) /* asks the one node, without a backend connection */
+        return cluster_status(cluster, &opts, argc - i, argv + i);
     eddy *e;
     eddy_status st = eddy_connect(cluster, &opts, &e);
     if (st != EDDY_OK) {

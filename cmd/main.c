@@ -384,7 +384,6 @@ int main(int argc, char **argv)
     }
     if (argc >= 2 && strcmp(argv[1], "hash") == 0)
         return cmd_hash(argc, argv);
-    broker_init_process(); /* before any thread */
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;

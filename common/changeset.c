@@ -1,4 +1,5 @@
-/* changeset.c - the JSON form of a changeset (see changeset.h). */
+/* changeset.c - the JSON form of a changeset (see changeset.h), read through
+ * the span index of jsonspan.h: names decoded, data kept as the client's text. */
 #include "changeset.h"
 
 #include <stdbool.h>
@@ -6,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonpath.h"
+#include "jsonspan.h"
 #include "mem.h"
 #include "shardmap.h"
 
@@ -21,122 +24,132 @@ void cs_items_free(cs_item *items, size_t n)
     xfree(items);
 }
 
-/* The JSON text of v (xmalloc'd). */
-static char *dump(const json_t *v)
+/* A string field of operation o (JSPAN_NONE when absent), decoded into a
+ * new string in *out (NULL when absent); -1 with why when it is not a
+ * non-empty string of at most max bytes without a NUL (buf: max + 2 bytes). */
+static int string_field(const jspan *doc, uint32_t o, const char *key, size_t max, size_t i, char *buf, char **out,
+                        char *why, size_t why_len)
 {
-    size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
-    char *text = xmalloc(n + 1);
-    n = json_dumpb(v, text, n, JSON_COMPACT | JSON_ENCODE_ANY);
-    text[n] = '\0';
-    return text;
-}
-
-/* A string field of o (NULL when absent); -1 with why when it is not a non-empty string of at most max bytes. */
-static int string_field(const json_t *o, const char *key, size_t max, size_t i, const char **out, char *why,
-                        size_t why_len)
-{
-    const json_t *v = json_object_get(o, key);
+    uint32_t v = jspan_get(doc, o, key);
     *out = NULL;
-    if (v == NULL)
+    if (v == JSPAN_NONE)
         return 0;
-    size_t len = json_string_length(v);
-    if (!json_is_string(v) || len == 0 || len > max || memchr(json_string_value(v), '\0', len) != NULL) {
+    size_t len = jspan_at(doc, v)->type == JSPAN_STRING ? jspan_string(doc, v, buf, max + 2) : 0;
+    if (len == 0 || len > max || memchr(buf, '\0', len) != NULL) {
         snprintf(why, why_len, "operation %zu: \"%s\" must be a non-empty string of at most %zu bytes", i, key, max);
         return -1;
     }
-    *out = json_string_value(v);
+    *out = xstrndup(buf, len);
     return 0;
 }
 
-/* Checks one operation; fills it (owning nothing yet) or says why not. */
-static int parse_one(const json_t *o, size_t i, size_t name_max, cs_item *it, const char **name, const char **path,
-                     const json_t **data, char *why, size_t why_len)
+/* Reads operation o (number i) into *it, which owns what it gets (also on failure). */
+static int parse_one(const jspan *doc, uint32_t o, size_t i, size_t name_max, char *buf, cs_item *it, char *why,
+                     size_t why_len)
 {
-    if (!json_is_object(o)) {
+    if (jspan_at(doc, o)->type != JSPAN_OBJECT) {
         snprintf(why, why_len, "operation %zu is not an object", i);
         return -1;
     }
-    const char *op = json_string_value(json_object_get(o, "op"));
-    if (op == NULL || (strcmp(op, "set") != 0 && strcmp(op, "erase") != 0 && strcmp(op, "delete") != 0)) {
+    uint32_t op = jspan_get(doc, o, "op");
+    const char *name = op == JSPAN_NONE                 ? NULL
+                       : jspan_eq(doc, op, "set", 3)    ? "set"
+                       : jspan_eq(doc, op, "erase", 5)  ? "erase"
+                       : jspan_eq(doc, op, "delete", 6) ? "delete"
+                                                        : NULL;
+    if (name == NULL) {
         snprintf(why, why_len, "operation %zu: \"op\" must be \"set\", \"erase\" or \"delete\"", i);
         return -1;
     }
-    it->op = op[0] == 's' ? CS_SET : op[0] == 'e' ? CS_ERASE : CS_DELETE;
-    const char *key;
-    const json_t *v;
-    json_object_foreach((json_t *)o, key, v) {
-        bool known = strcmp(key, "op") == 0 || strcmp(key, "name") == 0 || strcmp(key, "version") == 0 ||
-                     (it->op != CS_DELETE && strcmp(key, "path") == 0) || (it->op == CS_SET && strcmp(key, "data") == 0);
+    it->op = name[0] == 's' ? CS_SET : name[0] == 'e' ? CS_ERASE : CS_DELETE;
+    uint32_t k = jspan_first(doc, o);
+    for (uint32_t m = 0; m < jspan_at(doc, o)->count; m++, k = jspan_next_key(doc, k)) {
+        bool known = jspan_eq(doc, k, "op", 2) || jspan_eq(doc, k, "name", 4) || jspan_eq(doc, k, "version", 7) ||
+                     (it->op != CS_DELETE && jspan_eq(doc, k, "path", 4)) || (it->op == CS_SET && jspan_eq(doc, k, "data", 4));
         if (!known) {
-            snprintf(why, why_len, "operation %zu: unknown property \"%.64s\" for \"%s\"", i, key, op);
+            char key[72];
+            jspan_string(doc, k, key, sizeof(key));
+            snprintf(why, why_len, "operation %zu: unknown property \"%.64s\" for \"%s\"", i, key, name);
             return -1;
         }
     }
-    if (string_field(o, "name", name_max, i, name, why, why_len) != 0 ||
-        string_field(o, "path", name_max, i, path, why, why_len) != 0)
+    if (string_field(doc, o, "name", name_max, i, buf, &it->name, why, why_len) != 0 ||
+        string_field(doc, o, "path", name_max, i, buf, &it->path, why, why_len) != 0)
         return -1;
-    if (*name == NULL) {
+    if (it->name == NULL) {
         snprintf(why, why_len, "operation %zu: \"name\" is required", i);
         return -1;
     }
-    if (it->op == CS_ERASE && *path == NULL) {
+    if (it->op == CS_ERASE && it->path == NULL) {
         snprintf(why, why_len, "operation %zu: erase needs a \"path\"", i);
         return -1;
     }
-    *data = json_object_get(o, "data");
-    if (it->op == CS_SET && *data == NULL) {
+    uint32_t data = jspan_get(doc, o, "data");
+    if (it->op == CS_SET && data == JSPAN_NONE) {
         snprintf(why, why_len, "operation %zu: set needs \"data\"", i);
         return -1;
     }
-    if (it->op == CS_SET && *path == NULL && !json_is_object(*data) && !json_is_array(*data)) {
+    if (it->op == CS_SET && it->path == NULL && jspan_at(doc, data)->type != JSPAN_OBJECT &&
+        jspan_at(doc, data)->type != JSPAN_ARRAY) {
         snprintf(why, why_len, "operation %zu: a set without \"path\" needs an object or array as \"data\"", i);
         return -1;
     }
-    const json_t *ver = json_object_get(o, "version");
+    uint32_t ver = jspan_get(doc, o, "version");
     it->version = -1;
-    if (ver != NULL && !json_is_null(ver)) {
-        if (!json_is_integer(ver) || json_integer_value(ver) < -1) {
+    if (ver != JSPAN_NONE && jspan_at(doc, ver)->type != JSPAN_NULL) {
+        int64_t v;
+        if (!jspan_int(doc, ver, &v) || v < -1) {
             snprintf(why, why_len, "operation %zu: \"version\" must be an integer, -1 or more", i);
             return -1;
         }
-        it->version = (int64_t)json_integer_value(ver);
+        it->version = v;
     }
+    it->data = it->op == CS_SET ? jspan_text(doc, data) : NULL;
     return 0;
 }
 
-int cs_parse(const json_t *ops, size_t max, size_t name_max, cs_item **items, size_t *n, char *why, size_t why_len)
+int cs_parse(const char *text, size_t len, size_t max, size_t name_max, cs_item **items, size_t *n, char *why,
+             size_t why_len)
 {
     *items = NULL;
     *n = 0;
-    if (!json_is_array(ops) || json_array_size(ops) == 0) {
-        snprintf(why, why_len, "a changeset is a non-empty array of operations");
-        return -1;
+    jspan doc;
+    /* three levels: the array, its operations, their members; a token takes a byte of text at least */
+    jspan_init(&doc, len < UINT32_MAX - 1 ? (uint32_t)len + 1 : UINT32_MAX - 1);
+    cs_item *out = NULL;
+    size_t count = 0;
+    char *buf = NULL;
+    if (jspan_parse(&doc, text, len, JSON_MAX_DEPTH, 2) != JSPAN_OK) {
+        char reason[128];
+        jspan_describe(&doc, reason, sizeof(reason));
+        snprintf(why, why_len, "a changeset is not JSON: %s", reason);
+        goto fail;
     }
-    size_t count = json_array_size(ops);
+    if (jspan_at(&doc, 0)->type != JSPAN_ARRAY || jspan_at(&doc, 0)->count == 0) {
+        snprintf(why, why_len, "a changeset is a non-empty array of operations");
+        goto fail;
+    }
+    count = jspan_at(&doc, 0)->count;
     if (count > max) {
         snprintf(why, why_len, "a changeset holds at most %zu operations, not %zu", max, count);
-        return -1;
+        goto fail;
     }
-    /* everything is checked before anything is copied */
-    for (size_t i = 0; i < count; i++) {
-        cs_item it;
-        const char *name, *path;
-        const json_t *data;
-        if (parse_one(json_array_get(ops, i), i, name_max, &it, &name, &path, &data, why, why_len) != 0)
-            return -1;
-    }
-    cs_item *out = xcalloc(count, sizeof(*out));
-    for (size_t i = 0; i < count; i++) {
-        const char *name, *path;
-        const json_t *data;
-        parse_one(json_array_get(ops, i), i, name_max, &out[i], &name, &path, &data, why, why_len);
-        out[i].name = xstrdup(name);
-        out[i].path = path ? xstrdup(path) : NULL;
-        out[i].data = out[i].op == CS_SET ? dump(data) : NULL;
-    }
+    out = xcalloc(count, sizeof(*out));
+    buf = xmalloc(name_max + 2);
+    uint32_t e = jspan_first(&doc, 0);
+    for (size_t i = 0; i < count; i++, e = jspan_next_element(&doc, e))
+        if (parse_one(&doc, e, i, name_max, buf, &out[i], why, why_len) != 0)
+            goto fail;
+    xfree(buf);
+    jspan_free(&doc);
     *items = out;
     *n = count;
     return 0;
+fail:
+    xfree(buf);
+    cs_items_free(out, count);
+    jspan_free(&doc);
+    return -1;
 }
 
 long cs_check_shard(const cs_item *items, size_t n, char *why, size_t why_len)

@@ -17,8 +17,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <jansson.h>
-
 enum cs_op { CS_SET = 1, CS_ERASE, CS_DELETE };
 
 /* One operation of the JSON form. */
@@ -30,11 +28,13 @@ typedef struct cs_item {
     int64_t version; /* -1: any */
 } cs_item;
 
-/* Reads ops (a JSON array of 1 to max operations, each name and path at most
- * name_max bytes) into *items (n of them, the caller's: cs_items_free).
- * Returns 0, or -1 with the reason in why (naming the operation's index);
- * nothing is allocated then. */
-int cs_parse(const json_t *ops, size_t max, size_t name_max, cs_item **items, size_t *n, char *why, size_t why_len);
+/* Reads text[0..len) (a JSON array of 1 to max operations, each name and
+ * path at most name_max bytes; a length the caller bounded) into *items (n of
+ * them, the caller's: cs_items_free). "data" is kept as the client's JSON
+ * text without whitespace between tokens. Returns 0, or -1 with the reason
+ * in why (naming the operation's index); nothing is allocated then. */
+int cs_parse(const char *text, size_t len, size_t max, size_t name_max, cs_item **items, size_t *n, char *why,
+             size_t why_len);
 void cs_items_free(cs_item *items, size_t n); /* NULL is fine */
 /* -1 when every item's name is in the first one's shard (and no record comes
  * twice); else the index of the first item that is not, with the reason in

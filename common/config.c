@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "mem.h"
+#include "metamap.h"
 #include "pattern.h"
 #include "shardmap.h"
 #include "yamljson.h"
@@ -321,9 +322,10 @@ static const cfg_entry table[] = {
     {"tls.ca", "--tls-ca", T_PATH, 0, 0, "", F(tls_ca), NULL,
      "PEM CA certificates: every client must present a certificate one of them signed (empty: none asked for)"},
     {"cluster.nodes", "--node", T_NODES, 0, 0, NULL, 0, NULL,
-     "the cluster's nodes: YAML list of {id, request, delivery[, shards]}; flag "
+     "the cluster's nodes: YAML list of {id, request, delivery[, shards][, raft]}; flag "
      "REQUEST,DELIVERY[,SHARDS] (repeatable). shards: ranges like \"0-1023,2048-3071\" of 0-4095; "
-     "all nodes or none list them (none: spread evenly in list order)"},
+     "all nodes or none list them (none: spread evenly in list order). raft: IPv4:PORT of the node's "
+     "metadata group transport (cluster.raft); the node at position i is member and Raft server i+1"},
     {"cluster.seed", "--seed", T_STR, 0, 0, "", F(seed), NULL,
      "broker: a node's request address to fetch cluster.nodes and cluster.epoch from at start-up, "
      "instead of listing them"},
@@ -338,13 +340,39 @@ static const cfg_entry table[] = {
     {"cluster.maxPeers", "--max-peers", T_INT, 1, 1000000, "1024", F(max_peers), NULL,
      "brokers and backends one node serves at once; a HELLO from a new one beyond them is refused "
      "(log line peer-refused) until silent ones expire"},
-    {"cluster.replicas", "--replicas", T_INT, 1, 8, "1", F(replicas), NULL,
+    {"cluster.replicas", "--replicas", T_INT, 0, 8, "0", F(replicas), NULL,
      "copies of each shard: its primary (the owner) and replicas-1 replicas on the next nodes of the map; a "
-     "write is acknowledged once every in-sync replica has it durable. 1 (the default until automatic "
-     "failover exists): no replication. At most the number of nodes"},
+     "write is acknowledged once every in-sync replica has it durable. 1: no replication. 0 (the default): 2 "
+     "with cluster.raft and at least 2 nodes (what automatic failover needs), else 1. At most the number of "
+     "nodes"},
     {"cluster.replicaTimeout", "--replica-timeout", T_INT, 100, 600000, "2000", F(replica_timeout_ms), NULL,
      "ms a primary waits for a replica's acknowledgement before it stops waiting (the replica is out of sync, "
      "logged replica-out-of-sync, and catches up before it is in sync again)"},
+    {"cluster.nodeTimeout", "--node-timeout", T_INT, 500, 60000, "2000", F(node_timeout_ms), NULL,
+     "cluster.raft: ms a node may go unheard by the metadata group's leader before it is declared down and its "
+     "shards fail over to in-sync replicas (log lines meta-node-down, meta-failover). Each node renews a lease "
+     "every nodeTimeout/8 and serves its primaries only while the lease (nodeTimeout/2) holds"},
+    {"cluster.rereplicate", "--rereplicate", T_ENUM, 0, 0, "false", F(rereplicate), bool_choices,
+     "cluster.raft: the metadata group's leader gives every shard left below cluster.replicas copies an up "
+     "member as a new replica (caught up by snapshot, in sync once it has everything; log meta-rereplicate). "
+     "Off by default while it is new"},
+    {"cluster.rebalanceDelay", "--rebalance-delay", T_INT, 0, 86400000, "60000", F(rebalance_delay_ms), NULL,
+     "cluster.raft: ms a shard may stay out of its home layout (its primary and replicas in the static map, "
+     "where the cluster started) while a step home is possible (a layout member up without a copy, home an up "
+     "in-sync replica, an extra copy once the layout is in sync), before the metadata group's leader rebalances "
+     "(log rebalance-planned; eddy ctl cluster rebalance does it at once). A node that rejoined after a failover "
+     "gets its copies and shards back this way. This also undoes a move made with eddy ctl cluster promote. 0: "
+     "only when asked"},
+    {"cluster.raftBind", "--raft-bind", T_STR, 0, 0, "", F(raft_bind), NULL,
+     "cluster.raft: IPv4:PORT this node's Raft transport listens on when its raft address (which the other "
+     "nodes dial) is not one of its own, e.g. 0.0.0.0:6024 behind a Kubernetes Service of a fixed ClusterIP. "
+     "Empty: its raft address"},
+    {"cluster.raft", "--raft", T_ENUM, 0, 0, "false", F(raft), bool_choices,
+     "eddy node: run the metadata group, a Raft group of the nodes of cluster.nodes (at most 9) holding the "
+     "replicated shard map (log and snapshots in DATA/raft); each node listens on its raft address (the raft "
+     "field of its cluster.nodes entry, IPv4:PORT, else its request address's IPv4 host and port + 3). The "
+     "map starts as the static one; nothing routes by it yet (eddy ctl cluster status shows it). Brokers "
+     "ignore it"},
     /* cluster links: TLS (common/linktls.h; README: Security) */
     {"cluster.tls.cert", "--cluster-tls-cert", T_PATH, 0, 0, "", F(cluster_tls_cert), NULL,
      "PEM certificate this process shows on the cluster's links (nng tls+tcp:// addresses); its subject's "
@@ -1330,6 +1358,49 @@ static int validate_http(const eddy_config *cfg, char *err, size_t err_len)
     return 0;
 }
 
+/* cluster.raft on a node: the group's voters are cluster.nodes, each with a
+ * raft address of its own. */
+static int validate_raft(const eddy_config *cfg, const char *role, char *err, size_t err_len)
+{
+    const clustermap *m = &cfg->cluster;
+    if (strcmp(role, "node") != 0 || m->count == 0) {
+        snprintf(err, err_len, "config error: cluster.raft (--raft): the metadata group runs on eddy node with "
+                 "cluster.nodes listing the nodes (got %s with %d nodes)", role, m->count);
+        return -1;
+    }
+    if (m->count > 9) { /* METARAFT_MAX_VOTERS: every node votes */
+        snprintf(err, err_len, "config error: cluster.raft (--raft): at most 9 nodes vote in the metadata group "
+                 "(cluster.nodes has %d)", m->count);
+        return -1;
+    }
+    if (config_replicas(cfg) > META_MAX_COPIES) {
+        snprintf(err, err_len, "config error: cluster.replicas (--replicas): at most %d copies with cluster.raft",
+                 META_MAX_COPIES);
+        return -1;
+    }
+    char addrs[9][64], why[512];
+    for (int i = 0; i < m->count; i++) {
+        if (clustermap_raft(m, i, addrs[i], sizeof(addrs[i]), why, sizeof(why)) != 0) {
+            snprintf(err, err_len, "config error: cluster.nodes: %s", why);
+            return -1;
+        }
+        for (int j = 0; j < i; j++)
+            if (strcmp(addrs[i], addrs[j]) == 0) {
+                snprintf(err, err_len, "config error: cluster.nodes: nodes '%s' and '%s' have the same raft address "
+                         "%s", m->nodes[j].id, m->nodes[i].id, addrs[i]);
+                return -1;
+            }
+    }
+    return 0;
+}
+
+int config_replicas(const eddy_config *cfg)
+{
+    if (cfg->replicas > 0)
+        return (int)cfg->replicas;
+    return cfg->raft && cfg->cluster.count >= 2 ? 2 : 1;
+}
+
 int config_validate(const eddy_config *cfg, const char *role, char *err, size_t err_len)
 {
     bool edge = strcmp(role, "node") != 0;
@@ -1365,11 +1436,13 @@ int config_validate(const eddy_config *cfg, const char *role, char *err, size_t 
         snprintf(err, err_len, "config error: cluster.nodes: %s", why);
         return -1;
     }
-    if (cfg->replicas > 1 && cfg->replicas > (m->count > 0 ? m->count : 1)) {
-        snprintf(err, err_len, "config error: cluster.replicas (--replicas): %lld copies of each shard need as "
-                 "many nodes (cluster.nodes has %d)", (long long)cfg->replicas, m->count);
+    if (config_replicas(cfg) > 1 && config_replicas(cfg) > (m->count > 0 ? m->count : 1)) {
+        snprintf(err, err_len, "config error: cluster.replicas (--replicas): %d copies of each shard need as "
+                 "many nodes (cluster.nodes has %d)", config_replicas(cfg), m->count);
         return -1;
     }
+    if (cfg->raft && strcmp(role, "broker") != 0 && validate_raft(cfg, role, err, err_len) != 0)
+        return -1;
     return 0;
 }
 

@@ -151,8 +151,13 @@ typedef struct eddy_config {
     clustermap cluster; /* cluster.nodes and cluster.epoch */
     char *seed; /* a node's request address to fetch the cluster map from ("" = none) */
     int64_t max_peers; /* brokers and backends a node serves at once (cluster.maxPeers) */
-    int64_t replicas;           /* cluster.replicas: copies of each shard (1: the primary alone, no replication) */
+    int64_t replicas;           /* cluster.replicas: copies of each shard (1: the primary alone; 0: config_replicas decides) */
     int64_t replica_timeout_ms; /* cluster.replicaTimeout: a replica silent this long stops holding writes back */
+    int64_t node_timeout_ms;    /* cluster.nodeTimeout: a node unheard this long by the Raft leader is failed over */
+    int64_t raft;               /* cluster.raft: the nodes run the metadata group (node/meta.c) */
+    char *raft_bind;            /* cluster.raftBind: the Raft transport listens here ("": its raft address) */
+    int64_t rebalance_delay_ms; /* cluster.rebalanceDelay: a shard away from home this long goes home (0: never by itself) */
+    int64_t rereplicate;        /* cluster.rereplicate: the leader re-replicates under-replicated shards */
     /* cluster links: TLS (common/linktls.h); all three or none */
     char *cluster_tls_cert; /* cluster.tls.cert: this process's certificate, its OU names its role */
     char *cluster_tls_key;  /* cluster.tls.key */
@@ -183,6 +188,9 @@ int config_set_flag(eddy_config *cfg, const char *flag, const char *value, char 
 /* Checks cross-field rules (auth file needs users, ...) for a role
  * ("standalone", "broker", "node"). Returns 0 or -1 with a message in err. */
 int config_validate(const eddy_config *cfg, const char *role, char *err, size_t err_len);
+/* cluster.replicas as it applies: the value set, or for 0 (the default) 2
+ * with cluster.raft and at least 2 nodes, else 1. */
+int config_replicas(const eddy_config *cfg);
 /* Prints the flag reference (for --help). */
 void config_print_flags(void);
 /* Whether strategy i answers a login it refuses (reportInvalidParameters) or

@@ -1,9 +1,11 @@
-/* jsonpath.c - the server's one JSON dialect: a validating scanner, and
+/* jsonpath.c - the server's one JSON dialect: a validating scanner, the
+ * span index it builds on request (jspan_parse; read with jsonspan.c), and
  * deepstream's path patches applied by splicing the document's text (see
  * jsonpath.h). Not a JSON library: nothing here builds a tree or re-encodes a
  * value, so every byte a client sent (number text, escapes, spacing) stays as
  * it was, and what a patch costs is known before anything is allocated. */
 #include "jsonpath.h"
+#include "jsonspan.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -20,6 +22,11 @@
 typedef struct scan {
     const char *p, *end;
     int max_depth; /* the deepest nesting level value() reached */
+    int limit;     /* the deepest nesting level allowed */
+    bool escaped;  /* the last string() held a backslash escape */
+    jspan *ix;     /* jspan_parse: where tokens go (NULL: only validate) */
+    int ix_depth;  /* values at most this deep get tokens */
+    enum jspan_status fail; /* why value() failed, when not a syntax error */
 } scan;
 
 static void skip_ws(scan *s)
@@ -107,6 +114,7 @@ static bool string(scan *s)
         if (c < 0x20)
             return false;
         if (c == '\\') {
+            s->escaped = true;
             s->p++;
             if (s->p >= s->end)
                 return false;
@@ -202,33 +210,96 @@ static bool number(scan *s)
     return fits_double(start, (size_t)(s->p - start));
 }
 
+/* jspan_parse: a new token for the value (or key) starting at s->p, or
+ * JSPAN_NONE with s->fail set when the index is full. */
+static uint32_t record(scan *s, uint8_t type)
+{
+    jspan *j = s->ix;
+    if (j->n == j->cap) {
+        if (j->cap >= j->max_tokens) {
+            s->fail = JSPAN_TOO_MANY;
+            return JSPAN_NONE;
+        }
+        uint64_t cap = j->cap < 32 ? 64 : (uint64_t)j->cap * 2;
+        if (cap > j->max_tokens)
+            cap = j->max_tokens;
+        j->tok = xrealloc(j->tok, (size_t)cap * sizeof(*j->tok));
+        j->cap = (uint32_t)cap;
+    }
+    uint32_t t = j->n++;
+    j->tok[t] = (jspan_tok){.start = (uint32_t)(s->p - j->text), .type = type};
+    return t;
+}
+
+static uint8_t type_of(char c)
+{
+    switch (c) {
+    case '{': return JSPAN_OBJECT;
+    case '[': return JSPAN_ARRAY;
+    case '"': return JSPAN_STRING;
+    case 't': return JSPAN_TRUE;
+    case 'f': return JSPAN_FALSE;
+    case 'n': return JSPAN_NULL;
+    default: return JSPAN_NUMBER;
+    }
+}
+
+/* One value at nesting level depth; with s->ix, its token (and its members',
+ * down to s->ix_depth) recorded. */
 static bool value(scan *s, int depth)
 {
     skip_ws(s);
-    if (s->p >= s->end || depth > JSON_MAX_DEPTH)
+    if (s->p >= s->end)
         return false;
+    if (depth > s->limit) {
+        s->fail = JSPAN_TOO_DEEP;
+        return false;
+    }
     if (depth > s->max_depth)
         s->max_depth = depth;
     char c = *s->p;
+    uint32_t me = JSPAN_NONE;
+    if (s->ix != NULL && depth <= s->ix_depth && (me = record(s, type_of(c))) == JSPAN_NONE)
+        return false;
+    bool ok;
     if (c == '{' || c == '[') {
         char close = c == '{' ? '}' : ']';
+        bool members = me != JSPAN_NONE && depth < s->ix_depth; /* they get tokens */
+        if (me != JSPAN_NONE && !members)
+            s->ix->tok[me].flags = JSPAN_OPAQUE;
         s->p++;
         skip_ws(s);
         if (s->p < s->end && *s->p == close) {
             s->p++;
-            return true;
+            ok = true;
+            goto done;
         }
         for (;;) {
             if (c == '{') {
                 skip_ws(s);
-                if (s->p >= s->end || *s->p != '"' || !string(s))
+                if (s->p >= s->end || *s->p != '"')
                     return false;
+                uint32_t key = members ? record(s, JSPAN_STRING) : JSPAN_NONE;
+                if (members && key == JSPAN_NONE)
+                    return false;
+                s->escaped = false;
+                if (!string(s))
+                    return false;
+                if (key != JSPAN_NONE) {
+                    jspan_tok *k = &s->ix->tok[key];
+                    k->len = (uint32_t)(s->p - s->ix->text) - k->start;
+                    k->next = key + 1;
+                    k->flags = s->escaped ? JSPAN_ESCAPED : 0;
+                }
                 skip_ws(s);
-                if (s->p >= s->end || *s->p++ != ':')
+                if (s->p >= s->end || *s->p != ':')
                     return false;
+                s->p++;
             }
             if (!value(s, depth + 1))
                 return false;
+            if (members)
+                s->ix->tok[me].count++;
             skip_ws(s);
             if (s->p >= s->end)
                 return false;
@@ -238,23 +309,35 @@ static bool value(scan *s, int depth)
             }
             if (*s->p == close) {
                 s->p++;
-                return true;
+                ok = true;
+                goto done;
             }
             return false;
         }
     }
+    s->escaped = false;
     if (c == '"')
-        return string(s);
-    if (c == '-' || isdigit((unsigned char)c))
-        return number(s);
-    return lit(s, "true") || lit(s, "false") || lit(s, "null");
+        ok = string(s);
+    else if (c == '-' || isdigit((unsigned char)c))
+        ok = number(s);
+    else
+        ok = lit(s, "true") || lit(s, "false") || lit(s, "null");
+done:
+    if (ok && me != JSPAN_NONE) {
+        jspan_tok *t = &s->ix->tok[me];
+        t->len = (uint32_t)(s->p - s->ix->text) - t->start;
+        t->next = s->ix->n;
+        if (s->escaped && c == '"')
+            t->flags = JSPAN_ESCAPED;
+    }
+    return ok;
 }
 
 /* Validates text[0..len) as one value; on success *start and *stop frame it
  * without the surrounding whitespace and *depth is its deepest nesting. */
 static enum json_kind check(const char *text, size_t len, const char **start, const char **stop, int *depth)
 {
-    scan s = {text, text + len, 0};
+    scan s = {.p = text, .end = text + len, .limit = JSON_MAX_DEPTH};
     skip_ws(&s);
     if (s.p >= s.end)
         return JSON_KIND_INVALID;
@@ -276,6 +359,27 @@ enum json_kind json_check(const char *text, size_t len)
     const char *a, *b;
     int depth;
     return check(text, len, &a, &b, &depth);
+}
+
+enum jspan_status jspan_parse(jspan *j, const char *text, size_t len, int max_depth, int index_depth)
+{
+    j->text = text;
+    j->n = 0;
+    j->err_pos = 0;
+    if (len >= UINT32_MAX)
+        return j->status = JSPAN_TOO_LONG;
+    scan s = {.p = text, .end = text + len, .limit = max_depth, .ix = j, .ix_depth = index_depth};
+    bool ok = value(&s, 0);
+    if (ok) {
+        skip_ws(&s);
+        ok = s.p == s.end;
+    }
+    if (ok)
+        return j->status = JSPAN_OK;
+    j->n = 0;
+    j->err_pos = (size_t)(s.p - text);
+    j->status = s.fail != JSPAN_OK ? s.fail : s.p >= s.end ? JSPAN_END : JSPAN_SYNTAX;
+    return j->status;
 }
 
 /* ---------------- paths ---------------- */
@@ -303,7 +407,7 @@ static bool forbidden_key(const char *k)
 
 static bool valid_utf8(const char *p, size_t len)
 {
-    scan s = {p, p + len, 0};
+    scan s = {.p = p, .end = p + len, .limit = JSON_MAX_DEPTH};
     while (s.p < s.end)
         if ((unsigned char)*s.p < 0x80)
             s.p++;
@@ -484,7 +588,7 @@ typedef struct member {
 
 static void iter_start(iter *it, const char *open, const char *end, int level)
 {
-    it->s = (scan){open + 1, end, 0};
+    it->s = (scan){.p = open + 1, .end = end, .limit = JSON_MAX_DEPTH};
     it->close = *open == '{' ? '}' : ']';
     it->level = level;
     it->count = 0;

@@ -7,7 +7,8 @@
  * in UTF-8, with any \uXXXX escape (\u0000 and lone surrogates included) and
  * numbers of any length (2**64 is 18446744073709552000), as long as their value
  * is a finite double (1e400 would read as Infinity: refused). Nesting is at most
- * JSON_MAX_DEPTH. json_check and the path engine share one scanner, so a record
+ * JSON_MAX_DEPTH. json_check, the path engine and jspan_parse (jsonspan.h,
+ * the index input is read through) share one scanner, so a record
  * json_check accepted can always be patched, and a patch keeps every byte of
  * the document it does not replace (number text, escapes, spacing).
  *

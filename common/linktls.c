@@ -862,7 +862,7 @@ int linktls_check_url(const linktls *t, const char *url, char *err, size_t err_l
     return 0;
 }
 
-int linktls_dial(const linktls *t, nng_socket s, const char *url)
+int linktls_dial(const linktls *t, nng_socket s, const char *url, nng_dialer *out)
 {
     char why[512];
     if (linktls_check_url(t, url, why, sizeof(why)) != 0) {
@@ -879,6 +879,8 @@ int linktls_dial(const linktls *t, nng_socket s, const char *url)
         rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
     if (rv != 0)
         nng_dialer_close(d);
+    else if (out != NULL)
+        *out = d;
     return rv;
 }
 

@@ -79,9 +79,11 @@ int linktls_check_url(const linktls *t, const char *url, char *err, size_t err_l
 
 /* Dials a node at url on s in the background (nng retries until it answers),
  * over TLS with t's credentials when url is tls+tcp:// (t may be NULL
- * otherwise); the server must prove a node's role. Returns 0 or an nng error
- * (NNG_EINVAL when url does not suit t, see linktls_check_url). */
-int linktls_dial(const linktls *t, nng_socket s, const char *url);
+ * otherwise); the server must prove a node's role. *d (d may be NULL) gets
+ * the dialer, for a caller that may have to replace it (nodelink.c). Returns
+ * 0 or an nng error (NNG_EINVAL when url does not suit t, see
+ * linktls_check_url). */
+int linktls_dial(const linktls *t, nng_socket s, const char *url, nng_dialer *d);
 /* Listens on url on s, over TLS when url is tls+tcp:// (then every peer must
  * show a certificate with a role). *l is the listener. Returns 0 or an nng
  * error (NNG_EINVAL when url does not suit t). */

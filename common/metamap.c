@@ -59,7 +59,7 @@ static void copy_str(char *dst, const char *src, uint32_t len)
     dst[len] = '\0';
 }
 
-static int position_of(const meta_shard *sh, uint16_t id)
+int metamap_position(const meta_shard *sh, uint16_t id)
 {
     for (unsigned i = 0; i < sh->ncopies; i++)
         if (sh->copies[i] == id)
@@ -79,7 +79,7 @@ unsigned metamap_copies_of(const metamap *m, uint16_t id)
 {
     unsigned n = 0;
     for (uint32_t s = 0; s < SHARD_COUNT; s++)
-        n += position_of(&m->shards[s], id) >= 0;
+        n += metamap_position(&m->shards[s], id) >= 0;
     return n;
 }
 
@@ -104,7 +104,7 @@ static meta_status insync_mask(const meta_shard *sh, const uint16_t *ids, unsign
 {
     uint8_t bits = 0;
     for (unsigned i = 0; i < n; i++) {
-        int pos = position_of(sh, ids[i]);
+        int pos = metamap_position(sh, ids[i]);
         if (pos < 0 || (bits & (1u << pos)))
             return META_EINVALID;
         bits |= (uint8_t)(1u << pos);
@@ -168,7 +168,7 @@ static meta_status mark(metamap *m, const meta_cmd *c, bool down)
 static meta_status spread(metamap *m, const meta_cmd *c)
 {
     for (uint32_t s = 0; s < SHARD_COUNT; s++)
-        if (m->shards[s].ncopies > 0)
+        if (m->shards[s].ncopies > 0 || m->shards[s].epoch > 0) /* assigned, or unavailable */
             return META_EASSIGNED;
     if (c->epoch == 0)
         return META_EEPOCH;
@@ -183,9 +183,13 @@ static meta_status spread(metamap *m, const meta_cmd *c)
     if (c->ncopies == 0 || c->ncopies > n)
         return META_EINVALID;
     meta_shard *shards = xmalloc(sizeof(m->shards));
-    int rc = metamap_spread(ids, n, c->ncopies, c->epoch, shards);
+    uint16_t *primaries = xmalloc(SHARD_COUNT * sizeof(*primaries));
+    bool listed = metacmd_primaries(c, primaries);
+    /* -1 also when a listed primary is not a member, or is down */
+    int rc = metamap_spread(ids, n, c->ncopies, c->epoch, listed ? primaries : NULL, shards);
     if (rc == 0)
         memcpy(m->shards, shards, sizeof(m->shards));
+    xfree(primaries);
     xfree(shards);
     return rc == 0 ? META_OK : META_EINVALID;
 }
@@ -218,7 +222,7 @@ static meta_status promote(metamap *m, const meta_cmd *c)
     const meta_member *to = metamap_member(m, c->node);
     if (to == NULL)
         return META_ENOTFOUND;
-    int pos = position_of(sh, c->node);
+    int pos = metamap_position(sh, c->node);
     if (pos <= 0)
         return pos == 0 ? META_EINVALID : META_ENOTINSYNC; /* already primary / not a copy */
     if (!(sh->insync & (1u << pos)))
@@ -242,6 +246,64 @@ static meta_status promote(metamap *m, const meta_cmd *c)
     return META_OK;
 }
 
+/* FAIL_NODE: the member is down and leaves every copy list (a replica copy:
+ * the shard keeps its primary and epoch; the primary: the first in-sync
+ * replica that is up takes over at epoch + 1, the others keep their order and
+ * in-sync bits; none: the shard is unavailable, epoch + 1 and no copies).
+ * Refused (nothing to change) when the member is down and holds no copy. */
+static meta_status fail_node(metamap *m, const meta_cmd *c)
+{
+    int mi = member_index(m, c->node);
+    if (mi < 0)
+        return META_ENOTFOUND;
+    if (m->members[mi].down && metamap_copies_of(m, c->node) == 0)
+        return META_EINVALID;
+    m->members[mi].down = true; /* first: a promotion below never picks it */
+    for (uint32_t s = 0; s < SHARD_COUNT; s++) {
+        meta_shard *sh = &m->shards[s];
+        int pos = metamap_position(sh, c->node);
+        if (pos < 0)
+            continue;
+        int to = -1; /* the position promoted when the failed one is the primary */
+        for (unsigned i = 1; pos == 0 && to < 0 && i < sh->ncopies; i++)
+            if ((sh->insync & (1u << i)) && !metamap_member(m, sh->copies[i])->down)
+                to = (int)i;
+        if (pos == 0 && to < 0) {
+            meta_shard lost = {.epoch = sh->epoch + 1}; /* unavailable: no copy to serve it */
+            *sh = lost;
+            continue;
+        }
+        meta_shard next = {.epoch = pos == 0 ? sh->epoch + 1 : sh->epoch};
+        if (pos == 0) {
+            next.copies[next.ncopies] = sh->copies[to];
+            next.insync = 1u;
+            next.ncopies++;
+        }
+        for (unsigned i = 0; i < sh->ncopies; i++) {
+            if ((int)i == pos || (int)i == to)
+                continue;
+            if (sh->insync & (1u << i))
+                next.insync |= (uint8_t)(1u << next.ncopies);
+            next.copies[next.ncopies++] = sh->copies[i];
+        }
+        *sh = next;
+    }
+    return META_OK;
+}
+
+bool metamap_unavailable(const meta_shard *sh)
+{
+    return sh->ncopies == 0 && sh->epoch > 0;
+}
+
+unsigned metamap_unavailable_count(const metamap *m)
+{
+    unsigned n = 0;
+    for (uint32_t s = 0; s < SHARD_COUNT; s++)
+        n += metamap_unavailable(&m->shards[s]);
+    return n;
+}
+
 static meta_status set_insync(metamap *m, const meta_cmd *c)
 {
     meta_shard *sh = &m->shards[c->shard];
@@ -259,6 +321,91 @@ static meta_status set_insync(metamap *m, const meta_cmd *c)
     return META_OK;
 }
 
+/* SYNC_REPLICA: the replica's in-sync bit in every shard led by the primary
+ * that holds a copy on it. Refused when nothing changes, or when a replica
+ * marked down would come in. */
+static meta_status sync_replica(metamap *m, const meta_cmd *c)
+{
+    const meta_member *p = metamap_member(m, c->node), *r = metamap_member(m, c->replica);
+    if (p == NULL || r == NULL)
+        return META_ENOTFOUND;
+    if (c->in && r->down)
+        return META_EDOWN;
+    unsigned changed = 0;
+    for (uint32_t s = 0; s < SHARD_COUNT; s++) {
+        meta_shard *sh = &m->shards[s];
+        if (sh->ncopies == 0 || sh->copies[0] != c->node)
+            continue;
+        int pos = metamap_position(sh, c->replica);
+        if (pos <= 0)
+            continue;
+        uint8_t bit = (uint8_t)(1u << pos), next = c->in ? (uint8_t)(sh->insync | bit) : (uint8_t)(sh->insync & ~bit);
+        changed += next != sh->insync;
+        sh->insync = next;
+    }
+    return changed > 0 ? META_OK : META_EINVALID;
+}
+
+/* ADD_REPLICA: the member (up) joins, out of sync and last, every assigned
+ * shard with fewer than c->ncopies copies that it holds none of. The epoch
+ * stays (the primary does not change). Refused when no shard needs it. */
+static meta_status add_replica(metamap *m, const meta_cmd *c)
+{
+    const meta_member *a = metamap_member(m, c->node);
+    if (a == NULL)
+        return META_ENOTFOUND;
+    if (a->down)
+        return META_EDOWN;
+    unsigned added = 0;
+    for (uint32_t s = 0; s < SHARD_COUNT; s++) {
+        meta_shard *sh = &m->shards[s];
+        if (sh->ncopies == 0 || sh->ncopies >= c->ncopies || sh->ncopies >= META_MAX_COPIES ||
+            metamap_position(sh, c->node) >= 0)
+            continue;
+        sh->copies[sh->ncopies++] = c->node; /* its in-sync bit stays clear */
+        added++;
+    }
+    return added > 0 ? META_OK : META_EINVALID;
+}
+
+/* ADD_COPY: one more (out-of-sync) replica of one shard, decided on its epoch. */
+static meta_status add_copy(metamap *m, const meta_cmd *c)
+{
+    meta_shard *sh = &m->shards[c->shard];
+    if (sh->ncopies == 0 || sh->ncopies >= META_MAX_COPIES)
+        return META_EINVALID;
+    if (c->epoch != sh->epoch)
+        return META_EEPOCH;
+    const meta_member *a = metamap_member(m, c->node);
+    if (a == NULL)
+        return META_ENOTFOUND;
+    if (a->down)
+        return META_EDOWN;
+    if (metamap_position(sh, c->node) >= 0)
+        return META_EINVALID; /* a copy already */
+    sh->copies[sh->ncopies++] = c->node; /* its in-sync bit stays clear */
+    return META_OK;
+}
+
+/* DROP_COPY: a replica leaves one shard's copies (the primary never does:
+ * that is PROMOTE's or FAIL_NODE's), decided on its epoch; the copies after
+ * it move up with their in-sync bits. */
+static meta_status drop_copy(metamap *m, const meta_cmd *c)
+{
+    meta_shard *sh = &m->shards[c->shard];
+    if (c->epoch != sh->epoch)
+        return META_EEPOCH;
+    int pos = metamap_position(sh, c->node);
+    if (pos <= 0)
+        return META_EINVALID; /* the primary, or not a copy */
+    uint8_t low = (uint8_t)(sh->insync & ((1u << pos) - 1u)), high = (uint8_t)(sh->insync >> (pos + 1));
+    for (unsigned i = (unsigned)pos; i + 1 < sh->ncopies; i++)
+        sh->copies[i] = sh->copies[i + 1];
+    sh->copies[--sh->ncopies] = 0;
+    sh->insync = (uint8_t)(low | (high << pos));
+    return META_OK;
+}
+
 meta_status metamap_apply(metamap *m, const meta_cmd *c)
 {
     if (c->expect_version != 0 && c->expect_version != m->version)
@@ -273,6 +420,11 @@ meta_status metamap_apply(metamap *m, const meta_cmd *c)
     case META_SET_INSYNC: st = set_insync(m, c); break;
     case META_NODE_DOWN: st = mark(m, c, true); break;
     case META_NODE_UP: st = mark(m, c, false); break;
+    case META_FAIL_NODE: st = fail_node(m, c); break;
+    case META_SYNC_REPLICA: st = sync_replica(m, c); break;
+    case META_ADD_REPLICA: st = add_replica(m, c); break;
+    case META_ADD_COPY: st = add_copy(m, c); break;
+    case META_DROP_COPY: st = drop_copy(m, c); break;
     default: st = META_EMALFORMED; break;
     }
     if (st == META_OK)
@@ -288,27 +440,33 @@ meta_status metamap_apply_bytes(metamap *m, const void *data, size_t len)
     return metamap_apply(m, &c);
 }
 
-/* Contiguous primary ranges as shardmap_init_even; within member p's range,
- * shard t's replicas sit at offsets 1 + (t + j - 1) mod (n - 1) from p
- * (j = 1..copies-1): distinct, and cycling over every other member, so the
- * replicas of one member's shards (and so the promotions when it fails) are
- * spread over all the others rather than piled on its neighbour. */
-int metamap_spread(const uint16_t *ids, unsigned n, unsigned copies, uint64_t epoch, meta_shard *shards)
+/* Primaries as given, or contiguous ranges as shardmap_init_even; each
+ * shard's replicas are the members after its primary in id order, wrapping:
+ * exactly what replicas_of (common/shardmap.c) gives the static map, so that
+ * a group bootstrapped from the configuration routes as the nodes did
+ * before it. */
+int metamap_spread(const uint16_t *ids, unsigned n, unsigned copies, uint64_t epoch, const uint16_t *primaries,
+                   meta_shard *shards)
 {
     if (n == 0 || copies == 0 || copies > META_MAX_COPIES || copies > n)
         return -1;
+    unsigned p = 0; /* the primary's position in ids */
     for (uint32_t s = 0; s < SHARD_COUNT; s++) {
-        unsigned p = (unsigned)((uint64_t)s * n / SHARD_COUNT);
-        uint32_t first = (uint32_t)(((uint64_t)p * SHARD_COUNT + n - 1) / n);
-        uint32_t t = s - first;
+        if (primaries == NULL)
+            p = (unsigned)((uint64_t)s * n / SHARD_COUNT);
+        else if (s == 0 || primaries[s] != primaries[s - 1]) { /* a run starts: find its member */
+            for (p = 0; p < n && ids[p] != primaries[s]; p++)
+                ;
+            if (p == n)
+                return -1;
+        }
         meta_shard *sh = &shards[s];
         memset(sh, 0, sizeof(*sh));
         sh->epoch = epoch;
         sh->ncopies = (uint8_t)copies;
         sh->insync = (uint8_t)((1u << copies) - 1);
-        sh->copies[0] = ids[p];
-        for (unsigned j = 1; j < copies; j++)
-            sh->copies[j] = ids[(p + 1 + (t + j - 1) % (n - 1)) % n];
+        for (unsigned j = 0; j < copies; j++)
+            sh->copies[j] = ids[(p + j) % n];
     }
     return 0;
 }

@@ -9,21 +9,34 @@
  * log order by every member of the Raft group (node/metafsm.c); a command that
  * would break an invariant is refused and changes nothing, the same way on
  * every node, so all copies of the map stay byte-identical. The invariants:
- *   - a shard's epoch never goes down, and every change of its primary or
- *     copies raises it;
+ *   - a shard's epoch never goes down, and every change of its primary
+ *     raises it (so does SET_SHARD; FAIL_NODE removing a failed replica
+ *     leaves the primary and its epoch as they are);
  *   - a primary is always in its shard's in-sync set;
  *   - a promotion picks a replica from the in-sync set, never a down node;
  *   - a shard's copies are distinct members, at most META_MAX_COPIES;
  *   - a member holding a copy of a shard cannot be removed;
  *   - a command stamped with an expected map version applies only on it.
  *
+ * A shard is unassigned (epoch 0, no copies) until SPREAD or SET_SHARD, and
+ * unavailable (epoch > 0, no copies: metamap_unavailable) once FAIL_NODE took
+ * its last promotable copy: every node answers it with an error at once, and
+ * eddy ctl cluster status lists it, until SET_SHARD assigns it again at a
+ * higher epoch. FAIL_NODE is what the leader's failure detector proposes
+ * (node/meta.c): the member is marked down, leaves every copy list and
+ * in-sync set, and each shard it was primary of is taken over by its first
+ * in-sync replica that is up, at epoch + 1 (or becomes unavailable). A member
+ * heard again is marked up by NODE_UP and holds no copies until it is
+ * replicated to again (later work).
+ *
  * The snapshot is the whole state in canonical msgpack (metamap_encode): the
  * same state always gives the same bytes. metamap_decode validates everything
  * (lengths, ids, invariants) before it fills the caller's map.
  *
- * Pure data: no Raft, no threads, no I/O. Not yet used for routing: the
- * brokers and nodes still route by the static cluster map (clustermap.h);
- * wiring this map into routing and failover is the next step of issue 18. */
+ * Pure data: no Raft, no threads, no I/O. Routing uses it through
+ * common/maproute.h (node.c builds the routing shardmap from the committed
+ * map; brokers and backends learn it as JSON, clustermap.h); failover is the
+ * next step of issue 18. */
 #ifndef EDDY_METAMAP_H
 #define EDDY_METAMAP_H
 
@@ -104,12 +117,15 @@ meta_status metamap_apply(metamap *m, const struct meta_cmd *cmd);
 meta_status metamap_apply_bytes(metamap *m, const void *data, size_t len);
 
 /* The initial assignment: every shard gets `copies` copies on distinct
- * members (the members in id order), primaries spread evenly (any two members
- * differ by at most one primary), each replica position likewise, so every
- * member holds about SHARD_COUNT * copies / members copies. Fills shards
- * (SHARD_COUNT entries) with epoch, every copy in sync. Returns 0, or -1 when
- * copies is 0, above META_MAX_COPIES or above the member count. */
-int metamap_spread(const uint16_t *ids, unsigned nids, unsigned copies, uint64_t epoch, meta_shard *shards);
+ * members of ids (n of them, in id order): its primary is primaries[shard]
+ * (SHARD_COUNT member ids; NULL: contiguous even ranges in ids' order, as
+ * shardmap_init_even), its replicas the next members of ids after the
+ * primary, wrapping (as replicas_of: the bootstrapped map routes exactly as
+ * the static one). Fills shards (SHARD_COUNT entries) with epoch, every copy
+ * in sync. Returns 0, or -1 when copies is 0, above META_MAX_COPIES or above
+ * n, or a primary is not in ids. */
+int metamap_spread(const uint16_t *ids, unsigned n, unsigned copies, uint64_t epoch, const uint16_t *primaries,
+                   meta_shard *shards);
 
 /* Checks every invariant of a whole map (restore uses it). Returns 0 or -1. */
 int metamap_check(const metamap *m);
@@ -121,7 +137,15 @@ void metamap_encode(const metamap *m, msgpack_sbuffer *out);
  * checks out (m untouched otherwise). Returns 0, or -1. */
 int metamap_decode(metamap *m, const void *data, size_t len);
 
+/* True when the shard lost every copy it could be served from (FAIL_NODE
+ * found no in-sync replica that is up): epoch > 0 and no copies. */
+bool metamap_unavailable(const meta_shard *sh);
+/* How many shards of m are unavailable. */
+unsigned metamap_unavailable_count(const metamap *m);
+
 /* The shards whose primary is member id (counts, for tests and status). */
+/* The position of member id among sh's copies (0: the primary), or -1. */
+int metamap_position(const meta_shard *sh, uint16_t id);
 unsigned metamap_primaries_of(const metamap *m, uint16_t id);
 /* The shards holding a copy on member id. */
 unsigned metamap_copies_of(const metamap *m, uint16_t id);

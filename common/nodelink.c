@@ -20,10 +20,17 @@
 #define HELLO_RETRY_MS 200
 #define REPLY_TIMEOUT_MS 10000
 #define HELLO_TIMEOUT_MS 1000
+/* A dialer is replaced when it has not brought its connection back in this
+ * long (see redial). The delivery side is judged from the request side: HELLOs
+ * answered for DELIVERY_STALL_MS with none of them published to us. */
+#define DELIVERY_STALL_MS 2000
+#define REQUEST_REDIAL_MS 3000
+#define REQUEST_REDIAL_MAX_MS 60000
 
 struct nodelink {
     nodelink_config c;
     nng_socket req, sub;
+    nng_dialer req_dialer, sub_dialer; /* replaced by the request thread only (redial) */
     nng_aio *aio; /* the request thread's send/receive; cancelled when the node goes down */
     pthread_t req_thread, sub_thread;
     bool req_started, sub_started;
@@ -34,6 +41,8 @@ struct nodelink {
     atomic_bool stop;
     atomic_bool delivering;
     atomic_int pipes;     /* connected REQ pipes: 0 while the node is down */
+    atomic_int sub_pipes; /* connected SUB pipes (for the log) */
+    uint64_t redials;     /* dialers replaced (request thread) */
     atomic_bool been_up;  /* a HELLO delivery has arrived before */
     atomic_ullong refused;
     bool forbidden; /* the node refused our HELLO for our role (logged once; request thread) */
@@ -88,7 +97,7 @@ static nng_msg *roundtrip(nodelink *l, uint64_t seq, const op_batch *b)
             reply = nng_aio_get_msg(l->aio);
     }
     if (rv != 0) {
-        if (seq != 0 || rv != NNG_ECANCELED) /* HELLOs to a down node fail quietly */
+        if (seq != 0) /* HELLOs to a down node fail quietly: node-down and the redial lines say it */
             log_error("node-request-failed", "node=%s seq=%llu ops=%u error=%s", l->c.id,
                       (unsigned long long)seq, b->count, nng_strerror(rv));
         return NULL;
@@ -106,8 +115,8 @@ static void post_failed(nodelink *l, uint64_t seq, op_batch *batch)
     emit(l, NODELINK_FAILED, seq, failed);
 }
 
-/* True when the reply holds an ERROR with this code. */
-static bool reply_has_error(nng_msg *reply, uint32_t error)
+/* True when the reply holds an operation of this kind (and, for an ERROR, this code). */
+static bool reply_has(nng_msg *reply, uint32_t kind, uint32_t error)
 {
     mp_reader r;
     uint64_t origin, seq;
@@ -120,7 +129,7 @@ static bool reply_has_error(nng_msg *reply, uint32_t error)
         int rc = op_decode(&r, &o);
         if (rc == -1)
             return false;
-        if (rc == 0 && o.kind == OP_ERROR && o.error == error)
+        if (rc == 0 && o.kind == kind && (kind != OP_ERROR || o.error == error))
             return true;
     }
     return false;
@@ -143,6 +152,29 @@ static void wait_for_work(nodelink *l, int64_t last_send)
     }
 }
 
+/* Replaces the dialer of one socket (request thread only): closes it, with
+ * any connection or handshake it holds, and dials again at once.
+ *
+ * nng 1.5.2 gives up on a dialer for good when one connection attempt ends
+ * with NNG_ECLOSED or NNG_ECANCELED (core/dialer.c, dialer_connect_cb), which
+ * a connection reset under a TLS or SP handshake can produce (EPIPE is
+ * NNG_ECLOSED): the link would never come back although the node is up.
+ * Nothing says a dialer died, so a link that stays down is re-dialed. */
+static void redial(nodelink *l, bool delivery, const char *why, int64_t waited_ms)
+{
+    nng_dialer *d = delivery ? &l->sub_dialer : &l->req_dialer;
+    const char *url = delivery ? l->c.delivery_url : l->c.request_url;
+    l->redials++;
+    log_warn(delivery ? "node-delivery-redial" : "node-request-redial",
+             "node=%s url=%s waited_ms=%lld connected=%d redials=%llu why=\"%s\"", l->c.id, url,
+             (long long)waited_ms, atomic_load(delivery ? &l->sub_pipes : &l->pipes),
+             (unsigned long long)l->redials, why);
+    nng_dialer_close(*d);
+    int rv = linktls_dial(l->c.tls, delivery ? l->sub : l->req, url, d);
+    if (rv != 0)
+        log_error("node-dial-failed", "node=%s at=%s error=%s", l->c.id, url, nng_strerror(rv));
+}
+
 /* The request loop (see nodelink.h for the protocol). */
 static void *request_thread(void *arg)
 {
@@ -154,6 +186,8 @@ static void *request_thread(void *arg)
     op h = {.kind = OP_HELLO, .epoch = l->c.epoch, .corr = l->c.map_digest, .action = (uint32_t)l->c.role};
     op_batch_add(&hello, &h);
     int64_t last_send = 0, last_hello = 0;
+    int64_t answered_since = 0; /* HELLOs answered, none delivered, since then (0: not so) */
+    int64_t down_since = 0, redial_after = REQUEST_REDIAL_MS; /* no REQ connection since then */
     bool retry = false; /* `sending` was refused and goes again */
     uint64_t seq = 0;
     for (;;) {
@@ -165,6 +199,22 @@ static void *request_thread(void *arg)
                 break; /* flushed, or the node is unreachable: nothing more can go */
         }
         if (!atomic_load(&l->delivering)) {
+            int64_t now = now_ms();
+            if (atomic_load(&l->pipes) > 0) {
+                down_since = 0;
+                redial_after = REQUEST_REDIAL_MS;
+            } else if (down_since == 0) {
+                down_since = now;
+            } else if (now - down_since >= redial_after && !atomic_load(&l->stop)) {
+                redial(l, false, "no connection to the node's request address", now - down_since);
+                down_since = now;
+                redial_after = redial_after * 2 < REQUEST_REDIAL_MAX_MS ? redial_after * 2 : REQUEST_REDIAL_MAX_MS;
+            }
+            if (answered_since != 0 && now - answered_since >= DELIVERY_STALL_MS && !atomic_load(&l->stop)) {
+                redial(l, true, "the node answers our HELLOs but none reaches us on its delivery address",
+                       now - answered_since);
+                answered_since = now;
+            }
             if (atomic_load(&l->pipes) == 0 && atomic_load(&l->been_up)) {
                 /* the node went down: what waits for it is answered with errors
                  * now rather than sent whenever it comes back (work queued
@@ -178,22 +228,27 @@ static void *request_thread(void *arg)
                     post_failed(l, l->next_seq++, &l->filling);
                 pthread_mutex_unlock(&l->lock);
             }
-            int64_t now = now_ms();
             if (now - last_hello < HELLO_RETRY_MS) {
                 usleep(20 * 1000);
                 continue;
             }
             last_hello = now;
             nng_msg *reply = roundtrip(l, 0, &hello);
-            bool forbidden = reply != NULL && reply_has_error(reply, OP_ERR_FORBIDDEN);
+            bool forbidden = reply != NULL && reply_has(reply, OP_ERROR, OP_ERR_FORBIDDEN);
             if (forbidden && !l->forbidden)
                 log_error("node-refused-us", "node=%s as=%s (the node does not take our certificate's role: "
                           "see its peer-forbidden line)", l->c.id, link_role_name(l->c.role));
             l->forbidden = forbidden;
+            if (!reply_has(reply, OP_HELLO, 0)) /* not welcomed: nothing is published to us */
+                answered_since = 0;
+            else if (answered_since == 0)
+                answered_since = now;
             if (reply != NULL)
                 emit(l, NODELINK_REPLY, 0, reply);
             continue;
         }
+        answered_since = 0;
+        down_since = 0;
         if (!retry) {
             pthread_mutex_lock(&l->lock);
             wait_for_work(l, last_send);
@@ -214,7 +269,7 @@ static void *request_thread(void *arg)
         }
         last_send = now_ms();
         nng_msg *reply = roundtrip(l, seq, &sending);
-        if (reply_has_error(reply, OP_ERR_UNKNOWN_PEER)) { /* the node applied nothing of it */
+        if (reply_has(reply, OP_ERROR, OP_ERR_UNKNOWN_PEER)) { /* the node applied nothing of it */
             log_warn("node-lost-our-state", "node=%s (it restarted or dropped us): "
                      "saying HELLO again, then registering everything again", l->c.id);
             nng_msg_free(reply);
@@ -289,6 +344,13 @@ static void *delivery_thread(void *arg)
 }
 
 /* nng calls this on its own thread when a connection to the node comes or goes. */
+static void sub_pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    (void)p;
+    nodelink *l = arg;
+    atomic_fetch_add(&l->sub_pipes, ev == NNG_PIPE_EV_ADD_POST ? 1 : -1);
+}
+
 static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
     nodelink *l = arg;
@@ -330,16 +392,18 @@ static int open_sockets(nodelink *l)
     nng_socket_set_ms(l->req, NNG_OPT_REQ_RESENDTIME, 3600 * 1000); /* no silent duplicates */
     nng_pipe_notify(l->req, NNG_PIPE_EV_ADD_POST, pipe_event, l);
     nng_pipe_notify(l->req, NNG_PIPE_EV_REM_POST, pipe_event, l);
+    nng_pipe_notify(l->sub, NNG_PIPE_EV_ADD_POST, sub_pipe_event, l);
+    nng_pipe_notify(l->sub, NNG_PIPE_EV_REM_POST, sub_pipe_event, l);
     nng_socket_set_ms(l->req, NNG_OPT_RECONNMINT, 100);
     nng_socket_set_ms(l->req, NNG_OPT_RECONNMAXT, 1000);
     nng_socket_set_ms(l->sub, NNG_OPT_RECONNMINT, 100);
     nng_socket_set_ms(l->sub, NNG_OPT_RECONNMAXT, 1000);
     /* Non-blocking dials: they retry in the background until the node is up. */
     step = l->c.delivery_url;
-    if ((rv = linktls_dial(l->c.tls, l->sub, l->c.delivery_url)) != 0)
+    if ((rv = linktls_dial(l->c.tls, l->sub, l->c.delivery_url, &l->sub_dialer)) != 0)
         goto fail;
     step = l->c.request_url;
-    if ((rv = linktls_dial(l->c.tls, l->req, l->c.request_url)) != 0)
+    if ((rv = linktls_dial(l->c.tls, l->req, l->c.request_url, &l->req_dialer)) != 0)
         goto fail;
     return 0;
 fail:

@@ -12,7 +12,11 @@
  * HELLO again, the owner re-registers its state (RESYNC), and the same batch
  * goes again. When idle the link sends a HEARTBEAT every 250 ms. A HELLO the
  * node refuses for our role (FORBIDDEN: our certificate is another role's) is
- * logged once, and said again every 200 ms like any unanswered one.
+ * logged once, and said again every 200 ms like any unanswered one. A dialer
+ * that has not brought its connection back is replaced (nng 1.5.2 gives up on
+ * some failed attempts without a word): the SUB's when the node has answered
+ * our HELLOs for 2 s and none came back on it, the REQ's after 3 s without a
+ * connection, then at doubling intervals up to a minute.
  *
  * What the link learns goes to the owner's handler, called on the link's
  * threads (request thread, delivery thread, or nng's pipe callback thread);
@@ -40,7 +44,9 @@ enum nodelink_event {
 };
 
 /* Takes ownership of item and returns 0, or returns -1 and leaves it to the
- * link (which frees it: nng_msg_free, or op_batch_destroy + free). */
+ * link: which frees it (nng_msg_free, or op_batch_destroy + free), except a
+ * NODELINK_DELIVERY, which it offers again a millisecond later (backpressure:
+ * nothing more is read from the node until the owner takes it). */
 typedef int nodelink_handler(void *ctx, int event, int index, uint64_t seq, void *item);
 
 typedef struct nodelink_config {

@@ -335,6 +335,13 @@ const char *op_kind_name(uint32_t kind)
         [OP_REPL_BATCH] = "REPL_BATCH",
         [OP_REPL_ACK] = "REPL_ACK",
         [OP_REPL_RESYNC] = "REPL_RESYNC",
+        [OP_CLUSTER_STATUS] = "CLUSTER_STATUS",
+        [OP_META_HEARTBEAT] = "META_HEARTBEAT",
+        [OP_META_GRANT] = "META_GRANT",
+        [OP_REPL_SNAPSHOT] = "REPL_SNAPSHOT",
+        [OP_REPL_SNAPSHOT_ACK] = "REPL_SNAPSHOT_ACK",
+        [OP_CLUSTER_PROMOTE] = "CLUSTER_PROMOTE",
+        [OP_META_PROPOSE] = "META_PROPOSE",
     };
     return kind < OP_KIND_MAX && names[kind] != NULL ? names[kind] : "UNKNOWN";
 }

@@ -59,7 +59,9 @@ enum op_kind {
     OP_LISTEN_MESSAGE = 33,  /* node -> broker: FOUND/REMOVED/RESPONSE_TIMEOUT (action) for <session> */
     OP_RECORD_PROVIDER = 34, /* node -> interested: record <name> has (OP_FLAG_PROVIDER) or lost a provider */
     OP_MAP_QUERY = 35,       /* anyone -> any node: the cluster map, no HELLO needed */
-    OP_MAP = 36,             /* node -> asker (in the reply): <epoch>, <data> = the map as JSON */
+    OP_MAP = 36,             /* node -> asker (in the reply), and node -> every peer (a delivery, when its
+                              * map changes: cluster.raft): <epoch>, <corr> = the map's version, <data> = the
+                              * map as JSON (common/clustermap.h) */
     OP_BYE = 37,             /* peer -> node: a clean shutdown; forget everything of mine now */
     OP_NODE_STATS = 38,      /* anyone -> any node, no HELLO needed; answered in kind, <data> = its counters (JSON) */
     OP_RELOAD = 39,          /* anyone -> node, no HELLO needed: read the permission rules again; the node delivers it
@@ -84,7 +86,31 @@ enum op_kind {
     OP_REPL_ACK = 49,         /* replica -> primary (reply, and delivery): every batch up to <corr> is durable here;
                                * primary -> replica: a question, answered in kind in the reply */
     OP_REPL_RESYNC = 50,      /* replica -> primary (reply): out of sequence, send again from <corr> (0: from
-                               * the last acknowledged, marked OP_FLAG_REPL_START) */
+                               * the last acknowledged, marked OP_FLAG_REPL_START); with OP_FLAG_REPL_SNAPSHOT: this
+                               * node holds no (complete) state of the stream: send a snapshot (<corr>: the refused
+                               * batch's or chunk's number, <orig>: its kind) */
+    /* 51-55: left free for other branches' kinds */
+    OP_REPL_SNAPSHOT = 56,     /* primary -> replica: snapshot chunk <corr> (numbered 1, 2, ... on the link, never
+                                * reused) of primary <orig> - 1, <data> = common/replbatch.h format 2 (the
+                                * snapshot's id, the batch it resumes after, the shard set on its first chunk, the
+                                * records). Answered like REPL_BATCH (REPL_SNAPSHOT_ACK, REPL_RESYNC, ERROR) */
+    OP_REPL_SNAPSHOT_ACK = 57, /* replica -> primary (reply, and delivery): every chunk up to <corr> is durable here */
+    OP_CLUSTER_STATUS = 60,   /* anyone -> any node, no HELLO needed; answered in kind, <data> = the metadata
+                               * group's map as this node sees it (JSON; eddy ctl cluster status) */
+    OP_META_HEARTBEAT = 61,   /* node -> the node it believes leads the metadata group (cluster.raft): I am member
+                               * <orig>, alive; <corr> = my clock (ms) when I queued this, echoed in the grant;
+                               * <version> = my applied map version. Only a node may send it */
+    OP_META_GRANT = 62,       /* leader -> node (reply): <action> 1 = a lease granted (valid nodeTimeout/2 from the
+                               * heartbeat's <corr> on the node's clock, usable once the node's map reaches
+                               * <version>), 0 = refused (not the leader, or its leadership not confirmed lately);
+                               * <corr> echoed; <orig> = the leader's member id as the answering node knows it (0:
+                               * none) */
+    OP_CLUSTER_PROMOTE = 64,  /* anyone -> any node, no HELLO needed; answered in kind: <data> = JSON, the
+                               * request {"to", "shards" | "from"} and the answer (proto/operations.md) */
+    OP_META_PROPOSE = 65,     /* node -> the node it believes leads the metadata group (cluster.raft): propose
+                               * the command in <data> (common/metacmd.h; only SYNC_REPLICA, whose primary must be
+                               * the sender, member <orig>). Answered in kind: <action> 1 = queued for Raft, 0 =
+                               * not (not the leader, queue full, or refused) */
     OP_KIND_MAX
 };
 
@@ -153,6 +179,7 @@ enum validate_verdict {
 #define OP_FLAG_NO_HISTORY (1u << 21) /* STREAM_STATE: <name> matches no events.history pattern */
 /* replication (node/replicate.c, node/replica.c) */
 #define OP_FLAG_REPL_START (1u << 22) /* REPL_BATCH: a replication stream (re)starts at this batch */
+#define OP_FLAG_REPL_SNAPSHOT (1u << 26) /* REPL_RESYNC: only a snapshot can bring this replica up to date */
 
 /* A batch under construction (its operations, each framed). Owns its buffer. */
 typedef struct op_batch {

@@ -1,4 +1,4 @@
-/* replbatch.c - the replication batch codec (see replbatch.h). */
+/* replbatch.c - the replication batch and snapshot chunk codec (see replbatch.h). */
 #include "replbatch.h"
 
 #include <string.h>
@@ -34,10 +34,11 @@ uint32_t replbatch_count(const msgpack_sbuffer *b)
     return b->size >= REPLBATCH_HEADER ? (uint32_t)get_be((const uint8_t *)b->data + 1, 4) : 0;
 }
 
-void replbatch_add(msgpack_sbuffer *b, const repl_item *it)
+/* Appends it to b, whose u32 count is at count_at. */
+static void add_item(msgpack_sbuffer *b, size_t count_at, const repl_item *it)
 {
-    uint32_t count = replbatch_count(b) + 1;
-    uint8_t *hdr = (uint8_t *)b->data + 1;
+    uint8_t *hdr = (uint8_t *)b->data + count_at;
+    uint32_t count = (uint32_t)get_be(hdr, 4) + 1;
     for (int i = 0; i < 4; i++)
         hdr[i] = (uint8_t)(count >> (8 * (3 - i)));
     put_be(b, it->shard, 4);
@@ -51,6 +52,11 @@ void replbatch_add(msgpack_sbuffer *b, const repl_item *it)
     msgpack_sbuffer_write(b, it->name.ptr, it->name.len);
     if (data_len > 0)
         msgpack_sbuffer_write(b, it->data.ptr, data_len);
+}
+
+void replbatch_add(msgpack_sbuffer *b, const repl_item *it)
+{
+    add_item(b, 1, it);
 }
 
 /* Reads one item at r->at (bounded by r->end); -1 when malformed. */
@@ -105,4 +111,69 @@ int replbatch_next(replbatch_reader *r, repl_item *it)
         return 0;
     r->left--;
     return 1;
+}
+
+/* ---------------- snapshot chunks ---------------- */
+
+/* Where a chunk's count is: after the header, and the shard set of a first chunk. */
+static size_t chunk_count_at(uint8_t flags)
+{
+    return REPLCHUNK_HEADER - 4 + ((flags & REPLCHUNK_FIRST) ? REPLCHUNK_SHARD_SET : 0);
+}
+
+void replchunk_begin(msgpack_sbuffer *b, const replchunk_head *h)
+{
+    b->size = 0;
+    uint8_t head[2] = {REPLCHUNK_FORMAT, h->flags};
+    msgpack_sbuffer_write(b, (const char *)head, 2);
+    put_be(b, h->snapshot, 8);
+    put_be(b, h->resume, 8);
+    if (h->flags & REPLCHUNK_FIRST)
+        msgpack_sbuffer_write(b, (const char *)h->shards, REPLCHUNK_SHARD_SET);
+    put_be(b, 0, 4);
+}
+
+uint32_t replchunk_count(const msgpack_sbuffer *b)
+{
+    if (b->size < REPLCHUNK_HEADER)
+        return 0;
+    size_t at = chunk_count_at((uint8_t)b->data[1]);
+    return b->size >= at + 4 ? (uint32_t)get_be((const uint8_t *)b->data + at, 4) : 0;
+}
+
+void replchunk_add(msgpack_sbuffer *b, const repl_item *it)
+{
+    add_item(b, chunk_count_at((uint8_t)b->data[1]), it);
+}
+
+bool replchunk_has(const uint8_t *shards, uint32_t s)
+{
+    return s < SHARD_COUNT && ((shards[s / 8] >> (s % 8)) & 1);
+}
+
+int replchunk_open(replbatch_reader *r, const void *data, size_t len, replchunk_head *h, uint32_t *count)
+{
+    const uint8_t *p = data;
+    if (data == NULL || len < REPLCHUNK_HEADER || p[0] != REPLCHUNK_FORMAT ||
+        (p[1] & ~(REPLCHUNK_FIRST | REPLCHUNK_LAST)) != 0)
+        return -1;
+    size_t at = chunk_count_at(p[1]);
+    if (len < at + 4)
+        return -1;
+    uint32_t n = (uint32_t)get_be(p + at, 4);
+    size_t left = len - at - 4;
+    if ((uint64_t)n * (REPLBATCH_ITEM_MIN + 1) > left)
+        return -1;
+    replbatch_reader check = {.at = p + at + 4, .end = p + len, .left = n};
+    repl_item it;
+    for (uint32_t i = 0; i < n; i++)
+        if (read_item(&check, &it) != 0 || it.deleted)
+            return -1;
+    if (check.at != check.end)
+        return -1;
+    *h = (replchunk_head){.flags = p[1], .snapshot = get_be(p + 2, 8), .resume = get_be(p + 10, 8),
+                          .shards = (p[1] & REPLCHUNK_FIRST) ? p + 18 : NULL};
+    *r = (replbatch_reader){.at = p + at + 4, .end = p + len, .left = n};
+    *count = n;
+    return 0;
 }

@@ -28,18 +28,24 @@ int shardmap_init_even(shardmap *map, unsigned node_count, uint64_t epoch)
     if (node_count == 0 || node_count > SHARDMAP_MAX_NODES)
         return -1;
     map->epoch = epoch;
+    map->version = 0;
     map->node_count = node_count;
-    for (uint32_t s = 0; s < SHARD_COUNT; s++)
+    for (uint32_t s = 0; s < SHARD_COUNT; s++) {
         map->owner[s] = (uint16_t)((uint64_t)s * node_count / SHARD_COUNT);
+        map->shard_epoch[s] = epoch;
+    }
     return 0;
 }
 
 void shardmap_init_empty(shardmap *map, unsigned node_count, uint64_t epoch)
 {
     map->epoch = epoch;
+    map->version = 0;
     map->node_count = node_count;
-    for (uint32_t s = 0; s < SHARD_COUNT; s++)
+    for (uint32_t s = 0; s < SHARD_COUNT; s++) {
         map->owner[s] = SHARDMAP_UNOWNED;
+        map->shard_epoch[s] = epoch;
+    }
 }
 
 /* Reads a shard number at *p; returns it, or -1 (no digits, or too large). */
@@ -98,19 +104,35 @@ int shardmap_first_unowned(const shardmap *map)
     return -1;
 }
 
+struct owned_by {
+    const shardmap *map;
+    unsigned node;
+};
+
+static bool owned_by(uint32_t shard, void *arg)
+{
+    const struct owned_by *o = arg;
+    return o->map->owner[shard] == o->node;
+}
+
 size_t shardmap_format(const shardmap *map, unsigned node, char *out, size_t out_len)
+{
+    return shardmap_format_if(owned_by, &(struct owned_by){map, node}, out, out_len);
+}
+
+size_t shardmap_format_if(bool (*in)(uint32_t shard, void *arg), void *arg, char *out, size_t out_len)
 {
     size_t n = 0;
     if (out_len == 0)
         return 0;
     out[0] = '\0';
     for (uint32_t s = 0; s < SHARD_COUNT;) {
-        if (map->owner[s] != node) {
+        if (!in(s, arg)) {
             s++;
             continue;
         }
         uint32_t e = s;
-        while (e + 1 < SHARD_COUNT && map->owner[e + 1] == node)
+        while (e + 1 < SHARD_COUNT && in(e + 1, arg))
             e++;
         char part[32];
         int len = e == s ? snprintf(part, sizeof(part), "%s%u", n ? "," : "", s)
@@ -123,6 +145,18 @@ size_t shardmap_format(const shardmap *map, unsigned node, char *out, size_t out
         n += (size_t)len;
         s = e + 1;
     }
+    return n;
+}
+
+unsigned shardmap_moved(const shardmap *from, const shardmap *to, uint8_t moved[SHARD_COUNT / 8])
+{
+    unsigned n = 0;
+    memset(moved, 0, SHARD_COUNT / 8);
+    for (uint32_t s = 0; s < SHARD_COUNT; s++)
+        if (from->owner[s] != to->owner[s]) {
+            moved[s / 8] |= (uint8_t)(1u << (s % 8));
+            n++;
+        }
     return n;
 }
 

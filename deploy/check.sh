@@ -3,7 +3,8 @@
 # run on this machine): haproxy's config check, YAML syntax of every manifest,
 # that the example cluster maps load in eddy's own configuration loader (with
 # the development certificates of deploy/tls/eddy-certs.sh: their links are TLS),
-# that the compose file gives each process its role's certificate, and systemd
+# that the compose file gives each process its role's certificate, that the Raft
+# addresses are the pinned (compose) or per-pod Service (Kubernetes) ones, and systemd
 # unit syntax where systemd-analyze exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +44,23 @@ for name, svc in compose['services'].items():
     assert f'OU = eddy-{cmd[0]}' in subject, f'{name}: {cert} is not a {cmd[0]} certificate: {subject}'
     assert all(a.startswith('tls+tcp://') for a in cmd if '://' in a), f'{name}: a link address without TLS'
 print('ok docker-compose.yml: every node and broker has its role\'s certificate from the certs service')
+PY
+# the Raft addresses (IPv4 only) are where each node can be reached: the compose
+# file's pinned addresses, Kubernetes' per-pod Services' ClusterIPs
+/usr/bin/python3 - <<'PY'
+import yaml
+nodes = yaml.safe_load(open('deploy/docker/cluster.yml'))['cluster']['nodes']
+compose = yaml.safe_load(open('deploy/docker-compose.yml'))
+for i, n in enumerate(nodes, 1):
+    pinned = compose['services'][f'eddy-node-{i}']['networks']['eddy']['ipv4_address']
+    assert n['raft'] == f'{pinned}:6024', f"{n['id']}: raft {n['raft']} but the compose file pins {pinned}"
+docs = list(yaml.safe_load_all(open('deploy/k8s/eddy.yaml')))
+cm = next(d for d in docs if d['kind'] == 'ConfigMap')
+ips = {d['spec']['selector'].get('statefulset.kubernetes.io/pod-name'): d['spec'].get('clusterIP')
+       for d in docs if d['kind'] == 'Service'}
+for n in yaml.safe_load(cm['data']['cluster.yml'])['cluster']['nodes']:
+    assert n['raft'] == f"{ips.get(n['id'])}:6024", f"{n['id']}: raft {n['raft']}, its Service's ClusterIP {ips.get(n['id'])}"
+print('ok raft addresses: the compose network\'s pinned addresses, the per-pod Services\' ClusterIPs')
 PY
 for map in deploy/docker/cluster.yml "$tmp/k8s-cluster.yml"; do
   out=$("$bin" node --config "$map" --node-id nosuchnode --data "$tmp/d" "${tls[@]}" 2>&1 || true)

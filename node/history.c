@@ -19,6 +19,7 @@
  * history and an emit does no work here at all. Not for delivery or the wire:
  * events.c replays and delivers. Memory only: nothing survives a restart. */
 #include <string.h>
+#include <sys/queue.h>
 
 #include "dict.h"
 #include "internal.h"
@@ -46,7 +47,7 @@ struct history_ring {
     uint64_t first, next;  /* offsets held: first .. next-1 */
     history_event **slots; /* circular: slots[head] holds offset first */
     uint64_t cap, head, count;
-    history_ring *idle_older, *idle_newer; /* the empty rings, oldest emptied first */
+    TAILQ_ENTRY(history_ring) idle_order; /* h->idle: the empty rings, oldest emptied first */
     bool idle;
 };
 
@@ -58,7 +59,7 @@ struct history {
     uint64_t epoch_base, epochs;
     uint64_t seq;
     size_t bytes, max_bytes, nrings, nevents;
-    history_ring *idle_oldest, *idle_newest;
+    TAILQ_HEAD(, history_ring) idle; /* empty rings, the oldest emptied first */
     log_every full_log;
 };
 
@@ -77,6 +78,7 @@ history *history_new(const eddy_config *cfg, uint64_t epoch_base)
     if (cfg->history_count == 0)
         return NULL;
     history *h = xcalloc(1, sizeof(*h));
+    TAILQ_INIT(&h->idle);
     for (int i = 0; i < cfg->history_count; i++) {
         const history_rule_config *c = &cfg->history[i];
         rule *ru = &h->rules[h->nrules];
@@ -124,29 +126,15 @@ void history_free(history *h)
 static void idle_push(history *h, history_ring *r)
 {
     r->idle = true;
-    r->idle_older = h->idle_newest;
-    r->idle_newer = NULL;
-    if (h->idle_newest != NULL)
-        h->idle_newest->idle_newer = r;
-    else
-        h->idle_oldest = r;
-    h->idle_newest = r;
+    TAILQ_INSERT_TAIL(&h->idle, r, idle_order);
 }
 
 static void idle_unlink(history *h, history_ring *r)
 {
     if (!r->idle)
         return;
-    if (r->idle_older != NULL)
-        r->idle_older->idle_newer = r->idle_newer;
-    else
-        h->idle_oldest = r->idle_newer;
-    if (r->idle_newer != NULL)
-        r->idle_newer->idle_older = r->idle_older;
-    else
-        h->idle_newest = r->idle_older;
+    TAILQ_REMOVE(&h->idle, r, idle_order);
     r->idle = false;
-    r->idle_older = r->idle_newer = NULL;
 }
 
 /* Frees an empty ring: its name loses its numbering. */
@@ -206,8 +194,8 @@ static void evict(history *h)
 {
     uint64_t dropped = 0;
     while (h->bytes > h->max_bytes) {
-        if (h->idle_oldest != NULL) {
-            ring_free(h, h->idle_oldest);
+        if (!TAILQ_EMPTY(&h->idle)) {
+            ring_free(h, TAILQ_FIRST(&h->idle));
             continue;
         }
         rule *oldest = NULL;

@@ -14,6 +14,8 @@
  *   peers.c      the brokers and backends a node serves, and their deliveries
  *   storage.c persist.c   RocksDB and the storage thread
  *   stats.c      what the node counts for /metrics; httpd.c serves it
+ *   meta.c       the metadata group on this node (cluster.raft): metaraft.c,
+ *                metafsm.c
  *
  * All of it runs under the node's lock (node.c) unless a prototype says otherwise. */
 #ifndef EDDY_NODE_INTERNAL_H
@@ -73,7 +75,10 @@ typedef struct node_stats {
     prom_counter repl_applied_batches, repl_applied_records; /* written here (durable once acknowledged) */
     prom_counter repl_duplicates;  /* batches seen before (a primary sending again): skipped, acknowledged */
     prom_counter repl_resyncs;     /* batches out of sequence: the primary was asked to send again */
+    prom_counter outbox_dropped;   /* answers and updates about shards this node lost before they could leave */
     prom_counter repl_fenced;      /* batches refused: a lower epoch, or a shard the sender is not primary of */
+    prom_counter repl_snapshots;   /* snapshots from primaries begun here (their shards dropped first) */
+    prom_counter repl_snapshot_records, repl_snapshot_bytes; /* records (and their bytes) written from snapshot chunks */
 } node_stats;
 
 /* Writes st's families (all eddy_node_*) to f. Any thread. */
@@ -176,7 +181,12 @@ typedef struct node_env {
     validators *validators;       /* set by validate.c: records.c has writes validated */
     permissions *rules;           /* NULL: permission.type none (node.c's; node_reload swaps it) */
     node_stats *stats;            /* node.c's: what modules count for /metrics */
-    const shardmap *map;          /* node.c's: the shard map (replica.c checks who may send what) */
+    const shardmap *map;          /* node.c's: the static shard map of the configuration */
+    const shardmap *route;        /* node.c's: the map operations are served by (owner and epoch per shard) */
+    const struct metamap *mmap;   /* the metadata group's committed map once routing follows it (meta.c's,
+                                     borrowed; its contents change at the executor's turn); NULL: static.
+                                     Who replicates which shard to whom (replicate.c, replica.c) */
+    struct meta_node *meta;       /* node.c's (meta_may_serve: records.c releases acknowledgements under it) */
     unsigned self;                /* this node's index in map */
     replicate *replicate;         /* node.c's: the primary side of replication; NULL with cluster.replicas 1 */
     struct replica_table *replica; /* set by replica.c: node.c hands it storage completions */
@@ -227,9 +237,11 @@ persist *node_persist(node *n);
 struct linktls;
 /* The replication links of the node numbered self to the nodes that hold
  * copies of its shards (replicas_of, cluster.replicas), dialled with tls
- * (borrowed; NULL: plain tcp). NULL when there are none (cluster.replicas 1,
- * or a lone node). Owned by the caller (replicate_free). */
-replicate *replicate_new(const eddy_config *cfg, const shardmap *map, unsigned self, const struct linktls *tls);
+ * (borrowed; NULL: plain tcp); snapshots are read through p (borrowed, it
+ * outlives the result). NULL when there are none (cluster.replicas 1, or a
+ * lone node). Owned by the caller (replicate_free, before persist_stop). */
+replicate *replicate_new(const eddy_config *cfg, const shardmap *map, unsigned self, const struct linktls *tls,
+                         persist *p);
 /* Closes the links (the executor has stopped). NULL is fine. */
 void replicate_free(replicate *rp);
 /* Readable when a link has news (an acknowledgement, a refusal): the executor polls it. */
@@ -240,14 +252,103 @@ int replicate_fd(const replicate *rp);
 void replicate_record(replicate *rp, strview name, int64_t version, strview data, bool exists, uint64_t ticket);
 /* Every write up to this ticket is durable on every in-sync replica (UINT64_MAX: none waits). */
 uint64_t replicate_durable(const replicate *rp);
+struct metamap;
+/* Executor: routing now follows committed (the metadata group's map,
+ * borrowed until the next call; NULL: the static assignment): the links
+ * follow its copies and in-sync sets (a replica that gained shards of this
+ * node gets a snapshot of them, one that lost some keeps its stream without
+ * them), items carry its shard epochs, and in-sync changes go through meta
+ * (borrowed; meta_sync_replica). NULL rp: nothing. */
+void replicate_follow(replicate *rp, const struct metamap *committed, struct meta_node *meta);
 /* Takes what the links learnt (acknowledgements, resyncs, failures) and
  * decides each replica's state (out of sync after cluster.replicaTimeout,
  * in sync again once caught up). Executor, lock held. */
 void replicate_absorb(replicate *rp, int64_t now);
+/* A storage completion of a snapshot (PERSIST_VIEW, PERSIST_SCANNED; d stays
+ * the caller's, what it takes of it, d->data and d->cursor, is set NULL). */
+void replicate_on_persist(replicate *rp, persist_done *d);
 /* Ships this turn's batch to each replica, and what a replica must get again. */
 void replicate_ship(replicate *rp, int64_t now);
 /* The eddy_node_replication_* families. Any thread. */
 void replicate_metrics(replicate *rp, FILE *f);
+
+/* ---------------- meta.c: the metadata group (cluster.raft) ---------------- */
+
+typedef struct meta_node meta_node;
+/* The metadata group's side on the node numbered self of cfg's cluster
+ * (static_map borrowed: node.c's; self_request/self_delivery borrowed, for a
+ * lone node's entry): with cluster.raft it starts the Raft server (its own
+ * thread; DATA/raft), else it only holds the static map for
+ * meta_status_json. With cluster.raft it also opens a link to every other
+ * node (tls borrowed, may be NULL: plain tcp) for heartbeats to the leader.
+ * Returns it (owned by the caller, meta_stop), or NULL with the reason in err
+ * when Raft cannot start. */
+struct linktls;
+meta_node *meta_start(const eddy_config *cfg, const shardmap *static_map, unsigned self, const char *self_request,
+                      const char *self_delivery, const struct linktls *tls, char *err, size_t err_len);
+/* Stops the Raft server (joins its thread) and frees m. NULL is fine. Not from the executor's turn. */
+void meta_stop(meta_node *m);
+/* Executor, lock held: takes the newest committed map, logs changes
+ * (meta-map, meta-failover), sends the heartbeat to the leader, watches the
+ * lease, and as leader proposes the bootstrap while the map needs it and
+ * FAIL_NODE/NODE_UP for members unheard for cluster.nodeTimeout / heard again. */
+void meta_turn(meta_node *m, int64_t now);
+/* OP_META_HEARTBEAT (o borrowed): as leader, notes the member heard and
+ * answers OP_META_GRANT into req's reply. Executor, lock held. */
+void meta_heartbeat(meta_node *m, node_req *req, const op *o);
+/* OP_META_PROPOSE (executor, lock held): as leader, queues a primary's
+ * SYNC_REPLICA for Raft (the command's primary must be the sender); answered
+ * in kind (action 1 queued, 0 not). */
+void meta_propose_request(meta_node *m, node_req *req, const op *o);
+/* Executor: asks the metadata group to take replica node `replica` (index in
+ * cluster.nodes) into (in) or out of the in-sync set of every shard this node
+ * is primary of (SYNC_REPLICA, stamped with this node's applied map version:
+ * it applies only to the map it was decided on). Proposed directly as leader,
+ * else sent to the leader over the heartbeat link. Returns 0 when sent or
+ * queued, -1 (no leader known, queue full, cluster.raft off). The caller
+ * watches the committed map and asks again. */
+int meta_sync_replica(meta_node *m, unsigned replica, bool in);
+/* Whether this node may serve an operation of shard: cluster.raft off,
+ * always; else only while it is the shard's primary in its applied map and
+ * holds a usable lease (meta.c's top comment). Executor, lock held. */
+bool meta_may_serve(meta_node *m, uint32_t shard);
+/* OP_CLUSTER_STATUS's answer: the map as this node sees it, with the lease
+ * and the leader's view of the members, as JSON (owned by the caller, xfree;
+ * proto/operations.md). Executor, lock held. */
+char *meta_status_json(meta_node *m);
+/* The eddy_node_meta_* families (cluster.raft only). Any thread. */
+void meta_metrics(meta_node *m, FILE *f);
+struct metamap;
+/* Executor: the committed map as of the last meta_turn (borrowed, changes at
+ * the next turn), or NULL with cluster.raft off. */
+const struct metamap *meta_committed(const meta_node *m);
+/* Executor: true while this node leads the group with its term's barrier
+ * applied (its map is current); *leader_id: the leader known (0: none). */
+bool meta_leading(const meta_node *m, uint64_t *leader_id);
+/* Proposals queued and not ended (any thread). */
+unsigned meta_inflight(meta_node *m);
+/* Queues an encoded command (common/metacmd.h; copied) for Raft, counted
+ * with the node's proposals. Returns 0, or -1 (raft off, queue full: counted
+ * dropped, or stopping). */
+int meta_propose(meta_node *m, const void *cmd, size_t len);
+
+/* ---------------- promote.c: planned moves of primaries (eddy ctl cluster promote / rebalance) ---------------- */
+
+typedef struct promote promote;
+/* home: the static map, each shard's home layout; cfg: cluster.replicas,
+ * rebalanceDelay and rereplicate (both borrowed, outlive p). */
+promote *promote_new(const shardmap *home, const eddy_config *cfg);
+void promote_free(promote *p); /* NULL is fine */
+/* OP_CLUSTER_PROMOTE (request: JSON {"shards": "RANGES" | "from": NODE, "to": NODE}, or {"rebalance": true}):
+ * as the leader, queues a PROMOTE command per shard (proposed by
+ * promote_turn); else says where the leader is. Adds the answer
+ * (OP_CLUSTER_PROMOTE, JSON, proto/operations.md) to reply. Executor, lock held. */
+void promote_request(promote *p, meta_node *m, const eddy_config *cfg, const op *o, op_batch *reply);
+/* Executor: proposes what waits, at most what metaraft's queue takes, and as
+ * the leader plans a rebalance's next wave (or its start, when
+ * cluster.rebalanceDelay says so) and a rejoined node's copies; returns
+ * true while some wait (the executor comes back soon). */
+bool promote_turn(promote *p, meta_node *m, int64_t now);
 
 /* ---------------- replica.c (beyond its row) ---------------- */
 
@@ -303,6 +404,15 @@ void records_on_persist(struct record_table *t, persist_done *d);
  * one storage job under the next ticket, and returns the ticket (durable once
  * records_committed reaches it). items borrowed (copied by persist). */
 uint64_t records_store_replicated(struct record_table *t, const persist_item *items, size_t n);
+/* replica.c: deletes every record of the shards in the set shards
+ * (SHARD_COUNT bits, copied) after the writes issued before, before those
+ * issued after (a snapshot's truncation); returns its ticket. */
+uint64_t records_drop_replicated(struct record_table *t, const uint8_t *shards);
+/* node.c, when the routing map changes: forgets every cached record of the
+ * shards in moved (SHARD_COUNT bits, borrowed) that nothing is in flight on
+ * (a shard gained is read from the store, which replication kept current; a
+ * shard lost is not served from here). NULL t: nothing. */
+void records_shards_moved(struct record_table *t, const uint8_t *moved);
 /* The highest ticket the local store has committed. */
 uint64_t records_committed(const struct record_table *t);
 /* Releases what waits in the outbox and is durable now (replicas acknowledged). */

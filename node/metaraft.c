@@ -11,6 +11,12 @@
  * and calls raft_close; once every handle is closed the loop ends, the thread
  * releases raft_uv and the transport, and stop joins it.
  *
+ * Leadership confirmation (cfg->confirm_ms): while leading, the loop proposes
+ * a barrier every confirm_ms (one in flight at a time); each one that commits
+ * proves that no other leader was elected before it was proposed, and
+ * metaraft_confirmed gives the newest such time (node/meta.c grants leases
+ * only shortly after one: its timing argument needs it).
+ *
  * Not here yet: Raft membership changes, leadership transfer, anything that
  * acts on the map (routing, failover). */
 #include "metaraft.h"
@@ -29,6 +35,7 @@
 #include "log.h"
 #include "mem.h"
 #include "metacmd.h"
+#include "util.h"
 
 #define TICK_MS 50 /* how often the loop looks at the leadership */
 
@@ -62,6 +69,10 @@ struct metaraft {
     bool closing;          /* loop thread only */
     bool was_leader;       /* loop thread only */
     uint64_t last_leader;  /* loop thread only */
+    unsigned confirm_ms;   /* a confirming barrier this often while leading (0: none) */
+    bool confirming;       /* loop thread only: a confirming barrier is in flight */
+    int64_t confirm_started; /* loop thread only: when the last one was proposed */
+    atomic_int_fast64_t confirmed; /* now_ms() when the newest barrier that committed was proposed */
 
     pthread_mutex_t lock;  /* guards what follows */
     bool stopping;
@@ -72,14 +83,70 @@ struct metaraft {
     metamap *published;    /* the committed map, copied after every change */
     bool leader;
     uint64_t leader_id;
+    uint64_t term;         /* the current term when leadership was last published */
+    uint64_t ready_term;   /* the term whose leader barrier was applied here */
     atomic_uint_fast64_t dropped;
 };
 
 /* ---- on the loop's thread ---- */
 
+/* A new leader's barrier, in flight (freed by barrier_done). */
+typedef struct barrier_req {
+    struct raft_barrier req;
+    metaraft *mr;
+    uint64_t term;   /* the term it was proposed in */
+    int64_t started; /* now_ms() when proposed */
+    bool confirm;    /* a confirming barrier (else the term's first) */
+} barrier_req;
+
+/* A barrier committed: a majority appended it in its term after it was
+ * proposed, so no other leader was elected before `started` (metaraft_confirmed).
+ * The barrier of a new leader's term also makes the leader's map current
+ * (metaraft_leader_ready). */
 static void barrier_done(struct raft_barrier *req, int status)
 {
-    xfree(req);
+    barrier_req *b = req->data;
+    if (status == 0) {
+        if (!b->confirm) {
+            pthread_mutex_lock(&b->mr->lock);
+            b->mr->ready_term = b->term;
+            pthread_mutex_unlock(&b->mr->lock);
+        }
+        int64_t seen = atomic_load(&b->mr->confirmed);
+        while (seen < b->started && !atomic_compare_exchange_weak(&b->mr->confirmed, &seen, b->started))
+            ;
+    }
+    if (b->confirm)
+        b->mr->confirming = false;
+    xfree(b);
+}
+
+/* Proposes a barrier (on the loop's thread); false when raft refused it. */
+static bool propose_barrier(metaraft *mr, bool confirm)
+{
+    barrier_req *b = xcalloc(1, sizeof(*b));
+    b->req.data = b;
+    b->mr = mr;
+    b->term = mr->raft.current_term;
+    b->started = now_ms();
+    b->confirm = confirm;
+    if (raft_barrier(&mr->raft, &b->req, barrier_done) != 0) {
+        xfree(b);
+        return false;
+    }
+    return true;
+}
+
+/* While leading: a barrier every confirm_ms, one at a time (metaraft_confirmed). */
+static void confirm_leadership(metaraft *mr)
+{
+    if (mr->confirm_ms == 0 || mr->confirming || mr->closing || raft_state(&mr->raft) != RAFT_LEADER)
+        return;
+    int64_t now = now_ms();
+    if (now - mr->confirm_started < (int64_t)mr->confirm_ms)
+        return;
+    mr->confirm_started = now;
+    mr->confirming = propose_barrier(mr, true);
 }
 
 static void publish_leadership(metaraft *mr)
@@ -94,18 +161,22 @@ static void publish_leadership(metaraft *mr)
         /* A new leader commits an entry of its own term at once (Raft's no-op):
          * until then nothing from earlier terms is known committed, and after a
          * restart of the whole group no server would apply its log. */
-        struct raft_barrier *b = xcalloc(1, sizeof(*b));
-        if (raft_barrier(&mr->raft, b, barrier_done) != 0)
-            xfree(b);
+        (void)propose_barrier(mr, false);
     }
+    bool was = mr->was_leader;
     mr->was_leader = leader;
     mr->last_leader = id;
+    uint64_t term = mr->raft.current_term;
     pthread_mutex_lock(&mr->lock);
     mr->leader = leader;
     mr->leader_id = id;
+    mr->term = term;
     pthread_mutex_unlock(&mr->lock);
-    log_info("meta-leader", "self=%llu leader=%llu%s", (unsigned long long)mr->raft.id, (unsigned long long)id,
-             leader ? " (this node)" : "");
+    /* one line per change of leader: rare (pre-vote keeps a flapping node from forcing elections) */
+    log_info("meta-leader", "self=%llu leader=%llu term=%llu%s", (unsigned long long)mr->raft.id,
+             (unsigned long long)id, (unsigned long long)term,
+             leader && !was ? " (this node became the leader)" : !leader && was ? " (this node lost leadership)"
+             : id == 0 ? " (none known)" : "");
     if (mr->on_change)
         mr->on_change(mr->arg, mr->fsm_state.map, leader);
 }
@@ -181,6 +252,7 @@ static void drain(metaraft *mr, int fail_with)
 static void on_tick(uv_timer_t *t)
 {
     publish_leadership(t->data);
+    confirm_leadership(t->data);
 }
 
 static void on_wake(uv_async_t *h)
@@ -257,6 +329,38 @@ static void teardown(metaraft *mr, int reached)
     xfree(mr);
 }
 
+/* After raft_start: a data folder bootstrapped with other voters (or other
+ * addresses) keeps its logged configuration, since membership changes are not
+ * wired; say so, or a cluster whose raft addresses changed waits for an
+ * election that never comes without a word. */
+static void check_configuration(metaraft *mr, const metaraft_config *cfg)
+{
+    const struct raft_configuration *c = &mr->raft.configuration;
+    bool same = c->n == cfg->nvoters;
+    for (unsigned i = 0; same && i < cfg->nvoters; i++) {
+        bool found = false;
+        for (unsigned k = 0; k < c->n; k++)
+            if (c->servers[k].id == cfg->voters[i].id && strcmp(c->servers[k].address, cfg->voters[i].address) == 0)
+                found = true;
+        same = found;
+    }
+    if (same)
+        return;
+    char logged[512] = "";
+    size_t used = 0;
+    for (unsigned k = 0; k < c->n && used < sizeof(logged); k++) {
+        int w = snprintf(logged + used, sizeof(logged) - used, "%s%llu=%s", k ? "," : "",
+                         (unsigned long long)c->servers[k].id, c->servers[k].address);
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+    log_error("meta-config-mismatch", "dir=%s logged_voters=%s configured=%u (the Raft log in this folder was "
+              "bootstrapped with other voters or addresses; it keeps them: changing the group is not supported yet. "
+              "Restore cluster.nodes' raft addresses, or move the raft folders of every node away to bootstrap "
+              "again)", cfg->dir, logged[0] ? logged : "none", cfg->nvoters);
+}
+
 metaraft *metaraft_start(const metaraft_config *cfg, char *err, size_t err_len)
 {
     if (cfg->id == 0 || cfg->address == NULL || cfg->dir == NULL || cfg->nvoters == 0 ||
@@ -275,6 +379,7 @@ metaraft *metaraft_start(const metaraft_config *cfg, char *err, size_t err_len)
     mr->dir = xstrdup(cfg->dir);
     mr->on_change = cfg->on_change;
     mr->arg = cfg->arg;
+    mr->confirm_ms = cfg->confirm_ms;
     mr->published = xmalloc(sizeof(*mr->published));
     metamap_init(mr->published);
     meta_fsm_init(&mr->fsm, &mr->fsm_state);
@@ -290,6 +395,10 @@ metaraft *metaraft_start(const metaraft_config *cfg, char *err, size_t err_len)
     if ((rv = raft_uv_tcp_init(&mr->transport, &mr->loop)) != 0)
         goto fail;
     reached = 2;
+    what = "raft_uv_tcp_set_bind_address";
+    if (cfg->bind != NULL && cfg->bind[0] != '\0' &&
+        (rv = raft_uv_tcp_set_bind_address(&mr->transport, cfg->bind)) != 0)
+        goto fail;
     what = "raft_uv_init";
     if ((rv = raft_uv_init(&mr->io, &mr->loop, mr->dir, &mr->transport)) != 0)
         goto fail;
@@ -326,6 +435,7 @@ metaraft *metaraft_start(const metaraft_config *cfg, char *err, size_t err_len)
     what = "raft_start";
     if ((rv = raft_start(&mr->raft)) != 0)
         goto fail;
+    check_configuration(mr, cfg);
     what = "uv handles";
     if ((rv = uv_async_init(&mr->loop, &mr->wake, on_wake)) != 0)
         goto fail;
@@ -346,10 +456,15 @@ metaraft *metaraft_start(const metaraft_config *cfg, char *err, size_t err_len)
     return mr;
 
 fail:
-    snprintf(err, err_len, "metaraft: %s: %s", what,
+    /* libraft's own message is often just "I/O error": its disk and network
+     * layers keep the cause (a busy port, an unwritable folder) */
+    snprintf(err, err_len, "metaraft: %s: %s%s%s%s%s (address %s, folder %s)", what,
              reached >= 4 && raft_errmsg(&mr->raft)[0] ? raft_errmsg(&mr->raft)
              : rv < 0                                 ? uv_strerror(rv)
-                                                      : raft_strerror(rv));
+                                                      : raft_strerror(rv),
+             reached >= 3 && mr->io.errmsg[0] ? "; storage: " : "", reached >= 3 ? mr->io.errmsg : "",
+             reached >= 2 && mr->transport.errmsg[0] ? "; transport: " : "",
+             reached >= 2 ? mr->transport.errmsg : "", cfg->address, mr->dir);
     teardown(mr, reached);
     return NULL;
 }
@@ -423,6 +538,27 @@ uint64_t metaraft_version(metaraft *mr)
     uint64_t v = mr->published->version;
     pthread_mutex_unlock(&mr->lock);
     return v;
+}
+
+bool metaraft_leader_ready(metaraft *mr)
+{
+    pthread_mutex_lock(&mr->lock);
+    bool ready = mr->leader && mr->ready_term == mr->term && mr->term != 0;
+    pthread_mutex_unlock(&mr->lock);
+    return ready;
+}
+
+uint64_t metaraft_term(metaraft *mr)
+{
+    pthread_mutex_lock(&mr->lock);
+    uint64_t t = mr->term;
+    pthread_mutex_unlock(&mr->lock);
+    return t;
+}
+
+int64_t metaraft_confirmed(metaraft *mr)
+{
+    return atomic_load(&mr->confirmed);
 }
 
 uint64_t metaraft_dropped(metaraft *mr)

@@ -11,11 +11,15 @@
  *     thread through a bounded queue and telling the rest of the node about
  *     leadership and the committed map.
  *
- * What it does not do yet: nothing routes by this map, no broker learns it,
- * no leader proposes failovers on its own, and membership changes of the Raft
- * group itself (raft_add/raft_assign) are not wired, and eddy does not start
- * it at all yet (no configuration key; only the tests do). That is the next
- * step of issue 18. */
+ * eddy node starts it with cluster.raft (node/meta.c: the voters are
+ * cluster.nodes, the leader bootstraps the map from the configuration with
+ * common/metaplan.h, eddy ctl cluster status shows it).
+ *
+ * Routing follows the committed map (node.c, common/maproute.h; eddy ctl
+ * cluster promote proposes planned moves, node/promote.c). What it does not do
+ * yet: no leader proposes failovers on its own, and membership changes of the Raft
+ * group itself (raft_add/raft_assign) are not wired. That is the next step of
+ * issue 18. */
 #ifndef EDDY_METARAFT_H
 #define EDDY_METARAFT_H
 
@@ -74,13 +78,15 @@ typedef void (*metaraft_done_cb)(void *arg, int err, int status);
 
 typedef struct metaraft_config {
     uint64_t id;          /* this server's id, one of voters */
-    const char *address;  /* this server's "IPv4:PORT" (listened on) */
+    const char *address;  /* this server's "IPv4:PORT" (listened on, and what the others dial) */
+    const char *bind;     /* "IPv4:PORT" to listen on instead when address is not local (NULL, "": address) */
     const char *dir;      /* data folder of the log and snapshots (created when missing) */
     const metaraft_voter *voters; /* the group to bootstrap a pristine data folder with */
     unsigned nvoters;
     unsigned election_timeout_ms; /* 0: 1000 */
     unsigned heartbeat_ms;        /* 0: 100 */
     unsigned snapshot_threshold;  /* entries between snapshots; 0: 1024 */
+    unsigned confirm_ms;          /* while leading, a barrier this often (metaraft_confirmed); 0: none */
     /* Called on Raft's thread when the committed map or leadership changes
      * (map borrowed for the call). May be NULL. */
     void (*on_change)(void *arg, const metamap *map, bool leader);
@@ -103,6 +109,18 @@ bool metaraft_is_leader(metaraft *mr, uint64_t *leader_id);
 void metaraft_map(metaraft *mr, metamap *out);
 /* The version of the last committed map (any thread). */
 uint64_t metaraft_version(metaraft *mr);
+/* This server is the leader and the barrier it committed on taking office
+ * has been applied: its committed map holds every entry of earlier terms, so
+ * commands computed on it are not stale (any thread). */
+bool metaraft_leader_ready(metaraft *mr);
+/* The Raft term when the leadership was last published (any thread). */
+uint64_t metaraft_term(metaraft *mr);
+/* now_ms() when the newest barrier this server proposed as leader (and that
+ * committed) was proposed, 0: none. Such a commit proves no other leader was
+ * elected before that time: a majority appended the entry in this server's
+ * term after it was proposed, and a server that voted in a later term would
+ * have refused it. Any thread. */
+int64_t metaraft_confirmed(metaraft *mr);
 /* Proposals refused because the queue was full. */
 uint64_t metaraft_dropped(metaraft *mr);
 

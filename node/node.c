@@ -3,9 +3,18 @@
  * The executor receives one batch at a time on the REP socket, applies every
  * operation in order, publishes the deliveries gathered for each peer as one
  * batch per peer (peers.c), then replies. An operation about peers themselves
- * (HELLO, BYE, HEARTBEAT, MAP_QUERY, NODE_STATS) is answered here; any other goes to the
- * owner module whose row lists its kind, once the row's route says the shard
- * is this node's (else the requester gets WRONG_SHARD). Peers that stop
+ * (HELLO, BYE, HEARTBEAT, MAP_QUERY, NODE_STATS, CLUSTER_STATUS, CLUSTER_PROMOTE) is answered here; any other
+ * goes to the owner module whose row lists its kind, once the row's route says the shard
+ * is this node's (else the requester gets WRONG_SHARD).
+ *
+ * Two maps: `map`, the static one of the configuration (HELLO is checked
+ * against its epoch and digest, replication follows it), and `route`, the one
+ * operations are served by: the static one, or with cluster.raft the one made
+ * from the metadata group's committed map (common/maproute.h) once it is
+ * bootstrapped. An operation is served when this node is its shard's primary
+ * in `route` and it carries that shard's epoch. When `route` changes (a new
+ * committed version, seen at the executor's turn), MAP_QUERY's answer is
+ * rebuilt and published to every peer as an OP_MAP delivery. Peers that stop
  * sending (no batch, no heartbeat) for cluster.brokerTimeout are dropped with
  * all their state in every module: an eighth of the table (at least
  * EXPIRE_MIN) per turn, every 500 ms, or on the next turn while more may be
@@ -41,6 +50,7 @@
 #include "internal.h"
 #include "linktls.h"
 #include "log.h"
+#include "maproute.h"
 #include "mem.h"
 #include "util.h"
 
@@ -61,9 +71,12 @@ typedef struct route {
 
 struct node {
     const eddy_config *cfg;
-    shardmap map;
+    shardmap map;   /* the static map (configuration): HELLO, replication */
+    shardmap route; /* what operations are served by: map, or the metadata group's (cluster.raft) */
+    struct metamap *given; /* node_follow_metamap's copy (tests), or NULL */
     uint64_t map_digest;
-    char *map_json; /* MAP_QUERY's answer, built at start */
+    char *map_json; /* MAP_QUERY's answer: route as JSON (rebuilt when route changes) */
+    log_every wrong_shard_log;
     unsigned self;
     bool sockets;   /* false: no REP/PUB (an in-process broker only) */
     nng_socket rep, pub;
@@ -83,6 +96,8 @@ struct node {
     httpd *http;      /* node.metrics's listener, or NULL */
     linktls *tls;     /* cluster.tls: the listeners' credentials, or NULL (plain tcp) */
     log_every forbidden_log;
+    meta_node *meta;  /* the metadata group (cluster.raft; else the static map for CLUSTER_STATUS) */
+    promote *promote; /* planned moves of primaries (eddy ctl cluster promote) */
 };
 
 void node_lock(node *n)
@@ -105,18 +120,25 @@ persist *node_persist(node *n)
     return n->env.persist;
 }
 
-/* True when this node owns `name`'s shard under the current epoch; if not,
- * the requester gets an OP_ERROR (WRONG_SHARD, with the node's epoch). */
+/* True when this node is the primary of `name`'s shard in the routing map
+ * and o carries that shard's epoch; if not, the requester gets an OP_ERROR
+ * (WRONG_SHARD, with the node's epoch of that shard). */
 static bool owns(node *n, node_req *req, const op *o, strview name)
 {
     uint32_t shard = shard_of(name.ptr, name.len);
-    if (o->epoch == n->map.epoch && o->shard == shard && shardmap_owner(&n->map, shard) == n->self)
+    uint64_t epoch = shardmap_shard_epoch(&n->route, shard);
+    if (o->epoch == epoch && o->shard == shard && shardmap_owner(&n->route, shard) == n->self &&
+        meta_may_serve(n->meta, shard))
         return true;
-    op e = {.kind = OP_ERROR, .error = OP_ERR_WRONG_SHARD, .corr = o->corr, .name = name,
-            .epoch = n->map.epoch, .shard = shard};
+    op e = {.kind = OP_ERROR, .error = OP_ERR_WRONG_SHARD, .corr = o->corr, .name = name, .epoch = epoch,
+            .shard = shard};
     op_batch_add(req->reply, &e);
-    log_warn("wrong-shard", "peer=%016llx shard=%u epoch=%llu node_epoch=%llu", (unsigned long long)req->from->id,
-             shard, (unsigned long long)o->epoch, (unsigned long long)n->map.epoch);
+    uint64_t held;
+    if (log_every_due(&n->wrong_shard_log, now_ms(), 1000, &held))
+        log_warn("wrong-shard", "peer=%016llx shard=%u epoch=%llu node_epoch=%llu owner=%u map_version=%llu "
+                 "also=%llu", (unsigned long long)req->from->id, shard, (unsigned long long)o->epoch,
+                 (unsigned long long)epoch, shardmap_owner(&n->route, shard) + 1,
+                 (unsigned long long)n->route.version, (unsigned long long)held);
     return false;
 }
 
@@ -132,9 +154,73 @@ static bool routed_here(node *n, node_req *req, const op *o, uint8_t how)
 
 static void answer_map(node *n, op_batch *reply)
 {
-    op m = {.kind = OP_MAP, .epoch = n->map.epoch, .has_data = true,
+    op m = {.kind = OP_MAP, .epoch = n->map.epoch, .corr = n->route.version, .has_data = true,
             .data = {n->map_json, (uint32_t)strlen(n->map_json)}};
     op_batch_add(reply, &m);
+}
+
+/* Serves by route from now on (lock held): MAP_QUERY answers it and every
+ * peer is sent it (OP_MAP). Logged with how many shards moved. */
+static void set_route(node *n, const shardmap *fresh)
+{
+    uint8_t moved[SHARD_COUNT / 8];
+    unsigned count = shardmap_moved(&n->route, fresh, moved), mine = 0;
+    for (uint32_t s = 0; s < SHARD_COUNT; s++)
+        mine += fresh->owner[s] == n->self;
+    uint64_t from = n->route.version;
+    n->route = *fresh;
+    records_shards_moved(n->env.records, moved); /* its cached copies of them are not the ones to serve */
+    xfree(n->map_json);
+    n->map_json = clustermap_json(&n->cfg->cluster, &n->route, n->map_digest, n->cfg->node_id, n->request_url,
+                                  n->delivery_url);
+    log_info("route-map", "version=%llu from_version=%llu moved_shards=%u primary_of=%u",
+             (unsigned long long)n->route.version, (unsigned long long)from, count, mine);
+    op m = {.kind = OP_MAP, .epoch = n->map.epoch, .corr = n->route.version, .has_data = true,
+            .data = {n->map_json, (uint32_t)strlen(n->map_json)}};
+    peers_deliver_all(n->env.peers, &m);
+}
+
+void node_set_route(node *n, const shardmap *map)
+{
+    node_lock(n);
+    set_route(n, map);
+    peers_publish(n->env.peers);
+    node_unlock(n);
+}
+
+/* Executor, each turn: with cluster.raft, a newer committed map (bootstrapped:
+ * every shard assigned) becomes the routing map. */
+static void route_follow(node *n)
+{
+    const metamap *committed = meta_committed(n->meta);
+    if (committed == NULL || committed->version == n->route.version)
+        return;
+    shardmap *fresh = xmalloc(sizeof(*fresh));
+    if (maproute_build(committed, &n->map, fresh) == 0) { /* else the bootstrap is under way: the static map meanwhile */
+        n->env.mmap = committed;
+        set_route(n, fresh);
+        replicate_follow(n->env.replicate, committed, n->meta); /* who ships what to whom follows it too */
+    }
+    xfree(fresh);
+}
+
+void node_follow_metamap(node *n, const metamap *m)
+{
+    metamap *copy = xmalloc(sizeof(*copy));
+    *copy = *m;
+    shardmap *fresh = xmalloc(sizeof(*fresh));
+    node_lock(n);
+    if (maproute_build(copy, &n->map, fresh) == 0) {
+        n->env.mmap = copy;
+        set_route(n, fresh);
+        replicate_follow(n->env.replicate, copy, n->meta);
+        peers_publish(n->env.peers);
+        xfree(n->given);
+        n->given = copy;
+    } else
+        xfree(copy);
+    node_unlock(n);
+    xfree(fresh);
 }
 
 /* NODE_STATS: the counters an operator watches (eddy ctl status). */
@@ -147,6 +233,21 @@ static void answer_stats(node *n, op_batch *reply)
                        (unsigned long long)prom_get(&n->stats.malformed));
     op m = {.kind = OP_NODE_STATS, .has_data = true, .data = {json, (uint32_t)len}};
     op_batch_add(reply, &m);
+}
+
+/* CLUSTER_PROMOTE (eddy ctl cluster promote): a planned move, or where the leader is. */
+static void answer_promote(node *n, const op *o, op_batch *reply)
+{
+    promote_request(n->promote, n->meta, n->cfg, o, reply);
+}
+
+/* CLUSTER_STATUS (eddy ctl cluster status): the metadata group's map as this node sees it. */
+static void answer_cluster_status(node *n, op_batch *reply)
+{
+    char *json = meta_status_json(n->meta);
+    op m = {.kind = OP_CLUSTER_STATUS, .has_data = true, .data = {json, (uint32_t)strlen(json)}};
+    op_batch_add(reply, &m);
+    xfree(json);
 }
 
 static bool reload_rules(node *n, bool locked);
@@ -212,6 +313,9 @@ static const uint8_t forbidden[OP_KIND_MAX] = {
     /* replication is between nodes */
     [OP_REPL_BATCH] = ROLE_BIT(LINK_ROLE_BROKER) | ROLE_BIT(LINK_ROLE_BACKEND),
     [OP_REPL_ACK] = ROLE_BIT(LINK_ROLE_BROKER) | ROLE_BIT(LINK_ROLE_BACKEND),
+    [OP_META_HEARTBEAT] = ROLE_BIT(LINK_ROLE_BROKER) | ROLE_BIT(LINK_ROLE_BACKEND), /* nodes' leases */
+    [OP_META_PROPOSE] = ROLE_BIT(LINK_ROLE_BROKER) | ROLE_BIT(LINK_ROLE_BACKEND), /* primaries' in-sync sets */
+    [OP_REPL_SNAPSHOT] = ROLE_BIT(LINK_ROLE_BROKER) | ROLE_BIT(LINK_ROLE_BACKEND),
 };
 
 static void apply(node *n, node_req *req, const op *o)
@@ -230,6 +334,18 @@ static void apply(node *n, node_req *req, const op *o)
         return;
     case OP_NODE_STATS:
         answer_stats(n, req->reply);
+        return;
+    case OP_CLUSTER_STATUS:
+        answer_cluster_status(n, req->reply);
+        return;
+    case OP_META_HEARTBEAT:
+        meta_heartbeat(n->meta, req, o);
+        return;
+    case OP_META_PROPOSE:
+        meta_propose_request(n->meta, req, o);
+        return;
+    case OP_CLUSTER_PROMOTE:
+        answer_promote(n, o, req->reply);
         return;
     case OP_RELOAD:
         reload_everywhere(n, req->reply);
@@ -318,8 +434,13 @@ static uint32_t admitted(node *n, const mp_reader *r, uint64_t origin, uint64_t 
     uint32_t kind = op_decode(&first, &o0) == 0 ? o0.kind : 0;
     if (p != NULL && p->pipe == pipe && kind != OP_HELLO)
         return count;
-    if (kind == OP_MAP_QUERY || kind == OP_NODE_STATS || kind == OP_RELOAD)
+    if (kind == OP_MAP_QUERY || kind == OP_NODE_STATS || kind == OP_RELOAD || kind == OP_CLUSTER_STATUS ||
+        kind == OP_CLUSTER_PROMOTE)
         prom_add(&n->stats.ops[kind], 1); /* answered without a peer (apply() counts the others) */
+    if (kind == OP_CLUSTER_PROMOTE) {
+        answer_promote(n, &o0, &n->reply);
+        return 0;
+    }
     if (kind == OP_MAP_QUERY) {
         answer_map(n, &n->reply);
         return 0;
@@ -330,6 +451,10 @@ static uint32_t admitted(node *n, const mp_reader *r, uint64_t origin, uint64_t 
     }
     if (kind == OP_RELOAD) {
         reload_everywhere(n, &n->reply);
+        return 0;
+    }
+    if (kind == OP_CLUSTER_STATUS) {
+        answer_cluster_status(n, &n->reply);
         return 0;
     }
     if (kind == 0) { /* not even its first operation decodes: no peer for that */
@@ -478,6 +603,11 @@ static void turn(node *n)
     n->busy = now_ms() - now >= BUSY_TURN_MS;
     if (n->env.replicate != NULL)
         replicate_ship(n->env.replicate, now);
+    meta_turn(n->meta, now);
+    route_follow(n);
+    records_flush(n->env.records); /* what waited for a lease (or for a shard to move away) */
+    if (promote_turn(n->promote, n->meta, now))
+        n->busy = true; /* more to propose once the queue drains: come back soon */
     peers_publish(n->env.peers);
     if (n->sweep_again || now - n->last_sweep_ms >= 500) {
         n->last_sweep_ms = now;
@@ -558,6 +688,8 @@ fail:
 /* Frees what node_start made (the executor is not running). */
 static void free_node(node *n)
 {
+    meta_stop(n->meta);
+    promote_free(n->promote);
     replicate_free(n->env.replicate);
     for (int m = 0; m < ROWS; m++)
         if (n->state[m] != NULL)
@@ -608,13 +740,15 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
     node *n = xcalloc(1, sizeof(*n));
     n->cfg = cfg;
     n->map = *map;
+    n->route = *map;
     n->map_digest = shardmap_digest(map);
+    n->promote = promote_new(&n->map, cfg);
     n->self = self_index;
     n->last_sweep_ms = now_ms();
     pthread_mutex_init(&n->lock, NULL);
     op_batch_init(&n->reply);
     n->env = (node_env){.cfg = cfg, .peers = peers_new(cfg, self_index, &n->stats), .stats = &n->stats,
-                        .map = &n->map, .self = self_index};
+                        .map = &n->map, .route = &n->route, .self = self_index};
     prom_set(&n->stats.alive_ms, (uint64_t)now_ms());
     if (mkdir(cfg->data_dir, 0750) != 0 && errno != EEXIST) {
         log_error("data-folder-failed", "path=%s error=%s", cfg->data_dir, strerror(errno));
@@ -649,9 +783,16 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
         if (open_sockets(n, request_url, delivery_url) != 0)
             goto fail;
         /* cluster.replicas > 1: links to the replicas of this node's shards (replicate.c) */
-        n->env.replicate = replicate_new(cfg, &n->map, self_index, n->tls);
+        n->env.replicate = replicate_new(cfg, &n->map, self_index, n->tls, n->env.persist);
     }
-    n->map_json = clustermap_json(&cfg->cluster, map, cfg->node_id, n->request_url, n->delivery_url);
+    n->map_json = clustermap_json(&cfg->cluster, map, n->map_digest, cfg->node_id, n->request_url, n->delivery_url);
+    /* cluster.raft: the metadata group's server (its own thread), before the executor that reads it */
+    if ((n->meta = meta_start(cfg, &n->map, self_index, n->request_url, n->delivery_url, n->tls, err, sizeof(err))) ==
+        NULL) {
+        log_error("meta-start-failed", "%s", err);
+        goto fail;
+    }
+    n->env.meta = n->meta;
     if (pthread_create(&n->thread, NULL, executor, n) != 0)
         goto fail;
     n->thread_started = true;
@@ -676,6 +817,7 @@ void node_metrics(node *n, FILE *f)
     stats_write(&n->stats, n->cfg, f);
     persist_metrics(n->env.persist, f);
     replicate_metrics(n->env.replicate, f);
+    meta_metrics(n->meta, f);
 }
 
 static void http_metrics(void *ctx, FILE *f)
@@ -725,6 +867,11 @@ void node_stop(node *n)
     pthread_join(n->thread, NULL); /* the executor wakes within its 100 ms poll */
     replicate_free(n->env.replicate); /* the executor has stopped: nobody reads it */
     n->env.replicate = NULL;
+    meta_stop(n->meta); /* Raft closes, its thread ends: the other servers elect without it */
+    n->meta = NULL;
+    n->env.meta = NULL;
+    n->env.mmap = NULL;
+    xfree(n->given);
     persist_stop(n->env.persist);  /* every queued write reaches the store */
     n->env.persist = NULL;
     if (n->sockets) {

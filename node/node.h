@@ -33,6 +33,17 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
 /* The addresses the node is really bound to (tcp port 0 resolved); "" without sockets. */
 const char *node_request_url(const node *n);
 const char *node_delivery_url(const node *n);
+/* Serves by map (copied) from now on: operations are applied when this
+ * node is their shard's primary in it and they carry that shard's epoch;
+ * MAP_QUERY answers it and every peer is sent it (OP_MAP delivery). The
+ * executor calls it when the metadata group commits a change (cluster.raft);
+ * tests call it directly. Takes the node lock. */
+void node_set_route(node *n, const shardmap *map);
+/* Tests, without cluster.raft: follows m (copied) as the executor follows the
+ * metadata group's committed map (routing, replication's fencing and
+ * shipping). Ignored when m is not bootstrapped. Takes the node lock. */
+struct metamap;
+void node_follow_metamap(node *n, const struct metamap *m);
 /* Stops the executor, then closes the sockets (bounded). Frees n; NULL is fine. */
 void node_stop(node *n);
 /* SIGHUP: compiles the permission rules again and swaps them in between two

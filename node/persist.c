@@ -18,6 +18,7 @@
 #include "mem.h"
 #include "prom.h"
 #include "queue.h"
+#include "shardmap.h"
 #include "storage.h"
 #include "util.h"
 
@@ -26,6 +27,13 @@
 /* A write job of persist_write_many: its records follow the job, each a
  * group_entry then its name and data (bytes), until `count`. */
 #define PERSIST_GROUP 3
+/* Snapshot catch-up jobs (persist_view_open, _view_close, _scan, _drop_shards). */
+#define JOB_VIEW_OPEN 10
+#define JOB_VIEW_CLOSE 11
+#define JOB_SCAN 12
+#define JOB_DROP 13
+#define SCAN_MAX_KEYS 4096 /* names one scan job looks at: the storage thread stays responsive */
+#define SHARD_SET_BYTES (SHARD_COUNT / 8)
 typedef struct group_entry {
     int64_t version;
     bool del;
@@ -41,6 +49,8 @@ typedef struct job {
     bool del;
     size_t name_len, data_len;
     char *data; /* points into bytes, after the name */
+    struct storage_view *view; /* JOB_VIEW_CLOSE, JOB_SCAN */
+    size_t max_records, max_bytes; /* JOB_SCAN */
     char bytes[];
 } job;
 
@@ -106,9 +116,107 @@ static void commit(persist *p, storage_batch *b, uint64_t ticket)
     post(p, d);
 }
 
+static void post_committed(persist *p, uint64_t ticket)
+{
+    persist_done *d = xcalloc(1, sizeof(*d));
+    d->kind = PERSIST_COMMITTED;
+    d->ticket = ticket;
+    post(p, d);
+}
+
+static bool in_set(const uint8_t *shards, const char *name, size_t len)
+{
+    uint32_t s = shard_of(name, len);
+    return (shards[s / 8] >> (s % 8)) & 1;
+}
+
+static bool drop_wanted(void *ctx, const char *name, size_t len)
+{
+    return in_set(ctx, name, len);
+}
+
+/* What a scan job gathers: the wanted records packed as persist_scanned. */
+typedef struct scan_out {
+    const uint8_t *shards;
+    size_t max_records, max_bytes;
+    char *buf;
+    size_t len, cap;
+    uint32_t count;
+} scan_out;
+
+static int scan_visit(void *ctx, const char *name, size_t name_len, int64_t version, const char *data,
+                      size_t data_len)
+{
+    scan_out *o = ctx;
+    if (!in_set(o->shards, name, name_len))
+        return 0;
+    persist_scanned h = {.version = version, .name_len = (uint32_t)name_len, .data_len = (uint32_t)data_len};
+    size_t need = o->len + sizeof(h) + name_len + data_len;
+    if (need > o->cap) {
+        o->cap = need > o->cap * 2 ? need : o->cap * 2;
+        o->buf = xrealloc(o->buf, o->cap);
+    }
+    memcpy(o->buf + o->len, &h, sizeof(h));
+    memcpy(o->buf + o->len + sizeof(h), name, name_len);
+    if (data_len > 0)
+        memcpy(o->buf + o->len + sizeof(h) + name_len, data, data_len);
+    o->len = need;
+    o->count++;
+    return o->count >= o->max_records || o->len >= o->max_bytes;
+}
+
+static void run_scan(persist *p, job *j)
+{
+    scan_out o = {.shards = (const uint8_t *)j->data, .max_records = j->max_records, .max_bytes = j->max_bytes};
+    persist_done *d = xcalloc(1, sizeof(*d));
+    d->kind = PERSIST_SCANNED;
+    d->cookie = j->cookie;
+    int rc = storage_scan(p->st, j->view, j->bytes, j->name_len, SCAN_MAX_KEYS, scan_visit, &o, &d->cursor,
+                          &d->cursor_len);
+    if (rc < 0) { /* fail-stop, as a failed write: a snapshot must not silently miss records */
+        log_error("storage-scan-failed", "stopping (a replica cannot be given a complete snapshot)");
+        _exit(1);
+    }
+    d->end = rc == 1;
+    d->data = o.buf;
+    d->data_len = o.len;
+    d->count = o.count;
+    post(p, d);
+}
+
+static void run_drop(persist *p, job *j, storage_batch *b, uint64_t *ticket)
+{
+    commit(p, b, *ticket); /* what was queued before it goes first */
+    char err[256];
+    size_t dropped = 0;
+    uint64_t started = prom_now_ns();
+    if (storage_drop(p->st, drop_wanted, j->data, p->mode != SYNC_NEVER, &dropped, err, sizeof(err)) != 0) {
+        log_error("storage-write-failed", "error=%s (dropping replicated shards; stopping)", err);
+        _exit(1);
+    }
+    log_info("storage-shards-dropped", "records=%zu ms=%llu", dropped,
+             (unsigned long long)((prom_now_ns() - started) / 1000000));
+    atomic_fetch_add(&p->commits, dropped);
+    *ticket = j->ticket;
+    post_committed(p, j->ticket);
+}
+
 static void run_job(persist *p, job *j, storage_batch *b, uint64_t *ticket)
 {
-    if (j->kind == PERSIST_LOADED) {
+    if (j->kind == JOB_VIEW_OPEN) {
+        commit(p, b, *ticket); /* the view holds every write queued before it */
+        persist_done *d = xcalloc(1, sizeof(*d));
+        d->kind = PERSIST_VIEW;
+        d->cookie = j->cookie;
+        d->view = storage_view_open(p->st);
+        post(p, d);
+    } else if (j->kind == JOB_VIEW_CLOSE)
+        storage_view_close(p->st, j->view);
+    else if (j->kind == JOB_SCAN)
+        run_scan(p, j);
+    else if (j->kind == JOB_DROP)
+        run_drop(p, j, b, ticket);
+    else if (j->kind == PERSIST_LOADED) {
         persist_done *d = xcalloc(1, sizeof(*d));
         d->kind = PERSIST_LOADED;
         d->cookie = j->cookie;
@@ -215,6 +323,7 @@ void persist_done_free(persist_done *d)
     if (d == NULL)
         return;
     xfree(d->data);
+    xfree(d->cursor);
     xfree(d);
 }
 
@@ -247,7 +356,8 @@ static job *new_job(int kind, const char *name, size_t len, const char *data, si
     memset(j, 0, sizeof(*j));
     j->kind = kind;
     j->name_len = len;
-    memcpy(j->bytes, name, len);
+    if (len > 0)
+        memcpy(j->bytes, name, len);
     j->data = j->bytes + len;
     j->data_len = data_len;
     if (data_len > 0)
@@ -308,6 +418,47 @@ int persist_write_many(persist *p, const persist_item *items, size_t n, uint64_t
         return -1;
     }
     return 0;
+}
+
+static int push(persist *p, job *j)
+{
+    if (queue_push(p->jobs, j, 0) != 0) {
+        xfree(j);
+        return -1;
+    }
+    return 0;
+}
+
+int persist_view_open(persist *p, void *cookie)
+{
+    job *j = new_job(JOB_VIEW_OPEN, NULL, 0, NULL, 0);
+    j->cookie = cookie;
+    return push(p, j);
+}
+
+int persist_view_close(persist *p, struct storage_view *v)
+{
+    job *j = new_job(JOB_VIEW_CLOSE, NULL, 0, NULL, 0);
+    j->view = v;
+    return push(p, j);
+}
+
+int persist_scan(persist *p, struct storage_view *v, const uint8_t *shards, const char *after, size_t after_len,
+                 size_t max_records, size_t max_bytes, void *cookie)
+{
+    job *j = new_job(JOB_SCAN, after, after_len, (const char *)shards, SHARD_SET_BYTES);
+    j->view = v;
+    j->cookie = cookie;
+    j->max_records = max_records > 0 ? max_records : 1;
+    j->max_bytes = max_bytes;
+    return push(p, j);
+}
+
+int persist_drop_shards(persist *p, const uint8_t *shards, uint64_t ticket)
+{
+    job *j = new_job(JOB_DROP, NULL, 0, (const char *)shards, SHARD_SET_BYTES);
+    j->ticket = ticket;
+    return push(p, j);
 }
 
 persist_done *persist_poll(persist *p)

@@ -13,12 +13,17 @@
  * the storage thread. Everything the write causes (the update to interested
  * peers, the writer's acknowledgement) waits in the outbox until its ticket is
  * durable, and so does every later answer about records, so nobody ever sees
- * state that a crash could take back. Record data stays opaque text except for
- * validation and path patches.
+ * state that a crash could take back. With cluster.raft an item about a
+ * record also leaves only while this node may serve its shard (meta_may_serve:
+ * its primary in the applied map, under a lease): it waits while the lease is
+ * out, and is dropped once the shard moved (the writer's broker answers it).
+ * A shard gained or lost drops the cached records of it (records_shards_moved).
+ * Record data stays opaque text except for validation and path patches.
  *
  * The cache holds every record with interest or uncommitted writes, and others
  * up to storage.cacheSize bytes (least recently used leave first). */
 #include <string.h>
+#include <sys/queue.h>
 
 #include "deepstream.pb-c.h"
 #include "dict.h"
@@ -64,7 +69,8 @@ typedef struct record {
     size_t data_len;
     pending_op *wait_head, *wait_tail;
     uint64_t last_ticket;
-    struct record *lru_prev, *lru_next; /* lru_prev towards the most recent */
+    TAILQ_ENTRY(record) by_use; /* t->by_use */
+    bool in_lru;                /* linked in t->by_use */
 } record;
 
 /* A write checked against its record: the version and document it would
@@ -83,7 +89,7 @@ typedef struct write_plan {
 
 /* A write out for validation: its record is held until the outcome. */
 typedef struct validation {
-    struct validation *prev, *next; /* t->validations */
+    LIST_ENTRY(validation) out; /* t->validations */
     record *r;
     peer *from;    /* NULL once the writer went away */
     bool is_delete;
@@ -93,9 +99,12 @@ typedef struct validation {
     char bytes[];
 } validation;
 
+#define NO_SHARD UINT32_MAX
+
 typedef struct outbox_item {
     struct outbox_item *next;
     uint64_t ticket;
+    uint32_t shard; /* the record's shard (NO_SHARD: not about one record) */
     peer *to;
     size_t len;
     char bytes[];
@@ -107,12 +116,12 @@ typedef struct record_table {
     dict *records;
     subs *interest; /* name -> peers with subscribers (a record with interest stays cached) */
     size_t bytes, max_bytes, max_size;
-    record *mru, *lru;
+    TAILQ_HEAD(record_use, record) by_use; /* most recently used first */
     uint64_t issued, committed; /* tickets */
     outbox_item *out_head, *out_tail;
     msgpack_sbuffer scratch;
     msgpack_sbuffer request; /* a validation request being written */
-    struct validation *validations; /* writes out for validation (their records held) */
+    LIST_HEAD(, validation) validations; /* writes out for validation (their records held) */
     int64_t last_evict_ms;
 } record_table;
 
@@ -128,6 +137,8 @@ static void record_mark(record_table *t, record *r,
 static void *records_create(node_env *env)
 {
     record_table *t = xcalloc(1, sizeof(*t));
+    TAILQ_INIT(&t->by_use);
+    LIST_INIT(&t->validations);
     t->env = env;
     t->p = env->persist;
     t->records = dict_new();
@@ -175,9 +186,9 @@ static void records_destroy(void *self)
         xfree(t->out_head);
         t->out_head = next;
     }
-    while (t->validations != NULL) { /* (the node stops with validations out) */
-        struct validation *v = t->validations;
-        t->validations = v->next;
+    struct validation *v;
+    while ((v = LIST_FIRST(&t->validations)) != NULL) { /* (the node stops with validations out) */
+        LIST_REMOVE(v, out);
         free_changeset_plans(v);
         free_validation(v);
     }
@@ -190,29 +201,18 @@ static void records_destroy(void *self)
 
 static void lru_unlink(record_table *t, record *r)
 {
-    if (r->lru_prev)
-        r->lru_prev->lru_next = r->lru_next;
-    else
-        t->mru = r->lru_next;
-    if (r->lru_next)
-        r->lru_next->lru_prev = r->lru_prev;
-    else
-        t->lru = r->lru_prev;
-    r->lru_prev = r->lru_next = NULL;
+    if (r->in_lru)
+        TAILQ_REMOVE(&t->by_use, r, by_use);
+    r->in_lru = false;
 }
 
 static void lru_touch(record_table *t, record *r)
 {
-    if (t->mru == r)
+    if (TAILQ_FIRST(&t->by_use) == r)
         return;
-    if (r->lru_prev != NULL || r->lru_next != NULL || t->lru == r)
-        lru_unlink(t, r);
-    r->lru_next = t->mru;
-    if (t->mru)
-        t->mru->lru_prev = r;
-    t->mru = r;
-    if (t->lru == NULL)
-        t->lru = r;
+    lru_unlink(t, r);
+    TAILQ_INSERT_HEAD(&t->by_use, r, by_use);
+    r->in_lru = true;
 }
 
 static void set_data(record_table *t, record *r, int64_t version, char *data, size_t len)
@@ -238,10 +238,10 @@ static bool evictable(const record_table *t, const record *r)
 
 static void evict(record_table *t)
 {
-    record *r = t->lru;
+    record *r = TAILQ_LAST(&t->by_use, record_use);
     size_t evicted = 0;
     while (t->bytes > t->max_bytes && r != NULL) {
-        record *prev = r->lru_prev;
+        record *prev = TAILQ_PREV(r, record_use, by_use);
         if (evictable(t, r)) {
             lru_unlink(t, r);
             dict_del(t->records, r->name, r->name_len);
@@ -266,28 +266,57 @@ static uint64_t durable(const record_table *t)
     return replicated < t->committed ? replicated : t->committed;
 }
 
+/* What may happen to an answer or update about shard now (FAILOVER rules 4
+ * and 5): it goes while this node may serve the shard (meta_may_serve: its
+ * primary in the applied map, under a lease), checked when it leaves, not
+ * only when the operation arrived; it waits while the node is still the
+ * shard's primary without a usable lease; it is dropped once the shard is
+ * another node's (its writer's broker answers it with an error when it
+ * adopts the map that moved the shard: never acknowledged from here). */
+enum release { RELEASE_SEND, RELEASE_WAIT, RELEASE_DROP };
+static enum release may_release(const record_table *t, uint32_t shard)
+{
+    if (shard == NO_SHARD || meta_may_serve(t->env->meta, shard))
+        return RELEASE_SEND;
+    return shardmap_owner(t->env->route, shard) == t->env->self ? RELEASE_WAIT : RELEASE_DROP;
+}
+
 static void flush_outbox(record_table *t)
 {
     uint64_t upto = durable(t);
     while (t->out_head != NULL && t->out_head->ticket <= upto) {
         outbox_item *it = t->out_head;
+        enum release how = may_release(t, it->shard);
+        if (how == RELEASE_WAIT)
+            break; /* the lease comes back (or the shard moves): a later flush */
         t->out_head = it->next;
         if (t->out_head == NULL)
             t->out_tail = NULL;
-        peer_deliver(t->env->peers, it->to, it->bytes, it->len);
+        if (how == RELEASE_SEND)
+            peer_deliver(t->env->peers, it->to, it->bytes, it->len);
+        else
+            prom_add(&t->env->stats->outbox_dropped, 1);
         xfree(it);
     }
 }
 
-/* Sends an encoded op to a peer once every write issued so far is durable. */
-static void send_encoded(record_table *t, peer *to, const void *bytes, size_t len)
+/* Sends an encoded op about shard to a peer once every write issued so far is durable. */
+static void send_encoded(record_table *t, peer *to, uint32_t shard, const void *bytes, size_t len)
 {
     if (t->out_head == NULL && t->issued <= durable(t)) {
-        peer_deliver(t->env->peers, to, bytes, len);
-        return;
+        enum release how = may_release(t, shard);
+        if (how == RELEASE_SEND) {
+            peer_deliver(t->env->peers, to, bytes, len);
+            return;
+        }
+        if (how == RELEASE_DROP) {
+            prom_add(&t->env->stats->outbox_dropped, 1);
+            return;
+        }
     }
     outbox_item *it = xmalloc(sizeof(*it) + len);
     it->ticket = t->issued;
+    it->shard = shard;
     it->to = to;
     it->len = len;
     memcpy(it->bytes, bytes, len);
@@ -298,7 +327,8 @@ static void send_op(record_table *t, peer *to, const op *o)
 {
     t->scratch.size = 0;
     op_encode(&t->scratch, o);
-    send_encoded(t, to, t->scratch.data, t->scratch.size);
+    send_encoded(t, to, o->name.len > 0 ? shard_of(o->name.ptr, o->name.len) : NO_SHARD, t->scratch.data,
+                 t->scratch.size);
 }
 
 /* Sends o to every peer with interest in r (encoded once). */
@@ -310,8 +340,9 @@ static void broadcast(record_table *t, record *r, const op *o)
         return;
     t->scratch.size = 0;
     op_encode(&t->scratch, o);
+    uint32_t shard = shard_of(r->name, r->name_len);
     for (uint32_t i = 0; i < n; i++)
-        send_encoded(t, h[i].ptr, t->scratch.data, t->scratch.size);
+        send_encoded(t, h[i].ptr, shard, t->scratch.data, t->scratch.size);
 }
 
 static strview view(const char *s, size_t len)
@@ -837,10 +868,7 @@ static void validate_write(record_table *t, peer *from, record *r, const op *o, 
     }
     copy_op(&v->o, o, v->bytes);
     write_request(t, from, r, &v->o, &v->w, v->is_delete);
-    v->next = t->validations;
-    if (t->validations != NULL)
-        t->validations->prev = v;
-    t->validations = v;
+    LIST_INSERT_HEAD(&t->validations, v, out);
     record_hold(r);
     /* (validated may run before this returns: v is not touched after) */
     if (validators_start(t->env->validators, o->name, t->request.data, t->request.size, v) != 0) {
@@ -881,12 +909,7 @@ static void validated(void *ctx, void *cookie, const validation_outcome *out)
     record_table *t = ctx;
     validation *v = cookie;
     record *r = v->r;
-    if (v->prev)
-        v->prev->next = v->next;
-    else
-        t->validations = v->next;
-    if (v->next)
-        v->next->prev = v->prev;
+    LIST_REMOVE(v, out);
     if (v->member != NULL) {
         member_validated(t, v->member, out);
         free_validation(v);
@@ -1040,6 +1063,11 @@ static void record_mark(record_table *t, record *r,
 
 void records_on_persist(record_table *t, persist_done *d)
 {
+    if (d->kind == PERSIST_VIEW || d->kind == PERSIST_SCANNED) { /* a snapshot for a replica */
+        if (t->env->replicate != NULL)
+            replicate_on_persist(t->env->replicate, d);
+        return;
+    }
     if (d->kind == PERSIST_LOADED)
         loaded(t, d);
     else if (d->ticket > t->committed)
@@ -1069,6 +1097,17 @@ uint64_t records_store_replicated(record_table *t, const persist_item *items, si
     return ticket;
 }
 
+uint64_t records_drop_replicated(record_table *t, const uint8_t *shards)
+{
+    uint64_t ticket = ++t->issued;
+    if (persist_drop_shards(t->p, shards, ticket) != 0) {
+        log_warn("storage-queue-full", "dropping replicated shards (executor waits)");
+        while (persist_drop_shards(t->p, shards, ticket) != 0)
+            records_on_persist_wait(t);
+    }
+    return ticket;
+}
+
 uint64_t records_committed(const record_table *t)
 {
     return t->committed;
@@ -1077,6 +1116,49 @@ uint64_t records_committed(const record_table *t)
 void records_flush(record_table *t)
 {
     flush_outbox(t);
+}
+
+struct moved_ctx {
+    const uint8_t *moved;
+    record **out;
+    size_t n, cap;
+};
+
+static int collect_moved(const void *k, size_t l, void *v, void *arg)
+{
+    (void)k;
+    (void)l;
+    struct moved_ctx *c = arg;
+    record *r = v;
+    if (!shardmap_bit(c->moved, shard_of(r->name, r->name_len)))
+        return 0;
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 64;
+        c->out = xrealloc(c->out, c->cap * sizeof(*c->out));
+    }
+    c->out[c->n++] = r;
+    return 0;
+}
+
+void records_shards_moved(record_table *t, const uint8_t *moved)
+{
+    if (t == NULL)
+        return;
+    struct moved_ctx c = {.moved = moved};
+    dict_foreach(t->records, collect_moved, &c);
+    size_t dropped = 0, busy = 0;
+    for (size_t i = 0; i < c.n; i++) {
+        record *r = c.out[i];
+        if (!r->loading && r->holds == 0 && r->wait_head == NULL && r->last_ticket <= t->committed) {
+            forget(t, r); /* its interest stays (subs), its data is read again when next asked */
+            dropped++;
+        } else
+            busy++;
+    }
+    xfree(c.out);
+    if (c.n > 0)
+        log_info("records-shards-moved", "cached_dropped=%zu busy_kept=%zu (records of shards whose primary "
+                 "changed: the store's copy is read again)", dropped, busy);
 }
 
 void records_held(const struct record_table *t, size_t *count, size_t *bytes)
@@ -1131,7 +1213,8 @@ static size_t records_drop_peer(void *self, peer *p)
     record_table *t = self;
     size_t names = subs_remove_holder(t->interest, p);
     dict_foreach(t->records, drop_waiting, p);
-    for (validation *v = t->validations; v != NULL; v = v->next)
+    validation *v;
+    LIST_FOREACH (v, &t->validations, out)
         if (v->from == p)
             v->from = NULL; /* its write is still applied or refused: nobody is answered */
     outbox_item **pp = &t->out_head;
@@ -1282,10 +1365,7 @@ static void validate_member(record_table *t, changeset *cs, uint32_t i)
     v->is_delete = m->o.kind == OP_RECORD_DELETE;
     v->member = m;
     write_request(t, cs->from, m->r, &m->o, &plans[i], v->is_delete);
-    v->next = t->validations;
-    if (t->validations != NULL)
-        t->validations->prev = v;
-    t->validations = v;
+    LIST_INSERT_HEAD(&t->validations, v, out);
     cs->validating++;
     if (validators_start(t->env->validators, m->o.name, t->request.data, t->request.size, v) != 0) {
         validation_outcome full = {.verdict = VALIDATE_REJECT,

@@ -62,9 +62,19 @@ void stats_write(const node_stats *st, const eddy_config *cfg, FILE *f)
         prom_get(&st->repl_duplicates));
     one(f, "eddy_node_replica_resyncs_total", "counter",
         "replication batches out of sequence: the primary was asked to send again", prom_get(&st->repl_resyncs));
+    one(f, "eddy_node_outbox_dropped_total", "counter",
+        "answers and record updates dropped before they left: their shard moved to another node meanwhile (the "
+        "writer's broker answers it with an error; never acknowledged from here)", prom_get(&st->outbox_dropped));
     one(f, "eddy_node_replica_fenced_total", "counter",
         "replication batches refused: a lower (or unknown) epoch, or a shard the sender is not primary of",
         prom_get(&st->repl_fenced));
+    one(f, "eddy_node_replica_snapshots_total", "counter",
+        "snapshots from primaries begun here (a replica with no state of a primary's stream, or too far behind: its "
+        "copy of those shards dropped, then rewritten)", prom_get(&st->repl_snapshots));
+    one(f, "eddy_node_replica_snapshot_records_total", "counter", "records written here from snapshot chunks",
+        prom_get(&st->repl_snapshot_records));
+    one(f, "eddy_node_replica_snapshot_bytes_total", "counter", "bytes of the snapshot chunks written here",
+        prom_get(&st->repl_snapshot_bytes));
     one(f, "eddy_node_permission_denied_total", "counter",
         "record writes a rule reading the record's data denied here (MESSAGE_DENIED)", prom_get(&st->denied));
     one(f, "eddy_node_permission_errors_total", "counter",

@@ -16,6 +16,13 @@
 #define VALUE_FORMAT 1
 #define KEY_PREFIX "r:"
 #define FORMAT_KEY "m:format"
+#define DROP_BATCH 1024 /* deletes per committed batch in storage_drop */
+
+struct storage_view {
+    struct storage_view *next;
+    const rocksdb_snapshot_t *snap;
+    rocksdb_readoptions_t *ropts;
+};
 
 struct storage {
     char *dir;
@@ -23,6 +30,7 @@ struct storage {
     rocksdb_options_t *opts;
     rocksdb_readoptions_t *ropts;
     rocksdb_writeoptions_t *wsync, *wnosync;
+    storage_view *views; /* open views: released at close at the latest */
 };
 
 struct storage_batch {
@@ -91,6 +99,8 @@ void storage_close(storage *s)
 {
     if (s == NULL)
         return;
+    while (s->views != NULL)
+        storage_view_close(s, s->views);
     if (s->db != NULL)
         rocksdb_close(s->db);
     if (s->ropts != NULL)
@@ -240,4 +250,155 @@ void storage_sizes_read(storage *s, storage_sizes *out)
     out->memtable_bytes = property(s, "rocksdb.cur-size-all-mem-tables");
     out->keys = property(s, "rocksdb.estimate-num-keys");
     out->wal_bytes = wal_bytes(s->dir);
+}
+
+/* ---------------- scans ---------------- */
+
+storage_view *storage_view_open(storage *s)
+{
+    storage_view *v = xcalloc(1, sizeof(*v));
+    v->snap = rocksdb_create_snapshot(s->db);
+    v->ropts = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_snapshot(v->ropts, v->snap);
+    rocksdb_readoptions_set_fill_cache(v->ropts, 0); /* a scan must not push the hot records out */
+    v->next = s->views;
+    s->views = v;
+    return v;
+}
+
+void storage_view_close(storage *s, storage_view *v)
+{
+    if (v == NULL)
+        return;
+    for (storage_view **at = &s->views; *at != NULL; at = &(*at)->next)
+        if (*at == v) {
+            *at = v->next;
+            break;
+        }
+    rocksdb_readoptions_destroy(v->ropts);
+    rocksdb_release_snapshot(s->db, v->snap);
+    xfree(v);
+}
+
+/* Positions it at the first record after `after` (or the first record). */
+static void seek_after(rocksdb_iterator_t *it, const char *after, size_t after_len)
+{
+    char stack[256], *key = stack;
+    size_t key_len = 2 + after_len;
+    if (key_len > sizeof(stack))
+        key = xmalloc(key_len);
+    memcpy(key, KEY_PREFIX, 2);
+    if (after_len > 0)
+        memcpy(key + 2, after, after_len);
+    rocksdb_iter_seek(it, key, key_len);
+    if (after_len > 0 && rocksdb_iter_valid(it)) {
+        size_t len;
+        const char *k = rocksdb_iter_key(it, &len);
+        if (len == key_len && memcmp(k, key, len) == 0)
+            rocksdb_iter_next(it);
+    }
+    if (key != stack)
+        xfree(key);
+}
+
+/* The record the iterator is at, or false past the records ("r:" keys). */
+static bool at_record(rocksdb_iterator_t *it, const char **name, size_t *name_len)
+{
+    if (!rocksdb_iter_valid(it))
+        return false;
+    size_t len;
+    const char *k = rocksdb_iter_key(it, &len);
+    if (len < 2 || memcmp(k, KEY_PREFIX, 2) != 0)
+        return false;
+    *name = k + 2;
+    *name_len = len - 2;
+    return true;
+}
+
+static int iter_failed(rocksdb_iterator_t *it, const char *what)
+{
+    char *rerr = NULL;
+    rocksdb_iter_get_error(it, &rerr);
+    if (rerr == NULL)
+        return 0;
+    log_error("storage-scan-failed", "at=%s error=%s", what, rerr);
+    rocksdb_free(rerr);
+    return -1;
+}
+
+int storage_scan(storage *s, storage_view *v, const char *after, size_t after_len, size_t max_keys,
+                 storage_visit_fn *visit, void *ctx, char **last, size_t *last_len)
+{
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, v != NULL ? v->ropts : s->ropts);
+    seek_after(it, after, after_len);
+    const char *name;
+    size_t name_len, seen = 0;
+    int rc = 1;
+    while (at_record(it, &name, &name_len)) {
+        size_t len;
+        const char *val = rocksdb_iter_value(it, &len);
+        int stop = 0;
+        if (len < 9 || (uint8_t)val[0] != VALUE_FORMAT)
+            log_error("storage-corrupt-value", "name=%.*s bytes=%zu (skipped by a scan)", (int)name_len, name, len);
+        else {
+            uint64_t ver = 0;
+            for (int i = 0; i < 8; i++)
+                ver = (ver << 8) | (uint8_t)val[1 + i];
+            stop = visit(ctx, name, name_len, (int64_t)ver, val + 9, len - 9);
+        }
+        if (stop || ++seen >= max_keys) {
+            *last = xmalloc(name_len + 1);
+            memcpy(*last, name, name_len);
+            (*last)[name_len] = '\0';
+            *last_len = name_len;
+            rocksdb_iter_next(it);
+            rc = at_record(it, &name, &name_len) ? 0 : 1; /* nothing after it: the end */
+            if (rc == 1) {
+                xfree(*last);
+                *last = NULL;
+                *last_len = 0;
+            }
+            break;
+        }
+        rocksdb_iter_next(it);
+    }
+    if (iter_failed(it, "scan") != 0) {
+        if (rc == 0) {
+            xfree(*last);
+            *last = NULL;
+        }
+        rc = -1;
+    }
+    rocksdb_iter_destroy(it);
+    return rc;
+}
+
+int storage_drop(storage *s, bool (*drop)(void *ctx, const char *name, size_t len), void *ctx, bool sync,
+                 size_t *dropped, char *err, size_t err_len)
+{
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts); /* its own implicit snapshot */
+    storage_batch *b = storage_batch_new();
+    seek_after(it, NULL, 0);
+    const char *name;
+    size_t name_len;
+    int rc = 0;
+    *dropped = 0;
+    while (rc == 0 && at_record(it, &name, &name_len)) {
+        if (drop(ctx, name, name_len)) {
+            storage_batch_delete(b, name, name_len);
+            ++*dropped;
+        }
+        if (storage_batch_count(b) >= DROP_BATCH)
+            rc = storage_batch_commit(s, b, sync, err, err_len);
+        rocksdb_iter_next(it);
+    }
+    if (rc == 0 && iter_failed(it, "drop") != 0) {
+        snprintf(err, err_len, "rocksdb iterator failed (logged)");
+        rc = -1;
+    }
+    if (rc == 0 && storage_batch_count(b) > 0)
+        rc = storage_batch_commit(s, b, sync, err, err_len);
+    storage_batch_free(b);
+    rocksdb_iter_destroy(it);
+    return rc;
 }

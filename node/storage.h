@@ -44,4 +44,32 @@ typedef struct storage_sizes {
 } storage_sizes;
 void storage_sizes_read(storage *s, storage_sizes *out);
 
+/* ---- scans (replication's snapshot catch-up: node/replicate.c, node/replica.c) ---- */
+
+/* A consistent read view: the store as committed when it was opened (a
+ * RocksDB snapshot). Owned by the store: storage_view_close releases it, and
+ * storage_close releases any still open. */
+typedef struct storage_view storage_view;
+storage_view *storage_view_open(storage *s);
+void storage_view_close(storage *s, storage_view *v); /* NULL is fine */
+
+/* Called for each record a scan reaches (its name and data point into the
+ * store's iterator: copy what you keep). Returns 0 to go on, 1 to stop after it. */
+typedef int storage_visit_fn(void *ctx, const char *name, size_t name_len, int64_t version, const char *data,
+                             size_t data_len);
+/* Visits the records of view v (NULL: the live store) in key order, starting
+ * after the record named after/after_len (after_len 0: from the first), and
+ * stops after max_keys records or when visit says so. Returns 1 when it went
+ * past the last record, 0 when it stopped with more to come (*last, a new
+ * xmalloc'd copy owned by the caller, *last_len: the last name visited, the
+ * next scan's `after`), -1 on a read error (logged). A value of an unknown
+ * format is logged and skipped. */
+int storage_scan(storage *s, storage_view *v, const char *after, size_t after_len, size_t max_keys,
+                 storage_visit_fn *visit, void *ctx, char **last, size_t *last_len);
+/* Deletes every record whose name drop(ctx, name, len) accepts, in batches
+ * of a bounded size (each committed, fsync'd when sync). *dropped: how many.
+ * Returns 0, or -1 with a reason in err. */
+int storage_drop(storage *s, bool (*drop)(void *ctx, const char *name, size_t len), void *ctx, bool sync,
+                 size_t *dropped, char *err, size_t err_len);
+
 #endif

@@ -24,6 +24,7 @@
  * test of two counters. */
 #include <stdio.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include "dict.h"
 #include "internal.h"
@@ -45,7 +46,7 @@ typedef struct registration {
 } registration;
 
 typedef struct pending {
-    struct pending *prev, *next; /* by deadline (every deadline is now + timeout: appending keeps the order) */
+    TAILQ_ENTRY(pending) by_deadline; /* every deadline is now + timeout: appending keeps the order */
     uint64_t id;
     char *name;
     uint32_t name_len;
@@ -69,7 +70,7 @@ struct validators {
     uint32_t reg_count;
     config_patterns required, accept_on_timeout;
     dict *by_id; /* id (8 bytes) -> pending */
-    pending *head, *tail;
+    TAILQ_HEAD(, pending) waiting; /* by deadline, oldest first */
     uint64_t next_id;
     uint32_t rotation; /* round robin over the matching registrations */
     validators_done_fn *done;
@@ -114,6 +115,7 @@ static bool any_match(const config_patterns *c, strview name)
 static void *validators_create(node_env *env)
 {
     validators *v = xcalloc(1, sizeof(*v));
+    TAILQ_INIT(&v->waiting);
     v->env = env;
     v->by_id = dict_new();
     v->counts = env->stats->validations;
@@ -142,8 +144,9 @@ static void validators_destroy(void *self)
         xfree(r->text);
         xfree(r);
     }
-    for (pending *p = v->head, *next; p != NULL; p = next) {
-        next = p->next;
+    pending *p;
+    while ((p = TAILQ_FIRST(&v->waiting)) != NULL) {
+        TAILQ_REMOVE(&v->waiting, p, by_deadline);
         free_pending(p);
     }
     dict_free(v->by_id);
@@ -191,26 +194,12 @@ enum validate_route validators_route(validators *v, strview name)
 
 static void unlink_pending(validators *v, pending *p)
 {
-    if (p->prev)
-        p->prev->next = p->next;
-    else
-        v->head = p->next;
-    if (p->next)
-        p->next->prev = p->prev;
-    else
-        v->tail = p->prev;
-    p->prev = p->next = NULL;
+    TAILQ_REMOVE(&v->waiting, p, by_deadline);
 }
 
 static void append_pending(validators *v, pending *p)
 {
-    p->prev = v->tail;
-    p->next = NULL;
-    if (v->tail)
-        v->tail->next = p;
-    else
-        v->head = p;
-    v->tail = p;
+    TAILQ_INSERT_TAIL(&v->waiting, p, by_deadline);
 }
 
 static bool tried(const pending *p, const peer *who)
@@ -295,7 +284,7 @@ static void move_on(validators *v, pending *p, const char *why)
 
 int validators_start(validators *v, strview name, const char *request, size_t request_len, void *cookie)
 {
-    if (v->head != NULL && dict_size(v->by_id) >= (size_t)v->env->cfg->validation_max_pending) {
+    if (!TAILQ_EMPTY(&v->waiting) && dict_size(v->by_id) >= (size_t)v->env->cfg->validation_max_pending) {
         prom_add(&v->counts[VALIDATE_COUNT_FULL], 1);
         return -1;
     }
@@ -393,19 +382,17 @@ static size_t remove_registrations(validators *v, const peer *p, const strview *
 /* Validations waiting for p move on (p stopped validating or went away). */
 static void move_from(validators *v, const peer *p, const char *why)
 {
-    pending *moving = NULL, **tail = &moving;
-    for (pending *x = v->head, *next; x != NULL; x = next) {
-        next = x->next;
+    TAILQ_HEAD(, pending) moving = TAILQ_HEAD_INITIALIZER(moving);
+    for (pending *x = TAILQ_FIRST(&v->waiting), *next; x != NULL; x = next) {
+        next = TAILQ_NEXT(x, by_deadline);
         if (x->asked == p) {
             unlink_pending(v, x);
-            *tail = x;
-            tail = &x->next;
+            TAILQ_INSERT_TAIL(&moving, x, by_deadline);
         }
     }
-    while (moving != NULL) {
-        pending *x = moving;
-        moving = x->next;
-        x->next = NULL;
+    pending *x;
+    while ((x = TAILQ_FIRST(&moving)) != NULL) {
+        TAILQ_REMOVE(&moving, x, by_deadline);
         move_on(v, x, why);
     }
 }
@@ -435,8 +422,8 @@ static size_t validators_drop_peer(void *self, peer *p)
 static void validators_timers(void *self, int64_t now)
 {
     validators *v = self;
-    while (v->head != NULL && v->head->deadline_ms <= now) {
-        pending *p = v->head;
+    pending *p;
+    while ((p = TAILQ_FIRST(&v->waiting)) != NULL && p->deadline_ms <= now) {
         unlink_pending(v, p);
         log_info("validation-timeout", "name=%.*s validator=%016llx (asking the next)", (int)p->name_len, p->name,
                  (unsigned long long)p->asked->id);

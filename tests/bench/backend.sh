@@ -6,10 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}; secs=${2:-3}
+make -s BUILD="$build" "$build/bench_backend" >/dev/null
 tmp=$(mktemp -d)
-"$build/eddy" standalone --host 127.0.0.1 --port 0 --data "$tmp/data" >/dev/null 2>"$tmp/log" &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT
-for _ in $(seq 200); do grep -q broker-listening "$tmp/log" && break; sleep 0.05; done
-backends=$(sed -n 's/.*backends-listening request=\([^ ]*\).*/\1/p' "$tmp/log")
-"$build/bench_backend" "$backends" "$secs" 8
+source tests/bench/eddy-standalone.sh
+trap 'kill -TERM ${EDDY_PID:-} 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
+eddy_start "$build" "$tmp/data" "$tmp/log"
+"$build/bench_backend" "$EDDY_BACKENDS" "$secs" 8

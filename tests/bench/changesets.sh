@@ -12,15 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}; secs=${2:-10}; conns=${3:-8}
 tmp=$(mktemp -d)
-pid=""
-cleanup() { [[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-"$build/eddy" standalone --host 127.0.0.1 --port 0 --data "$tmp/data" --message-rate 0 2>"$tmp/log" &
-pid=$!
-for _ in $(seq 200); do grep -q broker-listening "$tmp/log" 2>/dev/null && break; sleep 0.05; done
-port=$(sed -n 's/.*broker-listening port=\([0-9]*\).*/\1/p' "$tmp/log")
-[[ -n $port ]] || { cat "$tmp/log"; echo "changesets.sh: eddy did not start" >&2; exit 1; }
-url="http://127.0.0.1:$port/api"
+source tests/bench/eddy-standalone.sh
+trap 'kill -TERM ${EDDY_PID:-} 2>/dev/null; wait 2>/dev/null || true; rm -rf "$tmp"' EXIT
+eddy_start "$build" "$tmp/data" "$tmp/log"
+url="http://127.0.0.1:$EDDY_PORT/api"
 single=$(node tests/bench/changesets.mjs --url "$url" --seconds "$secs" --connections "$conns" --records 10 --mode writes)
 cs=$(node tests/bench/changesets.mjs --url "$url" --seconds "$secs" --connections "$conns" --records 10 --mode changeset)
 echo "single writes: $single"

@@ -51,19 +51,5 @@ deepstream_stop() {
   wait "${pids[0]}" 2>/dev/null || true
 }
 
-# eddy_start BUILD DATA LOG [FLAG...]: eddy standalone (no message rate limit, and
-#   the flags) on a free port, once it listens; sets EDDY_PORT, EDDY_PID (also
-#   appended to pids).
-eddy_start() {
-  "$1/eddy" standalone --host 127.0.0.1 --port 0 --data "$2" --message-rate 0 "${@:4}" >/dev/null 2>"$3" &
-  EDDY_PID=$!
-  pids+=($!)
-  for _ in $(seq 200); do grep -q broker-listening "$3" && break; sleep 0.05; done
-  EDDY_PORT=$(sed -n 's/.*broker-listening port=\([0-9]*\).*/\1/p' "$3")
-}
-
-# eddy_stop: stops it; fails when it did not exit cleanly.
-eddy_stop() {
-  kill -TERM "$EDDY_PID"
-  wait "$EDDY_PID" || { echo "eddy did not stop cleanly" >&2; return 1; }
-}
+# eddy_start / eddy_stop: tests/bench/eddy-standalone.sh
+source "$(dirname "${BASH_SOURCE[0]}")/eddy-standalone.sh"

@@ -11,8 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}; secs=${2:-5}
 tmp=$(mktemp -d)
-pid=""
-cleanup() { [[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$tmp"; }
+source tests/bench/eddy-standalone.sh
+EDDY_PID=""
+cleanup() { [[ -n $EDDY_PID ]] && kill -TERM "$EDDY_PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 
 sections() { # the sections deepstream requires, everything allowed, then $1 under record and event
@@ -58,19 +59,10 @@ run() { # RULES SCENARIO USER [eddy-bench options]
   local perm=()
   [[ $rules != off ]] && perm=(--permission config --permissions "$tmp/$rules.yml")
   rm -rf "$tmp/data"
-  "$build/eddy" standalone --host 127.0.0.1 --port 0 --data "$tmp/data" --request none --message-rate 0 "${perm[@]}" \
-    2>"$tmp/server.log" &
-  pid=$!
-  local port=""
-  for _ in $(seq 200); do
-    port=$(sed -n 's/.*broker-listening port=\([0-9]*\).*/\1/p' "$tmp/server.log")
-    [[ -n $port ]] && break
-    sleep 0.05
-  done
-  [[ -n $port ]] || { cat "$tmp/server.log"; echo "permissions.sh: server did not start" >&2; exit 1; }
-  "$build/eddy-bench" "$scenario" "$@" --url "ws://127.0.0.1:$port/deepstream" --pid "$pid" --seconds "$secs" \
+  eddy_start "$build" "$tmp/data" "$tmp/server.log" --request none "${perm[@]}"
+  "$build/eddy-bench" "$scenario" "$@" --url "ws://127.0.0.1:$EDDY_PORT/deepstream" --pid "$EDDY_PID" --seconds "$secs" \
     --user "$user" --label "$rules" --json "$tmp/runs.jsonl" >/dev/null
-  kill -TERM "$pid"; wait "$pid" || true; pid=""
+  eddy_stop || true; EDDY_PID=""
 }
 
 for rules in off userid data; do

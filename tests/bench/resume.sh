@@ -9,10 +9,7 @@ cd "$(dirname "$0")/../.."
 build=${1:-build}; events=${2:-100000}
 make -s BUILD="$build" "$build/bench_resume" >/dev/null
 tmp=$(mktemp -d)
-"$build/eddy" standalone --host 127.0.0.1 --port 0 --data "$tmp/data" \
-  --events-history "$events,0,^bench/" --events-history-max-bytes $((512 << 20)) >/dev/null 2>"$tmp/log" &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT
-for _ in $(seq 200); do grep -qs broker-listening "$tmp/log" && break; sleep 0.05; done
-backends=$(sed -n 's/.*backends-listening request=\([^ ]*\).*/\1/p' "$tmp/log")
-"$build/bench_resume" "$backends" "$events"
+source tests/bench/eddy-standalone.sh
+trap 'kill -TERM ${EDDY_PID:-} 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
+eddy_start "$build" "$tmp/data" "$tmp/log" --events-history "$events,0,^bench/" --events-history-max-bytes $((512 << 20))
+"$build/bench_resume" "$EDDY_BACKENDS" "$events"

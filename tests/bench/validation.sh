@@ -9,10 +9,7 @@ cd "$(dirname "$0")/../.."
 build=${1:-build}; secs=${2:-5}; threads=${3:-8}
 make -s BUILD="$build" "$build/bench_validate" >/dev/null
 tmp=$(mktemp -d)
-"$build/eddy" standalone --host 127.0.0.1 --port 0 --data "$tmp/data" >/dev/null 2>"$tmp/log" &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT
-for _ in $(seq 200); do grep -qs broker-listening "$tmp/log" && break; sleep 0.05; done
-backends=$(sed -n 's/.*backends-listening request=\([^ ]*\).*/\1/p' "$tmp/log")
-[[ -n $backends ]] || { cat "$tmp/log"; echo "validation.sh: eddy did not start" >&2; exit 1; }
-"$build/bench_validate" "$backends" "$secs" "$threads"
+source tests/bench/eddy-standalone.sh
+trap 'kill -TERM ${EDDY_PID:-} 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
+eddy_start "$build" "$tmp/data" "$tmp/log"
+"$build/bench_validate" "$EDDY_BACKENDS" "$secs" "$threads"

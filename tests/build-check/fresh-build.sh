@@ -110,10 +110,9 @@ else
   grep -q "libcurl4-openssl-dev" deploy/install-deps.sh && grep -q "libjwt-dev" deploy/install-deps.sh &&
     grep -q "libssl-dev" deploy/install-deps.sh && ok "install-deps.sh installs their -dev packages" ||
     fail "install-deps.sh lacks libcurl4-openssl-dev, libjwt-dev or libssl-dev"
-  # the metadata group (node/metaraft.c) is not started by eddy yet, so only its flags are checked
-  ldlibs=$(cat "$b/flags/ldlibs" 2>/dev/null)
-  [[ $ldlibs == *-lraft* && $ldlibs == *-luv* ]] && ok "the link flags carry libraft and libuv (the metadata group)" ||
-    fail "the link flags lack -lraft or -luv: $ldlibs"
+  # the metadata group (node/meta.c, cluster.raft) runs in eddy node
+  [[ $eddy_needed == *libraft* && $eddy_needed == *libuv* ]] && ok "eddy links libraft and libuv (the metadata group)" ||
+    fail "eddy does not link libraft or libuv"
   grep -q "libraft-dev" deploy/install-deps.sh && grep -q "libuv1-dev" deploy/install-deps.sh &&
     ok "install-deps.sh installs libraft-dev and libuv1-dev" || fail "install-deps.sh lacks libraft-dev or libuv1-dev"
   [[ $("$b/eddy" --version 2>&1) == eddy* ]] && ok "eddy runs" || fail "eddy --version: $("$b/eddy" --version 2>&1)"

@@ -5,6 +5,7 @@
 // webhook); and the login storm: 200 official clients logging in at once
 // with Argon2id file auth all succeed, although checking them takes many
 // times auth.unauthenticatedClientTimeout, and again from the cache.
+// run-tests: alone (it bounds how long honest work takes: nothing else may load the machine)
 import { test, describe, before, after, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
 import crypto from 'node:crypto'

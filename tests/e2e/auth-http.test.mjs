@@ -4,6 +4,7 @@
 // text answers), a webhook slower than requestTimeout, one that is down, one
 // that answers a retryStatusCode first, promoteToHeader and the request body
 // deepstream sends; and that a slow webhook never holds up other logins.
+// run-tests: alone (it bounds how long honest work takes: nothing else may load the machine)
 import { test, describe, before, after, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'

@@ -8,6 +8,7 @@
 // round trip stays short. Also the write with isWriteAck and no correlationId
 // that crashed the sanitizer build, an RPC request with an empty correlationId
 // (undefined behaviour found by fuzz_frame), and a username over the limit.
+// run-tests: alone (it bounds how long honest work takes: nothing else may load the machine)
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { sleep, until, MODE } from './lib/server.mjs'

@@ -14,6 +14,7 @@
 // Then limits.maxConnectionsPerIp: the connection over it is refused at the
 // handshake, /metrics still answers, and a close makes room (not in haproxy
 // mode, where every client has the balancer's address).
+// run-tests: alone (it bounds how long honest work takes: nothing else may load the machine)
 import { test, describe, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { performance } from 'node:perf_hooks'

@@ -5,6 +5,7 @@
 // build more than record.maxSize (a 2 KB message asking for 127 MB of nulls) is
 // refused before anything is built, with the record unchanged and the server
 // answering everyone else as usual.
+// run-tests: alone (it bounds how long honest work takes: nothing else may load the machine)
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'

@@ -9,6 +9,7 @@
 // (also when honest matching alone is more than a turn's budget).
 // Then the per-connection cap (listen.maxPatternsPerConnection): one LISTEN
 // over it is answered MESSAGE_DENIED, per topic.
+// run-tests: alone (it bounds how long honest work takes: nothing else may load the machine)
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { performance } from 'node:perf_hooks'

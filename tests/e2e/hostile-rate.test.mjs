@@ -14,6 +14,7 @@
 // MESSAGE_DENIED and nothing changes; names within work, a name held already
 // is not a new one, an unsubscribe makes room, and record subscribes still in
 // flight count. Every refusal shows in /metrics.
+// run-tests: alone (it bounds how long honest work takes: nothing else may load the machine)
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { performance } from 'node:perf_hooks'

@@ -59,7 +59,7 @@ static void check_map_round_trip(const eddy_config *cfg)
     char err[256];
     if (clustermap_shards(&cfg->cluster, &map, err, sizeof(err)) != 0)
         fail("config_validate accepted a cluster clustermap_shards refuses", err);
-    char *json = clustermap_json(&cfg->cluster, &map, cfg->node_id, "tcp://127.0.0.1:1", "tcp://127.0.0.1:2");
+    char *json = clustermap_json(&cfg->cluster, &map, shardmap_digest(&map), cfg->node_id, "tcp://127.0.0.1:1", "tcp://127.0.0.1:2");
     if (json == NULL)
         fail("clustermap_json gave nothing", NULL);
     if (json_check(json, strlen(json)) != JSON_KIND_OBJECT)

@@ -5,7 +5,8 @@
  * session plumbing around them runs against a real server in
  * tests/e2e/http-api.test.mjs.
  *
- * Input: a JSON text. Each element of its "body" (or the text itself) is
+ * Input: a JSON text, read into a span index (common/jsonspan.h) as api.c
+ * reads a request. Each element of its "body" (or the text itself) is
  * parsed as an operation; an accepted one must have packed a message that
  * its topic's decoder reads back. Then the input's bytes are offered as the
  * inner message of every topic to an operation of every kind: a result, if
@@ -19,23 +20,25 @@
 #include <sodium.h>
 
 #include "internal.h"
+#include "jsonspan.h"
 #include "mem.h"
 
 static token_key *key;
 
 static void check_result(const char *text)
 {
-    json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
+    /* integers of any length: data is passed on as the node or provider wrote it */
+    json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, NULL);
     if (!json_is_object(v) || !json_is_boolean(json_object_get(v, "success")))
         abort();
     json_decref(v);
 }
 
-static void one_operation(json_t *item, uint32_t index)
+static void one_operation(const jspan *doc, uint32_t item, uint32_t index)
 {
     jif_op jo;
     char err[512];
-    if (jif_parse(item, index, &jo, err, sizeof(err)) != 0) {
+    if (jif_parse(doc, item, index, &jo, err, sizeof(err)) != 0) {
         if (err[0] == '\0' || strlen(err) >= sizeof(err))
             abort(); /* every refusal says why */
         return;
@@ -60,14 +63,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         key = token_key_new("fuzzing key that is long enough, really");
     }
-    json_t *v = json_loadb((const char *)data, size, JSON_DECODE_ANY, NULL);
-    json_t *body = json_object_get(v, "body");
-    if (json_is_array(body))
-        for (size_t i = 0; i < json_array_size(body) && i < 64; i++)
-            one_operation(json_array_get(body, i), (uint32_t)i);
-    else if (v != NULL)
-        one_operation(v, 0);
-    json_decref(v);
+    static jspan doc;
+    if (doc.max_tokens == 0)
+        jspan_init(&doc, 1u << 16);
+    if (jspan_parse(&doc, (const char *)data, size, 2048, 4) == JSPAN_OK) {
+        uint32_t body = jspan_get(&doc, 0, "body");
+        if (body != JSPAN_NONE && jspan_at(&doc, body)->type == JSPAN_ARRAY) {
+            uint32_t e = jspan_first(&doc, body);
+            for (uint32_t i = 0; i < jspan_at(&doc, body)->count && i < 64; i++, e = jspan_next_element(&doc, e))
+                one_operation(&doc, e, i);
+        } else
+            one_operation(&doc, 0, 0);
+    }
 
     static const int topics[] = {TOPIC__TOPIC_RECORD, TOPIC__TOPIC_RPC, TOPIC__TOPIC_EVENT, TOPIC__TOPIC_PRESENCE,
                                  TOPIC__TOPIC_PARSER};

@@ -1,7 +1,9 @@
 /* fuzz_json.c - libFuzzer target for the server's JSON dialect
- * (common/jsonpath.c): json_check, and the path engine that patches record
- * documents (jsonpath_apply, jsonpath_apply_max), each compared with jansson
- * as the reference. Not for how records use them (fuzz_frame covers that).
+ * (common/jsonpath.c): json_check, the span index the HTTP API reads
+ * requests through (jspan_parse and common/jsonspan.c's readers), and the
+ * path engine that patches record documents (jsonpath_apply,
+ * jsonpath_apply_max), each compared with jansson as the reference. Not for
+ * how records use them (fuzz_frame covers that).
  *
  * The dialect (jsonpath.h) is RFC 8259 in UTF-8, any \uXXXX escape allowed,
  * numbers whose value is a finite double, nesting at most JSON_MAX_DEPTH.
@@ -13,7 +15,12 @@
  * stops reading). Any other disagreement is a finding.
  *
  * Input: one byte of mode, then the text.
- *   mode & 3 == 0: the rest is one text, checked as above.
+ *   mode & 3 == 0: the rest is one text, checked as above, and read into a
+ *     span index (mode >> 2: the index depth) that must accept exactly what
+ *     json_check accepts and agree with jansson's tree: types, member and
+ *     element counts (every member of duplicate keys, the last one's value
+ *     for a name), decoded strings, number values (and integers), compact
+ *     copies that read back equal.
  *   otherwise: doc '\0' path '\0' value (no second '\0', or mode & 4: erase).
  *     Every successful patch is a document json_check accepts, of the same
  *     kind, no longer than jsonpath_apply_max's limit (mode & 8: a limit from
@@ -21,6 +28,7 @@
  *     for "not valid JSON"; and, unless an escape had to be rewritten, the
  *     result equals (json_equal) what a jansson tree gives with the same
  *     documented path semantics (reference model below), errors included. */
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,6 +38,7 @@
 #include <jansson.h>
 
 #include "jsonpath.h"
+#include "jsonspan.h"
 #include "mem.h"
 
 #define LOAD_FLAGS (JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL)
@@ -453,6 +462,152 @@ static void path_mode(const char *doc, size_t doc_len, const char *path, const c
     json_decref(jval);
 }
 
+/* ---------------- the span index against jansson ---------------- */
+
+static void span_fail(const char *what, const char *text, size_t len)
+{
+    fprintf(stderr, "fuzz_json: the span index %s\n", what);
+    show("text", text, len);
+    abort();
+}
+
+/* jansson's reading of span token t's compact text (NULL if it refuses it). */
+static json_t *compact_tree(const jspan *doc, uint32_t t)
+{
+    char *c = jspan_text(doc, t);
+    size_t n = strlen(c);
+    if (n > jspan_at(doc, t)->len || json_check(c, n) == JSON_KIND_INVALID)
+        span_fail("made a compact copy json_check refuses", c, n);
+    bool rw;
+    char *r = for_jansson(c, n, &rw);
+    json_t *v = json_loadb(r, n, LOAD_FLAGS, NULL);
+    free(r);
+    xfree(c);
+    return v;
+}
+
+/* Token t (depth deep) against jansson's v; strings and keys only when no
+ * escape was rewritten for jansson. */
+static void span_agrees(const jspan *doc, uint32_t t, json_t *v, int depth, int index_depth, bool rewritten,
+                        const char *text, size_t len)
+{
+    const jspan_tok *k = jspan_at(doc, t);
+    int want = json_is_object(v) ? JSPAN_OBJECT : json_is_array(v) ? JSPAN_ARRAY : json_is_string(v) ? JSPAN_STRING
+             : json_is_number(v) ? JSPAN_NUMBER : json_is_true(v) ? JSPAN_TRUE : json_is_false(v) ? JSPAN_FALSE : JSPAN_NULL;
+    if (k->type != want)
+        span_fail("gives a value another type than jansson", text, len);
+    if (k->start + k->len > len || k->next <= t || k->next > doc->n)
+        span_fail("has a token outside the text or the index", text, len);
+    bool container = k->type == JSPAN_OBJECT || k->type == JSPAN_ARRAY;
+    if (container && ((depth >= index_depth) != ((k->flags & JSPAN_OPAQUE) != 0)))
+        span_fail("indexes the members of a container at the wrong depth", text, len);
+    if (container && (k->flags & JSPAN_OPAQUE)) {
+        json_t *c = compact_tree(doc, t);
+        if (k->next != t + 1 || k->count != 0 || !json_equal(c, v))
+            span_fail("keeps an opaque value that is not the value", text, len);
+        json_decref(c);
+        return;
+    }
+    switch (k->type) {
+    case JSPAN_NUMBER: {
+        char buf[512];
+        if (k->len >= sizeof(buf))
+            break;
+        memcpy(buf, text + k->start, k->len);
+        buf[k->len] = '\0';
+        if (strtod(buf, NULL) != json_real_value(v))
+            span_fail("reads a number jansson reads otherwise", text, len);
+        int64_t i;
+        bool plain = strpbrk(buf, ".eE") == NULL;
+        if (jspan_int(doc, t, &i) ? !plain || (double)i != json_real_value(v)
+                                  : plain && fabs(json_real_value(v)) < 9.2e18)
+            span_fail("reads an integer wrongly", text, len);
+        break;
+    }
+    case JSPAN_STRING: {
+        if (rewritten)
+            break;
+        size_t n = json_string_length(v);
+        char *buf = xmalloc(n + 2);
+        if (jspan_string(doc, t, buf, n + 2) != n || memcmp(buf, json_string_value(v), n) != 0 ||
+            !jspan_eq(doc, t, json_string_value(v), n))
+            span_fail("decodes a string otherwise than jansson", text, len);
+        xfree(buf);
+        break;
+    }
+    case JSPAN_ARRAY: {
+        if (k->count != json_array_size(v))
+            span_fail("counts an array's elements wrongly", text, len);
+        uint32_t e = jspan_first(doc, t);
+        for (size_t i = 0; i < k->count; i++, e = jspan_next_element(doc, e))
+            span_agrees(doc, e, json_array_get(v, i), depth + 1, index_depth, rewritten, text, len);
+        if (k->count > 0 && e != k->next)
+            span_fail("links an array's elements wrongly", text, len);
+        break;
+    }
+    case JSPAN_OBJECT: {
+        if (k->count < json_object_size(v))
+            span_fail("counts fewer members than jansson has names", text, len);
+        uint32_t m = jspan_first(doc, t);
+        for (uint32_t i = 0; i < k->count; i++, m = jspan_next_key(doc, m))
+            if (jspan_at(doc, m)->type != JSPAN_STRING)
+                span_fail("has a key that is not a string", text, len);
+        if (k->count > 0 && m != k->next)
+            span_fail("links an object's members wrongly", text, len);
+        if (rewritten)
+            break;
+        const char *key;
+        json_t *x;
+        json_object_foreach(v, key, x) {
+            uint32_t last = JSPAN_NONE;
+            m = jspan_first(doc, t);
+            for (uint32_t i = 0; i < k->count; i++, m = jspan_next_key(doc, m))
+                if (jspan_eq(doc, m, key, strlen(key)))
+                    last = m + 1;
+            if (last == JSPAN_NONE || (strlen(key) < 64 && jspan_get(doc, t, key) != last))
+                span_fail("misses a member jansson has", text, len);
+            span_agrees(doc, last, x, depth + 1, index_depth, rewritten, text, len);
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+static void span_mode(const char *text, size_t len, int index_depth)
+{
+    static jspan doc;
+    if (doc.max_tokens == 0)
+        jspan_init(&doc, 1u << 20);
+    enum jspan_status st = jspan_parse(&doc, text, len, JSON_MAX_DEPTH, index_depth);
+    bool accepted = json_check(text, len) != JSON_KIND_INVALID;
+    if ((st == JSPAN_OK) != accepted)
+        span_fail(accepted ? "refuses what json_check accepts" : "accepts what json_check refuses", text, len);
+    if (st != JSPAN_OK) {
+        char why[160];
+        jspan_describe(&doc, why, sizeof(why));
+        if (doc.n != 0 || doc.err_pos > len || (st == JSPAN_END) != (doc.err_pos == len) || why[0] == '\0' ||
+            (st != JSPAN_SYNTAX && st != JSPAN_END && st != JSPAN_TOO_DEEP))
+            span_fail("fails without a consistent reason", text, len);
+        return;
+    }
+    if (jspan_at(&doc, 0)->next != doc.n)
+        span_fail("has tokens past its root", text, len);
+    bool rewritten;
+    char *t = for_jansson(text, len, &rewritten);
+    json_t *j = json_loadb(t, len, LOAD_FLAGS, NULL);
+    free(t);
+    if (j == NULL) /* agree() already compared the verdicts (a raw NUL byte, nesting) */
+        return;
+    span_agrees(&doc, 0, j, 0, index_depth, rewritten, text, len);
+    json_t *c = compact_tree(&doc, 0);
+    if (!json_equal(c, j))
+        span_fail("makes a compact copy that reads back otherwise", text, len);
+    json_decref(c);
+    json_decref(j);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
@@ -462,6 +617,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t len = size - 1;
     if ((mode & 3) == 0) {
         json_decref(agree("a text", text, len, NULL));
+        span_mode(text, len, mode >> 2);
         return 0;
     }
     /* doc \0 path \0 value */

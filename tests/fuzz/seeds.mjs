@@ -207,6 +207,9 @@ put('fuzz_json', 'object', json(0, '{"name":"x","age":1,"tags":["a","b"],"addres
 put('fuzz_json', 'numbers', json(0, '[0,-0,1e-7,1.7976931348623157e+308,18446744073709552000,5e-324,1E5,-1.5e-400]'))
 put('fuzz_json', 'escapes', json(0, '{"\\ud83d\\ude00":"\\u0000\\ud800\\n\\"\\\\\\/","\u00e9":"\ud83d\ude00"}'))
 put('fuzz_json', 'deep', json(0, '['.repeat(128) + ']'.repeat(128)))
+// The span index as the HTTP API reads a request (index depth 4: mode 4 << 2), duplicate keys, spacing
+put('fuzz_json', 'span-request', json(4 << 2, '{"token":"t","body":[{"topic":"event","action":"emit","eventName":"a/\\u00e9",' +
+  '"data":{ "i" : 1, "s" : [ 2.50, "x y" ] }},{"topic":"record","action":"notify","recordNames":["a","b"],"recordNames":["c"]}]}'))
 put('fuzz_json', 'patch-set', json(1, '{"a":{"b":[1,2]},"c":3}', 'a.b[3]', '{"x":[true,null]}'))
 put('fuzz_json', 'patch-create', json(1, '{"a":1}', ' x . y [2][0] .z', '"v"'))
 put('fuzz_json', 'patch-erase', json(5, '{"a":{"b":1,"b":2},"l":[1,2,3]}', 'a.b', ''))

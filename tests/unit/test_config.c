@@ -201,6 +201,94 @@ static void test_shard_map(void **state)
     config_free(&c);
 }
 
+/* cluster.raft: on eddy node only, each node's raft address given (IPv4:PORT)
+ * or derived (the request's IPv4 host, port + 3), distinct, at most 9 voters
+ * and 5 copies; the error names the node and the fix. */
+static int raft_yaml(const char *nodes, const char *role, const char *extra)
+{
+    char text[1024];
+    snprintf(text, sizeof(text), "cluster:\n  raft: true\n%s  nodes:\n%s", extra, nodes);
+    eddy_config c = defaults();
+    const char *p = write_yaml(text);
+    int rc = config_load_file(&c, p, err, sizeof(err));
+    unlink(p);
+    if (rc == 0)
+        rc = config_validate(&c, role, err, sizeof(err));
+    if (rc == 0) {
+        char addr[64];
+        assert_int_equal(clustermap_raft(&c.cluster, 0, addr, sizeof(addr), err, sizeof(err)), 0);
+        snprintf(err, sizeof(err), "%s", addr); /* the first node's, for the caller */
+    }
+    config_free(&c);
+    return rc;
+}
+
+/* cluster.replicas 0 (the default) is 2 with raft and 2+ nodes, else 1; a value set is kept. */
+static void test_replicas_default(void **state)
+{
+    (void)state;
+    const char *two = "cluster:\n  nodes:\n"
+                      "    - {id: a, request: 'tcp://10.0.0.1:6021', delivery: 'tcp://10.0.0.1:6022'}\n"
+                      "    - {id: b, request: 'tcp://10.0.0.2:6021', delivery: 'tcp://10.0.0.2:6022'}\n";
+    const char *one = "cluster:\n  nodes:\n"
+                      "    - {id: a, request: 'tcp://10.0.0.1:6021', delivery: 'tcp://10.0.0.1:6022'}\n";
+    struct { const char *yaml; const char *raft, *replicas; int want; } cases[] = {
+        {two, "false", NULL, 1}, {two, "true", NULL, 2}, {one, "true", NULL, 1},
+        {two, "true", "1", 1},   {two, "false", "2", 2},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        eddy_config c = defaults();
+        assert_int_equal(c.replicas, 0);
+        const char *p = write_yaml(cases[i].yaml);
+        assert_int_equal(config_load_file(&c, p, err, sizeof(err)), 0);
+        unlink(p);
+        assert_int_equal(config_set_flag(&c, "--raft", cases[i].raft, err, sizeof(err)), 0);
+        if (cases[i].replicas != NULL)
+            assert_int_equal(config_set_flag(&c, "--replicas", cases[i].replicas, err, sizeof(err)), 0);
+        assert_int_equal(config_replicas(&c), cases[i].want);
+        assert_int_equal(config_validate(&c, "node", err, sizeof(err)), 0);
+        config_free(&c);
+    }
+}
+
+static void test_raft(void **state)
+{
+    (void)state;
+    eddy_config c = defaults();
+    assert_int_equal(c.raft, 0);
+    assert_int_equal(config_set_flag(&c, "--raft", "true", err, sizeof(err)), 0);
+    assert_int_equal(c.raft, 1);
+    config_free(&c);
+    const char *derived = "    - {id: a, request: 'tcp://10.0.0.1:6021', delivery: 'tcp://10.0.0.1:6022'}\n"
+                          "    - {id: b, request: 'tcp://10.0.0.2:6021', delivery: 'tcp://10.0.0.2:6022'}\n";
+    assert_int_equal(raft_yaml(derived, "node", ""), 0);
+    assert_string_equal(err, "10.0.0.1:6024");
+    assert_int_equal(raft_yaml(derived, "broker", ""), 0); /* brokers ignore it */
+    assert_int_equal(raft_yaml(derived, "standalone", ""), -1);
+    assert_non_null(strstr(err, "cluster.raft"));
+    assert_int_equal(raft_yaml(derived, "node", "  replicas: 6\n"), -1);
+    assert_int_equal(raft_yaml("    - {id: a, request: 'tcp://h:1', delivery: 'tcp://h:2', raft: '127.0.0.1:7000'}\n",
+                               "node", ""), 0);
+    assert_string_equal(err, "127.0.0.1:7000");
+    /* a host name: no derivation, and the error says what to add */
+    assert_int_equal(raft_yaml("    - {id: a, request: 'tcp://node-a:6021', delivery: 'tcp://node-a:6022'}\n", "node",
+                               ""), -1);
+    assert_non_null(strstr(err, "node 'a'"));
+    assert_non_null(strstr(err, "add raft:"));
+    assert_int_equal(raft_yaml("    - {id: a, request: 'tcp://h:1', delivery: 'tcp://h:2', raft: 'host:7000'}\n", "node",
+                               ""), -1);
+    assert_non_null(strstr(err, "IPv4:PORT"));
+    assert_int_equal(raft_yaml("    - {id: a, request: 'tcp://h:1', delivery: 'tcp://h:2', raft: '127.0.0.1:70000'}\n",
+                               "node", ""), -1);
+    assert_int_equal(raft_yaml("    - {id: a, request: 'tcp://h:1', delivery: 'tcp://h:2', raft: 7}\n", "node", ""), -1);
+    assert_int_equal(raft_yaml("    - {id: a, request: 'tcp://10.0.0.1:6021', delivery: 'tcp://h:2'}\n"
+                               "    - {id: b, request: 'tcp://h:3', delivery: 'tcp://h:4', raft: '10.0.0.1:6024'}\n",
+                               "node", ""), -1);
+    assert_non_null(strstr(err, "same raft address"));
+    assert_int_equal(raft_yaml("    - {id: a, request: 'tcp://10.0.0.1:65534', delivery: 'tcp://h:2'}\n", "node", ""),
+                     -1);
+}
+
 static void test_env(void **state)
 {
     (void)state;
@@ -951,6 +1039,7 @@ int main(void)
         cmocka_unit_test(test_deepstream_shipped), cmocka_unit_test(test_deepstream_endpoints),
         cmocka_unit_test(test_deepstream_http_server), cmocka_unit_test(test_deepstream_refusals),
         cmocka_unit_test(test_deepstream_ignored), cmocka_unit_test(test_log_level),
+        cmocka_unit_test(test_raft), cmocka_unit_test(test_replicas_default),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

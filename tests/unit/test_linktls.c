@@ -178,7 +178,7 @@ static void test_addresses(void **state)
     assert_int_equal(linktls_check_url(t, "tls+tcp://1.2.3.4:1", err, sizeof(err)), 0);
     nng_socket s;
     assert_int_equal(nng_req0_open(&s), 0);
-    assert_int_equal(linktls_dial(t, s, "tcp://127.0.0.1:1"), NNG_EINVAL);
+    assert_int_equal(linktls_dial(t, s, "tcp://127.0.0.1:1", NULL), NNG_EINVAL);
     nng_close(s);
     linktls_close(t);
 }
@@ -261,7 +261,7 @@ static void test_round_trip_and_roles(void **state)
         assert_non_null(c);
         nng_socket req;
         assert_int_equal(nng_req0_open(&req), 0);
-        assert_int_equal(linktls_dial(c, req, s.url), 0);
+        assert_int_equal(linktls_dial(c, req, s.url, NULL), 0);
         pthread_t th;
         pthread_create(&th, NULL, answer_thread, &s);
         assert_true(ask(req, 3000));
@@ -276,7 +276,7 @@ static void test_round_trip_and_roles(void **state)
     nng_socket req;
     nng_req0_open(&req);
     nng_socket_set_ms(req, NNG_OPT_RECVTIMEO, 3000);
-    linktls_dial(c, req, s.url);
+    linktls_dial(c, req, s.url, NULL);
     size_t big = 1u << 20;
     nng_msg *m;
     nng_msg_alloc(&m, big);
@@ -373,7 +373,7 @@ static void test_refused_before_anything_is_read(void **state)
     linktls *c = creds("backend", NULL, NULL, 0, err, sizeof(err));
     req = (nng_socket)NNG_SOCKET_INITIALIZER;
     assert_int_equal(nng_req0_open(&req), 0);
-    assert_int_equal(linktls_dial(c, req, s.url), 0);
+    assert_int_equal(linktls_dial(c, req, s.url, NULL), 0);
     nng_socket_set_ms(s.rep, NNG_OPT_RECVTIMEO, 1000);
     assert_false(ask(req, 1000));
     assert_true(eventually_logged("link-tls-failed", "the server's certificate is a backend's, not a node's"));
@@ -398,7 +398,7 @@ static void test_sub_without_certificate_reads_nothing(void **state)
     nng_socket_set(bad, NNG_OPT_SUB_SUBSCRIBE, "", 0);
     nng_socket_set_ms(good, NNG_OPT_RECVTIMEO, 50);
     nng_socket_set_ms(bad, NNG_OPT_RECVTIMEO, 50);
-    assert_int_equal(linktls_dial(b, good, url), 0);
+    assert_int_equal(linktls_dial(b, good, url, NULL), 0);
     /* TLS that trusts the node, but shows no certificate of its own */
     nng_dialer d;
     nng_tls_config *cfg;

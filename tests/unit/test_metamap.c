@@ -2,8 +2,11 @@
  * common/metacmd.c): every command applied through its wire form, every
  * invariant violation refused with the map left byte-identical, snapshot and
  * restore round trips, corrupt and truncated snapshots and commands refused,
+ * FAIL_NODE (promotion only of in-sync replicas that are up, unavailable
+ * shards, idempotence by expect_version, round trip of a failed-over map),
  * the same log giving the same bytes on two instances, and the spread's
- * balance for 3, 4 and 5 nodes with 1 to 3 copies. */
+ * balance for 3, 4 and 5 nodes with 1 to 3 copies (its agreement with the
+ * static map's replicas_of is test_metaplan.c's). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -368,6 +371,211 @@ static void test_set_insync(void **state)
     xfree(m);
 }
 
+/* SYNC_REPLICA: a primary's replica in or out of the in-sync set of every
+ * shard it leads (and only those), round trip of the wire form, refusals. */
+static void test_sync_replica(void **state)
+{
+    (void)state;
+    metamap *m = cluster(3, 2); /* node1's shards have node2 as replica, node2's node3, node3's node1 */
+    unsigned led = metamap_primaries_of(m, 1);
+    assert_true(led > 0);
+    meta_cmd c = {.kind = META_SYNC_REPLICA, .node = 1, .replica = 2, .in = false};
+    assert_int_equal(run(m, &c), META_OK);
+    unsigned out = 0, other = 0;
+    for (uint32_t s = 0; s < SHARD_COUNT; s++) {
+        const meta_shard *sh = &m->shards[s];
+        if (sh->copies[0] == 1)
+            out += !in_sync(sh, 2);
+        else
+            other += sh->ncopies == 2 && in_sync(sh, sh->copies[1]);
+    }
+    assert_int_equal(out, led);                      /* every shard node1 leads */
+    assert_int_equal(other, SHARD_COUNT - led);      /* nobody else's */
+    refused(m, &c, META_EINVALID);                   /* no change */
+    /* out of sync: never promoted (PROMOTE and FAIL_NODE pick from the set) */
+    uint32_t s1 = 0;
+    while (m->shards[s1].copies[0] != 1)
+        s1++;
+    meta_cmd p = promote_cmd(s1, m->shards[s1].epoch, 2);
+    refused(m, &p, META_ENOTINSYNC);
+    /* back in */
+    c.in = true;
+    assert_int_equal(run(m, &c), META_OK);
+    assert_true(in_sync(&m->shards[s1], 2));
+    /* a down replica does not come in; unknown members are refused */
+    c.in = false;
+    assert_int_equal(run(m, &c), META_OK);
+    meta_cmd down = node_cmd(META_NODE_DOWN, 2);
+    assert_int_equal(run(m, &down), META_OK);
+    c.in = true;
+    refused(m, &c, META_EDOWN);
+    c.replica = 9;
+    refused(m, &c, META_ENOTFOUND);
+    /* decided on another map version: refused (the primary asks again on its new map) */
+    meta_cmd stale = {.kind = META_SYNC_REPLICA, .node = 3, .replica = 1, .in = false,
+                      .expect_version = m->version - 1};
+    refused(m, &stale, META_ESTALE);
+    /* wire form: bounds */
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    meta_cmd self = {.kind = META_SYNC_REPLICA, .node = 3, .replica = 3};
+    assert_int_equal(metacmd_encode(&self, &sb), -1);
+    meta_cmd ok = {.kind = META_SYNC_REPLICA, .node = 3, .replica = 1, .in = true, .expect_version = 7};
+    assert_int_equal(metacmd_encode(&ok, &sb), 0);
+    meta_cmd back;
+    assert_int_equal(metacmd_decode(&back, sb.data, sb.size), 0);
+    assert_int_equal(back.node, 3);
+    assert_int_equal(back.replica, 1);
+    assert_true(back.in);
+    assert_true(back.expect_version == 7);
+    for (size_t cut = 0; cut < sb.size; cut++)
+        assert_int_equal(metacmd_decode(&back, sb.data, cut), -1);
+    ((uint8_t *)sb.data)[sb.size - 1] = 2; /* in: 0 or 1 only */
+    assert_int_equal(metacmd_decode(&back, sb.data, sb.size), -1);
+    msgpack_sbuffer_destroy(&sb);
+    xfree(m);
+}
+
+/* ADD_REPLICA: the member joins, out of sync and last, every shard below the
+ * copies asked for that it holds none of; epochs stay; a down member or no
+ * shard in need is refused. */
+static void test_add_replica(void **state)
+{
+    (void)state;
+    metamap *m = cluster(3, 2);
+    meta_cmd none = {.kind = META_ADD_REPLICA, .node = 2, .ncopies = 2};
+    refused(m, &none, META_EINVALID); /* every shard has 2 copies */
+    meta_cmd fail = node_cmd(META_FAIL_NODE, 3);
+    assert_int_equal(run(m, &fail), META_OK); /* node3's copies gone: shards at 1 copy */
+    unsigned one = 0;
+    for (uint32_t s = 0; s < SHARD_COUNT; s++)
+        one += m->shards[s].ncopies == 1;
+    assert_true(one > 0);
+    meta_cmd up = node_cmd(META_NODE_UP, 3);
+    assert_int_equal(run(m, &up), META_OK);
+    metamap *before = xmalloc(sizeof(*before));
+    *before = *m;
+    meta_cmd add = {.kind = META_ADD_REPLICA, .node = 3, .ncopies = 2};
+    assert_int_equal(run(m, &add), META_OK);
+    for (uint32_t s = 0; s < SHARD_COUNT; s++) {
+        const meta_shard *sh = &m->shards[s], *was = &before->shards[s];
+        assert_true(sh->epoch == was->epoch);
+        assert_int_equal(sh->copies[0], was->copies[0]);
+        if (was->ncopies == 1) {
+            assert_int_equal(sh->ncopies, 2);
+            assert_int_equal(sh->copies[1], 3);
+            assert_false(in_sync(sh, 3)); /* out of sync until its primary says otherwise */
+        } else
+            assert_int_equal(sh->ncopies, was->ncopies);
+    }
+    assert_int_equal(metamap_check(m), 0);
+    refused(m, &add, META_EINVALID); /* nothing left to add */
+    /* a down member is never added; an unknown one is refused */
+    assert_int_equal(run(m, &fail), META_OK);
+    refused(m, &add, META_EDOWN);
+    add.node = 9;
+    refused(m, &add, META_ENOTFOUND);
+    /* wire form */
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    meta_cmd bad = {.kind = META_ADD_REPLICA, .node = 1, .ncopies = 1};
+    assert_int_equal(metacmd_encode(&bad, &sb), -1);
+    meta_cmd ok = {.kind = META_ADD_REPLICA, .node = 1, .ncopies = 3};
+    assert_int_equal(metacmd_encode(&ok, &sb), 0);
+    meta_cmd back;
+    assert_int_equal(metacmd_decode(&back, sb.data, sb.size), 0);
+    assert_int_equal(back.node, 1);
+    assert_int_equal(back.ncopies, 3);
+    for (size_t cut = 0; cut < sb.size; cut++)
+        assert_int_equal(metacmd_decode(&back, sb.data, cut), -1);
+    msgpack_sbuffer_destroy(&sb);
+    xfree(before);
+    xfree(m);
+}
+
+/* ADD_COPY / DROP_COPY (rebalance): one shard gains an out-of-sync replica,
+ * last, or loses a replica, the copies after it moving up with their in-sync
+ * bits; both are decided on the shard's epoch (fenced), the epoch stays, and
+ * the primary is never dropped; the wire form is bounded like PROMOTE's. */
+static void test_add_drop_copy(void **state)
+{
+    (void)state;
+    metamap *m = cluster(4, 2);
+    const uint32_t s = 0; /* copies 1, 2 (both in sync) at epoch 1 */
+    assert_int_equal(m->shards[s].copies[0], 1);
+    assert_int_equal(m->shards[s].copies[1], 2);
+    meta_cmd add = {.kind = META_ADD_COPY, .shard = s, .epoch = 1, .node = 3};
+    assert_int_equal(run(m, &add), META_OK);
+    const meta_shard *sh = &m->shards[s];
+    assert_int_equal(sh->ncopies, 3);
+    assert_int_equal(sh->copies[2], 3);
+    assert_true(sh->epoch == 1);
+    assert_true(in_sync(sh, 1) && in_sync(sh, 2) && !in_sync(sh, 3));
+    assert_int_equal(m->shards[s + 1].ncopies, 2); /* one shard only */
+    refused(m, &add, META_EINVALID);               /* a copy already */
+    meta_cmd stale = {.kind = META_ADD_COPY, .shard = s, .epoch = 0, .node = 4};
+    refused(m, &stale, META_EEPOCH);
+    meta_cmd unknown = {.kind = META_ADD_COPY, .shard = s, .epoch = 1, .node = 9};
+    refused(m, &unknown, META_ENOTFOUND);
+    meta_cmd down = node_cmd(META_NODE_DOWN, 4);
+    assert_int_equal(run(m, &down), META_OK);
+    meta_cmd add4 = {.kind = META_ADD_COPY, .shard = s, .epoch = 1, .node = 4};
+    refused(m, &add4, META_EDOWN);
+    /* 3 in sync now: dropping 2 keeps 3's bit, in 2's place */
+    uint16_t all[] = {1, 2, 3};
+    meta_cmd sync = insync_cmd(s, 1, all, 3);
+    assert_int_equal(run(m, &sync), META_OK);
+    meta_cmd drop = {.kind = META_DROP_COPY, .shard = s, .epoch = 1, .node = 2};
+    assert_int_equal(run(m, &drop), META_OK);
+    assert_int_equal(sh->ncopies, 2);
+    assert_int_equal(sh->copies[0], 1);
+    assert_int_equal(sh->copies[1], 3);
+    assert_int_equal(sh->copies[2], 0);
+    assert_true(in_sync(sh, 1) && in_sync(sh, 3));
+    assert_int_equal(sh->insync, 3);
+    assert_true(sh->epoch == 1);
+    refused(m, &drop, META_EINVALID); /* not a copy any more */
+    meta_cmd primary = {.kind = META_DROP_COPY, .shard = s, .epoch = 1, .node = 1};
+    refused(m, &primary, META_EINVALID);
+    meta_cmd old = {.kind = META_DROP_COPY, .shard = s, .epoch = 2, .node = 3};
+    refused(m, &old, META_EEPOCH);
+    /* an out-of-sync copy in the middle: the in-sync one after it keeps its bit */
+    meta_cmd up = node_cmd(META_NODE_UP, 4);
+    assert_int_equal(run(m, &up), META_OK);
+    assert_int_equal(run(m, &add4), META_OK); /* 1, 3, 4(out) */
+    uint16_t three[] = {1, 3, 4};
+    sync = insync_cmd(s, 1, three, 3);
+    assert_int_equal(run(m, &sync), META_OK);
+    uint16_t two[] = {1, 4};
+    sync = insync_cmd(s, 1, two, 2); /* 1, 3(out), 4 */
+    assert_int_equal(run(m, &sync), META_OK);
+    meta_cmd drop3 = {.kind = META_DROP_COPY, .shard = s, .epoch = 1, .node = 3};
+    assert_int_equal(run(m, &drop3), META_OK);
+    assert_int_equal(sh->ncopies, 2);
+    assert_int_equal(sh->copies[1], 4);
+    assert_true(in_sync(sh, 4));
+    assert_int_equal(metamap_check(m), 0);
+    /* wire form */
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    meta_cmd bad = {.kind = META_DROP_COPY, .shard = SHARD_COUNT, .epoch = 1, .node = 2};
+    assert_int_equal(metacmd_encode(&bad, &sb), -1);
+    bad = (meta_cmd){.kind = META_ADD_COPY, .shard = 1, .epoch = 1, .node = 0};
+    assert_int_equal(metacmd_encode(&bad, &sb), -1);
+    meta_cmd ok = {.kind = META_ADD_COPY, .shard = 4095, .epoch = 77, .node = 2};
+    assert_int_equal(metacmd_encode(&ok, &sb), 0);
+    meta_cmd back;
+    assert_int_equal(metacmd_decode(&back, sb.data, sb.size), 0);
+    assert_int_equal(back.kind, META_ADD_COPY);
+    assert_int_equal(back.shard, 4095);
+    assert_true(back.epoch == 77);
+    assert_int_equal(back.node, 2);
+    for (size_t cut = 0; cut < sb.size; cut++)
+        assert_int_equal(metacmd_decode(&back, sb.data, cut), -1);
+    msgpack_sbuffer_destroy(&sb);
+    xfree(m);
+}
+
 static void test_expect_version(void **state)
 {
     (void)state;
@@ -379,6 +587,226 @@ static void test_expect_version(void **state)
     c.expect_version = v;
     assert_int_equal(run(m, &c), META_OK);
     assert_true(m->version == v + 1);
+    xfree(m);
+}
+
+
+/* ---- FAIL_NODE (the leader's failure detector) ---- */
+
+/* every shard's epoch in m is at least its epoch in before */
+static void epochs_not_lower(const metamap *before, const metamap *m)
+{
+    for (uint32_t s = 0; s < SHARD_COUNT; s++)
+        assert_true(m->shards[s].epoch >= before->shards[s].epoch);
+}
+
+static void test_fail_node(void **state)
+{
+    (void)state;
+    metamap *m = cluster(3, 2);
+    metamap *before = xmalloc(sizeof(*before));
+    *before = *m;
+    meta_cmd c = node_cmd(META_FAIL_NODE, 2);
+    assert_int_equal(run(m, &c), META_OK);
+    assert_true(m->version == before->version + 1); /* one command, one version */
+    assert_true(metamap_member(m, 2)->down);
+    assert_int_equal(metamap_copies_of(m, 2), 0); /* out of every copy list */
+    unsigned promoted = 0, shrunk = 0;
+    for (uint32_t s = 0; s < SHARD_COUNT; s++) {
+        const meta_shard *b = &before->shards[s], *sh = &m->shards[s];
+        if (b->copies[0] == 2) { /* its primaries: the in-sync replica, epoch + 1 */
+            assert_true(sh->epoch == b->epoch + 1);
+            assert_int_equal(sh->copies[0], b->copies[1]);
+            assert_int_equal(sh->ncopies, 1);
+            assert_int_equal(sh->insync, 1);
+            promoted++;
+        } else if (b->copies[1] == 2) { /* a replica: gone, the primary and its epoch stay */
+            assert_true(sh->epoch == b->epoch);
+            assert_int_equal(sh->copies[0], b->copies[0]);
+            assert_int_equal(sh->ncopies, 1);
+            assert_int_equal(sh->insync, 1);
+            shrunk++;
+        } else
+            assert_memory_equal(sh, b, sizeof(*sh)); /* untouched */
+    }
+    assert_int_equal(promoted, metamap_primaries_of(before, 2));
+    assert_int_equal(promoted + shrunk, metamap_copies_of(before, 2));
+    assert_true(promoted > 0 && shrunk > 0);
+    epochs_not_lower(before, m);
+    assert_int_equal(metamap_check(m), 0);
+    assert_int_equal(metamap_unavailable_count(m), 0);
+    /* again: down and holding nothing, nothing to change */
+    refused(m, &c, META_EINVALID);
+    c = node_cmd(META_FAIL_NODE, 9);
+    refused(m, &c, META_ENOTFOUND);
+    /* heard again: up, holding nothing until it is replicated to again */
+    c = node_cmd(META_NODE_UP, 2);
+    assert_int_equal(run(m, &c), META_OK);
+    assert_false(metamap_member(m, 2)->down);
+    assert_int_equal(metamap_copies_of(m, 2), 0);
+    /* failed again while up (and holding nothing): marked down, nothing else moves */
+    *before = *m;
+    c = node_cmd(META_FAIL_NODE, 2);
+    assert_int_equal(run(m, &c), META_OK);
+    assert_true(metamap_member(m, 2)->down);
+    for (uint32_t s = 0; s < SHARD_COUNT; s++)
+        assert_memory_equal(&m->shards[s], &before->shards[s], sizeof(meta_shard));
+    xfree(before);
+    xfree(m);
+}
+
+/* Promotion picks the first replica that is in sync and up; never one out of
+ * sync, never a down one; the others keep their order and in-sync bits. */
+static void test_fail_node_promotes_in_sync_up(void **state)
+{
+    (void)state;
+    metamap *m = cluster(5, 4);
+    uint32_t s = 10, t = 11; /* both node1's */
+    const meta_shard *sh = &m->shards[s];
+    uint16_t p = sh->copies[0], r1 = sh->copies[1], r2 = sh->copies[2], r3 = sh->copies[3];
+    /* shard s: r1 out of sync */
+    uint16_t keep[] = {p, r2, r3};
+    meta_cmd c = insync_cmd(s, 1, keep, 3);
+    assert_int_equal(run(m, &c), META_OK);
+    /* shard t has the same primary: make its first replica down (NODE_DOWN keeps its copies) */
+    assert_int_equal(m->shards[t].copies[0], p);
+    uint16_t t1 = m->shards[t].copies[1], t2 = m->shards[t].copies[2];
+    c = node_cmd(META_NODE_DOWN, t1);
+    assert_int_equal(run(m, &c), META_OK);
+    metamap *before = xmalloc(sizeof(*before));
+    *before = *m;
+    c = node_cmd(META_FAIL_NODE, p);
+    assert_int_equal(run(m, &c), META_OK);
+    /* s: r2 (the first in sync) takes over, r1 stays a copy out of sync, r3 in sync */
+    assert_true(sh->epoch == 2);
+    assert_int_equal(sh->ncopies, 3);
+    assert_int_equal(sh->copies[0], r2);
+    assert_int_equal(sh->copies[1], r1);
+    assert_int_equal(sh->copies[2], r3);
+    assert_true(in_sync(sh, r2));
+    assert_false(in_sync(sh, r1));
+    assert_true(in_sync(sh, r3));
+    /* t: its down replica t1 is skipped (it keeps its place and bit: NODE_DOWN's doing), t2 takes over */
+    const meta_shard *th = &m->shards[t];
+    assert_true(th->epoch == 2);
+    assert_int_equal(th->copies[0], t2);
+    assert_int_not_equal(th->copies[0], t1);
+    assert_int_equal(metamap_copies_of(m, p), 0);
+    epochs_not_lower(before, m);
+    assert_int_equal(metamap_check(m), 0);
+    xfree(before);
+    xfree(m);
+}
+
+/* No promotable copy left: the shard is unavailable (epoch + 1, no copies),
+ * which metamap_check accepts, SPREAD does not overwrite, and the bootstrap
+ * plan leaves alone; SET_SHARD assigns it again at a higher epoch. */
+static void test_fail_node_unavailable(void **state)
+{
+    (void)state;
+    metamap *m = cluster(3, 2);
+    uint32_t s = 7;
+    uint16_t p = m->shards[s].copies[0], r = m->shards[s].copies[1];
+    uint16_t only[] = {p};
+    meta_cmd c = insync_cmd(s, 1, only, 1); /* its replica fell out of sync */
+    assert_int_equal(run(m, &c), META_OK);
+    c = node_cmd(META_FAIL_NODE, p);
+    assert_int_equal(run(m, &c), META_OK);
+    const meta_shard *sh = &m->shards[s];
+    assert_true(metamap_unavailable(sh));
+    assert_true(sh->epoch == 2);
+    assert_int_equal(sh->ncopies, 0);
+    assert_int_equal(sh->insync, 0);
+    assert_int_equal(metamap_unavailable_count(m), 1);
+    assert_int_equal(metamap_check(m), 0);
+    /* the other shards p was primary of went to their (in-sync) replicas */
+    for (uint32_t t = 0; t < SHARD_COUNT; t++)
+        if (t != s)
+            assert_false(metamap_unavailable(&m->shards[t]));
+    /* one copy only (replicas 1): every shard of the failed node is unavailable */
+    metamap *one = cluster(3, 1);
+    unsigned had = metamap_primaries_of(one, 3);
+    c = node_cmd(META_FAIL_NODE, 3);
+    assert_int_equal(run(one, &c), META_OK);
+    assert_int_equal(metamap_unavailable_count(one), had);
+    assert_int_equal(metamap_check(one), 0);
+    /* every shard unavailable: still "assigned" for SPREAD */
+    c = node_cmd(META_FAIL_NODE, 1);
+    assert_int_equal(run(one, &c), META_OK);
+    c = node_cmd(META_FAIL_NODE, 2);
+    assert_int_equal(run(one, &c), META_OK);
+    assert_int_equal(metamap_unavailable_count(one), SHARD_COUNT);
+    c = node_cmd(META_NODE_UP, 2);
+    assert_int_equal(run(one, &c), META_OK);
+    c = spread_cmd(1, 5);
+    refused(one, &c, META_EASSIGNED);
+    /* SET_SHARD gives it a primary again, only above its epoch */
+    uint16_t back[] = {r};
+    c = set_cmd(s, 2, back, 1, back, 1);
+    refused(m, &c, META_EEPOCH);
+    c = set_cmd(s, 3, back, 1, back, 1);
+    assert_int_equal(run(m, &c), META_OK);
+    assert_false(metamap_unavailable(sh));
+    xfree(one);
+    xfree(m);
+}
+
+/* Two leaders' copies of one decision (a new leader retrying what the old
+ * one proposed): the first applies, the second is refused as stale. */
+static void test_fail_node_expect_version(void **state)
+{
+    (void)state;
+    metamap *m = cluster(3, 2);
+    meta_cmd c = node_cmd(META_FAIL_NODE, 3);
+    c.expect_version = m->version;
+    assert_int_equal(run(m, &c), META_OK);
+    metamap *once = xmalloc(sizeof(*once));
+    *once = *m;
+    refused(m, &c, META_ESTALE);
+    assert_true(same_bytes(once, m));
+    /* another member failed next, chained on the new version */
+    meta_cmd d = node_cmd(META_FAIL_NODE, 1);
+    d.expect_version = m->version - 1;
+    refused(m, &d, META_ESTALE);
+    d.expect_version = m->version;
+    assert_int_equal(run(m, &d), META_OK);
+    /* with 2 copies and 2 of 3 failed: node2 serves every shard that had a
+     * copy on it, the rest are unavailable */
+    for (uint32_t s = 0; s < SHARD_COUNT; s++)
+        assert_true(metamap_unavailable(&m->shards[s]) || m->shards[s].copies[0] == 2);
+    assert_int_equal(metamap_unavailable_count(m) + metamap_primaries_of(m, 2), SHARD_COUNT);
+    assert_true(metamap_unavailable_count(m) > 0);
+    xfree(once);
+    xfree(m);
+}
+
+static void test_fail_node_snapshot_round_trip(void **state)
+{
+    (void)state;
+    metamap *m = cluster(4, 2);
+    uint16_t only[] = {m->shards[0].copies[0]};
+    meta_cmd c = insync_cmd(0, 1, only, 1);
+    assert_int_equal(run(m, &c), META_OK);
+    c = node_cmd(META_FAIL_NODE, only[0]); /* shard 0 unavailable, the rest promoted */
+    assert_int_equal(run(m, &c), META_OK);
+    c = node_cmd(META_FAIL_NODE, 3);
+    assert_int_equal(run(m, &c), META_OK);
+    assert_true(metamap_unavailable_count(m) > 0);
+    msgpack_sbuffer a = snap(m);
+    metamap *r = new_map();
+    assert_int_equal(metamap_decode(r, a.data, a.size), 0);
+    assert_true(same_bytes(m, r));
+    assert_true(metamap_member(r, only[0])->down && metamap_member(r, 3)->down);
+    assert_int_equal(metamap_unavailable_count(r), metamap_unavailable_count(m));
+    assert_true(metamap_unavailable(&r->shards[0]) && r->shards[0].epoch == 2);
+    /* the restored map goes on like the original */
+    c = node_cmd(META_NODE_UP, 3);
+    c.expect_version = m->version;
+    assert_int_equal(run(m, &c), META_OK);
+    assert_int_equal(run(r, &c), META_OK);
+    assert_true(same_bytes(m, r));
+    msgpack_sbuffer_destroy(&a);
+    xfree(r);
     xfree(m);
 }
 
@@ -422,8 +850,11 @@ static void test_malformed_commands(void **state)
         {0x95, 0x01, 0x03, 0x00, 0x00, 0x01},             /* SPREAD of 0 copies */
         {0x94, 0x01, 0x02, 0x00, 0xa1, 'x'},              /* id as a string */
         {0xdd, 0xff, 0xff, 0xff, 0xff},                   /* array32 of 4 G */
+        {0x94, 0x01, 0x09, 0x00, 0x00},                   /* FAIL_NODE of id 0 */
+        {0x95, 0x01, 0x09, 0x00, 0x01, 0x02},             /* FAIL_NODE with a field too many */
+        {0x94, 0x01, 0x0a, 0x00, 0x01},                   /* kind 10: none yet */
     };
-    static const size_t bad_len[] = {4, 5, 5, 5, 9, 9, 13, 6, 6, 6, 5};
+    static const size_t bad_len[] = {4, 5, 5, 5, 9, 9, 13, 6, 6, 6, 5, 5, 6, 5};
     for (size_t i = 0; i < sizeof(bad_len) / sizeof(bad_len[0]); i++) {
         assert_int_equal(metamap_apply_bytes(m, bad[i], bad_len[i]), META_EMALFORMED);
         assert_true(same_bytes(before, m));
@@ -650,12 +1081,9 @@ static void check_spread(unsigned n, unsigned copies)
     for (unsigned i = 0; i < n; i++)
         ids[i] = (uint16_t)(10 + 3 * i); /* ids need not be contiguous */
     meta_shard *sh = xmalloc(SHARD_COUNT * sizeof(*sh));
-    assert_int_equal(metamap_spread(ids, n, copies, 1, sh), 0);
+    assert_int_equal(metamap_spread(ids, n, copies, 1, NULL, sh), 0);
     unsigned prim[8] = {0}, all[8] = {0}, pos[META_MAX_COPIES][8];
     memset(pos, 0, sizeof(pos));
-    /* takeover[a][b]: shards whose primary is a and first replica is b */
-    unsigned takeover[8][8];
-    memset(takeover, 0, sizeof(takeover));
     for (uint32_t s = 0; s < SHARD_COUNT; s++) {
         assert_int_equal(sh[s].ncopies, copies);
         assert_int_equal(sh[s].insync, (1u << copies) - 1);
@@ -672,8 +1100,6 @@ static void check_spread(unsigned n, unsigned copies)
             pos[j][idx[j]]++;
         }
         prim[idx[0]]++;
-        if (copies > 1)
-            takeover[idx[0]][idx[1]]++;
     }
     unsigned pmin = SHARD_COUNT, pmax = 0, amin = SHARD_COUNT, amax = 0;
     for (unsigned i = 0; i < n; i++) {
@@ -692,17 +1118,13 @@ static void check_spread(unsigned n, unsigned copies)
         }
         assert_true(hi - lo <= 1);
     }
-    /* when one node fails, its shards' first replicas are spread over all the others */
-    for (unsigned a = 0; a < n && copies > 1; a++) {
-        unsigned lo = SHARD_COUNT, hi = 0;
-        for (unsigned b = 0; b < n; b++) {
-            if (b == a)
-                continue;
-            lo = takeover[a][b] < lo ? takeover[a][b] : lo;
-            hi = takeover[a][b] > hi ? takeover[a][b] : hi;
-        }
-        assert_true(lo > 0);
-        assert_true(hi - lo <= 1);
+    /* replicas are the members after the primary, in id order (replicas_of's rule) */
+    for (uint32_t s2 = 0; s2 < SHARD_COUNT; s2++) {
+        unsigned p = 0;
+        while (ids[p] != sh[s2].copies[0])
+            p++;
+        for (unsigned j = 1; j < copies; j++)
+            assert_int_equal(sh[s2].copies[j], ids[(p + j) % n]);
     }
     xfree(sh);
 }
@@ -717,9 +1139,19 @@ static void test_spread_balance(void **state)
     check_spread(2, 2);
     uint16_t ids[] = {1, 2};
     meta_shard *sh = xmalloc(SHARD_COUNT * sizeof(*sh));
-    assert_int_equal(metamap_spread(ids, 2, 3, 1, sh), -1);
-    assert_int_equal(metamap_spread(ids, 2, 0, 1, sh), -1);
-    assert_int_equal(metamap_spread(ids, 0, 1, 1, sh), -1);
+    assert_int_equal(metamap_spread(ids, 2, 3, 1, NULL, sh), -1);
+    assert_int_equal(metamap_spread(ids, 2, 0, 1, NULL, sh), -1);
+    assert_int_equal(metamap_spread(ids, 0, 1, 1, NULL, sh), -1);
+    uint16_t *prim = xmalloc(SHARD_COUNT * sizeof(*prim));
+    for (uint32_t s = 0; s < SHARD_COUNT; s++)
+        prim[s] = s < 100 ? 2 : 1;
+    assert_int_equal(metamap_spread(ids, 2, 2, 1, prim, sh), 0);
+    assert_int_equal(sh[0].copies[0], 2);
+    assert_int_equal(sh[0].copies[1], 1);
+    assert_int_equal(sh[100].copies[0], 1);
+    prim[5] = 3; /* not a member */
+    assert_int_equal(metamap_spread(ids, 2, 2, 1, prim, sh), -1);
+    xfree(prim);
     xfree(sh);
 }
 
@@ -732,7 +1164,15 @@ int main(void)
         cmocka_unit_test(test_set_shard),
         cmocka_unit_test(test_promote),
         cmocka_unit_test(test_set_insync),
+        cmocka_unit_test(test_sync_replica),
+        cmocka_unit_test(test_add_replica),
         cmocka_unit_test(test_expect_version),
+        cmocka_unit_test(test_fail_node),
+        cmocka_unit_test(test_fail_node_promotes_in_sync_up),
+        cmocka_unit_test(test_fail_node_unavailable),
+        cmocka_unit_test(test_fail_node_expect_version),
+        cmocka_unit_test(test_fail_node_snapshot_round_trip),
+        cmocka_unit_test(test_add_drop_copy),
         cmocka_unit_test(test_malformed_commands),
         cmocka_unit_test(test_snapshot_round_trip),
         cmocka_unit_test(test_restore_refuses_corrupt),

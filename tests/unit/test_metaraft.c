@@ -5,7 +5,9 @@
  * map bytes; a leader cut off from the others cannot commit (its proposal
  * fails and never applies anywhere) while the majority elects a new leader
  * and commits; with 2 of 3 down nothing commits; the minority rejoins and
- * converges to the majority's map; a snapshot taken by the FSM is what a
+ * converges to the majority's map; FAIL_NODE proposed by a cut-off leader
+ * never commits, and once by the new leader commits exactly once (its copy
+ * with the same expect_version refused); a snapshot taken by the FSM is what a
  * restarted-from-snapshot server restores.
  *
  * With the real wrapper (node/metaraft.c): 3 servers in this process on
@@ -26,6 +28,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <raft.h>
 #include <raft/fixture.h>
 #include <stdatomic.h>
@@ -315,6 +318,87 @@ static void test_fixture_no_majority(void **state)
     fx_close(x);
 }
 
+
+/* FAIL_NODE through Raft: the leader cut off from the others proposes
+ * FAIL_NODE and nothing commits (a minority decides nothing); the majority
+ * elects a new leader, whose FAIL_NODE of the same member, computed on the
+ * same map version, commits once; the old leader's copy, retried by anyone
+ * with the same expect_version, is committed but refused (stale): the member
+ * is failed over exactly once (its shards' epochs raised by one). */
+static void test_fixture_fail_node_once(void **state)
+{
+    (void)state;
+    fx *x = fx_start();
+    assert_true(raft_fixture_step_until_has_leader(&x->f, 10000));
+    for (uint16_t id = 1; id <= N; id++)
+        commit(x, add_node(id), META_OK);
+    commit(x, spread(2), META_OK);
+    uint64_t v = x->st[0].map->version;
+    unsigned old = raft_fixture_leader_index(&x->f);
+    uint16_t victim = (uint16_t)(old + 1) % N + 1; /* a member other than the old leader */
+    uint64_t primaries = metamap_primaries_of(x->st[0].map, victim);
+    assert_true(primaries > 0);
+
+    for (unsigned j = 0; j < N; j++)
+        if (j != old) {
+            raft_fixture_disconnect(&x->f, old, j);
+            raft_fixture_disconnect(&x->f, j, old);
+        }
+    meta_cmd fail = {.kind = META_FAIL_NODE, .node = victim, .expect_version = v};
+    outcome minority;
+    int rv = propose_on(x, old, encode(&fail), &minority);
+    assert_true(rv == 0 || rv == RAFT_NOTLEADER);
+    other_leader ol = {.not = old};
+    assert_true(raft_fixture_step_until(&x->f, has_other_leader, &ol, 10000));
+    assert_true(raft_fixture_step_until(&x->f, stepped_down, &old, 10000));
+    if (rv == 0)
+        assert_true(minority.fired && minority.err != 0); /* never reported committed */
+    for (unsigned i = 0; i < N; i++)
+        assert_true(x->st[i].map->version == v); /* nothing committed anywhere meanwhile */
+
+    unsigned fresh = N;
+    for (unsigned i = 0; i < N; i++)
+        if (i != old && raft_state(raft_fixture_get(&x->f, i)) == RAFT_LEADER)
+            fresh = i;
+    assert_true(fresh < N);
+    /* the new leader fails the member, once; the same decision again (the
+     * old leader's, or a retry): committed, refused */
+    static const int want[2] = {META_OK, META_ESTALE};
+    raft_index index = 0;
+    for (unsigned k = 0; k < 2; k++) {
+        outcome o;
+        assert_int_equal(propose_on(x, fresh, encode(&fail), &o), 0);
+        index = raft_last_index(raft_fixture_get(&x->f, fresh));
+        for (unsigned i = 0; i < N; i++)
+            if (i != old)
+                assert_true(raft_fixture_step_until_applied(&x->f, i, index, 5000));
+        assert_true(o.fired && o.err == 0);
+        assert_int_equal(o.status, want[k]);
+    }
+    for (uint16_t j = 0; j < N; j++)
+        if (j != old) {
+            raft_fixture_reconnect(&x->f, old, j);
+            raft_fixture_reconnect(&x->f, j, old);
+        }
+    assert_true(raft_fixture_step_until_applied(&x->f, old, index, 10000));
+    raft_fixture_step_until_elapsed(&x->f, 2000);
+    assert_true(all_equal(x, N));
+    for (unsigned i = 0; i < N; i++) {
+        const metamap *m = x->st[i].map;
+        assert_true(m->version == v + 1);
+        assert_true(metamap_member(m, victim)->down);
+        assert_int_equal(metamap_copies_of(m, victim), 0);
+        unsigned raised = 0;
+        for (uint32_t s = 0; s < SHARD_COUNT; s++) {
+            assert_true(m->shards[s].epoch == 1 || m->shards[s].epoch == 2); /* raised once at most */
+            raised += m->shards[s].epoch == 2;
+        }
+        assert_true(raised == primaries);
+        assert_int_equal(metamap_check(m), 0);
+    }
+    fx_close(x);
+}
+
 /* The FSM's own snapshot, restored into a fresh FSM, and a corrupt one refused. */
 static void test_fsm_snapshot_restore(void **state)
 {
@@ -567,11 +651,16 @@ static void test_wrapper_three_servers(void **state)
 
 int main(void)
 {
+    /* libuv writes to its sockets with write(2), not MSG_NOSIGNAL: a peer
+     * server stopped by a test must not kill this process (eddy's main
+     * ignores SIGPIPE for the same reason). */
+    signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fsm_snapshot_restore),
         cmocka_unit_test(test_fixture_elect_and_commit),
         cmocka_unit_test(test_fixture_partitioned_leader),
         cmocka_unit_test(test_fixture_no_majority),
+        cmocka_unit_test(test_fixture_fail_node_once),
         cmocka_unit_test(test_wrapper_three_servers),
     };
     return cmocka_run_group_tests_name("metaraft", tests, NULL, NULL);

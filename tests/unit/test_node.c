@@ -964,6 +964,86 @@ static void test_bad_operations_fail_alone(void **state)
     assert_int_equal(read_back(A, "rec/ok").version, 1);
 }
 
+/* The routing map changes (as when the metadata group moves primaries):
+ * the node sends it to its peers, answers MAP_QUERY with it, serves a shard
+ * only with that shard's new epoch (the old one is refused WRONG_SHARD naming
+ * the new epoch and the shard), refuses a shard it no longer leads, and still
+ * accepts HELLO with the configuration's epoch and static digest. */
+static void test_route_by_shard_epoch(void **state)
+{
+    (void)state;
+    start();
+    hello(A);
+    uint32_t kept = shard_of("rec/kept", 8), moved = shard_of("rec/moved", 9);
+    assert_int_not_equal(kept, moved);
+    send1(A, write_op("rec/kept", RACT(CREATEANDUPDATE), -1, NULL, "{\"v\":1}", "k1"));
+    assert_int_equal(next_to(A, OP_RECORD_RESULT).action, RACT(WRITE_ACKNOWLEDGEMENT));
+
+    shardmap *route = xmalloc(sizeof(*route));
+    *route = map;
+    route->node_count = 2;
+    route->version = 5;
+    route->shard_epoch[kept] = 8;         /* promoted back here: a new epoch */
+    route->owner[moved] = 1;              /* another node leads it now */
+    route->shard_epoch[moved] = 8;
+    node_set_route(nd, route);
+    op pushed = next_to(A, OP_MAP);
+    assert_int_equal(pushed.corr, 5);
+    assert_non_null(memmem(pushed.data.ptr, pushed.data.len, "\"version\":5", 11));
+    assert_non_null(memmem(pushed.data.ptr, pushed.data.len, "\"shardEpochs\":[[8,", 18));
+
+    /* the old epoch: refused, naming the shard's epoch now */
+    op_batch b;
+    op_batch_init(&b);
+    op stale = routed(write_op("rec/kept", RACT(UPDATE), -1, NULL, "{\"v\":2}", "k2"));
+    stale.corr = 51;
+    op_batch_add(&b, &stale);
+    op gone = routed(write_op("rec/moved", RACT(UPDATE), -1, NULL, "{}", "m1"));
+    gone.epoch = 8; /* the right epoch, but this node is no longer its primary */
+    gone.corr = 52;
+    op_batch_add(&b, &gone);
+    op q = {.kind = OP_MAP_QUERY};
+    op_batch_add(&b, &q);
+    reply *r = send_batch(A, &b);
+    op_batch_destroy(&b);
+    assert_int_equal(r->n, 3);
+    assert_int_equal(r->v[0].kind, OP_ERROR);
+    assert_int_equal(r->v[0].error, OP_ERR_WRONG_SHARD);
+    assert_int_equal(r->v[0].corr, 51);
+    assert_int_equal(r->v[0].epoch, 8);
+    assert_int_equal(r->v[0].shard, kept);
+    assert_int_equal(r->v[1].error, OP_ERR_WRONG_SHARD);
+    assert_int_equal(r->v[1].corr, 52);
+    assert_int_equal(r->v[1].shard, moved);
+    assert_int_equal(r->v[2].kind, OP_MAP);
+    assert_int_equal(r->v[2].corr, 5);
+    reply_free(r);
+
+    /* the new epoch: served */
+    op_batch_init(&b);
+    op fresh = routed(write_op("rec/kept", RACT(UPDATE), -1, NULL, "{\"v\":3}", "k3"));
+    fresh.epoch = 8;
+    op_batch_add(&b, &fresh);
+    r = send_batch(A, &b);
+    op_batch_destroy(&b);
+    assert_int_equal(r->n, 0);
+    reply_free(r);
+    op ack = next_to(A, OP_RECORD_RESULT);
+    assert_sv(ack.ref, "k3");
+    assert_int_equal(ack.action, RACT(WRITE_ACKNOWLEDGEMENT));
+
+    /* HELLO still checks the configuration's epoch and static assignment */
+    op_batch_init(&b);
+    op h = {.kind = OP_HELLO, .epoch = 7, .corr = shardmap_digest(&map)};
+    op_batch_add(&b, &h);
+    r = send_batch(B, &b);
+    op_batch_destroy(&b);
+    assert_int_equal(r->n, 1);
+    assert_int_equal(r->v[0].kind, OP_HELLO);
+    reply_free(r);
+    xfree(route);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -979,6 +1059,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_presence_across_peers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_silent_peer_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_operations_fail_alone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_route_by_shard_epoch, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,7 +10,19 @@
  * item) and a shard the sender is not primary of are refused (fencing), a
  * broker may not send them, malformed data is refused whole; the records
  * are in the node's RocksDB (deleted ones gone) and the node still refuses
- * to serve them (it is not their owner). */
+ * to serve them (it is not their owner).
+ * Snapshot catch-up: the chunk codec (round trip, truncations, bad headers
+ * refused); a stream the replica does not know asks for a snapshot; the
+ * replica applying snapshots drops its copy of the shards first (records
+ * absent from the snapshot are gone, its own records stay), skips batches the
+ * snapshot covers, asks for a new snapshot on a gap, refuses a shard set or
+ * chunk it may not take, and ends equal to the snapshot plus the batches
+ * after it.
+ * Per-shard fencing by the committed map (cluster.raft; the node follows a
+ * metamap given with node_follow_metamap): a replica takes a shard's items
+ * only from that shard's primary in the map, at the shard's epoch there, and
+ * only for shards it holds a copy of; after a promotion the old primary's
+ * items are refused, after the shard's epoch went up those of the old epoch. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,6 +40,8 @@
 #include "linktls.h"
 #include "log.h"
 #include "mem.h"
+#include "metacmd.h"
+#include "metamap.h"
 #include "node.h"
 #include "ops.h"
 #include "replbatch.h"
@@ -137,6 +151,72 @@ static void test_codec_bounds(void **state)
     assert_int_equal(replbatch_open(&r, NULL, 0, &count), -1);
 }
 
+static void test_chunk_codec(void **state)
+{
+    (void)state;
+    uint8_t set[REPLCHUNK_SHARD_SET] = {0};
+    set[0] = 0x81;
+    set[REPLCHUNK_SHARD_SET - 1] = 0x80;
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    replchunk_head h = {.flags = REPLCHUNK_FIRST, .snapshot = 9, .resume = 77, .shards = set};
+    replchunk_begin(&b, &h);
+    repl_item a = {.shard = 7, .epoch = 3, .version = 12, .name = sv("rec/a"), .data = sv("{\"x\":1}")};
+    repl_item c = {.shard = 4095, .epoch = 3, .version = 0, .name = sv("rec/c"), .data = sv("{}")};
+    replchunk_add(&b, &a);
+    replchunk_add(&b, &c);
+    assert_int_equal(replchunk_count(&b), 2);
+    replbatch_reader r;
+    replchunk_head got;
+    uint32_t count;
+    assert_int_equal(replchunk_open(&r, b.data, b.size, &got, &count), 0);
+    assert_int_equal(count, 2);
+    assert_int_equal(got.flags, REPLCHUNK_FIRST);
+    assert_int_equal(got.snapshot, 9);
+    assert_int_equal(got.resume, 77);
+    assert_non_null(got.shards);
+    assert_true(replchunk_has(got.shards, 0) && replchunk_has(got.shards, 7) && replchunk_has(got.shards, 4095));
+    assert_false(replchunk_has(got.shards, 1) || replchunk_has(got.shards, 4094) || replchunk_has(got.shards, 4096));
+    repl_item it;
+    assert_int_equal(replbatch_next(&r, &it), 1);
+    assert_int_equal(it.version, 12);
+    assert_memory_equal(it.name.ptr, "rec/a", 5);
+    assert_int_equal(replbatch_next(&r, &it), 1);
+    assert_int_equal(it.shard, 4095);
+    assert_int_equal(replbatch_next(&r, &it), 0);
+    for (size_t len = 0; len < b.size; len++) /* every truncation is refused */
+        assert_int_equal(replchunk_open(&r, b.data, len, &got, &count), -1);
+    char *longer = xmalloc(b.size + 1);
+    memcpy(longer, b.data, b.size);
+    longer[b.size] = 0;
+    assert_int_equal(replchunk_open(&r, longer, b.size + 1, &got, &count), -1); /* trailing bytes */
+    longer[1] = 4; /* an unknown flag */
+    assert_int_equal(replchunk_open(&r, longer, b.size, &got, &count), -1);
+    longer[1] = REPLCHUNK_LAST; /* not first: the shard set's bytes are then items that do not parse */
+    assert_int_equal(replchunk_open(&r, longer, b.size, &got, &count), -1);
+    longer[1] = REPLCHUNK_FIRST;
+    longer[0] = REPLBATCH_FORMAT; /* a batch is not a chunk */
+    assert_int_equal(replchunk_open(&r, longer, b.size, &got, &count), -1);
+    xfree(longer);
+    /* a last chunk without a set and no items; a deleted item is refused */
+    h = (replchunk_head){.flags = REPLCHUNK_LAST, .snapshot = 9, .resume = 77};
+    replchunk_begin(&b, &h);
+    assert_int_equal(b.size, REPLCHUNK_HEADER);
+    assert_int_equal(replchunk_open(&r, b.data, b.size, &got, &count), 0);
+    assert_int_equal(count, 0);
+    assert_null(got.shards);
+    assert_int_equal(got.flags, REPLCHUNK_LAST);
+    repl_item d = {.shard = 1, .epoch = 3, .version = -1, .deleted = true, .name = sv("rec/d")};
+    replchunk_add(&b, &d);
+    assert_int_equal(replchunk_open(&r, b.data, b.size, &got, &count), -1);
+    /* a count beyond the bytes */
+    replchunk_begin(&b, &h);
+    ((uint8_t *)b.data)[REPLCHUNK_HEADER - 1] = 0xff;
+    assert_int_equal(replchunk_open(&r, b.data, b.size, &got, &count), -1);
+    assert_int_equal(replchunk_open(&r, NULL, 0, &got, &count), -1);
+    msgpack_sbuffer_destroy(&b);
+}
+
 /* replicas_of: the primary first, then the next nodes; every node holds as many copies */
 static void test_replicas_of(void **state)
 {
@@ -170,12 +250,16 @@ static uint64_t seqs[256];
 
 static pthread_mutex_t tap_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t acks_delivered; /* the highest REPL_ACK delivered to PRIMARY */
+static uint64_t snap_acks_delivered; /* the highest REPL_SNAPSHOT_ACK delivered to PRIMARY */
+static op first_reply; /* the first operation of the last reply (its strings are not kept) */
 
 static int see_ack(void *arg, const op *o)
 {
     (void)arg;
     if (o->kind == OP_REPL_ACK && o->corr > acks_delivered)
         acks_delivered = o->corr;
+    if (o->kind == OP_REPL_SNAPSHOT_ACK && o->corr > snap_acks_delivered)
+        snap_acks_delivered = o->corr;
     return 0;
 }
 
@@ -203,7 +287,7 @@ static int setup(void **state)
     cfg.replicas = 2;
     assert_int_equal(shardmap_init_even(&map, 2, 5), 0);
     memset(seqs, 0, sizeof(seqs));
-    acks_delivered = 0;
+    acks_delivered = snap_acks_delivered = 0;
     nd = node_start(&cfg, NULL, NULL, &map, 1); /* node index 1: the replica of node 0's shards */
     assert_non_null(nd);
     node_tap_deliveries(nd, on_delivery, NULL);
@@ -254,6 +338,7 @@ static uint32_t send1(uint64_t from, op o, uint64_t *value)
     assert_non_null(r.msg);
     assert_int_equal(op_batch_each(nng_msg_body(r.msg), nng_msg_len(r.msg), keep_reply, &r), 0);
     uint32_t kind = r.n > 0 ? r.v[0].kind : 0;
+    first_reply = r.n > 0 ? r.v[0] : (op){0};
     if (value != NULL)
         *value = r.n == 0 ? 0 : kind == OP_ERROR ? r.v[0].error : r.v[0].corr;
     nng_msg_free(r.msg);
@@ -290,12 +375,17 @@ static uint32_t send_batch(uint64_t seq, bool start, uint64_t epoch, uint64_t it
     return kind;
 }
 
-static uint64_t delivered(void)
+static uint64_t delivered_of(const uint64_t *v)
 {
     pthread_mutex_lock(&tap_lock);
-    uint64_t v = acks_delivered;
+    uint64_t x = *v;
     pthread_mutex_unlock(&tap_lock);
-    return v;
+    return x;
+}
+
+static uint64_t delivered(void)
+{
+    return delivered_of(&acks_delivered);
 }
 
 /* Waits (5 s at most) for the delivered acknowledgement to reach seq. */
@@ -304,6 +394,47 @@ static void wait_acked(uint64_t seq)
     for (int i = 0; i < 500 && delivered() < seq; i++)
         usleep(10000);
     assert_true(delivered() >= seq);
+}
+
+/* The same for snapshot chunks. */
+static void wait_chunk_acked(uint64_t no)
+{
+    for (int i = 0; i < 500 && delivered_of(&snap_acks_delivered) < no; i++)
+        usleep(10000);
+    assert_true(delivered_of(&snap_acks_delivered) >= no);
+}
+
+/* The shards node 0 is primary of (node 1, this node, holds their copies). */
+static void primary_set(uint8_t set[REPLCHUNK_SHARD_SET])
+{
+    memset(set, 0, REPLCHUNK_SHARD_SET);
+    for (uint32_t sh = 0; sh < SHARD_COUNT; sh++)
+        if (shardmap_owner(&map, sh) == 0)
+            set[sh / 8] |= (uint8_t)(1u << (sh % 8));
+}
+
+/* A REPL_SNAPSHOT chunk `no` of snapshot `snapshot` from node 0 (epoch 5),
+ * flags REPLCHUNK_*, its records names[i] -> datas[i] at versions[i]; set:
+ * the shard set of a first chunk (NULL: node 0's). */
+static uint32_t send_chunk(uint64_t no, uint64_t snapshot, uint64_t resume, uint8_t flags, const char **names,
+                           const int64_t *versions, const char **datas, int n, const uint8_t *set, uint64_t *value)
+{
+    uint8_t mine[REPLCHUNK_SHARD_SET];
+    primary_set(mine);
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    replchunk_head h = {.flags = flags, .snapshot = snapshot, .resume = resume, .shards = set ? set : mine};
+    replchunk_begin(&b, &h);
+    for (int i = 0; i < n; i++) {
+        repl_item it = {.shard = shard_of(names[i], strlen(names[i])), .epoch = 5, .version = versions[i],
+                        .name = sv(names[i]), .data = sv(datas[i])};
+        replchunk_add(&b, &it);
+    }
+    op o = {.kind = OP_REPL_SNAPSHOT, .corr = no, .orig = 1, .epoch = 5, .has_data = true,
+            .data = {b.data, (uint32_t)b.size}};
+    uint32_t kind = send1(PRIMARY, o, value);
+    msgpack_sbuffer_destroy(&b);
+    return kind;
 }
 
 static void test_replica_stream(void **state)
@@ -316,9 +447,17 @@ static void test_replica_stream(void **state)
     name_on(0, "rep/a", a, sizeof(a));
     name_on(0, "rep/b", b, sizeof(b));
     name_on(1, "rep/m", mine, sizeof(mine));
-    /* a new stream starts only at a START batch: asked for one (resync from 0) */
+    /* a new stream starts only with a snapshot: a batch, START or not, asks for one */
     assert_int_equal(send_batch(1, false, 5, 5, a, 1, "{\"v\":1}", &v), OP_REPL_RESYNC);
-    assert_int_equal(v, 0);
+    assert_int_equal(v, 1);
+    assert_true(first_reply.flags & OP_FLAG_REPL_SNAPSHOT);
+    assert_int_equal(first_reply.orig, OP_REPL_BATCH);
+    assert_int_equal(send_batch(1, true, 5, 5, a, 1, "{\"v\":1}", &v), OP_REPL_RESYNC);
+    assert_true(first_reply.flags & OP_FLAG_REPL_SNAPSHOT);
+    /* an empty snapshot (nothing written before batch 1) starts it */
+    assert_int_equal(send_chunk(1, 1, 0, REPLCHUNK_FIRST | REPLCHUNK_LAST, NULL, NULL, NULL, 0, NULL, &v),
+                     OP_REPL_SNAPSHOT_ACK);
+    wait_chunk_acked(1);
     assert_int_equal(send_batch(1, true, 5, 5, a, 1, "{\"v\":1}", &v), OP_REPL_ACK);
     wait_acked(1);
     assert_int_equal(send_batch(2, false, 5, 5, b, 4, "{\"b\":4}", &v), OP_REPL_ACK);
@@ -383,13 +522,244 @@ static void test_replica_stream(void **state)
     assert_non_null(nd);
 }
 
+/* Writes name -> data at version straight into the store of the stopped node. */
+static void seed(storage *st, const char *name, int64_t version, const char *data)
+{
+    storage_batch *b = storage_batch_new();
+    storage_batch_put(b, name, strlen(name), version, data, strlen(data));
+    char err[256];
+    assert_int_equal(storage_batch_commit(st, b, true, err, sizeof(err)), 0);
+    storage_batch_free(b);
+}
+
+/* 1 with *version and the data equal to want (NULL: absent) */
+static void expect(storage *st, const char *name, int64_t want_version, const char *want)
+{
+    int64_t version;
+    char *data;
+    size_t len;
+    int found = storage_get(st, name, strlen(name), &version, &data, &len);
+    if (want == NULL) {
+        assert_int_equal(found, 0);
+        return;
+    }
+    assert_int_equal(found, 1);
+    assert_int_equal(version, want_version);
+    assert_string_equal(data, want);
+    xfree(data);
+}
+
+static void test_replica_snapshot(void **state)
+{
+    (void)state;
+    char a[32], b[32], c[32], d[32], e[32], f[32], stale[32], own[32];
+    name_on(0, "snap/a", a, sizeof(a));
+    name_on(0, "snap/b", b, sizeof(b));
+    name_on(0, "snap/c", c, sizeof(c));
+    name_on(0, "snap/d", d, sizeof(d));
+    name_on(0, "snap/e", e, sizeof(e));
+    name_on(0, "snap/f", f, sizeof(f));
+    name_on(0, "snap/stale", stale, sizeof(stale));
+    name_on(1, "snap/own", own, sizeof(own));
+    /* what the node held before: a record of node 0's shards the primary no longer has, and one of its own */
+    node_stop(nd);
+    char err[256];
+    storage *st = storage_open(dir, err, sizeof(err));
+    assert_non_null(st);
+    seed(st, stale, 3, "{\"old\":true}");
+    seed(st, own, 1, "{\"own\":1}");
+    storage_close(st);
+    nd = node_start(&cfg, NULL, NULL, &map, 1);
+    assert_non_null(nd);
+    node_tap_deliveries(nd, on_delivery, NULL);
+    uint64_t v;
+    op hello = {.kind = OP_HELLO, .epoch = map.epoch, .action = LINK_ROLE_NODE};
+    assert_int_equal(send1(PRIMARY, hello, &v), OP_HELLO);
+
+    /* a chunk that does not begin a snapshot, on a stream it does not know: asks for one */
+    const char *n1[] = {a};
+    const int64_t v1[] = {1};
+    const char *d1[] = {"{\"a\":1}"};
+    assert_int_equal(send_chunk(2, 1, 0, 0, n1, v1, d1, 1, NULL, &v), OP_REPL_RESYNC);
+    assert_true(first_reply.flags & OP_FLAG_REPL_SNAPSHOT);
+    assert_int_equal(first_reply.orig, OP_REPL_SNAPSHOT);
+    assert_int_equal(v, 2);
+    /* refused whole: garbage, a number that is not the snapshot's, a set with a shard of node 1's own */
+    op bad = {.kind = OP_REPL_SNAPSHOT, .corr = 1, .orig = 1, .epoch = 5, .has_data = true, .data = sv("garbage")};
+    assert_int_equal(send1(PRIMARY, bad, &v), OP_ERROR);
+    assert_int_equal(v, OP_ERR_MALFORMED);
+    assert_int_equal(send_chunk(2, 1, 0, REPLCHUNK_FIRST, n1, v1, d1, 1, NULL, &v), OP_ERROR);
+    assert_int_equal(v, OP_ERR_MALFORMED);
+    uint8_t wrong[REPLCHUNK_SHARD_SET];
+    primary_set(wrong);
+    uint32_t theirs = shard_of(own, strlen(own));
+    wrong[theirs / 8] |= (uint8_t)(1u << (theirs % 8));
+    assert_int_equal(send_chunk(1, 1, 0, REPLCHUNK_FIRST, n1, v1, d1, 1, wrong, &v), OP_ERROR);
+    assert_int_equal(v, OP_ERR_WRONG_SHARD);
+    const char *nown[] = {own};
+    assert_int_equal(send_chunk(1, 1, 0, REPLCHUNK_FIRST, nown, v1, d1, 1, NULL, &v), OP_ERROR);
+    assert_int_equal(v, OP_ERR_WRONG_SHARD);
+
+    /* snapshot 1 (chunks 1-2, resuming after batch 0): a, b, c; then batch 1: d */
+    const char *n2[] = {a, b};
+    const int64_t v2[] = {1, 1};
+    const char *d2[] = {"{\"a\":1}", "{\"b\":1}"};
+    assert_int_equal(send_chunk(1, 1, 0, REPLCHUNK_FIRST, n2, v2, d2, 2, NULL, &v), OP_REPL_SNAPSHOT_ACK);
+    assert_int_equal(send_chunk(1, 1, 0, REPLCHUNK_FIRST, n2, v2, d2, 2, NULL, &v), OP_REPL_SNAPSHOT_ACK); /* again */
+    assert_int_equal(send_batch(1, false, 5, 5, d, 1, "{\"d\":1}", &v), OP_REPL_RESYNC); /* before its last chunk */
+    assert_true(first_reply.flags & OP_FLAG_REPL_SNAPSHOT);
+    const char *n3[] = {c};
+    const char *d3[] = {"{\"c\":1}"};
+    assert_int_equal(send_chunk(2, 1, 0, REPLCHUNK_LAST, n3, v1, d3, 1, NULL, &v), OP_REPL_SNAPSHOT_ACK);
+    wait_chunk_acked(2);
+    assert_int_equal(send_batch(1, false, 5, 5, d, 1, "{\"d\":1}", &v), OP_REPL_ACK);
+    wait_acked(1);
+
+    /* snapshot 2 (chunks 3-4, resuming after batch 1): a at 5, e; batch 1 again is covered, batch 2 waits */
+    const char *n4[] = {a};
+    const int64_t v4[] = {5};
+    const char *d4[] = {"{\"a\":5}"};
+    assert_int_equal(send_chunk(3, 3, 1, REPLCHUNK_FIRST, n4, v4, d4, 1, NULL, &v), OP_REPL_SNAPSHOT_ACK);
+    assert_int_equal(send_batch(1, false, 5, 5, d, 1, "{\"d\":1}", &v), OP_REPL_ACK); /* covered */
+    assert_int_equal(send_batch(2, false, 5, 5, f, 1, "{\"f\":1}", &v), OP_REPL_RESYNC);
+    assert_true(first_reply.flags & OP_FLAG_REPL_SNAPSHOT);
+    assert_int_equal(send_chunk(5, 3, 1, 0, n4, v4, d4, 1, NULL, &v), OP_REPL_RESYNC); /* a gap */
+    assert_true(first_reply.flags & OP_FLAG_REPL_SNAPSHOT);
+    assert_int_equal(send_chunk(2, 1, 0, REPLCHUNK_LAST, n3, v1, d3, 1, NULL, &v), OP_REPL_SNAPSHOT_ACK); /* older */
+    const char *n5[] = {e};
+    const int64_t v5[] = {2};
+    const char *d5[] = {"{\"e\":2}"};
+    assert_int_equal(send_chunk(4, 3, 1, REPLCHUNK_LAST, n5, v5, d5, 1, NULL, &v), OP_REPL_SNAPSHOT_ACK);
+    wait_chunk_acked(4);
+    assert_int_equal(send_batch(2, false, 5, 5, f, 1, "{\"f\":1}", &v), OP_REPL_ACK);
+    wait_acked(2);
+    /* the question is answered in kind (and with the chunks durable) */
+    op ask = {.kind = OP_REPL_ACK, .orig = 1, .epoch = 5};
+    assert_int_equal(send1(PRIMARY, ask, &v), OP_REPL_ACK);
+    assert_int_equal(v, 2);
+
+    /* the store equals snapshot 2 plus batch 2; its own record stays */
+    node_stop(nd);
+    nd = NULL;
+    st = storage_open(dir, err, sizeof(err));
+    assert_non_null(st);
+    expect(st, a, 5, "{\"a\":5}");
+    expect(st, e, 2, "{\"e\":2}");
+    expect(st, f, 1, "{\"f\":1}");
+    expect(st, b, 0, NULL);
+    expect(st, c, 0, NULL);
+    expect(st, d, 0, NULL);
+    expect(st, stale, 0, NULL);
+    expect(st, own, 1, "{\"own\":1}");
+    storage_close(st);
+    nd = node_start(&cfg, NULL, NULL, &map, 1); /* for teardown */
+    assert_non_null(nd);
+}
+
+/* ---------------- fencing by the committed map ---------------- */
+
+static void apply_ok(metamap *mm, meta_cmd c)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    assert_int_equal(metacmd_encode(&c, &sb), 0);
+    assert_int_equal(metamap_apply_bytes(mm, sb.data, sb.size), META_OK);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void add_member(metamap *mm, uint16_t id, const char *name)
+{
+    char req[32], del[32], raft[32];
+    snprintf(req, sizeof(req), "tcp://127.0.0.1:%u", 100u * id + 1);
+    snprintf(del, sizeof(del), "tcp://127.0.0.1:%u", 100u * id + 2);
+    snprintf(raft, sizeof(raft), "127.0.0.1:%u", 100u * id + 3);
+    apply_ok(mm, (meta_cmd){.kind = META_ADD_NODE, .node = id, .name = name, .name_len = (uint32_t)strlen(name),
+                            .request = req, .request_len = (uint32_t)strlen(req), .delivery = del,
+                            .delivery_len = (uint32_t)strlen(del), .raft = raft, .raft_len = (uint32_t)strlen(raft)});
+}
+
+static void test_replica_fencing_by_map(void **state)
+{
+    (void)state;
+    uint64_t v;
+    op hello = {.kind = OP_HELLO, .epoch = map.epoch, .action = LINK_ROLE_NODE};
+    assert_int_equal(send1(PRIMARY, hello, &v), OP_HELLO);
+    char kept[32], moved[32], dropped[32], raised[32];
+    name_on(0, "fence/k", kept, sizeof(kept));
+    name_on(0, "fence/m", moved, sizeof(moved));
+    name_on(0, "fence/d", dropped, sizeof(dropped));
+    name_on(0, "fence/r", raised, sizeof(raised));
+    uint32_t sk = shard_of(kept, strlen(kept)), sm = shard_of(moved, strlen(moved)),
+             sd = shard_of(dropped, strlen(dropped)), sr = shard_of(raised, strlen(raised));
+    assert_true(sk != sm && sk != sd && sk != sr && sm != sd && sm != sr && sd != sr);
+    /* the static layout at epoch 5 (node 0 = member 1 primary, this node = member 2 its replica) */
+    metamap *mm = xmalloc(sizeof(*mm));
+    metamap_init(mm);
+    add_member(mm, 1, "node1");
+    add_member(mm, 2, "node2");
+    apply_ok(mm, (meta_cmd){.kind = META_SPREAD, .ncopies = 2, .epoch = 5});
+    for (uint32_t sh = 0; sh < SHARD_COUNT; sh++)
+        assert_int_equal(mm->shards[sh].copies[0], shardmap_owner(&map, sh) + 1);
+    /* moved: this node is its primary now (epoch 6); dropped: no copy here;
+     * raised: back on member 1 at epoch 7 (promoted away and back) */
+    apply_ok(mm, (meta_cmd){.kind = META_PROMOTE, .shard = sm, .epoch = 5, .node = 2});
+    apply_ok(mm, (meta_cmd){.kind = META_DROP_COPY, .shard = sd, .epoch = 5, .node = 2});
+    apply_ok(mm, (meta_cmd){.kind = META_PROMOTE, .shard = sr, .epoch = 5, .node = 2});
+    apply_ok(mm, (meta_cmd){.kind = META_SET_INSYNC, .shard = sr, .epoch = 6, .insync = {2, 1}, .ninsync = 2});
+    apply_ok(mm, (meta_cmd){.kind = META_PROMOTE, .shard = sr, .epoch = 6, .node = 1});
+    assert_true(mm->shards[sr].epoch == 7 && mm->shards[sr].copies[0] == 1 && mm->shards[sr].copies[1] == 2);
+    node_follow_metamap(nd, mm);
+    /* the stream starts (an empty snapshot of the shards member 1 is primary of, with a copy here) */
+    uint8_t set[REPLCHUNK_SHARD_SET] = {0};
+    for (uint32_t sh = 0; sh < SHARD_COUNT; sh++)
+        if (mm->shards[sh].ncopies == 2 && mm->shards[sh].copies[0] == 1)
+            set[sh / 8] |= (uint8_t)(1u << (sh % 8));
+    assert_int_equal(send_chunk(1, 1, 0, REPLCHUNK_FIRST | REPLCHUNK_LAST, NULL, NULL, NULL, 0, set, &v),
+                     OP_REPL_SNAPSHOT_ACK);
+    wait_chunk_acked(1);
+    assert_int_equal(send_batch(1, true, 5, 5, kept, 1, "{\"k\":1}", &v), OP_REPL_ACK);
+    wait_acked(1);
+    /* a shard this node is primary of now: the old primary's items are refused, at any epoch */
+    assert_int_equal(send_batch(2, false, 5, 5, moved, 1, "{}", &v), OP_ERROR);
+    assert_int_equal(v, OP_ERR_WRONG_EPOCH); /* its epoch 5 is below the shard's 6 */
+    assert_int_equal(send_batch(2, false, 5, 6, moved, 1, "{}", &v), OP_ERROR);
+    assert_int_equal(v, OP_ERR_WRONG_SHARD); /* at the right epoch, still not its primary */
+    /* a shard this node holds no copy of */
+    assert_int_equal(send_batch(2, false, 5, 5, dropped, 1, "{}", &v), OP_ERROR);
+    assert_int_equal(v, OP_ERR_WRONG_SHARD);
+    /* a shard whose epoch went up: the old epoch's items are a stale primary's; the new one's are taken */
+    assert_int_equal(send_batch(2, false, 5, 5, raised, 1, "{}", &v), OP_ERROR);
+    assert_int_equal(v, OP_ERR_WRONG_EPOCH);
+    assert_int_equal(send_batch(2, false, 5, 8, raised, 1, "{}", &v), OP_ERROR);
+    assert_int_equal(v, OP_ERR_WRONG_EPOCH); /* above the map this node has: it is behind */
+    assert_int_equal(send_batch(2, false, 5, 7, raised, 3, "{\"r\":3}", &v), OP_REPL_ACK);
+    wait_acked(2);
+    /* the static map alone would have taken every one of them: the committed map decides */
+    node_stop(nd);
+    nd = NULL;
+    char err[256];
+    storage *st = storage_open(dir, err, sizeof(err));
+    assert_non_null(st);
+    expect(st, kept, 1, "{\"k\":1}");
+    expect(st, raised, 3, "{\"r\":3}");
+    expect(st, moved, 0, NULL);
+    expect(st, dropped, 0, NULL);
+    storage_close(st);
+    nd = node_start(&cfg, NULL, NULL, &map, 1); /* for teardown */
+    assert_non_null(nd);
+    xfree(mm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_codec_round_trip),
         cmocka_unit_test(test_codec_bounds),
+        cmocka_unit_test(test_chunk_codec),
         cmocka_unit_test(test_replicas_of),
         cmocka_unit_test_setup_teardown(test_replica_stream, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replica_snapshot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replica_fencing_by_map, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

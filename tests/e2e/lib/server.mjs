@@ -195,12 +195,13 @@ export function namesOn (node, nodes, prefix, n) {
 export const sleep = ms => new Promise(resolve => setTimeout(resolve, ms))
 
 // Polls fn until it returns truthy or the timeout passes.
+// what: the condition's name, or a function giving it with diagnostics, called on timeout
 export async function until (fn, what, timeout = 5000) {
   const started = Date.now()
   for (;;) {
     const v = await fn()
     if (v) return v
-    if (Date.now() - started > timeout) throw new Error(`timeout: ${what}`)
+    if (Date.now() - started > timeout) throw new Error(`timeout: ${typeof what === 'function' ? what() : what}`)
     await sleep(20)
   }
 }
