@@ -17,9 +17,18 @@
  *   again could take back a write the client made since, from the corrected
  *   version, that the owner accepts (its own update never reaches it).
  *
- * Bounds: CONVERGE_NAMES names per session. A name that is neither pending nor
- * corrected is not kept. Beyond the bound the least recently used name that is
- * not pending goes (its next refusal is corrected again); when every name is
+ * - a write of the session's that applies (converge_applied) settles the name:
+ *   its copy is the record's then, nothing pending or corrected is left;
+ * - a correction read (converge_reading .. converge_read_done) brings back the
+ *   record as it was when the owner read it. When the session wrote the name
+ *   meanwhile (converge_wrote), that state is older than what the client holds
+ *   and would roll its copy back (its next write then reuses a version): it is
+ *   held back (converge_read_done says so; counted). A copy still ahead after
+ *   that is corrected by the INVALID_VERSION its next write gets.
+ *
+ * Bounds: CONVERGE_NAMES names per session. A name that is neither pending,
+ * corrected nor being read is not kept. Beyond the bound the least recently
+ * used name that is not pending and has no read out goes (its next refusal is corrected again); when every name is
  * pending, the session is marked overflowed for the name's node instead, and
  * every record it holds from that node is pushed when the node is back. Only
  * sessions with a name or an overflow are kept; a session's table goes when it
@@ -37,6 +46,8 @@ typedef struct conv_name {
     int li;         /* the node link owning it */
     bool pending;   /* refused or lost while its node was down: pushed when it is back */
     bool corrected; /* a correction went out since the session's last refused write to it */
+    bool wrote;     /* the session wrote it while a correction read was out */
+    uint16_t reads; /* correction reads out (read_to_correct), answered or failed one by one */
     uint64_t used;  /* recency (the clock), for eviction */
 } conv_name;
 
@@ -51,6 +62,7 @@ struct converge {
     dict *sessions; /* session id -> conv_session */
     uint64_t clock;
     uint64_t overflows; /* times a session overflowed (a counter) */
+    uint64_t held;      /* correction reads held back: the session wrote meanwhile (a counter) */
 };
 
 converge *converge_new(void)
@@ -109,14 +121,29 @@ static void drop_if_empty(converge *c, conv_session *cs)
         free_session(dict_del(c->sessions, &cs->id, sizeof(cs->id)));
 }
 
+/* Whether e still says something: pending, corrected or being read. */
+static bool holds(const conv_name *e)
+{
+    return e->pending || e->corrected || e->reads > 0;
+}
+
+/* Removes e from cs, and cs from c, once they say nothing any more. */
+static void settle(converge *c, conv_session *cs, conv_name *e)
+{
+    if (holds(e))
+        return;
+    remove_at(cs, (uint32_t)(e - cs->names));
+    drop_if_empty(c, cs);
+}
+
 /* A new entry for name in cs, making room by evicting the least recently used
- * name that is not pending; NULL when every name is pending. */
+ * name that is not pending and has no read out; NULL when there is none. */
 static conv_name *add(converge *c, conv_session *cs, strview name, int li)
 {
     if (cs->n == CONVERGE_NAMES) {
         int victim = -1;
         for (uint32_t i = 0; i < cs->n; i++)
-            if (!cs->names[i].pending && (victim < 0 || cs->names[i].used < cs->names[victim].used))
+            if (!cs->names[i].pending && cs->names[i].reads == 0 && (victim < 0 || cs->names[i].used < cs->names[victim].used))
                 victim = (int)i;
         if (victim < 0)
             return NULL;
@@ -153,10 +180,57 @@ void converge_rearm(converge *c, uint64_t sid, strview name)
     if (e == NULL)
         return;
     e->corrected = false;
-    if (!e->pending) {
-        remove_at(cs, (uint32_t)(e - cs->names));
-        drop_if_empty(c, cs);
+    settle(c, cs, e);
+}
+
+void converge_applied(converge *c, uint64_t sid, strview name)
+{
+    conv_session *cs = session_of(c, sid, false);
+    conv_name *e = find(cs, name);
+    if (e == NULL)
+        return;
+    e->pending = false;
+    e->corrected = false;
+    if (e->reads > 0)
+        e->wrote = true; /* what a read out brings back is older than this write */
+    settle(c, cs, e);
+}
+
+void converge_reading(converge *c, uint64_t sid, strview name, int li)
+{
+    conv_session *cs = session_of(c, sid, true);
+    conv_name *e = find(cs, name);
+    if (e == NULL && (e = add(c, cs, name, li)) == NULL) {
+        drop_if_empty(c, cs); /* no room: its state is pushed as it comes (the rare race stays) */
+        return;
     }
+    if (e->reads == 0)
+        e->wrote = false;
+    if (e->reads < UINT16_MAX)
+        e->reads++;
+    e->used = ++c->clock;
+}
+
+void converge_wrote(converge *c, uint64_t sid, strview name)
+{
+    conv_name *e = find(session_of(c, sid, false), name);
+    if (e != NULL && e->reads > 0)
+        e->wrote = true;
+}
+
+bool converge_read_done(converge *c, uint64_t sid, strview name)
+{
+    conv_session *cs = session_of(c, sid, false);
+    conv_name *e = find(cs, name);
+    if (e == NULL || e->reads == 0)
+        return true;
+    bool push = !e->wrote;
+    if (--e->reads == 0)
+        e->wrote = false;
+    if (!push)
+        c->held++;
+    settle(c, cs, e);
+    return push;
 }
 
 bool converge_correct(converge *c, uint64_t sid, strview name, int li)
@@ -196,9 +270,15 @@ static int take_session(const void *key, size_t len, void *value, void *arg)
             i++;
             continue;
         }
-        if (e->pending) /* the name moves to the caller */
-            vec_push(&t->due, ((converge_due){cs->id, e->name}));
-        else
+        if (e->pending) /* the name goes to the caller (a copy when e stays) */
+            vec_push(&t->due, ((converge_due){cs->id, e->reads > 0 ? xstrndup(e->name, e->len) : e->name}));
+        if (e->reads > 0) { /* kept for the read out; nothing else */
+            e->pending = false;
+            e->corrected = false;
+            i++;
+            continue;
+        }
+        if (!e->pending)
             xfree(e->name);
         /* what was corrected before the node came back is no proof now (it may have lost writes) */
         cs->names[i] = cs->names[--cs->n];
@@ -244,4 +324,9 @@ size_t converge_sessions(const converge *c)
 uint64_t converge_overflows(const converge *c)
 {
     return c->overflows;
+}
+
+uint64_t converge_held(const converge *c)
+{
+    return c->held;
 }

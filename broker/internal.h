@@ -479,6 +479,17 @@ void converge_lost(converge *c, uint64_t sid, strview name, int li);
  * ahead again), or one applied (what was refused before it is answered): the
  * next INVALID_VERSION correction goes out. */
 void converge_rearm(converge *c, uint64_t sid, strview name);
+/* session's write to name applied: its copy is the record's, nothing about
+ * the name is pending or corrected any more (a read out is held back). */
+void converge_applied(converge *c, uint64_t sid, strview name);
+/* A correction read of name (owned by li) went out for session; each is ended
+ * by converge_read_done, answered or failed. */
+void converge_reading(converge *c, uint64_t sid, strview name, int li);
+/* session wrote name (sent, held or refused): a read out is older than that. */
+void converge_wrote(converge *c, uint64_t sid, strview name);
+/* A correction read of name for session came back (or failed): whether its
+ * state may be pushed, false when the session wrote the name meanwhile. */
+bool converge_read_done(converge *c, uint64_t sid, strview name);
 /* Whether a correction of session's copy of name (owned by li) goes out now:
  * false when one went out since its last refused write (recorded as sent). */
 bool converge_correct(converge *c, uint64_t sid, strview name, int li);
@@ -494,6 +505,7 @@ void converge_due_free(converge_due *due, size_t n);
 void converge_forget(converge *c, uint64_t sid); /* the session closed */
 size_t converge_sessions(const converge *c);         /* sessions with something to converge */
 uint64_t converge_overflows(const converge *c);      /* times a session went over CONVERGE_NAMES */
+uint64_t converge_held(const converge *c);           /* correction reads held back (converge_read_done) */
 
 /* ---------------- loop.c ---------------- */
 

@@ -299,6 +299,8 @@ static void writer_identity(const session *s, op *o)
 static void handle_write(records *r, session *s, const RecordMessage *m)
 {
     bool write_ack = m->has_iswriteack && m->iswriteack;
+    if (s->converging) /* a correction read out for the name is older now */
+        converge_wrote(r->conv, s->id, sv_of(m->name));
     if (m->data != NULL && strlen(m->data) > (size_t)r->e->cfg->record_max_size) {
         reply_error(s, ACT(RECORD_UPDATE_ERROR), m->name, m->correlationid, m->action, write_ack);
         write_refused(r, s, sv_of(m->name), false);
@@ -502,10 +504,17 @@ static bool is_subscribe(int action)
 static void push_state(records *r, session *s, const char *name, int64_t version, const char *data);
 
 /* The state a correction read (CORRECT_CORR, push_due) brought back for one
- * session: pushed unless the copy was corrected meanwhile (converge_correct). */
+ * session: pushed unless the session wrote the name since the read went out
+ * (the state is older than its copy: held back) or the copy was corrected
+ * meanwhile (converge_correct). */
 static void on_correct_read(records *r, const op *o, const char *name, const char *data)
 {
     session *s = sessions_get(r->e->sessions, o->session);
+    if (!converge_read_done(r->conv, o->session, o->name)) {
+        log_info("records-correction-held", "session=%llu name=%s version=%lld (written since the read)",
+                 (unsigned long long)o->session, name, (long long)o->version);
+        return;
+    }
     if ((o->flags & OP_FLAG_ERROR) || o->version < 0 || data == NULL || !has_copy(r, s, o->name))
         return; /* (a deleted record: its deletion reached the subscribers) */
     if (converge_correct(r->conv, s->id, o->name, links_owner(r->e->links, o->name)))
@@ -702,8 +711,8 @@ static void on_broadcast(records *r, const op *o, const char *name, const char *
         session *s = h[i].ptr;
         if (!own || s->id != o->session) /* the writer already has it */
             session_send(s, f);
-        else if (s->converging) /* its write applied: what it had refused before is answered */
-            converge_rearm(r->conv, s->id, o->name);
+        else if (s->converging) /* its write applied: its copy is the record's */
+            converge_applied(r->conv, s->id, o->name);
     }
     frame_unref(f);
     xfree(path);
@@ -721,8 +730,11 @@ static void read_to_correct(records *r, session *s, strview name)
     if (!has_copy(r, s, name))
         return;
     op o = {.kind = OP_RECORD_READ, .action = ACT(READ), .name = name, .session = s->id, .corr = CORRECT_CORR};
+    int li = links_owner(r->e->links, name);
     if (links_submit(r->e->links, &o, NULL) < 0)
-        converge_lost(r->conv, s->id, name, links_owner(r->e->links, name));
+        converge_lost(r->conv, s->id, name, li);
+    else
+        converge_reading(r->conv, s->id, name, li);
 }
 
 struct held_on {
@@ -796,6 +808,8 @@ static int records_fail(void *self, const op *o)
     if (o->kind == OP_RECORD_WRITE || (o->kind == OP_RECORD_READ && o->corr == CORRECT_CORR)) {
         /* its writer's copy may be ahead now: corrected when the node is back */
         session *w = sessions_get(r->e->sessions, o->session);
+        if (o->kind == OP_RECORD_READ && o->session != 0)
+            converge_read_done(r->conv, o->session, o->name);
         if (w != NULL && o->session != 0)
             write_refused(r, w, o->name, true);
         if (o->kind == OP_RECORD_READ) { /* a correction's read: nobody waits for it */
@@ -842,6 +856,8 @@ static void records_metrics(void *self, FILE *f)
             converge_sessions(r->conv));
     fprintf(f, "# TYPE eddy_records_converge_overflows_total counter\neddy_records_converge_overflows_total %llu\n",
             (unsigned long long)converge_overflows(r->conv));
+    fprintf(f, "# TYPE eddy_records_corrections_held_total counter\neddy_records_corrections_held_total %llu\n",
+            (unsigned long long)converge_held(r->conv));
 }
 
 static void records_deliver(void *self, const op *o)
