@@ -1,9 +1,11 @@
 // durability.test.mjs - acknowledged writes survive SIGKILL with their versions;
 // records created before login and records held across a server restart
-// resynchronise the way the client expects (SUBSCRIBEANDHEAD, READ, CREATEANDUPDATE).
+// resynchronise the way the client expects (SUBSCRIBEANDHEAD, READ, CREATEANDUPDATE);
+// a crash (a fatal signal) writes a backtrace and still dies of its signal.
 import { test, describe, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
-import { startServer, until, MODE } from './lib/server.mjs'
+import { rmSync } from 'node:fs'
+import { startServer, until, MODE, BIN } from './lib/server.mjs'
 import { connect, newClient, closeAll } from './lib/client.mjs'
 
 describe(`durability (${MODE})`, () => {
@@ -98,6 +100,21 @@ describe(`durability (${MODE})`, () => {
     } finally {
       await closeAll()
       await server.stop()
+    }
+  })
+
+  // A sanitizer build reports crashes itself (the handler is not installed there); haproxy
+  // mode's processes are cluster.sh's.
+  test('a fatal signal writes a backtrace, then the process dies of it', { skip: MODE === 'haproxy' || /asan|tsan/.test(BIN) }, async () => {
+    const server = await startServer()
+    try {
+      const { code, signal } = await server.edge.stop('SIGSEGV')
+      assert.equal(signal, 'SIGSEGV', `exit ${code}/${signal}:\n${server.edge.stderr}`)
+      assert.match(server.edge.stderr, /eddy: fatal signal SIGSEGV \(segmentation fault\); backtrace follows/)
+      assert.match(server.edge.stderr, /eddy\(\+0x[0-9a-f]+\)/, 'frames of eddy itself, with offsets')
+    } finally {
+      await server.kill()
+      rmSync(server.dataDir, { recursive: true, force: true })
     }
   })
 })
