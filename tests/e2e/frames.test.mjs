@@ -167,7 +167,9 @@ describe(`slow consumers (${MODE})`, () => {
       await sleep(20)
     }
     await until(() => /session-closed session=\d+ reason=slow-consumer/.test(server.stderr()), 'slow consumer dropped', 15000)
-    await until(() => got.length === 5000, 'the reading subscriber got everything', 15000)
+    // (30 s, and what it got: it timed out once at 15 s under ASan with two test files at once)
+    await until(() => got.length === 5000, () => `the reading subscriber got everything (got ${got.length} of 5000; ` +
+      `the server's loss lines: ${server.stderr().split('\n').filter(l => /gap|lost|dropped|slow-consumer/.test(l)).slice(0, 5).join(' | ') || 'none'})`, 30000)
     assert.equal(server.stderr().match(/reason=slow-consumer/g).length, 1, 'only the slow one')
     slow.close()
   })
