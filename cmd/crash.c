@@ -20,6 +20,7 @@
 #endif
 #endif
 
+#ifndef CRASH_SANITIZED
 #define CRASH_FRAMES 64
 
 static const struct {
@@ -58,6 +59,7 @@ static void on_fatal(int sig)
     signal(sig, SIG_DFL);
     raise(sig);
 }
+#endif
 
 void crash_report_install(void)
 {
