@@ -357,7 +357,8 @@ fuzz-short:
 # apply+persist; permission checks; backend round trips; a cluster with 1 and 2
 # brokers; a backend resuming an event stream after 100k missed events, beside receiving them live;
 # login storms (1000 clients at once, then reconnecting) per auth type,
-# beside deepstream; a cluster with plain and with TLS links (tests/bench/links-tls.sh).
+# beside deepstream; a cluster with plain and with TLS links (tests/bench/links-tls.sh);
+# replicated writes (replicas 1 against 2, cluster.raft) and 10 failovers timed.
 bench: all $(BUILD)/bench_node $(BUILD)/bench_rules $(BUILD)/bench_backend $(BUILD)/bench_resume $(BUILD)/bench_validate npm-deps
 	bash tests/bench/side-by-side.sh $(BUILD)
 	bash tests/bench/http-api.sh $(BUILD)
@@ -372,6 +373,8 @@ bench: all $(BUILD)/bench_node $(BUILD)/bench_rules $(BUILD)/bench_backend $(BUI
 	bash tests/bench/changesets.sh $(BUILD)
 	node tests/bench/cluster-brokers.mjs $(BUILD)/eddy
 	node tests/bench/logins.mjs $(BUILD)
+	bash tests/bench/replication.sh --raft $(BUILD)
+	bash tests/bench/failover.sh $(BUILD) 10
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz

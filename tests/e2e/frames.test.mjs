@@ -160,16 +160,20 @@ describe(`slow consumers (${MODE})`, () => {
     slow.ws._socket.pause() // stop reading: the kernel buffers fill, then the server's queue
     const pub = await connect(server.url)
     const payload = 'x'.repeat(4000)
-    // 20 MB in bursts of 400 kB: a reading client's queue stays well under the 1 MB bound,
-    // the paused one fills the kernel's buffers and then its queue
-    for (let burst = 0; burst < 50; burst++) {
-      for (let i = 0; i < 100; i++) pub.event.emit('flood', payload)
-      await sleep(20)
+    // 20 MB in bursts of 200 kB: the paused client fills the kernel's buffers and then its
+    // queue. Each burst waits until the reading subscriber has all the bursts before it, so its
+    // queue stays well under the 1 MB bound however slow the machine (unpaced, under ASan in
+    // cluster mode with CI's load, the reading subscriber fell 1 MB behind and was closed too).
+    const losses = () => server.stderr().split('\n').filter(l => /gap|lost|dropped|queue-full|refused|slow-consumer/.test(l))
+      .slice(0, 5).join(' | ') || 'none'
+    for (let burst = 0; burst < 100; burst++) {
+      for (let i = 0; i < 50; i++) pub.event.emit('flood', payload)
+      await until(() => got.length >= burst * 50, () => `the reading subscriber keeps up (got ${got.length} ` +
+        `after burst ${burst}; the server's loss lines: ${losses()})`, 15000)
     }
     await until(() => /session-closed session=\d+ reason=slow-consumer/.test(server.stderr()), 'slow consumer dropped', 15000)
-    // (30 s, and what it got: it timed out once at 15 s under ASan with two test files at once)
     await until(() => got.length === 5000, () => `the reading subscriber got everything (got ${got.length} of 5000; ` +
-      `the server's loss lines: ${server.stderr().split('\n').filter(l => /gap|lost|dropped|slow-consumer/.test(l)).slice(0, 5).join(' | ') || 'none'})`, 30000)
+      `the server's loss lines: ${losses()})`, 15000)
     assert.equal(server.stderr().match(/reason=slow-consumer/g).length, 1, 'only the slow one')
     slow.close()
   })
