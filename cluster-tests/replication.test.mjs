@@ -19,6 +19,8 @@
 // acknowledged write on node3; (4) with a small backlog bound
 // (EDDY_REPLICA_BACKLOG) a paused node3 falls beyond it (replica-needs-snapshot)
 // and after SIGCONT catches up by snapshot, then the same check.
+// Two of the first test's writers write over the HTTP API (POST /api): its
+// answers, too, wait for the replica.
 // Without replication (--replicas 1) the first test fails: node3 has none of
 // node2's records; without snapshots the third and fourth do (node3 has
 // nothing of what was written before it came back, or stays out of sync).
@@ -112,6 +114,34 @@ async function startWriters (url, names) {
   return state
 }
 
+// HTTP writers (issue 15: an HTTP write answers only once it is replicated):
+// one loop per record posting `write` with the next version to the broker's
+// POST /api; they share the websocket writers' state, so the same kill and
+// check covers them.
+function startHttpWriters (url, names, state) {
+  const api = url.replace(/^ws/, 'http').replace(/\/deepstream$/, '/api')
+  for (const [w, name] of names.entries()) {
+    state.loops.push((async () => {
+      let version = 0
+      for (let k = 1; state.writing; k++) {
+        state.inflight[name] = { k, version: version + 1 }
+        try {
+          const r = await fetch(api, {
+            method: 'POST',
+            headers: { 'Content-Type': 'application/json' },
+            body: JSON.stringify({ body: [{ topic: 'record', action: 'write', recordName: name, version: version + 1, data: { h: w, k } }] })
+          })
+          const answer = await r.json()
+          if (answer.result !== 'SUCCESS') throw new Error(JSON.stringify(answer))
+        } catch { await sleep(50); continue }
+        version++
+        state.acked[name] = { version, k }
+        state.count++
+      }
+    })())
+  }
+}
+
 // Kills node2 while the writers write, then starts node1 and node3 again with
 // a map at epoch 2 in which node3 owns node2's shards (no replication), and
 // checks every acknowledged write with a fresh reader.
@@ -161,8 +191,9 @@ describe('cluster: replicated shards (cluster.replicas 2)', () => {
   test('every acknowledged write is durable on the replica: the primary killed, the replica owns its shards', async () => {
     const c = await startCluster()
     try {
-      const names = namesOn(2, NODES, 'repl/', 6)
-      const writers = await startWriters(c.broker, names)
+      const names = namesOn(2, NODES, 'repl/', 8)
+      const writers = await startWriters(c.broker, names.slice(0, 6))
+      startHttpWriters(c.broker, names.slice(6), writers)
       // node3 first gets a snapshot of node2's shards (writes meanwhile are in it, not in batches)
       await until(async () => metric(await c.metrics(1), 'eddy_node_replication_in_sync{replica="node3"}') === 1,
         'node3 in sync after its first snapshot', 30000)
@@ -171,8 +202,9 @@ describe('cluster: replicated shards (cluster.replicas 2)', () => {
       const m = await c.metrics(1)
       assert.ok(metric(m, 'eddy_node_replication_records_total{replica="node3"}') >= 600, m)
       assert.equal(metric(m, 'eddy_node_replication_in_sync{replica="node3"}'), 1)
+      assert.ok(names.slice(6).every(n => writers.acked[n]?.version > 0), 'the HTTP writers wrote')
       const checked = await failOverByHand(c, writers)
-      console.log(`# ${writers.count} acknowledged writes to ${checked} records of node2, all on node3`)
+      console.log(`# ${writers.count} acknowledged writes to ${checked} records of node2 (2 of them by HTTP), all on node3`)
     } finally { await finish(c) }
   })
 
