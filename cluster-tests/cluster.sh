@@ -2,7 +2,7 @@
 # cluster.sh - run an eddy cluster on this machine: N nodes and M brokers as
 # separate processes on 127.0.0.1 (free ports), optionally behind haproxy.
 #
-#   cluster.sh up     --dir DIR [--nodes N] [--brokers M] [--replicas N] [--raft] [--lb] [--lb-tls PEM] [--tls]
+#   cluster.sh up     --dir DIR [--nodes N] [--brokers M] [--replicas N] [--raft|--no-raft] [--lb] [--lb-tls PEM] [--tls]
 #                     [--bin PATH] [-- extra eddy flags]
 #   cluster.sh down   --dir DIR
 #   cluster.sh status --dir DIR
@@ -18,9 +18,12 @@
 # haproxy terminating TLS with PEM, a certificate chain and its key in one file) and
 # DIR/cluster.yml (the shared cluster map). Each process logs to DIR/NAME.log.
 #
-# --replicas N: cluster.replicas (copies of each shard). --raft: cluster.raft, the nodes run
-# the metadata group; each node gets a free port for its Raft transport (the raft field of
-# its cluster.yml entry), kept by `start NAME`. Both go into DIR/cluster.yml.
+# --replicas N: cluster.replicas (copies of each shard; eddy's default is 2 with 2 or more
+# nodes). cluster.raft is eddy's default, auto: with 3 or more nodes the nodes run the
+# metadata group (failure detection and failover); --raft turns it on for fewer, --no-raft
+# off (a static map: a node that is down takes its shards with it). Each node gets a free
+# port for its Raft transport either way (the raft field of its cluster.yml entry), kept by
+# `start NAME`. All of it goes into DIR/cluster.yml.
 #
 # --tls: the nng links are tls+tcp:// with certificates made in DIR/tls by
 # deploy/tls/eddy-certs.sh (a CA, nodeN, brokerN, backend); DIR/backend.env holds
@@ -33,7 +36,7 @@ all_args=("$@")
 cmd=${1:-}; shift || true
 name=""
 if [[ $cmd == kill || $cmd == start || $cmd == pause || $cmd == resume ]]; then name=${1:-}; shift || true; fi
-dir="" nodes=3 brokers=2 lb=0 lb_tls="" tls=0 replicas="" raft=0 extra=()
+dir="" nodes=3 brokers=2 lb=0 lb_tls="" tls=0 replicas="" raft=auto extra=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --dir) dir=$2; shift 2 ;;
@@ -43,7 +46,8 @@ while [[ $# -gt 0 ]]; do
     --lb-tls) lb=1; lb_tls=$2; shift 2 ;;
     --tls) tls=1; shift ;;
     --replicas) replicas=$2; shift 2 ;;
-    --raft) raft=1; shift ;;
+    --raft) raft=true; shift ;;
+    --no-raft) raft=false; shift ;;
     --bin) bin=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "cluster.sh: unknown argument $1" >&2; exit 2 ;;
@@ -122,6 +126,24 @@ unhealthy() { # NAME LOG: says so with the log's last lines (a caller may delete
   exit 1
 }
 
+# NODE_INDEX: until the node answers `eddy ctl cluster status` with a Raft
+# leader, a lease it may serve under and every shard assigned (30 s): the
+# metadata group has bootstrapped the map, so writes are taken from the start.
+wait_settled() {
+  local addr status
+  addr=$(sed -n "${1}p" "$dir/nodes")
+  for _ in $(seq 150); do
+    # shellcheck disable=SC2046
+    status=$(env $(cat "$dir/backend.env") "$bin" ctl --cluster "$addr" --timeout 1000 cluster status --json 2>/dev/null) || true
+    if [[ $status == *'"assignedShards":4096'* && $status == *'"leader":'[0-9]* && $status == *'"lease":{"valid":true'* ]]; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "cluster.sh: node$1's metadata group did not settle; its last status: ${status:-none}" >&2
+  return 1
+}
+
 wait_health() { # PORT [https]: until /health-check answers 200 (20 s)
   for _ in $(seq 200); do
     curl -kfs -o /dev/null "${2:-http}://127.0.0.1:$1/health-check" && return 0
@@ -140,7 +162,7 @@ up)
   {
     echo "cluster:"
     [[ -n $replicas ]] && echo "  replicas: $replicas"
-    [[ $raft == 1 ]] && echo "  raft: true"
+    [[ $raft != auto ]] && echo "  raft: $raft"
     echo "  nodes:"
   } >"$dir/cluster.yml"
   : >"$dir/nodes"
@@ -157,7 +179,7 @@ up)
   fi
   for i in $(seq "$nodes"); do
     free_port rq; free_port dl; free_port mt
-    rf=""; if [[ $raft == 1 ]]; then free_port rp; rf=", raft: \"127.0.0.1:$rp\""; fi
+    free_port rp; rf=", raft: \"127.0.0.1:$rp\""
     echo "$scheme://127.0.0.1:$rq" >>"$dir/nodes"
     echo "http://127.0.0.1:$mt/metrics" >>"$dir/node-metrics"
     echo "$mt" >"$dir/node$i.metrics-port"
@@ -195,6 +217,9 @@ up)
   for i in $(seq "$nodes"); do
     wait_health "$(cat "$dir/node$i.metrics-port")" || unhealthy "node$i" "$dir/node$i.log"
   done
+  if [[ $raft == true || ( $raft == auto && $nodes -ge 3 ) ]]; then
+    for i in $(seq "$nodes"); do wait_settled "$i" || unhealthy "node$i" "$dir/node$i.log"; done
+  fi
   for i in $(seq "$brokers"); do
     wait_health "$(cat "$dir/broker$i.port")" || unhealthy "broker$i" "$dir/broker$i.log"
   done

@@ -37,7 +37,7 @@ const T = 2000
 async function startCluster ({ raft = true, t = T } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'eddy-failover-'))
   const args = ['up', '--dir', dir, '--nodes', String(NODES), '--brokers', '1', '--bin', BIN, '--replicas', '2']
-  if (raft) args.push('--raft')
+  args.push(raft ? '--raft' : '--no-raft')
   execFileSync('bash', [SH, ...args, '--', '--node-timeout', String(t)], { encoding: 'utf8', timeout: 60000 })
   const sh = (...a) => execFileAsync('bash', [SH, ...a, '--dir', dir], { encoding: 'utf8', timeout: 60000 })
   const broker = readFileSync(join(dir, 'brokers'), 'utf8').trim()

@@ -131,9 +131,12 @@ describe('cluster: rebalancing primaries home', () => {
   })
 
   test('without cluster.rereplicate the delay brings a rejoined node its copies, then its shards', async () => {
-    c = startCluster({ name: 'rebalance-plain', replicas: null, flags: ['--node-timeout', '2000', '--rebalance-delay', '2000'] })
+    // eddy's defaults: cluster.raft auto (on with 3 nodes), cluster.replicas 2
+    c = startCluster({ name: 'rebalance-plain', replicas: null, raft: null, flags: ['--node-timeout', '2000', '--rebalance-delay', '2000'] })
     await settled(c, [0, 1, 2], 'the map bootstrapped on every node')
-    assert.equal((await c.status(0)).replicasConfigured, 2, 'cluster.replicas defaults to 2 with raft')
+    const defaults = await c.status(0)
+    assert.equal(defaults.raft, true, 'cluster.raft auto is on with 3 nodes')
+    assert.equal(defaults.replicasConfigured, 2, 'cluster.replicas defaults to 2 with 3 nodes')
     const names = namesOn(2, NODES, 'rbp/', 6)
     await writeAll(c.brokers[0], names, 'before')
     await killNode2(c, names)

@@ -1,5 +1,5 @@
-// replication.test.mjs - replicated shards, the data path (issue 18, item 2;
-// static map, no failover yet). A real cluster from cluster.sh: 3 nodes with
+// replication.test.mjs - replicated shards, the data path (issue 18, item 2)
+// on a static map (--no-raft: nothing fails over; the test moves the shards). A real cluster from cluster.sh: 3 nodes with
 // cluster.replicas 2, so each shard of node2 has its replica on node3
 // (replicas_of: the next node). Official clients write records of node2 with
 // setWithAck in loops. The proof that an acknowledged write is durable on the
@@ -58,7 +58,7 @@ function metric (text, name) {
 async function startCluster (env = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'eddy-replication-'))
   const options = { encoding: 'utf8', timeout: 60000, env: { ...process.env, ...env } }
-  execFileSync('bash', [SH, 'up', '--dir', dir, '--nodes', String(NODES), '--brokers', '1', '--bin', BIN,
+  execFileSync('bash', [SH, 'up', '--dir', dir, '--nodes', String(NODES), '--brokers', '1', '--bin', BIN, '--no-raft',
     '--', '--replicas', '2', '--replica-timeout', String(TIMEOUT_MS), '--broker-timeout', '2000'], options)
   const sh = (...args) => execFileAsync('bash', [SH, ...args, '--dir', dir], options)
   const broker = readFileSync(join(dir, 'brokers'), 'utf8').trim()

@@ -63,6 +63,8 @@ static const char *const sync_choices[] = {"always", "batch", "never", NULL};
 static const char *const balance_choices[] = {"roundrobin", "leastinflight", NULL};
 static const char *const on_timeout_choices[] = {"reject", "accept", NULL}; /* validation.onTimeout */
 static const char *const bool_choices[] = {"false", "true", NULL};
+/* a boolean whose default depends on other settings: 2 = auto (config_raft) */
+static const char *const auto_bool_choices[] = {"false", "true", "auto", NULL};
 static const char *const level_choices[] = {"debug", "info", "warn", "error", "off", NULL}; /* enum log_level */
 _Static_assert(LOG_DEBUG == 0 && LOG_ERROR == 3 && LOG_NONE == 4, "logLevel's index is its enum log_level");
 static const char *const server_choices[] = {"default", "uws", NULL};
@@ -343,8 +345,7 @@ static const cfg_entry table[] = {
     {"cluster.replicas", "--replicas", T_INT, 0, 8, "0", F(replicas), NULL,
      "copies of each shard: its primary (the owner) and replicas-1 replicas on the next nodes of the map; a "
      "write is acknowledged once every in-sync replica has it durable. 1: no replication. 0 (the default): 2 "
-     "with cluster.raft and at least 2 nodes (what automatic failover needs), else 1. At most the number of "
-     "nodes"},
+     "when cluster.nodes lists at least 2 nodes, else 1. At most the number of nodes"},
     {"cluster.replicaTimeout", "--replica-timeout", T_INT, 100, 600000, "2000", F(replica_timeout_ms), NULL,
      "ms a primary waits for a replica's acknowledgement before it stops waiting (the replica is out of sync, "
      "logged replica-out-of-sync, and catches up before it is in sync again)"},
@@ -367,12 +368,13 @@ static const cfg_entry table[] = {
      "cluster.raft: IPv4:PORT this node's Raft transport listens on when its raft address (which the other "
      "nodes dial) is not one of its own, e.g. 0.0.0.0:6024 behind a Kubernetes Service of a fixed ClusterIP. "
      "Empty: its raft address"},
-    {"cluster.raft", "--raft", T_ENUM, 0, 0, "false", F(raft), bool_choices,
-     "eddy node: run the metadata group, a Raft group of the nodes of cluster.nodes (at most 9) holding the "
-     "replicated shard map (log and snapshots in DATA/raft); each node listens on its raft address (the raft "
-     "field of its cluster.nodes entry, IPv4:PORT, else its request address's IPv4 host and port + 3). The "
-     "map starts as the static one; nothing routes by it yet (eddy ctl cluster status shows it). Brokers "
-     "ignore it"},
+    {"cluster.raft", "--raft", T_ENUM, 0, 0, "auto", F(raft), auto_bool_choices,
+     "eddy node: run the metadata group, a Raft group of the nodes of cluster.nodes (at most 9) that decides "
+     "the shard map: failure detection, failover to in-sync replicas, re-replication and rebalancing (log and "
+     "snapshots in DATA/raft). Each node listens on its raft address (the raft field of its cluster.nodes "
+     "entry, IPv4:PORT, else its request address's IPv4 host and port + 3). auto (the default): on when "
+     "cluster.nodes lists at least 3 nodes (a majority survives the loss of one), off for 1 or 2; false: the "
+     "static map alone decides and a node that is down takes its shards with it. Brokers ignore it"},
     /* cluster links: TLS (common/linktls.h; README: Security) */
     {"cluster.tls.cert", "--cluster-tls-cert", T_PATH, 0, 0, "", F(cluster_tls_cert), NULL,
      "PEM certificate this process shows on the cluster's links (nng tls+tcp:// addresses); its subject's "
@@ -913,7 +915,7 @@ static int apply_value(const setting *st, const cfg_entry *e, json_t *v)
     const char *s;
     if (json_is_string(v))
         s = json_string_value(v);
-    else if (json_is_boolean(v) && e->choices == bool_choices)
+    else if (json_is_boolean(v) && (e->choices == bool_choices || e->choices == auto_bool_choices))
         s = json_is_true(v) ? "true" : "false";
     else if (json_is_false(v) && (e->opts & O_FALSE_EMPTY))
         s = "";
@@ -1381,7 +1383,12 @@ static int validate_raft(const eddy_config *cfg, const char *role, char *err, si
     char addrs[9][64], why[512];
     for (int i = 0; i < m->count; i++) {
         if (clustermap_raft(m, i, addrs[i], sizeof(addrs[i]), why, sizeof(why)) != 0) {
-            snprintf(err, err_len, "config error: cluster.nodes: %s", why);
+            if (cfg->raft == CONFIG_RAFT_AUTO)
+                snprintf(err, err_len, "config error: cluster.nodes: %s (cluster.raft is auto, on with %d nodes: give "
+                         "each node a raft address, or set cluster.raft: false for a static map without failover)",
+                         why, m->count);
+            else
+                snprintf(err, err_len, "config error: cluster.nodes: %s", why);
             return -1;
         }
         for (int j = 0; j < i; j++)
@@ -1398,7 +1405,14 @@ int config_replicas(const eddy_config *cfg)
 {
     if (cfg->replicas > 0)
         return (int)cfg->replicas;
-    return cfg->raft && cfg->cluster.count >= 2 ? 2 : 1;
+    return cfg->cluster.count >= 2 ? 2 : 1;
+}
+
+bool config_raft(const eddy_config *cfg)
+{
+    if (cfg->raft == CONFIG_RAFT_AUTO)
+        return cfg->cluster.count >= 3;
+    return cfg->raft != 0;
 }
 
 int config_validate(const eddy_config *cfg, const char *role, char *err, size_t err_len)
@@ -1441,7 +1455,10 @@ int config_validate(const eddy_config *cfg, const char *role, char *err, size_t 
                  "many nodes (cluster.nodes has %d)", config_replicas(cfg), m->count);
         return -1;
     }
-    if (cfg->raft && strcmp(role, "broker") != 0 && validate_raft(cfg, role, err, err_len) != 0)
+    if (cfg->raft == 1 && strcmp(role, "broker") != 0 && validate_raft(cfg, role, err, err_len) != 0)
+        return -1;
+    if (cfg->raft == CONFIG_RAFT_AUTO && strcmp(role, "node") == 0 && config_raft(cfg) &&
+        validate_raft(cfg, role, err, err_len) != 0)
         return -1;
     return 0;
 }

@@ -154,7 +154,7 @@ typedef struct eddy_config {
     int64_t replicas;           /* cluster.replicas: copies of each shard (1: the primary alone; 0: config_replicas decides) */
     int64_t replica_timeout_ms; /* cluster.replicaTimeout: a replica silent this long stops holding writes back */
     int64_t node_timeout_ms;    /* cluster.nodeTimeout: a node unheard this long by the Raft leader is failed over */
-    int64_t raft;               /* cluster.raft: the nodes run the metadata group (node/meta.c) */
+    int64_t raft;               /* cluster.raft: 0, 1 or CONFIG_RAFT_AUTO; read it with config_raft() */
     char *raft_bind;            /* cluster.raftBind: the Raft transport listens here ("": its raft address) */
     int64_t rebalance_delay_ms; /* cluster.rebalanceDelay: a shard away from home this long goes home (0: never by itself) */
     int64_t rereplicate;        /* cluster.rereplicate: the leader re-replicates under-replicated shards */
@@ -189,8 +189,15 @@ int config_set_flag(eddy_config *cfg, const char *flag, const char *value, char 
  * ("standalone", "broker", "node"). Returns 0 or -1 with a message in err. */
 int config_validate(const eddy_config *cfg, const char *role, char *err, size_t err_len);
 /* cluster.replicas as it applies: the value set, or for 0 (the default) 2
- * with cluster.raft and at least 2 nodes, else 1. */
+ * when cluster.nodes lists at least 2 nodes, else 1. */
 int config_replicas(const eddy_config *cfg);
+/* cluster.raft's "auto" (the default) */
+#define CONFIG_RAFT_AUTO 2
+/* Whether a node runs the metadata group: cluster.raft as set, or for auto
+ * when cluster.nodes lists at least 3 nodes (a Raft majority survives the
+ * loss of one of them; with 2 nodes it would not, and the survivor's lease
+ * would stop its writes). */
+bool config_raft(const eddy_config *cfg);
 /* Prints the flag reference (for --help). */
 void config_print_flags(void);
 /* Whether strategy i answers a login it refuses (reportInvalidParameters) or

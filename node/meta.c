@@ -334,7 +334,7 @@ meta_node *meta_start(const eddy_config *cfg, const shardmap *static_map, unsign
                                       .delivery = cm->nodes[i].delivery, .raft = m->raft[i]};
         if (clustermap_raft(cm, i, m->raft[i], sizeof(m->raft[i]), why, sizeof(why)) != 0) {
             m->raft[i][0] = '\0'; /* raft off: none (the status shows none) */
-            if (cfg->raft) {
+            if (config_raft(cfg)) {
                 snprintf(err, err_len, "cluster.nodes: %s", why);
                 goto fail;
             }
@@ -342,7 +342,7 @@ meta_node *meta_start(const eddy_config *cfg, const shardmap *static_map, unsign
         m->nnodes++;
     }
     static_metamap(m);
-    if (!cfg->raft)
+    if (!config_raft(cfg))
         return m;
 
     metaraft_voter voters[METARAFT_MAX_VOTERS];

@@ -14,13 +14,15 @@ export const SH = resolve('cluster-tests/cluster.sh')
 export const BIN = resolve(process.env.EDDY_BIN || 'build/eddy')
 export const execFileAsync = promisify(execFile)
 
-// Starts NODES nodes and `brokers` brokers with --raft and --replicas (null:
-// cluster.replicas left to its default); `flags` go to every eddy process
-// (after --). Returns the handle the helpers take.
-export function startCluster ({ name = 'raft', nodes = 3, brokers = 1, replicas = 2, flags = [] } = {}) {
+// Starts NODES nodes and `brokers` brokers with --replicas (null:
+// cluster.replicas left to its default) and cluster.raft: true (--raft), false
+// (--no-raft) or null (eddy's default, auto: on with 3 or more nodes); `flags`
+// go to every eddy process (after --). Returns the handle the helpers take.
+export function startCluster ({ name = 'raft', nodes = 3, brokers = 1, replicas = 2, raft = true, flags = [] } = {}) {
   const dir = mkdtempSync(join(tmpdir(), `eddy-${name}-`))
   execFileSync('bash', [SH, 'up', '--dir', dir, '--nodes', String(nodes), '--brokers', String(brokers), '--bin', BIN,
-    ...(replicas === null ? [] : ['--replicas', String(replicas)]), '--raft', '--', ...flags], { encoding: 'utf8', timeout: 60000 })
+    ...(replicas === null ? [] : ['--replicas', String(replicas)]), ...(raft === null ? [] : [raft ? '--raft' : '--no-raft']),
+    '--', ...flags], { encoding: 'utf8', timeout: 60000 })
   const sh = (...a) => execFileAsync('bash', [SH, ...a, '--dir', dir], { encoding: 'utf8', timeout: 60000 })
   const read = f => readFileSync(join(dir, f), 'utf8').trim().split('\n')
   const c = { dir, sh, brokers: read('brokers'), nodes: read('nodes') }

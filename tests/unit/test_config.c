@@ -223,39 +223,65 @@ static int raft_yaml(const char *nodes, const char *role, const char *extra)
     return rc;
 }
 
-/* cluster.replicas 0 (the default) is 2 with raft and 2+ nodes, else 1; a value set is kept. */
+/* cluster.replicas 0 (the default) is 2 with 2+ nodes, else 1; a value set
+ * is kept. cluster.raft auto (the default) is on with 3+ nodes. */
 static void test_replicas_default(void **state)
 {
     (void)state;
+    const char *one = "cluster:\n  nodes:\n"
+                      "    - {id: a, request: 'tcp://10.0.0.1:6021', delivery: 'tcp://10.0.0.1:6022'}\n";
     const char *two = "cluster:\n  nodes:\n"
                       "    - {id: a, request: 'tcp://10.0.0.1:6021', delivery: 'tcp://10.0.0.1:6022'}\n"
                       "    - {id: b, request: 'tcp://10.0.0.2:6021', delivery: 'tcp://10.0.0.2:6022'}\n";
-    const char *one = "cluster:\n  nodes:\n"
-                      "    - {id: a, request: 'tcp://10.0.0.1:6021', delivery: 'tcp://10.0.0.1:6022'}\n";
-    struct { const char *yaml; const char *raft, *replicas; int want; } cases[] = {
-        {two, "false", NULL, 1}, {two, "true", NULL, 2}, {one, "true", NULL, 1},
-        {two, "true", "1", 1},   {two, "false", "2", 2},
+    const char *three = "cluster:\n  nodes:\n"
+                        "    - {id: a, request: 'tcp://10.0.0.1:6021', delivery: 'tcp://10.0.0.1:6022'}\n"
+                        "    - {id: b, request: 'tcp://10.0.0.2:6021', delivery: 'tcp://10.0.0.2:6022'}\n"
+                        "    - {id: c, request: 'tcp://10.0.0.3:6021', delivery: 'tcp://10.0.0.3:6022'}\n";
+    struct { const char *yaml; const char *raft, *replicas; int want; bool raft_on; } cases[] = {
+        {one, NULL, NULL, 1, false},     {two, NULL, NULL, 2, false},      {three, NULL, NULL, 2, true},
+        {two, "false", NULL, 2, false},  {two, "true", NULL, 2, true},     {one, "true", NULL, 1, true},
+        {two, "true", "1", 1, true},     {two, "false", "2", 2, false},    {three, "false", NULL, 2, false},
+        {three, "auto", "3", 3, true},   {three, NULL, "1", 1, true},      {one, "auto", NULL, 1, false},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         eddy_config c = defaults();
         assert_int_equal(c.replicas, 0);
+        assert_int_equal(c.raft, CONFIG_RAFT_AUTO);
         const char *p = write_yaml(cases[i].yaml);
         assert_int_equal(config_load_file(&c, p, err, sizeof(err)), 0);
         unlink(p);
-        assert_int_equal(config_set_flag(&c, "--raft", cases[i].raft, err, sizeof(err)), 0);
+        if (cases[i].raft != NULL)
+            assert_int_equal(config_set_flag(&c, "--raft", cases[i].raft, err, sizeof(err)), 0);
         if (cases[i].replicas != NULL)
             assert_int_equal(config_set_flag(&c, "--replicas", cases[i].replicas, err, sizeof(err)), 0);
         assert_int_equal(config_replicas(&c), cases[i].want);
+        assert_int_equal(config_raft(&c), cases[i].raft_on);
         assert_int_equal(config_validate(&c, "node", err, sizeof(err)), 0);
         config_free(&c);
     }
+    /* auto with 3 nodes named by host: the nodes cannot derive raft addresses; the error says both ways out */
+    const char *named = "cluster:\n  nodes:\n"
+                        "    - {id: a, request: 'tcp://node-a:6021', delivery: 'tcp://node-a:6022'}\n"
+                        "    - {id: b, request: 'tcp://node-b:6021', delivery: 'tcp://node-b:6022'}\n"
+                        "    - {id: c, request: 'tcp://node-c:6021', delivery: 'tcp://node-c:6022'}\n";
+    eddy_config c = defaults();
+    const char *p = write_yaml(named);
+    assert_int_equal(config_load_file(&c, p, err, sizeof(err)), 0);
+    unlink(p);
+    assert_int_equal(config_validate(&c, "node", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "cluster.raft is auto"));
+    assert_non_null(strstr(err, "cluster.raft: false"));
+    assert_int_equal(config_validate(&c, "broker", err, sizeof(err)), 0); /* brokers ignore it */
+    assert_int_equal(config_set_flag(&c, "--raft", "false", err, sizeof(err)), 0);
+    assert_int_equal(config_validate(&c, "node", err, sizeof(err)), 0);
+    config_free(&c);
 }
 
 static void test_raft(void **state)
 {
     (void)state;
     eddy_config c = defaults();
-    assert_int_equal(c.raft, 0);
+    assert_int_equal(c.raft, CONFIG_RAFT_AUTO);
     assert_int_equal(config_set_flag(&c, "--raft", "true", err, sizeof(err)), 0);
     assert_int_equal(c.raft, 1);
     config_free(&c);
