@@ -223,6 +223,21 @@ void acks_settle(acks *a, int li, const op *answer)
         xfree(dict_del(d, key, len));
 }
 
+bool acks_unowe(acks *a, int li, const op *o)
+{
+    if (!acks_tracks(o))
+        return false;
+    dict *d = a->links[li].owed;
+    uint8_t key[OWED_KEY_MAX];
+    size_t len = key_of(key, class_of(o), o);
+    owed *w = dict_get(d, key, len);
+    if (w == NULL)
+        return false;
+    if (--w->count == 0)
+        xfree(dict_del(d, key, len));
+    return true;
+}
+
 struct fail_ctx {
     acks *a;
     uint64_t answered;

@@ -276,6 +276,10 @@ void acks_batch_answered(acks *a, int li, uint64_t seq);
 void acks_owe(acks *a, int li, const op *o);
 /* A delivery from link li: settles the request it answers, if any. */
 void acks_settle(acks *a, int li, const op *answer);
+/* Link li's node refused request o (its echo in a WRONG_SHARD error): forgets
+ * one owed answer of it. Returns true when one was owed (its requester waits
+ * still: the caller answers it), false when none was (answered already). */
+bool acks_unowe(acks *a, int li, const op *o);
 /* Link li's node went down: every owed requester is failed. Returns how many
  * were answered. */
 uint64_t acks_fail_link(acks *a, int li);

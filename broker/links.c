@@ -49,7 +49,18 @@ typedef struct node_link {
      * is sent again once it announces (OP_MAP) a version >= behind_version. */
     uint8_t *behind;      /* SHARD_COUNT / 8 bytes, or NULL */
     uint64_t behind_version;
+    /* Shards the node refused at our epoch although our map makes it their
+     * primary: it does not serve them now (cluster.raft: no lease yet after a
+     * start, or the lease lapsed while the metadata group has no leader). They
+     * are in `behind` too, and are registered again at the first heartbeat
+     * answer after retry_ms (0: no retry due), until the node takes them or a
+     * map moves them. */
+    int64_t retry_ms;
+    uint64_t not_serving; /* refusals counted (eddy_broker_not_serving_refusals_total) */
+    log_every not_serving_log;
 } node_link;
+
+#define NOT_SERVING_RETRY_MS 250 /* registrations refused by a node not serving sent again this often */
 
 #define MAP_ASK_MS 200 /* at most one MAP_QUERY this often (WRONG_SHARD redirects come in bursts) */
 
@@ -181,19 +192,67 @@ static void node_behind(node_link *l, uint32_t shard)
                  (unsigned long long)failed);
 }
 
+/* What we registered at node l for its `behind` shards is sent again, and
+ * their subscribed records read again: an update the node applied before it
+ * took our registration reached nobody here (FAILOVER rule 8's recovery). */
+static void register_behind(node_link *l)
+{
+    link_set *ls = l->ls;
+    uint8_t *shards = l->behind;
+    l->behind = NULL;
+    l->retry_ms = 0;
+    ls->moving = shards;
+    ls->hooks.resync(ls->hooks.ctx, l->index);
+    ls->hooks.recover(ls->hooks.ctx, l->index);
+    ls->moving = NULL;
+    xfree(shards);
+}
+
 /* Node l announced map version `version`: when it has caught up with the map
  * it refused shards under, they are registered there again. */
 static void caught_up(node_link *l, uint64_t version)
 {
-    link_set *ls = l->ls;
     if (l->behind == NULL || version < l->behind_version)
         return;
-    uint8_t *shards = l->behind;
-    l->behind = NULL;
-    ls->moving = shards;
-    ls->hooks.resync(ls->hooks.ctx, l->index);
-    ls->moving = NULL;
-    xfree(shards);
+    register_behind(l);
+}
+
+/* Node l refused shard at our epoch while our map makes it the primary: it
+ * does not serve the shard now (no lease). Its requesters were answered one by
+ * one (refused_request); what we registered there for the shard is sent again
+ * NOT_SERVING_RETRY_MS from now, and again after that while it refuses. */
+static void node_not_serving(node_link *l, uint32_t shard)
+{
+    shard &= SHARD_COUNT - 1;
+    if (l->behind == NULL) {
+        l->behind = xcalloc(1, SHARD_COUNT / 8);
+        l->behind_version = l->ls->map.version;
+    }
+    l->behind[shard / 8] |= (uint8_t)(1u << (shard % 8));
+    int64_t now = now_ms();
+    if (l->retry_ms == 0)
+        l->retry_ms = now + NOT_SERVING_RETRY_MS;
+    l->not_serving++;
+    uint64_t held;
+    if (log_every_due(&l->not_serving_log, now, 1000, &held))
+        log_warn("node-not-serving", "node=%s shard=%u epoch=%llu also=%llu (its primary by our map, without a "
+                 "lease: requests answered with errors, registrations sent again every %d ms)", l->node->id, shard,
+                 (unsigned long long)shardmap_shard_epoch(&l->ls->map, shard), (unsigned long long)held,
+                 NOT_SERVING_RETRY_MS);
+}
+
+/* A request node l refused (WRONG_SHARD, the request echoed in the error:
+ * orig = its kind): its requester is answered with an error now, as if the
+ * node had gone down, rather than left waiting for an answer that will not
+ * come. An owed answer is answered only while still owed (once). */
+static void refused_request(node_link *l, const op *e)
+{
+    link_set *ls = l->ls;
+    op req = {.kind = e->orig, .session = e->session, .action = e->action, .flags = e->flags, .ref = e->ref,
+              .corr = e->corr, .name = e->name, .shard = e->shard, .epoch = e->epoch};
+    if (acks_tracks(&req) && !acks_unowe(ls->acks, l->index, &req))
+        return;
+    (void)ls->hooks.fail(ls->hooks.ctx, &req);
 }
 
 /* Asks node l for its map (at most every MAP_ASK_MS): the answer comes as an OP_MAP in its reply. */
@@ -211,9 +270,15 @@ static void ask_map(node_link *l)
 static int on_answer(void *arg, const op *o)
 {
     node_link *l = arg;
+    if (o->kind == OP_ERROR && o->error == OP_ERR_WRONG_SHARD && o->orig != 0)
+        refused_request(l, o);
     if (o->kind == OP_MAP && o->has_data) {
         adopt_map(l, o->corr, o->data);
         caught_up(l, o->corr);
+    } else if (o->kind == OP_ERROR && o->error == OP_ERR_WRONG_SHARD &&
+               o->epoch == shardmap_shard_epoch(&l->ls->map, o->shard) &&
+               shardmap_owner(&l->ls->map, o->shard & (SHARD_COUNT - 1)) == (unsigned)l->index) {
+        node_not_serving(l, o->shard);
     } else if (o->kind == OP_ERROR && o->error == OP_ERR_WRONG_SHARD &&
                o->epoch > shardmap_shard_epoch(&l->ls->map, o->shard)) {
         ask_map(l); /* the node knows a newer map of that shard */
@@ -230,6 +295,8 @@ static int on_answer(void *arg, const op *o)
         uint64_t lost = stream_heartbeat(&l->stream, (uint64_t)o->version);
         if (lost > 0)
             delivery_lost(l, lost, "tail");
+        if (l->behind != NULL && l->retry_ms != 0 && now_ms() >= l->retry_ms)
+            register_behind(l); /* the shards it did not serve: does it now? */
     } else if (o->kind == OP_ERROR)
         log_warn("node-error", "node=%s error=%u name=%.*s epoch=%llu", l->node->id, o->error, (int)o->name.len,
                  o->name.ptr, (unsigned long long)o->epoch);
@@ -481,6 +548,8 @@ void links_metrics(const link_set *ls, FILE *f)
         {"eddy_delivery_lost_operations_total", "counter", "operations lost in those gaps"},
         {"eddy_delivery_late_batches_total", "counter", "batches counted lost that arrived after all"},
         {"eddy_node_refused_operations_total", "counter", "operations refused: node queue full"},
+        {"eddy_node_not_serving_refusals_total", "counter",
+         "operations the node refused as the shard's primary without a lease (cluster.raft): answered with errors"},
     };
     for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
         fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", m[k].name, m[k].help, m[k].name, m[k].type);
@@ -491,6 +560,7 @@ void links_metrics(const link_set *ls, FILE *f)
                          : k == 1 ? l->stream.gaps
                          : k == 2 ? l->stream.lost
                          : k == 3 ? l->stream.late
+                         : k == 5 ? l->not_serving
                          : local  ? 0
                                   : nodelink_refused(l->link);
             fprintf(f, "%s{node=\"%s\"} %llu\n", m[k].name, l->node->id, (unsigned long long)v);

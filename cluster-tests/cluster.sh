@@ -10,6 +10,8 @@
 #   cluster.sh start  NAME --dir DIR     (again, same ports and data)
 #   cluster.sh pause  NAME --dir DIR     (SIGSTOP: frozen, its sockets open; a stuck primary)
 #   cluster.sh resume NAME --dir DIR     (SIGCONT: it goes on where it stopped)
+#   cluster.sh settle --dir DIR          (with the metadata group on: until every node has
+#                                        a leader, a lease and every shard assigned, 30 s)
 #
 # `up` returns once every node and broker answers /health-check; it writes DIR/brokers (one
 # websocket URL per line), DIR/nodes (each node's request address, for backends:
@@ -255,6 +257,15 @@ pause|resume)
     if [[ $cmd == pause ]]; then paused "$name" && break; else paused "$name" || break; fi
     sleep 0.02
   done
+  ;;
+settle)
+  # the metadata group runs as up wrote cluster.yml: raft true, or auto with 3 or more nodes
+  count=$(wc -l <"$dir/nodes")
+  mode=$(sed -n 's/^  raft: //p' "$dir/cluster.yml"); mode=${mode:-auto}
+  bin=$(sed -n '1s/ .*//p' "$dir/node1.cmd")
+  if [[ $mode == true || ( $mode == auto && $count -ge 3 ) ]]; then
+    for i in $(seq "$count"); do wait_settled "$i" || exit 1; done
+  fi
   ;;
 start)
   [[ -f $dir/$name.cmd ]] || { echo "cluster.sh: no process $name in $dir" >&2; exit 2; }

@@ -13,7 +13,12 @@
 //   - the Raft leader killed: another leader, which fails the old one over;
 //     once it is back, a kill of another node still fails over;
 //   - two of three killed: the survivor answers its status at once, knows no
-//     leader, commits nothing (same map version after 3 T), holds no lease;
+//     leader, commits nothing (same map version after 3 T), holds no lease,
+//     and a read of its records is answered with an error at once;
+//   - a primary without a lease (started alone after all three were killed):
+//     a write is answered with an error at once; once the others are back, the
+//     broker's refused registrations are taken (a subscription delivers again)
+//     and the writer's next write succeeds;
 //   - raft off: none of this runs (no heartbeat, lease or failover metric).
 // Client traffic routed by the new map is the routing work's (brokers and
 // libeddy learning the map); here: the map, the leases and the node's refusal.
@@ -89,7 +94,8 @@ async function finish (c) {
   await closeAll()
   await c.sh('down')
   for (const f of readdirSync(c.dir).filter(f => f.endsWith('.log'))) assertNoSanitizerReport(readFileSync(join(c.dir, f), 'utf8'), f)
-  rmSync(c.dir, { recursive: true, force: true })
+  if (process.env.EDDY_KEEP) console.log(`# kept ${c.dir}`)
+  else rmSync(c.dir, { recursive: true, force: true })
 }
 
 // Polls node i's status until node `name` is down in it; returns the answer.
@@ -271,8 +277,58 @@ describe('cluster: failure detection, leases and promotion by the metadata group
       const names = namesOn(3, NODES, 'alone/rec', 1)
       const before = (c.log('node3').match(/wrong-shard/g) || []).length
       const reader = await connect(c.broker, { username: 'reader' })
-      reader.record.snapshot(names[0]).catch(() => {})
+      const asked = Date.now()
+      const outcome = await Promise.race([reader.record.snapshot(names[0]).then(() => 'served', () => 'refused'),
+        sleep(5000).then(() => 'left waiting')])
+      assert.equal(outcome, 'refused', 'the reader is answered with an error')
+      console.log(`# node3 alone: a read refused in ${Date.now() - asked} ms`)
       await until(() => (c.log('node3').match(/wrong-shard/g) || []).length > before, 'node3 refuses at once (wrong-shard)', 3000)
+      assert.match(c.log('broker1'), /node-not-serving node=node3 /)
+    } finally { await finish(c) }
+  })
+
+  // A node that runs but holds no lease (here: started alone, so its group has
+  // no majority) refuses its shards at the epoch the brokers route by. The
+  // broker answers each refused request with an error at once (the node echoes
+  // it in its refusal), and sends the refused registrations again until the
+  // node takes them: a subscription made before the restart delivers again
+  // once the others are back, without the subscriber doing anything.
+  test('a primary without a lease: requests answered with errors at once, registrations taken once it serves', async () => {
+    const c = await startCluster()
+    try {
+      await settled(c, [0, 1, 2], 'a settled cluster')
+      const [name] = namesOn(2, NODES, 'nolease/rec', 1)
+      const writer = await connect(c.broker, { username: 'writer' })
+      const subscriber = await connect(c.broker, { username: 'subscriber' })
+      const seen = []
+      const rec = subscriber.record.getRecord(name)
+      await rec.whenReady()
+      rec.subscribe(d => seen.push(d.k), false)
+      const wrec = writer.record.getRecord(name)
+      await wrec.whenReady()
+      await wrec.setWithAck({ k: 0 })
+      await until(() => seen.includes(0), 'the subscriber sees the first write')
+      for (const n of ['node1', 'node2', 'node3']) await c.sh('kill', n)
+      await c.sh('start', 'node2') // alone: no majority, no leader, no lease
+      await until(() => /node-not-serving node=node2 /.test(c.log('broker1')), 'the broker\'s registrations refused by node2', 10000)
+      // a write now: answered with an error within a moment, not left waiting
+      const asked = Date.now()
+      const outcome = await Promise.race([wrec.setWithAck({ k: 1 }).then(() => 'acknowledged', () => 'refused'),
+        sleep(5000).then(() => 'left waiting')])
+      assert.equal(outcome, 'refused', 'a write to a primary without a lease is answered with an error')
+      const refusedIn = Date.now() - asked
+      await c.sh('start', 'node1')
+      await c.sh('start', 'node3')
+      await settled(c, [0, 1, 2], 'the cluster back')
+      // the writer's next write succeeds (its copy converges), and the subscription registered again delivers it
+      let k = 2
+      await until(async () => {
+        try { await wrec.setWithAck({ k }); return true } catch { k++; return false }
+      }, 'a write acknowledged once node2 serves', 15000)
+      await until(() => seen.includes(k), `the subscriber sees k=${k} (saw ${seen.join(',')})`, 5000)
+      const m = await (await fetch(readFileSync(join(c.dir, 'brokers'), 'utf8').trim().replace(/^ws/, 'http').replace(/\/deepstream$/, '/metrics'))).text()
+      assert.ok(metric(m, 'eddy_node_not_serving_refusals_total{node="node2"}') > 0, 'refusals counted')
+      console.log(`# a write to node2 without a lease refused in ${refusedIn} ms; k=${k} delivered after the restart`)
     } finally { await finish(c) }
   })
 

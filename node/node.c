@@ -132,6 +132,13 @@ static bool owns(node *n, node_req *req, const op *o, strview name)
         return true;
     op e = {.kind = OP_ERROR, .error = OP_ERR_WRONG_SHARD, .corr = o->corr, .name = name, .epoch = epoch,
             .shard = shard};
+    if (name.ptr == o->name.ptr) { /* the request echoed (orig: its kind), so its requester is answered at once */
+        e.orig = o->kind;
+        e.session = o->session;
+        e.action = o->action;
+        e.flags = o->flags;
+        e.ref = o->ref;
+    }
     op_batch_add(req->reply, &e);
     uint64_t held;
     if (log_every_due(&n->wrong_shard_log, now_ms(), 1000, &held))

@@ -3,20 +3,20 @@
 # record writes/s and the p50/p99 acknowledgement time on a 3-node cluster
 # (cluster-tests/cluster.sh, 1 broker) with cluster.replicas 1, then 2, back
 # to back, each on a fresh cluster; prints both and the throughput ratio.
-# --raft: the nodes run the metadata group (cluster.raft) and replicate by
-# its committed map (the in-sync sets, per-shard epochs).
-# usage: tests/bench/replication.sh [--raft] [BUILD_DIR] [writers] [seconds]
+# The nodes run eddy's default, cluster.raft auto: on with 3 nodes, so they
+# replicate by the metadata group's committed map (in-sync sets, per-shard
+# epochs); --no-raft measures a static map instead (--raft is accepted too).
+# usage: tests/bench/replication.sh [--raft|--no-raft] [BUILD_DIR] [writers] [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 raft=()
-if [[ ${1:-} == --raft ]]; then raft=(--raft); shift; fi
+if [[ ${1:-} == --raft || ${1:-} == --no-raft ]]; then raft=("$1"); shift; fi
 build=${1:-build}; writers=${2:-32}; seconds=${3:-8}
 [[ -x $build/eddy ]] || make -s BUILD="$build" "$build/eddy" >/dev/null
 declare -A result
 for replicas in 1 2; do
   dir=$(mktemp -d)
   bash cluster-tests/cluster.sh up --dir "$dir" --nodes 3 --brokers 1 --bin "$build/eddy" "${raft[@]}" -- --replicas "$replicas" >/dev/null
-  [[ ${#raft[@]} -eq 0 ]] || sleep 3 # the metadata group bootstraps its map
   result[$replicas]=$(node tests/bench/replication.mjs "$(cat "$dir/brokers")" "$writers" "$seconds" || true)
   bash cluster-tests/cluster.sh down --dir "$dir" >/dev/null
   rm -rf "$dir"

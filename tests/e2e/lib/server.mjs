@@ -229,6 +229,7 @@ function startCluster ({ extra, nodeExtra, lbTls }) {
     },
     async restart () {
       for (const n of NAMES) sh('start', n)
+      sh('settle') // the nodes' metadata group has a leader again and each node its lease: they serve
       // haproxy checks the brokers every 500 ms: until it has seen one back it answers 503
       const lbHealth = url.replace(/^ws:/, 'http:').replace(/\/[^/]*$/, '/health-check')
       await until(async () => (await fetch(lbHealth).catch(() => null))?.status === 200, 'haproxy sees a broker again', 10000)
