@@ -184,6 +184,8 @@ struct reply_ctx {
     int li;
 };
 
+#define CLIENT_NOT_SERVING_RETRY_MS 250 /* registrations refused by a primary without a lease: again this often */
+
 /* One operation of a node's reply (op_batch_each). */
 static int on_answer(void *arg, const op *o)
 {
@@ -204,11 +206,18 @@ static int on_answer(void *arg, const op *o)
                  (int)o->name.len, o->name.ptr, (unsigned long long)o->epoch);
         client_settle(e, o->corr, EDDY_ERR_UNAVAILABLE, -1, NULL);
         atomic_store(&e->map_stale, true);
+        uint32_t shard = o->shard & (SHARD_COUNT - 1);
+        if (o->epoch == shardmap_shard_epoch(&e->map, shard) && shardmap_owner(&e->map, shard) == (unsigned)li &&
+            cl->retry_ms == 0) /* the primary by our map, not serving yet: what it refused is registered again */
+            cl->retry_ms = now_ms() + CLIENT_NOT_SERVING_RETRY_MS;
     } else if (o->kind == OP_HEARTBEAT && o->has_version && o->version >= 0) {
         uint64_t lost = stream_heartbeat(&cl->stream, (uint64_t)o->version);
         if (lost > 0) {
             log_error("delivery-gap", "node=%s at=tail lost_ops=%" PRIu64, e->cluster.nodes[li].id, lost);
             client_resync(e, li); /* re-reads the records it watches there */
+        } else if (cl->retry_ms != 0 && now_ms() >= cl->retry_ms) {
+            cl->retry_ms = 0;
+            client_resync(e, li); /* refused again while it still does not serve: due again */
         }
     }
     return 0;

@@ -30,6 +30,11 @@ typedef struct client_link {
     delivery_stream stream;
     uint64_t answered_seq; /* the newest batch the node replied to */
     bool refused;          /* the node runs another map */
+    /* The node refused a shard at our epoch although our map makes it the
+     * primary (cluster.raft: no lease yet after its start): everything
+     * registered there is sent again at the first heartbeat answer from this
+     * time on (0: nothing due), until it takes it. */
+    int64_t retry_ms;
 } client_link;
 
 /* A blocking call waiting for its answer (e->pending, keyed by corr). */
