@@ -56,7 +56,7 @@ typedef struct node_link {
      * answer after retry_ms (0: no retry due), until the node takes them or a
      * map moves them. */
     int64_t retry_ms;
-    uint64_t not_serving; /* refusals counted (eddy_broker_not_serving_refusals_total) */
+    uint64_t not_serving; /* refusals counted (eddy_node_not_serving_refusals_total) */
     log_every not_serving_log;
 } node_link;
 
