@@ -21,7 +21,9 @@
  * acts on the map (routing, failover). */
 #include "metaraft.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <raft.h>
 #include <raft/uv.h>
@@ -29,7 +31,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "log.h"
@@ -361,8 +365,33 @@ static void check_configuration(metaraft *mr, const metaraft_config *cfg)
               "again)", cfg->dir, logged[0] ? logged : "none", cfg->nvoters);
 }
 
+/* Whether IPv4:PORT cannot be bound because another socket holds it (what a
+ * failed start says: libraft's transport keeps the cause to itself). */
+static bool port_busy(const char *ipv4_port)
+{
+    char host[64];
+    const char *colon = strrchr(ipv4_port, ':');
+    if (colon == NULL || (size_t)(colon - ipv4_port) >= sizeof(host))
+        return false;
+    memcpy(host, ipv4_port, (size_t)(colon - ipv4_port));
+    host[colon - ipv4_port] = '\0';
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    if (inet_pton(AF_INET, host, &a.sin_addr) != 1)
+        return false;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return false;
+    int one = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    bool busy = bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 && errno == EADDRINUSE;
+    close(fd);
+    return busy;
+}
+
 metaraft *metaraft_start(const metaraft_config *cfg, char *err, size_t err_len)
 {
+    const char *listen_on;
+    bool busy;
     if (cfg->id == 0 || cfg->address == NULL || cfg->dir == NULL || cfg->nvoters == 0 ||
         cfg->nvoters > METARAFT_MAX_VOTERS) {
         snprintf(err, err_len, "metaraft: needs an id, an address, a data folder and 1-%d voters",
@@ -465,7 +494,13 @@ fail:
              reached >= 3 && mr->io.errmsg[0] ? "; storage: " : "", reached >= 3 ? mr->io.errmsg : "",
              reached >= 2 && mr->transport.errmsg[0] ? "; transport: " : "",
              reached >= 2 ? mr->transport.errmsg : "", cfg->address, mr->dir);
-    teardown(mr, reached);
+    teardown(mr, reached); /* our own listener, if any, is closed: a port still busy is another's */
+    listen_on = cfg->bind != NULL && cfg->bind[0] != '\0' ? cfg->bind : cfg->address;
+    busy = port_busy(listen_on);
+    size_t used = strlen(err);
+    if (busy && used < err_len)
+        snprintf(err + used, err_len - used, "; listen on %s: Address in use (another process holds the port)",
+                 listen_on);
     return NULL;
 }
 
