@@ -121,6 +121,9 @@ unhealthy() { # NAME LOG: says so with the log's last lines (a caller may delete
     CLUSTER_SH_ATTEMPT=$attempt bash "$0" down --dir "$dir" >/dev/null 2>&1 || true
     for f in "$dir"/*.log; do [[ -f $f ]] && mv "$f" "$f.attempt$attempt"; done
     rm -f "$dir"/*.cmd "$dir"/*.pid "$dir"/*.port "$dir"/*.metrics-port
+    # and the nodes' data: their Raft logs were bootstrapped with this attempt's raft
+    # addresses, which the next attempt changes (a node would keep dialling the old ones)
+    for n in "$dir"/node[0-9]*; do if [[ -d $n ]]; then rm -rf "$n"; fi; done
     CLUSTER_SH_ATTEMPT=$((attempt + 1)) exec bash "$0" "${all_args[@]}"
   fi
   # up: what was started goes (no caller gets a folder to bring down)
