@@ -300,7 +300,7 @@ asan: deps
 # (exitcode 66: the suites check every server's exit code); any report file
 # left at the end fails the target, even from a process a test killed.
 # tests/tsan.supp suppresses only races inside the libraries that are not
-# instrumented (RocksDB, nng), and says what else each entry could hide.
+# instrumented (RocksDB, nng, libuv's descriptors), and says what else each entry could hide.
 TSAN_BUILD   := build-tsan
 TSAN_REPORTS  = $(abspath $(TSAN_BUILD))/tsan-reports
 TSAN_ENV      = TSAN_OPTIONS='exitcode=66 second_deadlock_stack=1 history_size=4 log_path=$(TSAN_REPORTS)/report suppressions=$(abspath tests/tsan.supp)'
