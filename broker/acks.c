@@ -209,6 +209,19 @@ void acks_owe(acks *a, int li, const op *o)
     w->corr = o->corr;
 }
 
+/* Forgets one owed answer of class cls keyed by o in d; true when there was one. */
+static bool drop_one(dict *d, int cls, const op *o)
+{
+    uint8_t key[OWED_KEY_MAX];
+    size_t len = key_of(key, cls, o);
+    owed *w = dict_get(d, key, len);
+    if (w == NULL)
+        return false;
+    if (--w->count == 0)
+        xfree(dict_del(d, key, len));
+    return true;
+}
+
 void acks_settle(acks *a, int li, const op *answer)
 {
     dict *d = a->links[li].owed;
@@ -216,26 +229,12 @@ void acks_settle(acks *a, int li, const op *answer)
                   ? class_of(answer) : 0;
     if (cls == 0)
         return;
-    uint8_t key[OWED_KEY_MAX];
-    size_t len = key_of(key, cls, answer);
-    owed *w = dict_get(d, key, len);
-    if (w != NULL && --w->count == 0)
-        xfree(dict_del(d, key, len));
+    (void)drop_one(d, cls, answer);
 }
 
 bool acks_unowe(acks *a, int li, const op *o)
 {
-    if (!acks_tracks(o))
-        return false;
-    dict *d = a->links[li].owed;
-    uint8_t key[OWED_KEY_MAX];
-    size_t len = key_of(key, class_of(o), o);
-    owed *w = dict_get(d, key, len);
-    if (w == NULL)
-        return false;
-    if (--w->count == 0)
-        xfree(dict_del(d, key, len));
-    return true;
+    return acks_tracks(o) && drop_one(a->links[li].owed, class_of(o), o);
 }
 
 struct fail_ctx {
