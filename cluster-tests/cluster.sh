@@ -79,11 +79,17 @@ launch() { # NAME: start the process recorded in DIR/NAME.cmd, in the background
 }
 
 # A process that has exited is dead even while it waits to be reaped (a zombie:
-# here init reaps orphans only every few seconds).
+# here init reaps orphans only every few seconds), and so is one whose number
+# the kernel has given to another program since (its command line is not the
+# one NAME.cmd started: CI once saw a killed node "already running").
 alive() {
   [[ -f $dir/$1.pid ]] || return 1
   local pid; pid=$(cat "$dir/$1.pid")
-  kill -0 "$pid" 2>/dev/null && [[ $(sed -n 's/^.*) \(.\).*/\1/p' "/proc/$pid/stat" 2>/dev/null) != Z ]]
+  kill -0 "$pid" 2>/dev/null && [[ $(sed -n 's/^.*) \(.\).*/\1/p' "/proc/$pid/stat" 2>/dev/null) != Z ]] || return 1
+  local argv0 want
+  argv0=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -1)
+  want=$(sed -n '1s/ .*//p' "$dir/$1.cmd" 2>/dev/null)
+  [[ -z $argv0 || -z $want || $argv0 == "$want" ]]
 }
 
 # Dead and done: a killed process's leader thread turns zombie while its
@@ -248,7 +254,15 @@ status)
 kill)
   [[ -f $dir/$name.cmd ]] || { echo "cluster.sh: no process $name in $dir" >&2; exit 2; }
   alive "$name" && kill -KILL "$(cat "$dir/$name.pid")"
-  for _ in $(seq 50); do gone "$name" && break; sleep 0.1; done
+  # A killed process dies once its threads leave the kernel: one inside a slow
+  # fsync (D state) holds it there; CI saw more than 5 s on a loaded disk.
+  for _ in $(seq 300); do gone "$name" && break; sleep 0.1; done
+  if ! gone "$name"; then
+    pid=$(cat "$dir/$name.pid")
+    echo "cluster.sh: $name (pid $pid) still exists 30 s after SIGKILL: state $(sed -n 's/^.*) \(.\).*/\1/p' \
+      "/proc/$pid/stat" 2>/dev/null), waiting in $(cat "/proc/$pid/wchan" 2>/dev/null)" >&2
+    exit 1
+  fi
   ;;
 pause|resume)
   [[ -f $dir/$name.cmd ]] || { echo "cluster.sh: no process $name in $dir" >&2; exit 2; }
