@@ -372,6 +372,7 @@ bench: all $(BUILD)/bench_node $(BUILD)/bench_rules $(BUILD)/bench_backend $(BUI
 	bash tests/bench/validation.sh $(BUILD)
 	bash tests/bench/changesets.sh $(BUILD)
 	node tests/bench/cluster-brokers.mjs $(BUILD)/eddy
+	bash tests/bench/backplane.sh $(BUILD)
 	node tests/bench/logins.mjs $(BUILD)
 	bash tests/bench/replication.sh $(BUILD)
 	bash tests/bench/failover.sh $(BUILD) 10

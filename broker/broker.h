@@ -7,7 +7,7 @@
  *
  * Threads: one libwebsockets service thread owns every session, topic and
  * frame. Per node, a request thread (REQ: one batch in flight) and a delivery
- * thread (SUB) hand results to the service thread through one bounded inbound
+ * thread (one pull in flight) hand results to the service thread through one bounded inbound
  * queue and a wake-up. Password and token checks run on a pool of auth
  * workers, webhooks on one thread of their own (libcurl's multi interface). */
 #ifndef EDDY_BROKER_H

@@ -93,8 +93,8 @@ static int link_event(void *ctx, int event, int index, uint64_t seq, void *item)
     return ls->hooks.post(ls->hooks.ctx, kind[event], index, seq, item);
 }
 
-/* Operations from the node were lost (nng pub/sub drops when a queue is full,
- * a full local outbox too): the topics bring their subscribers up to date. */
+/* Operations from the node were lost (it drops what it holds for a peer that
+ * stops pulling, a full local outbox too): the topics bring their subscribers up to date. */
 static void delivery_lost(node_link *l, uint64_t lost, const char *where)
 {
     log_error("delivery-gap", "node=%s at=%s lost_ops=%llu lost_ops_total=%llu gaps_total=%llu "

@@ -6,8 +6,8 @@
 // refused during the handshake and nothing it sent is applied (the record it
 // wrote stays absent, the subscriber hears nothing); a backend certificate
 // works through eddy ctl but cannot say HELLO as a node or a broker, nor
-// announce a login; a SUB on the delivery port without a certificate reads
-// nothing. Start-up refuses credentials that do not load or fit; a node
+// announce a login; a stranger on the delivery port reads nothing (nothing
+// without a certificate, no one else's deliveries with one). Start-up refuses credentials that do not load or fit; a node
 // listening beyond loopback without TLS warns. SIGHUP rotates a node's and a
 // broker's link certificates without dropping the links up.
 import { test, describe, before, after } from 'node:test'
@@ -128,7 +128,7 @@ describe('cluster links: TLS with certificates and roles', () => {
     assert.match(r.stderr, /is a broker's \(OU=eddy-broker\); this process is a backend and needs OU=eddy-backend/)
   })
 
-  test('a SUB on the delivery port reads nothing without a certificate', async () => {
+  test('a stranger on the delivery port reads nothing: none without a certificate, only its own with one', async () => {
     const a = await connect(ws)
     const b = await connect(ws)
     b.record.getRecord('links/feed').subscribe(() => {})
@@ -139,9 +139,13 @@ describe('cluster links: TLS with certificates and roles', () => {
       const ca = ['--ca', join(certs, 'ca.crt')]
       assert.equal(await probe('--wait', '1500', ...ca, del, 'listen'), 'received 0\n')
       assert.equal(await probe('--wait', '1500', del.replace('tls+tcp://', 'tcp://'), 'listen'), 'received 0\n')
-      // the control: with a certificate of the cluster the same probe reads the stream
-      const got = Number((await probe('--wait', '1500', ...cert('broker1'), ...ca, del, 'listen')).match(/received (\d+)/)[1])
-      assert.ok(got > 10, `received ${got} with a certificate`)
+      // a certificate alone reads no one's deliveries: a pull names a peer, and the node
+      // answers only what it gathered for that peer (there is no topic to subscribe to)
+      assert.equal(await probe('--wait', '1500', ...cert('broker1'), ...ca, del, 'listen'), 'received 0\n')
+      // the control: a peer that said HELLO with its certificate reads its own (its HELLO back)
+      const got = Number((await probe('--wait', '1500', ...cert('broker1'), ...ca, '--hello', req, del, 'listen'))
+        .match(/received (\d+)/)[1])
+      assert.ok(got >= 1, `received ${got} after its HELLO`)
     } finally {
       clearInterval(timer)
     }

@@ -391,7 +391,7 @@ static const cfg_entry table[] = {
     {"test.faultDropBroadcasts", "--test-fault-drop-broadcasts", T_INT, 0, 1000000, "0",
      F(fault_drop_broadcasts), NULL,
      "tests only: a node numbers but does not send every Nth delivery batch made only of "
-     "broadcasts, as nng pub/sub drops when a queue is full (0: off)"},
+     "broadcasts, as a node drops what it holds for a peer that stops pulling (0: off)"},
 
     /* deepstream 7's config.yml (README: "Using your deepstream config.yml"); YAML only */
 #define DS_MAP(key, target) {key, NULL, T_ALIAS, 0, 0, target, 0, NULL, "deepstream's name of " target}

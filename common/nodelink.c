@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include <nng/nng.h>
-#include <nng/protocol/pubsub0/sub.h>
 #include <nng/protocol/reqrep0/req.h>
 
 #include "linktls.h"
@@ -26,14 +25,20 @@
 #define DELIVERY_STALL_MS 2000
 #define REQUEST_REDIAL_MS 3000
 #define REQUEST_REDIAL_MAX_MS 60000
+/* A pull is answered within the node's PULL_IDLE_MS (500) when the node has
+ * nothing for us; one unanswered this long went to a node that went away. */
+#define PULL_TIMEOUT_MS 2000
+#define UNKNOWN_BACKOFF_MS 50 /* the node does not know us (yet): the request side says HELLO */
 
 struct nodelink {
     nodelink_config c;
-    nng_socket req, sub;
-    nng_dialer req_dialer, sub_dialer; /* replaced by the request thread only (redial) */
+    nng_socket req, dlv; /* requests; pulls for our deliveries (REQ to the node's delivery address) */
+    bool has_req, has_dlv; /* opened (no delivery socket with no_deliveries) */
+    nng_dialer req_dialer, dlv_dialer; /* replaced by the request thread only (redial) */
     nng_aio *aio; /* the request thread's send/receive; cancelled when the node goes down */
-    pthread_t req_thread, sub_thread;
-    bool req_started, sub_started;
+    nng_aio *pull_aio; /* the delivery thread's pull; cancelled when its connection drops */
+    pthread_t req_thread, dlv_thread;
+    bool req_started, dlv_started;
     pthread_mutex_t lock;
     pthread_cond_t wake;
     op_batch filling;  /* guarded by lock */
@@ -41,7 +46,7 @@ struct nodelink {
     atomic_bool stop;
     atomic_bool delivering;
     atomic_int pipes;     /* connected REQ pipes: 0 while the node is down */
-    atomic_int sub_pipes; /* connected SUB pipes (for the log) */
+    atomic_int dlv_pipes; /* connected delivery pipes */
     uint64_t redials;     /* dialers replaced (request thread) */
     atomic_bool been_up;  /* a HELLO delivery has arrived before */
     atomic_ullong refused;
@@ -162,17 +167,26 @@ static void wait_for_work(nodelink *l, int64_t last_send)
  * Nothing says a dialer died, so a link that stays down is re-dialed. */
 static void redial(nodelink *l, bool delivery, const char *why, int64_t waited_ms)
 {
-    nng_dialer *d = delivery ? &l->sub_dialer : &l->req_dialer;
+    nng_dialer *d = delivery ? &l->dlv_dialer : &l->req_dialer;
     const char *url = delivery ? l->c.delivery_url : l->c.request_url;
     l->redials++;
     log_warn(delivery ? "node-delivery-redial" : "node-request-redial",
              "node=%s url=%s waited_ms=%lld connected=%d redials=%llu why=\"%s\"", l->c.id, url,
-             (long long)waited_ms, atomic_load(delivery ? &l->sub_pipes : &l->pipes),
+             (long long)waited_ms, atomic_load(delivery ? &l->dlv_pipes : &l->pipes),
              (unsigned long long)l->redials, why);
     nng_dialer_close(*d);
-    int rv = linktls_dial(l->c.tls, delivery ? l->sub : l->req, url, d);
+    int rv = linktls_dial(l->c.tls, delivery ? l->dlv : l->req, url, d);
     if (rv != 0)
         log_error("node-dial-failed", "node=%s at=%s error=%s", l->c.id, url, nng_strerror(rv));
+}
+
+/* The node delivers to us (its HELLO came back): from now on anything may go. */
+static void now_delivering(nodelink *l)
+{
+    atomic_store(&l->delivering, true);
+    /* back after a node restart, a disconnect or a refusal: register everything again */
+    if (atomic_exchange(&l->been_up, true))
+        emit(l, NODELINK_RESYNC, 0, NULL);
 }
 
 /* The request loop (see nodelink.h for the protocol). */
@@ -183,7 +197,8 @@ static void *request_thread(void *arg)
     op_batch_init(&sending);
     op_batch_init(&hello);
     /* the digest lets the node refuse a map that differs under the same epoch */
-    op h = {.kind = OP_HELLO, .epoch = l->c.epoch, .corr = l->c.map_digest, .action = (uint32_t)l->c.role};
+    op h = {.kind = OP_HELLO, .epoch = l->c.epoch, .corr = l->c.map_digest, .action = (uint32_t)l->c.role,
+            .flags = l->c.no_deliveries ? OP_FLAG_NO_DELIVERIES : 0};
     op_batch_add(&hello, &h);
     int64_t last_send = 0, last_hello = 0;
     int64_t answered_since = 0; /* HELLOs answered, none delivered, since then (0: not so) */
@@ -210,7 +225,8 @@ static void *request_thread(void *arg)
                 down_since = now;
                 redial_after = redial_after * 2 < REQUEST_REDIAL_MAX_MS ? redial_after * 2 : REQUEST_REDIAL_MAX_MS;
             }
-            if (answered_since != 0 && now - answered_since >= DELIVERY_STALL_MS && !atomic_load(&l->stop)) {
+            if (l->has_dlv && answered_since != 0 && now - answered_since >= DELIVERY_STALL_MS &&
+                !atomic_load(&l->stop)) {
                 redial(l, true, "the node answers our HELLOs but none reaches us on its delivery address",
                        now - answered_since);
                 answered_since = now;
@@ -241,6 +257,8 @@ static void *request_thread(void *arg)
             l->forbidden = forbidden;
             if (!reply_has(reply, OP_HELLO, 0)) /* not welcomed: nothing is published to us */
                 answered_since = 0;
+            else if (l->c.no_deliveries)
+                now_delivering(l); /* no delivery HELLO to wait for: the welcome is the word */
             else if (answered_since == 0)
                 answered_since = now;
             if (reply != NULL)
@@ -304,34 +322,76 @@ bool nodelink_is_hello(const void *body, size_t len, uint64_t peer_id)
     uint32_t count;
     op o;
     const uint8_t *p = body;
-    return len > 8 && get_be64(p) == peer_id &&
-           op_batch_open(&r, p + 8, len - 8, &origin, &seq, &count) == 0 && count > 0 &&
-           op_decode(&r, &o) == 0 && o.kind == OP_HELLO;
+    if (len <= 8 || get_be64(p) != peer_id || op_batch_open(&r, p + 8, len - 8, &origin, &seq, &count) != 0)
+        return false;
+    for (uint32_t i = 0; i < count; i++) { /* what waited for our pull may come before it */
+        int rc = op_decode(&r, &o);
+        if (rc == -1)
+            return false;
+        if (rc == 0 && o.kind == OP_HELLO)
+            return true;
+    }
+    return false;
 }
 
+/* One pull: asks the node for our deliveries and waits for its answer.
+ * Returns it (owned by the caller), or NULL with *rv set. */
+static nng_msg *pull(nodelink *l, int *rv)
+{
+    uint8_t id[8];
+    put_be64(id, l->c.peer_id);
+    nng_msg *msg;
+    if ((*rv = nng_msg_alloc(&msg, sizeof(id))) != 0)
+        return NULL;
+    memcpy(nng_msg_body(msg), id, sizeof(id));
+    nng_aio_set_timeout(l->pull_aio, PULL_TIMEOUT_MS);
+    nng_aio_set_msg(l->pull_aio, msg);
+    nng_send_aio(l->dlv, l->pull_aio);
+    nng_aio_wait(l->pull_aio);
+    if ((*rv = nng_aio_result(l->pull_aio)) != 0) {
+        nng_msg_free(nng_aio_get_msg(l->pull_aio)); /* not sent: still ours */
+        return NULL;
+    }
+    nng_recv_aio(l->dlv, l->pull_aio);
+    /* dlv_pipe_event cancels a wait it sees; this catches a drop just before it began */
+    if (atomic_load(&l->dlv_pipes) == 0)
+        nng_aio_cancel(l->pull_aio);
+    nng_aio_wait(l->pull_aio);
+    if ((*rv = nng_aio_result(l->pull_aio)) != 0)
+        return NULL;
+    return nng_aio_get_msg(l->pull_aio);
+}
+
+/* The delivery loop: one pull out at a time; each answer carries all the
+ * node gathered for us since the last (see node/peers.c). */
 static void *delivery_thread(void *arg)
 {
     nodelink *l = arg;
     while (!atomic_load(&l->stop)) {
-        nng_msg *msg;
-        int rv = nng_recvmsg(l->sub, &msg, 0);
-        if (rv == NNG_ETIMEDOUT)
-            continue;
-        if (rv != 0) {
+        int rv;
+        nng_msg *msg = pull(l, &rv);
+        if (msg == NULL) {
             if (rv == NNG_ECLOSED)
                 break;
-            log_warn("delivery-recv-failed", "node=%s error=%s", l->c.id, nng_strerror(rv));
+            if (rv != NNG_ETIMEDOUT && rv != NNG_ECANCELED)
+                log_warn("delivery-pull-failed", "node=%s error=%s", l->c.id, nng_strerror(rv));
+            if (rv != NNG_ETIMEDOUT)
+                usleep(20 * 1000); /* the connection is down: its dialer brings it back */
+            continue;
+        }
+        size_t len = nng_msg_len(msg);
+        if (len <= 8) { /* 8: nothing for us yet, pull again; 0: the node does not know us */
+            nng_msg_free(msg);
+            if (len == 0)
+                usleep(UNKNOWN_BACKOFF_MS * 1000);
             continue;
         }
         if (!atomic_load(&l->delivering) &&
-            nodelink_is_hello(nng_msg_body(msg), nng_msg_len(msg), l->c.peer_id)) {
-            atomic_store(&l->delivering, true);
-            /* back after a node restart, a disconnect or a refusal: register everything again */
-            if (atomic_exchange(&l->been_up, true))
-                emit(l, NODELINK_RESYNC, 0, NULL);
-        }
-        /* Blocks while the owner is behind: the SUB queue then fills and nng
-         * drops, which the delivery numbers reveal. */
+            nodelink_is_hello(nng_msg_body(msg), nng_msg_len(msg), l->c.peer_id))
+            now_delivering(l);
+        /* Blocks while the owner is behind: no pull goes out meanwhile, so
+         * the node holds what comes for us (up to its bound, then it drops,
+         * which the delivery numbers reveal). */
         while (l->c.handler(l->c.ctx, NODELINK_DELIVERY, l->c.index, 0, msg) != 0) {
             if (atomic_load(&l->stop)) {
                 nng_msg_free(msg);
@@ -343,12 +403,15 @@ static void *delivery_thread(void *arg)
     return NULL;
 }
 
-/* nng calls this on its own thread when a connection to the node comes or goes. */
-static void sub_pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
+/* nng calls this on its own thread when a delivery connection comes or goes. */
+static void dlv_pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
     (void)p;
     nodelink *l = arg;
-    atomic_fetch_add(&l->sub_pipes, ev == NNG_PIPE_EV_ADD_POST ? 1 : -1);
+    if (ev == NNG_PIPE_EV_ADD_POST)
+        atomic_fetch_add(&l->dlv_pipes, 1);
+    else if (atomic_fetch_sub(&l->dlv_pipes, 1) == 1)
+        nng_aio_cancel(l->pull_aio); /* the pull out on it will not be answered: pull again (or stop) */
 }
 
 static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
@@ -379,29 +442,34 @@ static int open_sockets(nodelink *l)
     step = "req0_open";
     if ((rv = nng_req0_open(&l->req)) != 0)
         goto fail;
-    step = "sub0_open";
-    if ((rv = nng_sub0_open(&l->sub)) != 0)
+    l->has_req = true;
+    if (l->c.no_deliveries)
+        goto request;
+    step = "aio_alloc";
+    if ((rv = nng_aio_alloc(&l->pull_aio, NULL, NULL)) != 0)
         goto fail;
-    uint8_t topic[8];
-    put_be64(topic, l->c.peer_id);
-    nng_socket_set(l->sub, NNG_OPT_SUB_SUBSCRIBE, topic, sizeof(topic));
-    nng_socket_set_int(l->sub, NNG_OPT_RECVBUF, 8192);
-    nng_socket_set_ms(l->sub, NNG_OPT_RECVTIMEO, 100);
-    nng_socket_set_size(l->sub, NNG_OPT_RECVMAXSZ, NODELINK_QUEUE_MAX * 4);
+    step = "req0_open";
+    if ((rv = nng_req0_open(&l->dlv)) != 0)
+        goto fail;
+    l->has_dlv = true;
+    /* an answer holds what the node gathered for us: at most its bound for a peer's held batch */
+    nng_socket_set_size(l->dlv, NNG_OPT_RECVMAXSZ, NODELINK_QUEUE_MAX * 4);
+    nng_socket_set_ms(l->dlv, NNG_OPT_REQ_RESENDTIME, 3600 * 1000); /* a lost pull times out instead */
+    nng_pipe_notify(l->dlv, NNG_PIPE_EV_ADD_POST, dlv_pipe_event, l);
+    nng_pipe_notify(l->dlv, NNG_PIPE_EV_REM_POST, dlv_pipe_event, l);
+    nng_socket_set_ms(l->dlv, NNG_OPT_RECONNMINT, 100);
+    nng_socket_set_ms(l->dlv, NNG_OPT_RECONNMAXT, 1000);
+    /* Non-blocking dials: they retry in the background until the node is up. */
+    step = l->c.delivery_url;
+    if ((rv = linktls_dial(l->c.tls, l->dlv, l->c.delivery_url, &l->dlv_dialer)) != 0)
+        goto fail;
+request:
     nng_socket_set_size(l->req, NNG_OPT_RECVMAXSZ, NODELINK_QUEUE_MAX * 4);
     nng_socket_set_ms(l->req, NNG_OPT_REQ_RESENDTIME, 3600 * 1000); /* no silent duplicates */
     nng_pipe_notify(l->req, NNG_PIPE_EV_ADD_POST, pipe_event, l);
     nng_pipe_notify(l->req, NNG_PIPE_EV_REM_POST, pipe_event, l);
-    nng_pipe_notify(l->sub, NNG_PIPE_EV_ADD_POST, sub_pipe_event, l);
-    nng_pipe_notify(l->sub, NNG_PIPE_EV_REM_POST, sub_pipe_event, l);
     nng_socket_set_ms(l->req, NNG_OPT_RECONNMINT, 100);
     nng_socket_set_ms(l->req, NNG_OPT_RECONNMAXT, 1000);
-    nng_socket_set_ms(l->sub, NNG_OPT_RECONNMINT, 100);
-    nng_socket_set_ms(l->sub, NNG_OPT_RECONNMAXT, 1000);
-    /* Non-blocking dials: they retry in the background until the node is up. */
-    step = l->c.delivery_url;
-    if ((rv = linktls_dial(l->c.tls, l->sub, l->c.delivery_url, &l->sub_dialer)) != 0)
-        goto fail;
     step = l->c.request_url;
     if ((rv = linktls_dial(l->c.tls, l->req, l->c.request_url, &l->req_dialer)) != 0)
         goto fail;
@@ -424,9 +492,11 @@ nodelink *nodelink_open(const nodelink_config *c)
     if (pthread_create(&l->req_thread, NULL, request_thread, l) != 0)
         goto fail;
     l->req_started = true;
-    if (pthread_create(&l->sub_thread, NULL, delivery_thread, l) != 0)
-        goto fail;
-    l->sub_started = true;
+    if (l->has_dlv) {
+        if (pthread_create(&l->dlv_thread, NULL, delivery_thread, l) != 0)
+            goto fail;
+        l->dlv_started = true;
+    }
     return l;
 fail:
     nodelink_close(l);
@@ -472,6 +542,8 @@ void nodelink_stop(nodelink *l)
     atomic_store(&l->stop, true);
     if (!atomic_load(&l->delivering))
         nng_aio_cancel(l->aio); /* a HELLO out to a node that does not take us: stop waiting */
+    if (l->pull_aio != NULL && atomic_load(&l->dlv_pipes) == 0)
+        nng_aio_cancel(l->pull_aio); /* a pull waiting for a connection; one out is answered within 500 ms */
     pthread_mutex_lock(&l->lock);
     pthread_cond_signal(&l->wake);
     pthread_mutex_unlock(&l->lock);
@@ -484,13 +556,17 @@ void nodelink_close(nodelink *l)
     nodelink_stop(l);
     if (l->req_started)
         pthread_join(l->req_thread, NULL); /* flushes what is queued first */
-    if (l->sub_started)
-        pthread_join(l->sub_thread, NULL);
-    /* Quiesced: no request in flight, no receive pending. Subscriber first. */
-    nng_close_bounded(l->sub, "link-sub", 2000);
-    nng_close_bounded(l->req, "link-req", 2000);
+    if (l->dlv_started)
+        pthread_join(l->dlv_thread, NULL);
+    /* Quiesced: no request in flight, no pull out. */
+    if (l->has_dlv)
+        nng_close_bounded(l->dlv, "link-dlv", 2000);
+    if (l->has_req)
+        nng_close_bounded(l->req, "link-req", 2000);
     if (l->aio != NULL)
         nng_aio_free(l->aio);
+    if (l->pull_aio != NULL)
+        nng_aio_free(l->pull_aio);
     op_batch_destroy(&l->filling);
     pthread_mutex_destroy(&l->lock);
     pthread_cond_destroy(&l->wake);

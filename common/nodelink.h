@@ -3,20 +3,26 @@
  *
  * A link owns a REQ socket driven by a request thread that sends one batch at
  * a time (every operation submitted since the last send travels in one nng
- * message) and a SUB socket driven by a delivery thread that receives what the
- * node publishes for this peer (topic = the peer id). Until the node has
- * published its HELLO to this peer, only HELLO batches go out (numbered 0), at
- * start and again after any disconnect, so no answer can be published into a
- * delivery pipe that is not up. A batch the node refuses as coming from an
+ * message) and a second REQ socket, on the node's delivery address, driven by
+ * a delivery thread that keeps one pull out: the node answers it with every
+ * delivery it gathered for this peer since the last answer (node/peers.c), so
+ * a batch crosses only the connection of the peer it is for (a PUB socket
+ * wrote each to every subscriber), and a pull unanswered for 2 s is sent
+ * again. Until the node has delivered its HELLO to this peer, only HELLO
+ * batches go out (numbered 0), at start and again after any disconnect, so
+ * no answer can be delivered into a delivery pipe that is not up. A batch the node refuses as coming from an
  * unknown peer (it restarted, or dropped us) was not applied: the link says
  * HELLO again, the owner re-registers its state (RESYNC), and the same batch
  * goes again. When idle the link sends a HEARTBEAT every 250 ms. A HELLO the
  * node refuses for our role (FORBIDDEN: our certificate is another role's) is
  * logged once, and said again every 200 ms like any unanswered one. A dialer
  * that has not brought its connection back is replaced (nng 1.5.2 gives up on
- * some failed attempts without a word): the SUB's when the node has answered
+ * some failed attempts without a word): the delivery one when the node has answered
  * our HELLOs for 2 s and none came back on it, the REQ's after 3 s without a
  * connection, then at doubling intervals up to a minute.
+ *
+ * A link made with no_deliveries opens no delivery socket and has no delivery
+ * thread: the node's answer to our HELLO says it takes us.
  *
  * What the link learns goes to the owner's handler, called on the link's
  * threads (request thread, delivery thread, or nng's pipe callback thread);
@@ -53,13 +59,16 @@ typedef struct nodelink_config {
     int index;               /* passed back to the handler */
     const char *id;          /* the node's id, for log lines */
     const char *request_url; /* REQ dials this */
-    const char *delivery_url;/* SUB dials this */
+    const char *delivery_url;/* the delivery socket dials this (pulls) */
     uint64_t peer_id;        /* our random id: batch origin and delivery topic */
     uint64_t epoch;          /* sent in HELLO */
     uint64_t map_digest;     /* sent in HELLO (shardmap_digest) */
     int reply_timeout_ms;    /* a batch unanswered this long fails (NODELINK_FAILED); 0: 10000 */
     const struct linktls *tls; /* credentials for tls+tcp:// nodes (borrowed, outlives the link), or NULL */
     int role;                /* what we say HELLO as (enum link_role): broker or backend */
+    bool no_deliveries;      /* a peer that needs none (the metadata group's links): no delivery
+                                socket and thread; the link is up once the node answers a HELLO
+                                with its own */
     nodelink_handler *handler;
     void *ctx;
 } nodelink_config;
@@ -86,7 +95,8 @@ void nodelink_stop(nodelink *l);
 /* Stops (if not yet), joins the threads, closes the sockets, frees l. NULL is fine. */
 void nodelink_close(nodelink *l);
 
-/* True when a delivery batch begins with a HELLO (the node's first word to us). */
+/* True when a delivery batch (8-byte peer id first) is for peer_id and holds a
+ * HELLO: the node says it takes us (what waited for our pull may come first). */
 bool nodelink_is_hello(const void *body, size_t len, uint64_t peer_id);
 
 typedef struct delivery_stream {

@@ -166,6 +166,9 @@ typedef struct op {
  * carries the record's version and data, with which the broker corrects the
  * writer's copy; meta carries the refusal's reason (a validator's). */
 #define OP_FLAG_CORRECT 256u
+/* HELLO: the peer never pulls deliveries (the metadata group's links): the
+ * node gathers none for it. */
+#define OP_FLAG_NO_DELIVERIES 512u
 
 /* A validator's answer (OP_VALIDATE_ANSWER action). */
 enum validate_verdict {

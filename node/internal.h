@@ -38,7 +38,7 @@
 /* ---------------- stats.c ---------------- */
 
 /* Why a delivery batch was not published. */
-enum node_drop { DROP_OUTBOX_FULL, DROP_SEND_FAILED, DROP_FAULT, DROP_KINDS };
+enum node_drop { DROP_OUTBOX_FULL, DROP_SEND_FAILED, DROP_FAULT, DROP_PEER_BEHIND, DROP_KINDS };
 
 /* What becomes of validations (validate.c), counted for /metrics. */
 enum validate_count {
@@ -53,6 +53,16 @@ enum validate_count {
     VALIDATE_COUNT_STRAY,              /* answers ignored: late, unknown, or not from the validator asked */
     VALIDATE_COUNT_NONE_CONNECTED,     /* refused at once: validation.required, and no validator connected */
     VALIDATE_COUNT_KINDS
+};
+
+/* The messages on a node's cluster links, by what they are (stats.c names
+ * them). */
+enum link_traffic {
+    LINK_REQUEST_IN,   /* request batches received (from brokers, backends, other nodes) */
+    LINK_REPLY_OUT,    /* their replies */
+    LINK_PULL_IN,      /* pulls received on the delivery address */
+    LINK_DELIVERY_OUT, /* their answers: delivery batches, or empty */
+    LINK_TRAFFIC_KINDS
 };
 
 /* What the node counts for /metrics. Written under the node's lock (the
@@ -79,6 +89,9 @@ typedef struct node_stats {
     prom_counter repl_fenced;      /* batches refused: a lower epoch, or a shard the sender is not primary of */
     prom_counter repl_snapshots;   /* snapshots from primaries begun here (their shards dropped first) */
     prom_counter repl_snapshot_records, repl_snapshot_bytes; /* records (and their bytes) written from snapshot chunks */
+    /* the backplane as this node's sockets carry it (enum link_traffic): every
+     * message it takes and writes on its request and delivery addresses */
+    prom_counter link_msgs[LINK_TRAFFIC_KINDS], link_bytes[LINK_TRAFFIC_KINDS];
 } node_stats;
 
 /* Writes st's families (all eddy_node_*) to f. Any thread. */
@@ -105,9 +118,15 @@ typedef struct peer {
     uint64_t id;
     int64_t last_seen_ms;
     uint64_t delivery_seq; /* numbers every delivery batch sent to this peer */
-    op_batch out;          /* deliveries gathered during the current request */
-    bool dirty;            /* out holds something to publish */
+    op_batch out;          /* deliveries gathered and not yet sent */
+    bool dirty;            /* in the dirty list: out is published at the end of the request */
+    bool held;             /* out waits for the peer's next pull (not in the dirty list) */
+    bool no_deliveries;    /* its HELLO said it never pulls: nothing is gathered for it */
     struct peer *next_dirty;
+    nng_msg *pull;         /* its parked pull (its header routes the answer back), or NULL */
+    int64_t pull_ms;       /* when it was parked */
+    int64_t pulled_ms;     /* when its last pull came (when it joined, before one has) */
+    struct peer *pull_prev, *pull_next; /* the parked pulls, oldest first */
     bool leaving;          /* said BYE: dropped once its batch is done */
     uint32_t pipe;         /* the nng pipe its HELLO came on (0: in-process): its batches must too */
     uint8_t role;          /* what it said HELLO as (enum link_role; its certificate's, over TLS) */
@@ -119,8 +138,16 @@ typedef struct peers peers;
  * publishes and drops is counted there). Owned by the caller. */
 peers *peers_new(const eddy_config *cfg, unsigned self, node_stats *stats);
 void peers_free(peers *ps); /* frees every peer and what the outbox holds; NULL is fine */
-/* Remote peers' deliveries are published on pub from now on. */
-void peers_set_socket(peers *ps, nng_socket pub);
+/* Remote peers' deliveries answer their pulls on dlv (raw REP) from now on. */
+void peers_set_socket(peers *ps, nng_socket dlv);
+/* Before dlv closes (the executor stopped): nothing more is sent on it. */
+void peers_unset_socket(peers *ps);
+/* Reads the pulls waiting on the delivery socket (at most a bounded number:
+ * true when more may wait), parks each with its peer and answers those whose
+ * peer has deliveries waiting (or is unknown: empty). */
+bool peers_take_pulls(peers *ps);
+/* Answers pulls parked for PULL_IDLE_MS with nothing (the peer pulls again). */
+void peers_expire_pulls(peers *ps, int64_t now);
 /* Without a socket, remote peers' delivery batches go to tap (node_tap_deliveries). */
 void peers_set_tap(peers *ps, void (*tap)(void *ctx, nng_msg *msg), void *ctx);
 peer *peers_find(const peers *ps, uint64_t id);

@@ -266,11 +266,10 @@ static int on_grant_op(void *arg, const op *o)
     return 0;
 }
 
-/* The links' threads: replies carry the grants; the rest is not ours to act on.
- * A delivery is taken (freed here): refusing one is backpressure, and the
- * link would offer it again forever, its delivery thread reading nothing
- * more (so after the other node restarted, its HELLO never arrived, no
- * heartbeat went to it, and as the new leader it declared this node down). */
+/* The links' threads: replies carry the grants; the rest is not ours to act
+ * on. The links take no deliveries (no_deliveries: the other nodes' PUB
+ * sockets would write us every batch they publish); RESYNC and DOWN carry
+ * nothing to free. */
 static int on_link(void *ctx, int event, int index, uint64_t seq, void *item)
 {
     (void)index;
@@ -278,10 +277,8 @@ static int on_link(void *ctx, int event, int index, uint64_t seq, void *item)
     if (event == NODELINK_REPLY) {
         nng_msg *msg = item;
         op_batch_each(nng_msg_body(msg), nng_msg_len(msg), on_grant_op, ctx);
-    } else if (event == NODELINK_DELIVERY) {
-        nng_msg_free(item);
+    } else if (event == NODELINK_RESYNC || event == NODELINK_DOWN)
         return 0;
-    }
     return -1; /* the link frees the item (a reply, a failed batch) */
 }
 
@@ -297,7 +294,8 @@ static int open_links(meta_node *m, const struct linktls *tls)
         nodelink_config c = {.index = i, .id = cn->id, .request_url = cn->request, .delivery_url = cn->delivery,
                              .peer_id = m->peer_id, .epoch = m->static_map->epoch,
                              .map_digest = shardmap_digest(m->static_map), .reply_timeout_ms = (int)m->timeout,
-                             .tls = tls, .role = LINK_ROLE_NODE, .handler = on_link, .ctx = m};
+                             .tls = tls, .role = LINK_ROLE_NODE, .no_deliveries = true, .handler = on_link,
+                             .ctx = m};
         if ((m->links[i] = nodelink_open(&c)) == NULL) {
             log_error("meta-link-failed", "node=%s request=%s", cn->id, cn->request);
             return -1;

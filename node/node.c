@@ -43,7 +43,6 @@
 #include <string.h>
 
 #include <nng/nng.h>
-#include <nng/protocol/pubsub0/pub.h>
 #include <nng/protocol/reqrep0/rep.h>
 
 #include "clustermap.h"
@@ -79,7 +78,7 @@ struct node {
     log_every wrong_shard_log;
     unsigned self;
     bool sockets;   /* false: no REP/PUB (an in-process broker only) */
-    nng_socket rep, pub;
+    nng_socket rep, dlv; /* requests; the delivery address (raw REP: peers' pulls) */
     char request_url[256], delivery_url[256];
     pthread_t thread;
     bool thread_started;
@@ -283,8 +282,10 @@ static void hello(node *n, node_req *req, const op *o)
         op_batch_add(req->reply, &e);
         return;
     }
-    /* Published back so the peer knows its delivery pipe is up. */
+    /* Delivered back so the peer knows its delivery pipe is up (unless it
+     * takes no deliveries: then nothing is ever gathered for it). */
     op back = {.kind = OP_HELLO, .epoch = n->map.epoch};
+    req->from->no_deliveries = (o->flags & OP_FLAG_NO_DELIVERIES) != 0;
     peer_deliver_op(n->env.peers, req->from, &back);
     op_batch_add(req->reply, &back);
 }
@@ -610,6 +611,7 @@ static void turn(node *n)
     n->busy = now_ms() - now >= BUSY_TURN_MS;
     if (n->env.replicate != NULL)
         replicate_ship(n->env.replicate, now);
+    peers_expire_pulls(n->env.peers, now);
     meta_turn(n->meta, now);
     route_follow(n);
     records_flush(n->env.records); /* what waited for a lease (or for a shard to move away) */
@@ -626,23 +628,35 @@ static void turn(node *n)
 static void *executor(void *arg)
 {
     node *n = arg;
-    int rfd = -1;
-    if (n->sockets)
+    int rfd = -1, dfd = -1;
+    if (n->sockets) {
         nng_socket_get_int(n->rep, NNG_OPT_RECVFD, &rfd);
-    struct pollfd fds[3] = {{.fd = persist_fd(n->env.persist), .events = POLLIN}, {.fd = rfd, .events = POLLIN},
-                            {.fd = n->env.replicate != NULL ? replicate_fd(n->env.replicate) : -1, .events = POLLIN}};
+        nng_socket_get_int(n->dlv, NNG_OPT_RECVFD, &dfd);
+    }
+    struct pollfd fds[4] = {{.fd = persist_fd(n->env.persist), .events = POLLIN}, {.fd = rfd, .events = POLLIN},
+                            {.fd = n->env.replicate != NULL ? replicate_fd(n->env.replicate) : -1, .events = POLLIN},
+                            {.fd = dfd, .events = POLLIN}};
+    bool more_pulls = false;
     while (!atomic_load(&n->stop)) {
         /* busy: another turn soon, the lock released meanwhile (standalone's broker takes it) */
-        poll(fds, n->sockets ? 3 : 1, n->busy || n->sweep_again ? 1 : 100);
+        poll(fds, n->sockets ? 4 : 1, n->busy || n->sweep_again || more_pulls ? 1 : 100);
         node_lock(n);
         node_settle(n, false);
+        more_pulls = peers_take_pulls(n->env.peers); /* before the requests: what they cause can go at once */
         nng_msg *msg;
         int rv = NNG_EAGAIN;
         while (n->sockets && (rv = nng_recvmsg(n->rep, &msg, NNG_FLAG_NONBLOCK)) == 0) {
+            prom_add(&n->stats.link_msgs[LINK_REQUEST_IN], 1);
+            prom_add(&n->stats.link_bytes[LINK_REQUEST_IN], nng_msg_len(msg));
             nng_msg *out = node_apply_batch(n, nng_msg_body(msg), nng_msg_len(msg), nng_msg_get_pipe(msg).id);
             nng_msg_free(msg);
+            size_t out_len = out != NULL ? nng_msg_len(out) : 0;
             if (out != NULL && nng_sendmsg(n->rep, out, 0) != 0)
                 nng_msg_free(out);
+            else if (out != NULL) {
+                prom_add(&n->stats.link_msgs[LINK_REPLY_OUT], 1);
+                prom_add(&n->stats.link_bytes[LINK_REPLY_OUT], out_len);
+            }
             node_settle(n, false);
         }
         if (rv != NNG_EAGAIN && rv != NNG_ETIMEDOUT && rv != NNG_ECLOSED)
@@ -663,8 +677,8 @@ static int open_sockets(node *n, const char *request_url, const char *delivery_u
     nng_listener lr, ld;
     if ((rv = nng_rep0_open(&n->rep)) != 0)
         goto fail;
-    step = "pub0_open";
-    if ((rv = nng_pub0_open(&n->pub)) != 0) {
+    step = "rep0_open_raw";
+    if ((rv = nng_rep0_open_raw(&n->dlv)) != 0) {
         nng_close(n->rep); /* nothing in flight yet: cannot hang */
         goto fail;
     }
@@ -672,16 +686,19 @@ static int open_sockets(node *n, const char *request_url, const char *delivery_u
     nng_socket_set_ms(n->rep, NNG_OPT_RECVTIMEO, 100);
     /* A batch holds many operations, each at most one client frame. */
     nng_socket_set_size(n->rep, NNG_OPT_RECVMAXSZ, (size_t)n->cfg->max_message_size * 2 + (8u << 20));
-    nng_socket_set_int(n->pub, NNG_OPT_SENDBUF, 8192);
+    /* a pull is a peer id; the answers wait here (one per peer at most) */
+    nng_socket_set_size(n->dlv, NNG_OPT_RECVMAXSZ, 64);
+    nng_socket_set_int(n->dlv, NNG_OPT_SENDBUF, 8192);
+    nng_socket_set_int(n->dlv, NNG_OPT_RECVBUF, 8192);
     step = request_url;
     if ((rv = linktls_listen(n->tls, n->rep, request_url, &lr)) != 0)
         goto fail;
     step = delivery_url;
-    if ((rv = linktls_listen(n->tls, n->pub, delivery_url, &ld)) != 0)
+    if ((rv = linktls_listen(n->tls, n->dlv, delivery_url, &ld)) != 0)
         goto fail;
     nng_bound_url(lr, request_url, n->request_url, sizeof(n->request_url));
     nng_bound_url(ld, delivery_url, n->delivery_url, sizeof(n->delivery_url));
-    peers_set_socket(n->env.peers, n->pub);
+    peers_set_socket(n->env.peers, n->dlv);
     if (n->tls == NULL && (!linktls_url_local(request_url) || !linktls_url_local(delivery_url)))
         log_warn("links-unauthenticated", "request=%s delivery=%s (listening beyond this machine without TLS: "
                  "anyone who reaches these ports can write any record and read every delivery; set cluster.tls.* "
@@ -813,7 +830,7 @@ node *node_start(const eddy_config *cfg, const char *request_url, const char *de
 fail:
     if (n->sockets) {
         nng_close(n->rep); /* nothing in flight yet: cannot hang */
-        nng_close(n->pub);
+        nng_close(n->dlv);
     }
     free_node(n);
     return NULL;
@@ -882,8 +899,9 @@ void node_stop(node *n)
     persist_stop(n->env.persist);  /* every queued write reaches the store */
     n->env.persist = NULL;
     if (n->sockets) {
+        peers_unset_socket(n->env.peers); /* its pipe callback goes before the peer table does */
         nng_close_bounded(n->rep, "node-rep", 2000);
-        nng_close_bounded(n->pub, "node-pub", 2000);
+        nng_close_bounded(n->dlv, "node-dlv", 2000);
     }
     log_info("node-stopped", "id=%s", n->cfg->node_id);
     free_node(n);

@@ -3,9 +3,10 @@
  * in them. The files of node/ share internal.h; this header is all the rest of
  * eddy sees.
  *
- * A node listens on two nng sockets: REP for operation batches and PUB for
- * deliveries, each delivery batch prefixed with the destination peer's id so a
- * peer's SUB receives only its own. All state is touched under one lock, by
+ * A node listens on two nng sockets: REP for operation batches and, on its
+ * delivery address, a raw REP that answers each peer's pull with the delivery
+ * batch gathered for it (prefixed with the peer's id), so a batch crosses only
+ * the connection of the peer it is for. All state is touched under one lock, by
  * the executor thread or (standalone) by the in-process broker's thread, so
  * shard work is serialized without further locks. Nothing here knows about
  * websockets. */

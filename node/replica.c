@@ -47,7 +47,7 @@
  * Once that ticket is committed the stream's acknowledged sequence advances
  * and an OP_REPL_ACK goes to the primary in its delivery stream; every reply
  * to a batch (and to a REPL_ACK question) also carries the acknowledged
- * sequence, so a delivery lost on pub/sub costs nothing but a question.
+ * sequence, so a delivery lost (dropped for a peer that stopped pulling) costs nothing but a question.
  *
  * The acknowledgement waits only for the local commit, never for this node's
  * own replicas (records' outbox would): a node that is both primary and

@@ -7,7 +7,12 @@
 #include "linktls.h"
 
 static const char *const drop_names[DROP_KINDS] = {
-    [DROP_OUTBOX_FULL] = "outbox_full", [DROP_SEND_FAILED] = "send_failed", [DROP_FAULT] = "fault_injected"};
+    [DROP_OUTBOX_FULL] = "outbox_full", [DROP_SEND_FAILED] = "send_failed", [DROP_FAULT] = "fault_injected",
+    [DROP_PEER_BEHIND] = "peer_behind"};
+
+static const char *const traffic_names[LINK_TRAFFIC_KINDS] = {
+    [LINK_REQUEST_IN] = "request_in", [LINK_REPLY_OUT] = "reply_out", [LINK_PULL_IN] = "pull_in",
+    [LINK_DELIVERY_OUT] = "delivery_out"};
 
 static void one(FILE *f, const char *name, const char *type, const char *help, uint64_t v)
 {
@@ -40,12 +45,23 @@ void stats_write(const node_stats *st, const eddy_config *cfg, FILE *f)
         "operations published to peers: event deliveries, record updates, RPC and listen messages, answers a write released",
         prom_get(&st->delivered_ops));
     one(f, "eddy_node_delivery_batches_published_total", "counter",
-        "delivery batches published (one per peer per request at most)", prom_get(&st->delivered_batches));
+        "delivery batches published (one per peer per pull at most)", prom_get(&st->delivered_batches));
     prom_family(f, "eddy_node_delivery_batches_dropped_total", "counter",
                 "delivery batches numbered but not published (the peer sees the gap and recovers), by reason");
     for (int r = 0; r < DROP_KINDS; r++)
         fprintf(f, "eddy_node_delivery_batches_dropped_total{reason=\"%s\"} %llu\n", drop_names[r],
                 (unsigned long long)prom_get(&st->dropped[r]));
+    static const char *const traffic_help[2] = {
+        "messages on this node's cluster links: request batches in, their replies out, pulls in on the delivery "
+        "address, and their answers out (a delivery batch, or empty)",
+        "bytes of those messages (their bodies)"};
+    for (int b = 0; b < 2; b++) {
+        const char *name = b == 0 ? "eddy_node_link_messages_total" : "eddy_node_link_bytes_total";
+        prom_family(f, name, "counter", traffic_help[b]);
+        for (int k = 0; k < LINK_TRAFFIC_KINDS; k++)
+            fprintf(f, "%s{direction=\"%s\"} %llu\n", name, traffic_names[k],
+                    (unsigned long long)prom_get(b == 0 ? &st->link_msgs[k] : &st->link_bytes[k]));
+    }
     prom_family(f, "eddy_node_links_refused_total", "counter",
                 "peers refused on the cluster links: by the TLS listener during the handshake (reason tls: no, "
                 "a foreign, an expired or a roleless certificate, or no TLS; counted per process), or at HELLO "

@@ -9,6 +9,8 @@
 # usage: tests/bench/side-by-side.sh [BUILD_DIR] [seconds per run]
 #   BENCH_CONNECTIONS=N  idle connections in the connections scenario (10000;
 #                        at most the open-file limit minus 64)
+#   BENCH_EDDY_ONLY=1    skip deepstream: eddy standalone and the cluster only (the
+#                        cluster against standalone table, issue 19's figures)
 # Exits 1 when eddy lost, reordered or refused anything in any run.
 # eddy runs with limits.messageRate off (--message-rate 0): a load generator's
 # connection sends more than the 10,000 messages a second a client may by
@@ -30,7 +32,8 @@ trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)" # every connection is a file descriptor, in the bench and in the server
 
 source tests/bench/deepstream-scratch.sh
-scratch=$(deepstream_scratch "$build")
+eddy_only=${BENCH_EDDY_ONLY:-0}
+[[ $eddy_only == 1 ]] || scratch=$(deepstream_scratch "$build")
 
 bench() { # LABEL URLS PIDS SCENARIO [options]: one run; a failed run is reported, not fatal
   local label=$1 urls=$2 ps=$3; shift 3
@@ -49,9 +52,11 @@ run_scenarios() { # LABEL URLS PIDS
   bench "$@" connections --count "$conns" --source-ips $(( conns / 20000 + 2 )) --hold 1
 }
 
-deepstream_start "$scratch" "$tmp/deepstream.log"
-run_scenarios deepstream "ws://127.0.0.1:$DS_PORT/deepstream" "$DS_PID"
-deepstream_stop
+if [[ $eddy_only != 1 ]]; then
+  deepstream_start "$scratch" "$tmp/deepstream.log"
+  run_scenarios deepstream "ws://127.0.0.1:$DS_PORT/deepstream" "$DS_PID"
+  deepstream_stop
+fi
 
 eddy_start "$build" "$tmp/data" "$tmp/eddy.log"
 run_scenarios eddy "ws://127.0.0.1:$EDDY_PORT/deepstream" "$EDDY_PID"
@@ -114,6 +119,7 @@ def table(title, left, right):
 
 table("eddy standalone against deepstream", "deepstream", "eddy")
 table("eddy cluster (3 nodes, 2 brokers)", "deepstream", "eddy-cluster")
+table("eddy cluster (3 nodes, 2 brokers) against eddy standalone", "eddy", "eddy-cluster")
 faults = [r for r in runs if r["label"] != "deepstream" and (r.get("lost", 0) or r.get("reordered", 0) or r.get("bad", 0))]
 for r in faults:
     print(f'\nLOST/REORDERED/BAD: {r["label"]} {load(r)}: {r.get("lost", 0)}/{r.get("reordered", 0)}/{r.get("bad", 0)}')

@@ -8,9 +8,10 @@
  *       whole document JSON, any version) and a PRESENCE_JOIN of user NAME.
  *       Prints "hello <answer>", "write <answer>" and "presence <answer>", each
  *       answer being "ok", "error=<op error code>" or "no-answer".
- *   link_probe [TLS] [--wait MS] DELIVERY_URL listen
- *       A SUB to every topic of the node's delivery port for MS (default
- *       3000): prints "received <N>" (delivery batches read).
+ *   link_probe [TLS] [--as ROLE] [--hello REQUEST_URL] [--wait MS] DELIVERY_URL listen
+ *       Pulls deliveries on the node's delivery port for MS (default 3000)
+ *       as a random peer id, after saying HELLO with it on REQUEST_URL when
+ *       --hello is given: prints "received <N>" (answers holding deliveries).
  *
  * TLS (for tls+tcp:// addresses): --cert FILE --key FILE (the certificate
  * shown; none: TLS without one) and --ca FILE (the node's certificate is
@@ -21,7 +22,6 @@
 #include <unistd.h>
 
 #include <nng/nng.h>
-#include <nng/protocol/pubsub0/sub.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/tls/tls.h>
 
@@ -32,6 +32,7 @@
 
 static const char *cert, *key, *ca;
 static int wait_ms = 3000;
+static const char *hello_url; /* --hello */
 
 static char *slurp(const char *path)
 {
@@ -131,6 +132,8 @@ int main(int argc, char **argv)
             role = role_of(argv[i + 1]);
         else if (strcmp(argv[i], "--wait") == 0)
             wait_ms = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--hello") == 0)
+            hello_url = argv[i + 1];
         else
             break;
     }
@@ -140,16 +143,34 @@ int main(int argc, char **argv)
     }
     const char *url = argv[i], *cmd = argv[i + 1];
     if (strcmp(cmd, "listen") == 0) {
-        nng_socket sub;
-        nng_sub0_open(&sub);
-        nng_socket_set(sub, NNG_OPT_SUB_SUBSCRIBE, "", 0);
-        nng_socket_set_ms(sub, NNG_OPT_RECVTIMEO, 50);
-        dial(sub, url);
+        uint64_t peer = random_id();
+        if (hello_url != NULL) {
+            nng_socket req;
+            nng_req0_open(&req);
+            nng_socket_set_ms(req, NNG_OPT_RECVTIMEO, wait_ms);
+            nng_socket_set_ms(req, NNG_OPT_SENDTIMEO, wait_ms);
+            dial(req, hello_url);
+            op hello = {.kind = OP_HELLO, .epoch = 1, .action = (uint32_t)role};
+            send_op(req, "hello", peer, 0, &hello);
+        }
+        nng_socket dlv;
+        nng_req0_open(&dlv);
+        nng_socket_set_ms(dlv, NNG_OPT_RECVTIMEO, 700); /* the node answers an idle pull within 500 ms */
+        nng_socket_set_ms(dlv, NNG_OPT_SENDTIMEO, 200);
+        dial(dlv, url);
         int got = 0;
         for (int64_t end = now_ms() + wait_ms; now_ms() < end;) {
             nng_msg *m;
-            if (nng_recvmsg(sub, &m, 0) == 0) {
-                got++;
+            if (nng_msg_alloc(&m, 8) != 0)
+                break;
+            put_be64(nng_msg_body(m), peer);
+            if (nng_sendmsg(dlv, m, 0) != 0) {
+                nng_msg_free(m);
+                usleep(20 * 1000);
+                continue;
+            }
+            if (nng_recvmsg(dlv, &m, 0) == 0) {
+                got += nng_msg_len(m) > 8;
                 nng_msg_free(m);
             }
         }

@@ -17,7 +17,6 @@
 
 #include <cmocka.h>
 #include <nng/nng.h>
-#include <nng/protocol/pubsub0/sub.h>
 #include <nng/protocol/reqrep0/req.h>
 
 #include "clustermap.h"
@@ -83,7 +82,8 @@ static int log_count(const char *event, long *from)
 typedef struct running {
     eddy_config cfg;
     node *n;
-    nng_socket req, sub;
+    nng_socket req, dlv; /* requests; pulls on the delivery address */
+    uint64_t dlv_peer;   /* whose deliveries dlv pulls */
 } running;
 
 static void start(running *r, int max_peers, const char *sub_peer)
@@ -104,18 +104,16 @@ static void start(running *r, int max_peers, const char *sub_peer)
     assert_int_equal(nng_req0_open(&r->req), 0);
     nng_socket_set_ms(r->req, NNG_OPT_RECVTIMEO, 5000);
     assert_int_equal(nng_dial(r->req, node_request_url(r->n), NULL, 0), 0);
-    assert_int_equal(nng_sub0_open(&r->sub), 0);
-    uint8_t topic[8];
-    put_be64(topic, strtoull(sub_peer, NULL, 0));
-    nng_socket_set(r->sub, NNG_OPT_SUB_SUBSCRIBE, topic, 8);
-    nng_socket_set_ms(r->sub, NNG_OPT_RECVTIMEO, 5000);
-    assert_int_equal(nng_dial(r->sub, node_delivery_url(r->n), NULL, 0), 0);
+    assert_int_equal(nng_req0_open(&r->dlv), 0);
+    r->dlv_peer = strtoull(sub_peer, NULL, 0);
+    nng_socket_set_ms(r->dlv, NNG_OPT_RECVTIMEO, 5000);
+    assert_int_equal(nng_dial(r->dlv, node_delivery_url(r->n), NULL, 0), 0);
 }
 
 static void stop(running *r)
 {
     nng_close(r->req); /* nothing in flight */
-    nng_close(r->sub);
+    nng_close(r->dlv);
     node_stop(r->n);
     config_free(&r->cfg);
 }
@@ -178,18 +176,82 @@ static long rss_kb(void)
     return kb;
 }
 
-/* A HELLO published back to peer 1 reaches its SUB socket: its deliveries flow. */
+/* A HELLO delivered back to peer 1 answers its pull: its deliveries flow.
+ * An answer of 8 bytes (the node held nothing for it) or none (it did not
+ * know the peer yet) is followed by another HELLO and pull. */
 static void delivered_hello(running *r)
 {
     for (int tries = 0; tries < 50; tries++) {
         assert_true(hello(r, 1));
-        nng_msg *d;
-        if (nng_recvmsg(r->sub, &d, 0) == 0) {
+        nng_msg *p, *d;
+        assert_int_equal(nng_msg_alloc(&p, 8), 0);
+        put_be64(nng_msg_body(p), r->dlv_peer);
+        assert_int_equal(nng_sendmsg(r->dlv, p, 0), 0);
+        if (nng_recvmsg(r->dlv, &d, 0) == 0) {
+            bool got = nng_msg_len(d) > 8;
             nng_msg_free(d);
-            return;
+            if (got)
+                return;
         }
     }
     fail_msg("no delivery reached peer 1");
+}
+
+/* One pull for peer on s: returns the answer's length (0: the node does not
+ * know the peer; 8: nothing for it; more: a delivery batch, whose operation
+ * count and number go to *count and *seq). */
+static size_t pull_once(nng_socket s, uint64_t peer, uint32_t *count, uint64_t *seq)
+{
+    nng_msg *p, *d;
+    assert_int_equal(nng_msg_alloc(&p, 8), 0);
+    put_be64(nng_msg_body(p), peer);
+    assert_int_equal(nng_sendmsg(s, p, 0), 0);
+    assert_int_equal(nng_recvmsg(s, &d, 0), 0);
+    size_t len = nng_msg_len(d);
+    if (len > 8) {
+        mp_reader rd;
+        uint64_t origin;
+        assert_int_equal(get_be64(nng_msg_body(d)), peer);
+        assert_int_equal(op_batch_open(&rd, (uint8_t *)nng_msg_body(d) + 8, len - 8, &origin, seq, count), 0);
+    }
+    nng_msg_free(d);
+    return len;
+}
+
+/* Deliveries answer pulls: an unknown peer gets an empty answer; what is
+ * gathered while a peer has no pull out waits and comes as one batch,
+ * numbered by its operations; a delivery crosses only its own peer's
+ * connection (another peer's pull is answered empty when idle). */
+static void test_pulls(void **state)
+{
+    (void)state;
+    running r;
+    start(&r, 16, "1");
+    nng_socket other;
+    assert_int_equal(nng_req0_open(&other), 0);
+    nng_socket_set_ms(other, NNG_OPT_RECVTIMEO, 5000);
+    assert_int_equal(nng_dial(other, node_delivery_url(r.n), NULL, 0), 0);
+    uint32_t count = 0;
+    uint64_t seq = 0;
+    assert_int_equal(pull_once(other, 77, &count, &seq), 0); /* unknown */
+
+    for (int i = 0; i < 3; i++) /* three HELLOs, no pull out: held */
+        assert_true(hello(&r, 1));
+    assert_true(pull_once(r.dlv, 1, &count, &seq) > 8);
+    assert_int_equal(count, 3);
+    assert_int_equal(seq, 3);
+
+    assert_true(hello(&r, 2)); /* its HELLO back is peer 2's alone */
+    int64_t t0 = now_ms();
+    assert_int_equal(pull_once(r.dlv, 1, &count, &seq), 8);
+    int64_t idle = now_ms() - t0;
+    assert_true(idle >= 400 && idle < 3000);
+    assert_true(pull_once(other, 2, &count, &seq) > 8);
+    assert_int_equal(count, 1);
+    assert_int_equal(seq, 1);
+
+    nng_close(other);
+    stop(&r);
 }
 
 #define MAX_PEERS 16
@@ -280,6 +342,7 @@ static void test_expiry_in_proportion(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pulls),
         cmocka_unit_test(test_flood_is_refused),
         cmocka_unit_test(test_expiry_in_proportion),
     };
