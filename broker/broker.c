@@ -1,6 +1,6 @@
 /* broker.c - the broker's lifecycle: creates the parts of internal.h and
  * wires them together (the loop's, links', acks' and auth's hooks point
- * here), keeps the inbound queue that link threads post to, waits for
+ * here), keeps the inbound queue that the links' callbacks post to, waits for
  * the nodes, runs the loop, and stops. Not for anything a session or a topic
  * does, nor the loop's mechanics (loop.c). */
 #include "broker.h"
@@ -56,7 +56,7 @@ static void wake(void *ctx)
     loop_wake(((broker *)ctx)->loop);
 }
 
-/* Hands an item to the service thread (link threads); -1 when full. */
+/* Hands an item to the service thread (the links' callbacks); -1 when full. */
 static int post(void *ctx, int kind, int li, uint64_t seq, void *item)
 {
     broker *b = ctx;
@@ -346,7 +346,7 @@ void broker_destroy(broker *b)
     if (b == NULL)
         return;
     loop_close(b->loop);     /* closes every session: their topics let go */
-    links_destroy(b->links); /* flushes the uninterest messages those closes queued; joins the link threads */
+    links_destroy(b->links); /* flushes the uninterest messages those closes queued; ends the links */
     auth_destroy(b->auth);   /* joins its threads: nothing wakes the loop after this */
     loop_free(b->loop);
     queue_free(b->inbound, free_inbound);

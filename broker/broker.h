@@ -6,8 +6,9 @@
  * header is all the rest of eddy sees.
  *
  * Threads: one libwebsockets service thread owns every session, topic and
- * frame. Per node, a request thread (REQ: one batch in flight) and a delivery
- * thread (one pull in flight) hand results to the service thread through one bounded inbound
+ * frame. Per node, a link (common/nodelink.h: one batch and one pull in
+ * flight, driven by nng's callbacks, and a control thread for HELLOs and
+ * heartbeats) hands results to the service thread through one bounded inbound
  * queue and a wake-up. Password and token checks run on a pool of auth
  * workers, webhooks on one thread of their own (libcurl's multi interface). */
 #ifndef EDDY_BROKER_H

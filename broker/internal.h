@@ -295,7 +295,7 @@ bool acks_tracks(const op *o);
 
 typedef struct link_set link_set;
 
-/* What the link threads hand the service thread (through link_hooks.post). */
+/* What the links' callbacks hand the service thread (through link_hooks.post). */
 enum inbound_kind {
     INBOUND_REPLY = 1,
     INBOUND_DELIVERY = 2,
@@ -317,7 +317,7 @@ typedef struct link_hooks {
     void *ctx;
 } link_hooks;
 
-/* Dials every node of cfg and starts the link threads, or, with `local`,
+/* Dials every node of cfg and starts the links, or, with `local`,
  * attaches to the in-process node. cfg, local, a and hooks are borrowed.
  * Returns NULL (logged) on failure. */
 link_set *links_create(const eddy_config *cfg, uint64_t broker_id, const local_node *local, acks *a,
@@ -329,7 +329,7 @@ void links_stop(link_set *ls);
 void links_destroy(link_set *ls);
 /* SIGHUP: the cluster.tls files again for the links' next connections (logs either way). */
 void links_reload_tls(link_set *ls);
-/* Service thread: what a link thread posted (a reply, msg NULL when the
+/* Service thread: what a link posted (a reply, msg NULL when the
  * request failed, or a delivery, ...). Takes ownership of msg. */
 void links_handle_inbound(link_set *ls, int kind, int li, uint64_t seq, void *msg);
 /* Takes what the in-process node has delivered (no-op without one). */

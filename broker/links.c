@@ -1,6 +1,6 @@
 /* links.c - the broker's links to nodes: one common/nodelink.c connection per
  * node (batching, HELLO gating, heartbeats, failure detection) whose events the
- * link threads post to the service thread; here, on the service thread, they
+ * links' callbacks post to the service thread; here, on the service thread, they
  * are interpreted: replies release the acknowledgements waiting on their batch,
  * deliveries are checked for gaps (lost operations are counted and recovered)
  * and handed to the topics, and requests a node will not answer (it went down)
@@ -81,7 +81,7 @@ struct link_set {
     node_link links[CLUSTER_MAX_NODES];
 };
 
-/* The link threads' handler: everything goes to the service thread. */
+/* The links' handler (nng's threads): everything goes to the service thread. */
 static int link_event(void *ctx, int event, int index, uint64_t seq, void *item)
 {
     static const int kind[] = {

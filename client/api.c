@@ -1,6 +1,6 @@
 /* api.c - the backend library's features: events, records, RPC and listening,
  * as operations for the owning node (client_submit) and as the handling of
- * what nodes answer and deliver (client_on_delivery, on a link thread with
+ * what nodes answer and deliver (client_on_delivery, on one of nng's threads with
  * e->lock held). Record subscriptions keep the document as last delivered and
  * apply patches to it (common/jsonpath.c), so callbacks always see the whole
  * document; a version jump re-reads it. Event streams (eddy_subscribe_from)

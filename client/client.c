@@ -177,7 +177,7 @@ int client_submit(eddy *e, op *o, strview route, uint64_t *seq)
     return client_submit_to(e, li, o, seq);
 }
 
-/* ---------------- the link handler (link threads) ---------------- */
+/* ---------------- the link handler (nng's threads, the links' control threads) ---------------- */
 
 struct reply_ctx {
     eddy *e;

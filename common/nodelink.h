@@ -1,32 +1,38 @@
 /* nodelink.h - one peer's connection to one node: the transport half that
  * brokers and the backend library share.
  *
- * A link owns a REQ socket driven by a request thread that sends one batch at
- * a time (every operation submitted since the last send travels in one nng
- * message) and a second REQ socket, on the node's delivery address, driven by
- * a delivery thread that keeps one pull out: the node answers it with every
- * delivery it gathered for this peer since the last answer (node/peers.c), so
- * a batch crosses only the connection of the peer it is for (a PUB socket
- * wrote each to every subscriber), and a pull unanswered for 2 s is sent
- * again. Until the node has delivered its HELLO to this peer, only HELLO
- * batches go out (numbered 0), at start and again after any disconnect, so
- * no answer can be delivered into a delivery pipe that is not up. A batch the node refuses as coming from an
- * unknown peer (it restarted, or dropped us) was not applied: the link says
- * HELLO again, the owner re-registers its state (RESYNC), and the same batch
- * goes again. When idle the link sends a HEARTBEAT every 250 ms. A HELLO the
- * node refuses for our role (FORBIDDEN: our certificate is another role's) is
- * logged once, and said again every 200 ms like any unanswered one. A dialer
- * that has not brought its connection back is replaced (nng 1.5.2 gives up on
- * some failed attempts without a word): the delivery one when the node has answered
- * our HELLOs for 2 s and none came back on it, the REQ's after 3 s without a
- * connection, then at doubling intervals up to a minute.
+ * Batches travel on a REQ socket, one out at a time, driven by nng's
+ * asynchronous I/O rather than a thread of the link's: a submit finding no
+ * batch out sends at once from the submitting thread, and a reply's callback
+ * (on nng's thread) hands the reply to the owner and sends everything
+ * submitted meanwhile as the next batch, so batches grow with the load and a
+ * quiet link adds no wait. Deliveries come on a second REQ socket, on the
+ * node's delivery address, where a chain of callbacks keeps one pull out: the
+ * node answers it with every delivery it gathered for this peer since the last
+ * answer (node/peers.c), so a batch crosses only the connection of the peer it
+ * is for, and a pull unanswered for 2 s is sent again.
  *
- * A link made with no_deliveries opens no delivery socket and has no delivery
- * thread: the node's answer to our HELLO says it takes us.
+ * A control thread does what is not traffic: until the node has delivered its
+ * HELLO to this peer, no batch goes, and it says HELLO (numbered 0, on a
+ * context of its own) every 200 ms, at start and again after any disconnect,
+ * so no answer can be delivered into a delivery pipe that is not up. A batch
+ * the node refuses as coming from an unknown peer (it restarted, or dropped us)
+ * was not applied: the link says HELLO again, the owner re-registers its state
+ * (RESYNC), and the same batch goes again, first. When idle the link sends a
+ * HEARTBEAT every 250 ms. A HELLO the node refuses for our role (FORBIDDEN: our
+ * certificate is another role's) is logged once. A dialer that has not brought
+ * its connection back is replaced (nng 1.5.2 gives up on some failed attempts
+ * without a word): the delivery one when the node has answered our HELLOs for
+ * 2 s and none came back on it, the REQ's after 3 s without a connection, then
+ * at doubling intervals up to a minute.
  *
- * What the link learns goes to the owner's handler, called on the link's
- * threads (request thread, delivery thread, or nng's pipe callback thread);
- * the owner decides whether to act there or hand it to a thread of its own.
+ * A link made with no_deliveries opens no delivery socket and runs no pull
+ * chain: the node's answer to our HELLO says it takes us.
+ *
+ * What the link learns goes to the owner's handler, called on nng's threads
+ * (replies, deliveries, the pipe callback) or the control thread, never with
+ * the link's lock held; the handler must not wait for the network (it holds
+ * one of nng's few task threads) and hands work to a thread of its own.
  *
  * delivery_stream: the numbering check of a delivery stream (see
  * proto/operations.md), kept by whoever reads the deliveries. */
@@ -76,12 +82,13 @@ typedef struct nodelink_config {
 typedef struct nodelink nodelink;
 
 /* Dials the node (in the background: the node may come later) and starts the
- * threads. The strings in c are borrowed and must outlive the link. Returns
+ * control thread and the pull chain. The strings in c are borrowed and must outlive the link. Returns
  * NULL (logged) on failure. */
 nodelink *nodelink_open(const nodelink_config *c);
-/* Queues o (borrowed; encoded at once). Returns the number of the batch it
- * travels in (>= 1), or 0 when refused: the node is down (after having been
- * up) or more than NODELINK_QUEUE_MAX bytes wait. Any thread. */
+/* Queues o (borrowed; encoded at once), and sends it at once when no batch
+ * is out. Returns the number of the batch it travels in (>= 1), or 0 when
+ * refused: the node is down (after having been up) or more than
+ * NODELINK_QUEUE_MAX bytes wait. Any thread. */
 uint64_t nodelink_submit(nodelink *l, const op *o);
 /* True while the node delivers to us (its HELLO came back). */
 bool nodelink_delivering(const nodelink *l);
@@ -89,10 +96,12 @@ bool nodelink_delivering(const nodelink *l);
 bool nodelink_connected(const nodelink *l);
 /* Operations refused because the queue was full (a metric). */
 uint64_t nodelink_refused(const nodelink *l);
-/* Asks the threads to finish: what is queued is still sent if the node
+/* Asks the link to finish: what is queued is still sent if the node
  * delivers. Returns at once; nodelink_close waits. */
 void nodelink_stop(nodelink *l);
-/* Stops (if not yet), joins the threads, closes the sockets, frees l. NULL is fine. */
+/* Stops (if not yet), waits for the control thread and the pull chain to end
+ * (what is queued is flushed first; a pull out is answered within 500 ms),
+ * closes the sockets, frees l. No handler call after it. NULL is fine. */
 void nodelink_close(nodelink *l);
 
 /* True when a delivery batch (8-byte peer id first) is for peer_id and holds a

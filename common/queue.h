@@ -1,5 +1,5 @@
 /* queue.h - a bounded multi-producer multi-consumer FIFO of pointers, for
- * handing work between threads (nng link threads -> broker loop, broker loop ->
+ * handing work between threads (nng link callbacks -> broker loop, broker loop ->
  * auth worker). Capacity is fixed at creation; the overflow policy belongs to
  * the producer: queue_push waits at most timeout_ms and then reports full, and
  * the caller drops (and counts) or backs off. Items are owned by the queue

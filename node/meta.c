@@ -155,7 +155,7 @@ struct meta_node {
     bool lease_usable;                  /* as of the last turn (for the lost/regained lines) */
     int64_t lapsed_at;                  /* a usable lease ran out then, and was renewed before a turn saw it */
 
-    /* the lease: written by the links' threads (grants) and the executor */
+    /* the lease: written by the links' callbacks (grants) and the executor */
     pthread_mutex_t lease_lock;
     int64_t held_until;        /* usable until then (a grant whose version the map has reached) */
     uint64_t held_version;
@@ -243,7 +243,7 @@ static void static_metamap(meta_node *m)
     xfree(primaries);
 }
 
-/* A link's thread: a grant answered (or refused) our heartbeat. */
+/* A link's callback: a grant answered (or refused) our heartbeat. */
 static int on_grant_op(void *arg, const op *o)
 {
     meta_node *m = arg;
@@ -266,7 +266,7 @@ static int on_grant_op(void *arg, const op *o)
     return 0;
 }
 
-/* The links' threads: replies carry the grants; the rest is not ours to act
+/* The links' callbacks: replies carry the grants; the rest is not ours to act
  * on. The links take no deliveries (no_deliveries: the other nodes' PUB
  * sockets would write us every batch they publish); RESYNC and DOWN carry
  * nothing to free. */

@@ -93,7 +93,7 @@
  *     NODELINK_QUEUE_MAX: what it refused stays and goes on a later turn).
  *
  * Threads: everything here runs on the executor under the node's lock,
- * except the nodelink handler (the links' threads), which only stores what
+ * except the nodelink handler (the links' callbacks), which only stores what
  * it learnt in atomics and wakes the executor through an eventfd. */
 #include <stdatomic.h>
 #include <stddef.h>
@@ -194,7 +194,7 @@ typedef struct repl_link {
     uint64_t snap_records, snap_bytes;
     int64_t snap_started_ms;
     const char *snap_why;
-    /* from the link's threads */
+    /* from the link's callbacks */
     _Atomic uint64_t acked_in;  /* the highest acknowledgement received */
     _Atomic uint64_t resync_in; /* 0: none; else the batch asked for + 1 */
     atomic_bool failed_in;      /* a request failed: what it carried may not have arrived */
@@ -228,7 +228,7 @@ struct replicate {
     prom_counter under_replicated; /* our shards with a replica out of sync */
 };
 
-/* ---------------- the links' threads ---------------- */
+/* ---------------- the links' callbacks ---------------- */
 
 static void wake(replicate *rp)
 {

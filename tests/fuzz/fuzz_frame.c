@@ -235,7 +235,7 @@ static void node_detach(void *n)
 
 static int post(void *ctx, int kind, int li, uint64_t seq, void *item)
 {
-    return -1; /* only link threads (remote nodes) post: none runs here */
+    return -1; /* only links to remote nodes post: none runs here */
 }
 
 /* gate.c: a message waited for the records its rules read (broker.c's hook). */
