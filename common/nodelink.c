@@ -731,18 +731,10 @@ void nodelink_close(nodelink *l)
     pthread_mutex_unlock(&l->lock);
     /* Quiesced: no batch, HELLO or pull out (nng 1.5.2 can hang closing a REQ
      * context with a request in flight), so stopping the aios waits for nothing. */
-    if (l->pull_send_aio != NULL)
-        nng_aio_stop(l->pull_send_aio);
-    if (l->pull_aio != NULL)
-        nng_aio_stop(l->pull_aio);
-    if (l->pull_sleep_aio != NULL)
-        nng_aio_stop(l->pull_sleep_aio);
-    if (l->send_aio != NULL)
-        nng_aio_stop(l->send_aio);
-    if (l->aio != NULL)
-        nng_aio_stop(l->aio);
-    if (l->ctl_aio != NULL)
-        nng_aio_stop(l->ctl_aio);
+    nng_aio **aios[] = {&l->send_aio, &l->aio, &l->ctl_aio, &l->pull_send_aio, &l->pull_aio, &l->pull_sleep_aio};
+    for (size_t i = 0; i < sizeof(aios) / sizeof(aios[0]); i++)
+        if (*aios[i] != NULL)
+            nng_aio_stop(*aios[i]);
     if (l->has_data_ctx)
         nng_ctx_close(l->data_ctx);
     if (l->has_ctl_ctx)
@@ -751,18 +743,9 @@ void nodelink_close(nodelink *l)
         nng_close_bounded(l->dlv, "link-dlv", 2000);
     if (l->has_req)
         nng_close_bounded(l->req, "link-req", 2000);
-    if (l->send_aio != NULL)
-        nng_aio_free(l->send_aio);
-    if (l->aio != NULL)
-        nng_aio_free(l->aio);
-    if (l->ctl_aio != NULL)
-        nng_aio_free(l->ctl_aio);
-    if (l->pull_send_aio != NULL)
-        nng_aio_free(l->pull_send_aio);
-    if (l->pull_aio != NULL)
-        nng_aio_free(l->pull_aio);
-    if (l->pull_sleep_aio != NULL)
-        nng_aio_free(l->pull_sleep_aio);
+    for (size_t i = 0; i < sizeof(aios) / sizeof(aios[0]); i++)
+        if (*aios[i] != NULL)
+            nng_aio_free(*aios[i]);
     op_batch_destroy(&l->filling);
     op_batch_destroy(&l->sending);
     pthread_mutex_destroy(&l->lock);
