@@ -30,7 +30,6 @@
 #define PULL_TIMEOUT_MS 2000
 #define UNKNOWN_BACKOFF_MS 50 /* the node does not know us (yet): the request side says HELLO */
 
-
 struct nodelink {
     nodelink_config c;
     nng_socket req, dlv; /* requests; pulls for our deliveries (REQ to the node's delivery address) */
@@ -38,8 +37,7 @@ struct nodelink {
     nng_ctx data_ctx, ctl_ctx; /* batches; the control thread's HELLOs (both may be out at once) */
     bool has_data_ctx, has_ctl_ctx;
     nng_dialer req_dialer, dlv_dialer; /* replaced by the control thread only (redial) */
-    nng_aio *send_aio; /* the batch out: its send (request_sent), then (an aio each: a
-                          completion is never mistaken for the other's) */
+    nng_aio *send_aio; /* the batch out: its send (request_sent), then */
     nng_aio *aio;      /* its reply (request_done); both cancelled when the node goes down */
     nng_aio *ctl_aio;  /* the control thread's HELLO, waited for */
     nng_aio *pull_send_aio;  /* the pull chain: its send (pull_sent), */
@@ -306,12 +304,7 @@ static void now_delivering(nodelink *l)
 static void wait_locked(nodelink *l, int ms)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += ms * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    timespec_after(&ts, CLOCK_REALTIME, ms);
     pthread_cond_timedwait(&l->wake, &l->lock, &ts);
 }
 

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "mem.h"
+#include "util.h"
 
 struct queue {
     pthread_mutex_t lock;
@@ -44,17 +45,6 @@ void queue_free(queue *q, void (*free_item)(void *))
     xfree(q);
 }
 
-static void deadline_after(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 int queue_push(queue *q, void *item, int timeout_ms)
 {
     return queue_push_counted(q, item, timeout_ms, NULL);
@@ -63,7 +53,7 @@ int queue_push(queue *q, void *item, int timeout_ms)
 int queue_push_counted(queue *q, void *item, int timeout_ms, size_t *before)
 {
     struct timespec ts;
-    deadline_after(&ts, timeout_ms);
+    timespec_after(&ts, CLOCK_MONOTONIC, timeout_ms);
     pthread_mutex_lock(&q->lock);
     while (q->len == q->cap) {
         if (timeout_ms <= 0 || pthread_cond_timedwait(&q->not_full, &q->lock, &ts) == ETIMEDOUT) {
@@ -85,7 +75,7 @@ int queue_push_counted(queue *q, void *item, int timeout_ms, size_t *before)
 void *queue_pop(queue *q, int timeout_ms)
 {
     struct timespec ts;
-    deadline_after(&ts, timeout_ms);
+    timespec_after(&ts, CLOCK_MONOTONIC, timeout_ms);
     pthread_mutex_lock(&q->lock);
     while (q->len == 0) {
         if (timeout_ms <= 0 || pthread_cond_timedwait(&q->not_empty, &q->lock, &ts) == ETIMEDOUT) {

@@ -71,6 +71,17 @@ static void *close_thread(void *arg)
     return NULL;
 }
 
+void timespec_after(struct timespec *ts, clockid_t clock, int ms)
+{
+    clock_gettime(clock, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
 int nng_close_bounded(nng_socket sock, const char *what, int timeout_ms)
 {
     struct closer *c = calloc(1, sizeof(*c));
@@ -89,13 +100,7 @@ int nng_close_bounded(nng_socket sock, const char *what, int timeout_ms)
     }
     pthread_detach(t);
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    timespec_after(&ts, CLOCK_REALTIME, timeout_ms);
     pthread_mutex_lock(&c->lock);
     while (!c->done)
         if (pthread_cond_timedwait(&c->done_cv, &c->lock, &ts) == ETIMEDOUT)

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <nng/nng.h>
 
@@ -23,6 +24,9 @@ static inline bool deadline_passed(int64_t deadline, int64_t now, int64_t *next)
         *next = deadline;
     return false;
 }
+/* *ts becomes ms milliseconds from now on clock (an absolute time for
+ * pthread_cond_timedwait on a condition of that clock). */
+void timespec_after(struct timespec *ts, clockid_t clock, int ms);
 /* A random non-zero 64-bit id (getrandom). */
 uint64_t random_id(void);
 /* Writes the address a listener is really bound to (tcp and tls+tcp port 0 resolved) into
