@@ -25,6 +25,13 @@
 #define DELIVERY_STALL_MS 2000
 #define REQUEST_REDIAL_MS 3000
 #define REQUEST_REDIAL_MAX_MS 60000
+/* A control loop turn takes at most a HELLO's timeout and a short wait; a gap
+ * far longer means this process was stopped (SIGSTOP, a VM pause) or starved.
+ * The dialers had no time to work in it, so their clocks start again: a redial
+ * then would close a dialer in the middle of the connection it is making:
+ * nng 1.5.2 then leaked the dialer and its half-made TLS connection (seen
+ * under ASan after a node was resumed from a 5 s pause). */
+#define CONTROL_GAP_MS (HELLO_TIMEOUT_MS + 1000)
 /* A pull is answered within the node's PULL_IDLE_MS (500) when the node has
  * nothing for us; one unanswered this long went to a node that went away. */
 #define PULL_TIMEOUT_MS 2000
@@ -345,7 +352,16 @@ static void *control_thread(void *arg)
     int64_t last_hello = 0;
     int64_t answered_since = 0; /* HELLOs answered, none delivered, since then (0: not so) */
     int64_t down_since = 0, redial_after = REQUEST_REDIAL_MS; /* no REQ connection since then */
+    int64_t last_turn = now_ms();
     for (;;) {
+        int64_t turn = now_ms();
+        if (turn - last_turn > CONTROL_GAP_MS) { /* we were not running: the dialers were not either */
+            if (down_since != 0)
+                down_since = turn;
+            if (answered_since != 0)
+                answered_since = turn;
+        }
+        last_turn = turn;
         bool delivering = atomic_load(&l->delivering), stop = atomic_load(&l->stop);
         pthread_mutex_lock(&l->lock);
         /* flushed, or the node is unreachable: nothing more can go (and nothing is out) */
