@@ -7,9 +7,11 @@
 // wrote stays absent, the subscriber hears nothing); a backend certificate
 // works through eddy ctl but cannot say HELLO as a node or a broker, nor
 // announce a login; a stranger on the delivery port reads nothing (nothing
-// without a certificate, no one else's deliveries with one). Start-up refuses credentials that do not load or fit; a node
-// listening beyond loopback without TLS warns. SIGHUP rotates a node's and a
-// broker's link certificates without dropping the links up.
+// without a certificate, no one else's deliveries with one); a peer that
+// asks and never reads the answers is cut off without holding the others.
+// Start-up refuses credentials that do not load or fit; a node listening
+// beyond loopback without TLS warns. SIGHUP rotates a node's and a broker's
+// link certificates without dropping the links up.
 import { test, describe, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile, execFileSync } from 'node:child_process'
@@ -164,6 +166,43 @@ describe('cluster links: TLS with certificates and roles', () => {
     const r = ctl('set', 'links/after-junk', '{"ok":true}')
     assert.equal(r.code, 0, JSON.stringify(r))
     assert.ok(Date.now() - started < 2500, `eddy ctl took ${Date.now() - started} ms`)
+  })
+
+  test('a peer that sends requests and reads none of the answers holds no other peer\'s requests', async () => {
+    // the node writes one reply per connection at a time: without a bound, its executor would
+    // wait for good on this connection's next reply, and every other peer with it
+    const ca = ['--ca', join(certs, 'ca.crt')]
+    const flood = probe('--wait', '3000', ...cert('backend'), ...ca, req, 'flood', '1000000')
+    const c = await connect(ws)
+    // the flood goes on until its connection's buffers are full and the node's next answer to
+    // it cannot leave: the node then says so (replies_unsent), or, were it to wait for good,
+    // it would write no more answers to anyone
+    const count = (text, family) => Number(text.match(new RegExp(`${family} (\\d+)`))?.[1] ?? 0)
+    const metricsText = async () => (await fetch(`${metrics.replace(/\/$/, '')}/metrics`)).text()
+    const replyOut = 'eddy_node_link_bytes_total\\{direction="reply_out"\\}'
+    const before = count(await metricsText(), replyOut)
+    const started = Date.now()
+    let last = -1
+    let flatSince = Date.now()
+    await until(async () => {
+      const text = await metricsText()
+      const bytes = count(text, replyOut)
+      if (bytes !== last) { last = bytes; flatSince = Date.now() }
+      return count(text, 'eddy_node_replies_unsent_total') > 0 ||
+        (bytes - before > (2 << 20) && Date.now() - flatSince > 1000)
+    }, 'the flood fills its connection', 30000)
+    console.log(`# the flood's connection full after ${Date.now() - started} ms, ${last - before} bytes of answers`)
+    for (let i = 0; i < 3; i++) {
+      const started = Date.now()
+      const r = ctl('set', 'links/beside-flood', JSON.stringify({ i }))
+      assert.equal(r.code, 0, JSON.stringify(r))
+      assert.ok(Date.now() - started < 2500, `eddy ctl took ${Date.now() - started} ms`)
+      assert.deepEqual(await c.record.snapshot('links/beside-flood'), { i })
+    }
+    assert.match(node.stderr, /peer-not-reading pipe=\d+ reply_bytes=\d+ waited_ms=200/)
+    assert.match(await flood, /^sent \d+\n$/)
+    const text = await (await fetch(`${metrics.replace(/\/$/, '')}/metrics`)).text()
+    assert.ok(Number(text.match(/eddy_node_replies_unsent_total (\d+)/)[1]) >= 1, text)
   })
 
   test('SIGHUP reads the link certificates again: links up stay, new handshakes get the new certificate; a bad pair is refused', async () => {

@@ -92,6 +92,7 @@ typedef struct node_stats {
     /* the backplane as this node's sockets carry it (enum link_traffic): every
      * message it takes and writes on its request and delivery addresses */
     prom_counter link_msgs[LINK_TRAFFIC_KINDS], link_bytes[LINK_TRAFFIC_KINDS];
+    prom_counter replies_unsent; /* replies that could not leave in REPLY_SEND_MS: their connections closed */
 } node_stats;
 
 /* Writes st's families (all eddy_node_*) to f. Any thread. */

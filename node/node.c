@@ -62,6 +62,7 @@ static const owner_module *const table[] = {&replica_owner, &changesets_owner, &
 #define ROWS ((int)(sizeof(table) / sizeof(table[0])))
 #define EXPIRE_MIN 64 /* peers a sweep may drop, at least (else an eighth of the table) */
 #define BUSY_TURN_MS 1 /* a turn whose timers ran this long is followed by the next at once */
+#define REPLY_SEND_MS 200 /* the longest a reply waits for its connection (send_reply) */
 
 typedef struct route {
     int8_t row;     /* -1: no module applies this kind */
@@ -95,6 +96,7 @@ struct node {
     httpd *http;      /* node.metrics's listener, or NULL */
     linktls *tls;     /* cluster.tls: the listeners' credentials, or NULL (plain tcp) */
     log_every forbidden_log;
+    log_every unsent_log; /* replies a connection did not take (send_reply) */
     meta_node *meta;  /* the metadata group (cluster.raft; else the static map for CLUSTER_STATUS) */
     promote *promote; /* planned moves of primaries (eddy ctl cluster promote) */
 };
@@ -625,6 +627,35 @@ static void turn(node *n)
     publish_gauges(n, now);
 }
 
+/* Sends the reply to a request that came on `from` (takes out). The REP
+ * socket writes one reply per connection at a time, and the executor waits
+ * while that connection's previous reply is still being written: a peer that
+ * sends requests and reads none of the answers would hold every other peer's
+ * requests for good. So the wait is bounded (NNG_OPT_SENDTIMEO, REPLY_SEND_MS)
+ * and such a connection is closed: its peer dials again and says HELLO (a
+ * peer's link has one batch out at a time, so its connection is never busy
+ * when the answer comes). */
+static void send_reply(node *n, nng_pipe from, nng_msg *out)
+{
+    size_t len = nng_msg_len(out);
+    int rv = nng_sendmsg(n->rep, out, 0);
+    if (rv == 0) {
+        prom_add(&n->stats.link_msgs[LINK_REPLY_OUT], 1);
+        prom_add(&n->stats.link_bytes[LINK_REPLY_OUT], len);
+        return;
+    }
+    nng_msg_free(out);
+    if (rv != NNG_ETIMEDOUT)
+        return; /* closing */
+    prom_add(&n->stats.replies_unsent, 1);
+    uint64_t held;
+    if (log_every_due(&n->unsent_log, now_ms(), 1000, &held))
+        log_warn("peer-not-reading", "pipe=%u reply_bytes=%zu waited_ms=%d held=%llu (its connection took no "
+                 "reply in time: closed, so other peers' requests do not wait for it)",
+                 from.id, len, REPLY_SEND_MS, (unsigned long long)held);
+    nng_pipe_close(from);
+}
+
 static void *executor(void *arg)
 {
     node *n = arg;
@@ -648,15 +679,11 @@ static void *executor(void *arg)
         while (n->sockets && (rv = nng_recvmsg(n->rep, &msg, NNG_FLAG_NONBLOCK)) == 0) {
             prom_add(&n->stats.link_msgs[LINK_REQUEST_IN], 1);
             prom_add(&n->stats.link_bytes[LINK_REQUEST_IN], nng_msg_len(msg));
-            nng_msg *out = node_apply_batch(n, nng_msg_body(msg), nng_msg_len(msg), nng_msg_get_pipe(msg).id);
+            nng_pipe from = nng_msg_get_pipe(msg);
+            nng_msg *out = node_apply_batch(n, nng_msg_body(msg), nng_msg_len(msg), from.id);
             nng_msg_free(msg);
-            size_t out_len = out != NULL ? nng_msg_len(out) : 0;
-            if (out != NULL && nng_sendmsg(n->rep, out, 0) != 0)
-                nng_msg_free(out);
-            else if (out != NULL) {
-                prom_add(&n->stats.link_msgs[LINK_REPLY_OUT], 1);
-                prom_add(&n->stats.link_bytes[LINK_REPLY_OUT], out_len);
-            }
+            if (out != NULL)
+                send_reply(n, from, out);
             node_settle(n, false);
         }
         if (rv != NNG_EAGAIN && rv != NNG_ETIMEDOUT && rv != NNG_ECLOSED)
@@ -684,6 +711,7 @@ static int open_sockets(node *n, const char *request_url, const char *delivery_u
     }
     n->sockets = true;
     nng_socket_set_ms(n->rep, NNG_OPT_RECVTIMEO, 100);
+    nng_socket_set_ms(n->rep, NNG_OPT_SENDTIMEO, REPLY_SEND_MS); /* see send_reply */
     /* A batch holds many operations, each at most one client frame. */
     nng_socket_set_size(n->rep, NNG_OPT_RECVMAXSZ, (size_t)n->cfg->max_message_size * 2 + (8u << 20));
     /* a pull is a peer id; the answers wait here (one per peer at most) */

@@ -12,6 +12,12 @@
  *       Pulls deliveries on the node's delivery port for MS (default 3000)
  *       as a random peer id, after saying HELLO with it on REQUEST_URL when
  *       --hello is given: prints "received <N>" (answers holding deliveries).
+ *   link_probe [TLS] [--wait MS] REQUEST_URL flood N
+ *       A peer that asks and never reads: up to N map queries (each answered
+ *       with the whole cluster map), as fast as nng takes them, none of the
+ *       answers read, until the node takes no more for a second (it stopped
+ *       reading, or closed the connection) or 20 s pass; then holds the
+ *       socket MS more (default 3000) and prints "sent <N>".
  *
  * TLS (for tls+tcp:// addresses): --cert FILE --key FILE (the certificate
  * shown; none: TLS without one) and --ca FILE (the node's certificate is
@@ -113,6 +119,45 @@ static void send_op(nng_socket req, const char *step, uint64_t peer, uint64_t se
     fflush(stdout);
 }
 
+/* The flood mode (see the top): a raw REQ socket, whose requests need no
+ * answer before the next, with room for one unread answer. */
+static int flood(const char *url, int count)
+{
+    nng_socket req;
+    if (nng_req0_open_raw(&req) != 0)
+        return 2;
+    nng_socket_set_int(req, NNG_OPT_RECVBUF, 1);
+    nng_socket_set_ms(req, NNG_OPT_SENDTIMEO, 1000);
+    dial(req, url);
+    op_batch b;
+    op_batch_init(&b);
+    op q = {.kind = OP_MAP_QUERY};
+    op_batch_add(&b, &q);
+    uint8_t hdr[OP_BATCH_HEADER_MAX];
+    size_t h = op_batch_header(hdr, random_id(), 0, b.count);
+    int sent = 0;
+    for (int64_t give_up = now_ms() + 20000; sent < count && now_ms() < give_up;) {
+        nng_msg *m;
+        if (nng_msg_alloc(&m, h + b.buf.size) != 0)
+            break;
+        memcpy(nng_msg_body(m), hdr, h);
+        memcpy((uint8_t *)nng_msg_body(m) + h, b.buf.data, b.buf.size);
+        nng_msg_header_append_u32(m, 0x80000000u | (uint32_t)(sent + 1)); /* the request id raw REQ wants */
+        if (nng_sendmsg(req, m, 0) != 0) {
+            nng_msg_free(m);
+            if (sent > 0)
+                break; /* the node pushes back, or hung up */
+            continue;  /* not connected yet */
+        }
+        sent++;
+    }
+    op_batch_destroy(&b);
+    printf("sent %d\n", sent);
+    fflush(stdout);
+    usleep((useconds_t)wait_ms * 1000);
+    return 0;
+}
+
 static int role_of(const char *name)
 {
     return strcmp(name, "node") == 0 ? 1 : strcmp(name, "broker") == 0 ? 2 : strcmp(name, "backend") == 0 ? 3 : 0;
@@ -142,6 +187,8 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *url = argv[i], *cmd = argv[i + 1];
+    if (strcmp(cmd, "flood") == 0 && argc - i == 3)
+        return flood(url, atoi(argv[i + 2]));
     if (strcmp(cmd, "listen") == 0) {
         uint64_t peer = random_id();
         if (hello_url != NULL) {

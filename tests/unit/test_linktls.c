@@ -305,6 +305,11 @@ static nng_socket raw_dial(const char *url, const char *cert, const char *key, c
     assert_int_equal(nng_req0_open(&req), 0);
     nng_dialer d;
     assert_int_equal(nng_dialer_create(&d, req, url), 0);
+    /* one attempt: the refused dialer must not be in a new handshake when the
+     * test closes it (nng 1.5.2 leaks a TLS connection closed in the middle of
+     * its handshake, with its dialer) */
+    nng_dialer_set_ms(d, NNG_OPT_RECONNMINT, 60000);
+    nng_dialer_set_ms(d, NNG_OPT_RECONNMAXT, 60000);
     if (cert != NULL) {
         nng_tls_config *cfg;
         char c[128], k[128], a[128];
