@@ -267,9 +267,8 @@ static int on_grant_op(void *arg, const op *o)
 }
 
 /* The links' callbacks: replies carry the grants; the rest is not ours to act
- * on. The links take no deliveries (no_deliveries: the other nodes' PUB
- * sockets would write us every batch they publish); RESYNC and DOWN carry
- * nothing to free. */
+ * on. The links take no deliveries (no_deliveries: no pull, and the other
+ * nodes gather nothing for us); RESYNC and DOWN carry nothing to free. */
 static int on_link(void *ctx, int event, int index, uint64_t seq, void *item)
 {
     (void)index;

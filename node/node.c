@@ -78,7 +78,7 @@ struct node {
     char *map_json; /* MAP_QUERY's answer: route as JSON (rebuilt when route changes) */
     log_every wrong_shard_log;
     unsigned self;
-    bool sockets;   /* false: no REP/PUB (an in-process broker only) */
+    bool sockets;   /* false: no request and delivery sockets (an in-process broker only) */
     nng_socket rep, dlv; /* requests; the delivery address (raw REP: peers' pulls) */
     char request_url[256], delivery_url[256];
     pthread_t thread;

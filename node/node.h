@@ -25,7 +25,7 @@
 typedef struct node node;
 
 /* Starts a node owning the shards `map` assigns to self_index, listening for
- * peers on request_url (REP) and delivery_url (PUB); both NULL: no sockets at
+ * peers on request_url (REP) and delivery_url (raw REP: their pulls); both NULL: no sockets at
  * all (standalone whose broker is in-process and takes no backends). cfg is
  * borrowed and must outlive the node. Returns NULL (logged) when storage or a
  * socket cannot be opened, or the permissions file does not compile. */

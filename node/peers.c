@@ -24,7 +24,6 @@
  * how many were lost. Not for what a peer subscribes to: the owner modules
  * keep that. */
 #include <pthread.h>
-#include <stdatomic.h>
 #include <string.h>
 
 #include "dict.h"
@@ -175,7 +174,7 @@ peer *peers_join(peers *ps, uint64_t id)
     return p;
 }
 
-static bool answer(peers *ps, nng_msg *msg, uint32_t ops);
+static void answer(peers *ps, nng_msg *msg, uint32_t ops);
 
 /* Takes p's parked pull out of the list; returns it (owned by the caller). */
 static nng_msg *unpark(peers *ps, peer *p)
@@ -358,22 +357,22 @@ static void published(peers *ps, uint32_t ops)
     prom_add(&ps->stats->delivered_batches, 1);
 }
 
-/* Sends msg (owned) on the delivery socket: the answer to a pull. False
- * when it could not (counted as a dropped batch when it held ops). */
-static bool answer(peers *ps, nng_msg *msg, uint32_t ops)
+/* Sends msg (owned) on the delivery socket: the answer to a pull. One that
+ * cannot go is freed (counted as a dropped batch when it held ops: the peer
+ * sees the gap). */
+static void answer(peers *ps, nng_msg *msg, uint32_t ops)
 {
     size_t len = nng_msg_len(msg);
     if (nng_sendmsg(ps->dlv, msg, NNG_FLAG_NONBLOCK) != 0) {
         nng_msg_free(msg);
         if (ops > 0)
             prom_add(&ps->stats->dropped[DROP_SEND_FAILED], 1);
-        return false;
+        return;
     }
     prom_add(&ps->stats->link_msgs[LINK_DELIVERY_OUT], 1);
     prom_add(&ps->stats->link_bytes[LINK_DELIVERY_OUT], len);
     if (ops > 0)
         published(ps, ops);
-    return true;
 }
 
 /* Puts p's pull (msg, owned: its header is the way back) in the list. */
