@@ -231,13 +231,19 @@ size_t peers_expired(peers *ps, peer **out, size_t max)
 
 static void drop_held(peers *ps, peer *p);
 
+/* What is held for p's next pull is past the bounds (at the top of this file). */
+static bool held_too_long(const peer *p)
+{
+    return p->out.buf.size > PEER_HELD_MAX || now_ms() - p->pulled_ms > PEER_HELD_STALE_MS;
+}
+
 void peer_deliver(peers *ps, peer *p, const void *bytes, size_t len)
 {
     if (p->no_deliveries)
         return;
     op_batch_add_encoded(&p->out, bytes, len);
     if (p->held) { /* waits for the peer's next pull */
-        if (p->out.buf.size > PEER_HELD_MAX || now_ms() - p->pulled_ms > PEER_HELD_STALE_MS)
+        if (held_too_long(p))
             drop_held(ps, p);
     } else if (!p->dirty) {
         p->dirty = true;
@@ -398,7 +404,7 @@ static void send_to_pull(peers *ps, peer *p)
     }
 }
 
-/* The batch held for p's pull grew past PEER_HELD_MAX: numbered and dropped. */
+/* The batch held for p's pull is past its bounds (held_too_long): numbered and dropped. */
 static void drop_held(peers *ps, peer *p)
 {
     int64_t now = now_ms();
@@ -444,7 +450,7 @@ void peers_publish(peers *ps)
             send_to_pull(ps, p);
         } else { /* until the peer's next pull */
             p->held = true;
-            if (p->out.buf.size > PEER_HELD_MAX || now_ms() - p->pulled_ms > PEER_HELD_STALE_MS)
+            if (held_too_long(p))
                 drop_held(ps, p);
         }
     }
