@@ -87,7 +87,10 @@ alive() {
   local pid; pid=$(cat "$dir/$1.pid")
   kill -0 "$pid" 2>/dev/null && [[ $(sed -n 's/^.*) \(.\).*/\1/p' "/proc/$pid/stat" 2>/dev/null) != Z ]] || return 1
   local argv0 want
-  argv0=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -1)
+  argv0=$( { tr '\0' '\n' <"/proc/$pid/cmdline"; } 2>/dev/null | head -1)
+  # nothing read: reaped since kill -0 (a zombie reaped between the checks: CI
+  # once saw a killed broker "already running"), or exiting (still there)
+  [[ -n $argv0 || -e /proc/$pid/cmdline ]] || return 1
   want=$(sed -n '1s/ .*//p' "$dir/$1.cmd" 2>/dev/null)
   [[ -z $argv0 || -z $want || $argv0 == "$want" ]]
 }
