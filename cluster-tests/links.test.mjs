@@ -47,6 +47,8 @@ describe('cluster links: TLS with certificates and roles', () => {
   // the test's clients go on meanwhile)
   const probe = async (...args) => (await promisify(execFile)(PROBE, args, { encoding: 'utf8', timeout: 30000 })).stdout
   const cert = name => ['--cert', join(certs, `${name}.crt`), '--key', join(certs, `${name}.key`)]
+  // the node's /metrics, as text
+  const metricsText = async () => (await fetch(`${metrics.replace(/\/$/, '')}/metrics`)).text()
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'eddy-links-'))
@@ -104,7 +106,7 @@ describe('cluster links: TLS with certificates and roles', () => {
       /link-tls-refused reason="wrong version number" peer_cn=- hint="the peer does not speak TLS/]) {
       await until(() => line.test(node.stderr), `the node logs ${line}`)
     }
-    const text = await (await fetch(`${metrics.replace(/\/$/, '')}/metrics`)).text()
+    const text = await metricsText()
     assert.ok(Number(text.match(/eddy_node_links_refused_total\{reason="tls"\} (\d+)/)[1]) >= 3, text)
   })
 
@@ -178,7 +180,6 @@ describe('cluster links: TLS with certificates and roles', () => {
     // it cannot leave: the node then says so (replies_unsent), or, were it to wait for good,
     // it would write no more answers to anyone
     const count = (text, family) => Number(text.match(new RegExp(`${family} (\\d+)`))?.[1] ?? 0)
-    const metricsText = async () => (await fetch(`${metrics.replace(/\/$/, '')}/metrics`)).text()
     const replyOut = 'eddy_node_link_bytes_total\\{direction="reply_out"\\}'
     const before = count(await metricsText(), replyOut)
     const started = Date.now()
@@ -201,7 +202,7 @@ describe('cluster links: TLS with certificates and roles', () => {
     }
     assert.match(node.stderr, /peer-not-reading pipe=\d+ reply_bytes=\d+ waited_ms=200/)
     assert.match(await flood, /^sent \d+\n$/)
-    const text = await (await fetch(`${metrics.replace(/\/$/, '')}/metrics`)).text()
+    const text = await metricsText()
     assert.ok(Number(text.match(/eddy_node_replies_unsent_total (\d+)/)[1]) >= 1, text)
   })
 

@@ -80,20 +80,29 @@ static void dial(nng_socket s, const char *url)
     nng_dialer_start(d, NNG_FLAG_NONBLOCK);
 }
 
-/* Sends one operation in a batch from peer and prints what the node answered. */
-static void send_op(nng_socket req, const char *step, uint64_t peer, uint64_t seq, const op *o)
+/* One operation as a batch from peer numbered seq: a message (owned by the
+ * caller), or NULL without memory. */
+static nng_msg *op_message(uint64_t peer, uint64_t seq, const op *o)
 {
     op_batch b;
     op_batch_init(&b);
     op_batch_add(&b, o);
     uint8_t hdr[OP_BATCH_HEADER_MAX];
     size_t h = op_batch_header(hdr, peer, seq, b.count);
-    nng_msg *m;
-    nng_msg_alloc(&m, h + b.buf.size);
-    memcpy(nng_msg_body(m), hdr, h);
-    memcpy((uint8_t *)nng_msg_body(m) + h, b.buf.data, b.buf.size);
+    nng_msg *m = NULL;
+    if (nng_msg_alloc(&m, h + b.buf.size) == 0) {
+        memcpy(nng_msg_body(m), hdr, h);
+        memcpy((uint8_t *)nng_msg_body(m) + h, b.buf.data, b.buf.size);
+    }
     op_batch_destroy(&b);
-    if (nng_sendmsg(req, m, 0) != 0) {
+    return m;
+}
+
+/* Sends one operation in a batch from peer and prints what the node answered. */
+static void send_op(nng_socket req, const char *step, uint64_t peer, uint64_t seq, const op *o)
+{
+    nng_msg *m = op_message(peer, seq, o);
+    if (m == NULL || nng_sendmsg(req, m, 0) != 0) {
         nng_msg_free(m);
         printf("%s no-answer\n", step);
         return;
@@ -129,19 +138,13 @@ static int flood(const char *url, int count)
     nng_socket_set_int(req, NNG_OPT_RECVBUF, 1);
     nng_socket_set_ms(req, NNG_OPT_SENDTIMEO, 1000);
     dial(req, url);
-    op_batch b;
-    op_batch_init(&b);
     op q = {.kind = OP_MAP_QUERY};
-    op_batch_add(&b, &q);
-    uint8_t hdr[OP_BATCH_HEADER_MAX];
-    size_t h = op_batch_header(hdr, random_id(), 0, b.count);
+    uint64_t peer = random_id();
     int sent = 0;
     for (int64_t give_up = now_ms() + 20000; sent < count && now_ms() < give_up;) {
-        nng_msg *m;
-        if (nng_msg_alloc(&m, h + b.buf.size) != 0)
+        nng_msg *m = op_message(peer, 0, &q);
+        if (m == NULL)
             break;
-        memcpy(nng_msg_body(m), hdr, h);
-        memcpy((uint8_t *)nng_msg_body(m) + h, b.buf.data, b.buf.size);
         nng_msg_header_append_u32(m, 0x80000000u | (uint32_t)(sent + 1)); /* the request id raw REQ wants */
         if (nng_sendmsg(req, m, 0) != 0) {
             nng_msg_free(m);
@@ -151,7 +154,6 @@ static int flood(const char *url, int count)
         }
         sent++;
     }
-    op_batch_destroy(&b);
     printf("sent %d\n", sent);
     fflush(stdout);
     usleep((useconds_t)wait_ms * 1000);
