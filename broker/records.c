@@ -20,7 +20,15 @@
  * default): after an INVALID_VERSION (the owner sends the state with the
  * refusal), and, for writes refused or lost while their node was down, as soon
  * as the node is back (read for that session alone). converge.c says which
- * sessions and names, with its bounds. */
+ * sessions and names, with its bounds.
+ *
+ * A record re-read after a delivery gap (on_recovered) is sent on to its
+ * subscribers, but never to one whose copy is at its version or newer: each
+ * holder's counter is the version of that session's copy as this broker last
+ * saw it (its writes, the updates and states sent to it: copy_at). A writer
+ * may have written past the state read while the answer was on its way; sent
+ * that state, the official client would merge down to it and its next write
+ * would be refused as VERSION_EXISTS (a setWithAck never settles). */
 #include <string.h>
 
 #include "dict.h"
@@ -270,6 +278,15 @@ static bool has_copy(records *r, const session *s, strview name)
     return s != NULL && s->sink == NULL && !s->closing && name.len > 0 && subs_holds(r->subs, name, s, 0);
 }
 
+/* s's copy of name is at version now (it wrote it, or was sent it): its
+ * holder's counter, which on_recovered reads. Nothing when s holds no copy. */
+static void copy_at(records *r, const session *s, strview name, int64_t version)
+{
+    subs_holder *h = version > 0 && s->sink == NULL ? subs_find(r->subs, name, s, 0) : NULL;
+    if (h != NULL)
+        h->count = (uint64_t)version;
+}
+
 /* s's write to name did not apply; its client raised its version anyway.
  * lost: its node was down (refused by the link, or gone with it): the copy is
  * corrected when the node is back. Otherwise the next INVALID_VERSION
@@ -301,6 +318,8 @@ static void handle_write(records *r, session *s, const RecordMessage *m)
     bool write_ack = m->has_iswriteack && m->iswriteack;
     if (s->converging) /* a correction read out for the name is older now */
         converge_wrote(r->conv, s->id, sv_of(m->name));
+    if (m->has_version) /* the client's copy is at the version it writes, applied or not */
+        copy_at(r, s, sv_of(m->name), m->version);
     if (m->data != NULL && strlen(m->data) > (size_t)r->e->cfg->record_max_size) {
         reply_error(s, ACT(RECORD_UPDATE_ERROR), m->name, m->correlationid, m->action, write_ack);
         write_refused(r, s, sv_of(m->name), false);
@@ -468,11 +487,12 @@ static void bulk_step(records *r, uint64_t id, const char *name, int64_t version
     free_bulk(k);
 }
 
-static void on_broadcast(records *r, const op *o, const char *name, const char *data);
+static uint32_t fan_out(records *r, const op *o, const char *name, const char *data, bool recovered);
 
 /* The state a recovery read brought back: subscribers that missed versions in a
  * lost delivery get the whole record at its current version (the client takes a
- * version jump from the server as the truth), or its deletion. */
+ * version jump from the server as the truth), or its deletion; not those whose
+ * copy is at that version or newer (fan_out). */
 static void on_recovered(records *r, const op *o, const char *name, const char *data)
 {
     uint32_t subscribers;
@@ -483,13 +503,14 @@ static void on_recovered(records *r, const op *o, const char *name, const char *
     if (o->version < 0) {
         op gone = {.kind = OP_RECORD_DELETED, .name = o->name};
         log_warn("record-recovered", "name=%s deleted (the deletion was lost in a delivery gap)", name);
-        on_broadcast(r, &gone, name, NULL);
+        fan_out(r, &gone, name, NULL, true);
     } else if (o->version > t->version) {
         op up = {.kind = OP_RECORD_UPDATE, .name = o->name, .action = ACT(UPDATE),
                  .has_version = true, .version = o->version, .has_data = true, .data = o->data};
-        log_warn("record-recovered", "name=%s from_version=%lld to_version=%lld subscribers=%u", name,
-                 (long long)t->version, (long long)o->version, subscribers);
-        on_broadcast(r, &up, name, data);
+        int64_t from = t->version;
+        uint32_t sent = fan_out(r, &up, name, data, true);
+        log_warn("record-recovered", "name=%s from_version=%lld to_version=%lld subscribers=%u up_to_date=%u", name,
+                 (long long)from, (long long)o->version, subscribers, subscribers - sent);
     } else
         return;
     r->recovered++;
@@ -594,6 +615,7 @@ static void on_state(records *r, const op *o, const char *name, const char *data
  * version < 0 (data NULL), its deletion. */
 static void push_state(records *r, session *s, const char *name, int64_t version, const char *data)
 {
+    copy_at(r, s, sv_of(name), version);
     if (version < 0 || data == NULL)
         reply_send(s, TOPIC__TOPIC_RECORD, &(client_reply){.action = ACT(DELETED), .name = name});
     else
@@ -670,6 +692,8 @@ static void on_result(records *r, const op *o, const char *name, const char *dat
     if ((o->flags & OP_FLAG_ERROR) && is_write(o->orig) && o->action != ACT(INVALID_VERSION) &&
         o->action != ACT(VERSION_EXISTS)) /* (VERSION_EXISTS: the client merges the state it carries) */
         write_refused(r, s, o->name, false);
+    if (o->action == ACT(VERSION_EXISTS) && o->has_version) /* the client merges to the state it carries */
+        copy_at(r, s, o->name, o->version);
     reply_send(s, TOPIC__TOPIC_RECORD,
                &(client_reply){.action = (int)o->action, .name = name, .correlation_id = cid,
                         .is_write_ack = (o->flags & OP_FLAG_WRITE_ACK) != 0,
@@ -681,14 +705,17 @@ static void on_result(records *r, const op *o, const char *name, const char *dat
     xfree(cid);
 }
 
-/* Fans one update or deletion out to the local subscribers, encoded once. */
-static void on_broadcast(records *r, const op *o, const char *name, const char *data)
+/* Fans one update or deletion out to the local subscribers, encoded once;
+ * returns to how many it went. Each holder's counter follows its copy's
+ * version (copy_at). A recovered update (a re-read's state) skips the holders
+ * whose copy is at its version or newer. */
+static uint32_t fan_out(records *r, const op *o, const char *name, const char *data, bool recovered)
 {
-    uint32_t n;
+    uint32_t n, sent = 0;
     subs_holder *h = subs_holders(r->subs, o->name, &n);
     rtopic *t = subs_data(r->subs, o->name);
     if (t == NULL)
-        return;
+        return 0;
     client_reply m = {.name = name};
     char *path = NULL;
     if (o->kind == OP_RECORD_DELETED)
@@ -707,11 +734,17 @@ static void on_broadcast(records *r, const op *o, const char *name, const char *
     }
     frame *f = reply_frame(TOPIC__TOPIC_RECORD, &m);
     bool own = o->broker == r->e->broker_id && o->kind != OP_RECORD_PROVIDER;
+    bool versioned = m.has_version && o->version > 0;
     for (uint32_t i = 0; i < n; i++) {
         session *s = h[i].ptr;
-        if (!own || s->id != o->session) /* the writer already has it */
+        if (recovered && versioned && h[i].count >= (uint64_t)o->version)
+            continue; /* its copy is as new (it wrote past the state read) */
+        if (!own || s->id != o->session) { /* the writer already has it */
             session_send(s, f);
-        else if (s->converging) /* its write applied: its copy is the record's */
+            if (versioned)
+                h[i].count = (uint64_t)o->version;
+            sent++;
+        } else if (s->converging) /* its write applied: its copy is the record's */
             converge_applied(r->conv, s->id, o->name);
     }
     frame_unref(f);
@@ -721,6 +754,12 @@ static void on_broadcast(records *r, const op *o, const char *name, const char *
         if ((t = subs_data(r->subs, o->name)) != NULL) /* a subscribe in flight keeps it */
             t->version = -1;
     }
+    return sent;
+}
+
+static void on_broadcast(records *r, const op *o, const char *name, const char *data)
+{
+    fan_out(r, o, name, data, false);
 }
 
 /* Reads name for s alone (CORRECT_CORR): its state corrects s's copy

@@ -229,6 +229,14 @@ subs_holder *subs_holders(const subs *t, strview name, uint32_t *n)
     return e != NULL ? e->holders.v : NULL;
 }
 
+subs_holder *subs_find(const subs *t, strview name, const void *ptr, uint64_t tag)
+{
+    if (!subs_holds(t, name, ptr, tag))
+        return NULL;
+    entry *e = dict_get(t->names, name.ptr, name.len);
+    return &e->holders.v[find_holder(e, ptr, tag)];
+}
+
 void *subs_data(const subs *t, strview name)
 {
     entry *e = dict_get(t->names, name.ptr, name.len);

@@ -63,6 +63,9 @@ size_t subs_held(const subs *t, const void *ptr);
 /* The holders of name and their number in *n (NULL and 0 when none); valid
  * until the table changes. The counters may be changed in place. */
 subs_holder *subs_holders(const subs *t, strview name, uint32_t *n);
+/* Holder (ptr, tag) of name, or NULL when it does not hold it; valid until
+ * the table changes (its counter may be changed in place). Scans name's holders. */
+subs_holder *subs_find(const subs *t, strview name, const void *ptr, uint64_t tag);
 /* The owner's data of name, or NULL when name has no holder or pin. */
 void *subs_data(const subs *t, strview name);
 /* Keeps name alive without a holder (creating it: the first hook runs);

@@ -84,6 +84,28 @@ static void test_first_and_last(void **state)
     assert_int_equal(subs_count(t), 0);
 }
 
+/* subs_find: the one holder's entry, its counter kept in place; NULL for a
+ * holder of another name or of another tag. */
+static void test_find(void **state)
+{
+    (void)state;
+    int a, b;
+    assert_true(subs_add(t, sv_of("x"), &a, 0));
+    assert_true(subs_add(t, sv_of("x"), &b, 0));
+    assert_true(subs_add(t, sv_of("y"), &b, 5));
+    subs_holder *h = subs_find(t, sv_of("x"), &b, 0);
+    assert_non_null(h);
+    assert_ptr_equal(h->ptr, &b);
+    assert_int_equal(h->count, 0);
+    h->count = 42;
+    assert_int_equal(subs_find(t, sv_of("x"), &b, 0)->count, 42);
+    assert_int_equal(subs_find(t, sv_of("x"), &a, 0)->count, 0);
+    assert_null(subs_find(t, sv_of("y"), &a, 0));
+    assert_null(subs_find(t, sv_of("y"), &b, 0)); /* it holds y under tag 5 */
+    assert_non_null(subs_find(t, sv_of("y"), &b, 5));
+    assert_null(subs_find(t, sv_of("z"), &a, 0));
+}
+
 static void test_pins_and_quiet(void **state)
 {
     (void)state;
@@ -188,6 +210,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_first_and_last, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_find, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pins_and_quiet, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tags, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remove_holder, setup, teardown),
