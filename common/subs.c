@@ -124,11 +124,16 @@ static int find_holder(const entry *e, const void *ptr, uint64_t tag)
     return -1;
 }
 
-bool subs_holds(const subs *t, strview name, const void *ptr, uint64_t tag)
+/* Whether ptr holds name under some tag: the holder index, no scan. */
+static bool holds_name(const subs *t, strview name, const void *ptr)
 {
     dict *names = dict_get(t->held, &ptr, sizeof(ptr));
-    uintptr_t n = names != NULL ? (uintptr_t)dict_get(names, name.ptr, name.len) : 0;
-    if (n == 0)
+    return names != NULL && dict_get(names, name.ptr, name.len) != NULL;
+}
+
+bool subs_holds(const subs *t, strview name, const void *ptr, uint64_t tag)
+{
+    if (!holds_name(t, name, ptr))
         return false;
     if (!t->tagged)
         return true; /* every holder's tag is 0 */
@@ -231,10 +236,11 @@ subs_holder *subs_holders(const subs *t, strview name, uint32_t *n)
 
 subs_holder *subs_find(const subs *t, strview name, const void *ptr, uint64_t tag)
 {
-    if (!subs_holds(t, name, ptr, tag))
+    if (!holds_name(t, name, ptr)) /* (a name's holders are scanned only for one of them) */
         return NULL;
     entry *e = dict_get(t->names, name.ptr, name.len);
-    return &e->holders.v[find_holder(e, ptr, tag)];
+    int i = find_holder(e, ptr, tag);
+    return i >= 0 ? &e->holders.v[i] : NULL;
 }
 
 void *subs_data(const subs *t, strview name)
