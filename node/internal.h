@@ -95,6 +95,10 @@ typedef struct node_stats {
     prom_counter replies_unsent; /* replies that could not leave in REPLY_SEND_MS: their connections closed */
 } node_stats;
 
+/* The longest a reply waits for its connection (node.c send_reply): then the
+ * connection is closed (replies_unsent). */
+#define REPLY_SEND_MS 200
+
 /* Writes st's families (all eddy_node_*) to f. Any thread. */
 void stats_write(const node_stats *st, const eddy_config *cfg, FILE *f);
 

@@ -62,7 +62,6 @@ static const owner_module *const table[] = {&replica_owner, &changesets_owner, &
 #define ROWS ((int)(sizeof(table) / sizeof(table[0])))
 #define EXPIRE_MIN 64 /* peers a sweep may drop, at least (else an eighth of the table) */
 #define BUSY_TURN_MS 1 /* a turn whose timers ran this long is followed by the next at once */
-#define REPLY_SEND_MS 200 /* the longest a reply waits for its connection (send_reply) */
 
 typedef struct route {
     int8_t row;     /* -1: no module applies this kind */

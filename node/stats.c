@@ -33,9 +33,11 @@ void stats_write(const node_stats *st, const eddy_config *cfg, FILE *f)
                          "time to apply one request batch (every operation in it) and build its reply", &st->apply);
     one(f, "eddy_node_malformed_total", "counter", "batches and operations refused as malformed",
         prom_get(&st->malformed));
-    one(f, "eddy_node_replies_unsent_total", "counter",
-        "replies a connection did not take within 200 ms (its peer reads none): the connection was closed",
-        prom_get(&st->replies_unsent));
+    char unsent_help[128];
+    snprintf(unsent_help, sizeof(unsent_help),
+             "replies a connection did not take within %d ms (its peer reads none): the connection was closed",
+             REPLY_SEND_MS);
+    one(f, "eddy_node_replies_unsent_total", "counter", unsent_help, prom_get(&st->replies_unsent));
     one(f, "eddy_node_peers", "gauge", "brokers and backends this node serves", prom_get(&st->peers));
     one(f, "eddy_node_max_peers", "gauge", "cluster.maxPeers: the most peers this node serves at once",
         (uint64_t)cfg->max_peers);
