@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { connect, closeAll } from '../tests/e2e/lib/client.mjs'
 import { Proc, BIN, runEddy, sleep, until, assertNoSanitizerReport } from '../tests/e2e/lib/server.mjs'
+import { summed } from '../tests/e2e/lib/metrics.mjs'
 
 const PROBE = join(dirname(BIN), 'tests', 'link_probe')
 const CERTS = resolve('deploy/tls/eddy-certs.sh')
@@ -47,8 +48,8 @@ describe('cluster links: TLS with certificates and roles', () => {
   // the test's clients go on meanwhile)
   const probe = async (...args) => (await promisify(execFile)(PROBE, args, { encoding: 'utf8', timeout: 30000 })).stdout
   const cert = name => ['--cert', join(certs, `${name}.crt`), '--key', join(certs, `${name}.key`)]
-  // the node's /metrics, as text
-  const metricsText = async () => (await fetch(`${metrics.replace(/\/$/, '')}/metrics`)).text()
+  // the node's /metrics: { text, sum(name, labels) }
+  const nodeMetrics = async () => summed([await (await fetch(`${metrics.replace(/\/$/, '')}/metrics`)).text()])
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'eddy-links-'))
@@ -106,8 +107,8 @@ describe('cluster links: TLS with certificates and roles', () => {
       /link-tls-refused reason="wrong version number" peer_cn=- hint="the peer does not speak TLS/]) {
       await until(() => line.test(node.stderr), `the node logs ${line}`)
     }
-    const text = await metricsText()
-    assert.ok(Number(text.match(/eddy_node_links_refused_total\{reason="tls"\} (\d+)/)[1]) >= 3, text)
+    const { text, sum } = await nodeMetrics()
+    assert.ok(sum('eddy_node_links_refused_total', 'reason="tls"') >= 3, text)
   })
 
   test('a backend certificate cannot say HELLO as a node or a broker, nor announce a login', async () => {
@@ -179,17 +180,16 @@ describe('cluster links: TLS with certificates and roles', () => {
     // the flood goes on until its connection's buffers are full and the node's next answer to
     // it cannot leave: the node then says so (replies_unsent), or, were it to wait for good,
     // it would write no more answers to anyone
-    const count = (text, family) => Number(text.match(new RegExp(`${family} (\\d+)`))?.[1] ?? 0)
-    const replyOut = 'eddy_node_link_bytes_total\\{direction="reply_out"\\}'
-    const before = count(await metricsText(), replyOut)
+    const replyOut = m => m.sum('eddy_node_link_bytes_total', 'direction="reply_out"')
+    const before = replyOut(await nodeMetrics())
     const started = Date.now()
     let last = -1
     let flatSince = Date.now()
     await until(async () => {
-      const text = await metricsText()
-      const bytes = count(text, replyOut)
+      const m = await nodeMetrics()
+      const bytes = replyOut(m)
       if (bytes !== last) { last = bytes; flatSince = Date.now() }
-      return count(text, 'eddy_node_replies_unsent_total') > 0 ||
+      return m.sum('eddy_node_replies_unsent_total') > 0 ||
         (bytes - before > (2 << 20) && Date.now() - flatSince > 1000)
     }, 'the flood fills its connection', 30000)
     console.log(`# the flood's connection full after ${Date.now() - started} ms, ${last - before} bytes of answers`)
@@ -202,8 +202,8 @@ describe('cluster links: TLS with certificates and roles', () => {
     }
     assert.match(node.stderr, /peer-not-reading pipe=\d+ reply_bytes=\d+ waited_ms=200/)
     assert.match(await flood, /^sent \d+\n$/)
-    const text = await metricsText()
-    assert.ok(Number(text.match(/eddy_node_replies_unsent_total (\d+)/)[1]) >= 1, text)
+    const { text, sum } = await nodeMetrics()
+    assert.ok(sum('eddy_node_replies_unsent_total') >= 1, text)
   })
 
   test('SIGHUP reads the link certificates again: links up stay, new handshakes get the new certificate; a bad pair is refused', async () => {

@@ -11,27 +11,24 @@ import { test, describe, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { startServer, until, sleep, MODE } from './lib/server.mjs'
 import { connect, closeAll } from './lib/client.mjs'
-import { nodeMetrics } from './lib/metrics.mjs'
-
-async function metrics (port) {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
-  const sum = name => [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+)$`, 'gm'))]
-    .reduce((n, m) => n + Number(m[1]), 0)
-  return { text, sum }
-}
+import { metrics, nodeMetrics } from './lib/metrics.mjs'
 
 describe('delivery gaps', { skip: MODE === 'haproxy' && 'needs the node environment of one process' }, () => {
   let server
   before(async () => { server = await startServer({ nodeEnv: { EDDY_TEST_FAULT_DROP_BROADCASTS: '2' } }) })
   after(async () => { await closeAll(); await server.stop() })
 
-  test('every record update reaches the subscriber although half of the batches are lost', async () => {
-    const reader = await connect(server.url)
-    const writer = await connect(server.url)
-    const watched = reader.record.getRecord('gaps/doc')
-    await watched.whenReady()
-    const written = writer.record.getRecord('gaps/doc')
+  // A writer's and a reader's copy of record `name`, each on a connection of its own, both ready.
+  async function writerAndReader (name) {
+    const written = (await connect(server.url)).record.getRecord(name)
     await written.whenReady()
+    const watched = (await connect(server.url)).record.getRecord(name)
+    await watched.whenReady()
+    return { written, watched }
+  }
+
+  test('every record update reaches the subscriber although half of the batches are lost', async () => {
+    const { written, watched } = await writerAndReader('gaps/doc')
     const seen = []
     watched.subscribe('n', v => seen.push(v))
     for (let i = 1; i <= 6; i++) {
@@ -42,7 +39,7 @@ describe('delivery gaps', { skip: MODE === 'haproxy' && 'needs the node environm
     }
     await until(() => watched.version === written.version, 'reader and writer agree on the version')
     assert.deepEqual(watched.get(), written.get())
-    const { sum } = await metrics(server.port)
+    const { sum } = await metrics(server)
     assert.ok(sum('eddy_delivery_gaps_total') >= 3, 'every second batch was a gap')
     assert.ok(sum('eddy_records_recovered_total') >= 3, 'the record was re-read and sent on')
     assert.match(server.stderr(), /delivery-gap node=\S+ at=tail/)
@@ -56,13 +53,8 @@ describe('delivery gaps', { skip: MODE === 'haproxy' && 'needs the node environm
     // sent to it as an update, the official client would merge down to it
     // (its version falls), its next write would be refused as VERSION_EXISTS
     // and lost to a remote-wins merge (a setWithAck would never settle).
-    const writer = await connect(server.url)
-    const reader = await connect(server.url)
-    const rec = writer.record.getRecord('gaps/writer')
-    await rec.whenReady()
-    const watched = reader.record.getRecord('gaps/writer')
-    await watched.whenReady()
-    const before = (await metrics(server.port)).sum('eddy_records_recovered_total')
+    const { written: rec, watched } = await writerAndReader('gaps/writer')
+    const before = (await metrics(server)).sum('eddy_records_recovered_total')
     const falls = []
     let previous = rec.version
     for (let k = 1; k <= 400; k++) {
@@ -75,7 +67,7 @@ describe('delivery gaps', { skip: MODE === 'haproxy' && 'needs the node environm
     assert.deepEqual(falls, [], 'the writer\'s version only ever rose by its own writes')
     assert.deepEqual(watched.get(), { k: 400 })
     assert.deepEqual(rec.get(), { k: 400 })
-    const { sum } = await metrics(server.port)
+    const { sum } = await metrics(server)
     assert.ok(sum('eddy_records_recovered_total') > before, `gaps were recovered on the way (${sum('eddy_delivery_gaps_total')} gaps)`)
   })
 
@@ -85,15 +77,15 @@ describe('delivery gaps', { skip: MODE === 'haproxy' && 'needs the node environm
     const got = []
     sub.event.subscribe('gaps/ev', v => got.push(v))
     await sleep(300)
-    const before = (await metrics(server.port)).sum('eddy_delivery_lost_operations_total')
+    const before = (await metrics(server)).sum('eddy_delivery_lost_operations_total')
     for (let i = 0; i < 8; i++) {
       pub.event.emit('gaps/ev', i)
       await sleep(100)
     }
-    await until(async () => (await metrics(server.port)).sum('eddy_delivery_lost_operations_total') >= before + 8 - got.length,
+    await until(async () => (await metrics(server)).sum('eddy_delivery_lost_operations_total') >= before + 8 - got.length,
       'every lost event counted', 5000)
     assert.ok(got.length < 8 && got.length > 0, `some events lost, some delivered (${got.length})`)
-    const { text } = await metrics(server.port)
+    const { text } = await metrics(server)
     assert.match(text, /^# TYPE eddy_delivery_lost_operations_total counter$/m)
     assert.match(text, /^eddy_node_up\{node="[^"]+"\} 1$/m)
     // the node counts what it numbered but did not send, by reason (its own /metrics in cluster mode)

@@ -16,7 +16,7 @@ function ports (server) {
 // { text, texts, sum(name, labels) }: sum adds every sample of name (with
 // labels, a string such as 'topic="event"' or an array of them, only the
 // samples that have them all) over the processes.
-function summed (texts) {
+export function summed (texts) {
   const text = texts.join('')
   const sum = (name, labels = null) => {
     const want = labels === null ? [] : [].concat(labels)
